@@ -1,0 +1,1075 @@
+//! The `file` source: NDJSON click lines in, validated [`Click`]s out.
+//!
+//! This is the trust boundary of the pipeline. Every byte of a click file is
+//! untrusted, so decoding never panics: a bad line becomes a [`ClickError`]
+//! naming the field and the reason, is reported with its line number, and is
+//! skipped (SEMANTICS.md, "Inputs"). It is also the PII boundary: the raw
+//! `user_id` is hashed with a keyed SipHash ([`user_key`]) here and never
+//! travels further.
+//!
+//! Valid clicks are split into log partitions with
+//! [`partition_of`](crate::event::partition_of), keeping file order within a
+//! partition, which is the order every per-partition decision depends on.
+//!
+//! Decoding is on the hot path (millions of lines per run): a line is parsed
+//! into borrowed strings with a hand-written serde visitor and the UUID is
+//! parsed by hand, so a valid line allocates only what the [`Click`] keeps
+//! (an ad id longer than the inline size of [`Key`]) and any JSON-escaped
+//! string. The visitor accepts any JSON type for a known field and checks it
+//! afterwards, so a type error still names its field.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use siphasher::sip::SipHasher13;
+use thiserror::Error;
+
+use crate::event::{partition_of, Click, EventTime, Key, RequestId, UserKey};
+
+/// Longest ad or campaign id, in bytes.
+pub const MAX_KEY_BYTES: usize = 64;
+
+/// Longest `user_id`, in bytes.
+pub const MAX_USER_ID_BYTES: usize = 128;
+
+/// Longest line the decoder looks at, in bytes (newline excluded). A valid
+/// click is a few hundred bytes even with escapes; the cap bounds the memory
+/// a file without newlines can make the reader take.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Rejected lines kept with their error in a [`FileInput`]; the rest are only
+/// counted.
+pub const MAX_REJECTED_KEPT: usize = 100;
+
+/// Rejected lines listed by [`FileInput::report`].
+pub const MAX_REJECTED_REPORTED: usize = 10;
+
+/// Read buffer of [`read_clicks_path`], in bytes.
+const READ_BUFFER_BYTES: usize = 1 << 20;
+
+/// Longest unknown field name echoed back in an error, in chars: the name is
+/// untrusted input.
+const MAX_SHOWN_NAME_CHARS: usize = 64;
+
+/// The error "field" of problems that belong to the whole line (not JSON, not
+/// an object, empty, too long).
+pub const LINE: &str = "line";
+
+/// The secret key of the user hash.
+///
+/// The salt makes [`UserKey`]s useless for joining against other data sets or
+/// for guessing user ids offline. `Debug` does not print it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct UserSalt([u8; 16]);
+
+impl UserSalt {
+    /// The salt of file runs that configure none.
+    ///
+    /// It is fixed so that two runs over the same file (and `tally verify`)
+    /// produce the same user keys and thus the same `distinct_users`. It is
+    /// public, so it does not hide user ids from anyone who can read this
+    /// source: configure a secret salt for real traffic.
+    pub const FILE_DEFAULT: UserSalt = UserSalt(*b"tally.file.salt1");
+
+    pub const fn from_bytes(bytes: [u8; 16]) -> UserSalt {
+        UserSalt(bytes)
+    }
+}
+
+impl fmt::Debug for UserSalt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("UserSalt(..)")
+    }
+}
+
+/// The scrubbed user: keyed SipHash-1-3 (64-bit) of the `user_id` bytes.
+pub fn user_key(salt: &UserSalt, user_id: &str) -> UserKey {
+    SipHasher13::new_with_key(&salt.0).hash(user_id.as_bytes())
+}
+
+/// Why a click line was rejected: the field at fault and the reason.
+///
+/// `field` is a JSON field name, or [`LINE`] when the line as a whole is bad.
+/// It is a `Cow` because an unknown field is named as found in the input.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("field '{field}': {reason}")]
+pub struct ClickError {
+    pub field: Cow<'static, str>,
+    pub reason: String,
+}
+
+impl ClickError {
+    fn new(field: &'static str, reason: impl Into<String>) -> ClickError {
+        ClickError {
+            field: Cow::Borrowed(field),
+            reason: reason.into(),
+        }
+    }
+
+    fn line(reason: impl Into<String>) -> ClickError {
+        ClickError::new(LINE, reason)
+    }
+
+    fn unknown_field(name: &str) -> ClickError {
+        let mut shown: String = name
+            .chars()
+            .take(MAX_SHOWN_NAME_CHARS)
+            .flat_map(char::escape_debug)
+            .collect();
+        if name.chars().nth(MAX_SHOWN_NAME_CHARS).is_some() {
+            shown.push('…');
+        }
+        ClickError {
+            field: Cow::Owned(shown),
+            reason: "unknown field (allowed: ad_id, timestamp, user_id, request_id, campaign_id)"
+                .to_owned(),
+        }
+    }
+}
+
+/// Why a string is not a valid ad, campaign or advertiser id.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum KeyError {
+    #[error("empty")]
+    Empty,
+    #[error("too long: {0} bytes (max {MAX_KEY_BYTES})")]
+    TooLong(usize),
+    #[error("invalid character {ch:?} at byte {at} (allowed: A-Z a-z 0-9 . _ : -)")]
+    BadChar { ch: char, at: usize },
+}
+
+/// Checks the id rule shared by clicks and the catalog: 1–64 bytes of
+/// `[A-Za-z0-9._:-]`. The charset keeps ids safe to print, to put in CSV
+/// without quoting and to use as store keys.
+pub fn check_key(s: &str) -> Result<(), KeyError> {
+    if s.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if s.len() > MAX_KEY_BYTES {
+        return Err(KeyError::TooLong(s.len()));
+    }
+    match s.bytes().position(|b| !is_key_byte(b)) {
+        // Every byte before `at` is ASCII, so `at` starts a char.
+        Some(at) => Err(KeyError::BadChar {
+            ch: s[at..].chars().next().unwrap_or('?'),
+            at,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')
+}
+
+/// Decodes one NDJSON click line (without its newline).
+pub fn decode_click(line: &[u8], salt: &UserSalt) -> Result<Click, ClickError> {
+    if line.trim_ascii().is_empty() {
+        return Err(ClickError::line("empty line"));
+    }
+    match serde_json::from_slice::<Parsed<'_>>(line) {
+        Ok(Parsed(fields)) => fields?.into_click(salt),
+        Err(e) => Err(json_error(&e)),
+    }
+}
+
+/// Turns a serde_json error into a line error, keeping the column (serde's
+/// "line 1" is meaningless here: the caller knows the file line).
+fn json_error(e: &serde_json::Error) -> ClickError {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    let prefix = match e.classify() {
+        serde_json::error::Category::Data => "",
+        _ => "invalid JSON: ",
+    };
+    ClickError::line(format!("{prefix}{message} at column {}", e.column()))
+}
+
+/// The fields of a click line.
+#[derive(Clone, Copy)]
+enum Field {
+    AdId,
+    Timestamp,
+    UserId,
+    RequestId,
+    CampaignId,
+}
+
+impl Field {
+    fn from_name(name: &str) -> Option<Field> {
+        match name {
+            "ad_id" => Some(Field::AdId),
+            "timestamp" => Some(Field::Timestamp),
+            "user_id" => Some(Field::UserId),
+            "request_id" => Some(Field::RequestId),
+            "campaign_id" => Some(Field::CampaignId),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::AdId => "ad_id",
+            Field::Timestamp => "timestamp",
+            Field::UserId => "user_id",
+            Field::RequestId => "request_id",
+            Field::CampaignId => "campaign_id",
+        }
+    }
+}
+
+/// A JSON value as far as the checks need it; containers are skipped.
+enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    Uint(u64),
+    Negative(i64),
+    /// A fraction, an exponent, or an integer beyond `u64`.
+    Float(f64),
+    Other(&'static str),
+}
+
+impl Scalar<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Str(_) => "a string",
+            Scalar::Uint(_) => "an integer",
+            Scalar::Negative(_) => "a negative integer",
+            Scalar::Float(_) => "a non-integer number",
+            Scalar::Other(kind) => kind,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Other("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(u64::try_from(v).map_or(Scalar::Negative(v), Scalar::Uint))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::Uint(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Float(v))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+
+    /// Only reached for strings with escapes, which must be unescaped.
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Other("null"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        drain(&mut map)?;
+        Ok(Scalar::Other("an object"))
+    }
+}
+
+fn drain<'de, A: MapAccess<'de>>(map: &mut A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// An object key: one of ours, or a name to report.
+enum FieldName {
+    Known(Field),
+    Unknown(String),
+}
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(FieldNameVisitor)
+    }
+}
+
+struct FieldNameVisitor;
+
+impl Visitor<'_> for FieldNameVisitor {
+    type Value = FieldName;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Field::from_name(v).map_or_else(|| FieldName::Unknown(v.to_owned()), FieldName::Known))
+    }
+}
+
+/// The raw values of a click object, indexed by [`Field`].
+#[derive(Default)]
+struct RawClick<'a>([Option<Scalar<'a>>; 5]);
+
+/// A line that is a JSON object: its raw fields, or the first unknown or
+/// duplicate field. Syntax errors stay serde errors.
+struct Parsed<'a>(Result<RawClick<'a>, ClickError>);
+
+impl<'de> Deserialize<'de> for Parsed<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ClickVisitor)
+    }
+}
+
+struct ClickVisitor;
+
+impl<'de> Visitor<'de> for ClickVisitor {
+    type Value = Parsed<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut raw = RawClick::default();
+        while let Some(name) = map.next_key::<FieldName>()? {
+            if let Err(e) = raw.store(name, &mut map)? {
+                // Read to the end so a syntax error later in the line still
+                // wins: the line is reported as what is most wrong with it.
+                drain(&mut map)?;
+                return Ok(Parsed(Err(e)));
+            }
+        }
+        Ok(Parsed(Ok(raw)))
+    }
+}
+
+impl<'a> RawClick<'a> {
+    /// Reads the value of field `name` into its slot.
+    fn store<A: MapAccess<'a>>(
+        &mut self,
+        name: FieldName,
+        map: &mut A,
+    ) -> Result<Result<(), ClickError>, A::Error> {
+        let field = match name {
+            FieldName::Known(field) => field,
+            FieldName::Unknown(name) => {
+                map.next_value::<IgnoredAny>()?;
+                return Ok(Err(ClickError::unknown_field(&name)));
+            }
+        };
+        let value = map.next_value::<Scalar<'a>>()?;
+        let slot = &mut self.0[field as usize];
+        if slot.is_some() {
+            return Ok(Err(ClickError::new(field.name(), "duplicate field")));
+        }
+        *slot = Some(value);
+        Ok(Ok(()))
+    }
+
+    fn required(&mut self, field: Field) -> Result<Scalar<'a>, ClickError> {
+        self.0[field as usize]
+            .take()
+            .ok_or_else(|| ClickError::new(field.name(), "missing"))
+    }
+
+    fn into_click(mut self, salt: &UserSalt) -> Result<Click, ClickError> {
+        let ad = key_value(Field::AdId, self.required(Field::AdId)?)?;
+        let ts = timestamp_value(self.required(Field::Timestamp)?)?;
+        let user = user_value(self.required(Field::UserId)?, salt)?;
+        let request_id = request_id_value(self.required(Field::RequestId)?)?;
+        if let Some(campaign) = self.0[Field::CampaignId as usize].take() {
+            // Checked, then dropped: the catalog alone attributes spend.
+            key_value(Field::CampaignId, campaign)?;
+        }
+        Ok(Click {
+            ad,
+            ts,
+            user,
+            request_id,
+        })
+    }
+}
+
+fn string_value(field: Field, value: Scalar<'_>) -> Result<Cow<'_, str>, ClickError> {
+    match value {
+        Scalar::Str(s) => Ok(s),
+        other => Err(ClickError::new(
+            field.name(),
+            format!("expected a string, got {}", other.kind()),
+        )),
+    }
+}
+
+fn key_value(field: Field, value: Scalar<'_>) -> Result<Key, ClickError> {
+    let s = string_value(field, value)?;
+    check_key(&s).map_err(|e| ClickError::new(field.name(), e.to_string()))?;
+    Ok(Key::from(s.as_ref()))
+}
+
+fn timestamp_value(value: Scalar<'_>) -> Result<EventTime, ClickError> {
+    let reason = match value {
+        Scalar::Uint(ts) => return Ok(ts),
+        Scalar::Negative(v) => format!("negative: {v}"),
+        Scalar::Float(v) => format!("not an integer fitting u64: {v:?}"),
+        other => format!("expected an integer (ms), got {}", other.kind()),
+    };
+    Err(ClickError::new(Field::Timestamp.name(), reason))
+}
+
+fn user_value(value: Scalar<'_>, salt: &UserSalt) -> Result<UserKey, ClickError> {
+    let user_id = string_value(Field::UserId, value)?;
+    let reason = match user_id.len() {
+        0 => "empty".to_owned(),
+        len if len > MAX_USER_ID_BYTES => {
+            format!("too long: {len} bytes (max {MAX_USER_ID_BYTES})")
+        }
+        _ => return Ok(user_key(salt, &user_id)),
+    };
+    Err(ClickError::new(Field::UserId.name(), reason))
+}
+
+fn request_id_value(value: Scalar<'_>) -> Result<RequestId, ClickError> {
+    let s = string_value(Field::RequestId, value)?;
+    parse_uuid(s.as_bytes()).ok_or_else(|| {
+        ClickError::new(
+            Field::RequestId.name(),
+            "not a UUID (expected 8-4-4-4-12 hex)",
+        )
+    })
+}
+
+/// Parses a canonical `8-4-4-4-12` hex UUID, any case, as its big-endian
+/// 128-bit value. The first three groups are exactly the high 64 bits.
+fn parse_uuid(s: &[u8]) -> Option<RequestId> {
+    if s.len() != 36 || [8, 13, 18, 23].iter().any(|&i| s[i] != b'-') {
+        return None;
+    }
+    let high = hex_fold(hex_fold(hex_fold(0, &s[0..8])?, &s[9..13])?, &s[14..18])?;
+    let low = hex_fold(hex_fold(0, &s[19..23])?, &s[24..36])?;
+    Some((RequestId::from(high) << 64) | RequestId::from(low))
+}
+
+/// Appends the hex `digits` to `acc` (at most 16 digits in all).
+fn hex_fold(acc: u64, digits: &[u8]) -> Option<u64> {
+    digits
+        .iter()
+        .try_fold(acc, |acc, &b| Some((acc << 4) | u64::from(hex_digit(b)?)))
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A line that was skipped, with its 1-based line number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub line: u64,
+    pub error: ClickError,
+}
+
+/// A click file, decoded and split into log partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInput {
+    /// Valid clicks per partition, in file order.
+    pub partitions: Vec<Vec<Click>>,
+    /// Lines read, blank and rejected ones included.
+    pub lines: u64,
+    /// The first [`MAX_REJECTED_KEPT`] rejected lines.
+    pub rejected: Vec<Rejected>,
+    /// All rejected lines.
+    pub rejected_total: u64,
+}
+
+impl FileInput {
+    fn new(partitions: u32) -> FileInput {
+        FileInput {
+            partitions: vec![Vec::new(); partitions as usize],
+            lines: 0,
+            rejected: Vec::new(),
+            rejected_total: 0,
+        }
+    }
+
+    /// Valid clicks, over all partitions.
+    pub fn clicks(&self) -> u64 {
+        self.partitions.iter().map(|p| p.len() as u64).sum()
+    }
+
+    /// A human summary: counts, then the first rejected lines.
+    pub fn report(&self) -> String {
+        Report(self).to_string()
+    }
+
+    fn push(&mut self, decoded: Result<Click, ClickError>) {
+        self.lines += 1;
+        match decoded {
+            Ok(click) => {
+                let partition = partition_of(click.request_id, self.partitions.len() as u32);
+                self.partitions[partition as usize].push(click);
+            }
+            Err(error) => {
+                self.rejected_total += 1;
+                if self.rejected.len() < MAX_REJECTED_KEPT {
+                    self.rejected.push(Rejected {
+                        line: self.lines,
+                        error,
+                    });
+                }
+            }
+        }
+    }
+}
+
+struct Report<'a>(&'a FileInput);
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let input = self.0;
+        write!(
+            f,
+            "input: {} lines, {} clicks, {} rejected",
+            input.lines,
+            input.clicks(),
+            input.rejected_total
+        )?;
+        let shown = input.rejected.iter().take(MAX_REJECTED_REPORTED);
+        for rejected in shown.clone() {
+            write!(f, "\n  line {}: {}", rejected.line, rejected.error)?;
+        }
+        let more = input.rejected_total - shown.count() as u64;
+        if more > 0 {
+            write!(f, "\n  ... and {more} more rejected lines")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every line of a click file and splits the valid clicks into
+/// `partitions` vectors. Only I/O errors fail the read; bad lines are
+/// counted and reported in the result.
+pub fn read_clicks(
+    mut reader: impl BufRead,
+    partitions: u32,
+    salt: &UserSalt,
+) -> io::Result<FileInput> {
+    if partitions == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "partitions must be at least 1",
+        ));
+    }
+    let mut input = FileInput::new(partitions);
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let decoded = match read_line(&mut reader, &mut buf)? {
+            Line::End => return Ok(input),
+            Line::Complete => decode_click(&buf, salt),
+            Line::TooLong => Err(ClickError::line(format!(
+                "longer than {MAX_LINE_BYTES} bytes"
+            ))),
+        };
+        input.push(decoded);
+    }
+}
+
+enum Line {
+    End,
+    Complete,
+    TooLong,
+}
+
+/// Reads one line into `buf`, newline removed. A line longer than
+/// [`MAX_LINE_BYTES`] is skipped to its end without being kept.
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Line> {
+    buf.clear();
+    let limit = MAX_LINE_BYTES as u64 + 1;
+    if io::Read::take(&mut *reader, limit).read_until(b'\n', buf)? == 0 {
+        return Ok(Line::End);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        return Ok(Line::Complete);
+    }
+    if buf.len() <= MAX_LINE_BYTES {
+        return Ok(Line::Complete); // the last line, without a newline
+    }
+    buf.clear();
+    reader.skip_until(b'\n')?;
+    Ok(Line::TooLong)
+}
+
+/// A click file that could not be read.
+#[derive(Debug, Error)]
+#[error("cannot read click file {}: {source}", path.display())]
+pub struct FileSourceError {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// [`read_clicks`] on the file at `path`.
+pub fn read_clicks_path(
+    path: impl AsRef<Path>,
+    partitions: u32,
+    salt: &UserSalt,
+) -> Result<FileInput, FileSourceError> {
+    let path = path.as_ref();
+    let with_path = |source| FileSourceError {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(with_path)?;
+    read_clicks(
+        BufReader::with_capacity(READ_BUFFER_BYTES, file),
+        partitions,
+        salt,
+    )
+    .map_err(with_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const UUID: &str = "0123abcd-4567-89ef-0123-456789abcdef";
+    const UUID_VALUE: u128 = 0x0123abcd_4567_89ef_0123_456789abcdef;
+
+    fn good_line() -> String {
+        format!(
+            r#"{{"ad_id":"ad-1","timestamp":1767225600000,"user_id":"u1","request_id":"{UUID}"}}"#
+        )
+    }
+
+    fn decode(line: &str) -> Result<Click, ClickError> {
+        decode_click(line.as_bytes(), &UserSalt::FILE_DEFAULT)
+    }
+
+    /// The line with `field` set to the raw JSON `value` (or removed).
+    fn with_field(field: &str, value: Option<&str>) -> String {
+        let mut fields = vec![
+            ("ad_id", r#""ad-1""#.to_owned()),
+            ("timestamp", "1767225600000".to_owned()),
+            ("user_id", r#""u1""#.to_owned()),
+            ("request_id", format!(r#""{UUID}""#)),
+        ];
+        fields.retain(|(name, _)| *name != field);
+        if let Some(value) = value {
+            fields.push((field, value.to_owned()));
+        }
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!(r#""{k}":{v}"#))
+            .collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    fn rejected(line: &str) -> ClickError {
+        match decode(line) {
+            Ok(click) => panic!("accepted {line:?} as {click:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn assert_rejects(field: &str, value: Option<&str>, reason_part: &str) {
+        let line = with_field(field, value);
+        let e = rejected(&line);
+        assert_eq!(e.field, field, "{line}: {e}");
+        assert!(e.reason.contains(reason_part), "{line}: {e}");
+    }
+
+    #[test]
+    fn good_line_round_trips() {
+        let click = decode(&good_line()).unwrap();
+        assert_eq!(click.ad, "ad-1");
+        assert_eq!(click.ts, 1_767_225_600_000);
+        assert_eq!(click.user, user_key(&UserSalt::FILE_DEFAULT, "u1"));
+        assert_eq!(click.request_id, UUID_VALUE);
+    }
+
+    #[test]
+    fn field_order_whitespace_and_crlf_do_not_matter() {
+        let line = format!(
+            " {{ \"request_id\" : \"{UUID}\", \"user_id\":\"u1\",\"timestamp\":1767225600000,\"ad_id\":\"ad-1\" }}\r"
+        );
+        assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped_before_checks() {
+        let line =
+            with_field("ad_id", Some(r#""ad\u002d1""#)).replace(r#""u1""#, r#""\u0075\u0031""#);
+        assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
+    }
+
+    #[test]
+    fn uuid_is_big_endian_and_any_case() {
+        assert_eq!(parse_uuid(b"00000000-0000-0000-0000-000000000001"), Some(1));
+        assert_eq!(parse_uuid(UUID.to_uppercase().as_bytes()), Some(UUID_VALUE));
+        assert_eq!(
+            parse_uuid(b"ffffffff-ffff-ffff-ffff-ffffffffffff"),
+            Some(u128::MAX)
+        );
+    }
+
+    #[test]
+    fn campaign_id_is_checked_then_ignored() {
+        let line = with_field("campaign_id", Some(r#""camp:7""#));
+        assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
+        assert_rejects(
+            "campaign_id",
+            Some(r#""camp 7""#),
+            "invalid character ' ' at byte 4",
+        );
+        assert_rejects(
+            "campaign_id",
+            Some("7"),
+            "expected a string, got an integer",
+        );
+    }
+
+    #[test]
+    fn ad_id_rules() {
+        let longest = format!("\"{}\"", "a".repeat(MAX_KEY_BYTES));
+        assert!(decode(&with_field("ad_id", Some(&longest))).is_ok());
+        let too_long = format!("\"{}\"", "a".repeat(MAX_KEY_BYTES + 1));
+        assert_rejects("ad_id", Some(&too_long), "too long: 65 bytes (max 64)");
+        assert_rejects("ad_id", Some(r#""""#), "empty");
+        assert_rejects(
+            "ad_id",
+            Some(r#""ad/1""#),
+            "invalid character '/' at byte 2",
+        );
+        assert_rejects("ad_id", Some(r#""adé""#), "invalid character 'é' at byte 2");
+        assert_rejects("ad_id", Some("null"), "expected a string, got null");
+        assert_rejects("ad_id", Some("[1]"), "expected a string, got an array");
+        assert_rejects(
+            "ad_id",
+            Some(r#"{"a":1}"#),
+            "expected a string, got an object",
+        );
+        assert_rejects("ad_id", None, "missing");
+    }
+
+    #[test]
+    fn timestamp_rules() {
+        assert!(decode(&with_field("timestamp", Some("0"))).is_ok());
+        let max = with_field("timestamp", Some("18446744073709551615"));
+        assert_eq!(decode(&max).unwrap().ts, u64::MAX);
+        assert_rejects(
+            "timestamp",
+            Some("18446744073709551616"),
+            "not an integer fitting u64",
+        );
+        assert_rejects("timestamp", Some("-1"), "negative: -1");
+        assert_rejects("timestamp", Some("1.0"), "not an integer fitting u64: 1.0");
+        assert_rejects("timestamp", Some("1e3"), "not an integer fitting u64");
+        assert_rejects(
+            "timestamp",
+            Some(r#""1000""#),
+            "expected an integer (ms), got a string",
+        );
+        assert_rejects("timestamp", Some("true"), "got a boolean");
+        assert_rejects("timestamp", None, "missing");
+    }
+
+    #[test]
+    fn user_id_rules() {
+        let longest = format!("\"{}\"", "é".repeat(MAX_USER_ID_BYTES / 2));
+        assert!(decode(&with_field("user_id", Some(&longest))).is_ok());
+        let too_long = format!("\"{}\"", "u".repeat(MAX_USER_ID_BYTES + 1));
+        assert_rejects("user_id", Some(&too_long), "too long: 129 bytes (max 128)");
+        assert_rejects("user_id", Some(r#""""#), "empty");
+        assert_rejects("user_id", Some("42"), "expected a string, got an integer");
+        assert_rejects("user_id", None, "missing");
+    }
+
+    #[test]
+    fn request_id_rules() {
+        let e = rejected(&with_field("request_id", Some(r#""not-a-uuid""#)));
+        assert_eq!(
+            e.to_string(),
+            "field 'request_id': not a UUID (expected 8-4-4-4-12 hex)"
+        );
+        for bad in [
+            "0123abcd-4567-89ef-0123-456789abcde",   // short
+            "0123abcd-4567-89ef-0123-456789abcdef0", // long
+            "0123abcd-4567-89ef-0123-456789abcdeg",  // not hex
+            "0123abcd4-567-89ef-0123-456789abcdef",  // hyphen moved
+            "0123abcd_4567_89ef_0123_456789abcdef",  // not hyphens
+            "{0123abcd-4567-89ef-0123-456789abcd}",  // braces
+            "+123abcd-4567-89ef-0123-456789abcdef",  // sign
+        ] {
+            assert_rejects("request_id", Some(&format!("\"{bad}\"")), "not a UUID");
+        }
+        assert_rejects(
+            "request_id",
+            Some("12"),
+            "expected a string, got an integer",
+        );
+        assert_rejects("request_id", None, "missing");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = rejected(&with_field("country", Some(r#""NL""#)));
+        assert_eq!(e.field, "country");
+        assert!(e.reason.starts_with("unknown field"), "{e}");
+        let long_name = "x".repeat(1000);
+        let e = rejected(&with_field(&long_name, Some("1")));
+        assert_eq!(e.field.chars().count(), MAX_SHOWN_NAME_CHARS + 1);
+        let e = rejected(&with_field("a\\nb", Some("1")));
+        assert_eq!(e.field, "a\\nb", "control characters are escaped");
+    }
+
+    #[test]
+    fn duplicate_field_is_rejected() {
+        let line = good_line().replace('}', r#","ad_id":"ad-2"}"#);
+        let e = rejected(&line);
+        assert_eq!(e.to_string(), "field 'ad_id': duplicate field");
+    }
+
+    #[test]
+    fn syntax_errors_win_over_field_errors() {
+        let line = with_field("country", Some("1")).replace('}', ",");
+        assert_eq!(rejected(&line).field, LINE);
+    }
+
+    #[test]
+    fn line_level_errors() {
+        for (line, reason_part) in [
+            ("", "empty line"),
+            ("  \t\r", "empty line"),
+            ("hello", "invalid JSON: expected value at column 1"),
+            ("42", "expected a JSON object at column 2"),
+            (r#"["ad_id"]"#, "expected a JSON object"),
+            (
+                r#"{"ad_id":"a""#,
+                "invalid JSON: EOF while parsing an object",
+            ),
+            (r#"{"ad_id":"a"} {}"#, "invalid JSON: trailing characters"),
+        ] {
+            let e = rejected(line);
+            assert_eq!(e.field, LINE, "{line:?}: {e}");
+            assert!(e.reason.contains(reason_part), "{line:?}: {e}");
+        }
+        let e = decode_click(b"{\"ad_id\":\"a\xff\"}", &UserSalt::FILE_DEFAULT).unwrap_err();
+        assert_eq!(e.field, LINE);
+    }
+
+    #[test]
+    fn deep_nesting_is_rejected_without_overflow() {
+        let n = 30_000;
+        let arrays = format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
+        assert_eq!(rejected(&arrays).field, LINE);
+        assert_eq!(
+            rejected(&objects).field,
+            "a",
+            "unknown field, its value skipped"
+        );
+        let e = rejected(&with_field("ad_id", Some(&arrays)));
+        assert_eq!(
+            e.to_string(),
+            "field 'ad_id': expected a string, got an array"
+        );
+        let e = rejected(&with_field("ad_id", Some(&objects)));
+        assert_eq!(
+            e.to_string(),
+            "field 'ad_id': expected a string, got an object"
+        );
+        let unclosed = rejected(&with_field("ad_id", Some(&"[".repeat(n))));
+        assert_eq!(unclosed.field, LINE);
+    }
+
+    #[test]
+    fn salt_keys_the_user_hash() {
+        let other = UserSalt::from_bytes([7; 16]);
+        assert_ne!(
+            user_key(&other, "u1"),
+            user_key(&UserSalt::FILE_DEFAULT, "u1")
+        );
+        assert_ne!(user_key(&other, "u1"), user_key(&other, "u2"));
+        assert_eq!(format!("{other:?}"), "UserSalt(..)");
+    }
+
+    /// Guards the keys of file runs: changing the default salt or the hash
+    /// would change every `distinct_users` of every stored file run.
+    #[test]
+    fn file_default_user_key_is_pinned() {
+        assert_eq!(user_key(&UserSalt::FILE_DEFAULT, "u1"), PINNED_U1);
+    }
+    const PINNED_U1: u64 = 18_194_875_764_523_507_851;
+
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let good = good_line().into_bytes();
+        let alphabet = b"{}[]\":,0123456789-.eE+ \\uabcdef_tnrl\x00\xff\xc3\xa9";
+        for _ in 0..300 {
+            let random: Vec<u8> = (0..rng.below(80)).map(|_| rng.next() as u8).collect();
+            let _ = decode(&String::from_utf8_lossy(&random));
+            let _ = decode_click(&random, &UserSalt::FILE_DEFAULT);
+            let json_ish: Vec<u8> = (0..rng.below(80))
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            let _ = decode_click(&json_ish, &UserSalt::FILE_DEFAULT);
+            let mut mutated = good.clone();
+            for _ in 0..=rng.below(4) {
+                let at = rng.below(mutated.len());
+                mutated[at] = alphabet[rng.below(alphabet.len())];
+            }
+            mutated.truncate(rng.below(mutated.len() + 1));
+            let _ = decode_click(&mutated, &UserSalt::FILE_DEFAULT);
+        }
+    }
+
+    fn click_line(ad: &str, ts: u64, request_id: u128) -> String {
+        let hex = format!("{request_id:032x}");
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[0..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..32]
+        );
+        format!(r#"{{"ad_id":"{ad}","timestamp":{ts},"user_id":"u","request_id":"{uuid}"}}"#)
+    }
+
+    #[test]
+    fn partition_split_keeps_file_order() {
+        let mut text = String::new();
+        for i in 0..200u64 {
+            text.push_str(&click_line("a", i, u128::from(i % 50) * 0x1_0000_0001));
+            text.push('\n');
+        }
+        let input = read_clicks(text.as_bytes(), 4, &UserSalt::FILE_DEFAULT).unwrap();
+        assert_eq!(
+            (input.lines, input.clicks(), input.rejected_total),
+            (200, 200, 0)
+        );
+        for (p, clicks) in input.partitions.iter().enumerate() {
+            assert!(
+                clicks.windows(2).all(|w| w[0].ts < w[1].ts),
+                "partition {p} out of order"
+            );
+            assert!(clicks
+                .iter()
+                .all(|c| partition_of(c.request_id, 4) as usize == p));
+        }
+        assert!(input.partitions.iter().filter(|p| !p.is_empty()).count() > 1);
+    }
+
+    #[test]
+    fn rejected_lines_are_numbered_and_capped() {
+        let mut text = format!("{}\n\n", click_line("a", 1, 1));
+        for _ in 0..150 {
+            text.push_str("oops\n");
+        }
+        text.push_str(&click_line("a", 2, 2)); // last line, no newline
+        let input = read_clicks(text.as_bytes(), 1, &UserSalt::FILE_DEFAULT).unwrap();
+        assert_eq!(
+            (input.lines, input.clicks(), input.rejected_total),
+            (153, 2, 151)
+        );
+        assert_eq!(input.rejected.len(), MAX_REJECTED_KEPT);
+        assert_eq!(input.rejected[0].line, 2);
+        assert_eq!(input.rejected[0].error.reason, "empty line");
+        assert_eq!(input.rejected[1].line, 3);
+        let report = input.report();
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines[0], "input: 153 lines, 2 clicks, 151 rejected");
+        assert_eq!(lines[1], "  line 2: field 'line': empty line");
+        assert!(
+            lines[2].starts_with("  line 3: field 'line': invalid JSON"),
+            "{report}"
+        );
+        assert_eq!(lines.len(), 1 + MAX_REJECTED_REPORTED + 1);
+        assert_eq!(lines[11], "  ... and 141 more rejected lines");
+    }
+
+    #[test]
+    fn overlong_line_is_rejected_and_skipped() {
+        let text = format!(
+            "{}\n{}\n{}",
+            "x".repeat(MAX_LINE_BYTES + 10),
+            click_line("a", 1, 1),
+            "y".repeat(MAX_LINE_BYTES + 1)
+        );
+        let input = read_clicks(text.as_bytes(), 2, &UserSalt::FILE_DEFAULT).unwrap();
+        assert_eq!(
+            (input.lines, input.clicks(), input.rejected_total),
+            (3, 1, 2)
+        );
+        assert_eq!(
+            input.rejected[0].error.reason,
+            format!("longer than {MAX_LINE_BYTES} bytes")
+        );
+        assert_eq!(input.rejected[1].line, 3);
+    }
+
+    #[test]
+    fn zero_partitions_is_an_error() {
+        let e = read_clicks(&b""[..], 0, &UserSalt::FILE_DEFAULT).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn read_clicks_path_reads_a_file_and_names_a_missing_one() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "{}", click_line("a", 5, 9)).unwrap();
+        let input = read_clicks_path(file.path(), 3, &UserSalt::FILE_DEFAULT).unwrap();
+        assert_eq!(input.clicks(), 1);
+        let missing = file.path().with_extension("missing");
+        let e = read_clicks_path(&missing, 3, &UserSalt::FILE_DEFAULT).unwrap_err();
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
+    }
+}

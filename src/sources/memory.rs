@@ -1,0 +1,30 @@
+//! A partition held in memory, read from an offset: the reader behind file
+//! and generator sources, whose clicks are loaded before the job starts.
+
+use crate::dataflow::{PartitionReader, ReadStatus};
+use crate::event::Click;
+
+/// Reads a fixed vector of clicks, then reports `Finished` (a bounded input).
+pub struct VecReader {
+    clicks: Vec<Click>,
+    offset: usize,
+}
+
+impl VecReader {
+    pub fn new(clicks: Vec<Click>) -> Self {
+        VecReader { clicks, offset: 0 }
+    }
+}
+
+impl PartitionReader for VecReader {
+    fn read(&mut self, out: &mut Vec<Click>, max: usize) -> ReadStatus {
+        let end = (self.offset + max).min(self.clicks.len());
+        out.extend_from_slice(&self.clicks[self.offset..end]);
+        self.offset = end;
+        if self.offset == self.clicks.len() {
+            ReadStatus::Finished
+        } else {
+            ReadStatus::More
+        }
+    }
+}

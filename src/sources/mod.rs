@@ -1,0 +1,9 @@
+//! Sources of clicks: NDJSON files and the seeded generator.
+//!
+//! Both produce validated [`crate::event::Click`]s split into log partitions
+//! by request id; the dataflow reads them through
+//! [`crate::dataflow::PartitionReader`].
+
+pub mod file;
+pub mod generator;
+pub mod memory;
