@@ -1,0 +1,187 @@
+//! Job files: what to read, how to window and count it, and where rows go.
+//!
+//! A job is a TOML file (see `jobs/clicks.toml`, which lists every key with
+//! its default). [`load`] reads one, checks every key, and returns a [`Job`]
+//! in engine units: all durations in milliseconds, all paths resolved
+//! against the job file's directory, the window list sorted. Anything wrong
+//! becomes a one-line [`JobError`] naming the file, the dotted key and the
+//! reason; nothing in here panics on input.
+//!
+//! The rules checked here are the ones the counting contract
+//! (`SEMANTICS.md`) relies on: every window is a whole number of 1m windows
+//! and ends on an epoch boundary, and lateness and restatement horizons are
+//! whole epochs, so every decision falls on an epoch tick.
+
+mod duration;
+mod error;
+mod read;
+mod section;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+use crate::event::{KeyType, MINUTE_MS};
+use crate::sources::generator::GeneratorConfig;
+
+pub use duration::{format_duration, parse_duration};
+pub use error::{JobError, JOB_ERROR_EXIT_CODE};
+
+/// Most partitions a source may have (a limit on per-partition state).
+pub const MAX_PARTITIONS: u32 = 4096;
+/// Shortest epoch: data travels at epoch multiples, and the catalog join
+/// retracts each partial one millisecond after it, which must not be a
+/// multiple of the epoch.
+pub const MIN_EPOCH_MS: u64 = 10;
+/// Longest window a job may declare.
+pub const MAX_WINDOW_MS: u64 = 86_400_000;
+/// Shortest dedup horizon: below this, ordinary retries slip through.
+pub const MIN_DEDUP_HORIZON_MS: u64 = 1_000;
+/// Shortest interval between early (partial) results.
+pub const MIN_EARLY_RESULTS_MS: u64 = 100;
+
+const DEFAULT_PARTITIONS: u32 = 8;
+const DEFAULT_EPOCH_MS: u64 = 1_000;
+const DEFAULT_SLACK_MS: u64 = 5_000;
+const DEFAULT_ALLOWED_LATENESS_MS: u64 = 10_000;
+const DEFAULT_DEDUP_HORIZON_MS: u64 = 60_000;
+const DEFAULT_WINDOWS_MS: [u64; 3] = [MINUTE_MS, 5 * MINUTE_MS, 60 * MINUTE_MS];
+const DEFAULT_EARLY_RESULTS_MS: u64 = 2_000;
+const DEFAULT_RESTATE_WITHIN_MS: u64 = 3_600_000;
+
+/// A checked job, in engine units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// `name`; defaults to the job file's stem.
+    pub name: String,
+    /// The job file, as it was given.
+    pub file: PathBuf,
+    pub source: SourceSpec,
+    /// `source.partitions`, in `1..=MAX_PARTITIONS`.
+    pub partitions: u32,
+    /// `time.epoch`: the commit interval; > 0 and divides 1m.
+    pub epoch_ms: u64,
+    /// `time.watermark_slack`: how far a partition watermark trails its
+    /// largest event time.
+    pub slack_ms: u64,
+    /// `time.allowed_lateness`: a whole number of epochs.
+    pub allowed_lateness_ms: u64,
+    /// `dedup.horizon`: at least `MIN_DEDUP_HORIZON_MS`.
+    pub dedup_horizon_ms: u64,
+    /// `windows.sizes`: sorted ascending, distinct, multiples of 1m, at most
+    /// 1d; the first is always 1m.
+    pub windows_ms: Vec<u64>,
+    /// `windows.early_results`: wall-clock interval of partial rows.
+    pub early_results_ms: u64,
+    /// `aggregate.group_by`, in the order listed, without duplicates.
+    pub group_by: Vec<KeyType>,
+    /// Whether `aggregate.measures` includes `distinct_users` (`clicks` is
+    /// always counted).
+    pub distinct_users: bool,
+    pub late: LatePolicy,
+    pub sink: SinkSpec,
+    /// `catalog.path`, resolved against the job file's directory. Its
+    /// existence is checked by [`load`] (and [`Job::check_files`]), not by
+    /// [`parse`].
+    pub catalog: Option<PathBuf>,
+}
+
+/// Where clicks come from (`[source]`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSpec {
+    /// An NDJSON file; `None` means the CLI must supply `--input`.
+    File { path: Option<PathBuf> },
+    /// The seeded generator, `[source.generator]`. Its `partitions` equals
+    /// the job's `source.partitions`.
+    Generator(GeneratorConfig),
+    /// The embedded log; `None` means the CLI's default log directory.
+    Log { dir: Option<PathBuf> },
+}
+
+/// What happens to a click that arrives after its window closed (`[late]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Apply it and emit restated rows while the 1m window's end plus
+    /// `within_ms` is ahead of the watermark; hold it in the ledger after.
+    Restate { within_ms: u64 },
+    /// Never change an emitted row; the click goes to the late ledger only.
+    Hold,
+}
+
+/// Where rows go (`[sink]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// An NDJSON file; `None` means the CLI must supply `--output`.
+    File { path: Option<PathBuf> },
+    /// Kept in memory (benchmarks and tests).
+    Memory,
+}
+
+impl Job {
+    /// The job an empty file at `file` describes: every key at its default.
+    pub fn defaults(file: &Path) -> Job {
+        Job {
+            name: read::default_name(file),
+            file: file.to_path_buf(),
+            source: SourceSpec::File { path: None },
+            partitions: DEFAULT_PARTITIONS,
+            epoch_ms: DEFAULT_EPOCH_MS,
+            slack_ms: DEFAULT_SLACK_MS,
+            allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS,
+            dedup_horizon_ms: DEFAULT_DEDUP_HORIZON_MS,
+            windows_ms: DEFAULT_WINDOWS_MS.to_vec(),
+            early_results_ms: DEFAULT_EARLY_RESULTS_MS,
+            group_by: vec![KeyType::Ad, KeyType::Campaign, KeyType::Advertiser],
+            distinct_users: true,
+            late: LatePolicy::Restate {
+                within_ms: DEFAULT_RESTATE_WITHIN_MS,
+            },
+            sink: SinkSpec::File { path: None },
+            catalog: None,
+        }
+    }
+
+    /// Checks that the files the job needs up front exist: the catalog.
+    ///
+    /// Input and output paths are not checked here, since the CLI may
+    /// override them.
+    pub fn check_files(&self) -> Result<(), JobError> {
+        let Some(catalog) = &self.catalog else {
+            return Ok(());
+        };
+        if catalog.is_file() {
+            return Ok(());
+        }
+        let shown = std::path::absolute(catalog).unwrap_or_else(|_| catalog.clone());
+        let reason = if shown.exists() {
+            format!("not a file: {}", shown.display())
+        } else {
+            format!("file not found: {}", shown.display())
+        };
+        Err(JobError::Key {
+            file: self.file.clone(),
+            key: "catalog.path".to_string(),
+            reason,
+        })
+    }
+}
+
+/// Reads, parses and checks the job file at `path`, including that the
+/// catalog file exists.
+pub fn load(path: &Path) -> Result<Job, JobError> {
+    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let job = parse(&text, path)?;
+    job.check_files()?;
+    Ok(job)
+}
+
+/// Parses and checks job text as if read from `file` (used for messages and
+/// to resolve relative paths). Touches no files.
+pub fn parse(text: &str, file: &Path) -> Result<Job, JobError> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|err| JobError::syntax(file.to_path_buf(), text, &err))?;
+    read::job(table, file).map_err(|err| err.in_file(file.to_path_buf()))
+}
