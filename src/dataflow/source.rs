@@ -1,0 +1,170 @@
+//! The source operator: reads partitions, decides clicks, holds the watermark.
+//!
+//! One instance per worker owns partitions `p` with `p % peers == index`.
+//! For every click its partition decides duplicate / on time / too late
+//! ([`PartitionState`]); counted clicks are pre-aggregated per epoch
+//! ([`PreAggregator`]). The operator's capability is the worker's watermark:
+//! the minimum over partitions that are not idle, rounded down to the epoch.
+//! A partition is idle when its reader has caught up with the end offset —
+//! never by a timer. When every partition is idle the capability follows the
+//! clock (now − slack) for liveness only; idle partitions' watermarks are
+//! raised with it so that a click arriving later cannot meet a final window.
+//! Reading happens through [`PartitionReader`], so the operator does no I/O
+//! of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use timely::dataflow::operators::generic::operator::source;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{Scope, Stream};
+
+use crate::event::{Click, EventTime, Key};
+
+use super::partial::{AdPartial, PreAggregator};
+use super::partition::{PartitionState, TimeRules, Verdict};
+use super::stats::SourceStats;
+
+/// Where a reader stands after a read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStatus {
+    /// More clicks are available now.
+    More,
+    /// At the end offset; more may arrive later (a live log).
+    CaughtUp,
+    /// At the end of a bounded input: nothing more will ever arrive.
+    Finished,
+}
+
+/// Reads one partition from its current offset.
+pub trait PartitionReader {
+    /// Appends at most `max` clicks to `out`.
+    fn read(&mut self, out: &mut Vec<Click>, max: usize) -> ReadStatus;
+}
+
+/// Opens the reader of a partition; shared by all workers of a process.
+pub type ReaderFactory = Arc<dyn Fn(u32) -> Box<dyn PartitionReader> + Send + Sync>;
+
+/// Wall-clock milliseconds since the Unix epoch, injected so tests control it.
+pub type Clock = Arc<dyn Fn() -> EventTime + Send + Sync>;
+
+/// Clicks read from one partition per activation, at most.
+pub const READ_BATCH_CLICKS: usize = 4_096;
+/// Pending partials that force a flush before the epoch ends.
+pub const MAX_PENDING_PARTIALS: usize = 200_000;
+/// How often an all-idle live source looks for new data.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Settings of the source operator.
+#[derive(Clone)]
+pub struct SourceSettings {
+    pub partitions: u32,
+    pub rules: TimeRules,
+    pub distinct_users: bool,
+    pub readers: ReaderFactory,
+    pub clock: Clock,
+    pub stats: Arc<SourceStats>,
+}
+
+struct Owned {
+    state: PartitionState,
+    reader: Box<dyn PartitionReader>,
+    status: ReadStatus,
+}
+
+/// Builds the source operator of this worker.
+pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSettings) -> Stream<'scope, EventTime, Vec<(Key, AdPartial)>> {
+    let index = scope.index() as u32;
+    let peers = scope.peers() as u32;
+    source(scope.clone(), "ClickSource", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut owned: Vec<Owned> = (0..settings.partitions)
+            .filter(|p| p % peers == index)
+            .map(|p| Owned { state: PartitionState::new(p, settings.rules), reader: (settings.readers)(p), status: ReadStatus::More })
+            .collect();
+        let mut pre = PreAggregator::new(settings.distinct_users);
+        let mut cap = Some(capability);
+        let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
+        move |output| {
+            let Some(current) = cap.as_mut() else { return };
+            for p in owned.iter_mut() {
+                if p.status == ReadStatus::Finished {
+                    continue;
+                }
+                buf.clear();
+                p.status = p.reader.read(&mut buf, READ_BATCH_CLICKS);
+                read_batch(&mut p.state, &buf, &mut pre, &settings.stats);
+            }
+            let target = worker_watermark(&owned, &settings);
+            match target {
+                None => {
+                    flush(&mut pre, current, output);
+                    cap = None;
+                    return;
+                }
+                Some(t) => {
+                    let epoch = t - t % settings.rules.epoch_ms;
+                    if epoch > *current.time() || pre.pending() > MAX_PENDING_PARTIALS {
+                        flush(&mut pre, current, output);
+                    }
+                    if epoch > *current.time() {
+                        current.downgrade(&epoch);
+                        owned.iter_mut().filter(|p| p.status != ReadStatus::More).for_each(|p| p.state.raise_watermark(epoch));
+                    }
+                }
+            }
+            if owned.iter().any(|p| p.status == ReadStatus::More) {
+                activator.activate();
+            } else {
+                activator.activate_after(IDLE_POLL);
+            }
+        }
+    })
+    .container::<Vec<(Key, AdPartial)>>()
+}
+
+/// Decides and pre-aggregates one batch of a partition's clicks.
+fn read_batch(state: &mut PartitionState, clicks: &[Click], pre: &mut PreAggregator, stats: &SourceStats) {
+    let mut counts = [0u64; 4];
+    for click in clicks {
+        let verdict = state.decide(click);
+        counts[match verdict {
+            Verdict::OnTime => 0,
+            Verdict::Duplicate => 1,
+            Verdict::Restate { .. } => 2,
+            Verdict::Held { .. } => 3,
+        }] += 1;
+        pre.add(click, verdict);
+    }
+    stats.record(counts, state.remembered());
+}
+
+/// The worker's watermark, or `None` once every partition has finished.
+fn worker_watermark(owned: &[Owned], settings: &SourceSettings) -> Option<EventTime> {
+    if owned.iter().all(|p| p.status == ReadStatus::Finished) {
+        return None;
+    }
+    let busy = owned.iter().filter(|p| p.status == ReadStatus::More).map(|p| p.state.watermark()).min();
+    Some(busy.unwrap_or_else(|| (settings.clock)().saturating_sub(settings.rules.slack_ms)))
+}
+
+/// Sends the epoch's partials: on-time ones at the capability, too-late ones
+/// at their batch time (never below the capability: see `PartitionState`).
+fn flush(
+    pre: &mut PreAggregator,
+    cap: &Capability<EventTime>,
+    output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+        '_,
+        EventTime,
+        timely::container::CapacityContainerBuilder<Vec<(Key, AdPartial)>>,
+    >,
+) {
+    let on_time = pre.drain_on_time();
+    if !on_time.is_empty() {
+        output.session(cap).give_iterator(on_time.into_iter());
+    }
+    for (tau, batch) in pre.drain_late() {
+        let at = cap.delayed(&tau);
+        output.session(&at).give_iterator(batch.into_iter());
+    }
+}

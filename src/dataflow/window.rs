@@ -1,0 +1,302 @@
+//! The window book: open, final and restated windows of the keys one worker owns.
+//!
+//! Pure state machine driven by the window operator. Partials arrive tagged
+//! with the timely time they travel at; the operator hands them over one
+//! complete time at a time, in time order, and tells the book how far the
+//! frontier has moved. Rows depend only on which partials carry which time,
+//! never on how they were batched, which is what makes output identical for
+//! any worker count (SEMANTICS.md, "Windows and rows").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{EventTime, Key, KeyType, MINUTE_MS};
+use crate::row::{LateEntry, Row, Status};
+
+use super::partial::{Agg, Lateness};
+
+/// A partial aggregate addressed to one key, after catalog attribution.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyedPartial {
+    pub key_type: KeyType,
+    pub key: Key,
+    /// Start of the 1m window.
+    pub window: EventTime,
+    pub lateness: Lateness,
+    pub agg: Agg,
+    pub late_ids: Vec<crate::event::RequestId>,
+}
+
+/// Window identity, ordered by end first so that finalization is a prefix.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct WinId {
+    end: EventTime,
+    granularity: u64,
+    key_type: KeyType,
+    key: Key,
+}
+
+impl WinId {
+    fn start(&self) -> EventTime {
+        self.end - self.granularity
+    }
+}
+
+#[derive(Default)]
+struct Closed {
+    agg: Agg,
+    version: u32,
+}
+
+/// Settings of the book.
+#[derive(Clone, Debug)]
+pub struct WindowRules {
+    /// Window lengths, ascending; the first is 1m.
+    pub windows_ms: Vec<u64>,
+    pub allowed_lateness_ms: u64,
+    /// How long a final window stays restatable; `None` when late clicks are held.
+    pub restate_within_ms: Option<u64>,
+}
+
+/// Open and recently final windows of this worker's keys.
+pub struct WindowBook {
+    rules: WindowRules,
+    open: BTreeMap<WinId, Agg>,
+    closed: BTreeMap<WinId, Closed>,
+    /// Open 1m windows changed since the last early results.
+    dirty: BTreeSet<WinId>,
+}
+
+/// What a step of the book produced.
+#[derive(Default, Debug)]
+pub struct Emitted {
+    pub rows: Vec<Row>,
+    pub late: Vec<LateEntry>,
+}
+
+impl WindowBook {
+    pub fn new(rules: WindowRules) -> Self {
+        assert_eq!(rules.windows_ms.first(), Some(&MINUTE_MS), "windows start with 1m");
+        WindowBook { rules, open: BTreeMap::new(), closed: BTreeMap::new(), dirty: BTreeSet::new() }
+    }
+
+    /// Applies every partial that travels at the complete time `time`.
+    pub fn apply_time(&mut self, time: EventTime, partials: Vec<KeyedPartial>, out: &mut Emitted) {
+        self.finalize_through(time, out);
+        let mut restated = BTreeSet::new();
+        for partial in partials {
+            match partial.lateness {
+                Lateness::OnTime => self.apply_on_time(time, partial),
+                Lateness::Restate => {
+                    out.late.push(late_entry(&partial, time, false));
+                    self.apply_restating(time, partial, &mut restated);
+                }
+                Lateness::Held => out.late.push(late_entry(&partial, time, true)),
+            }
+        }
+        for id in restated {
+            let closed = self.closed.get_mut(&id).expect("restated windows are closed");
+            closed.version += 1;
+            out.rows.push(row(&id, &closed.agg, Status::Restated, closed.version));
+        }
+    }
+
+    fn apply_on_time(&mut self, time: EventTime, partial: KeyedPartial) {
+        let id = WinId { end: partial.window + MINUTE_MS, granularity: MINUTE_MS, key_type: partial.key_type, key: partial.key };
+        assert!(
+            id.end + self.rules.allowed_lateness_ms > time,
+            "an on-time partial at {time} met the final window ending {}",
+            id.end
+        );
+        self.open.entry(id.clone()).or_default().merge(&partial.agg);
+        self.dirty.insert(id);
+    }
+
+    fn apply_restating(&mut self, time: EventTime, partial: KeyedPartial, restated: &mut BTreeSet<WinId>) {
+        for &granularity in &self.rules.windows_ms {
+            let start = partial.window - partial.window % granularity;
+            let id = WinId { end: start + granularity, granularity, key_type: partial.key_type, key: partial.key.clone() };
+            if id.end + self.rules.allowed_lateness_ms <= time {
+                assert!(self.restatable(&id, time), "a restating partial at {time} met an evicted window");
+                self.closed.entry(id.clone()).or_default().agg.merge(&partial.agg);
+                restated.insert(id);
+            } else {
+                self.open.entry(id).or_default().merge(&partial.agg);
+            }
+        }
+    }
+
+    fn restatable(&self, id: &WinId, time: EventTime) -> bool {
+        restatable(&self.rules, id, time)
+    }
+
+    /// Finalizes every window whose end + allowed lateness is at or below
+    /// `frontier`, rolling 1m windows up into the longer ones, and evicts
+    /// final windows that can no longer be restated.
+    pub fn finalize_through(&mut self, frontier: EventTime, out: &mut Emitted) {
+        let lateness = self.rules.allowed_lateness_ms;
+        while let Some(entry) = self.open.first_entry() {
+            if entry.key().end + lateness > frontier {
+                break;
+            }
+            let (id, agg) = entry.remove_entry();
+            self.dirty.remove(&id);
+            if id.granularity == MINUTE_MS {
+                self.roll_up(&id, &agg);
+            }
+            out.rows.push(row(&id, &agg, Status::Final, 1));
+            if self.rules.restate_within_ms.is_some() {
+                self.closed.insert(id, Closed { agg, version: 1 });
+            }
+        }
+        while let Some(entry) = self.closed.first_entry() {
+            if restatable(&self.rules, entry.key(), frontier) {
+                break;
+            }
+            entry.remove();
+        }
+    }
+
+    fn roll_up(&mut self, minute: &WinId, agg: &Agg) {
+        let start = minute.start();
+        for &granularity in &self.rules.windows_ms[1..] {
+            let end = start - start % granularity + granularity;
+            let id = WinId { end, granularity, key_type: minute.key_type, key: minute.key.clone() };
+            self.open.entry(id).or_default().merge(agg);
+        }
+    }
+
+    /// Early results: a partial row for every open window changed since the
+    /// last call. A longer window's value is its final 1m windows plus the
+    /// open ones inside it.
+    pub fn early_results(&mut self, out: &mut Emitted) {
+        let mut touched: BTreeSet<WinId> = BTreeSet::new();
+        for minute in std::mem::take(&mut self.dirty) {
+            let start = minute.start();
+            for &granularity in &self.rules.windows_ms {
+                let end = start - start % granularity + granularity;
+                touched.insert(WinId { end, granularity, key_type: minute.key_type, key: minute.key.clone() });
+            }
+        }
+        for id in touched {
+            let mut agg = self.open.get(&id).cloned().unwrap_or_default();
+            if id.granularity != MINUTE_MS {
+                self.add_open_minutes(&id, &mut agg);
+            }
+            out.rows.push(row(&id, &agg, Status::Partial, 0));
+        }
+    }
+
+    fn add_open_minutes(&self, id: &WinId, agg: &mut Agg) {
+        let mut end = id.start() + MINUTE_MS;
+        while end <= id.end {
+            let minute = WinId { end, granularity: MINUTE_MS, key_type: id.key_type, key: id.key.clone() };
+            if let Some(open) = self.open.get(&minute) {
+                agg.merge(open);
+            }
+            end += MINUTE_MS;
+        }
+    }
+
+    /// Windows held in memory: (open, final but restatable).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.open.len(), self.closed.len())
+    }
+}
+
+/// A final window stays in memory while a restating click could still reach it.
+fn restatable(rules: &WindowRules, id: &WinId, time: EventTime) -> bool {
+    matches!(rules.restate_within_ms, Some(within) if id.end + within > time)
+}
+
+fn row(id: &WinId, agg: &Agg, status: Status, version: u32) -> Row {
+    Row {
+        key_type: id.key_type,
+        key: id.key.clone(),
+        granularity_ms: id.granularity,
+        window_start: id.start(),
+        clicks: agg.clicks,
+        distinct_users: agg.users.estimate(),
+        status,
+        version,
+    }
+}
+
+fn late_entry(partial: &KeyedPartial, batch: EventTime, held: bool) -> LateEntry {
+    LateEntry {
+        key_type: partial.key_type,
+        key: partial.key.clone(),
+        window_start: partial.window,
+        batch,
+        held,
+        request_ids: partial.late_ids.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> WindowRules {
+        WindowRules { windows_ms: vec![60_000, 300_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000) }
+    }
+
+    fn partial(window: u64, lateness: Lateness, clicks: u64) -> KeyedPartial {
+        KeyedPartial {
+            key_type: KeyType::Ad,
+            key: "a".into(),
+            window,
+            lateness,
+            agg: Agg { clicks, users: Default::default() },
+            late_ids: vec![],
+        }
+    }
+
+    #[test]
+    fn final_rows_roll_up_minutes() {
+        let mut book = WindowBook::new(rules());
+        let mut out = Emitted::default();
+        book.apply_time(0, vec![partial(0, Lateness::OnTime, 2), partial(60_000, Lateness::OnTime, 3)], &mut out);
+        book.finalize_through(u64::MAX, &mut out);
+        let finals: Vec<_> = out.rows.iter().map(|r| (r.granularity_ms, r.window_start, r.clicks)).collect();
+        assert_eq!(finals, vec![(60_000, 0, 2), (60_000, 60_000, 3), (300_000, 0, 5)]);
+    }
+
+    #[test]
+    fn late_batch_restates_minute_and_rollup_once() {
+        let mut book = WindowBook::new(rules());
+        let mut out = Emitted::default();
+        book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
+        book.apply_time(400_000, vec![partial(0, Lateness::Restate, 1), partial(60_000, Lateness::Restate, 1)], &mut out);
+        let restated: Vec<_> = out
+            .rows
+            .iter()
+            .filter(|r| r.status == Status::Restated)
+            .map(|r| (r.granularity_ms, r.window_start, r.clicks, r.version))
+            .collect();
+        assert_eq!(restated, vec![(60_000, 0, 3, 2), (60_000, 60_000, 1, 1), (300_000, 0, 4, 2)]);
+        assert_eq!(out.late.len(), 2);
+    }
+
+    #[test]
+    fn late_click_before_rollup_closes_joins_its_final() {
+        let mut book = WindowBook::new(rules());
+        let mut out = Emitted::default();
+        book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
+        book.apply_time(100_000, vec![partial(0, Lateness::Restate, 1)], &mut out);
+        book.finalize_through(u64::MAX, &mut out);
+        let five = out.rows.iter().find(|r| r.granularity_ms == 300_000).unwrap();
+        assert_eq!((five.clicks, five.status, five.version), (3, Status::Final, 1));
+    }
+
+    #[test]
+    fn early_results_cover_open_minutes() {
+        let mut book = WindowBook::new(rules());
+        let mut out = Emitted::default();
+        book.apply_time(0, vec![partial(0, Lateness::OnTime, 2), partial(60_000, Lateness::OnTime, 3)], &mut out);
+        book.early_results(&mut out);
+        let five = out.rows.iter().find(|r| r.granularity_ms == 300_000).unwrap();
+        assert_eq!((five.clicks, five.status), (5, Status::Partial));
+    }
+}
