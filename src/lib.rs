@@ -1,0 +1,13 @@
+//! tally: exactly-once ad click aggregation on Timely Dataflow.
+//!
+//! The module tree follows the pipeline: [`sources`] → [`dataflow`] →
+//! [`sink`], configured by a [`job`] and driven by [`run`].
+
+pub mod catalog;
+pub mod dataflow;
+pub mod event;
+pub mod job;
+pub mod row;
+pub mod run;
+pub mod sink;
+pub mod sources;

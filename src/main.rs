@@ -1,0 +1,224 @@
+//! The `tally` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use tally::job;
+use tally::run::{run, RunOptions, RunReport};
+use tally::sources::generator::{write_catalog, write_ndjson, GeneratorConfig};
+
+#[derive(Parser)]
+#[command(name = "tally", version, about = "Exactly-once ad click aggregation on Timely Dataflow")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a job file into a Timely dataflow and run it.
+    Run(RunArgs),
+    /// Write seeded synthetic clicks (NDJSON) and a matching catalog (CSV).
+    Gen(GenArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The job file (e.g. jobs/clicks.toml).
+    job: PathBuf,
+    /// Click NDJSON file; overrides the job's source.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Ad catalog CSV (ad_id,campaign_id,advertiser_id[,valid_from]); overrides the job's.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Rows NDJSON file; overrides the job's sink. The late ledger goes next to it.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Worker threads in this process.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
+    /// Processes in the cluster.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Index of this process in the cluster.
+    #[arg(long, default_value_t = 0)]
+    process: usize,
+    /// One host:port per process, in process order.
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    /// Where to write the clicks ("-" for stdout).
+    #[arg(long, default_value = "-")]
+    output: PathBuf,
+    /// Where to write the matching catalog CSV.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    clicks: Option<u64>,
+    #[arg(long)]
+    ads: Option<u32>,
+    #[arg(long)]
+    campaigns: Option<u32>,
+    #[arg(long)]
+    advertisers: Option<u32>,
+    #[arg(long)]
+    users: Option<u64>,
+    /// Share of clicks on the viral ad (0..1).
+    #[arg(long)]
+    viral_share: Option<f64>,
+    /// Share of clicks retried with the same request id (0..1).
+    #[arg(long)]
+    duplicate_rate: Option<f64>,
+    /// Out-of-order jitter of event time, ms.
+    #[arg(long)]
+    jitter_ms: Option<u64>,
+    /// Share of clicks beyond allowed lateness (0..1).
+    #[arg(long)]
+    too_late_share: Option<f64>,
+    /// Partitions of the target log (for idle partitions).
+    #[arg(long)]
+    partitions: Option<u32>,
+    /// Partitions left idle in stretches.
+    #[arg(long)]
+    idle_partitions: Option<u32>,
+    /// Event-time rate, clicks per second.
+    #[arg(long)]
+    rate_per_s: Option<u64>,
+    /// Event time of the first click, ms since the Unix epoch.
+    #[arg(long)]
+    start_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run(args) => run_job(args),
+        Command::Gen(args) => generate(args),
+    };
+    ExitCode::from(code as u8)
+}
+
+fn run_job(args: RunArgs) -> i32 {
+    let job = match job::load(&args.job) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let options = RunOptions {
+        workers: args.workers,
+        processes: args.processes,
+        process: args.process,
+        hostfile: args.hostfile,
+        input: args.input,
+        catalog: args.catalog,
+        output: args.output,
+    };
+    match run(&job, &options) {
+        Ok(report) => {
+            print_report(&report, args.workers);
+            0
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+fn print_report(report: &RunReport, workers: usize) {
+    let s = report.stats;
+    let secs = report.elapsed.as_secs_f64();
+    eprintln!("{}", report.input);
+    eprintln!(
+        "read {} clicks: {} on time, {} duplicates, {} too late ({} restating, {} held)",
+        s.read_total(),
+        s.on_time,
+        s.duplicates,
+        s.restating + s.held,
+        s.restating,
+        s.held
+    );
+    if !report.unknown_ads.is_empty() {
+        let shown: Vec<&str> = report.unknown_ads.iter().take(10).map(|k| k.as_str()).collect();
+        eprintln!(
+            "unknown ads: {} ads not in the catalog, {} clicks counted under campaign/advertiser \"unknown\" (first: {})",
+            report.unknown_ads.len(),
+            s.unknown_ad_clicks,
+            shown.join(", ")
+        );
+    }
+    eprintln!(
+        "done in {:.2} s with {} workers: {:.0} clicks/s, largest dedup memory {} ids",
+        secs,
+        workers,
+        s.read_total() as f64 / secs.max(1e-9),
+        s.remembered_max
+    );
+}
+
+fn generate(args: GenArgs) -> i32 {
+    let d = GeneratorConfig::default();
+    let config = GeneratorConfig {
+        seed: args.seed.unwrap_or(d.seed),
+        clicks: args.clicks.unwrap_or(d.clicks),
+        ads: args.ads.unwrap_or(d.ads),
+        campaigns: args.campaigns.unwrap_or(d.campaigns),
+        advertisers: args.advertisers.unwrap_or(d.advertisers),
+        users: args.users.unwrap_or(d.users),
+        viral_share: args.viral_share.unwrap_or(d.viral_share),
+        duplicate_rate: args.duplicate_rate.unwrap_or(d.duplicate_rate),
+        jitter_ms: args.jitter_ms.unwrap_or(d.jitter_ms),
+        too_late_share: args.too_late_share.unwrap_or(d.too_late_share),
+        partitions: args.partitions.unwrap_or(d.partitions),
+        idle_partitions: args.idle_partitions.unwrap_or(d.idle_partitions),
+        rate_per_s: args.rate_per_s.unwrap_or(d.rate_per_s),
+        start_ms: args.start_ms.unwrap_or(d.start_ms),
+        ..d
+    };
+    if let Err(reason) = config.validate() {
+        eprintln!("error: tally gen: {reason}");
+        return 2;
+    }
+    match write_outputs(&config, &args.output, args.catalog.as_ref()) {
+        Ok(lines) => {
+            eprintln!("wrote {lines} clicks");
+            0
+        }
+        Err(error) => {
+            eprintln!("error: tally gen: {error}");
+            1
+        }
+    }
+}
+
+fn write_outputs(config: &GeneratorConfig, output: &PathBuf, catalog: Option<&PathBuf>) -> std::io::Result<u64> {
+    use std::io::Write;
+    let lines = if output.as_os_str() == "-" {
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let lines = write_ndjson(config, &mut out)?;
+        out.flush()?;
+        lines
+    } else {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(output)?);
+        let lines = write_ndjson(config, &mut out)?;
+        out.flush()?;
+        lines
+    };
+    if let Some(path) = catalog {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        write_catalog(config, &mut out)?;
+        out.flush()?;
+    }
+    Ok(lines)
+}

@@ -1,0 +1,282 @@
+//! Runs a job: loads its input and catalog, starts the Timely workers, waits.
+//!
+//! This is the one place that touches files, clocks and threads for a job
+//! run; the dataflow itself (`crate::dataflow`) gets readers, a sink factory
+//! and a clock handed in. The same binary runs one process with `-w N`
+//! threads or joins a cluster of processes (`--processes`, `--process`,
+//! `--hostfile`), each process owning the partitions of its workers.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::dataflow::stats::{SourceStats, StatsSnapshot};
+use crate::dataflow::partition::TimeRules;
+use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
+use crate::event::{partition_of, Click, Key};
+use crate::job::{Job, LatePolicy, SinkSpec, SourceSpec};
+use crate::sink::{FileSink, MemorySink, Sink, SinkFactory};
+use crate::sources::file::{read_clicks_path, UserSalt};
+use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
+use crate::sources::memory::VecReader;
+
+/// Largest worker thread count per process.
+pub const MAX_WORKERS: usize = 256;
+/// Salt of the generator's user keys (its users are synthetic).
+const GENERATOR_SALT: u64 = 0x7a11_7a11_7a11_7a11;
+
+/// Command-line overrides of a job run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub workers: usize,
+    pub processes: usize,
+    pub process: usize,
+    pub hostfile: Option<PathBuf>,
+    pub input: Option<PathBuf>,
+    pub catalog: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+}
+
+/// Why a run could not start or did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    Sink(String),
+    #[error("timely: {0}")]
+    Cluster(String),
+}
+
+impl RunError {
+    /// 2 for bad input or configuration, 1 for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Usage(_) | RunError::Input(_) | RunError::Catalog(_) => 2,
+            RunError::Sink(_) | RunError::Cluster(_) => 1,
+        }
+    }
+}
+
+/// What a finished run reports.
+pub struct RunReport {
+    /// Summary of the input (lines, rejected lines with their numbers).
+    pub input: String,
+    pub clicks_loaded: u64,
+    pub stats: StatsSnapshot,
+    pub elapsed: Duration,
+    /// Committed output when the sink is in memory.
+    pub memory: Option<crate::sink::memory::Committed>,
+    pub unknown_ads: Vec<Key>,
+}
+
+/// Loaded clicks per partition, each taken once by the worker that owns it.
+type Partitions = Arc<Vec<Mutex<Option<Vec<Click>>>>>;
+
+/// Runs `job` to completion (every source is bounded here).
+pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
+    let config = timely_config(options)?;
+    let (partitions, input, clicks_loaded) = load_input(job, options)?;
+    let catalog = load_catalog(job, options)?;
+    let unknown_ads = unknown_ads(&catalog, &partitions);
+    let attribution = Arc::new(attribution(job, catalog.as_ref()));
+    let (sinks, memory) = sinks(job, options)?;
+    let stats = Arc::new(SourceStats::default());
+    let errors = dataflow::CommitErrors::default();
+    let plan = plan(job, reader_factory(partitions), attribution, Arc::clone(&stats), Arc::clone(&errors));
+    let started = Instant::now();
+    let guards = timely::execute(config, move |worker| {
+        let sink = sinks(worker.index());
+        let plan = plan.clone();
+        let errors = Arc::clone(&plan.errors);
+        let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
+        worker.step_or_park_while(Some(Duration::from_millis(20)), || {
+            !probe.done() && errors.lock().map(|e| e.is_none()).unwrap_or(false)
+        });
+    })
+    .map_err(RunError::Cluster)?;
+    for result in guards.join() {
+        result.map_err(RunError::Cluster)?;
+    }
+    if let Some(error) = errors.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(RunError::Sink(error));
+    }
+    Ok(RunReport {
+        input,
+        clicks_loaded,
+        stats: stats.read(),
+        elapsed: started.elapsed(),
+        memory: memory.map(|m| m.take()),
+        unknown_ads,
+    })
+}
+
+/// A `timely::Config` built by hand, so unknown CLI flags never reach timely.
+fn timely_config(options: &RunOptions) -> Result<timely::Config, RunError> {
+    let workers = options.workers.max(1);
+    if workers > MAX_WORKERS {
+        return Err(RunError::Usage(format!("-w {workers}: at most {MAX_WORKERS} workers per process")));
+    }
+    let communication = if options.processes <= 1 {
+        timely::CommunicationConfig::Process(workers)
+    } else {
+        let addresses = read_hostfile(options)?;
+        if options.process >= options.processes {
+            return Err(RunError::Usage(format!("--process {}: must be below --processes {}", options.process, options.processes)));
+        }
+        timely::CommunicationConfig::Cluster { threads: workers, process: options.process, addresses, report: false, zerocopy: false }
+    };
+    Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+}
+
+fn read_hostfile(options: &RunOptions) -> Result<Vec<String>, RunError> {
+    let path = options.hostfile.as_ref().ok_or_else(|| RunError::Usage("--processes > 1 needs --hostfile".into()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| RunError::Usage(format!("hostfile {}: {e}", path.display())))?;
+    let addresses: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+    if addresses.len() != options.processes {
+        return Err(RunError::Usage(format!(
+            "hostfile {}: {} addresses for --processes {}",
+            path.display(),
+            addresses.len(),
+            options.processes
+        )));
+    }
+    Ok(addresses)
+}
+
+fn load_input(job: &Job, options: &RunOptions) -> Result<(Partitions, String, u64), RunError> {
+    let (partitions, report) = match (&job.source, &options.input) {
+        (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions)?,
+        (SourceSpec::File { path: None }, None) => {
+            return Err(RunError::Usage(format!("{}: source.path is not set; pass --input FILE", job.file.display())))
+        }
+        (SourceSpec::Generator(config), None) => generate(config, job.partitions),
+        (SourceSpec::Log { .. }, None) => {
+            return Err(RunError::Usage(format!(
+                "{}: source kind \"log\" reads the embedded log, which this build does not include; use kind \"file\" or \"generator\"",
+                job.file.display()
+            )))
+        }
+    };
+    let clicks = partitions.iter().map(|p| p.len() as u64).sum();
+    Ok((Arc::new(partitions.into_iter().map(|p| Mutex::new(Some(p))).collect()), report, clicks))
+}
+
+fn load_file(path: &Path, partitions: u32) -> Result<(Vec<Vec<Click>>, String), RunError> {
+    let input = read_clicks_path(path, partitions, &UserSalt::FILE_DEFAULT).map_err(|e| RunError::Input(e.to_string()))?;
+    let report = input.report();
+    Ok((input.partitions, report))
+}
+
+fn generate(config: &GeneratorConfig, partitions: u32) -> (Vec<Vec<Click>>, String) {
+    let config = GeneratorConfig { partitions, ..config.clone() };
+    let mut out = vec![Vec::new(); partitions as usize];
+    for click in Generator::new(&config) {
+        let click = click.to_click(GENERATOR_SALT);
+        out[partition_of(click.request_id, partitions) as usize].push(click);
+    }
+    (out, format!("input: {} generated clicks (seed {})", config.clicks, config.seed))
+}
+
+fn load_catalog(job: &Job, options: &RunOptions) -> Result<Option<Catalog>, RunError> {
+    if let Some(path) = options.catalog.as_ref().or(job.catalog.as_ref()) {
+        return Ok(Some(Catalog::load(path)?));
+    }
+    if let SourceSpec::Generator(config) = &job.source {
+        let mut csv = Vec::new();
+        write_catalog(config, &mut csv).map_err(|e| RunError::Input(format!("generated catalog: {e}")))?;
+        return Ok(Some(Catalog::parse(&String::from_utf8_lossy(&csv))?));
+    }
+    Ok(None)
+}
+
+/// Ads in the input that the catalog does not know (reported, not fatal).
+fn unknown_ads(catalog: &Option<Catalog>, partitions: &Partitions) -> Vec<Key> {
+    let mut unknown = std::collections::BTreeSet::new();
+    for partition in partitions.iter() {
+        let guard = partition.lock().unwrap_or_else(|e| e.into_inner());
+        for click in guard.iter().flatten() {
+            if catalog.as_ref().is_none_or(|c| c.lookup(&click.ad, u64::MAX).is_none()) {
+                unknown.insert(click.ad.clone());
+            }
+        }
+    }
+    unknown.into_iter().collect()
+}
+
+fn attribution(job: &Job, catalog: Option<&Catalog>) -> Attribution {
+    let intervals = catalog.map(Catalog::intervals).unwrap_or_default();
+    let mut ads: Vec<Key> = intervals.iter().map(|(ad, _)| ad.clone()).collect();
+    ads.dedup();
+    Attribution { intervals, ads, group_by: job.group_by.clone() }
+}
+
+fn sinks(job: &Job, options: &RunOptions) -> Result<(SinkFactory, Option<MemorySink>), RunError> {
+    let path = match (&options.output, &job.sink) {
+        (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => Some(path.clone()),
+        (None, SinkSpec::File { path: None }) => {
+            return Err(RunError::Usage(format!("{}: sink.path is not set; pass --output FILE", job.file.display())))
+        }
+        (None, SinkSpec::Memory) => None,
+    };
+    match path {
+        Some(path) => {
+            let file = FileSink::create(&path).map_err(|e| RunError::Sink(e.to_string()))?;
+            let factory: SinkFactory = Arc::new(move |_| Box::new(file.handle()) as Box<dyn Sink>);
+            Ok((factory, None))
+        }
+        None => {
+            let memory = MemorySink::default();
+            let shared = memory.handle();
+            let factory: SinkFactory = Arc::new(move |_| Box::new(shared.handle()) as Box<dyn Sink>);
+            Ok((factory, Some(memory)))
+        }
+    }
+}
+
+fn reader_factory(partitions: Partitions) -> ReaderFactory {
+    Arc::new(move |p| {
+        let clicks = partitions[p as usize].lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+        Box::new(VecReader::new(clicks))
+    })
+}
+
+/// The wall clock, in ms since the Unix epoch.
+pub fn system_clock() -> Clock {
+    Arc::new(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+}
+
+fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats: Arc<SourceStats>, errors: dataflow::CommitErrors) -> Plan {
+    let restate_within_ms = match job.late {
+        LatePolicy::Restate { within_ms } => Some(within_ms),
+        LatePolicy::Hold => None,
+    };
+    let rules = TimeRules {
+        epoch_ms: job.epoch_ms,
+        slack_ms: job.slack_ms,
+        allowed_lateness_ms: job.allowed_lateness_ms,
+        dedup_horizon_ms: job.dedup_horizon_ms,
+        restate_within_ms,
+    };
+    let clock = system_clock();
+    Plan {
+        source: SourceSettings {
+            partitions: job.partitions,
+            rules,
+            distinct_users: job.distinct_users,
+            readers,
+            clock: Arc::clone(&clock),
+            stats,
+        },
+        attribution,
+        windows: WindowRules { windows_ms: job.windows_ms.clone(), allowed_lateness_ms: job.allowed_lateness_ms, restate_within_ms },
+        early_results_ms: job.early_results_ms,
+        clock,
+        errors,
+    }
+}

@@ -1,0 +1,126 @@
+//! File sink: one NDJSON line per emitted row, and a sibling file for the late ledger.
+//!
+//! Row line: `{"key_type":"ad","key":"…","granularity":"1m","window_start":…,
+//! "window_end":…,"clicks":…,"distinct_users":…,"status":"final","version":1}`.
+//! Ledger line: `{"key_type":…,"key":…,"window_start":…,"batch":…,"held":false,
+//! "request_ids":["…"]}`. Lines of a committed epoch are flushed at `commit`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::{Epoch, Sink, SinkError};
+use crate::row::{format_uuid, granularity_label, LateEntry, Row, Status};
+
+struct Files {
+    rows: BufWriter<File>,
+    late: BufWriter<File>,
+    rows_path: PathBuf,
+}
+
+/// A file sink shared by the workers of a process.
+#[derive(Clone)]
+pub struct FileSink {
+    files: Arc<Mutex<Files>>,
+    staged: Vec<u8>,
+    staged_late: Vec<u8>,
+}
+
+#[derive(Serialize)]
+struct RowLine<'a> {
+    key_type: &'a str,
+    key: &'a str,
+    granularity: String,
+    window_start: u64,
+    window_end: u64,
+    clicks: u64,
+    distinct_users: u64,
+    status: Status,
+    version: u32,
+}
+
+#[derive(Serialize)]
+struct LateLine<'a> {
+    key_type: &'a str,
+    key: &'a str,
+    window_start: u64,
+    batch: u64,
+    held: bool,
+    request_ids: Vec<String>,
+}
+
+/// The ledger's path next to the rows file: `rows.ndjson` → `rows.late.ndjson`.
+pub fn late_path(rows: &Path) -> PathBuf {
+    let stem = rows.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    rows.with_file_name(format!("{stem}.late.ndjson"))
+}
+
+impl FileSink {
+    /// Creates (truncates) the rows file and its ledger file.
+    pub fn create(rows_path: &Path) -> Result<FileSink, SinkError> {
+        let open = |path: &Path| {
+            File::create(path).map(BufWriter::new).map_err(|source| SinkError::Io { target: path.display().to_string(), source })
+        };
+        let files = Files { rows: open(rows_path)?, late: open(&late_path(rows_path))?, rows_path: rows_path.to_path_buf() };
+        Ok(FileSink { files: Arc::new(Mutex::new(files)), staged: Vec::new(), staged_late: Vec::new() })
+    }
+
+    /// Another worker's handle on the same files.
+    pub fn handle(&self) -> FileSink {
+        FileSink { files: Arc::clone(&self.files), staged: Vec::new(), staged_late: Vec::new() }
+    }
+}
+
+fn row_line(row: &Row, out: &mut Vec<u8>) {
+    let line = RowLine {
+        key_type: row.key_type.as_str(),
+        key: &row.key,
+        granularity: granularity_label(row.granularity_ms),
+        window_start: row.window_start,
+        window_end: row.window_end(),
+        clicks: row.clicks,
+        distinct_users: row.distinct_users,
+        status: row.status,
+        version: row.version,
+    };
+    serde_json::to_writer(&mut *out, &line).expect("rows serialize to memory");
+    out.push(b'\n');
+}
+
+fn late_line(entry: &LateEntry, out: &mut Vec<u8>) {
+    let line = LateLine {
+        key_type: entry.key_type.as_str(),
+        key: &entry.key,
+        window_start: entry.window_start,
+        batch: entry.batch,
+        held: entry.held,
+        request_ids: entry.request_ids.iter().map(|id| format_uuid(*id)).collect(),
+    };
+    serde_json::to_writer(&mut *out, &line).expect("ledger entries serialize to memory");
+    out.push(b'\n');
+}
+
+impl Sink for FileSink {
+    fn stage(&mut self, _epoch: Epoch, rows: &[Row], late: &[LateEntry]) -> Result<(), SinkError> {
+        rows.iter().for_each(|row| row_line(row, &mut self.staged));
+        late.iter().for_each(|entry| late_line(entry, &mut self.staged_late));
+        Ok(())
+    }
+
+    fn commit(&mut self, _epoch: Epoch) -> Result<(), SinkError> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let files = &mut *files;
+        let target = files.rows_path.display().to_string();
+        let io = |source| SinkError::Io { target: target.clone(), source };
+        files.rows.write_all(&self.staged).map_err(io)?;
+        files.late.write_all(&self.staged_late).map_err(io)?;
+        files.rows.flush().map_err(io)?;
+        files.late.flush().map_err(io)?;
+        self.staged.clear();
+        self.staged_late.clear();
+        Ok(())
+    }
+}
