@@ -7,8 +7,11 @@
 //! cardinality estimation algorithms for HyperLogLog sketches", 2017), which
 //! needs no empirical bias tables and stays accurate from 0 users upwards.
 //!
-//! Small sketches (the long tail of ads in a minute) are sparse: a sorted list
-//! of `(register, rank)` pairs. Past [`SPARSE_MAX`] entries they turn dense.
+//! Small sketches (the long tail of ads in a minute) are sparse, as in
+//! HyperLogLog++: a sorted list of `(index, rank)` pairs at a much higher
+//! precision p' = 25, estimated by linear counting over 2^25 buckets, which
+//! is practically exact below [`SPARSE_MAX`] users. Past that they turn dense
+//! at p = 12, converting each entry to the register and rank it would have had.
 //! Merging is a register-wise max, so it is associative, commutative and
 //! idempotent: rollups and restatements may merge in any order.
 
@@ -22,12 +25,16 @@ pub const REGISTERS: usize = 1 << PRECISION;
 const MAX_RANK: u8 = (64 - PRECISION + 1) as u8;
 /// Sparse entries before the sketch turns dense (4 bytes each vs 4 KiB dense).
 pub const SPARSE_MAX: usize = 512;
+/// Precision of the sparse representation.
+const SPARSE_PRECISION: u32 = 25;
+/// Largest sparse rank: 64 − p' hash bits left, plus one.
+const MAX_SPARSE_RANK: u32 = 64 - SPARSE_PRECISION + 1;
 /// Relative standard error of an estimate.
 pub const STANDARD_ERROR: f64 = 1.04 / 64.0;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Sketch {
-    /// Sorted by register; each entry is `register << 8 | rank`.
+    /// Sorted by index; each entry is `index25 << 6 | rank25`.
     Sparse(Vec<u32>),
     /// One rank per register.
     Dense(Box<[u8]>),
@@ -39,44 +46,76 @@ impl Default for Sketch {
     }
 }
 
-/// Register index and rank of a user key.
+/// Register index and rank of a user key at precision p.
 #[inline]
 fn split(user: u64) -> (u32, u8) {
     let register = (user >> (64 - PRECISION)) as u32;
-    let rest = user << PRECISION;
-    let rank = if rest == 0 { MAX_RANK } else { (rest.leading_zeros() + 1) as u8 };
-    (register, rank.min(MAX_RANK))
+    let rank = ((user << PRECISION).leading_zeros() + 1).min(u32::from(MAX_RANK)) as u8;
+    (register, rank)
+}
+
+/// Sparse entry of a user key: index and rank at precision p'.
+#[inline]
+fn sparse_entry(user: u64) -> u32 {
+    let index = (user >> (64 - SPARSE_PRECISION)) as u32;
+    let rank = ((user << SPARSE_PRECISION).leading_zeros() + 1).min(MAX_SPARSE_RANK);
+    index << 6 | rank
+}
+
+/// The dense register and rank a sparse entry stands for.
+#[inline]
+fn dense_of(entry: u32) -> (u32, u8) {
+    let index = entry >> 6;
+    let register = index >> (SPARSE_PRECISION - PRECISION);
+    let middle = index & ((1 << (SPARSE_PRECISION - PRECISION)) - 1);
+    let rank = if middle != 0 {
+        middle.leading_zeros() - (32 - (SPARSE_PRECISION - PRECISION)) + 1
+    } else {
+        (SPARSE_PRECISION - PRECISION) + (entry & 0x3f)
+    };
+    (register, rank.min(u32::from(MAX_RANK)) as u8)
 }
 
 impl Sketch {
     /// Records one user.
     #[inline]
     pub fn insert(&mut self, user: u64) {
-        let (register, rank) = split(user);
         match self {
             Sketch::Dense(regs) => {
+                let (register, rank) = split(user);
                 let slot = &mut regs[register as usize];
                 if *slot < rank {
                     *slot = rank;
                 }
             }
             Sketch::Sparse(entries) => {
-                if insert_sparse(entries, register, rank) && entries.len() > SPARSE_MAX {
+                if insert_sparse(entries, sparse_entry(user)) && entries.len() > SPARSE_MAX {
                     self.densify();
                 }
             }
         }
     }
 
-    /// Register-wise max with `other`.
+    /// Union with `other`: entry-wise or register-wise max.
     pub fn merge(&mut self, other: &Sketch) {
-        match other {
-            Sketch::Sparse(entries) => {
-                for &e in entries {
-                    self.set_max(e >> 8, (e & 0xff) as u8);
+        match (&mut *self, other) {
+            (Sketch::Sparse(mine), Sketch::Sparse(theirs)) => {
+                let mut grew = false;
+                for &e in theirs {
+                    grew |= insert_sparse(mine, e);
+                }
+                if grew && mine.len() > SPARSE_MAX {
+                    self.densify();
                 }
             }
-            Sketch::Dense(theirs) => {
+            (Sketch::Dense(mine), Sketch::Sparse(theirs)) => {
+                for &e in theirs {
+                    let (register, rank) = dense_of(e);
+                    let slot = &mut mine[register as usize];
+                    *slot = (*slot).max(rank);
+                }
+            }
+            (_, Sketch::Dense(theirs)) => {
                 self.densify();
                 if let Sketch::Dense(mine) = self {
                     for (m, t) in mine.iter_mut().zip(theirs.iter()) {
@@ -87,25 +126,12 @@ impl Sketch {
         }
     }
 
-    fn set_max(&mut self, register: u32, rank: u8) {
-        match self {
-            Sketch::Dense(regs) => {
-                let slot = &mut regs[register as usize];
-                *slot = (*slot).max(rank);
-            }
-            Sketch::Sparse(entries) => {
-                if insert_sparse(entries, register, rank) && entries.len() > SPARSE_MAX {
-                    self.densify();
-                }
-            }
-        }
-    }
-
     fn densify(&mut self) {
         if let Sketch::Sparse(entries) = self {
             let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
             for &e in entries.iter() {
-                regs[(e >> 8) as usize] = (e & 0xff) as u8;
+                let (register, rank) = dense_of(e);
+                regs[register as usize] = regs[register as usize].max(rank);
             }
             *self = Sketch::Dense(regs);
         }
@@ -113,30 +139,35 @@ impl Sketch {
 
     /// Estimated number of distinct users, rounded to the nearest integer.
     pub fn estimate(&self) -> u64 {
-        let mut histogram = [0u32; MAX_RANK as usize + 1];
         match self {
-            Sketch::Dense(regs) => regs.iter().for_each(|&r| histogram[r as usize] += 1),
-            Sketch::Sparse(entries) => {
-                histogram[0] = (REGISTERS - entries.len()) as u32;
-                entries.iter().for_each(|&e| histogram[(e & 0xff) as usize] += 1);
+            Sketch::Sparse(entries) => linear_count(entries.len()).round() as u64,
+            Sketch::Dense(regs) => {
+                let mut histogram = [0u32; MAX_RANK as usize + 1];
+                regs.iter().for_each(|&r| histogram[r as usize] += 1);
+                ertl_estimate(&histogram).round() as u64
             }
         }
-        ertl_estimate(&histogram).round() as u64
     }
 }
 
-/// Inserts or raises `register` in a sorted sparse list; true if it grew.
+/// Linear counting over the 2^p' sparse buckets, `occupied` of them in use.
+fn linear_count(occupied: usize) -> f64 {
+    let buckets = (1u64 << SPARSE_PRECISION) as f64;
+    buckets * (buckets / (buckets - occupied as f64)).ln()
+}
+
+/// Inserts or raises an entry in a sorted sparse list; true if it grew.
 #[inline]
-fn insert_sparse(entries: &mut Vec<u32>, register: u32, rank: u8) -> bool {
-    match entries.binary_search_by_key(&register, |e| e >> 8) {
+fn insert_sparse(entries: &mut Vec<u32>, entry: u32) -> bool {
+    match entries.binary_search_by_key(&(entry >> 6), |e| e >> 6) {
         Ok(i) => {
-            if (entries[i] & 0xff) < u32::from(rank) {
-                entries[i] = register << 8 | u32::from(rank);
+            if (entries[i] & 0x3f) < (entry & 0x3f) {
+                entries[i] = entry;
             }
             false
         }
         Err(i) => {
-            entries.insert(i, register << 8 | u32::from(rank));
+            entries.insert(i, entry);
             true
         }
     }
@@ -230,11 +261,35 @@ mod tests {
     }
 
     #[test]
-    fn sparse_and_dense_agree() {
-        let sparse = sketch_of(0..300);
-        assert!(matches!(sparse, Sketch::Sparse(_)));
-        let mut dense = sparse.clone();
-        dense.densify();
-        assert_eq!(sparse.estimate(), dense.estimate());
+    fn sparse_is_exact_for_small_counts() {
+        for trial in 0..500u64 {
+            let n = 1 + trial % SPARSE_MAX as u64;
+            let s = sketch_of((trial << 32)..(trial << 32) + n);
+            assert!(matches!(s, Sketch::Sparse(_)));
+            assert!(s.estimate().abs_diff(n) <= 1, "n={n} est={}", s.estimate());
+        }
+    }
+
+    #[test]
+    fn densified_sparse_equals_dense_built_directly() {
+        let users: Vec<u64> = (0..400).map(mix64).collect();
+        let mut via_sparse = Sketch::default();
+        users.iter().for_each(|&u| via_sparse.insert(u));
+        via_sparse.densify();
+        let mut direct = Sketch::Dense(vec![0u8; REGISTERS].into_boxed_slice());
+        users.iter().for_each(|&u| direct.insert(u));
+        assert_eq!(via_sparse, direct);
+    }
+
+    #[test]
+    fn mixed_merges_equal_one_sketch() {
+        let small = sketch_of(0..100);
+        let large = sketch_of(50..5_000);
+        let mut a = small.clone();
+        a.merge(&large);
+        let mut b = large.clone();
+        b.merge(&small);
+        assert_eq!(a, b);
+        assert_eq!(a, sketch_of(0..5_000));
     }
 }
