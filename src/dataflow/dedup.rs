@@ -1,9 +1,11 @@
 //! Exact per-partition duplicate detection within an event-time horizon.
 //!
 //! A retry carries the request id of its original and lands in the same
-//! partition, so each partition remembers the ids it has counted, with their
-//! event time. An id remembered at time `t` is a duplicate while
-//! `t >= max_ts - horizon` (see SEMANTICS.md). Expired ids are swept out in
+//! partition, so each partition remembers the ids it has counted, with the
+//! partition's event-time progress (`max_ts`) when it first saw them. An id
+//! remembered at `t` is a duplicate while `t >= max_ts - horizon` (see
+//! SEMANTICS.md). Remembering progress rather than the click's own time means
+//! a retry of a very late click is caught too. Expired ids are swept out in
 //! bulk every half horizon of event time; the check itself compares times, so
 //! when the sweep runs never changes a decision, which keeps replays exact.
 //!
@@ -64,20 +66,20 @@ impl Dedup {
         Dedup { horizon_ms, seen: HashMap::with_hasher(BuildIdHasher), swept_at: 0 }
     }
 
-    /// Decides whether `id` at event time `ts` is a duplicate, given the
-    /// partition's `max_ts` including this click; remembers it if not.
+    /// Decides whether `id` is a duplicate, given the partition's `max_ts`
+    /// including this click; remembers it at `max_ts` if not.
     #[inline]
-    pub fn is_duplicate(&mut self, id: RequestId, ts: EventTime, max_ts: EventTime) -> bool {
+    pub fn is_duplicate(&mut self, id: RequestId, max_ts: EventTime) -> bool {
         let floor = max_ts.saturating_sub(self.horizon_ms);
         let key = Id(id as u64, (id >> 64) as u64);
         match self.seen.get_mut(&key) {
             Some(remembered) if *remembered >= floor => true,
             Some(remembered) => {
-                *remembered = ts;
+                *remembered = max_ts;
                 false
             }
             None => {
-                self.seen.insert(key, ts);
+                self.seen.insert(key, max_ts);
                 self.maybe_sweep(floor);
                 false
             }
@@ -109,18 +111,18 @@ mod tests {
     #[test]
     fn duplicate_within_horizon_counts_once() {
         let mut d = Dedup::new(60_000);
-        assert!(!d.is_duplicate(7, 1_000, 1_000));
-        assert!(d.is_duplicate(7, 1_000, 50_000));
-        assert!(d.is_duplicate(7, 1_000, 61_000));
+        assert!(!d.is_duplicate(7, 1_000));
+        assert!(d.is_duplicate(7, 50_000));
+        assert!(d.is_duplicate(7, 61_000));
     }
 
     #[test]
     fn duplicate_beyond_horizon_counts_again() {
         let mut d = Dedup::new(60_000);
-        assert!(!d.is_duplicate(7, 1_000, 1_000));
-        assert!(!d.is_duplicate(7, 1_000, 61_001));
-        // Re-remembered at its own time, which is already past the floor.
-        assert!(!d.is_duplicate(7, 1_000, 61_001));
+        assert!(!d.is_duplicate(7, 1_000));
+        assert!(!d.is_duplicate(7, 61_001));
+        // Re-remembered at 61 001: a duplicate again from now on.
+        assert!(d.is_duplicate(7, 61_001));
     }
 
     #[test]
@@ -129,7 +131,7 @@ mod tests {
         let mut decisions = Vec::new();
         for i in 0..10_000u64 {
             let id = u128::from(i % 97);
-            decisions.push(swept.is_duplicate(id, i, i));
+            decisions.push(swept.is_duplicate(id, i));
         }
         // Replaying the decisions by brute force.
         let mut last: std::collections::HashMap<u128, u64> = Default::default();

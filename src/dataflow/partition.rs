@@ -67,7 +67,7 @@ impl PartitionState {
     pub fn decide(&mut self, click: &Click) -> Verdict {
         let watermark = self.watermark();
         self.max_ts = self.max_ts.max(click.ts);
-        if self.dedup.is_duplicate(click.request_id, click.ts, self.max_ts) {
+        if self.dedup.is_duplicate(click.request_id, self.max_ts) {
             return Verdict::Duplicate;
         }
         let closes = minute_start(click.ts) + MINUTE_MS + self.rules.allowed_lateness_ms;
