@@ -151,7 +151,7 @@ fn print_report(report: &RunReport, workers: usize) {
     if !report.unknown_ads.is_empty() {
         let shown: Vec<&str> = report.unknown_ads.iter().take(10).map(|k| k.as_str()).collect();
         eprintln!(
-            "unknown ads: {} ads not in the catalog, {} clicks counted under campaign/advertiser \"unknown\" (first: {})",
+            "unknown ads: {} ads without a catalog version for their window, {} clicks counted under campaign/advertiser \"unknown\" (first: {})",
             report.unknown_ads.len(),
             s.unknown_ad_clicks,
             shown.join(", ")

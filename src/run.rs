@@ -72,6 +72,7 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Committed output when the sink is in memory.
     pub memory: Option<crate::sink::memory::Committed>,
+    /// Ads counted under campaign `unknown` (the first 1000 names).
     pub unknown_ads: Vec<Key>,
 }
 
@@ -83,7 +84,6 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let config = timely_config(options)?;
     let (partitions, input, clicks_loaded) = load_input(job, options)?;
     let catalog = load_catalog(job, options)?;
-    let unknown_ads = unknown_ads(&catalog, &partitions);
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
     let (sinks, memory) = sinks(job, options)?;
     let stats = Arc::new(SourceStats::default());
@@ -112,7 +112,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         stats: stats.read(),
         elapsed: started.elapsed(),
         memory: memory.map(|m| m.take()),
-        unknown_ads,
+        unknown_ads: stats.unknown_ads(),
     })
 }
 
@@ -193,20 +193,6 @@ fn load_catalog(job: &Job, options: &RunOptions) -> Result<Option<Catalog>, RunE
         return Ok(Some(Catalog::parse(&String::from_utf8_lossy(&csv))?));
     }
     Ok(None)
-}
-
-/// Ads in the input that the catalog does not know (reported, not fatal).
-fn unknown_ads(catalog: &Option<Catalog>, partitions: &Partitions) -> Vec<Key> {
-    let mut unknown = std::collections::BTreeSet::new();
-    for partition in partitions.iter() {
-        let guard = partition.lock().unwrap_or_else(|e| e.into_inner());
-        for click in guard.iter().flatten() {
-            if catalog.as_ref().is_none_or(|c| c.lookup(&click.ad, u64::MAX).is_none()) {
-                unknown.insert(click.ad.clone());
-            }
-        }
-    }
-    unknown.into_iter().collect()
 }
 
 fn attribution(job: &Job, catalog: Option<&Catalog>) -> Attribution {

@@ -15,7 +15,6 @@
 //! under campaign and advertiser `unknown`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
@@ -30,6 +29,22 @@ use crate::event::{EventTime, Key, KeyType};
 use super::partial::{AdPartial, Lateness};
 use super::stats::SourceStats;
 use super::window::KeyedPartial;
+
+/// The join key: an ad with a hash in front, so that the sorts inside the
+/// join's arrangements compare one integer instead of two strings.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub struct AdKey {
+    hash: u64,
+    ad: Key,
+}
+
+impl AdKey {
+    fn new(ad: Key) -> AdKey {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(ad.as_str(), &mut hasher);
+        AdKey { hash: std::hash::Hasher::finish(&hasher), ad }
+    }
+}
 
 /// The static part of attribution, shared by all workers of a process.
 pub struct Attribution {
@@ -50,8 +65,8 @@ pub fn attribute<'scope>(
     let worker_zero = scope.index() == 0;
     let intervals: Vec<_> = if worker_zero { attribution.intervals.clone() } else { Vec::new() };
     let ads: Vec<_> = if worker_zero { attribution.ads.clone() } else { Vec::new() };
-    let catalog = intervals.into_iter().map(|row| (row, 0, 1isize)).to_stream(scope.clone()).container::<Vec<_>>().as_collection();
-    let known = ads.into_iter().map(|ad| (ad, 0, 1isize)).to_stream(scope.clone()).container::<Vec<_>>().as_collection();
+    let catalog = intervals.into_iter().map(|(ad, interval)| ((AdKey::new(ad), interval), 0, 1isize)).to_stream(scope.clone()).container::<Vec<_>>().as_collection();
+    let known = ads.into_iter().map(|ad| (AdKey::new(ad), 0, 1isize)).to_stream(scope.clone()).container::<Vec<_>>().as_collection();
 
     let entered = partials.unary(Pipeline, "TransientPartials", |_, _| {
         move |input, output| {
@@ -59,22 +74,22 @@ pub fn attribute<'scope>(
                 let Some(&time) = cap.least() else { return };
                 let mut session = output.session(&cap);
                 for batch in data {
-                    session.give_iterator(batch.drain(..).map(|partial| (partial, time, 1isize)));
+                    session.give_iterator(batch.drain(..).map(|(ad, partial)| ((AdKey::new(ad), partial), time, 1isize)));
                 }
             })
         }
     });
-    let entered = entered.container::<Vec<((Key, AdPartial), EventTime, isize)>>().as_collection();
+    let entered = entered.container::<Vec<((AdKey, AdPartial), EventTime, isize)>>().as_collection();
     let transient = entered.clone().concat(entered.negate().delay(|t| t + 1));
 
     let known_ads = transient
         .clone()
-        .join_map(catalog, |ad, partial, interval| (ad.clone(), partial.clone(), interval.clone()))
+        .join_map(catalog, |ad, partial, interval| (ad.ad.clone(), partial.clone(), interval.clone()))
         .filter(|(_, partial, interval)| interval.from <= partial.window && partial.window < interval.until)
         .map(|(ad, partial, interval)| (ad, partial, interval.campaign, interval.advertiser));
     // `antijoin` is `self - semijoin`, unconsolidated: consolidate so a known
     // ad's `+1` and `-1` cancel before positives are read off below.
-    let unknown_ads = transient.antijoin(known).consolidate().map(|(ad, partial)| (ad, partial, Key::from(UNKNOWN), Key::from(UNKNOWN)));
+    let unknown_ads = transient.antijoin(known).consolidate().map(|(ad, partial)| (ad.ad, partial, Key::from(UNKNOWN), Key::from(UNKNOWN)));
 
     known_ads.concat(unknown_ads).inner.unary(Pipeline, "Attribute", move |_, _| {
         move |input, output| {
@@ -89,7 +104,7 @@ pub fn attribute<'scope>(
                         }
                         let out = by_time.entry(time).or_default();
                         if campaign == UNKNOWN && partial.lateness != Lateness::Held {
-                            stats.unknown_ad_clicks.fetch_add(partial.agg.clicks * diff as u64, Relaxed);
+                            stats.record_unknown(&ad, partial.agg.clicks * diff as u64);
                         }
                         let keys = [(KeyType::Ad, ad), (KeyType::Campaign, campaign), (KeyType::Advertiser, advertiser)];
                         for (key_type, key) in keys {

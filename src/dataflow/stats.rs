@@ -3,7 +3,14 @@
 //! They are reports, not results: exactly-once is checked by recounting the
 //! input independently, never by these numbers.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use crate::event::Key;
+
+/// Unknown ad names kept for the report, at most.
+pub const MAX_UNKNOWN_ADS_KEPT: usize = 1_000;
 
 /// What the sources decided, summed over workers.
 #[derive(Default, Debug)]
@@ -16,6 +23,8 @@ pub struct SourceStats {
     pub unknown_ad_clicks: AtomicU64,
     /// Largest dedup memory seen in one partition.
     pub remembered_max: AtomicU64,
+    /// Names of ads attributed to `unknown` (the first [`MAX_UNKNOWN_ADS_KEPT`]).
+    pub unknown_ads: Mutex<BTreeSet<Key>>,
 }
 
 impl SourceStats {
@@ -26,6 +35,20 @@ impl SourceStats {
         self.restating.fetch_add(counts[2], Relaxed);
         self.held.fetch_add(counts[3], Relaxed);
         self.remembered_max.fetch_max(remembered as u64, Relaxed);
+    }
+
+    /// Notes clicks of an ad the catalog could not attribute.
+    pub fn record_unknown(&self, ad: &Key, clicks: u64) {
+        self.unknown_ad_clicks.fetch_add(clicks, Relaxed);
+        let mut names = self.unknown_ads.lock().unwrap_or_else(|e| e.into_inner());
+        if names.len() < MAX_UNKNOWN_ADS_KEPT && !names.contains(ad) {
+            names.insert(ad.clone());
+        }
+    }
+
+    /// Ads attributed to `unknown` so far (at most [`MAX_UNKNOWN_ADS_KEPT`]).
+    pub fn unknown_ads(&self) -> Vec<Key> {
+        self.unknown_ads.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     pub fn read(&self) -> StatsSnapshot {
