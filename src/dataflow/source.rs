@@ -104,7 +104,8 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
                 }
                 Some(t) => {
                     let epoch = t - t % settings.rules.epoch_ms;
-                    if epoch > *current.time() || pre.pending() > MAX_PENDING_PARTIALS {
+                    let caught_up = owned.iter().all(|p| p.status != ReadStatus::More);
+                    if epoch > *current.time() || caught_up || pre.pending() > MAX_PENDING_PARTIALS {
                         flush(&mut pre, current, output);
                     }
                     if epoch > *current.time() {
@@ -140,12 +141,20 @@ fn read_batch(state: &mut PartitionState, clicks: &[Click], pre: &mut PreAggrega
 }
 
 /// The worker's watermark, or `None` once every partition has finished.
+///
+/// Partitions with unread data hold it at their minimum. When every
+/// partition has caught up, none holds it back: it moves to the most advanced
+/// partition's watermark, or to the clock (now − slack) if that is later, so
+/// that past windows finalize without new traffic.
 fn worker_watermark(owned: &[Owned], settings: &SourceSettings) -> Option<EventTime> {
     if owned.iter().all(|p| p.status == ReadStatus::Finished) {
         return None;
     }
     let busy = owned.iter().filter(|p| p.status == ReadStatus::More).map(|p| p.state.watermark()).min();
-    Some(busy.unwrap_or_else(|| (settings.clock)().saturating_sub(settings.rules.slack_ms)))
+    Some(busy.unwrap_or_else(|| {
+        let seen = owned.iter().map(|p| p.state.watermark()).max().unwrap_or(0);
+        seen.max((settings.clock)().saturating_sub(settings.rules.slack_ms))
+    }))
 }
 
 /// Sends the epoch's partials: on-time ones at the capability, too-late ones
