@@ -66,20 +66,12 @@ impl fmt::Display for RowError {
 
 impl CatalogError {
     fn row(line: u64, column: Option<&'static str>, reason: impl Into<String>) -> CatalogError {
-        CatalogError::Row(RowError {
-            path: None,
-            line,
-            column,
-            reason: reason.into(),
-        })
+        CatalogError::Row(RowError { path: None, line, column, reason: reason.into() })
     }
 
     fn with_path(self, file: &Path) -> CatalogError {
         match self {
-            CatalogError::Row(row) => CatalogError::Row(RowError {
-                path: Some(file.to_owned()),
-                ..row
-            }),
+            CatalogError::Row(row) => CatalogError::Row(RowError { path: Some(file.to_owned()), ..row }),
             io => io,
         }
     }
@@ -137,10 +129,7 @@ impl Catalog {
 
     /// Reads and parses the catalog file at `path`; errors name the path.
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Io { path: path.to_owned(), source })?;
         Catalog::parse(&text).map_err(|e| e.with_path(path))
     }
 
@@ -192,17 +181,11 @@ fn ad_intervals(versions: &[Version]) -> impl Iterator<Item = CatalogInterval> +
 /// Sorts by `valid_from`; two versions from the same time are ambiguous.
 fn sort_versions(ad: &Key, versions: &mut [Version]) -> Result<(), CatalogError> {
     versions.sort_by_key(|v| (v.valid_from, v.line));
-    match versions
-        .windows(2)
-        .find(|pair| pair[0].valid_from == pair[1].valid_from)
-    {
+    match versions.windows(2).find(|pair| pair[0].valid_from == pair[1].valid_from) {
         Some(pair) => Err(CatalogError::row(
             pair[1].line,
             Some(COLUMNS[3]),
-            format!(
-                "ad '{ad}' already has a version valid from {} (line {})",
-                pair[0].valid_from, pair[0].line
-            ),
+            format!("ad '{ad}' already has a version valid from {} (line {})", pair[0].valid_from, pair[0].line),
         )),
         None => Ok(()),
     }
@@ -219,20 +202,13 @@ fn parse_row(row: &str, line: u64) -> Result<(Key, Version), CatalogError> {
         return Err(CatalogError::row(
             line,
             None,
-            format!(
-                "expected 3 or 4 cells (ad_id,campaign_id,advertiser_id[,valid_from]), got {}",
-                cells.len()
-            ),
+            format!("expected 3 or 4 cells (ad_id,campaign_id,advertiser_id[,valid_from]), got {}", cells.len()),
         ));
     }
     let id = |column: usize| parse_id(cells[column], line, COLUMNS[column]);
     let ad = id(0)?;
-    let version = Version {
-        campaign: id(1)?,
-        advertiser: id(2)?,
-        valid_from: parse_valid_from(cells.get(3).copied().unwrap_or(""), line)?,
-        line,
-    };
+    let version =
+        Version { campaign: id(1)?, advertiser: id(2)?, valid_from: parse_valid_from(cells.get(3).copied().unwrap_or(""), line)?, line };
     Ok((ad, version))
 }
 
@@ -250,8 +226,7 @@ fn parse_valid_from(cell: &str, line: u64) -> Result<u64, CatalogError> {
     if !cell.bytes().all(|b| b.is_ascii_digit()) {
         return Err(error(format!("not an integer: {cell:?}")));
     }
-    cell.parse()
-        .map_err(|_| error(format!("out of range (max {}): {cell:?}", u64::MAX)))
+    cell.parse().map_err(|_| error(format!("out of range (max {}): {cell:?}", u64::MAX)))
 }
 
 #[cfg(test)]
@@ -273,12 +248,7 @@ mod tests {
     }
 
     fn interval(from: u64, until: u64, campaign: &str, advertiser: &str) -> CatalogInterval {
-        CatalogInterval {
-            from,
-            until,
-            campaign: campaign.into(),
-            advertiser: advertiser.into(),
-        }
+        CatalogInterval { from, until, campaign: campaign.into(), advertiser: advertiser.into() }
     }
 
     #[test]
@@ -288,28 +258,16 @@ mod tests {
              a1 , c1 ,adv1\r\na1,c2,adv1, 1000 \na2,c3,adv2,\n",
         );
         assert_eq!(catalog.len_ads(), 2);
-        assert_eq!(
-            catalog.lookup("a1", 0),
-            Some((&"c1".into(), &"adv1".into()))
-        );
-        assert_eq!(
-            catalog.lookup("a1", 1000),
-            Some((&"c2".into(), &"adv1".into()))
-        );
-        assert_eq!(
-            catalog.lookup("a2", 5),
-            Some((&"c3".into(), &"adv2".into()))
-        );
+        assert_eq!(catalog.lookup("a1", 0), Some((&"c1".into(), &"adv1".into())));
+        assert_eq!(catalog.lookup("a1", 1000), Some((&"c2".into(), &"adv1".into())));
+        assert_eq!(catalog.lookup("a2", 5), Some((&"c3".into(), &"adv2".into())));
     }
 
     #[test]
     fn header_is_only_skipped_as_first_row() {
         assert_eq!(parse("ad_id,campaign_id,advertiser_id\n").len_ads(), 0);
         let e = error("a1,c1,x\nad_id,campaign_id,advertiser_id,valid_from\n");
-        assert_eq!(
-            e,
-            "line 2, column 'valid_from': not an integer: \"valid_from\""
-        );
+        assert_eq!(e, "line 2, column 'valid_from': not an integer: \"valid_from\"");
     }
 
     #[test]
@@ -322,36 +280,18 @@ mod tests {
 
     #[test]
     fn row_errors_name_line_and_column() {
-        assert_eq!(
-            error("a1,c1,x\n\n# c\na2,c1,x,abc\n"),
-            "line 4, column 'valid_from': not an integer: \"abc\""
-        );
-        assert_eq!(
-            error("a1,c1,x,-5"),
-            "line 1, column 'valid_from': not an integer: \"-5\""
-        );
-        assert_eq!(
-            error("a1,c1,x,+5"),
-            "line 1, column 'valid_from': not an integer: \"+5\""
-        );
-        assert_eq!(
-            error("a1,c1,x,1.5"),
-            "line 1, column 'valid_from': not an integer: \"1.5\""
-        );
+        assert_eq!(error("a1,c1,x\n\n# c\na2,c1,x,abc\n"), "line 4, column 'valid_from': not an integer: \"abc\"");
+        assert_eq!(error("a1,c1,x,-5"), "line 1, column 'valid_from': not an integer: \"-5\"");
+        assert_eq!(error("a1,c1,x,+5"), "line 1, column 'valid_from': not an integer: \"+5\"");
+        assert_eq!(error("a1,c1,x,1.5"), "line 1, column 'valid_from': not an integer: \"1.5\"");
         assert!(error("a1,c1,x,18446744073709551616").contains("out of range"));
         assert_eq!(error("a1,,x"), "line 1, column 'campaign_id': empty: \"\"");
-        assert_eq!(
-            error("a 1,c1,x"),
-            "line 1, column 'ad_id': invalid character ' ' at byte 1 (allowed: A-Z a-z 0-9 . _ : -): \"a 1\""
-        );
+        assert_eq!(error("a 1,c1,x"), "line 1, column 'ad_id': invalid character ' ' at byte 1 (allowed: A-Z a-z 0-9 . _ : -): \"a 1\"");
         let long = format!("a1,c1,{}", "x".repeat(65));
         assert!(error(&long).starts_with("line 1, column 'advertiser_id': too long: 65 bytes"));
         assert!(error("a1,c1").starts_with("line 1: expected 3 or 4 cells"));
         assert!(error("a1,c1,x,0,extra").ends_with("got 5"));
-        assert!(
-            error("\"a1\",c1,x").contains("column 'ad_id'"),
-            "no quoting"
-        );
+        assert!(error("\"a1\",c1,x").contains("column 'ad_id'"), "no quoting");
     }
 
     #[test]
@@ -360,10 +300,7 @@ mod tests {
             error("a1,c1,x,5\na1,c2,x,6\na1,c3,x,5\n"),
             "line 3, column 'valid_from': ad 'a1' already has a version valid from 5 (line 1)"
         );
-        assert!(
-            error("a1,c1,x\na1,c2,x,0\n").starts_with("line 2"),
-            "empty means 0"
-        );
+        assert!(error("a1,c1,x\na1,c2,x,0\n").starts_with("line 2"), "empty means 0");
     }
 
     #[test]
@@ -387,10 +324,7 @@ mod tests {
         assert_eq!(catalog.lookup("a", 1000), Some((&"c1".into(), &"x".into())));
         assert_eq!(catalog.lookup("a", 1999), Some((&"c1".into(), &"x".into())));
         assert_eq!(catalog.lookup("a", 2000), Some((&"c2".into(), &"y".into())));
-        assert_eq!(
-            catalog.lookup("a", u64::MAX),
-            Some((&"c2".into(), &"y".into()))
-        );
+        assert_eq!(catalog.lookup("a", u64::MAX), Some((&"c2".into(), &"y".into())));
         assert_eq!(catalog.lookup("b", 5000), None);
     }
 
@@ -411,20 +345,11 @@ mod tests {
         let path = dir.path().join("ads.csv");
         std::fs::write(&path, "a1,c1,x\na2,c1,x,abc\n").unwrap();
         let e = Catalog::load(&path).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            format!(
-                "{} line 2, column 'valid_from': not an integer: \"abc\"",
-                path.display()
-            )
-        );
+        assert_eq!(e, format!("{} line 2, column 'valid_from': not an integer: \"abc\"", path.display()));
         std::fs::write(&path, "a1,c1,x\n").unwrap();
         assert_eq!(Catalog::load(&path).unwrap().len_ads(), 1);
         let missing = dir.path().join("nope.csv");
         let e = Catalog::load(&missing).unwrap_err().to_string();
-        assert!(
-            e.starts_with(&format!("cannot read catalog {}: ", missing.display())),
-            "{e}"
-        );
+        assert!(e.starts_with(&format!("cannot read catalog {}: ", missing.display())), "{e}");
     }
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::partition::TimeRules;
+use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::event::{partition_of, Click, Key};
 use crate::job::{Job, LatePolicy, SinkSpec, SourceSpec};
@@ -95,9 +95,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         let plan = plan.clone();
         let errors = Arc::clone(&plan.errors);
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
-        worker.step_or_park_while(Some(Duration::from_millis(20)), || {
-            !probe.done() && errors.lock().map(|e| e.is_none()).unwrap_or(false)
-        });
+        worker.step_or_park_while(Some(Duration::from_millis(20)), || !probe.done() && errors.lock().map(|e| e.is_none()).unwrap_or(false));
     })
     .map_err(RunError::Cluster)?;
     for result in guards.join() {

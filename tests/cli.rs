@@ -22,17 +22,8 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(120);
 const START_MS: u64 = 1_767_225_600_000;
 const MINUTE_MS: u64 = 60_000;
 /// Keys of a row line, in the order the file sink writes them.
-const ROW_KEYS: [&str; 9] = [
-    "key_type",
-    "key",
-    "granularity",
-    "window_start",
-    "window_end",
-    "clicks",
-    "distinct_users",
-    "status",
-    "version",
-];
+const ROW_KEYS: [&str; 9] =
+    ["key_type", "key", "granularity", "window_start", "window_end", "clicks", "distinct_users", "status", "version"];
 
 // ---------------------------------------------------------------- helpers
 
@@ -66,11 +57,7 @@ struct Running {
 
 fn spawn(mut command: Command) -> Running {
     let what = format!("{command:?}");
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -80,12 +67,7 @@ fn spawn(mut command: Command) -> Running {
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    Running {
-        child,
-        stdout,
-        stderr,
-        what,
-    }
+    Running { child, stdout, stderr, what }
 }
 
 /// Waits for every child; kills all of them if any runs past the timeout.
@@ -136,27 +118,14 @@ fn run_ok(command: Command) -> Finished {
 }
 
 fn assert_no_panic(stderr: &str) {
-    assert!(
-        !stderr.contains("panicked"),
-        "panic text on stderr:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("RUST_BACKTRACE"),
-        "panic text on stderr:\n{stderr}"
-    );
+    assert!(!stderr.contains("panicked"), "panic text on stderr:\n{stderr}");
+    assert!(!stderr.contains("RUST_BACKTRACE"), "panic text on stderr:\n{stderr}");
 }
 
 /// `tally run jobs/clicks.toml --input … --output …` plus extra args.
 fn run_job(input: &Path, output: &Path, extra: &[&str]) -> Command {
     let mut command = tally();
-    command
-        .arg("run")
-        .arg(JOB)
-        .arg("--input")
-        .arg(input)
-        .arg("--output")
-        .arg(output)
-        .args(extra);
+    command.arg("run").arg(JOB).arg("--input").arg(input).arg("--output").arg(output).args(extra);
     command
 }
 
@@ -166,18 +135,7 @@ fn generate(dir: &Path, clicks: u64) -> (PathBuf, PathBuf) {
     let clicks_path = dir.join("clicks.ndjson");
     let catalog = dir.join("ads.csv");
     let mut command = tally();
-    command
-        .args([
-            "gen",
-            "--seed",
-            "42",
-            "--clicks",
-            &clicks.to_string(),
-            "--output",
-        ])
-        .arg(&clicks_path)
-        .arg("--catalog")
-        .arg(&catalog);
+    command.args(["gen", "--seed", "42", "--clicks", &clicks.to_string(), "--output"]).arg(&clicks_path).arg("--catalog").arg(&catalog);
     run_ok(command);
     (clicks_path, catalog)
 }
@@ -185,22 +143,12 @@ fn generate(dir: &Path, clicks: u64) -> (PathBuf, PathBuf) {
 /// A canonical UUID whose value is `n`.
 fn uuid(n: u128) -> String {
     let hex = format!("{n:032x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// A valid click line (no newline).
 fn click(ad: &str, ts: u64, user: &str, request: u128) -> String {
-    format!(
-        r#"{{"ad_id":"{ad}","timestamp":{ts},"user_id":"{user}","request_id":"{}"}}"#,
-        uuid(request)
-    )
+    format!(r#"{{"ad_id":"{ad}","timestamp":{ts},"user_id":"{user}","request_id":"{}"}}"#, uuid(request))
 }
 
 /// Every line of a rows file, parsed (panics on a line that is not JSON).
@@ -208,11 +156,7 @@ fn read_rows(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines()
         .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str(line).unwrap_or_else(|e| {
-                panic!("{} line {}: not JSON ({e}): {line}", path.display(), i + 1)
-            })
-        })
+        .map(|(i, line)| serde_json::from_str(line).unwrap_or_else(|e| panic!("{} line {}: not JSON ({e}): {line}", path.display(), i + 1)))
         .collect()
 }
 
@@ -245,10 +189,7 @@ fn final_clicks(rows: &[Value]) -> BTreeMap<WindowId, u64> {
             row["window_start"].as_u64().unwrap(),
         );
         let clicks = row["clicks"].as_u64().unwrap();
-        assert!(
-            out.insert(id.clone(), clicks).is_none(),
-            "two final rows for {id:?}"
-        );
+        assert!(out.insert(id.clone(), clicks).is_none(), "two final rows for {id:?}");
     }
     out
 }
@@ -266,10 +207,7 @@ fn finals_of(rows: &[Value], key_type: &str, granularity: &str) -> BTreeMap<(Str
 fn free_ports() -> (u16, u16) {
     let a = TcpListener::bind("127.0.0.1:0").expect("bind");
     let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-    (
-        a.local_addr().unwrap().port(),
-        b.local_addr().unwrap().port(),
-    )
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
 }
 
 // ------------------------------------------------------ 1. job file errors
@@ -284,19 +222,10 @@ fn job_error(text: &str) -> String {
     let input = dir.path().join("clicks.ndjson");
     std::fs::write(&input, "").unwrap();
     let mut command = tally();
-    command
-        .arg("run")
-        .arg(&job)
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output);
+    command.arg("run").arg(&job).arg("--input").arg(&input).arg("--output").arg(&output);
     let done = run_to_end(command);
     let line = one_error_line(&done);
-    assert!(
-        line.contains(&job.display().to_string()),
-        "does not name the job file: {line}"
-    );
+    assert!(line.contains(&job.display().to_string()), "does not name the job file: {line}");
     assert!(!output.exists(), "a refused job created its output file");
     line
 }
@@ -306,21 +235,13 @@ fn one_error_line(done: &Finished) -> String {
     assert_eq!(done.code(), Some(2), "stderr:\n{}", done.stderr);
     assert_no_panic(&done.stderr);
     let lines: Vec<&str> = done.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "want one stderr line, got:\n{}",
-        done.stderr
-    );
+    assert_eq!(lines.len(), 1, "want one stderr line, got:\n{}", done.stderr);
     assert!(lines[0].starts_with("error: "), "{}", lines[0]);
     lines[0].to_owned()
 }
 
 fn assert_names(line: &str, key: &str, reason: &str) {
-    assert!(
-        line.contains(&format!("'{key}'")),
-        "does not name key '{key}': {line}"
-    );
+    assert!(line.contains(&format!("'{key}'")), "does not name key '{key}': {line}");
     assert!(line.contains(reason), "does not say {reason:?}: {line}");
 }
 
@@ -354,10 +275,7 @@ fn job_negative_slack_is_refused() {
 fn job_missing_catalog_file_is_refused() {
     let line = job_error("[catalog]\npath = \"no-such-ads.csv\"\n");
     assert_names(&line, "catalog.path", "not found");
-    assert!(
-        line.contains("no-such-ads.csv"),
-        "does not name the catalog: {line}"
-    );
+    assert!(line.contains("no-such-ads.csv"), "does not name the catalog: {line}");
 }
 
 #[test]
@@ -378,13 +296,7 @@ fn job_file_that_does_not_exist_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("no-such-job.toml");
     let mut command = tally();
-    command
-        .arg("run")
-        .arg(&job)
-        .arg("--input")
-        .arg(dir.path().join("x"))
-        .arg("--output")
-        .arg(dir.path().join("y"));
+    command.arg("run").arg(&job).arg("--input").arg(dir.path().join("x")).arg("--output").arg(dir.path().join("y"));
     let line = one_error_line(&run_to_end(command));
     assert!(line.contains(&job.display().to_string()), "{line}");
     assert!(line.contains("cannot read job file"), "{line}");
@@ -413,18 +325,18 @@ fn malformed_lines_are_reported_and_skipped() {
     let long_user = "u".repeat(100 * 1024);
     let lines: Vec<Vec<u8>> = vec![
         click("a1", t + 1_000, "u1", 1).into_bytes(), // 1
-        b"this is not json".to_vec(),                  // 2
+        b"this is not json".to_vec(),                 // 2
         format!(r#"{{"ad_id":"x3","timestamp":"{t}","user_id":"u","request_id":"{good_uuid}"}}"#).into_bytes(),
         click("a1", t + 2_000, "u2", 2).into_bytes(), // 4
         format!(r#"{{"ad_id":"x5","timestamp":-5,"user_id":"u","request_id":"{good_uuid}"}}"#).into_bytes(),
         format!(r#"{{"ad_id":"x6","timestamp":{t},"user_id":"u","request_id":"not-a-uuid"}}"#).into_bytes(),
         format!(r#"{{"ad_id":"","timestamp":{t},"user_id":"u","request_id":"{good_uuid}"}}"#).into_bytes(),
         format!(r#"{{"ad_id":"x8","timestamp":{t},"user_id":"","request_id":"{good_uuid}"}}"#).into_bytes(),
-        format!(r#"{{"ad_id":"x9","timestamp":{t},"user_id":"u","request_id":"{good_uuid}","country":"NL"}}"#)
-            .into_bytes(),
-        [&br#"{"ad_id":"x10"#[..], b"\xff\xfe", format!(r#"","timestamp":{t},"user_id":"u","request_id":"{good_uuid}"}}"#).as_bytes()].concat(),
+        format!(r#"{{"ad_id":"x9","timestamp":{t},"user_id":"u","request_id":"{good_uuid}","country":"NL"}}"#).into_bytes(),
+        [&br#"{"ad_id":"x10"#[..], b"\xff\xfe", format!(r#"","timestamp":{t},"user_id":"u","request_id":"{good_uuid}"}}"#).as_bytes()]
+            .concat(),
         format!(r#"{{"ad_id":"x11","timestamp":{t},"user_id":"{long_user}","request_id":"{good_uuid}"}}"#).into_bytes(),
-        Vec::new(),                                       // 12: blank
+        Vec::new(),                                    // 12: blank
         click("a1", t + 59_999, "u3", 3).into_bytes(), // 13, no final newline
     ];
     let input = dir.path().join("clicks.ndjson");
@@ -433,10 +345,7 @@ fn malformed_lines_are_reported_and_skipped() {
     let done = run_ok(run_job(&input, &output, &[]));
 
     let stderr = &done.stderr;
-    assert!(
-        stderr.contains("input: 13 lines, 3 clicks, 10 rejected"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("input: 13 lines, 3 clicks, 10 rejected"), "{stderr}");
     for (line, field, reason) in [
         (2, "line", "invalid JSON"),
         (3, "timestamp", "expected an integer"),
@@ -453,20 +362,12 @@ fn malformed_lines_are_reported_and_skipped() {
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("line {line}:")))
             .unwrap_or_else(|| panic!("line {line} not listed:\n{stderr}"));
-        assert!(
-            listed.contains(&format!("field '{field}'")),
-            "line {line}: want field {field}: {listed}"
-        );
-        assert!(
-            listed.contains(reason),
-            "line {line}: want {reason:?}: {listed}"
-        );
+        assert!(listed.contains(&format!("field '{field}'")), "line {line}: want field {field}: {listed}");
+        assert!(listed.contains(reason), "line {line}: want {reason:?}: {listed}");
     }
     for good in [1, 4, 13] {
         assert!(
-            !stderr
-                .lines()
-                .any(|l| l.trim_start().starts_with(&format!("line {good}:"))),
+            !stderr.lines().any(|l| l.trim_start().starts_with(&format!("line {good}:"))),
             "valid line {good} listed as rejected:\n{stderr}"
         );
     }
@@ -475,19 +376,9 @@ fn malformed_lines_are_reported_and_skipped() {
     let rows = read_rows(&output);
     let minute = t - t % MINUTE_MS;
     let ads = finals_of(&rows, "ad", "1m");
-    assert_eq!(
-        ads,
-        BTreeMap::from([(("a1".to_owned(), minute), 3)]),
-        "only a1's three clicks count"
-    );
-    assert_eq!(
-        finals_of(&rows, "ad", "5m").values().collect::<Vec<_>>(),
-        [&3]
-    );
-    assert_eq!(
-        finals_of(&rows, "ad", "1h").values().collect::<Vec<_>>(),
-        [&3]
-    );
+    assert_eq!(ads, BTreeMap::from([(("a1".to_owned(), minute), 3)]), "only a1's three clicks count");
+    assert_eq!(finals_of(&rows, "ad", "5m").values().collect::<Vec<_>>(), [&3]);
+    assert_eq!(finals_of(&rows, "ad", "1h").values().collect::<Vec<_>>(), [&3]);
 }
 
 #[test]
@@ -505,17 +396,8 @@ fn file_of_only_garbage_runs_and_writes_no_rows() {
     std::fs::write(&input, bytes).unwrap();
     let output = dir.path().join("rows.ndjson");
     let done = run_ok(run_job(&input, &output, &[]));
-    assert!(
-        done.stderr
-            .contains("input: 300 lines, 0 clicks, 300 rejected"),
-        "{}",
-        done.stderr
-    );
-    assert!(
-        done.stderr.contains("... and 290 more rejected lines"),
-        "{}",
-        done.stderr
-    );
+    assert!(done.stderr.contains("input: 300 lines, 0 clicks, 300 rejected"), "{}", done.stderr);
+    assert!(done.stderr.contains("... and 290 more rejected lines"), "{}", done.stderr);
     assert_eq!(read_rows(&output).len(), 0);
 }
 
@@ -528,49 +410,26 @@ fn output_rows_have_the_documented_shape() {
     let catalog = dir.path().join("ads.csv");
     let mut command = tally();
     command
-        .args([
-            "gen",
-            "--seed",
-            "5",
-            "--clicks",
-            "40000",
-            "--too-late-share",
-            "0.01",
-            "--output",
-        ])
+        .args(["gen", "--seed", "5", "--clicks", "40000", "--too-late-share", "0.01", "--output"])
         .arg(&clicks)
         .arg("--catalog")
         .arg(&catalog);
     run_ok(command);
     let output = dir.path().join("out.rows.ndjson");
-    let done = run_ok(run_job(
-        &clicks,
-        &output,
-        &["--catalog", catalog.to_str().unwrap(), "-w", "2"],
-    ));
+    let done = run_ok(run_job(&clicks, &output, &["--catalog", catalog.to_str().unwrap(), "-w", "2"]));
 
     let rows = read_rows(&output);
     assert!(rows.len() > 100, "only {} rows", rows.len());
     let expected_keys: BTreeSet<&str> = ROW_KEYS.into_iter().collect();
     let mut versions: BTreeMap<WindowId, Vec<(String, u64)>> = BTreeMap::new();
     for row in &rows {
-        let object = row
-            .as_object()
-            .unwrap_or_else(|| panic!("not an object: {row}"));
+        let object = row.as_object().unwrap_or_else(|| panic!("not an object: {row}"));
         let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
         assert_eq!(keys, expected_keys, "{row}");
         let key_type = row["key_type"].as_str().expect("key_type is a string");
-        assert!(
-            ["ad", "campaign", "advertiser"].contains(&key_type),
-            "{row}"
-        );
-        assert!(
-            !row["key"].as_str().expect("key is a string").is_empty(),
-            "{row}"
-        );
-        let granularity = row["granularity"]
-            .as_str()
-            .expect("granularity is a string");
+        assert!(["ad", "campaign", "advertiser"].contains(&key_type), "{row}");
+        assert!(!row["key"].as_str().expect("key is a string").is_empty(), "{row}");
+        let granularity = row["granularity"].as_str().expect("granularity is a string");
         let length = match granularity {
             "1m" => MINUTE_MS,
             "5m" => 5 * MINUTE_MS,
@@ -582,9 +441,7 @@ fn output_rows_have_the_documented_shape() {
         assert_eq!(end - start, length, "{row}");
         assert_eq!(start % length, 0, "window not aligned to the epoch: {row}");
         let clicks = row["clicks"].as_u64().expect("clicks is a u64");
-        let users = row["distinct_users"]
-            .as_u64()
-            .expect("distinct_users is a u64");
+        let users = row["distinct_users"].as_u64().expect("distinct_users is a u64");
         assert!(clicks >= 1, "{row}");
         assert!(users >= 1, "{row}");
         let status = row["status"].as_str().expect("status is a string");
@@ -596,16 +453,8 @@ fn output_rows_have_the_documented_shape() {
             other => panic!("status {other:?}: {row}"),
         }
         if status != "partial" {
-            let id = (
-                key_type.to_owned(),
-                row["key"].as_str().unwrap().to_owned(),
-                granularity.to_owned(),
-                start,
-            );
-            versions
-                .entry(id)
-                .or_default()
-                .push((status.to_owned(), version));
+            let id = (key_type.to_owned(), row["key"].as_str().unwrap().to_owned(), granularity.to_owned(), start);
+            versions.entry(id).or_default().push((status.to_owned(), version));
         }
     }
     // Per window: at most one final row, then restated versions counting up by one.
@@ -615,32 +464,19 @@ fn output_rows_have_the_documented_shape() {
         let first = numbers[0];
         let expected: Vec<u64> = (first..first + numbers.len() as u64).collect();
         assert_eq!(numbers, expected, "versions of {id:?}: {seen:?}");
-        assert!(
-            seen.iter().skip(1).all(|(s, _)| s == "restated"),
-            "{id:?}: {seen:?}"
-        );
+        assert!(seen.iter().skip(1).all(|(s, _)| s == "restated"), "{id:?}: {seen:?}");
     }
     assert!(rows.iter().any(|r| r["status"] == "final"), "no final rows");
 
     let ledger = dir.path().join("out.rows.late.ndjson");
     assert!(ledger.is_file(), "late ledger {} missing", ledger.display());
     let late = read_rows(&ledger);
-    assert!(
-        !late.is_empty(),
-        "1% too-late clicks but an empty ledger; stderr:\n{}",
-        done.stderr
-    );
+    assert!(!late.is_empty(), "1% too-late clicks but an empty ledger; stderr:\n{}", done.stderr);
     for entry in &late {
-        let ids = entry["request_ids"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{entry}"));
+        let ids = entry["request_ids"].as_array().unwrap_or_else(|| panic!("{entry}"));
         assert!(!ids.is_empty(), "{entry}");
         assert!(entry["held"].is_boolean(), "{entry}");
-        assert_eq!(
-            entry["window_start"].as_u64().unwrap() % MINUTE_MS,
-            0,
-            "{entry}"
-        );
+        assert_eq!(entry["window_start"].as_u64().unwrap() % MINUTE_MS, 0, "{entry}");
     }
 }
 
@@ -651,29 +487,13 @@ fn gen_to(dir: &Path, name: &str, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let catalog = dir.join(format!("{name}.csv"));
     let mut command = tally();
     command
-        .args([
-            "gen",
-            "--seed",
-            &seed.to_string(),
-            "--clicks",
-            "20000",
-            "--ads",
-            "300",
-            "--output",
-        ])
+        .args(["gen", "--seed", &seed.to_string(), "--clicks", "20000", "--ads", "300", "--output"])
         .arg(&clicks)
         .arg("--catalog")
         .arg(&catalog);
     let done = run_ok(command);
-    assert!(
-        done.stderr.contains("wrote 20000 clicks"),
-        "{}",
-        done.stderr
-    );
-    (
-        std::fs::read(clicks).unwrap(),
-        std::fs::read(catalog).unwrap(),
-    )
+    assert!(done.stderr.contains("wrote 20000 clicks"), "{}", done.stderr);
+    (std::fs::read(clicks).unwrap(), std::fs::read(catalog).unwrap())
 }
 
 #[test]
@@ -697,20 +517,12 @@ fn gen_is_deterministic_per_seed() {
     // Every generated line is a valid click (the engine rejects none).
     let input = dir.path().join("a.ndjson");
     let done = run_ok(run_job(&input, &dir.path().join("rows.ndjson"), &[]));
-    assert!(
-        done.stderr
-            .contains("input: 20000 lines, 20000 clicks, 0 rejected"),
-        "{}",
-        done.stderr
-    );
+    assert!(done.stderr.contains("input: 20000 lines, 20000 clicks, 0 rejected"), "{}", done.stderr);
 
     // Stdout gets the same bytes as --output.
     let mut command = tally();
     command.args(["gen", "--seed", "9", "--clicks", "20000", "--ads", "300"]);
-    assert!(
-        run_ok(command).stdout == clicks_a,
-        "stdout differs from --output"
-    );
+    assert!(run_ok(command).stdout == clicks_a, "stdout differs from --output");
 }
 
 #[test]
@@ -718,17 +530,11 @@ fn gen_refuses_a_share_above_one() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("clicks.ndjson");
     let mut command = tally();
-    command
-        .args(["gen", "--viral-share", "2", "--output"])
-        .arg(&output);
+    command.args(["gen", "--viral-share", "2", "--output"]).arg(&output);
     let line = one_error_line(&run_to_end(command));
     assert!(line.contains("viral_share"), "{line}");
     assert!(line.contains('2'), "{line}");
-    assert!(
-        !output.exists(),
-        "refused gen still wrote {}",
-        output.display()
-    );
+    assert!(!output.exists(), "refused gen still wrote {}", output.display());
 }
 
 // ------------------------------------------------- 5. catalog versions
@@ -738,13 +544,7 @@ fn catalog_change_applies_from_its_valid_from() {
     let dir = tempfile::tempdir().unwrap();
     let t = START_MS + 3 * MINUTE_MS; // a minute boundary, inside the 5m window [START, START+5m)
     let catalog = dir.path().join("ads.csv");
-    std::fs::write(
-        &catalog,
-        format!(
-            "ad_id,campaign_id,advertiser_id,valid_from\na1,c1,v1,0\na1,c2,v2,{t}\na2,c3,v3,{t}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&catalog, format!("ad_id,campaign_id,advertiser_id,valid_from\na1,c1,v1,0\na1,c2,v2,{t}\na2,c3,v3,{t}\n")).unwrap();
     let clicks = [
         ("a1", t - 2 * MINUTE_MS + 1_000),
         ("a1", t - MINUTE_MS + 5_000),
@@ -758,19 +558,11 @@ fn catalog_change_applies_from_its_valid_from() {
         ("a1", t + 3_000),
         ("a1", t + MINUTE_MS + 1_000),
     ];
-    let text: String = clicks
-        .iter()
-        .enumerate()
-        .map(|(i, (ad, ts))| click(ad, *ts, &format!("u{i}"), 100 + i as u128) + "\n")
-        .collect();
+    let text: String = clicks.iter().enumerate().map(|(i, (ad, ts))| click(ad, *ts, &format!("u{i}"), 100 + i as u128) + "\n").collect();
     let input = dir.path().join("clicks.ndjson");
     std::fs::write(&input, text).unwrap();
     let output = dir.path().join("rows.ndjson");
-    let done = run_ok(run_job(
-        &input,
-        &output,
-        &["--catalog", catalog.to_str().unwrap()],
-    ));
+    let done = run_ok(run_job(&input, &output, &["--catalog", catalog.to_str().unwrap()]));
 
     let rows = read_rows(&output);
     let key = |k: &str, start: u64| (k.to_owned(), start);
@@ -801,23 +593,12 @@ fn catalog_change_applies_from_its_valid_from() {
     // One 5m window holds both versions: each campaign gets only its own minutes.
     assert_eq!(
         finals_of(&rows, "campaign", "5m"),
-        BTreeMap::from([
-            (key("c1", START_MS), 3),
-            (key("c2", START_MS), 4),
-            (key("c3", START_MS), 1),
-            (key("unknown", START_MS), 3),
-        ])
+        BTreeMap::from([(key("c1", START_MS), 3), (key("c2", START_MS), 4), (key("c3", START_MS), 1), (key("unknown", START_MS), 3),])
     );
-    assert_eq!(
-        finals_of(&rows, "ad", "5m").get(&key("a1", START_MS)),
-        Some(&7)
-    );
+    assert_eq!(finals_of(&rows, "ad", "5m").get(&key("a1", START_MS)), Some(&7));
 
-    let unknown = done
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("unknown ads:"))
-        .unwrap_or_else(|| panic!("no unknown-ads line:\n{}", done.stderr));
+    let unknown =
+        done.stderr.lines().find(|l| l.starts_with("unknown ads:")).unwrap_or_else(|| panic!("no unknown-ads line:\n{}", done.stderr));
     // `zz` is not in the catalog; `a2` has no version before T.
     assert!(unknown.contains("2 ads without a catalog version"), "{unknown}");
     assert!(unknown.contains("zz") && unknown.contains("a2"), "{unknown}");
@@ -834,23 +615,12 @@ fn worker_count_does_not_change_settled_rows() {
     let mut settled = Vec::new();
     for workers in ["1", "2", "4"] {
         let output = dir.path().join(format!("rows-w{workers}.ndjson"));
-        run_ok(run_job(
-            &clicks,
-            &output,
-            &["--catalog", catalog, "-w", workers],
-        ));
+        run_ok(run_job(&clicks, &output, &["--catalog", catalog, "-w", workers]));
         settled.push((workers, settled_rows(&output)));
     }
     let (_, reference) = &settled[0];
-    assert!(
-        reference.len() > 1_000,
-        "only {} settled rows",
-        reference.len()
-    );
-    assert!(
-        reference.iter().any(|r| r.contains("\"restated\"")),
-        "input makes no restated rows"
-    );
+    assert!(reference.len() > 1_000, "only {} settled rows", reference.len());
+    assert!(reference.iter().any(|r| r.contains("\"restated\"")), "input makes no restated rows");
     for (workers, rows) in &settled[1..] {
         assert_rows_equal(reference, rows, &format!("-w {workers} vs -w 1"));
     }
@@ -865,11 +635,7 @@ fn assert_rows_equal(expected: &[String], actual: &[String], what: &str) {
     let actual_set: BTreeSet<&String> = actual.iter().collect();
     let missing: Vec<_> = expected_set.difference(&actual_set).take(5).collect();
     let extra: Vec<_> = actual_set.difference(&expected_set).take(5).collect();
-    panic!(
-        "{what}: {} rows vs {} expected\nmissing (first 5): {missing:#?}\nextra (first 5): {extra:#?}",
-        actual.len(),
-        expected.len()
-    );
+    panic!("{what}: {} rows vs {} expected\nmissing (first 5): {missing:#?}\nextra (first 5): {extra:#?}", actual.len(), expected.len());
 }
 
 #[test]
@@ -878,34 +644,17 @@ fn two_process_cluster_matches_one_worker() {
     let (clicks, catalog) = generate(dir.path(), 300_000);
     let catalog = catalog.to_str().unwrap();
     let single = dir.path().join("rows-single.ndjson");
-    run_ok(run_job(
-        &clicks,
-        &single,
-        &["--catalog", catalog, "-w", "1"],
-    ));
+    run_ok(run_job(&clicks, &single, &["--catalog", catalog, "-w", "1"]));
 
     let (port_a, port_b) = free_ports();
     let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{port_a}\n127.0.0.1:{port_b}\n"),
-    )
-    .unwrap();
-    let outputs: Vec<PathBuf> = (0..2)
-        .map(|p| dir.path().join(format!("rows-p{p}.ndjson")))
-        .collect();
+    std::fs::write(&hostfile, format!("127.0.0.1:{port_a}\n127.0.0.1:{port_b}\n")).unwrap();
+    let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("rows-p{p}.ndjson"))).collect();
     let children: Vec<Running> = (0..2)
         .map(|p| {
             let process = p.to_string();
-            let mut command = run_job(
-                &clicks,
-                &outputs[p],
-                &["--catalog", catalog, "-w", "2", "--processes", "2"],
-            );
-            command
-                .args(["--process", &process])
-                .arg("--hostfile")
-                .arg(&hostfile);
+            let mut command = run_job(&clicks, &outputs[p], &["--catalog", catalog, "-w", "2", "--processes", "2"]);
+            command.args(["--process", &process]).arg("--hostfile").arg(&hostfile);
             spawn(command)
         })
         .collect();
@@ -917,16 +666,9 @@ fn two_process_cluster_matches_one_worker() {
     let mut union: Vec<String> = outputs.iter().flat_map(|o| settled_rows(o)).collect();
     union.sort();
     let reference = settled_rows(&single);
-    assert!(
-        reference.len() > 1_000,
-        "only {} settled rows",
-        reference.len()
-    );
+    assert!(reference.len() > 1_000, "only {} settled rows", reference.len());
     for (p, output) in outputs.iter().enumerate() {
-        assert!(
-            !settled_rows(output).is_empty(),
-            "process {p} wrote no settled rows"
-        );
+        assert!(!settled_rows(output).is_empty(), "process {p} wrote no settled rows");
     }
     assert_rows_equal(&reference, &union, "2 processes x 2 workers vs -w 1");
 }

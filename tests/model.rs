@@ -47,7 +47,9 @@ fn input(seed: u64, clicks: u64, partitions: u32) -> Input {
     let mut ndjson = String::from_utf8(out).unwrap();
     // Bad lines anywhere must be skipped by both sides alike.
     ndjson.insert_str(0, "{\"ad_id\":\"\",\"timestamp\":1,\"user_id\":\"u\",\"request_id\":\"00000000-0000-0000-0000-000000000000\"}\n");
-    ndjson.push_str("not json\n{\"ad_id\":\"ad-000001\",\"timestamp\":-5,\"user_id\":\"u\",\"request_id\":\"00000000-0000-0000-0000-000000000001\"}\n");
+    ndjson.push_str(
+        "not json\n{\"ad_id\":\"ad-000001\",\"timestamp\":-5,\"user_id\":\"u\",\"request_id\":\"00000000-0000-0000-0000-000000000001\"}\n",
+    );
     let mut csv = Vec::new();
     write_catalog(&config, &mut csv).unwrap();
     let mut catalog = String::from_utf8(csv).unwrap();
@@ -148,7 +150,11 @@ fn check(dir: &Path, setup: &Setup, workers: usize, expected: &Recount) -> BTree
                 let status = serde_json::to_value(status).unwrap();
                 assert_eq!(status, want.status.as_str(), "status of {key:?}");
                 assert_eq!(*clicks, want.clicks, "clicks of {key:?} (workers {workers}, epoch {})", setup.epoch_ms);
-                assert!(distinct_close(*distinct, want.distinct_users), "distinct users of {key:?}: {distinct} vs exact {}", want.distinct_users);
+                assert!(
+                    distinct_close(*distinct, want.distinct_users),
+                    "distinct users of {key:?}: {distinct} vs exact {}",
+                    want.distinct_users
+                );
             }
         }
     }

@@ -65,7 +65,12 @@ pub fn attribute<'scope>(
     let worker_zero = scope.index() == 0;
     let intervals: Vec<_> = if worker_zero { attribution.intervals.clone() } else { Vec::new() };
     let ads: Vec<_> = if worker_zero { attribution.ads.clone() } else { Vec::new() };
-    let catalog = intervals.into_iter().map(|(ad, interval)| ((AdKey::new(ad), interval), 0, 1isize)).to_stream(scope.clone()).container::<Vec<_>>().as_collection();
+    let catalog = intervals
+        .into_iter()
+        .map(|(ad, interval)| ((AdKey::new(ad), interval), 0, 1isize))
+        .to_stream(scope.clone())
+        .container::<Vec<_>>()
+        .as_collection();
     let known = ads.into_iter().map(|ad| (AdKey::new(ad), 0, 1isize)).to_stream(scope.clone()).container::<Vec<_>>().as_collection();
 
     let entered = partials.unary(Pipeline, "TransientPartials", |_, _| {
@@ -91,37 +96,40 @@ pub fn attribute<'scope>(
     // ad's `+1` and `-1` cancel before positives are read off below.
     let unknown_ads = transient.antijoin(known).consolidate().map(|(ad, partial)| (ad.ad, partial, Key::from(UNKNOWN), Key::from(UNKNOWN)));
 
-    known_ads.concat(unknown_ads).inner.unary(Pipeline, "Attribute", move |_, _| {
-        move |input, output| {
-            input.for_each_stamp(|cap, data| {
-                // Differential records carry their own time, which may be
-                // later than the message's stamp: re-stamp each by its time.
-                let mut by_time: BTreeMap<EventTime, Vec<KeyedPartial>> = BTreeMap::new();
-                for batch in data {
-                    for ((ad, partial, campaign, advertiser), time, diff) in batch.drain(..) {
-                        if diff <= 0 {
-                            continue; // the transient retraction
-                        }
-                        let out = by_time.entry(time).or_default();
-                        if campaign == UNKNOWN && partial.lateness != Lateness::Held {
-                            stats.record_unknown(&ad, partial.agg.clicks * diff as u64);
-                        }
-                        let keys = [(KeyType::Ad, ad), (KeyType::Campaign, campaign), (KeyType::Advertiser, advertiser)];
-                        for (key_type, key) in keys {
-                            if attribution.group_by.contains(&key_type) {
-                                out.push(keyed(key_type, key, &partial, diff as u64));
+    known_ads
+        .concat(unknown_ads)
+        .inner
+        .unary(Pipeline, "Attribute", move |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    // Differential records carry their own time, which may be
+                    // later than the message's stamp: re-stamp each by its time.
+                    let mut by_time: BTreeMap<EventTime, Vec<KeyedPartial>> = BTreeMap::new();
+                    for batch in data {
+                        for ((ad, partial, campaign, advertiser), time, diff) in batch.drain(..) {
+                            if diff <= 0 {
+                                continue; // the transient retraction
+                            }
+                            let out = by_time.entry(time).or_default();
+                            if campaign == UNKNOWN && partial.lateness != Lateness::Held {
+                                stats.record_unknown(&ad, partial.agg.clicks * diff as u64);
+                            }
+                            let keys = [(KeyType::Ad, ad), (KeyType::Campaign, campaign), (KeyType::Advertiser, advertiser)];
+                            for (key_type, key) in keys {
+                                if attribution.group_by.contains(&key_type) {
+                                    out.push(keyed(key_type, key, &partial, diff as u64));
+                                }
                             }
                         }
                     }
-                }
-                for (time, partials) in by_time {
-                    let at = cap.delayed(&time, 0);
-                    output.session(&at).give_iterator(partials.into_iter());
-                }
-            })
-        }
-    })
-    .container::<Vec<KeyedPartial>>()
+                    for (time, partials) in by_time {
+                        let at = cap.delayed(&time, 0);
+                        output.session(&at).give_iterator(partials.into_iter());
+                    }
+                })
+            }
+        })
+        .container::<Vec<KeyedPartial>>()
 }
 
 fn keyed(key_type: KeyType, key: Key, partial: &AdPartial, multiplicity: u64) -> KeyedPartial {

@@ -104,11 +104,7 @@ impl WindowBook {
 
     fn apply_on_time(&mut self, time: EventTime, partial: KeyedPartial) {
         let id = WinId { end: partial.window + MINUTE_MS, granularity: MINUTE_MS, key_type: partial.key_type, key: partial.key };
-        assert!(
-            id.end + self.rules.allowed_lateness_ms > time,
-            "an on-time partial at {time} met the final window ending {}",
-            id.end
-        );
+        assert!(id.end + self.rules.allowed_lateness_ms > time, "an on-time partial at {time} met the final window ending {}", id.end);
         self.open.entry(id.clone()).or_default().merge(&partial.agg);
         self.dirty.insert(id);
     }

@@ -21,19 +21,10 @@ pub enum JobError {
     },
     /// The file is not valid TOML.
     #[error("{}: line {line}, column {column}: {message}", file.display())]
-    Syntax {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { file: PathBuf, line: usize, column: usize, message: String },
     /// A key is unknown, has the wrong type, or fails validation.
     #[error("{}: key '{key}': {reason}", file.display())]
-    Key {
-        file: PathBuf,
-        key: String,
-        reason: String,
-    },
+    Key { file: PathBuf, key: String, reason: String },
 }
 
 impl JobError {
@@ -54,22 +45,13 @@ impl JobError {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        JobError::Syntax {
-            file,
-            line,
-            column,
-            message: one_line(err.message()),
-        }
+        JobError::Syntax { file, line, column, message: one_line(err.message()) }
     }
 }
 
 /// Joins a possibly multi-line message into one line.
 pub(crate) fn one_line(message: &str) -> String {
-    let parts: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .collect();
+    let parts: Vec<&str> = message.lines().map(str::trim).filter(|part| !part.is_empty()).collect();
     parts.join("; ")
 }
 
@@ -82,17 +64,10 @@ pub(crate) struct KeyError {
 
 impl KeyError {
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> KeyError {
-        KeyError {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        KeyError { key: key.into(), reason: reason.into() }
     }
 
     pub fn in_file(self, file: PathBuf) -> JobError {
-        JobError::Key {
-            file,
-            key: self.key,
-            reason: self.reason,
-        }
+        JobError::Key { file, key: self.key, reason: self.reason }
     }
 }

@@ -133,9 +133,7 @@ impl Job {
             early_results_ms: DEFAULT_EARLY_RESULTS_MS,
             group_by: vec![KeyType::Ad, KeyType::Campaign, KeyType::Advertiser],
             distinct_users: true,
-            late: LatePolicy::Restate {
-                within_ms: DEFAULT_RESTATE_WITHIN_MS,
-            },
+            late: LatePolicy::Restate { within_ms: DEFAULT_RESTATE_WITHIN_MS },
             sink: SinkSpec::File { path: None },
             catalog: None,
         }
@@ -153,26 +151,16 @@ impl Job {
             return Ok(());
         }
         let shown = std::path::absolute(catalog).unwrap_or_else(|_| catalog.clone());
-        let reason = if shown.exists() {
-            format!("not a file: {}", shown.display())
-        } else {
-            format!("file not found: {}", shown.display())
-        };
-        Err(JobError::Key {
-            file: self.file.clone(),
-            key: "catalog.path".to_string(),
-            reason,
-        })
+        let reason =
+            if shown.exists() { format!("not a file: {}", shown.display()) } else { format!("file not found: {}", shown.display()) };
+        Err(JobError::Key { file: self.file.clone(), key: "catalog.path".to_string(), reason })
     }
 }
 
 /// Reads, parses and checks the job file at `path`, including that the
 /// catalog file exists.
 pub fn load(path: &Path) -> Result<Job, JobError> {
-    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read { file: path.to_path_buf(), source })?;
     let job = parse(&text, path)?;
     job.check_files()?;
     Ok(job)
@@ -181,7 +169,6 @@ pub fn load(path: &Path) -> Result<Job, JobError> {
 /// Parses and checks job text as if read from `file` (used for messages and
 /// to resolve relative paths). Touches no files.
 pub fn parse(text: &str, file: &Path) -> Result<Job, JobError> {
-    let table: toml::Table =
-        toml::from_str(text).map_err(|err| JobError::syntax(file.to_path_buf(), text, &err))?;
+    let table: toml::Table = toml::from_str(text).map_err(|err| JobError::syntax(file.to_path_buf(), text, &err))?;
     read::job(table, file).map_err(|err| err.in_file(file.to_path_buf()))
 }

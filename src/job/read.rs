@@ -12,8 +12,7 @@ use super::duration::format_duration;
 use super::error::{one_line, KeyError};
 use super::section::{string_entry, Section, Spelled};
 use super::{
-    Job, LatePolicy, SinkSpec, SourceSpec, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS,
-    MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
+    Job, LatePolicy, SinkSpec, SourceSpec, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS, MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
 };
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
@@ -67,10 +66,7 @@ pub(super) fn job(table: Table, file: &Path) -> Result<Job, KeyError> {
 
 /// The name a job gets when the file does not set one: the file's stem.
 pub(super) fn default_name(file: &Path) -> String {
-    file.file_stem().map_or_else(
-        || "job".to_string(),
-        |stem| stem.to_string_lossy().into_owned(),
-    )
+    file.file_stem().map_or_else(|| "job".to_string(), |stem| stem.to_string_lossy().into_owned())
 }
 
 fn read_name(name: Option<String>, default: String) -> Result<String, KeyError> {
@@ -80,19 +76,12 @@ fn read_name(name: Option<String>, default: String) -> Result<String, KeyError> 
     };
     let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if name.is_empty() || name.len() > MAX_NAME_BYTES || !name.chars().all(valid_char) {
-        return Err(KeyError::new(
-            "name",
-            format!("name {name:?}{origin} must be 1–{MAX_NAME_BYTES} bytes of [A-Za-z0-9._-]"),
-        ));
+        return Err(KeyError::new("name", format!("name {name:?}{origin} must be 1–{MAX_NAME_BYTES} bytes of [A-Za-z0-9._-]")));
     }
     Ok(name)
 }
 
-fn read_source(
-    mut s: Section,
-    base: &Path,
-    default_partitions: u32,
-) -> Result<(SourceSpec, u32), KeyError> {
+fn read_source(mut s: Section, base: &Path, default_partitions: u32) -> Result<(SourceSpec, u32), KeyError> {
     let kind = s.string("kind")?;
     let partitions = s.integer("partitions")?;
     let path = s.string("path")?;
@@ -105,28 +94,18 @@ fn read_source(
         Some(n) => u32::try_from(n)
             .ok()
             .filter(|n| (1..=MAX_PARTITIONS).contains(n))
-            .ok_or_else(|| {
-                s.error(
-                    "partitions",
-                    format!("{n} is out of range 1..={MAX_PARTITIONS}"),
-                )
-            })?,
+            .ok_or_else(|| s.error("partitions", format!("{n} is out of range 1..={MAX_PARTITIONS}")))?,
     };
     let kind = kind.as_deref().unwrap_or("file");
     let only_with = |key: &str, present: bool, wanted: &str| match present {
-        true => Err(s.error(
-            key,
-            format!("only valid with kind = {wanted:?} (this source is kind = {kind:?})"),
-        )),
+        true => Err(s.error(key, format!("only valid with kind = {wanted:?} (this source is kind = {kind:?})"))),
         false => Ok(()),
     };
     let source = match kind {
         "file" => {
             only_with("dir", dir.is_some(), "log")?;
             only_with("generator", generator.is_some(), "generator")?;
-            SourceSpec::File {
-                path: resolve(&s, "path", path, base)?,
-            }
+            SourceSpec::File { path: resolve(&s, "path", path, base)? }
         }
         "generator" => {
             only_with("path", path.is_some(), "file")?;
@@ -136,16 +115,9 @@ fn read_source(
         "log" => {
             only_with("path", path.is_some(), "file")?;
             only_with("generator", generator.is_some(), "generator")?;
-            SourceSpec::Log {
-                dir: resolve(&s, "dir", dir, base)?,
-            }
+            SourceSpec::Log { dir: resolve(&s, "dir", dir, base)? }
         }
-        other => {
-            return Err(s.error(
-                "kind",
-                format!("{other:?} is not one of file | generator | log"),
-            ))
-        }
+        other => return Err(s.error("kind", format!("{other:?} is not one of file | generator | log"))),
     };
     Ok((source, partitions))
 }
@@ -156,21 +128,12 @@ fn read_source(
 /// an unknown or mistyped key is reported under its own dotted name rather
 /// than as serde's message about the whole table. `partitions` follows
 /// `source.partitions` unless set, and then must agree with it.
-fn read_generator(
-    source: &Section,
-    value: Option<Value>,
-    partitions: u32,
-) -> Result<GeneratorConfig, KeyError> {
+fn read_generator(source: &Section, value: Option<Value>, partitions: u32) -> Result<GeneratorConfig, KeyError> {
     let prefix = source.key("generator");
     let table = match value {
         None => Table::new(),
         Some(Value::Table(table)) => table,
-        Some(other) => {
-            return Err(source.error(
-                "generator",
-                format!("expected a table, found {}", other.type_str()),
-            ))
-        }
+        Some(other) => return Err(source.error("generator", format!("expected a table, found {}", other.type_str()))),
     };
     for (key, value) in &table {
         if let Err(reason) = generator_key(key, value) {
@@ -178,23 +141,17 @@ fn read_generator(
         }
     }
     let inherits_partitions = !table.contains_key("partitions");
-    let mut config: GeneratorConfig = Value::Table(table)
-        .try_into()
-        .map_err(|err: toml::de::Error| KeyError::new(prefix.as_str(), one_line(err.message())))?;
+    let mut config: GeneratorConfig =
+        Value::Table(table).try_into().map_err(|err: toml::de::Error| KeyError::new(prefix.as_str(), one_line(err.message())))?;
     if inherits_partitions {
         config.partitions = partitions;
     } else if config.partitions != partitions {
         return Err(KeyError::new(
             format!("{prefix}.partitions"),
-            format!(
-                "{} differs from source.partitions ({partitions}); leave it out to follow source.partitions",
-                config.partitions
-            ),
+            format!("{} differs from source.partitions ({partitions}); leave it out to follow source.partitions", config.partitions),
         ));
     }
-    config
-        .validate()
-        .map_err(|reason: String| generator_error(&prefix, &reason))?;
+    config.validate().map_err(|reason: String| generator_error(&prefix, &reason))?;
     Ok(config)
 }
 
@@ -212,13 +169,10 @@ fn generator_key(key: &str, value: &Value) -> Result<(), String> {
 /// it starts with (`"viral_share: …"` → `source.generator.viral_share`), or
 /// under `source.generator` when it starts with no field name.
 fn generator_error(prefix: &str, reason: &str) -> KeyError {
-    let field_end = reason
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(reason.len());
+    let field_end = reason.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(reason.len());
     let (field, rest) = reason.split_at(field_end);
-    let is_field = !field.is_empty()
-        && generator_key(field, &Value::Boolean(false))
-            .map_or_else(|reason| reason != "unknown key", |()| true);
+    let is_field =
+        !field.is_empty() && generator_key(field, &Value::Boolean(false)).map_or_else(|reason| reason != "unknown key", |()| true);
     match (is_field, rest.strip_prefix(':')) {
         (true, Some(rest)) => KeyError::new(format!("{prefix}.{field}"), rest.trim()),
         (true, None) => KeyError::new(format!("{prefix}.{field}"), reason),
@@ -241,39 +195,21 @@ fn read_time(mut s: Section, defaults: &Job) -> Result<Time, KeyError> {
 
     let epoch = epoch.unwrap_or_else(|| Spelled::default_ms(defaults.epoch_ms));
     let slack = slack.unwrap_or_else(|| Spelled::default_ms(defaults.slack_ms));
-    let allowed_lateness =
-        allowed_lateness.unwrap_or_else(|| Spelled::default_ms(defaults.allowed_lateness_ms));
+    let allowed_lateness = allowed_lateness.unwrap_or_else(|| Spelled::default_ms(defaults.allowed_lateness_ms));
     if epoch.ms < MIN_EPOCH_MS {
         return Err(s.error("epoch", format!("epoch {} is below the minimum of {MIN_EPOCH_MS}ms", epoch.text)));
     }
     if !MINUTE_MS.is_multiple_of(epoch.ms) {
-        return Err(s.error(
-            "epoch",
-            format!(
-                "epoch {} does not divide 1m (every window must end on an epoch boundary)",
-                epoch.text
-            ),
-        ));
+        return Err(s.error("epoch", format!("epoch {} does not divide 1m (every window must end on an epoch boundary)", epoch.text)));
     }
     if !allowed_lateness.ms.is_multiple_of(epoch.ms) {
-        return Err(s.error(
-            "allowed_lateness",
-            not_whole_epochs(&allowed_lateness, epoch.ms),
-        ));
+        return Err(s.error("allowed_lateness", not_whole_epochs(&allowed_lateness, epoch.ms)));
     }
-    Ok(Time {
-        epoch,
-        slack,
-        allowed_lateness,
-    })
+    Ok(Time { epoch, slack, allowed_lateness })
 }
 
 fn not_whole_epochs(value: &Spelled, epoch_ms: u64) -> String {
-    format!(
-        "{} is not a multiple of the epoch ({})",
-        value.text,
-        format_duration(epoch_ms)
-    )
+    format!("{} is not a multiple of the epoch ({})", value.text, format_duration(epoch_ms))
 }
 
 fn read_dedup(mut s: Section, defaults: &Job) -> Result<u64, KeyError> {
@@ -281,14 +217,7 @@ fn read_dedup(mut s: Section, defaults: &Job) -> Result<u64, KeyError> {
     s.finish()?;
     let horizon = horizon.unwrap_or_else(|| Spelled::default_ms(defaults.dedup_horizon_ms));
     if horizon.ms < MIN_DEDUP_HORIZON_MS {
-        return Err(s.error(
-            "horizon",
-            format!(
-                "horizon {} is shorter than {}",
-                horizon.text,
-                format_duration(MIN_DEDUP_HORIZON_MS)
-            ),
-        ));
+        return Err(s.error("horizon", format!("horizon {} is shorter than {}", horizon.text, format_duration(MIN_DEDUP_HORIZON_MS))));
     }
     Ok(horizon.ms)
 }
@@ -309,14 +238,7 @@ fn read_windows(mut s: Section, defaults: &Job) -> Result<(Vec<u64>, u64), KeyEr
     };
     let early = early.unwrap_or_else(|| Spelled::default_ms(defaults.early_results_ms));
     if early.ms < MIN_EARLY_RESULTS_MS {
-        return Err(s.error(
-            "early_results",
-            format!(
-                "{} is shorter than {}",
-                early.text,
-                format_duration(MIN_EARLY_RESULTS_MS)
-            ),
-        ));
+        return Err(s.error("early_results", format!("{} is shorter than {}", early.text, format_duration(MIN_EARLY_RESULTS_MS))));
     }
     Ok((windows_ms, early.ms))
 }
@@ -333,18 +255,10 @@ fn check_windows(sizes: &[Spelled]) -> Result<Vec<u64>, String> {
             return Err(format!("window {} is not a multiple of 1m", size.text));
         }
         if size.ms > MAX_WINDOW_MS {
-            return Err(format!(
-                "window {} is longer than {}",
-                size.text,
-                format_duration(MAX_WINDOW_MS)
-            ));
+            return Err(format!("window {} is longer than {}", size.text, format_duration(MAX_WINDOW_MS)));
         }
         if windows_ms.contains(&size.ms) {
-            return Err(format!(
-                "window {} is listed twice (as {})",
-                size.text,
-                format_duration(size.ms)
-            ));
+            return Err(format!("window {} is listed twice (as {})", size.text, format_duration(size.ms)));
         }
         windows_ms.push(size.ms);
     }
@@ -381,11 +295,7 @@ fn check_group_by(names: &[String]) -> Result<Vec<KeyType>, String> {
             "ad" => KeyType::Ad,
             "campaign" => KeyType::Campaign,
             "advertiser" => KeyType::Advertiser,
-            other => {
-                return Err(format!(
-                    "{other:?} is not one of ad | campaign | advertiser"
-                ))
-            }
+            other => return Err(format!("{other:?} is not one of ad | campaign | advertiser")),
         };
         if keys.contains(&key) {
             return Err(format!("{name:?} is listed twice"));
@@ -420,30 +330,20 @@ fn read_late(mut s: Section, time: &Time) -> Result<LatePolicy, KeyError> {
 
     match policy.as_deref().unwrap_or("restate") {
         "restate" => {
-            let within =
-                within.unwrap_or_else(|| Spelled::default_ms(super::DEFAULT_RESTATE_WITHIN_MS));
+            let within = within.unwrap_or_else(|| Spelled::default_ms(super::DEFAULT_RESTATE_WITHIN_MS));
             if within.ms <= time.allowed_lateness.ms {
                 return Err(s.error(
                     "restate_within",
-                    format!(
-                        "{} must be longer than time.allowed_lateness ({})",
-                        within.text,
-                        format_duration(time.allowed_lateness.ms)
-                    ),
+                    format!("{} must be longer than time.allowed_lateness ({})", within.text, format_duration(time.allowed_lateness.ms)),
                 ));
             }
             if !within.ms.is_multiple_of(time.epoch.ms) {
                 return Err(s.error("restate_within", not_whole_epochs(&within, time.epoch.ms)));
             }
-            Ok(LatePolicy::Restate {
-                within_ms: within.ms,
-            })
+            Ok(LatePolicy::Restate { within_ms: within.ms })
         }
         "hold" => match within {
-            Some(_) => Err(s.error(
-                "restate_within",
-                "only valid with policy = \"restate\" (this job's policy is \"hold\")",
-            )),
+            Some(_) => Err(s.error("restate_within", "only valid with policy = \"restate\" (this job's policy is \"hold\")")),
             None => Ok(LatePolicy::Hold),
         },
         other => Err(s.error("policy", format!("{other:?} is not one of restate | hold"))),
@@ -456,14 +356,9 @@ fn read_sink(mut s: Section, base: &Path) -> Result<SinkSpec, KeyError> {
     s.finish()?;
 
     match kind.as_deref().unwrap_or("file") {
-        "file" => Ok(SinkSpec::File {
-            path: resolve(&s, "path", path, base)?,
-        }),
+        "file" => Ok(SinkSpec::File { path: resolve(&s, "path", path, base)? }),
         "memory" => match path {
-            Some(_) => Err(s.error(
-                "path",
-                "only valid with kind = \"file\" (this sink is kind = \"memory\")",
-            )),
+            Some(_) => Err(s.error("path", "only valid with kind = \"file\" (this sink is kind = \"memory\")")),
             None => Ok(SinkSpec::Memory),
         },
         other => Err(s.error("kind", format!("{other:?} is not one of file | memory"))),
@@ -477,12 +372,7 @@ fn read_catalog(mut s: Section, base: &Path) -> Result<Option<PathBuf>, KeyError
 }
 
 /// A path from the job file, relative to the job file's directory.
-fn resolve(
-    s: &Section,
-    key: &str,
-    path: Option<String>,
-    base: &Path,
-) -> Result<Option<PathBuf>, KeyError> {
+fn resolve(s: &Section, key: &str, path: Option<String>, base: &Path) -> Result<Option<PathBuf>, KeyError> {
     match path {
         None => Ok(None),
         Some(path) if path.is_empty() => Err(s.error(key, "empty path")),

@@ -21,10 +21,7 @@ pub(crate) struct Spelled {
 
 impl Spelled {
     pub fn default_ms(ms: u64) -> Spelled {
-        Spelled {
-            ms,
-            text: format!("{:?}", super::duration::format_duration(ms)),
-        }
+        Spelled { ms, text: format!("{:?}", super::duration::format_duration(ms)) }
     }
 
     /// Reads a duration from a string or integer value.
@@ -32,17 +29,9 @@ impl Spelled {
         let ms = match value {
             Value::String(text) => parse_duration(text)?,
             Value::Integer(ms) => duration_from_int(*ms)?,
-            other => {
-                return Err(format!(
-                    "expected a duration such as \"5s\" or integer milliseconds, found {}",
-                    other.type_str()
-                ))
-            }
+            other => return Err(format!("expected a duration such as \"5s\" or integer milliseconds, found {}", other.type_str())),
         };
-        Ok(Spelled {
-            ms,
-            text: spell(value),
-        })
+        Ok(Spelled { ms, text: spell(value) })
     }
 }
 
@@ -62,10 +51,7 @@ pub(crate) struct Section {
 
 impl Section {
     pub fn root(table: Table) -> Section {
-        Section {
-            path: String::new(),
-            table,
-        }
+        Section { path: String::new(), table }
     }
 
     /// The dotted path of `key` in this section.
@@ -92,10 +78,7 @@ impl Section {
             Some(Value::Table(table)) => table,
             Some(other) => return Err(self.wrong_type(key, "a table", &other)),
         };
-        Ok(Section {
-            path: self.key(key),
-            table,
-        })
+        Ok(Section { path: self.key(key), table })
     }
 
     pub fn string(&mut self, key: &str) -> Result<Option<String>, KeyError> {
@@ -115,18 +98,12 @@ impl Section {
     }
 
     pub fn duration(&mut self, key: &str) -> Result<Option<Spelled>, KeyError> {
-        self.take(key)
-            .map(|value| Spelled::from_value(&value).map_err(|reason| self.error(key, reason)))
-            .transpose()
+        self.take(key).map(|value| Spelled::from_value(&value).map_err(|reason| self.error(key, reason))).transpose()
     }
 
     /// An array whose entries are each read by `entry`, which gets the
     /// value and its 1-based position.
-    pub fn array<T>(
-        &mut self,
-        key: &str,
-        entry: impl Fn(&Value, usize) -> Result<T, String>,
-    ) -> Result<Option<Vec<T>>, KeyError> {
+    pub fn array<T>(&mut self, key: &str, entry: impl Fn(&Value, usize) -> Result<T, String>) -> Result<Option<Vec<T>>, KeyError> {
         let items = match self.take(key) {
             None => return Ok(None),
             Some(Value::Array(items)) => items,
@@ -149,10 +126,7 @@ impl Section {
     }
 
     fn wrong_type(&self, key: &str, expected: &str, found: &Value) -> KeyError {
-        self.error(
-            key,
-            format!("expected {expected}, found {}", found.type_str()),
-        )
+        self.error(key, format!("expected {expected}, found {}", found.type_str()))
     }
 }
 
@@ -160,10 +134,7 @@ impl Section {
 pub(crate) fn string_entry(value: &Value, position: usize) -> Result<String, String> {
     match value {
         Value::String(text) => Ok(text.clone()),
-        other => Err(format!(
-            "entry {position}: expected a string, found {}",
-            other.type_str()
-        )),
+        other => Err(format!("entry {position}: expected a string, found {}", other.type_str())),
     }
 }
 

@@ -37,12 +37,7 @@ fn an_empty_file_is_the_defaults() {
     let job = Job::defaults(Path::new("jobs/x.toml"));
     assert_eq!(job.name, "x");
     assert_eq!(job.windows_ms, [60_000, 300_000, 3_600_000]);
-    assert_eq!(
-        job.late,
-        LatePolicy::Restate {
-            within_ms: 3_600_000
-        }
-    );
+    assert_eq!(job.late, LatePolicy::Restate { within_ms: 3_600_000 });
 }
 
 #[test]
@@ -51,12 +46,8 @@ fn shipped_clicks_job_lists_the_defaults() {
     let text = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/clicks.toml"));
     let job = parse(text, &file).expect("jobs/clicks.toml parses");
     let expected = Job {
-        source: SourceSpec::File {
-            path: Some(jobs_dir().join("clicks.ndjson")),
-        },
-        sink: SinkSpec::File {
-            path: Some(jobs_dir().join("rows.ndjson")),
-        },
+        source: SourceSpec::File { path: Some(jobs_dir().join("clicks.ndjson")) },
+        sink: SinkSpec::File { path: Some(jobs_dir().join("rows.ndjson")) },
         catalog: None,
         ..Job::defaults(&file)
     };
@@ -83,15 +74,7 @@ fn durations_take_every_unit_and_integer_milliseconds() {
         "[time]\nepoch = \"250ms\"\nwatermark_slack = 1500\nallowed_lateness = \"1m\"\n\
          [dedup]\nhorizon = \"1d\"\n[windows]\nsizes = [\"1h\", 60000, \"1d\"]",
     );
-    assert_eq!(
-        (
-            job.epoch_ms,
-            job.slack_ms,
-            job.allowed_lateness_ms,
-            job.dedup_horizon_ms
-        ),
-        (250, 1_500, 60_000, 86_400_000)
-    );
+    assert_eq!((job.epoch_ms, job.slack_ms, job.allowed_lateness_ms, job.dedup_horizon_ms), (250, 1_500, 60_000, 86_400_000));
     assert_eq!(job.windows_ms, [60_000, 3_600_000, 86_400_000]);
 }
 
@@ -101,26 +84,11 @@ fn paths_resolve_against_the_job_file_directory() {
         "[source]\npath = \"in/clicks.ndjson\"\n[sink]\npath = \"/abs/rows.ndjson\"\n\
          [catalog]\npath = \"ads.csv\"",
     );
-    assert_eq!(
-        job.source,
-        SourceSpec::File {
-            path: Some("jobs/in/clicks.ndjson".into())
-        }
-    );
-    assert_eq!(
-        job.sink,
-        SinkSpec::File {
-            path: Some("/abs/rows.ndjson".into())
-        }
-    );
+    assert_eq!(job.source, SourceSpec::File { path: Some("jobs/in/clicks.ndjson".into()) });
+    assert_eq!(job.sink, SinkSpec::File { path: Some("/abs/rows.ndjson".into()) });
     assert_eq!(job.catalog, Some("jobs/ads.csv".into()));
     let job = parse_ok("[source]\nkind = \"log\"\ndir = \"log\"\n[late]\npolicy = \"hold\"");
-    assert_eq!(
-        job.source,
-        SourceSpec::Log {
-            dir: Some("jobs/log".into())
-        }
-    );
+    assert_eq!(job.source, SourceSpec::Log { dir: Some("jobs/log".into()) });
     assert_eq!(job.late, LatePolicy::Hold);
 }
 
@@ -135,16 +103,8 @@ fn aggregate_keeps_the_listed_order_and_measures() {
 
 #[test]
 fn negative_duration_is_refused() {
-    assert_refused(
-        "[time]\nwatermark_slack = \"-5s\"",
-        "time.watermark_slack",
-        "negative duration \"-5s\"",
-    );
-    assert_refused(
-        "[time]\nwatermark_slack = -5",
-        "time.watermark_slack",
-        "negative duration -5",
-    );
+    assert_refused("[time]\nwatermark_slack = \"-5s\"", "time.watermark_slack", "negative duration \"-5s\"");
+    assert_refused("[time]\nwatermark_slack = -5", "time.watermark_slack", "negative duration -5");
 }
 
 #[test]
@@ -154,20 +114,12 @@ fn garbage_duration_is_refused() {
         "dedup.horizon",
         "invalid duration \"soon\" (expected an integer and one of ms, s, m, h, d, e.g. \"5s\")",
     );
-    assert_refused(
-        "[time]\nepoch = 1.5",
-        "time.epoch",
-        "expected a duration such as \"5s\" or integer milliseconds, found float",
-    );
+    assert_refused("[time]\nepoch = 1.5", "time.epoch", "expected a duration such as \"5s\" or integer milliseconds, found float");
 }
 
 #[test]
 fn overflowing_duration_is_refused() {
-    assert_refused(
-        "[dedup]\nhorizon = \"9999999999999999d\"",
-        "dedup.horizon",
-        "duration \"9999999999999999d\" is too large",
-    );
+    assert_refused("[dedup]\nhorizon = \"9999999999999999d\"", "dedup.horizon", "duration \"9999999999999999d\" is too large");
 }
 
 // --- unknown keys and types ---
@@ -177,26 +129,14 @@ fn unknown_keys_are_named_by_dotted_path() {
     assert_refused("[source]\ncolour = \"red\"", "source.colour", "unknown key");
     assert_refused("colour = \"red\"", "colour", "unknown key");
     assert_refused("[tme]\nepoch = \"1s\"", "tme", "unknown key");
-    assert_refused(
-        "[source]\nkind = \"generator\"\n[source.generator]\ncolour = 1",
-        "source.generator.colour",
-        "unknown key",
-    );
+    assert_refused("[source]\nkind = \"generator\"\n[source.generator]\ncolour = 1", "source.generator.colour", "unknown key");
 }
 
 #[test]
 fn wrong_types_are_named() {
     assert_refused("time = 3", "time", "expected a table, found integer");
-    assert_refused(
-        "[source]\npartitions = \"8\"",
-        "source.partitions",
-        "expected an integer, found string",
-    );
-    assert_refused(
-        "[aggregate]\ngroup_by = [\"ad\", 1]",
-        "aggregate.group_by",
-        "entry 2: expected a string, found integer",
-    );
+    assert_refused("[source]\npartitions = \"8\"", "source.partitions", "expected an integer, found string");
+    assert_refused("[aggregate]\ngroup_by = [\"ad\", 1]", "aggregate.group_by", "entry 2: expected a string, found integer");
     assert_refused(
         "[windows]\nsizes = [\"1m\", true]",
         "windows.sizes",
@@ -207,15 +147,9 @@ fn wrong_types_are_named() {
 #[test]
 fn syntax_errors_give_line_and_column() {
     let bad_value = message("name = \"x\"\n[time]\nepoch = = \"1s\"\n");
-    assert!(
-        bad_value.starts_with("jobs/x.toml: line 3, column 9: "),
-        "{bad_value}"
-    );
+    assert!(bad_value.starts_with("jobs/x.toml: line 3, column 9: "), "{bad_value}");
     let twice = message("[time]\n[time]\n");
-    assert!(
-        twice.starts_with("jobs/x.toml: line 2, column 1: "),
-        "{twice}"
-    );
+    assert!(twice.starts_with("jobs/x.toml: line 2, column 1: "), "{twice}");
 }
 
 #[test]
@@ -232,37 +166,21 @@ fn unreadable_file_is_named() {
 
 #[test]
 fn name_must_be_safe() {
-    assert_refused(
-        "name = \"my job\"",
-        "name",
-        "name \"my job\" must be 1–64 bytes of [A-Za-z0-9._-]",
-    );
+    assert_refused("name = \"my job\"", "name", "name \"my job\" must be 1–64 bytes of [A-Za-z0-9._-]");
 }
 
 // --- source ---
 
 #[test]
 fn kind_must_be_known() {
-    assert_refused(
-        "[source]\nkind = \"kafka\"",
-        "source.kind",
-        "\"kafka\" is not one of file | generator | log",
-    );
-    assert_refused(
-        "[sink]\nkind = \"s3\"",
-        "sink.kind",
-        "\"s3\" is not one of file | memory",
-    );
+    assert_refused("[source]\nkind = \"kafka\"", "source.kind", "\"kafka\" is not one of file | generator | log");
+    assert_refused("[sink]\nkind = \"s3\"", "sink.kind", "\"s3\" is not one of file | memory");
 }
 
 #[test]
 fn partitions_must_be_in_range() {
     for n in ["0", "4097", "-1"] {
-        assert_refused(
-            &format!("[source]\npartitions = {n}"),
-            "source.partitions",
-            &format!("{n} is out of range 1..=4096"),
-        );
+        assert_refused(&format!("[source]\npartitions = {n}"), "source.partitions", &format!("{n} is out of range 1..=4096"));
     }
     assert_eq!(parse_ok("[source]\npartitions = 4096").partitions, 4096);
 }
@@ -274,11 +192,7 @@ fn keys_of_another_kind_are_refused() {
         "source.path",
         "only valid with kind = \"file\" (this source is kind = \"generator\")",
     );
-    assert_refused(
-        "[source]\ndir = \"log\"",
-        "source.dir",
-        "only valid with kind = \"log\" (this source is kind = \"file\")",
-    );
+    assert_refused("[source]\ndir = \"log\"", "source.dir", "only valid with kind = \"log\" (this source is kind = \"file\")");
     assert_refused(
         "[sink]\nkind = \"memory\"\npath = \"rows.ndjson\"",
         "sink.path",
@@ -299,12 +213,7 @@ fn empty_paths_are_refused() {
 #[test]
 fn generator_keys_are_checked_one_by_one() {
     let mistyped = message("[source]\nkind = \"generator\"\n[source.generator]\nclicks = \"many\"");
-    assert!(
-        mistyped.starts_with(
-            "jobs/x.toml: key 'source.generator.clicks': invalid type: string \"many\""
-        ),
-        "{mistyped}"
-    );
+    assert!(mistyped.starts_with("jobs/x.toml: key 'source.generator.clicks': invalid type: string \"many\""), "{mistyped}");
 }
 
 #[test]
@@ -325,31 +234,16 @@ fn generator_partitions_follow_the_source() {
 fn generator_validation_is_placed_under_source_generator() {
     // `validate` messages start with the field: "viral_share: …".
     let share = message("[source]\nkind = \"generator\"\n[source.generator]\nviral_share = 2.0");
-    assert!(
-        share.starts_with("jobs/x.toml: key 'source.generator.viral_share': "),
-        "{share}"
-    );
+    assert!(share.starts_with("jobs/x.toml: key 'source.generator.viral_share': "), "{share}");
 }
 
 // --- time ---
 
 #[test]
 fn epoch_must_be_long_enough_and_divide_a_minute() {
-    assert_refused(
-        "[time]\nepoch = 0",
-        "time.epoch",
-        "epoch 0 is below the minimum of 10ms",
-    );
-    assert_refused(
-        "[time]\nepoch = \"5ms\"",
-        "time.epoch",
-        "epoch \"5ms\" is below the minimum of 10ms",
-    );
-    assert_refused(
-        "[time]\nepoch = \"7s\"",
-        "time.epoch",
-        "epoch \"7s\" does not divide 1m (every window must end on an epoch boundary)",
-    );
+    assert_refused("[time]\nepoch = 0", "time.epoch", "epoch 0 is below the minimum of 10ms");
+    assert_refused("[time]\nepoch = \"5ms\"", "time.epoch", "epoch \"5ms\" is below the minimum of 10ms");
+    assert_refused("[time]\nepoch = \"7s\"", "time.epoch", "epoch \"7s\" does not divide 1m (every window must end on an epoch boundary)");
 }
 
 #[test]
@@ -363,22 +257,14 @@ fn allowed_lateness_must_be_whole_epochs() {
 
 #[test]
 fn dedup_horizon_has_a_floor() {
-    assert_refused(
-        "[dedup]\nhorizon = \"500ms\"",
-        "dedup.horizon",
-        "horizon \"500ms\" is shorter than 1s",
-    );
+    assert_refused("[dedup]\nhorizon = \"500ms\"", "dedup.horizon", "horizon \"500ms\" is shorter than 1s");
 }
 
 // --- windows ---
 
 #[test]
 fn windows_must_be_whole_minutes() {
-    assert_refused(
-        "[windows]\nsizes = [\"1m\", \"90s\"]",
-        "windows.sizes",
-        "window \"90s\" is not a multiple of 1m",
-    );
+    assert_refused("[windows]\nsizes = [\"1m\", \"90s\"]", "windows.sizes", "window \"90s\" is not a multiple of 1m");
 }
 
 #[test]
@@ -390,94 +276,54 @@ fn windows_must_include_one_minute() {
 
 #[test]
 fn windows_are_at_most_a_day() {
-    assert_refused(
-        "[windows]\nsizes = [\"1m\", \"2d\"]",
-        "windows.sizes",
-        "window \"2d\" is longer than 1d",
-    );
+    assert_refused("[windows]\nsizes = [\"1m\", \"2d\"]", "windows.sizes", "window \"2d\" is longer than 1d");
 }
 
 #[test]
 fn windows_are_listed_once() {
-    assert_refused(
-        "[windows]\nsizes = [\"1m\", \"5m\", \"60s\"]",
-        "windows.sizes",
-        "window \"60s\" is listed twice (as 1m)",
-    );
-    assert_refused(
-        "[windows]\nsizes = [\"1m\", \"0m\"]",
-        "windows.sizes",
-        "window \"0m\" must be positive",
-    );
+    assert_refused("[windows]\nsizes = [\"1m\", \"5m\", \"60s\"]", "windows.sizes", "window \"60s\" is listed twice (as 1m)");
+    assert_refused("[windows]\nsizes = [\"1m\", \"0m\"]", "windows.sizes", "window \"0m\" must be positive");
 }
 
 #[test]
 fn early_results_have_a_floor() {
-    assert_refused(
-        "[windows]\nearly_results = \"50ms\"",
-        "windows.early_results",
-        "\"50ms\" is shorter than 100ms",
-    );
+    assert_refused("[windows]\nearly_results = \"50ms\"", "windows.early_results", "\"50ms\" is shorter than 100ms");
 }
 
 // --- aggregate ---
 
 #[test]
 fn group_by_is_a_nonempty_set_of_key_types() {
-    assert_refused(
-        "[aggregate]\ngroup_by = []",
-        "aggregate.group_by",
-        "must list at least one of ad | campaign | advertiser",
-    );
+    assert_refused("[aggregate]\ngroup_by = []", "aggregate.group_by", "must list at least one of ad | campaign | advertiser");
     assert_refused(
         "[aggregate]\ngroup_by = [\"ad\", \"country\"]",
         "aggregate.group_by",
         "\"country\" is not one of ad | campaign | advertiser",
     );
-    assert_refused(
-        "[aggregate]\ngroup_by = [\"ad\", \"ad\"]",
-        "aggregate.group_by",
-        "\"ad\" is listed twice",
-    );
+    assert_refused("[aggregate]\ngroup_by = [\"ad\", \"ad\"]", "aggregate.group_by", "\"ad\" is listed twice");
 }
 
 #[test]
 fn measures_must_include_clicks() {
-    assert_refused(
-        "[aggregate]\nmeasures = [\"distinct_users\"]",
-        "aggregate.measures",
-        "must include \"clicks\" (it is always counted)",
-    );
+    assert_refused("[aggregate]\nmeasures = [\"distinct_users\"]", "aggregate.measures", "must include \"clicks\" (it is always counted)");
     assert_refused(
         "[aggregate]\nmeasures = [\"clicks\", \"views\"]",
         "aggregate.measures",
         "\"views\" is not one of clicks | distinct_users",
     );
-    assert_refused(
-        "[aggregate]\nmeasures = [\"clicks\", \"clicks\"]",
-        "aggregate.measures",
-        "\"clicks\" is listed twice",
-    );
+    assert_refused("[aggregate]\nmeasures = [\"clicks\", \"clicks\"]", "aggregate.measures", "\"clicks\" is listed twice");
 }
 
 // --- late ---
 
 #[test]
 fn late_policy_must_be_known() {
-    assert_refused(
-        "[late]\npolicy = \"drop\"",
-        "late.policy",
-        "\"drop\" is not one of restate | hold",
-    );
+    assert_refused("[late]\npolicy = \"drop\"", "late.policy", "\"drop\" is not one of restate | hold");
 }
 
 #[test]
 fn restate_within_must_exceed_allowed_lateness() {
-    assert_refused(
-        "[late]\nrestate_within = \"10s\"",
-        "late.restate_within",
-        "\"10s\" must be longer than time.allowed_lateness (10s)",
-    );
+    assert_refused("[late]\nrestate_within = \"10s\"", "late.restate_within", "\"10s\" must be longer than time.allowed_lateness (10s)");
 }
 
 #[test]
@@ -498,15 +344,7 @@ fn catalog_must_exist_at_load() {
     std::fs::write(&file, "[catalog]\npath = \"ads.csv\"\n").expect("write job");
     let err = load(&file).expect_err("catalog is missing");
     let catalog = dir.path().join("ads.csv");
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "{}: key 'catalog.path': file not found: {}",
-            file.display(),
-            catalog.display()
-        )
-    );
-    std::fs::write(&catalog, "ad_id,campaign_id,advertiser_id,valid_from\n")
-        .expect("write catalog");
+    assert_eq!(err.to_string(), format!("{}: key 'catalog.path': file not found: {}", file.display(), catalog.display()));
+    std::fs::write(&catalog, "ad_id,campaign_id,advertiser_id,valid_from\n").expect("write catalog");
     assert_eq!(load(&file).expect("catalog exists").catalog, Some(catalog));
 }

@@ -104,10 +104,7 @@ pub struct ClickError {
 
 impl ClickError {
     fn new(field: &'static str, reason: impl Into<String>) -> ClickError {
-        ClickError {
-            field: Cow::Borrowed(field),
-            reason: reason.into(),
-        }
+        ClickError { field: Cow::Borrowed(field), reason: reason.into() }
     }
 
     fn line(reason: impl Into<String>) -> ClickError {
@@ -115,18 +112,13 @@ impl ClickError {
     }
 
     fn unknown_field(name: &str) -> ClickError {
-        let mut shown: String = name
-            .chars()
-            .take(MAX_SHOWN_NAME_CHARS)
-            .flat_map(char::escape_debug)
-            .collect();
+        let mut shown: String = name.chars().take(MAX_SHOWN_NAME_CHARS).flat_map(char::escape_debug).collect();
         if name.chars().nth(MAX_SHOWN_NAME_CHARS).is_some() {
             shown.push('…');
         }
         ClickError {
             field: Cow::Owned(shown),
-            reason: "unknown field (allowed: ad_id, timestamp, user_id, request_id, campaign_id)"
-                .to_owned(),
+            reason: "unknown field (allowed: ad_id, timestamp, user_id, request_id, campaign_id)".to_owned(),
         }
     }
 }
@@ -154,10 +146,7 @@ pub fn check_key(s: &str) -> Result<(), KeyError> {
     }
     match s.bytes().position(|b| !is_key_byte(b)) {
         // Every byte before `at` is ASCII, so `at` starts a char.
-        Some(at) => Err(KeyError::BadChar {
-            ch: s[at..].chars().next().unwrap_or('?'),
-            at,
-        }),
+        Some(at) => Err(KeyError::BadChar { ch: s[at..].chars().next().unwrap_or('?'), at }),
         None => Ok(()),
     }
 }
@@ -370,11 +359,7 @@ impl<'de> Visitor<'de> for ClickVisitor {
 
 impl<'a> RawClick<'a> {
     /// Reads the value of field `name` into its slot.
-    fn store<A: MapAccess<'a>>(
-        &mut self,
-        name: FieldName,
-        map: &mut A,
-    ) -> Result<Result<(), ClickError>, A::Error> {
+    fn store<A: MapAccess<'a>>(&mut self, name: FieldName, map: &mut A) -> Result<Result<(), ClickError>, A::Error> {
         let field = match name {
             FieldName::Known(field) => field,
             FieldName::Unknown(name) => {
@@ -392,9 +377,7 @@ impl<'a> RawClick<'a> {
     }
 
     fn required(&mut self, field: Field) -> Result<Scalar<'a>, ClickError> {
-        self.0[field as usize]
-            .take()
-            .ok_or_else(|| ClickError::new(field.name(), "missing"))
+        self.0[field as usize].take().ok_or_else(|| ClickError::new(field.name(), "missing"))
     }
 
     fn into_click(mut self, salt: &UserSalt) -> Result<Click, ClickError> {
@@ -406,22 +389,14 @@ impl<'a> RawClick<'a> {
             // Checked, then dropped: the catalog alone attributes spend.
             key_value(Field::CampaignId, campaign)?;
         }
-        Ok(Click {
-            ad,
-            ts,
-            user,
-            request_id,
-        })
+        Ok(Click { ad, ts, user, request_id })
     }
 }
 
 fn string_value(field: Field, value: Scalar<'_>) -> Result<Cow<'_, str>, ClickError> {
     match value {
         Scalar::Str(s) => Ok(s),
-        other => Err(ClickError::new(
-            field.name(),
-            format!("expected a string, got {}", other.kind()),
-        )),
+        other => Err(ClickError::new(field.name(), format!("expected a string, got {}", other.kind()))),
     }
 }
 
@@ -455,12 +430,7 @@ fn user_value(value: Scalar<'_>, salt: &UserSalt) -> Result<UserKey, ClickError>
 
 fn request_id_value(value: Scalar<'_>) -> Result<RequestId, ClickError> {
     let s = string_value(Field::RequestId, value)?;
-    parse_uuid(s.as_bytes()).ok_or_else(|| {
-        ClickError::new(
-            Field::RequestId.name(),
-            "not a UUID (expected 8-4-4-4-12 hex)",
-        )
-    })
+    parse_uuid(s.as_bytes()).ok_or_else(|| ClickError::new(Field::RequestId.name(), "not a UUID (expected 8-4-4-4-12 hex)"))
 }
 
 /// Parses a canonical `8-4-4-4-12` hex UUID, any case, as its big-endian
@@ -476,9 +446,7 @@ fn parse_uuid(s: &[u8]) -> Option<RequestId> {
 
 /// Appends the hex `digits` to `acc` (at most 16 digits in all).
 fn hex_fold(acc: u64, digits: &[u8]) -> Option<u64> {
-    digits
-        .iter()
-        .try_fold(acc, |acc, &b| Some((acc << 4) | u64::from(hex_digit(b)?)))
+    digits.iter().try_fold(acc, |acc, &b| Some((acc << 4) | u64::from(hex_digit(b)?)))
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
@@ -512,12 +480,7 @@ pub struct FileInput {
 
 impl FileInput {
     fn new(partitions: u32) -> FileInput {
-        FileInput {
-            partitions: vec![Vec::new(); partitions as usize],
-            lines: 0,
-            rejected: Vec::new(),
-            rejected_total: 0,
-        }
+        FileInput { partitions: vec![Vec::new(); partitions as usize], lines: 0, rejected: Vec::new(), rejected_total: 0 }
     }
 
     /// Valid clicks, over all partitions.
@@ -540,10 +503,7 @@ impl FileInput {
             Err(error) => {
                 self.rejected_total += 1;
                 if self.rejected.len() < MAX_REJECTED_KEPT {
-                    self.rejected.push(Rejected {
-                        line: self.lines,
-                        error,
-                    });
+                    self.rejected.push(Rejected { line: self.lines, error });
                 }
             }
         }
@@ -555,13 +515,7 @@ struct Report<'a>(&'a FileInput);
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let input = self.0;
-        write!(
-            f,
-            "input: {} lines, {} clicks, {} rejected",
-            input.lines,
-            input.clicks(),
-            input.rejected_total
-        )?;
+        write!(f, "input: {} lines, {} clicks, {} rejected", input.lines, input.clicks(), input.rejected_total)?;
         let shown = input.rejected.iter().take(MAX_REJECTED_REPORTED);
         for rejected in shown.clone() {
             write!(f, "\n  line {}: {}", rejected.line, rejected.error)?;
@@ -577,16 +531,9 @@ impl fmt::Display for Report<'_> {
 /// Reads every line of a click file and splits the valid clicks into
 /// `partitions` vectors. Only I/O errors fail the read; bad lines are
 /// counted and reported in the result.
-pub fn read_clicks(
-    mut reader: impl BufRead,
-    partitions: u32,
-    salt: &UserSalt,
-) -> io::Result<FileInput> {
+pub fn read_clicks(mut reader: impl BufRead, partitions: u32, salt: &UserSalt) -> io::Result<FileInput> {
     if partitions == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "partitions must be at least 1",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "partitions must be at least 1"));
     }
     let mut input = FileInput::new(partitions);
     let mut buf = Vec::with_capacity(512);
@@ -594,9 +541,7 @@ pub fn read_clicks(
         let decoded = match read_line(&mut reader, &mut buf)? {
             Line::End => return Ok(input),
             Line::Complete => decode_click(&buf, salt),
-            Line::TooLong => Err(ClickError::line(format!(
-                "longer than {MAX_LINE_BYTES} bytes"
-            ))),
+            Line::TooLong => Err(ClickError::line(format!("longer than {MAX_LINE_BYTES} bytes"))),
         };
         input.push(decoded);
     }
@@ -637,23 +582,11 @@ pub struct FileSourceError {
 }
 
 /// [`read_clicks`] on the file at `path`.
-pub fn read_clicks_path(
-    path: impl AsRef<Path>,
-    partitions: u32,
-    salt: &UserSalt,
-) -> Result<FileInput, FileSourceError> {
+pub fn read_clicks_path(path: impl AsRef<Path>, partitions: u32, salt: &UserSalt) -> Result<FileInput, FileSourceError> {
     let path = path.as_ref();
-    let with_path = |source| FileSourceError {
-        path: path.to_owned(),
-        source,
-    };
+    let with_path = |source| FileSourceError { path: path.to_owned(), source };
     let file = File::open(path).map_err(with_path)?;
-    read_clicks(
-        BufReader::with_capacity(READ_BUFFER_BYTES, file),
-        partitions,
-        salt,
-    )
-    .map_err(with_path)
+    read_clicks(BufReader::with_capacity(READ_BUFFER_BYTES, file), partitions, salt).map_err(with_path)
 }
 
 #[cfg(test)]
@@ -665,9 +598,7 @@ mod tests {
     const UUID_VALUE: u128 = 0x0123abcd_4567_89ef_0123_456789abcdef;
 
     fn good_line() -> String {
-        format!(
-            r#"{{"ad_id":"ad-1","timestamp":1767225600000,"user_id":"u1","request_id":"{UUID}"}}"#
-        )
+        format!(r#"{{"ad_id":"ad-1","timestamp":1767225600000,"user_id":"u1","request_id":"{UUID}"}}"#)
     }
 
     fn decode(line: &str) -> Result<Click, ClickError> {
@@ -686,10 +617,7 @@ mod tests {
         if let Some(value) = value {
             fields.push((field, value.to_owned()));
         }
-        let body: Vec<String> = fields
-            .iter()
-            .map(|(k, v)| format!(r#""{k}":{v}"#))
-            .collect();
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!(r#""{k}":{v}"#)).collect();
         format!("{{{}}}", body.join(","))
     }
 
@@ -718,16 +646,13 @@ mod tests {
 
     #[test]
     fn field_order_whitespace_and_crlf_do_not_matter() {
-        let line = format!(
-            " {{ \"request_id\" : \"{UUID}\", \"user_id\":\"u1\",\"timestamp\":1767225600000,\"ad_id\":\"ad-1\" }}\r"
-        );
+        let line = format!(" {{ \"request_id\" : \"{UUID}\", \"user_id\":\"u1\",\"timestamp\":1767225600000,\"ad_id\":\"ad-1\" }}\r");
         assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
     }
 
     #[test]
     fn escaped_strings_are_unescaped_before_checks() {
-        let line =
-            with_field("ad_id", Some(r#""ad\u002d1""#)).replace(r#""u1""#, r#""\u0075\u0031""#);
+        let line = with_field("ad_id", Some(r#""ad\u002d1""#)).replace(r#""u1""#, r#""\u0075\u0031""#);
         assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
     }
 
@@ -735,26 +660,15 @@ mod tests {
     fn uuid_is_big_endian_and_any_case() {
         assert_eq!(parse_uuid(b"00000000-0000-0000-0000-000000000001"), Some(1));
         assert_eq!(parse_uuid(UUID.to_uppercase().as_bytes()), Some(UUID_VALUE));
-        assert_eq!(
-            parse_uuid(b"ffffffff-ffff-ffff-ffff-ffffffffffff"),
-            Some(u128::MAX)
-        );
+        assert_eq!(parse_uuid(b"ffffffff-ffff-ffff-ffff-ffffffffffff"), Some(u128::MAX));
     }
 
     #[test]
     fn campaign_id_is_checked_then_ignored() {
         let line = with_field("campaign_id", Some(r#""camp:7""#));
         assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
-        assert_rejects(
-            "campaign_id",
-            Some(r#""camp 7""#),
-            "invalid character ' ' at byte 4",
-        );
-        assert_rejects(
-            "campaign_id",
-            Some("7"),
-            "expected a string, got an integer",
-        );
+        assert_rejects("campaign_id", Some(r#""camp 7""#), "invalid character ' ' at byte 4");
+        assert_rejects("campaign_id", Some("7"), "expected a string, got an integer");
     }
 
     #[test]
@@ -764,19 +678,11 @@ mod tests {
         let too_long = format!("\"{}\"", "a".repeat(MAX_KEY_BYTES + 1));
         assert_rejects("ad_id", Some(&too_long), "too long: 65 bytes (max 64)");
         assert_rejects("ad_id", Some(r#""""#), "empty");
-        assert_rejects(
-            "ad_id",
-            Some(r#""ad/1""#),
-            "invalid character '/' at byte 2",
-        );
+        assert_rejects("ad_id", Some(r#""ad/1""#), "invalid character '/' at byte 2");
         assert_rejects("ad_id", Some(r#""adé""#), "invalid character 'é' at byte 2");
         assert_rejects("ad_id", Some("null"), "expected a string, got null");
         assert_rejects("ad_id", Some("[1]"), "expected a string, got an array");
-        assert_rejects(
-            "ad_id",
-            Some(r#"{"a":1}"#),
-            "expected a string, got an object",
-        );
+        assert_rejects("ad_id", Some(r#"{"a":1}"#), "expected a string, got an object");
         assert_rejects("ad_id", None, "missing");
     }
 
@@ -785,19 +691,11 @@ mod tests {
         assert!(decode(&with_field("timestamp", Some("0"))).is_ok());
         let max = with_field("timestamp", Some("18446744073709551615"));
         assert_eq!(decode(&max).unwrap().ts, u64::MAX);
-        assert_rejects(
-            "timestamp",
-            Some("18446744073709551616"),
-            "not an integer fitting u64",
-        );
+        assert_rejects("timestamp", Some("18446744073709551616"), "not an integer fitting u64");
         assert_rejects("timestamp", Some("-1"), "negative: -1");
         assert_rejects("timestamp", Some("1.0"), "not an integer fitting u64: 1.0");
         assert_rejects("timestamp", Some("1e3"), "not an integer fitting u64");
-        assert_rejects(
-            "timestamp",
-            Some(r#""1000""#),
-            "expected an integer (ms), got a string",
-        );
+        assert_rejects("timestamp", Some(r#""1000""#), "expected an integer (ms), got a string");
         assert_rejects("timestamp", Some("true"), "got a boolean");
         assert_rejects("timestamp", None, "missing");
     }
@@ -816,10 +714,7 @@ mod tests {
     #[test]
     fn request_id_rules() {
         let e = rejected(&with_field("request_id", Some(r#""not-a-uuid""#)));
-        assert_eq!(
-            e.to_string(),
-            "field 'request_id': not a UUID (expected 8-4-4-4-12 hex)"
-        );
+        assert_eq!(e.to_string(), "field 'request_id': not a UUID (expected 8-4-4-4-12 hex)");
         for bad in [
             "0123abcd-4567-89ef-0123-456789abcde",   // short
             "0123abcd-4567-89ef-0123-456789abcdef0", // long
@@ -831,11 +726,7 @@ mod tests {
         ] {
             assert_rejects("request_id", Some(&format!("\"{bad}\"")), "not a UUID");
         }
-        assert_rejects(
-            "request_id",
-            Some("12"),
-            "expected a string, got an integer",
-        );
+        assert_rejects("request_id", Some("12"), "expected a string, got an integer");
         assert_rejects("request_id", None, "missing");
     }
 
@@ -872,10 +763,7 @@ mod tests {
             ("hello", "invalid JSON: expected value at column 1"),
             ("42", "expected a JSON object at column 2"),
             (r#"["ad_id"]"#, "expected a JSON object"),
-            (
-                r#"{"ad_id":"a""#,
-                "invalid JSON: EOF while parsing an object",
-            ),
+            (r#"{"ad_id":"a""#, "invalid JSON: EOF while parsing an object"),
             (r#"{"ad_id":"a"} {}"#, "invalid JSON: trailing characters"),
         ] {
             let e = rejected(line);
@@ -892,21 +780,11 @@ mod tests {
         let arrays = format!("{}{}", "[".repeat(n), "]".repeat(n));
         let objects = format!("{}1{}", r#"{"a":"#.repeat(n), "}".repeat(n));
         assert_eq!(rejected(&arrays).field, LINE);
-        assert_eq!(
-            rejected(&objects).field,
-            "a",
-            "unknown field, its value skipped"
-        );
+        assert_eq!(rejected(&objects).field, "a", "unknown field, its value skipped");
         let e = rejected(&with_field("ad_id", Some(&arrays)));
-        assert_eq!(
-            e.to_string(),
-            "field 'ad_id': expected a string, got an array"
-        );
+        assert_eq!(e.to_string(), "field 'ad_id': expected a string, got an array");
         let e = rejected(&with_field("ad_id", Some(&objects)));
-        assert_eq!(
-            e.to_string(),
-            "field 'ad_id': expected a string, got an object"
-        );
+        assert_eq!(e.to_string(), "field 'ad_id': expected a string, got an object");
         let unclosed = rejected(&with_field("ad_id", Some(&"[".repeat(n))));
         assert_eq!(unclosed.field, LINE);
     }
@@ -914,10 +792,7 @@ mod tests {
     #[test]
     fn salt_keys_the_user_hash() {
         let other = UserSalt::from_bytes([7; 16]);
-        assert_ne!(
-            user_key(&other, "u1"),
-            user_key(&UserSalt::FILE_DEFAULT, "u1")
-        );
+        assert_ne!(user_key(&other, "u1"), user_key(&UserSalt::FILE_DEFAULT, "u1"));
         assert_ne!(user_key(&other, "u1"), user_key(&other, "u2"));
         assert_eq!(format!("{other:?}"), "UserSalt(..)");
     }
@@ -954,9 +829,7 @@ mod tests {
             let random: Vec<u8> = (0..rng.below(80)).map(|_| rng.next() as u8).collect();
             let _ = decode(&String::from_utf8_lossy(&random));
             let _ = decode_click(&random, &UserSalt::FILE_DEFAULT);
-            let json_ish: Vec<u8> = (0..rng.below(80))
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            let json_ish: Vec<u8> = (0..rng.below(80)).map(|_| alphabet[rng.below(alphabet.len())]).collect();
             let _ = decode_click(&json_ish, &UserSalt::FILE_DEFAULT);
             let mut mutated = good.clone();
             for _ in 0..=rng.below(4) {
@@ -970,14 +843,7 @@ mod tests {
 
     fn click_line(ad: &str, ts: u64, request_id: u128) -> String {
         let hex = format!("{request_id:032x}");
-        let uuid = format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        );
+        let uuid = format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
         format!(r#"{{"ad_id":"{ad}","timestamp":{ts},"user_id":"u","request_id":"{uuid}"}}"#)
     }
 
@@ -989,18 +855,10 @@ mod tests {
             text.push('\n');
         }
         let input = read_clicks(text.as_bytes(), 4, &UserSalt::FILE_DEFAULT).unwrap();
-        assert_eq!(
-            (input.lines, input.clicks(), input.rejected_total),
-            (200, 200, 0)
-        );
+        assert_eq!((input.lines, input.clicks(), input.rejected_total), (200, 200, 0));
         for (p, clicks) in input.partitions.iter().enumerate() {
-            assert!(
-                clicks.windows(2).all(|w| w[0].ts < w[1].ts),
-                "partition {p} out of order"
-            );
-            assert!(clicks
-                .iter()
-                .all(|c| partition_of(c.request_id, 4) as usize == p));
+            assert!(clicks.windows(2).all(|w| w[0].ts < w[1].ts), "partition {p} out of order");
+            assert!(clicks.iter().all(|c| partition_of(c.request_id, 4) as usize == p));
         }
         assert!(input.partitions.iter().filter(|p| !p.is_empty()).count() > 1);
     }
@@ -1013,10 +871,7 @@ mod tests {
         }
         text.push_str(&click_line("a", 2, 2)); // last line, no newline
         let input = read_clicks(text.as_bytes(), 1, &UserSalt::FILE_DEFAULT).unwrap();
-        assert_eq!(
-            (input.lines, input.clicks(), input.rejected_total),
-            (153, 2, 151)
-        );
+        assert_eq!((input.lines, input.clicks(), input.rejected_total), (153, 2, 151));
         assert_eq!(input.rejected.len(), MAX_REJECTED_KEPT);
         assert_eq!(input.rejected[0].line, 2);
         assert_eq!(input.rejected[0].error.reason, "empty line");
@@ -1025,31 +880,17 @@ mod tests {
         let lines: Vec<&str> = report.lines().collect();
         assert_eq!(lines[0], "input: 153 lines, 2 clicks, 151 rejected");
         assert_eq!(lines[1], "  line 2: field 'line': empty line");
-        assert!(
-            lines[2].starts_with("  line 3: field 'line': invalid JSON"),
-            "{report}"
-        );
+        assert!(lines[2].starts_with("  line 3: field 'line': invalid JSON"), "{report}");
         assert_eq!(lines.len(), 1 + MAX_REJECTED_REPORTED + 1);
         assert_eq!(lines[11], "  ... and 141 more rejected lines");
     }
 
     #[test]
     fn overlong_line_is_rejected_and_skipped() {
-        let text = format!(
-            "{}\n{}\n{}",
-            "x".repeat(MAX_LINE_BYTES + 10),
-            click_line("a", 1, 1),
-            "y".repeat(MAX_LINE_BYTES + 1)
-        );
+        let text = format!("{}\n{}\n{}", "x".repeat(MAX_LINE_BYTES + 10), click_line("a", 1, 1), "y".repeat(MAX_LINE_BYTES + 1));
         let input = read_clicks(text.as_bytes(), 2, &UserSalt::FILE_DEFAULT).unwrap();
-        assert_eq!(
-            (input.lines, input.clicks(), input.rejected_total),
-            (3, 1, 2)
-        );
-        assert_eq!(
-            input.rejected[0].error.reason,
-            format!("longer than {MAX_LINE_BYTES} bytes")
-        );
+        assert_eq!((input.lines, input.clicks(), input.rejected_total), (3, 1, 2));
+        assert_eq!(input.rejected[0].error.reason, format!("longer than {MAX_LINE_BYTES} bytes"));
         assert_eq!(input.rejected[1].line, 3);
     }
 
@@ -1067,9 +908,6 @@ mod tests {
         assert_eq!(input.clicks(), 1);
         let missing = file.path().with_extension("missing");
         let e = read_clicks_path(&missing, 3, &UserSalt::FILE_DEFAULT).unwrap_err();
-        assert!(
-            e.to_string().contains(&missing.display().to_string()),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
     }
 }

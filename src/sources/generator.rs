@@ -138,10 +138,7 @@ impl GeneratorConfig {
         check_share("duplicate_rate", self.duplicate_rate)?;
         check_share("too_late_share", self.too_late_share)?;
         if !(self.zipf_exponent.is_finite() && self.zipf_exponent >= 0.0) {
-            return Err(format!(
-                "zipf_exponent: must be a finite number >= 0, got {}",
-                self.zipf_exponent
-            ));
+            return Err(format!("zipf_exponent: must be a finite number >= 0, got {}", self.zipf_exponent));
         }
         if self.ads < 1 || self.ads > MAX_ADS {
             return Err(format!("ads: must be in 1..={MAX_ADS}, got {}", self.ads));
@@ -152,15 +149,9 @@ impl GeneratorConfig {
         check_positive("rate_per_s", self.rate_per_s)?;
         check_positive("partitions", u64::from(self.partitions))?;
         if self.idle_partitions >= self.partitions {
-            return Err(format!(
-                "idle_partitions: must be less than partitions ({}), got {}",
-                self.partitions, self.idle_partitions
-            ));
+            return Err(format!("idle_partitions: must be less than partitions ({}), got {}", self.partitions, self.idle_partitions));
         }
-        let end_ms = self
-            .clicks
-            .checked_mul(1_000)
-            .and_then(|ms| self.start_ms.checked_add(ms / self.rate_per_s));
+        let end_ms = self.clicks.checked_mul(1_000).and_then(|ms| self.start_ms.checked_add(ms / self.rate_per_s));
         if end_ms.is_none() {
             return Err(format!(
                 "clicks: {} clicks at {}/s from start_ms {} overflow the u64 millisecond clock",
@@ -224,12 +215,7 @@ impl GenClick {
     /// `mix64(user_index ^ salt)`, a stand-in for the keyed hash of `user_id`
     /// that sources apply to parsed lines.
     pub fn to_click(&self, salt: u64) -> Click {
-        Click {
-            ad: self.ad.clone(),
-            ts: self.ts,
-            user: mix64(self.user_index ^ salt),
-            request_id: self.request_id,
-        }
+        Click { ad: self.ad.clone(), ts: self.ts, user: mix64(self.user_index ^ salt), request_id: self.request_id }
     }
 
     /// Writes the click as one NDJSON line, fields in the order of
@@ -391,8 +377,8 @@ impl Generator {
         if let Err(reason) = cfg.validate() {
             panic!("invalid generator config: {reason}");
         }
-        let max_retry_delay = (cfg.rate_per_s.saturating_mul(MAX_RETRY_DELAY_MS) / 1_000)
-            .clamp(MIN_RETRY_DELAY_CLICKS, MAX_RETRY_DELAY_CLICKS);
+        let max_retry_delay =
+            (cfg.rate_per_s.saturating_mul(MAX_RETRY_DELAY_MS) / 1_000).clamp(MIN_RETRY_DELAY_CLICKS, MAX_RETRY_DELAY_CLICKS);
         Generator {
             cfg: cfg.clone(),
             rng: Xoshiro256StarStar::seeded(cfg.seed),
@@ -448,8 +434,7 @@ impl Generator {
     fn pick_ts(&mut self, now: EventTime) -> EventTime {
         if self.rng.next_u64() < self.too_late_below {
             let spread = self.cfg.too_late_by_ms / 8;
-            let behind =
-                (self.cfg.too_late_by_ms - spread).saturating_add(self.rng.up_to(2 * spread));
+            let behind = (self.cfg.too_late_by_ms - spread).saturating_add(self.rng.up_to(2 * spread));
             now.saturating_sub(behind)
         } else {
             now.saturating_sub(self.rng.up_to(self.cfg.jitter_ms))
@@ -477,11 +462,7 @@ impl Generator {
         let span = self.max_retry_delay - MIN_RETRY_DELAY_CLICKS;
         let shift = self.rng.below(u64::from(64 - span.leading_zeros()) + 1);
         let delay = MIN_RETRY_DELAY_CLICKS + (self.rng.up_to(span) >> shift);
-        self.retries.push(Reverse(Retry {
-            due: self.position + delay,
-            origin: self.position,
-            click: click.clone(),
-        }));
+        self.retries.push(Reverse(Retry { due: self.position + delay, origin: self.position, click: click.clone() }));
     }
 }
 
@@ -500,11 +481,7 @@ impl Iterator for Generator {
             return None;
         }
         let now = self.cfg.stream_time_ms(self.position);
-        let idle_below = if idle_stretch(self.cfg.start_ms, now) {
-            self.cfg.idle_partitions
-        } else {
-            0
-        };
+        let idle_below = if idle_stretch(self.cfg.start_ms, now) { self.cfg.idle_partitions } else { 0 };
         let click = match self.due_retry(idle_below) {
             Some(retry) => retry,
             None => self.fresh(now, idle_below),
@@ -544,9 +521,7 @@ struct ZipfTable {
 
 impl ZipfTable {
     fn new(ads: u32, exponent: f64) -> ZipfTable {
-        let weights: Vec<f64> = (1..=ads)
-            .map(|rank| det_exp(-exponent * det_ln(f64::from(rank))))
-            .collect();
+        let weights: Vec<f64> = (1..=ads).map(|rank| det_exp(-exponent * det_ln(f64::from(rank)))).collect();
         let total: f64 = weights.iter().sum();
         let mut cumulative = 0.0;
         let mut bounds: Vec<u64> = weights
@@ -559,15 +534,10 @@ impl ZipfTable {
         *bounds.last_mut().expect("ads >= 1") = u64::MAX;
         let buckets = ads.next_power_of_two().max(2);
         let bucket_shift = 64 - buckets.trailing_zeros();
-        let mut guide: Vec<u32> = (0..buckets)
-            .map(|b| bounds.partition_point(|&bound| bound <= u64::from(b) << bucket_shift) as u32)
-            .collect();
+        let mut guide: Vec<u32> =
+            (0..buckets).map(|b| bounds.partition_point(|&bound| bound <= u64::from(b) << bucket_shift) as u32).collect();
         guide.push(ads - 1);
-        ZipfTable {
-            bounds,
-            guide,
-            bucket_shift,
-        }
+        ZipfTable { bounds, guide, bucket_shift }
     }
 
     /// The 0-based rank picked by a uniform `draw`.
@@ -638,9 +608,7 @@ impl Xoshiro256StarStar {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             mix64(state)
         };
-        Xoshiro256StarStar {
-            s: [next(), next(), next(), next()],
-        }
+        Xoshiro256StarStar { s: [next(), next(), next(), next()] }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -675,13 +643,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn small(seed: u64) -> GeneratorConfig {
-        GeneratorConfig {
-            seed,
-            clicks: 200_000,
-            ads: 1_000,
-            rate_per_s: 1_000,
-            ..GeneratorConfig::default()
-        }
+        GeneratorConfig { seed, clicks: 200_000, ads: 1_000, rate_per_s: 1_000, ..GeneratorConfig::default() }
     }
 
     fn ndjson(cfg: &GeneratorConfig) -> Vec<u8> {
@@ -693,9 +655,7 @@ mod tests {
 
     /// FNV-1a, to pin output bytes in a test without storing them.
     fn fnv1a(bytes: &[u8]) -> u64 {
-        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
     }
 
     #[test]
@@ -710,18 +670,11 @@ mod tests {
 
     #[test]
     fn seed_1_output_is_frozen() {
-        let cfg = GeneratorConfig {
-            clicks: 10_000,
-            ..GeneratorConfig::default()
-        };
+        let cfg = GeneratorConfig { clicks: 10_000, ..GeneratorConfig::default() };
         let out = ndjson(&cfg);
         let first = std::str::from_utf8(&out).unwrap().lines().next().unwrap();
         assert_eq!(first, FROZEN_FIRST_LINE);
-        assert_eq!(
-            fnv1a(&out),
-            FROZEN_FNV1A,
-            "generator output changed for seed 1"
-        );
+        assert_eq!(fnv1a(&out), FROZEN_FNV1A, "generator output changed for seed 1");
     }
 
     const FROZEN_FIRST_LINE: &str = "{\"ad_id\":\"ad-000028\",\"timestamp\":1767225599570,\"user_id\":\"u-391328\",\"request_id\":\"123004ef-8df5-40e6-a195-4dcc47b1e89d\"}";
@@ -729,16 +682,9 @@ mod tests {
 
     #[test]
     fn lines_are_valid_clicks() {
-        let cfg = GeneratorConfig {
-            clicks: 1_000,
-            ..small(3)
-        };
+        let cfg = GeneratorConfig { clicks: 1_000, ..small(3) };
         let out = ndjson(&cfg);
-        for (line, click) in std::str::from_utf8(&out)
-            .unwrap()
-            .lines()
-            .zip(Generator::new(&cfg))
-        {
+        for (line, click) in std::str::from_utf8(&out).unwrap().lines().zip(Generator::new(&cfg)) {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();
             let fields = value.as_object().unwrap();
             assert_eq!(fields.len(), 4);
@@ -765,10 +711,7 @@ mod tests {
     #[test]
     fn viral_share_is_roughly_respected() {
         for share in [0.0, 0.1, 0.4, 0.9] {
-            let cfg = GeneratorConfig {
-                viral_share: share,
-                ..small(2)
-            };
+            let cfg = GeneratorConfig { viral_share: share, ..small(2) };
             let viral = Generator::new(&cfg).filter(|c| c.ad == VIRAL_AD).count();
             let got = viral as f64 / cfg.clicks as f64;
             assert!((got - share).abs() < 0.01, "share {share}: got {got}");
@@ -777,10 +720,7 @@ mod tests {
 
     #[test]
     fn zipf_puts_top_ranks_first() {
-        let cfg = GeneratorConfig {
-            viral_share: 0.0,
-            ..small(2)
-        };
+        let cfg = GeneratorConfig { viral_share: 0.0, ..small(2) };
         let mut counts: HashMap<Key, u64> = HashMap::new();
         for click in Generator::new(&cfg) {
             *counts.entry(click.ad).or_default() += 1;
@@ -812,28 +752,18 @@ mod tests {
         }
         let expected = cfg.duplicate_rate / (1.0 + cfg.duplicate_rate);
         let got = duplicates as f64 / cfg.clicks as f64;
-        assert!(
-            (got - expected).abs() < 0.003,
-            "duplicate share {got}, expected {expected}"
-        );
+        assert!((got - expected).abs() < 0.003, "duplicate share {got}, expected {expected}");
     }
 
     #[test]
     fn idle_partitions_get_no_clicks_while_idle() {
-        let cfg = GeneratorConfig {
-            partitions: 4,
-            idle_partitions: 2,
-            ..small(5)
-        };
+        let cfg = GeneratorConfig { partitions: 4, idle_partitions: 2, ..small(5) };
         let mut idle_hits = [0u64; 4];
         let mut busy_hits = [0u64; 4];
         for (position, click) in Generator::new(&cfg).enumerate() {
             let partition = partition_of(click.request_id, cfg.partitions);
             let now = cfg.stream_time_ms(position as u64);
-            assert!(
-                !cfg.is_idle(partition, now),
-                "click {position} on idle partition {partition}"
-            );
+            assert!(!cfg.is_idle(partition, now), "click {position} on idle partition {partition}");
             if idle_stretch(cfg.start_ms, now) {
                 idle_hits[partition as usize] += 1;
             } else {
@@ -847,20 +777,14 @@ mod tests {
 
     #[test]
     fn too_late_clicks_are_far_behind_the_stream_clock() {
-        let cfg = GeneratorConfig {
-            too_late_share: 0.01,
-            ..small(6)
-        };
+        let cfg = GeneratorConfig { too_late_share: 0.01, ..small(6) };
         let mut late = 0;
         for (position, click) in Generator::new(&cfg).enumerate() {
             let behind = cfg.stream_time_ms(position as u64) - click.ts;
             // Retries of on-time clicks may be up to jitter + 2 s behind.
             if behind > 10_000 {
                 assert!(behind >= cfg.too_late_by_ms * 7 / 8, "behind {behind}");
-                assert!(
-                    behind <= cfg.too_late_by_ms * 9 / 8 + cfg.jitter_ms,
-                    "behind {behind}"
-                );
+                assert!(behind <= cfg.too_late_by_ms * 9 / 8 + cfg.jitter_ms, "behind {behind}");
                 late += 1;
             }
         }
@@ -870,10 +794,7 @@ mod tests {
 
     #[test]
     fn catalog_has_one_line_per_ad_but_every_97th() {
-        let cfg = GeneratorConfig {
-            ads: 1_000,
-            ..small(1)
-        };
+        let cfg = GeneratorConfig { ads: 1_000, ..small(1) };
         let mut out = Vec::new();
         write_catalog(&cfg, &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -888,50 +809,16 @@ mod tests {
     #[test]
     fn validate_names_the_bad_field() {
         let bad = [
-            GeneratorConfig {
-                viral_share: 1.0,
-                ..Default::default()
-            },
-            GeneratorConfig {
-                duplicate_rate: -0.1,
-                ..Default::default()
-            },
-            GeneratorConfig {
-                too_late_share: f64::NAN,
-                ..Default::default()
-            },
-            GeneratorConfig {
-                ads: 0,
-                ..Default::default()
-            },
-            GeneratorConfig {
-                rate_per_s: 0,
-                ..Default::default()
-            },
-            GeneratorConfig {
-                partitions: 0,
-                idle_partitions: 0,
-                ..Default::default()
-            },
-            GeneratorConfig {
-                idle_partitions: 8,
-                ..Default::default()
-            },
-            GeneratorConfig {
-                clicks: u64::MAX,
-                ..Default::default()
-            },
+            GeneratorConfig { viral_share: 1.0, ..Default::default() },
+            GeneratorConfig { duplicate_rate: -0.1, ..Default::default() },
+            GeneratorConfig { too_late_share: f64::NAN, ..Default::default() },
+            GeneratorConfig { ads: 0, ..Default::default() },
+            GeneratorConfig { rate_per_s: 0, ..Default::default() },
+            GeneratorConfig { partitions: 0, idle_partitions: 0, ..Default::default() },
+            GeneratorConfig { idle_partitions: 8, ..Default::default() },
+            GeneratorConfig { clicks: u64::MAX, ..Default::default() },
         ];
-        let fields = [
-            "viral_share",
-            "duplicate_rate",
-            "too_late_share",
-            "ads",
-            "rate_per_s",
-            "partitions",
-            "idle_partitions",
-            "clicks",
-        ];
+        let fields = ["viral_share", "duplicate_rate", "too_late_share", "ads", "rate_per_s", "partitions", "idle_partitions", "clicks"];
         for (cfg, field) in bad.iter().zip(fields) {
             let err = cfg.validate().unwrap_err();
             assert!(err.starts_with(&format!("{field}:")), "{err}");
@@ -945,16 +832,10 @@ mod tests {
             let table = ZipfTable::new(ads, 1.1);
             let mut rng = Xoshiro256StarStar::seeded(u64::from(ads));
             let edges = table.bounds.iter().flat_map(|&b| [b.wrapping_sub(1), b]);
-            let draws = edges
-                .chain([0, u64::MAX])
-                .chain((0..10_000).map(|_| rng.next_u64()));
+            let draws = edges.chain([0, u64::MAX]).chain((0..10_000).map(|_| rng.next_u64()));
             for draw in draws {
                 let plain = table.bounds.partition_point(|&bound| bound <= draw);
-                assert_eq!(
-                    table.rank(draw),
-                    plain.min(ads as usize - 1),
-                    "ads {ads}, draw {draw}"
-                );
+                assert_eq!(table.rank(draw), plain.min(ads as usize - 1), "ads {ads}, draw {draw}");
             }
         }
     }
@@ -962,10 +843,7 @@ mod tests {
     #[test]
     fn deterministic_math_matches_std() {
         for x in [1.0, 2.0, 3.0, 10.0, 12_345.0, 1_000_000.0] {
-            assert!(
-                (det_ln(x) - f64::ln(x)).abs() < 1e-14 * x.ln().max(1.0),
-                "ln {x}"
-            );
+            assert!((det_ln(x) - f64::ln(x)).abs() < 1e-14 * x.ln().max(1.0), "ln {x}");
         }
         for y in [0.0, -0.5, -1.0, -15.2, -40.0] {
             let want = f64::exp(y);

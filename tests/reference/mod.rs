@@ -126,29 +126,17 @@ pub fn recount(ndjson: &str, catalog_csv: Option<&str>, p: &Params) -> Recount {
     }
 
     let too_late = judged.iter().filter(|j| j.fate != Fate::OnTime).count() as u64;
-    Recount {
-        rows: window_rows(&judged, &catalog, p),
-        ledger: late_ledger(&judged, &catalog, p),
-        invalid_lines,
-        duplicates,
-        too_late,
-    }
+    Recount { rows: window_rows(&judged, &catalog, p), ledger: late_ledger(&judged, &catalog, p), invalid_lines, duplicates, too_late }
 }
 
 fn check_params(p: &Params) {
     assert!(p.partitions > 0, "partitions must be positive");
     assert!(p.epoch_ms > 0, "epoch_ms must be positive");
     for &g in &p.windows_ms {
-        assert!(
-            g > 0 && g % MINUTE_MS == 0,
-            "window {g} ms is not a whole number of minutes"
-        );
+        assert!(g > 0 && g % MINUTE_MS == 0, "window {g} ms is not a whole number of minutes");
     }
     for key_type in &p.group_by {
-        assert!(
-            matches!(key_type.as_str(), "ad" | "campaign" | "advertiser"),
-            "unknown key type {key_type:?}"
-        );
+        assert!(matches!(key_type.as_str(), "ad" | "campaign" | "advertiser"), "unknown key type {key_type:?}");
     }
 }
 
@@ -195,13 +183,7 @@ fn parse_click(line: &str) -> Option<Click> {
     let request_id = object.get("request_id")?.as_str()?;
     let request_uuid = parse_uuid(request_id)?;
 
-    Some(Click {
-        ad_id: ad_id.to_string(),
-        ts,
-        user_id: user_id.to_string(),
-        request_id: request_id.to_ascii_lowercase(),
-        request_uuid,
-    })
+    Some(Click { ad_id: ad_id.to_string(), ts, user_id: user_id.to_string(), request_id: request_id.to_ascii_lowercase(), request_uuid })
 }
 
 /// 1–64 bytes of `[A-Za-z0-9._:-]`.
@@ -312,9 +294,7 @@ fn fate_of(ts: u64, watermark: u64, p: &Params) -> Fate {
         return Fate::OnTime;
     }
     match p.restate_within_ms {
-        Some(within) if end_1m.saturating_add(within) > watermark => Fate::Restating {
-            tau: watermark - watermark % p.epoch_ms,
-        },
+        Some(within) if end_1m.saturating_add(within) > watermark => Fate::Restating { tau: watermark - watermark % p.epoch_ms },
         _ => Fate::Held,
     }
 }
@@ -355,31 +335,18 @@ fn parse_catalog(csv: &str) -> Catalog {
             continue;
         }
         let (ad_id, version) = parse_catalog_row(&fields, line);
-        catalog
-            .versions_by_ad
-            .entry(ad_id)
-            .or_default()
-            .push(version);
+        catalog.versions_by_ad.entry(ad_id).or_default().push(version);
     }
     catalog
 }
 
 fn parse_catalog_row(fields: &[&str], line: &str) -> (String, CatalogVersion) {
-    assert!(
-        matches!(fields.len(), 3 | 4),
-        "catalog row {line:?} needs 3 or 4 fields"
-    );
+    assert!(matches!(fields.len(), 3 | 4), "catalog row {line:?} needs 3 or 4 fields");
     let valid_from = match fields.get(3) {
         None | Some(&"") => 0,
-        Some(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("catalog row {line:?}: bad valid_from")),
+        Some(text) => text.parse().unwrap_or_else(|_| panic!("catalog row {line:?}: bad valid_from")),
     };
-    let version = CatalogVersion {
-        valid_from,
-        campaign_id: fields[1].to_string(),
-        advertiser_id: fields[2].to_string(),
-    };
+    let version = CatalogVersion { valid_from, campaign_id: fields[1].to_string(), advertiser_id: fields[2].to_string() };
     (fields[0].to_string(), version)
 }
 
@@ -507,16 +474,14 @@ fn late_ledger(judged: &[Judged], catalog: &Catalog, p: &Params) -> Vec<LedgerEn
         }
         let window_start = minute_start(j.click.ts);
         for (key_type, key) in keys_of(&j.click, catalog, &p.group_by) {
-            let entry = ledger
-                .entry((key_type.clone(), key.clone(), window_start))
-                .or_insert_with(|| LedgerEntry {
-                    key_type,
-                    key,
-                    window_start,
-                    count: 0,
-                    request_ids: BTreeSet::new(),
-                    held: 0,
-                });
+            let entry = ledger.entry((key_type.clone(), key.clone(), window_start)).or_insert_with(|| LedgerEntry {
+                key_type,
+                key,
+                window_start,
+                count: 0,
+                request_ids: BTreeSet::new(),
+                held: 0,
+            });
             entry.count += 1;
             entry.request_ids.insert(j.click.request_id.clone());
             if j.fate == Fate::Held {
@@ -553,9 +518,7 @@ mod tests {
     }
 
     fn click(ad: &str, ts: u64, user: &str, request_id: &str) -> String {
-        format!(
-            r#"{{"ad_id":"{ad}","timestamp":{ts},"user_id":"{user}","request_id":"{request_id}"}}"#
-        )
+        format!(r#"{{"ad_id":"{ad}","timestamp":{ts},"user_id":"{user}","request_id":"{request_id}"}}"#)
     }
 
     fn log(lines: &[String]) -> String {
@@ -563,25 +526,12 @@ mod tests {
     }
 
     /// (version, status, clicks, distinct users) of each row of one window.
-    fn window(
-        r: &Recount,
-        key_type: &str,
-        key: &str,
-        g: u64,
-        start: u64,
-    ) -> Vec<(u32, String, u64, u64)> {
+    fn window(r: &Recount, key_type: &str, key: &str, g: u64, start: u64) -> Vec<(u32, String, u64, u64)> {
         r.rows
             .iter()
             .filter(|row| row.key_type == key_type && row.key == key)
             .filter(|row| row.granularity_ms == g && row.window_start == start)
-            .map(|row| {
-                (
-                    row.version,
-                    row.status.clone(),
-                    row.clicks,
-                    row.distinct_users,
-                )
-            })
+            .map(|row| (row.version, row.status.clone(), row.clicks, row.distinct_users))
             .collect()
     }
 
@@ -594,28 +544,18 @@ mod tests {
     }
 
     fn ledger_entry<'a>(r: &'a Recount, key_type: &str, key: &str, start: u64) -> &'a LedgerEntry {
-        r.ledger
-            .iter()
-            .find(|e| e.key_type == key_type && e.key == key && e.window_start == start)
-            .expect("ledger entry")
+        r.ledger.iter().find(|e| e.key_type == key_type && e.key == key && e.window_start == start).expect("ledger entry")
     }
 
     /// A request id that lands in `partition`, found by the formula under test.
     fn rid_in(partition: u32, partitions: u32, skip: usize) -> String {
-        (0u64..)
-            .map(rid)
-            .filter(|r| partition_of(parse_uuid(r).unwrap(), partitions) == partition)
-            .nth(skip)
-            .unwrap()
+        (0u64..).map(rid).filter(|r| partition_of(parse_uuid(r).unwrap(), partitions) == partition).nth(skip).unwrap()
     }
 
     #[test]
     fn splitmix64_finalizer_matches_the_published_sequence() {
         // SplitMix64 seeded with 0 outputs finalizer(0x9e3779b97f4a7c15) first.
-        assert_eq!(
-            splitmix64_finalizer(0x9e37_79b9_7f4a_7c15),
-            0xe220_a839_7b1d_cdaf
-        );
+        assert_eq!(splitmix64_finalizer(0x9e37_79b9_7f4a_7c15), 0xe220_a839_7b1d_cdaf);
     }
 
     #[test]
@@ -645,52 +585,35 @@ mod tests {
     fn invalid_lines_are_reported_by_number_and_skipped() {
         let r = rid(1);
         let lines = [
-            click("a", 1_000, "u1", &rid(100)),                         // 1 ok
-            "not json".to_string(),                                     // 2
-            format!(r#"[{}]"#, click("a", 1_000, "u1", &rid(2))),       // 3 array
-            r#"{"ad_id":"a","timestamp":1,"user_id":"u"}"#.to_string(), // 4 no request_id
-            format!(r#"{{"ad_id":"a","timestamp":1,"user_id":"u","request_id":"{r}","x":1}}"#), // 5 extra field
-            click(&"a".repeat(65), 1_000, "u1", &rid(3)), // 6 ad_id too long
-            click("a b", 1_000, "u1", &rid(4)),           // 7 ad_id bad byte
-            click("a", 1_000, "", &rid(5)),               // 8 empty user
-            click("a", 1_000, &"u".repeat(129), &rid(6)), // 9 user too long
-            format!(r#"{{"ad_id":"a","timestamp":-1,"user_id":"u","request_id":"{r}"}}"#), // 10 negative
-            format!(r#"{{"ad_id":"a","timestamp":1.0,"user_id":"u","request_id":"{r}"}}"#), // 11 float
-            format!(r#"{{"ad_id":"a","timestamp":"1","user_id":"u","request_id":"{r}"}}"#), // 12 string ts
-            click("a", 1_000, "u1", "0000000000004000800000000000000f"), // 13 no hyphens
-            format!(
-                r#"{{"ad_id":"a","timestamp":1,"user_id":"u","request_id":"{r}","campaign_id":"c d"}}"#
-            ), // 14
-            format!(
-                r#"{{"ad_id":"a","timestamp":1,"user_id":"u","request_id":"{r}","campaign_id":null}}"#
-            ), // 15
-            format!(r#"{{"ad_id":7,"timestamp":1,"user_id":"u","request_id":"{r}"}}"#), // 16 number ad
-            String::new(),                                                              // 17 blank
-            click(
-                &"A.b_c:d-9".repeat(8)[..64],
-                2_000,
-                &"é".repeat(64),
-                &rid(7).to_uppercase(),
-            ), // 18 ok
-            format!(
-                r#"{{"ad_id":"a","timestamp":3,"user_id":"u","request_id":"{r}","campaign_id":"c-1"}}"#
-            ), // 19 ok
+            click("a", 1_000, "u1", &rid(100)),                                                               // 1 ok
+            "not json".to_string(),                                                                           // 2
+            format!(r#"[{}]"#, click("a", 1_000, "u1", &rid(2))),                                             // 3 array
+            r#"{"ad_id":"a","timestamp":1,"user_id":"u"}"#.to_string(),                                       // 4 no request_id
+            format!(r#"{{"ad_id":"a","timestamp":1,"user_id":"u","request_id":"{r}","x":1}}"#),               // 5 extra field
+            click(&"a".repeat(65), 1_000, "u1", &rid(3)),                                                     // 6 ad_id too long
+            click("a b", 1_000, "u1", &rid(4)),                                                               // 7 ad_id bad byte
+            click("a", 1_000, "", &rid(5)),                                                                   // 8 empty user
+            click("a", 1_000, &"u".repeat(129), &rid(6)),                                                     // 9 user too long
+            format!(r#"{{"ad_id":"a","timestamp":-1,"user_id":"u","request_id":"{r}"}}"#),                    // 10 negative
+            format!(r#"{{"ad_id":"a","timestamp":1.0,"user_id":"u","request_id":"{r}"}}"#),                   // 11 float
+            format!(r#"{{"ad_id":"a","timestamp":"1","user_id":"u","request_id":"{r}"}}"#),                   // 12 string ts
+            click("a", 1_000, "u1", "0000000000004000800000000000000f"),                                      // 13 no hyphens
+            format!(r#"{{"ad_id":"a","timestamp":1,"user_id":"u","request_id":"{r}","campaign_id":"c d"}}"#), // 14
+            format!(r#"{{"ad_id":"a","timestamp":1,"user_id":"u","request_id":"{r}","campaign_id":null}}"#),  // 15
+            format!(r#"{{"ad_id":7,"timestamp":1,"user_id":"u","request_id":"{r}"}}"#),                       // 16 number ad
+            String::new(),                                                                                    // 17 blank
+            click(&"A.b_c:d-9".repeat(8)[..64], 2_000, &"é".repeat(64), &rid(7).to_uppercase()),              // 18 ok
+            format!(r#"{{"ad_id":"a","timestamp":3,"user_id":"u","request_id":"{r}","campaign_id":"c-1"}}"#), // 19 ok
         ];
         let recount = recount(&log(&lines), None, &params());
-        assert_eq!(
-            recount.invalid_lines,
-            vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
-        );
+        assert_eq!(recount.invalid_lines, vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
         assert_eq!(window(&recount, "ad", "a", MINUTE_MS, 0), vec![fin(2, 2)]);
         assert_eq!(recount.rows.len(), 2);
     }
 
     #[test]
     fn dedup_drops_a_retry_within_the_horizon_in_any_case() {
-        let lines = [
-            click("a", 1_000, "u1", &rid(0xab)),
-            click("a", 2_000, "u2", &rid(0xab).to_uppercase()),
-        ];
+        let lines = [click("a", 1_000, "u1", &rid(0xab)), click("a", 2_000, "u2", &rid(0xab).to_uppercase())];
         let r = recount(&log(&lines), None, &params());
         assert_eq!(r.duplicates, 1);
         assert_eq!(window(&r, "ad", "a", MINUTE_MS, 0), vec![fin(1, 1)]);
@@ -698,10 +621,7 @@ mod tests {
 
     #[test]
     fn dedup_counts_a_retry_beyond_the_horizon_again() {
-        let p = Params {
-            dedup_horizon_ms: 10_000,
-            ..params()
-        };
+        let p = Params { dedup_horizon_ms: 10_000, ..params() };
         let lines = [
             click("a", 0, "u1", &rid(1)),
             click("a", 20_000, "u2", &rid(2)),
@@ -728,10 +648,7 @@ mod tests {
 
     #[test]
     fn dedup_floor_includes_the_retry_itself_and_is_inclusive() {
-        let p = Params {
-            dedup_horizon_ms: 10_000,
-            ..params()
-        };
+        let p = Params { dedup_horizon_ms: 10_000, ..params() };
         let lines = [
             click("a", 0, "u1", &rid(1)),
             // The retry itself moves max_ts to 15 000: floor 5 000 > 0, not a duplicate.
@@ -764,40 +681,21 @@ mod tests {
 
     #[test]
     fn slack_and_allowed_lateness_bound_on_time() {
-        let p = Params {
-            slack_ms: 5_000,
-            allowed_lateness_ms: 10_000,
-            ..params()
-        };
+        let p = Params { slack_ms: 5_000, allowed_lateness_ms: 10_000, ..params() };
         // end1m + lateness = 70 000; on time while wm = max_ts - 5 000 < 70 000.
-        let on_time = [
-            click("a", 74_999, "u1", &rid(1)),
-            click("a", 30_000, "u2", &rid(2)),
-        ];
+        let on_time = [click("a", 74_999, "u1", &rid(1)), click("a", 30_000, "u2", &rid(2))];
         let r = recount(&log(&on_time), None, &p);
-        assert_eq!(
-            (r.too_late, window(&r, "ad", "a", MINUTE_MS, 0)),
-            (0, vec![fin(1, 1)])
-        );
+        assert_eq!((r.too_late, window(&r, "ad", "a", MINUTE_MS, 0)), (0, vec![fin(1, 1)]));
 
-        let too_late = [
-            click("a", 75_000, "u1", &rid(1)),
-            click("a", 30_000, "u2", &rid(2)),
-        ];
+        let too_late = [click("a", 75_000, "u1", &rid(1)), click("a", 30_000, "u2", &rid(2))];
         let r = recount(&log(&too_late), None, &p);
-        assert_eq!(
-            (r.too_late, window(&r, "ad", "a", MINUTE_MS, 0)),
-            (1, vec![])
-        );
+        assert_eq!((r.too_late, window(&r, "ad", "a", MINUTE_MS, 0)), (1, vec![]));
         assert_eq!(ledger_entry(&r, "ad", "a", 0).held, 1);
     }
 
     #[test]
     fn the_watermark_is_per_partition() {
-        let p = Params {
-            partitions: 2,
-            ..params()
-        };
+        let p = Params { partitions: 2, ..params() };
         let lines = [
             click("a", 300_000, "u1", &rid_in(0, 2, 0)),
             click("a", 1_000, "u2", &rid_in(1, 2, 0)), // partition 1 has wm 0: on time
@@ -813,10 +711,7 @@ mod tests {
 
     #[test]
     fn restating_batches_emit_versions_in_tau_order() {
-        let p = Params {
-            restate_within_ms: Some(1_000_000),
-            ..params()
-        };
+        let p = Params { restate_within_ms: Some(1_000_000), ..params() };
         let lines = [
             click("a", 10_000, "u1", &rid(1)),
             click("a", 130_000, "u2", &rid(2)),
@@ -826,10 +721,7 @@ mod tests {
             click("a", 40_000, "u5", &rid(6)), // wm 205 000: tau 200 000
         ];
         let r = recount(&log(&lines), None, &p);
-        assert_eq!(
-            window(&r, "ad", "a", MINUTE_MS, 0),
-            vec![fin(1, 1), restated(2, 3, 2), restated(3, 4, 3)]
-        );
+        assert_eq!(window(&r, "ad", "a", MINUTE_MS, 0), vec![fin(1, 1), restated(2, 3, 2), restated(3, 4, 3)]);
         assert_eq!(window(&r, "ad", "a", MINUTE_MS, 120_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "ad", "a", MINUTE_MS, 180_000), vec![fin(1, 1)]);
         assert_eq!(r.too_late, 3);
@@ -840,10 +732,7 @@ mod tests {
 
     #[test]
     fn a_late_only_window_starts_at_restated_version_1() {
-        let p = Params {
-            restate_within_ms: Some(1_000_000),
-            ..params()
-        };
+        let p = Params { restate_within_ms: Some(1_000_000), ..params() };
         let lines = [
             click("a", 130_000, "u1", &rid(1)),
             click("b", 10_000, "u2", &rid(2)), // wm 130 000: tau 130 000
@@ -851,21 +740,14 @@ mod tests {
             click("b", 20_000, "u3", &rid(4)), // wm 205 000: tau 200 000
         ];
         let r = recount(&log(&lines), None, &p);
-        assert_eq!(
-            window(&r, "ad", "b", MINUTE_MS, 0),
-            vec![restated(1, 1, 1), restated(2, 2, 2)]
-        );
+        assert_eq!(window(&r, "ad", "b", MINUTE_MS, 0), vec![restated(1, 1, 1), restated(2, 2, 2)]);
     }
 
     #[test]
     fn a_restating_batch_before_the_close_joins_the_final_row() {
         // Lateness 1 s is not a multiple of the 10 s epoch: the 1m window
         // [0, 60 000) closes at 61 000, the batch is tau 60 000.
-        let p = Params {
-            allowed_lateness_ms: 1_000,
-            restate_within_ms: Some(1_000_000),
-            ..params()
-        };
+        let p = Params { allowed_lateness_ms: 1_000, restate_within_ms: Some(1_000_000), ..params() };
         let lines = [
             click("a", 0, "u1", &rid(1)),
             click("a", 65_000, "u2", &rid(2)),
@@ -879,11 +761,7 @@ mod tests {
 
     #[test]
     fn a_5m_final_includes_a_click_late_for_its_1m_window() {
-        let p = Params {
-            windows_ms: vec![MINUTE_MS, 5 * MINUTE_MS],
-            restate_within_ms: Some(1_000_000),
-            ..params()
-        };
+        let p = Params { windows_ms: vec![MINUTE_MS, 5 * MINUTE_MS], restate_within_ms: Some(1_000_000), ..params() };
         let lines = [
             click("a", 10_000, "u1", &rid(1)),
             click("a", 130_000, "u2", &rid(2)),
@@ -892,44 +770,26 @@ mod tests {
             click("a", 40_000, "u1", &rid(5)), // wm 320 000: tau 320 000, after 5m close
         ];
         let r = recount(&log(&lines), None, &p);
-        assert_eq!(
-            window(&r, "ad", "a", MINUTE_MS, 0),
-            vec![fin(1, 1), restated(2, 2, 2), restated(3, 3, 2)]
-        );
-        assert_eq!(
-            window(&r, "ad", "a", 5 * MINUTE_MS, 0),
-            vec![fin(3, 3), restated(2, 4, 3)]
-        );
-        assert_eq!(
-            window(&r, "ad", "a", 5 * MINUTE_MS, 300_000),
-            vec![fin(1, 1)]
-        );
+        assert_eq!(window(&r, "ad", "a", MINUTE_MS, 0), vec![fin(1, 1), restated(2, 2, 2), restated(3, 3, 2)]);
+        assert_eq!(window(&r, "ad", "a", 5 * MINUTE_MS, 0), vec![fin(3, 3), restated(2, 4, 3)]);
+        assert_eq!(window(&r, "ad", "a", 5 * MINUTE_MS, 300_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "ad", "a", MINUTE_MS, 300_000), vec![fin(1, 1)]);
     }
 
     #[test]
     fn restate_within_bounds_restating_and_the_rest_is_held() {
-        let p = Params {
-            restate_within_ms: Some(100_000),
-            ..params()
-        };
+        let p = Params { restate_within_ms: Some(100_000), ..params() };
         let lines = [
             click("a", 0, "u1", &rid(1)),
             click("a", 150_000, "u2", &rid(2)),
             click("a", 10_000, "u3", &rid(3)), // wm 150 000 < 60 000 + 100 000: tau 150 000
             click("a", 200_000, "u4", &rid(4)),
-            click("a", 20_000, "u5", &rid(5)), // wm 200 000 >= 160 000: held
+            click("a", 20_000, "u5", &rid(5)),  // wm 200 000 >= 160 000: held
             click("a", 130_000, "u6", &rid(6)), // wm 200 000 < 280 000: tau 200 000
         ];
         let r = recount(&log(&lines), None, &p);
-        assert_eq!(
-            window(&r, "ad", "a", MINUTE_MS, 0),
-            vec![fin(1, 1), restated(2, 2, 2)]
-        );
-        assert_eq!(
-            window(&r, "ad", "a", MINUTE_MS, 120_000),
-            vec![fin(1, 1), restated(2, 2, 2)]
-        );
+        assert_eq!(window(&r, "ad", "a", MINUTE_MS, 0), vec![fin(1, 1), restated(2, 2, 2)]);
+        assert_eq!(window(&r, "ad", "a", MINUTE_MS, 120_000), vec![fin(1, 1), restated(2, 2, 2)]);
         assert_eq!(window(&r, "ad", "a", MINUTE_MS, 180_000), vec![fin(1, 1)]);
         assert_eq!(r.too_late, 3);
         let first = ledger_entry(&r, "ad", "a", 0);
@@ -960,10 +820,7 @@ mod tests {
         };
         let lines = [
             // The client's campaign_id is ignored.
-            format!(
-                r#"{{"ad_id":"a","timestamp":10000,"user_id":"u1","request_id":"{}","campaign_id":"cX"}}"#,
-                rid(1)
-            ),
+            format!(r#"{{"ad_id":"a","timestamp":10000,"user_id":"u1","request_id":"{}","campaign_id":"cX"}}"#, rid(1)),
             click("b", 59_999, "u4", &rid(2)), // before b's first version: unknown
             click("b", 70_000, "u3", &rid(3)),
             click("a", 130_000, "u2", &rid(4)), // a's second version
@@ -975,21 +832,12 @@ mod tests {
         assert_eq!(window(&r, "campaign", "c1", m, 60_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "campaign", "c2", m, 120_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "campaign", "unknown", m, 0), vec![fin(1, 1)]);
-        assert_eq!(
-            window(&r, "campaign", "unknown", m, 120_000),
-            vec![fin(1, 1)]
-        );
+        assert_eq!(window(&r, "campaign", "unknown", m, 120_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "advertiser", "adv1", m, 0), vec![fin(1, 1)]);
-        assert_eq!(
-            window(&r, "advertiser", "adv1", m, 120_000),
-            vec![fin(1, 1)]
-        );
+        assert_eq!(window(&r, "advertiser", "adv1", m, 120_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "advertiser", "adv2", m, 60_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "advertiser", "unknown", m, 0), vec![fin(1, 1)]);
-        assert_eq!(
-            window(&r, "advertiser", "unknown", m, 120_000),
-            vec![fin(1, 1)]
-        );
+        assert_eq!(window(&r, "advertiser", "unknown", m, 120_000), vec![fin(1, 1)]);
         assert_eq!(window(&r, "ad", "b", m, 0), vec![fin(1, 1)]);
         assert_eq!(window(&r, "campaign", "c1", 5 * m, 0), vec![fin(2, 2)]);
         assert_eq!(window(&r, "campaign", "c2", 5 * m, 0), vec![fin(1, 1)]);
@@ -1004,86 +852,42 @@ mod tests {
     #[test]
     fn catalog_ties_go_to_the_later_row() {
         let catalog = parse_catalog("a,c1,adv1,0\na,c2,adv2,0\n");
-        assert_eq!(
-            catalog.attribute("a", 0),
-            ("c2".to_string(), "adv2".to_string())
-        );
+        assert_eq!(catalog.attribute("a", 0), ("c2".to_string(), "adv2".to_string()));
     }
 
     #[test]
     fn without_a_catalog_every_ad_is_unknown() {
-        let p = Params {
-            group_by: vec!["campaign".into(), "advertiser".into()],
-            ..params()
-        };
+        let p = Params { group_by: vec!["campaign".into(), "advertiser".into()], ..params() };
         let lines = [click("a", 0, "u1", &rid(1)), click("b", 1, "u2", &rid(2))];
         let r = recount(&log(&lines), None, &p);
-        assert_eq!(
-            window(&r, "campaign", "unknown", MINUTE_MS, 0),
-            vec![fin(2, 2)]
-        );
-        assert_eq!(
-            window(&r, "advertiser", "unknown", MINUTE_MS, 0),
-            vec![fin(2, 2)]
-        );
+        assert_eq!(window(&r, "campaign", "unknown", MINUTE_MS, 0), vec![fin(2, 2)]);
+        assert_eq!(window(&r, "advertiser", "unknown", MINUTE_MS, 0), vec![fin(2, 2)]);
         assert_eq!(r.rows.len(), 2);
     }
 
     #[test]
     fn the_ledger_has_one_entry_per_key_type() {
         let catalog = "a,c1,adv1\n";
-        let p = Params {
-            group_by: vec!["campaign".into(), "ad".into()],
-            ..params()
-        };
-        let lines = [
-            click("a", 200_000, "u1", &rid(1)),
-            click("a", 0, "u2", &rid(2)),
-        ];
+        let p = Params { group_by: vec!["campaign".into(), "ad".into()], ..params() };
+        let lines = [click("a", 200_000, "u1", &rid(1)), click("a", 0, "u2", &rid(2))];
         let r = recount(&log(&lines), Some(catalog), &p);
-        let keys: Vec<(&str, &str, u64)> = r
-            .ledger
-            .iter()
-            .map(|e| (e.key_type.as_str(), e.key.as_str(), e.window_start))
-            .collect();
+        let keys: Vec<(&str, &str, u64)> = r.ledger.iter().map(|e| (e.key_type.as_str(), e.key.as_str(), e.window_start)).collect();
         assert_eq!(keys, vec![("ad", "a", 0), ("campaign", "c1", 0)]);
         assert_eq!(r.too_late, 1);
     }
 
     #[test]
     fn rows_are_sorted_and_distinct_users_are_exact() {
-        let p = Params {
-            windows_ms: vec![5 * MINUTE_MS, MINUTE_MS],
-            group_by: vec!["campaign".into(), "ad".into()],
-            ..params()
-        };
-        let lines = [
-            click("b", 0, "u1", &rid(1)),
-            click("a", 1, "u1", &rid(2)),
-            click("a", 2, "u1", &rid(3)),
-            click("a", 3, "U1", &rid(4)),
-        ];
+        let p = Params { windows_ms: vec![5 * MINUTE_MS, MINUTE_MS], group_by: vec!["campaign".into(), "ad".into()], ..params() };
+        let lines =
+            [click("b", 0, "u1", &rid(1)), click("a", 1, "u1", &rid(2)), click("a", 2, "u1", &rid(3)), click("a", 3, "U1", &rid(4))];
         let r = recount(&log(&lines), None, &p);
-        let order: Vec<(String, String, u64, u64, u32)> = r
-            .rows
-            .iter()
-            .map(|x| {
-                (
-                    x.key_type.clone(),
-                    x.key.clone(),
-                    x.granularity_ms,
-                    x.window_start,
-                    x.version,
-                )
-            })
-            .collect();
+        let order: Vec<(String, String, u64, u64, u32)> =
+            r.rows.iter().map(|x| (x.key_type.clone(), x.key.clone(), x.granularity_ms, x.window_start, x.version)).collect();
         let mut sorted = order.clone();
         sorted.sort();
         assert_eq!(order, sorted);
         assert_eq!(window(&r, "ad", "a", MINUTE_MS, 0), vec![fin(3, 2)]);
-        assert_eq!(
-            window(&r, "campaign", "unknown", 5 * MINUTE_MS, 0),
-            vec![fin(4, 2)]
-        );
+        assert_eq!(window(&r, "campaign", "unknown", 5 * MINUTE_MS, 0), vec![fin(4, 2)]);
     }
 }
