@@ -8,7 +8,7 @@
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{minute_start, Click, EventTime, Key, RequestId};
+use crate::event::{minute_start, Click, EventTime, Key, RequestId, MINUTE_MS};
 
 use super::hll::Sketch;
 use super::partition::Verdict;
@@ -44,27 +44,46 @@ pub struct AdPartial {
     /// Start of the 1m window.
     pub window: EventTime,
     pub lateness: Lateness,
+    /// Unique per partial (worker index in the high bits). Sorting inside the
+    /// catalog join stops here and never compares sketches, and two equal
+    /// partials never collapse into one update.
+    pub seq: u64,
     pub agg: Agg,
     /// Request ids of too-late clicks, for the late ledger (empty if on time).
     pub late_ids: Vec<RequestId>,
 }
 
-/// The partials of one ad in one epoch, by window.
-type Slots = Vec<(EventTime, Agg, Vec<RequestId>)>;
+/// What one worker has folded for one ad in one window.
+struct Slot {
+    window: EventTime,
+    /// Clicks since the last flush.
+    clicks: u64,
+    /// On time: every user of the window seen by this worker so far, kept
+    /// across epochs so hot ads stay dense (sketch merges are idempotent, so
+    /// shipping the whole sketch again is harmless). Too late: the batch's.
+    users: Sketch,
+    late_ids: Vec<RequestId>,
+}
+
+type Slots = Vec<Slot>;
 
 /// Folds decided clicks into partials until the epoch is flushed.
 #[derive(Default)]
 pub struct PreAggregator {
     distinct_users: bool,
+    allowed_lateness_ms: u64,
     on_time: HashMap<Key, Slots>,
     /// Too-late clicks by batch time and lateness.
     late: HashMap<(EventTime, Lateness), HashMap<Key, Slots>>,
+    /// Slots changed since the last flush.
     pending: usize,
+    /// Makes every partial of this worker distinct (see [`AdPartial::seq`]).
+    next_seq: u64,
 }
 
 impl PreAggregator {
-    pub fn new(distinct_users: bool) -> Self {
-        PreAggregator { distinct_users, ..Default::default() }
+    pub fn new(distinct_users: bool, allowed_lateness_ms: u64, worker: usize) -> Self {
+        PreAggregator { distinct_users, allowed_lateness_ms, next_seq: (worker as u64) << 40, ..Default::default() }
     }
 
     /// Adds a click the partition has decided on.
@@ -81,20 +100,22 @@ impl PreAggregator {
             None => map.entry(click.ad.clone()).or_default(),
         };
         let window = minute_start(click.ts);
-        let slot = match slots.iter().position(|s| s.0 == window) {
+        let slot = match slots.iter().position(|s| s.window == window) {
             Some(i) => &mut slots[i],
             None => {
-                self.pending += 1;
-                slots.push((window, Agg::default(), Vec::new()));
+                slots.push(Slot { window, clicks: 0, users: Sketch::default(), late_ids: Vec::new() });
                 slots.last_mut().expect("just pushed")
             }
         };
-        slot.1.clicks += 1;
+        if slot.clicks == 0 {
+            self.pending += 1;
+        }
+        slot.clicks += 1;
         if self.distinct_users {
-            slot.1.users.insert(click.user);
+            slot.users.insert(click.user);
         }
         if late {
-            slot.2.push(click.request_id);
+            slot.late_ids.push(click.request_id);
         }
     }
 
@@ -103,10 +124,21 @@ impl PreAggregator {
         self.pending
     }
 
-    /// Takes the on-time partials of the epoch.
-    pub fn drain_on_time(&mut self) -> Vec<(Key, AdPartial)> {
+    /// Takes the on-time partials of the epoch, and forgets windows that can
+    /// get no more on-time clicks once the watermark is at `watermark`.
+    pub fn flush_on_time(&mut self, watermark: EventTime) -> Vec<(Key, AdPartial)> {
         let mut out = Vec::new();
-        drain_into(&mut self.on_time, Lateness::OnTime, &mut out);
+        let lateness = self.allowed_lateness_ms;
+        self.on_time.retain(|ad, slots| {
+            for slot in slots.iter_mut().filter(|s| s.clicks > 0) {
+                let agg = Agg { clicks: slot.clicks, users: slot.users.clone() };
+                out.push((ad.clone(), AdPartial { window: slot.window, lateness: Lateness::OnTime, seq: self.next_seq, agg, late_ids: Vec::new() }));
+                self.next_seq += 1;
+                slot.clicks = 0;
+            }
+            slots.retain(|s| s.window + MINUTE_MS + lateness > watermark);
+            !slots.is_empty()
+        });
         self.pending = self.late.values().map(|m| m.values().map(Vec::len).sum::<usize>()).sum();
         out
     }
@@ -114,22 +146,20 @@ impl PreAggregator {
     /// Takes the too-late partials, each with the batch time it travels at.
     pub fn drain_late(&mut self) -> Vec<(EventTime, Vec<(Key, AdPartial)>)> {
         let mut batches = Vec::new();
-        for ((tau, lateness), mut map) in self.late.drain() {
+        for ((tau, lateness), map) in self.late.drain() {
             let mut out = Vec::new();
-            drain_into(&mut map, lateness, &mut out);
+            for (ad, slots) in map {
+                for slot in slots {
+                    let agg = Agg { clicks: slot.clicks, users: slot.users };
+                    out.push((ad.clone(), AdPartial { window: slot.window, lateness, seq: self.next_seq, agg, late_ids: slot.late_ids }));
+                    self.next_seq += 1;
+                }
+            }
             batches.push((tau, out));
         }
         batches.sort_by_key(|b| b.0);
-        self.pending = self.on_time.values().map(Vec::len).sum();
+        self.pending = self.on_time.values().flatten().filter(|s| s.clicks > 0).count();
         batches
-    }
-}
-
-fn drain_into(map: &mut HashMap<Key, Slots>, lateness: Lateness, out: &mut Vec<(Key, AdPartial)>) {
-    for (ad, slots) in map.drain() {
-        for (window, agg, late_ids) in slots {
-            out.push((ad.clone(), AdPartial { window, lateness, agg, late_ids }));
-        }
     }
 }
 
@@ -143,12 +173,12 @@ mod tests {
 
     #[test]
     fn one_partial_per_ad_and_window_whatever_the_clicks() {
-        let mut pre = PreAggregator::new(true);
+        let mut pre = PreAggregator::new(true, 0, 0);
         for i in 0..10_000 {
             pre.add(&click("viral", 1_000 + i, u128::from(i)), Verdict::OnTime);
         }
         pre.add(&click("viral", 61_000, 1), Verdict::OnTime);
-        let out = pre.drain_on_time();
+        let out = pre.flush_on_time(0);
         assert_eq!(out.len(), 2);
         let total: u64 = out.iter().map(|(_, p)| p.agg.clicks).sum();
         assert_eq!(total, 10_001);
@@ -156,8 +186,20 @@ mod tests {
     }
 
     #[test]
+    fn sketches_carry_over_epochs_until_the_window_closes() {
+        let mut pre = PreAggregator::new(true, 0, 0);
+        pre.add(&click("a", 1_000, 1), Verdict::OnTime);
+        assert_eq!(pre.flush_on_time(0).len(), 1);
+        assert!(pre.flush_on_time(0).is_empty(), "nothing new, nothing sent");
+        pre.add(&click("a", 2_000, 2), Verdict::OnTime);
+        let out = pre.flush_on_time(60_000);
+        assert_eq!((out[0].1.agg.clicks, out[0].1.agg.users.estimate()), (1, 2));
+        assert!(pre.on_time.is_empty(), "window closed at the source");
+    }
+
+    #[test]
     fn late_clicks_keep_their_ids_and_batch() {
-        let mut pre = PreAggregator::new(false);
+        let mut pre = PreAggregator::new(false, 0, 0);
         pre.add(&click("a", 1_000, 5), Verdict::Restate { tau: 200_000 });
         pre.add(&click("a", 1_000, 6), Verdict::Held { tau: 200_000 });
         pre.add(&click("a", 1_000, 7), Verdict::Duplicate);

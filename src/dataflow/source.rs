@@ -82,7 +82,7 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
             .filter(|p| p % peers == index)
             .map(|p| Owned { state: PartitionState::new(p, settings.rules), reader: (settings.readers)(p), status: ReadStatus::More })
             .collect();
-        let mut pre = PreAggregator::new(settings.distinct_users);
+        let mut pre = PreAggregator::new(settings.distinct_users, settings.rules.allowed_lateness_ms, index as usize);
         let mut cap = Some(capability);
         let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
         move |output| {
@@ -98,15 +98,15 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
             let target = worker_watermark(&owned, &settings);
             match target {
                 None => {
-                    flush(&mut pre, current, output);
+                    flush(&mut pre, current, EventTime::MAX, output);
                     cap = None;
                     return;
                 }
                 Some(t) => {
-                    let epoch = t - t % settings.rules.epoch_ms;
+                    let epoch = (t - t % settings.rules.epoch_ms).max(*current.time());
                     let caught_up = owned.iter().all(|p| p.status != ReadStatus::More);
                     if epoch > *current.time() || caught_up || pre.pending() > MAX_PENDING_PARTIALS {
-                        flush(&mut pre, current, output);
+                        flush(&mut pre, current, epoch, output);
                     }
                     if epoch > *current.time() {
                         current.downgrade(&epoch);
@@ -159,16 +159,19 @@ fn worker_watermark(owned: &[Owned], settings: &SourceSettings) -> Option<EventT
 
 /// Sends the epoch's partials: on-time ones at the capability, too-late ones
 /// at their batch time (never below the capability: see `PartitionState`).
+/// `watermark` is the capability about to be taken: windows it has closed
+/// are forgotten by the pre-aggregator.
 fn flush(
     pre: &mut PreAggregator,
     cap: &Capability<EventTime>,
+    watermark: EventTime,
     output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
         '_,
         EventTime,
         timely::container::CapacityContainerBuilder<Vec<(Key, AdPartial)>>,
     >,
 ) {
-    let on_time = pre.drain_on_time();
+    let on_time = pre.flush_on_time(watermark);
     if !on_time.is_empty() {
         output.session(cap).give_iterator(on_time.into_iter());
     }
