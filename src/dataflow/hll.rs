@@ -25,6 +25,8 @@ pub const REGISTERS: usize = 1 << PRECISION;
 const MAX_RANK: u8 = (64 - PRECISION + 1) as u8;
 /// Sparse entries before the sketch turns dense (4 bytes each vs 4 KiB dense).
 pub const SPARSE_MAX: usize = 512;
+/// Pending sparse entries merged into the sorted list at once.
+const PENDING_MAX: usize = 64;
 /// Precision of the sparse representation.
 const SPARSE_PRECISION: u32 = 25;
 /// Largest sparse rank: 64 − p' hash bits left, plus one.
@@ -34,15 +36,17 @@ pub const STANDARD_ERROR: f64 = 1.04 / 64.0;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Sketch {
-    /// Sorted by index; each entry is `index25 << 6 | rank25`.
-    Sparse(Vec<u32>),
+    /// Each entry is `index25 << 6 | rank25`. `sorted` is sorted by index
+    /// with one entry per index; new entries are appended to `pending` and
+    /// merged in batches, as HyperLogLog++ does, so an insert is O(1).
+    Sparse { sorted: Vec<u32>, pending: Vec<u32> },
     /// One rank per register.
     Dense(Box<[u8]>),
 }
 
 impl Default for Sketch {
     fn default() -> Self {
-        Sketch::Sparse(Vec::new())
+        Sketch::Sparse { sorted: Vec::new(), pending: Vec::new() }
     }
 }
 
@@ -88,28 +92,56 @@ impl Sketch {
                     *slot = rank;
                 }
             }
-            Sketch::Sparse(entries) => {
-                if insert_sparse(entries, sparse_entry(user)) && entries.len() > SPARSE_MAX {
-                    self.densify();
+            Sketch::Sparse { pending, .. } => {
+                pending.push(sparse_entry(user));
+                if pending.len() >= PENDING_MAX {
+                    self.compact();
                 }
             }
+        }
+    }
+
+    /// Merges pending sparse entries into the sorted list (and turns dense
+    /// when it is too long). Sketches are compacted before they are shipped,
+    /// so that equal sets of users have equal representations.
+    pub fn compact(&mut self) {
+        let Sketch::Sparse { sorted, pending } = self else { return };
+        if pending.is_empty() {
+            return;
+        }
+        pending.sort_unstable();
+        let mut merged: Vec<u32> = Vec::with_capacity(sorted.len() + pending.len());
+        let (mut a, mut b) = (sorted.iter().peekable(), pending.iter().peekable());
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x >> 6 <= y >> 6 => a.next().copied(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next().copied(),
+                (Some(_), None) => a.next().copied(),
+                (None, None) => break,
+            };
+            let entry = next.expect("peeked");
+            match merged.last_mut() {
+                Some(last) if *last >> 6 == entry >> 6 => *last = (*last).max(entry),
+                _ => merged.push(entry),
+            }
+        }
+        *sorted = merged;
+        pending.clear();
+        if sorted.len() > SPARSE_MAX {
+            self.densify();
         }
     }
 
     /// Union with `other`: entry-wise or register-wise max.
     pub fn merge(&mut self, other: &Sketch) {
         match (&mut *self, other) {
-            (Sketch::Sparse(mine), Sketch::Sparse(theirs)) => {
-                let mut grew = false;
-                for &e in theirs {
-                    grew |= insert_sparse(mine, e);
-                }
-                if grew && mine.len() > SPARSE_MAX {
-                    self.densify();
-                }
+            (Sketch::Sparse { pending: mine, .. }, Sketch::Sparse { sorted, pending }) => {
+                mine.extend_from_slice(sorted);
+                mine.extend_from_slice(pending);
+                self.compact();
             }
-            (Sketch::Dense(mine), Sketch::Sparse(theirs)) => {
-                for &e in theirs {
+            (Sketch::Dense(mine), Sketch::Sparse { sorted, pending }) => {
+                for &e in sorted.iter().chain(pending) {
                     let (register, rank) = dense_of(e);
                     let slot = &mut mine[register as usize];
                     *slot = (*slot).max(rank);
@@ -127,9 +159,9 @@ impl Sketch {
     }
 
     fn densify(&mut self) {
-        if let Sketch::Sparse(entries) = self {
+        if let Sketch::Sparse { sorted, pending } = self {
             let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
-            for &e in entries.iter() {
+            for &e in sorted.iter().chain(pending.iter()) {
                 let (register, rank) = dense_of(e);
                 regs[register as usize] = regs[register as usize].max(rank);
             }
@@ -140,7 +172,12 @@ impl Sketch {
     /// Estimated number of distinct users, rounded to the nearest integer.
     pub fn estimate(&self) -> u64 {
         match self {
-            Sketch::Sparse(entries) => linear_count(entries.len()).round() as u64,
+            Sketch::Sparse { sorted, pending } if pending.is_empty() => linear_count(sorted.len()).round() as u64,
+            Sketch::Sparse { .. } => {
+                let mut compacted = self.clone();
+                compacted.compact();
+                compacted.estimate()
+            }
             Sketch::Dense(regs) => {
                 let mut histogram = [0u32; MAX_RANK as usize + 1];
                 regs.iter().for_each(|&r| histogram[r as usize] += 1);
@@ -154,23 +191,6 @@ impl Sketch {
 fn linear_count(occupied: usize) -> f64 {
     let buckets = (1u64 << SPARSE_PRECISION) as f64;
     buckets * (buckets / (buckets - occupied as f64)).ln()
-}
-
-/// Inserts or raises an entry in a sorted sparse list; true if it grew.
-#[inline]
-fn insert_sparse(entries: &mut Vec<u32>, entry: u32) -> bool {
-    match entries.binary_search_by_key(&(entry >> 6), |e| e >> 6) {
-        Ok(i) => {
-            if (entries[i] & 0x3f) < (entry & 0x3f) {
-                entries[i] = entry;
-            }
-            false
-        }
-        Err(i) => {
-            entries.insert(i, entry);
-            true
-        }
-    }
 }
 
 /// Ertl's improved raw estimator over the register-value histogram.
@@ -265,7 +285,7 @@ mod tests {
         for trial in 0..500u64 {
             let n = 1 + trial % SPARSE_MAX as u64;
             let s = sketch_of((trial << 32)..(trial << 32) + n);
-            assert!(matches!(s, Sketch::Sparse(_)));
+            assert!(matches!(s, Sketch::Sparse { .. }));
             assert!(s.estimate().abs_diff(n) <= 1, "n={n} est={}", s.estimate());
         }
     }
@@ -275,6 +295,7 @@ mod tests {
         let users: Vec<u64> = (0..400).map(mix64).collect();
         let mut via_sparse = Sketch::default();
         users.iter().for_each(|&u| via_sparse.insert(u));
+        via_sparse.compact();
         via_sparse.densify();
         let mut direct = Sketch::Dense(vec![0u8; REGISTERS].into_boxed_slice());
         users.iter().for_each(|&u| direct.insert(u));
@@ -289,7 +310,9 @@ mod tests {
         a.merge(&large);
         let mut b = large.clone();
         b.merge(&small);
+        let mut c = sketch_of(0..5_000);
+        c.compact();
         assert_eq!(a, b);
-        assert_eq!(a, sketch_of(0..5_000));
+        assert_eq!(a, c);
     }
 }

@@ -131,6 +131,7 @@ impl PreAggregator {
         let lateness = self.allowed_lateness_ms;
         self.on_time.retain(|ad, slots| {
             for slot in slots.iter_mut().filter(|s| s.clicks > 0) {
+                slot.users.compact();
                 let agg = Agg { clicks: slot.clicks, users: slot.users.clone() };
                 out.push((ad.clone(), AdPartial { window: slot.window, lateness: Lateness::OnTime, seq: self.next_seq, agg, late_ids: Vec::new() }));
                 self.next_seq += 1;
@@ -149,7 +150,8 @@ impl PreAggregator {
         for ((tau, lateness), map) in self.late.drain() {
             let mut out = Vec::new();
             for (ad, slots) in map {
-                for slot in slots {
+                for mut slot in slots {
+                    slot.users.compact();
                     let agg = Agg { clicks: slot.clicks, users: slot.users };
                     out.push((ad.clone(), AdPartial { window: slot.window, lateness, seq: self.next_seq, agg, late_ids: slot.late_ids }));
                     self.next_seq += 1;
