@@ -111,7 +111,7 @@ pub fn attribute<'scope>(
                                 continue; // the transient retraction
                             }
                             let out = by_time.entry(time).or_default();
-                            if campaign == UNKNOWN && partial.lateness != Lateness::Held {
+                            if campaign == UNKNOWN && !matches!(partial.lateness, Lateness::Held(_)) {
                                 stats.record_unknown(&ad, partial.agg.clicks * diff as u64);
                             }
                             let keys = [(KeyType::Ad, ad), (KeyType::Campaign, campaign), (KeyType::Advertiser, advertiser)];

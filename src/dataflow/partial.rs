@@ -28,14 +28,32 @@ impl Agg {
 }
 
 /// How the clicks of a partial relate to their window's close.
+///
+/// Every partial travels at its worker's capability when it is flushed, so a
+/// click's partial is always at a time before the epoch that follows its
+/// read. Too-late partials carry their batch time `tau` (the partition's
+/// watermark rounded down to the epoch when they were read): the window
+/// operator applies them at `tau`, so which clicks share a restatement is a
+/// function of the log alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Lateness {
     /// Counted before the window is final.
     OnTime,
-    /// Too late: restates the final window; travels at its batch time.
-    Restate,
-    /// Too late and too old to restate: late ledger only.
-    Held,
+    /// Too late: restates the final window, in batch `tau`.
+    Restate(EventTime),
+    /// Too late and too old to restate: late ledger only, in batch `tau`.
+    Held(EventTime),
+}
+
+impl Lateness {
+    /// The time the window operator applies a partial at: its batch for too
+    /// late ones, the time it travels at for on-time ones.
+    pub fn applies_at(self, travelled_at: EventTime) -> EventTime {
+        match self {
+            Lateness::OnTime => travelled_at,
+            Lateness::Restate(tau) | Lateness::Held(tau) => tau,
+        }
+    }
 }
 
 /// Clicks of one ad in one 1m window, pre-aggregated by one worker.
@@ -73,8 +91,8 @@ pub struct PreAggregator {
     distinct_users: bool,
     allowed_lateness_ms: u64,
     on_time: HashMap<Key, Slots>,
-    /// Too-late clicks by batch time and lateness.
-    late: HashMap<(EventTime, Lateness), HashMap<Key, Slots>>,
+    /// Too-late clicks by lateness (with its batch time).
+    late: HashMap<Lateness, HashMap<Key, Slots>>,
     /// Slots changed since the last flush.
     pending: usize,
     /// Makes every partial of this worker distinct (see [`AdPartial::seq`]).
@@ -92,8 +110,8 @@ impl PreAggregator {
         let (map, late) = match verdict {
             Verdict::Duplicate => return,
             Verdict::OnTime => (&mut self.on_time, false),
-            Verdict::Restate { tau } => (self.late.entry((tau, Lateness::Restate)).or_default(), true),
-            Verdict::Held { tau } => (self.late.entry((tau, Lateness::Held)).or_default(), true),
+            Verdict::Restate { tau } => (self.late.entry(Lateness::Restate(tau)).or_default(), true),
+            Verdict::Held { tau } => (self.late.entry(Lateness::Held(tau)).or_default(), true),
         };
         let slots = match map.get_mut(click.ad.as_str()) {
             Some(slots) => slots,
@@ -133,7 +151,10 @@ impl PreAggregator {
             for slot in slots.iter_mut().filter(|s| s.clicks > 0) {
                 slot.users.compact();
                 let agg = Agg { clicks: slot.clicks, users: slot.users.clone() };
-                out.push((ad.clone(), AdPartial { window: slot.window, lateness: Lateness::OnTime, seq: self.next_seq, agg, late_ids: Vec::new() }));
+                out.push((
+                    ad.clone(),
+                    AdPartial { window: slot.window, lateness: Lateness::OnTime, seq: self.next_seq, agg, late_ids: Vec::new() },
+                ));
                 self.next_seq += 1;
                 slot.clicks = 0;
             }
@@ -144,11 +165,10 @@ impl PreAggregator {
         out
     }
 
-    /// Takes the too-late partials, each with the batch time it travels at.
-    pub fn drain_late(&mut self) -> Vec<(EventTime, Vec<(Key, AdPartial)>)> {
-        let mut batches = Vec::new();
-        for ((tau, lateness), map) in self.late.drain() {
-            let mut out = Vec::new();
+    /// Takes the too-late partials; each carries its batch in its lateness.
+    pub fn drain_late(&mut self) -> Vec<(Key, AdPartial)> {
+        let mut out = Vec::new();
+        for (lateness, map) in self.late.drain() {
             for (ad, slots) in map {
                 for mut slot in slots {
                     slot.users.compact();
@@ -157,11 +177,9 @@ impl PreAggregator {
                     self.next_seq += 1;
                 }
             }
-            batches.push((tau, out));
         }
-        batches.sort_by_key(|b| b.0);
         self.pending = self.on_time.values().flatten().filter(|s| s.clicks > 0).count();
-        batches
+        out
     }
 }
 
@@ -205,10 +223,10 @@ mod tests {
         pre.add(&click("a", 1_000, 5), Verdict::Restate { tau: 200_000 });
         pre.add(&click("a", 1_000, 6), Verdict::Held { tau: 200_000 });
         pre.add(&click("a", 1_000, 7), Verdict::Duplicate);
-        let batches = pre.drain_late();
-        assert_eq!(batches.len(), 2);
-        assert!(batches.iter().all(|(tau, _)| *tau == 200_000));
-        let ids: Vec<_> = batches.iter().flat_map(|(_, b)| b[0].1.late_ids.clone()).collect();
+        let late = pre.drain_late();
+        assert_eq!(late.len(), 2);
+        assert!(late.iter().all(|(_, p)| p.lateness.applies_at(0) == 200_000));
+        let ids: Vec<_> = late.iter().flat_map(|(_, p)| p.late_ids.clone()).collect();
         assert_eq!(ids.len(), 2);
     }
 }

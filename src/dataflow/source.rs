@@ -157,10 +157,9 @@ fn worker_watermark(owned: &[Owned], settings: &SourceSettings) -> Option<EventT
     }))
 }
 
-/// Sends the epoch's partials: on-time ones at the capability, too-late ones
-/// at their batch time (never below the capability: see `PartitionState`).
-/// `watermark` is the capability about to be taken: windows it has closed
-/// are forgotten by the pre-aggregator.
+/// Sends the epoch's partials, all at the capability; too-late ones carry
+/// their batch time. `watermark` is the capability about to be taken: windows
+/// it has closed are forgotten by the pre-aggregator.
 fn flush(
     pre: &mut PreAggregator,
     cap: &Capability<EventTime>,
@@ -171,12 +170,9 @@ fn flush(
         timely::container::CapacityContainerBuilder<Vec<(Key, AdPartial)>>,
     >,
 ) {
-    let on_time = pre.flush_on_time(watermark);
-    if !on_time.is_empty() {
-        output.session(cap).give_iterator(on_time.into_iter());
-    }
-    for (tau, batch) in pre.drain_late() {
-        let at = cap.delayed(&tau);
-        output.session(&at).give_iterator(batch.into_iter());
+    let mut partials = pre.flush_on_time(watermark);
+    partials.extend(pre.drain_late());
+    if !partials.is_empty() {
+        output.session(cap).give_iterator(partials.into_iter());
     }
 }

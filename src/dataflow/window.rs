@@ -81,18 +81,20 @@ impl WindowBook {
         WindowBook { rules, open: BTreeMap::new(), closed: BTreeMap::new(), dirty: BTreeSet::new() }
     }
 
-    /// Applies every partial that travels at the complete time `time`.
+    /// Applies every partial that applies at the complete time `time`: on-time
+    /// ones that travelled at it, too-late ones whose batch it is.
     pub fn apply_time(&mut self, time: EventTime, partials: Vec<KeyedPartial>, out: &mut Emitted) {
         self.finalize_through(time, out);
         let mut restated = BTreeSet::new();
         for partial in partials {
+            assert_eq!(partial.lateness.applies_at(time), time, "partials are applied at their batch time");
             match partial.lateness {
                 Lateness::OnTime => self.apply_on_time(time, partial),
-                Lateness::Restate => {
+                Lateness::Restate(_) => {
                     out.late.push(late_entry(&partial, time, false));
                     self.apply_restating(time, partial, &mut restated);
                 }
-                Lateness::Held => out.late.push(late_entry(&partial, time, true)),
+                Lateness::Held(_) => out.late.push(late_entry(&partial, time, true)),
             }
         }
         for id in restated {
@@ -264,7 +266,7 @@ mod tests {
         let mut book = WindowBook::new(rules());
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
-        book.apply_time(400_000, vec![partial(0, Lateness::Restate, 1), partial(60_000, Lateness::Restate, 1)], &mut out);
+        book.apply_time(400_000, vec![partial(0, Lateness::Restate(400_000), 1), partial(60_000, Lateness::Restate(400_000), 1)], &mut out);
         let restated: Vec<_> = out
             .rows
             .iter()
@@ -280,7 +282,7 @@ mod tests {
         let mut book = WindowBook::new(rules());
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
-        book.apply_time(100_000, vec![partial(0, Lateness::Restate, 1)], &mut out);
+        book.apply_time(100_000, vec![partial(0, Lateness::Restate(100_000), 1)], &mut out);
         book.finalize_through(u64::MAX, &mut out);
         let five = out.rows.iter().find(|r| r.granularity_ms == 300_000).unwrap();
         assert_eq!((five.clicks, five.status, five.version), (3, Status::Final, 1));

@@ -1,9 +1,9 @@
 //! The window operator: exchanges partials by key and drives the [`WindowBook`].
 //!
 //! Built on `unary_frontier`, because windows close on frontier progress, not
-//! on data. Partials are stashed by the time they travel at; once the input
-//! frontier passes a time, that time is complete and handed to the book, in
-//! time order. Windows whose end + allowed lateness the frontier has reached
+//! on data. Partials are stashed by the time they apply at (the time they
+//! travel at, or the batch of too-late ones); once the input frontier passes
+//! a time, that time is complete and handed to the book, in time order. Windows whose end + allowed lateness the frontier has reached
 //! are finalized. Early results go out at a wall-clock interval — they are
 //! informative only and decide nothing.
 
@@ -51,8 +51,11 @@ pub fn windows<'scope>(
             move |(input, frontier), output| {
                 input.for_each_stamp(|stamp, data| {
                     let Some(&time) = stamp.least() else { return };
-                    let pending = stash.entry(time).or_default();
-                    data.for_each(|batch| pending.append(batch));
+                    for partial in data.flat_map(|batch| batch.drain(..)) {
+                        let at = partial.lateness.applies_at(time);
+                        assert!(at >= time, "a batch time is never before the time a partial travels at");
+                        stash.entry(at).or_default().push(partial);
+                    }
                 });
                 let Some(held) = cap.as_mut() else { return };
                 let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
