@@ -101,6 +101,11 @@ impl Sketch {
         }
     }
 
+    /// True while the sketch is in sparse mode.
+    pub fn is_sparse(&self) -> bool {
+        matches!(self, Sketch::Sparse { .. })
+    }
+
     /// Merges pending sparse entries into the sorted list (and turns dense
     /// when it is too long). Sketches are compacted before they are shipped,
     /// so that equal sets of users have equal representations.
@@ -110,22 +115,31 @@ impl Sketch {
             return;
         }
         pending.sort_unstable();
-        let mut merged: Vec<u32> = Vec::with_capacity(sorted.len() + pending.len());
-        let (mut a, mut b) = (sorted.iter().peekable(), pending.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x >> 6 <= y >> 6 => a.next().copied(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next().copied(),
-                (Some(_), None) => a.next().copied(),
-                (None, None) => break,
-            };
-            let entry = next.expect("peeked");
-            match merged.last_mut() {
-                Some(last) if *last >> 6 == entry >> 6 => *last = (*last).max(entry),
-                _ => merged.push(entry),
+        // Merge from the back into `sorted`, in place, then keep the highest
+        // rank of each index: entries sort by (index, rank).
+        let (n, m) = (sorted.len(), pending.len());
+        sorted.resize(n + m, 0);
+        let (mut i, mut j) = (n, m);
+        for k in (0..n + m).rev() {
+            if j == 0 || (i > 0 && sorted[i - 1] > pending[j - 1]) {
+                i -= 1;
+                sorted[k] = sorted[i];
+            } else {
+                j -= 1;
+                sorted[k] = pending[j];
             }
         }
-        *sorted = merged;
+        let mut kept = 0;
+        for k in 0..sorted.len() {
+            let entry = sorted[k];
+            if kept > 0 && sorted[kept - 1] >> 6 == entry >> 6 {
+                sorted[kept - 1] = entry;
+            } else {
+                sorted[kept] = entry;
+                kept += 1;
+            }
+        }
+        sorted.truncate(kept);
         pending.clear();
         if sorted.len() > SPARSE_MAX {
             self.densify();

@@ -76,11 +76,40 @@ struct Slot {
     window: EventTime,
     /// Clicks since the last flush.
     clicks: u64,
-    /// On time: every user of the window seen by this worker so far, kept
-    /// across epochs so hot ads stay dense (sketch merges are idempotent, so
-    /// shipping the whole sketch again is harmless). Too late: the batch's.
+    /// On time: every user of the window this worker has seen, kept across
+    /// epochs so that a hot ad's sketch turns dense once. Too late: the
+    /// batch's users.
     users: Sketch,
+    /// Users since the last flush while `users` is still sparse: what a tail
+    /// ad ships, instead of its whole sketch again every epoch. A dense
+    /// `users` is shipped whole (4 KiB; merges are idempotent).
+    fresh: Sketch,
     late_ids: Vec<RequestId>,
+}
+
+impl Slot {
+    fn new(window: EventTime) -> Slot {
+        Slot { window, clicks: 0, users: Sketch::default(), fresh: Sketch::default(), late_ids: Vec::new() }
+    }
+
+    #[inline]
+    fn add_user(&mut self, user: u64) {
+        self.users.insert(user);
+        if self.users.is_sparse() {
+            self.fresh.insert(user);
+        }
+    }
+
+    /// The sketch to ship for the clicks since the last flush.
+    fn take_users(&mut self) -> Sketch {
+        let mut fresh = std::mem::take(&mut self.fresh);
+        if self.users.is_sparse() {
+            fresh.compact();
+            fresh
+        } else {
+            self.users.clone()
+        }
+    }
 }
 
 type Slots = Vec<Slot>;
@@ -121,7 +150,7 @@ impl PreAggregator {
         let slot = match slots.iter().position(|s| s.window == window) {
             Some(i) => &mut slots[i],
             None => {
-                slots.push(Slot { window, clicks: 0, users: Sketch::default(), late_ids: Vec::new() });
+                slots.push(Slot::new(window));
                 slots.last_mut().expect("just pushed")
             }
         };
@@ -130,7 +159,7 @@ impl PreAggregator {
         }
         slot.clicks += 1;
         if self.distinct_users {
-            slot.users.insert(click.user);
+            slot.add_user(click.user);
         }
         if late {
             slot.late_ids.push(click.request_id);
@@ -149,8 +178,7 @@ impl PreAggregator {
         let lateness = self.allowed_lateness_ms;
         self.on_time.retain(|ad, slots| {
             for slot in slots.iter_mut().filter(|s| s.clicks > 0) {
-                slot.users.compact();
-                let agg = Agg { clicks: slot.clicks, users: slot.users.clone() };
+                let agg = Agg { clicks: slot.clicks, users: slot.take_users() };
                 out.push((
                     ad.clone(),
                     AdPartial { window: slot.window, lateness: Lateness::OnTime, seq: self.next_seq, agg, late_ids: Vec::new() },
@@ -206,15 +234,24 @@ mod tests {
     }
 
     #[test]
-    fn sketches_carry_over_epochs_until_the_window_closes() {
+    fn tail_ads_ship_fresh_users_hot_ads_their_dense_sketch() {
         let mut pre = PreAggregator::new(true, 0, 0);
-        pre.add(&click("a", 1_000, 1), Verdict::OnTime);
+        pre.add(&click("tail", 1_000, 1), Verdict::OnTime);
         assert_eq!(pre.flush_on_time(0).len(), 1);
         assert!(pre.flush_on_time(0).is_empty(), "nothing new, nothing sent");
-        pre.add(&click("a", 2_000, 2), Verdict::OnTime);
+        pre.add(&click("tail", 2_000, 2), Verdict::OnTime);
+        let out = pre.flush_on_time(0);
+        assert_eq!((out[0].1.agg.clicks, out[0].1.agg.users.estimate()), (1, 1), "only the new user");
+        for i in 0..2_000 {
+            pre.add(&click("hot", 3_000, 1_000 + i), Verdict::OnTime);
+        }
+        pre.flush_on_time(0);
+        pre.add(&click("hot", 4_000, 1), Verdict::OnTime);
         let out = pre.flush_on_time(60_000);
-        assert_eq!((out[0].1.agg.clicks, out[0].1.agg.users.estimate()), (1, 2));
-        assert!(pre.on_time.is_empty(), "window closed at the source");
+        let hot = &out.iter().find(|(ad, _)| ad == "hot").unwrap().1;
+        assert!(!hot.agg.users.is_sparse(), "a dense sketch ships whole");
+        assert!(hot.agg.users.estimate() > 1_900);
+        assert!(pre.on_time.is_empty(), "windows closed at the source are forgotten");
     }
 
     #[test]

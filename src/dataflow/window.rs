@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use hashbrown::{HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::{EventTime, Key, KeyType, MINUTE_MS};
@@ -28,7 +30,7 @@ pub struct KeyedPartial {
     pub late_ids: Vec<crate::event::RequestId>,
 }
 
-/// Window identity, ordered by end first so that finalization is a prefix.
+/// Window identity.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct WinId {
     end: EventTime,
@@ -40,6 +42,46 @@ struct WinId {
 impl WinId {
     fn start(&self) -> EventTime {
         self.end - self.granularity
+    }
+}
+
+/// Windows by identity, with an index by (end, granularity) so that closing
+/// and evicting are prefixes. Lookups hash; only creation touches the index.
+struct ByEnd<V> {
+    windows: HashMap<WinId, V>,
+    ends: BTreeMap<(EventTime, u64), Vec<WinId>>,
+}
+
+impl<V: Default> ByEnd<V> {
+    fn new() -> Self {
+        ByEnd { windows: HashMap::new(), ends: BTreeMap::new() }
+    }
+
+    fn entry(&mut self, id: &WinId) -> &mut V {
+        if !self.windows.contains_key(id) {
+            self.ends.entry((id.end, id.granularity)).or_default().push(id.clone());
+        }
+        self.windows.entry(id.clone()).or_default()
+    }
+
+    fn insert(&mut self, id: WinId, value: V) {
+        self.ends.entry((id.end, id.granularity)).or_default().push(id.clone());
+        let previous = self.windows.insert(id, value);
+        assert!(previous.is_none(), "a window is inserted once");
+    }
+
+    /// Removes the windows of the first (end, granularity) if `due(end)`.
+    fn pop_first_due(&mut self, due: impl Fn(EventTime) -> bool) -> Option<Vec<(WinId, V)>> {
+        let entry = self.ends.first_entry()?;
+        if !due(entry.key().0) {
+            return None;
+        }
+        let ids = entry.remove();
+        Some(ids.into_iter().filter_map(|id| self.windows.remove_entry(&id)).collect())
+    }
+
+    fn len(&self) -> usize {
+        self.windows.len()
     }
 }
 
@@ -62,10 +104,10 @@ pub struct WindowRules {
 /// Open and recently final windows of this worker's keys.
 pub struct WindowBook {
     rules: WindowRules,
-    open: BTreeMap<WinId, Agg>,
-    closed: BTreeMap<WinId, Closed>,
+    open: ByEnd<Agg>,
+    closed: ByEnd<Closed>,
     /// Open 1m windows changed since the last early results.
-    dirty: BTreeSet<WinId>,
+    dirty: HashSet<WinId>,
 }
 
 /// What a step of the book produced.
@@ -78,7 +120,7 @@ pub struct Emitted {
 impl WindowBook {
     pub fn new(rules: WindowRules) -> Self {
         assert_eq!(rules.windows_ms.first(), Some(&MINUTE_MS), "windows start with 1m");
-        WindowBook { rules, open: BTreeMap::new(), closed: BTreeMap::new(), dirty: BTreeSet::new() }
+        WindowBook { rules, open: ByEnd::new(), closed: ByEnd::new(), dirty: HashSet::new() }
     }
 
     /// Applies every partial that applies at the complete time `time`: on-time
@@ -98,7 +140,7 @@ impl WindowBook {
             }
         }
         for id in restated {
-            let closed = self.closed.get_mut(&id).expect("restated windows are closed");
+            let closed = self.closed.windows.get_mut(&id).expect("restated windows are closed");
             closed.version += 1;
             out.rows.push(row(&id, &closed.agg, Status::Restated, closed.version));
         }
@@ -107,7 +149,7 @@ impl WindowBook {
     fn apply_on_time(&mut self, time: EventTime, partial: KeyedPartial) {
         let id = WinId { end: partial.window + MINUTE_MS, granularity: MINUTE_MS, key_type: partial.key_type, key: partial.key };
         assert!(id.end + self.rules.allowed_lateness_ms > time, "an on-time partial at {time} met the final window ending {}", id.end);
-        self.open.entry(id.clone()).or_default().merge(&partial.agg);
+        self.open.entry(&id).merge(&partial.agg);
         self.dirty.insert(id);
     }
 
@@ -117,10 +159,10 @@ impl WindowBook {
             let id = WinId { end: start + granularity, granularity, key_type: partial.key_type, key: partial.key.clone() };
             if id.end + self.rules.allowed_lateness_ms <= time {
                 assert!(self.restatable(&id, time), "a restating partial at {time} met an evicted window");
-                self.closed.entry(id.clone()).or_default().agg.merge(&partial.agg);
+                self.closed.entry(&id).agg.merge(&partial.agg);
                 restated.insert(id);
             } else {
-                self.open.entry(id).or_default().merge(&partial.agg);
+                self.open.entry(&id).merge(&partial.agg);
             }
         }
     }
@@ -134,26 +176,20 @@ impl WindowBook {
     /// final windows that can no longer be restated.
     pub fn finalize_through(&mut self, frontier: EventTime, out: &mut Emitted) {
         let lateness = self.rules.allowed_lateness_ms;
-        while let Some(entry) = self.open.first_entry() {
-            if entry.key().end + lateness > frontier {
-                break;
-            }
-            let (id, agg) = entry.remove_entry();
-            self.dirty.remove(&id);
-            if id.granularity == MINUTE_MS {
-                self.roll_up(&id, &agg);
-            }
-            out.rows.push(row(&id, &agg, Status::Final, 1));
-            if self.rules.restate_within_ms.is_some() {
-                self.closed.insert(id, Closed { agg, version: 1 });
+        while let Some(closing) = self.open.pop_first_due(|end| end + lateness <= frontier) {
+            for (id, agg) in closing {
+                self.dirty.remove(&id);
+                if id.granularity == MINUTE_MS {
+                    self.roll_up(&id, &agg);
+                }
+                out.rows.push(row(&id, &agg, Status::Final, 1));
+                if self.rules.restate_within_ms.is_some() {
+                    self.closed.insert(id, Closed { agg, version: 1 });
+                }
             }
         }
-        while let Some(entry) = self.closed.first_entry() {
-            if restatable(&self.rules, entry.key(), frontier) {
-                break;
-            }
-            entry.remove();
-        }
+        let rules = &self.rules;
+        while self.closed.pop_first_due(|end| !restatable_end(rules, end, frontier)).is_some() {}
     }
 
     fn roll_up(&mut self, minute: &WinId, agg: &Agg) {
@@ -161,7 +197,7 @@ impl WindowBook {
         for &granularity in &self.rules.windows_ms[1..] {
             let end = start - start % granularity + granularity;
             let id = WinId { end, granularity, key_type: minute.key_type, key: minute.key.clone() };
-            self.open.entry(id).or_default().merge(agg);
+            self.open.entry(&id).merge(agg);
         }
     }
 
@@ -178,7 +214,7 @@ impl WindowBook {
             }
         }
         for id in touched {
-            let mut agg = self.open.get(&id).cloned().unwrap_or_default();
+            let mut agg = self.open.windows.get(&id).cloned().unwrap_or_default();
             if id.granularity != MINUTE_MS {
                 self.add_open_minutes(&id, &mut agg);
             }
@@ -190,7 +226,7 @@ impl WindowBook {
         let mut end = id.start() + MINUTE_MS;
         while end <= id.end {
             let minute = WinId { end, granularity: MINUTE_MS, key_type: id.key_type, key: id.key.clone() };
-            if let Some(open) = self.open.get(&minute) {
+            if let Some(open) = self.open.windows.get(&minute) {
                 agg.merge(open);
             }
             end += MINUTE_MS;
@@ -205,7 +241,11 @@ impl WindowBook {
 
 /// A final window stays in memory while a restating click could still reach it.
 fn restatable(rules: &WindowRules, id: &WinId, time: EventTime) -> bool {
-    matches!(rules.restate_within_ms, Some(within) if id.end + within > time)
+    restatable_end(rules, id.end, time)
+}
+
+fn restatable_end(rules: &WindowRules, end: EventTime, time: EventTime) -> bool {
+    matches!(rules.restate_within_ms, Some(within) if end + within > time)
 }
 
 fn row(id: &WinId, agg: &Agg, status: Status, version: u32) -> Row {
