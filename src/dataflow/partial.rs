@@ -57,18 +57,53 @@ impl Lateness {
 }
 
 /// Clicks of one ad in one 1m window, pre-aggregated by one worker.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Equality, order and hash look at identity only (window, lateness, seq):
+/// `seq` is unique per partial, so the aggregate is a function of it, and
+/// the sorts and consolidations inside the catalog join never compare or
+/// hash sketches.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AdPartial {
     /// Start of the 1m window.
     pub window: EventTime,
     pub lateness: Lateness,
-    /// Unique per partial (worker index in the high bits). Sorting inside the
-    /// catalog join stops here and never compares sketches, and two equal
-    /// partials never collapse into one update.
+    /// Unique per partial (worker index in the high bits): its identity.
     pub seq: u64,
     pub agg: Agg,
     /// Request ids of too-late clicks, for the late ledger (empty if on time).
     pub late_ids: Vec<RequestId>,
+}
+
+impl AdPartial {
+    fn identity(&self) -> (EventTime, Lateness, u64) {
+        (self.window, self.lateness, self.seq)
+    }
+}
+
+impl PartialEq for AdPartial {
+    fn eq(&self, other: &Self) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+impl Eq for AdPartial {}
+
+impl PartialOrd for AdPartial {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for AdPartial {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.identity().cmp(&other.identity())
+    }
+}
+
+impl std::hash::Hash for AdPartial {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.identity().hash(state);
+    }
 }
 
 /// What one worker has folded for one ad in one window.
