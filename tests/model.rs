@@ -269,3 +269,35 @@ fn five_million_clicks_match_recount_with_1_and_4_workers() {
     let four = check(dir.path(), &setup, 4, &expected);
     assert_eq!(one, four);
 }
+
+/// Exact boundaries, where an off-by-one in the engine would change a count:
+/// a click read when its window's end + allowed lateness equals the
+/// partition's watermark is too late, one millisecond before it is on time;
+/// a retry exactly one horizon after its original is still a duplicate, one
+/// millisecond later it is not.
+#[test]
+fn boundaries_of_lateness_and_dedup_match_recount() {
+    let clicks: [(u64, u128); 8] = [
+        (74_999, 1),
+        (59_999, 2), // watermark 69 999 < 60 000 + 10 000: on time
+        (75_000, 3),
+        (59_998, 4), // watermark 70 000 = 60 000 + 10 000: too late
+        (134_999, 5),
+        (134_999, 2), // remembered at 74 999 = 134 999 − 60 000: duplicate
+        (135_001, 7),
+        (135_001, 3), // remembered at 75 000 < 135 001 − 60 000: counted again
+    ];
+    let ndjson: String = clicks
+        .iter()
+        .map(|(ts, id)| format!("{{\"ad_id\":\"a\",\"timestamp\":{ts},\"user_id\":\"u{id}\",\"request_id\":\"{}\"}}\n", format_uuid(*id)))
+        .collect();
+    let input = Input { ndjson, catalog: "ad_id,campaign_id,advertiser_id\na,c,v\n".into() };
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), &input);
+    let setup = Setup { partitions: 1, epoch_ms: 1_000, allowed_lateness_ms: 10_000, late: LatePolicy::Restate { within_ms: 3_600_000 } };
+    let expected = recount(&input.ndjson, Some(&input.catalog), &params(&job(dir.path(), &setup)));
+    assert_eq!((expected.duplicates, expected.too_late), (1, 1), "the input sits on the boundaries");
+    for workers in [1, 2] {
+        check(dir.path(), &setup, workers, &expected);
+    }
+}
