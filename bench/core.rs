@@ -130,7 +130,14 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { clicks: DEFAULT_CLICKS, rate_per_s: DEFAULT_RATE_PER_S, runs: DEFAULT_RUNS, workers: DEFAULT_WORKERS, smoke: false, child: None };
+    let mut args = Args {
+        clicks: DEFAULT_CLICKS,
+        rate_per_s: DEFAULT_RATE_PER_S,
+        runs: DEFAULT_RUNS,
+        workers: DEFAULT_WORKERS,
+        smoke: false,
+        child: None,
+    };
     let (mut clicks, mut runs) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -146,7 +153,9 @@ fn parse_args() -> Result<Args, String> {
             }
             // `cargo bench` passes `--bench` to harness-less benches.
             "--bench" => {}
-            other => return Err(format!("unknown argument {other:?}; usage: core [--clicks N] [--rate R] [--runs R] [--workers W] [--smoke]")),
+            other => {
+                return Err(format!("unknown argument {other:?}; usage: core [--clicks N] [--rate R] [--runs R] [--workers W] [--smoke]"))
+            }
         }
     }
     args.clicks = clicks.unwrap_or(if args.smoke { SMOKE_CLICKS } else { DEFAULT_CLICKS });
