@@ -16,7 +16,7 @@ use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::event::{partition_of, Click, Key};
 use crate::job::{Job, LatePolicy, SinkSpec, SourceSpec};
-use crate::sink::{FileSink, MemorySink, Sink, SinkFactory};
+use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::memory::VecReader;
@@ -85,13 +85,14 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let (partitions, input, clicks_loaded) = load_input(job, options)?;
     let catalog = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
-    let (sinks, memory) = sinks(job, options)?;
+    let (sink, memory) = sink(job, options)?;
     let stats = Arc::new(SourceStats::default());
     let errors = dataflow::CommitErrors::default();
     let plan = plan(job, reader_factory(partitions), attribution, Arc::clone(&stats), Arc::clone(&errors));
     let started = Instant::now();
     let guards = timely::execute(config, move |worker| {
-        let sink = sinks(worker.index());
+        let sink =
+            if worker.index() == 0 { sink.lock().unwrap_or_else(|e| e.into_inner()).take().map(|s| s as Box<dyn Sink>) } else { None };
         let plan = plan.clone();
         let errors = Arc::clone(&plan.errors);
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
@@ -200,7 +201,10 @@ fn attribution(job: &Job, catalog: Option<&Catalog>) -> Attribution {
     Attribution { intervals, ads, group_by: job.group_by.clone() }
 }
 
-fn sinks(job: &Job, options: &RunOptions) -> Result<(SinkFactory, Option<MemorySink>), RunError> {
+/// The job's one sink, handed to worker 0.
+type SharedSink = Arc<Mutex<Option<Box<dyn Sink + Send>>>>;
+
+fn sink(job: &Job, options: &RunOptions) -> Result<(SharedSink, Option<MemorySink>), RunError> {
     let path = match (&options.output, &job.sink) {
         (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => Some(path.clone()),
         (None, SinkSpec::File { path: None }) => {
@@ -211,22 +215,19 @@ fn sinks(job: &Job, options: &RunOptions) -> Result<(SinkFactory, Option<MemoryS
     match path {
         Some(path) => {
             let file = FileSink::create(&path).map_err(|e| RunError::Sink(e.to_string()))?;
-            let factory: SinkFactory = Arc::new(move |_| Box::new(file.handle()) as Box<dyn Sink>);
-            Ok((factory, None))
+            Ok((Arc::new(Mutex::new(Some(Box::new(file)))), None))
         }
         None => {
             let memory = MemorySink::default();
-            let shared = memory.handle();
-            let factory: SinkFactory = Arc::new(move |_| Box::new(shared.handle()) as Box<dyn Sink>);
-            Ok((factory, Some(memory)))
+            Ok((Arc::new(Mutex::new(Some(Box::new(memory.handle())))), Some(memory)))
         }
     }
 }
 
 fn reader_factory(partitions: Partitions) -> ReaderFactory {
-    Arc::new(move |p| {
+    Arc::new(move |p, offset| {
         let clicks = partitions[p as usize].lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
-        Box::new(VecReader::new(clicks))
+        Box::new(VecReader::new(clicks, offset))
     })
 }
 
@@ -256,11 +257,13 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
             readers,
             clock: Arc::clone(&clock),
             stats,
+            resume: Default::default(),
         },
         attribution,
         windows: WindowRules { windows_ms: job.windows_ms.clone(), allowed_lateness_ms: job.allowed_lateness_ms, restate_within_ms },
         early_results_ms: job.early_results_ms,
         clock,
         errors,
+        restored: Default::default(),
     }
 }

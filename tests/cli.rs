@@ -667,8 +667,7 @@ fn two_process_cluster_matches_one_worker() {
     union.sort();
     let reference = settled_rows(&single);
     assert!(reference.len() > 1_000, "only {} settled rows", reference.len());
-    for (p, output) in outputs.iter().enumerate() {
-        assert!(!settled_rows(output).is_empty(), "process {p} wrote no settled rows");
-    }
+    // One epoch commit for the whole cluster: process 0 (worker 0) writes it all.
+    assert!(settled_rows(&outputs[1]).is_empty(), "only process 0 commits");
     assert_rows_equal(&reference, &union, "2 processes x 2 workers vs -w 1");
 }

@@ -64,21 +64,23 @@ fn caught_up_partitions_release_the_frontier_and_late_arrivals_restate() {
             partitions: 2,
             rules,
             distinct_users: true,
-            readers: Arc::new(move |p| Box::new(readers[p as usize].clone())),
+            readers: Arc::new(move |p, _offset| Box::new(readers[p as usize].clone())),
             clock: Arc::clone(&clock),
             stats: Arc::new(SourceStats::default()),
+            resume: Default::default(),
         },
         attribution: Arc::new(Attribution { intervals: vec![], ads: vec![], group_by: vec![KeyType::Ad] }),
         windows: WindowRules { windows_ms: vec![60_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000) },
         early_results_ms: 3_600_000,
         clock,
         errors: Default::default(),
+        restored: Default::default(),
     };
     let handle = sink.handle();
     timely::execute_directly(move |worker| {
         let worker_sink: Box<dyn Sink> = Box::new(handle.handle());
         worker.dataflow::<u64, _, _>(|scope| {
-            dataflow::build(scope, plan, worker_sink);
+            dataflow::build(scope, plan, Some(worker_sink));
         });
         let mut committed: Vec<Row> = Vec::new();
         let mut step_until = |worker: &mut timely::worker::Worker, what: &str, done: &dyn Fn(&[Row]) -> bool| {

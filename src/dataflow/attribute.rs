@@ -135,5 +135,13 @@ pub fn attribute<'scope>(
 fn keyed(key_type: KeyType, key: Key, partial: &AdPartial, multiplicity: u64) -> KeyedPartial {
     let mut agg = partial.agg.clone();
     agg.clicks *= multiplicity;
-    KeyedPartial { key_type, key, window: partial.window, lateness: partial.lateness, agg, late_ids: partial.late_ids.clone() }
+    KeyedPartial {
+        key_type,
+        key,
+        window: partial.window,
+        lateness: partial.lateness,
+        seq: partial.seq,
+        agg,
+        late_ids: partial.late_ids.clone(),
+    }
 }

@@ -1,15 +1,23 @@
-//! The commit operator: stages each complete epoch into the worker's sink and commits it.
+//! The commit operator: one epoch commit per frontier step, on worker 0.
 //!
-//! An epoch is one timely time at this operator's input. It is staged and
-//! committed only once the frontier has passed it, so a committed epoch is
-//! never extended afterwards. Sink failures stop the job: they are recorded
-//! in [`CommitErrors`] and the runner exits with them (fail-stop, like the
-//! cluster itself).
+//! Every worker sends what must be committed — window effects (rows, ledger
+//! entries, window state), pending too-late partials, and its sources'
+//! partition checkpoints — each at the timely time it belongs to, to worker
+//! 0. When the frontier there passes `F`, everything below `F` is complete on
+//! every worker: it becomes one [`EpochBatch`] for epoch `F`, staged and
+//! committed by the sink. The batch is a consistent cut: the rows and state
+//! of every input below `F`, and for each partition the last checkpoint
+//! below `F`, whose clicks all travelled below it. Replaying from those
+//! checkpoints after a crash therefore neither loses nor repeats a click.
+//!
+//! Sink failures stop the job: they are recorded in [`CommitErrors`] and the
+//! runner exits with them (fail-stop, like the cluster itself).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use timely::dataflow::channels::pact::Pipeline;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::Stream;
 
@@ -17,43 +25,85 @@ use crate::event::EventTime;
 use crate::row::{LateEntry, Row};
 use crate::sink::{Epoch, Sink};
 
-use super::windowing::Emission;
+use super::partition::Checkpoint;
+use super::window::{Effect, KeyedPartial, WinId, WindowValue};
+use super::windowing::PendingKey;
 
 /// The first sink error of any worker.
 pub type CommitErrors = Arc<Mutex<Option<String>>>;
 
-/// Builds the commit operator over a worker's sink.
-pub fn commit<'scope>(emissions: Stream<'scope, EventTime, Vec<Emission>>, mut sink: Box<dyn Sink>, errors: CommitErrors) {
-    let mut stash: BTreeMap<EventTime, (Vec<Row>, Vec<LateEntry>)> = BTreeMap::new();
-    let mut last_committed: Option<EventTime> = None;
-    emissions.sink(Pipeline, "Commit", move |(input, frontier)| {
+/// What flows to the commit operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Commitable {
+    Effect(Effect),
+    Pending(PendingKey, Option<KeyedPartial>),
+    Checkpoint(Checkpoint),
+}
+
+/// Everything one epoch commits. State entries are the last value per key
+/// (`None`: delete).
+#[derive(Clone, Debug, Default)]
+pub struct EpochBatch {
+    pub rows: Vec<Row>,
+    pub late: Vec<LateEntry>,
+    pub windows: BTreeMap<WinId, Option<WindowValue>>,
+    pub pending: BTreeMap<PendingKey, Option<KeyedPartial>>,
+    pub checkpoints: BTreeMap<u32, Checkpoint>,
+}
+
+impl EpochBatch {
+    fn add(&mut self, record: Commitable) {
+        match record {
+            Commitable::Effect(Effect::Row(row)) => self.rows.push(row),
+            Commitable::Effect(Effect::Late(entry)) => self.late.push(entry),
+            Commitable::Effect(Effect::Window(id, value)) => {
+                self.windows.insert(id, value);
+            }
+            Commitable::Pending(key, partial) => {
+                self.pending.insert(key, partial);
+            }
+            Commitable::Checkpoint(checkpoint) => {
+                let previous = self.checkpoints.insert(checkpoint.partition, checkpoint);
+                assert!(previous.is_none_or(|p| p.offset <= checkpoint.offset), "offsets only move forward");
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.late.is_empty() && self.windows.is_empty() && self.pending.is_empty() && self.checkpoints.is_empty()
+    }
+}
+
+/// Builds the commit operator; only worker 0 has a sink.
+pub fn commit<'scope>(records: Stream<'scope, EventTime, Vec<Commitable>>, mut sink: Option<Box<dyn Sink>>, errors: CommitErrors) {
+    let mut stash: BTreeMap<EventTime, Vec<Commitable>> = BTreeMap::new();
+    let mut last_epoch: Option<EventTime> = None;
+    records.sink(Exchange::new(|_| 0), "Commit", move |(input, frontier)| {
         input.for_each_stamp(|stamp, data| {
             let Some(&time) = stamp.least() else { return };
-            let (rows, late) = stash.entry(time).or_default();
-            for batch in data {
-                for emission in batch.drain(..) {
-                    match emission {
-                        Emission::Row(row) => rows.push(row),
-                        Emission::Late(entry) => late.push(entry),
-                    }
-                }
-            }
+            let records = stash.entry(time).or_default();
+            data.for_each(|batch| records.append(batch));
         });
         let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
+        if stash.first_key_value().is_none_or(|(time, _)| *time >= limit) {
+            return;
+        }
+        let mut batch = EpochBatch::default();
         while let Some(entry) = stash.first_entry() {
             if *entry.key() >= limit {
                 break;
             }
-            let (time, (rows, late)) = entry.remove_entry();
-            assert!(last_committed.is_none_or(|last| last < time), "epochs commit in order");
-            let epoch = Epoch(time);
-            let result = sink.stage(epoch, &rows, &late).and_then(|()| sink.commit(epoch));
-            if let Err(error) = result {
-                errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error.to_string());
-                stash.clear();
-                return;
-            }
-            last_committed = Some(time);
+            entry.remove().into_iter().for_each(|record| batch.add(record));
+        }
+        assert!(last_epoch.is_none_or(|last| last < limit), "epochs commit in order");
+        last_epoch = Some(limit);
+        let Some(sink) = sink.as_mut() else {
+            panic!("only worker 0 receives commit records");
+        };
+        let epoch = Epoch(limit);
+        if let Err(error) = sink.stage(epoch, &batch).and_then(|()| sink.commit(epoch)) {
+            errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error.to_string());
+            stash.clear();
         }
     });
 }

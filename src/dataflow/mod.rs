@@ -23,16 +23,21 @@ pub mod windowing;
 
 use std::sync::Arc;
 
-use timely::dataflow::operators::Probe;
-use timely::dataflow::{ProbeHandle, Scope};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 
-use crate::event::EventTime;
+use crate::event::{EventTime, Key};
 use crate::sink::Sink;
 
 pub use attribute::Attribution;
-pub use commit::CommitErrors;
-pub use source::{Clock, PartitionReader, ReadStatus, ReaderFactory, SourceSettings};
+pub use commit::{CommitErrors, Commitable, EpochBatch};
+use partial::AdPartial;
+pub use partition::Checkpoint;
+pub use source::{Clock, PartitionReader, ReadStatus, ReaderFactory, SourceOut, SourceSettings};
 pub use window::WindowRules;
+pub use windowing::RestoredWindows;
 
 /// Everything a worker needs to build the job's dataflow.
 #[derive(Clone)]
@@ -43,16 +48,53 @@ pub struct Plan {
     pub early_results_ms: u64,
     pub clock: Clock,
     pub errors: CommitErrors,
+    /// Window state of the committed epoch the job resumes from.
+    pub restored: Arc<RestoredWindows>,
 }
 
-/// Builds the dataflow in `scope` and returns a probe on the committed output.
-pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Box<dyn Sink>) -> ProbeHandle<EventTime> {
+/// Builds the dataflow in `scope` and returns a probe on the committed
+/// output. Only worker 0 gets the sink.
+pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<Box<dyn Sink>>) -> ProbeHandle<EventTime> {
     let stats = Arc::clone(&plan.source.stats);
-    let partials = source::click_source(scope, plan.source);
+    let out = source::click_source(scope, plan.source);
+    let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
-    let emissions = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock);
+    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored);
     let probe = ProbeHandle::new();
-    let emissions = emissions.probe_with(&probe);
-    commit::commit(emissions, sink, plan.errors);
+    let records = effects.concat(checkpoints).probe_with(&probe);
+    commit::commit(records, sink, plan.errors);
     probe
+}
+
+/// Separates the source's partials from its checkpoints.
+fn split<'scope>(
+    out: Stream<'scope, EventTime, Vec<SourceOut>>,
+) -> (Stream<'scope, EventTime, Vec<(Key, AdPartial)>>, Stream<'scope, EventTime, Vec<Commitable>>) {
+    let partials = out.clone().unary(Pipeline, "Partials", |_, _| {
+        |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    session.give_iterator(batch.iter().filter_map(|o| match o {
+                        SourceOut::Partial(ad, partial) => Some((ad.clone(), partial.clone())),
+                        SourceOut::Checkpoint(_) => None,
+                    }));
+                }
+            })
+        }
+    });
+    let checkpoints = out.unary(Pipeline, "Checkpoints", |_, _| {
+        |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let mut session = output.session(&cap);
+                for batch in data {
+                    session.give_iterator(batch.drain(..).filter_map(|o| match o {
+                        SourceOut::Checkpoint(checkpoint) => Some(Commitable::Checkpoint(checkpoint)),
+                        SourceOut::Partial(..) => None,
+                    }));
+                }
+            })
+        }
+    });
+    (partials.container::<Vec<(Key, AdPartial)>>(), checkpoints.container::<Vec<Commitable>>())
 }

@@ -33,6 +33,21 @@ pub enum Verdict {
     Held { tau: EventTime },
 }
 
+/// Where a partition stands, as an epoch commit stores it: enough to resume
+/// reading and to rebuild the dedup memory by re-reading, never snapshotting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub partition: u32,
+    /// Next offset to read.
+    pub offset: u64,
+    pub max_ts: EventTime,
+    pub floor: EventTime,
+    /// Re-reading from here (without counting) rebuilds every remembered id
+    /// that can still match; `replay_max_ts` is the progress just before it.
+    pub replay_offset: u64,
+    pub replay_max_ts: EventTime,
+}
+
 /// State of one partition.
 pub struct PartitionState {
     pub partition: u32,
@@ -41,11 +56,64 @@ pub struct PartitionState {
     /// Lower bound set while the partition was idle and the frontier moved on.
     floor: EventTime,
     dedup: Dedup,
+    /// Next offset to read.
+    offset: u64,
+    /// `(offset, progress before it)` each time progress enters a new
+    /// second; the oldest one still needed is the dedup replay point.
+    milestones: std::collections::VecDeque<(u64, EventTime)>,
 }
 
 impl PartitionState {
     pub fn new(partition: u32, rules: TimeRules) -> Self {
-        PartitionState { partition, rules, max_ts: 0, floor: 0, dedup: Dedup::new(rules.dedup_horizon_ms) }
+        Self::resume(partition, rules, &Checkpoint { partition, offset: 0, max_ts: 0, floor: 0, replay_offset: 0, replay_max_ts: 0 })
+    }
+
+    /// A partition about to re-read from `from.replay_offset`: call
+    /// [`PartitionState::replay`] for every click up to `from.offset`.
+    pub fn resume(partition: u32, rules: TimeRules, from: &Checkpoint) -> Self {
+        PartitionState {
+            partition,
+            rules,
+            max_ts: from.replay_max_ts,
+            floor: from.floor,
+            dedup: Dedup::new(rules.dedup_horizon_ms),
+            offset: from.replay_offset,
+            milestones: [(from.replay_offset, from.replay_max_ts)].into(),
+        }
+    }
+
+    /// Re-reads a click that an earlier run already counted: it only
+    /// rebuilds the dedup memory and the progress.
+    #[inline]
+    pub fn replay(&mut self, click: &Click) {
+        self.advance(click.ts);
+        self.dedup.is_duplicate(click.request_id, self.max_ts);
+    }
+
+    /// Next offset to read.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    #[inline]
+    fn advance(&mut self, ts: EventTime) {
+        if ts / 1_000 > self.max_ts / 1_000 {
+            self.milestones.push_back((self.offset, self.max_ts));
+        }
+        self.max_ts = self.max_ts.max(ts);
+        self.offset += 1;
+    }
+
+    /// Where the partition stands now.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        let oldest = self.max_ts.saturating_sub(self.rules.dedup_horizon_ms);
+        // Every id read before a milestone whose progress was below `oldest`
+        // can no longer match: keep the last such milestone, drop the rest.
+        while self.milestones.len() > 1 && self.milestones[1].1 < oldest {
+            self.milestones.pop_front();
+        }
+        let (replay_offset, replay_max_ts) = self.milestones[0];
+        Checkpoint { partition: self.partition, offset: self.offset, max_ts: self.max_ts, floor: self.floor, replay_offset, replay_max_ts }
     }
 
     /// The partition's watermark: max event time − slack, never below the
@@ -66,7 +134,7 @@ impl PartitionState {
     #[inline]
     pub fn decide(&mut self, click: &Click) -> Verdict {
         let watermark = self.watermark();
-        self.max_ts = self.max_ts.max(click.ts);
+        self.advance(click.ts);
         if self.dedup.is_duplicate(click.request_id, self.max_ts) {
             return Verdict::Duplicate;
         }
@@ -132,6 +200,24 @@ mod tests {
         let mut p = PartitionState::new(0, RULES);
         p.raise_watermark(200_000);
         assert!(matches!(p.decide(&click(61_000, 1)), Verdict::Restate { tau: 200_000 }));
+    }
+
+    #[test]
+    fn resuming_from_a_checkpoint_decides_like_the_original() {
+        let clicks: Vec<Click> = (0..5_000u64).map(|i| click(i * 97 % 200_000 + i * 50, u128::from(i % 1_700))).collect();
+        let mut original = PartitionState::new(0, RULES);
+        let (before, after) = clicks.split_at(3_000);
+        before.iter().for_each(|c| {
+            original.decide(c);
+        });
+        let checkpoint = original.checkpoint();
+        assert!(checkpoint.replay_offset > 0, "old ids need no replay");
+        let mut resumed = PartitionState::resume(0, RULES, &checkpoint);
+        clicks[checkpoint.replay_offset as usize..3_000].iter().for_each(|c| resumed.replay(c));
+        assert_eq!((resumed.offset(), resumed.max_ts), (checkpoint.offset, checkpoint.max_ts));
+        for c in after {
+            assert_eq!(resumed.decide(c), original.decide(c));
+        }
     }
 
     #[test]

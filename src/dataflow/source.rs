@@ -12,6 +12,7 @@
 //! Reading happens through [`PartitionReader`], so the operator does no I/O
 //! of its own.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ use timely::dataflow::{Scope, Stream};
 use crate::event::{Click, EventTime, Key};
 
 use super::partial::{AdPartial, PreAggregator};
-use super::partition::{PartitionState, TimeRules, Verdict};
+use super::partition::{Checkpoint, PartitionState, TimeRules, Verdict};
 use super::stats::SourceStats;
 
 /// Where a reader stands after a read.
@@ -42,8 +43,16 @@ pub trait PartitionReader {
     fn read(&mut self, out: &mut Vec<Click>, max: usize) -> ReadStatus;
 }
 
-/// Opens the reader of a partition; shared by all workers of a process.
-pub type ReaderFactory = Arc<dyn Fn(u32) -> Box<dyn PartitionReader> + Send + Sync>;
+/// Opens the reader of a partition at an offset; shared by all workers of a process.
+pub type ReaderFactory = Arc<dyn Fn(u32, u64) -> Box<dyn PartitionReader> + Send + Sync>;
+
+/// What the source operator sends: partials, and where its partitions stand
+/// (at the time of the epoch they close, for the epoch commit).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SourceOut {
+    Partial(Key, AdPartial),
+    Checkpoint(Checkpoint),
+}
 
 /// Wall-clock milliseconds since the Unix epoch, injected so tests control it.
 pub type Clock = Arc<dyn Fn() -> EventTime + Send + Sync>;
@@ -64,6 +73,8 @@ pub struct SourceSettings {
     pub readers: ReaderFactory,
     pub clock: Clock,
     pub stats: Arc<SourceStats>,
+    /// Checkpoints of a committed epoch to resume from, by partition.
+    pub resume: Arc<BTreeMap<u32, Checkpoint>>,
 }
 
 struct Owned {
@@ -73,15 +84,12 @@ struct Owned {
 }
 
 /// Builds the source operator of this worker.
-pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSettings) -> Stream<'scope, EventTime, Vec<(Key, AdPartial)>> {
+pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSettings) -> Stream<'scope, EventTime, Vec<SourceOut>> {
     let index = scope.index() as u32;
     let peers = scope.peers() as u32;
     source(scope.clone(), "ClickSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
-        let mut owned: Vec<Owned> = (0..settings.partitions)
-            .filter(|p| p % peers == index)
-            .map(|p| Owned { state: PartitionState::new(p, settings.rules), reader: (settings.readers)(p), status: ReadStatus::More })
-            .collect();
+        let mut owned: Vec<Owned> = (0..settings.partitions).filter(|p| p % peers == index).map(|p| open(p, &settings)).collect();
         let mut pre = PreAggregator::new(settings.distinct_users, settings.rules.allowed_lateness_ms, index as usize);
         let mut cap = Some(capability);
         let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
@@ -99,6 +107,7 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
             match target {
                 None => {
                     flush(&mut pre, current, EventTime::MAX, output);
+                    send_checkpoints(&mut owned, current, output);
                     cap = None;
                     return;
                 }
@@ -109,6 +118,7 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
                         flush(&mut pre, current, epoch, output);
                     }
                     if epoch > *current.time() {
+                        send_checkpoints(&mut owned, current, output);
                         current.downgrade(&epoch);
                         owned.iter_mut().filter(|p| p.status != ReadStatus::More).for_each(|p| p.state.raise_watermark(epoch));
                     }
@@ -121,7 +131,53 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
             }
         }
     })
-    .container::<Vec<(Key, AdPartial)>>()
+    .container::<Vec<SourceOut>>()
+}
+
+/// Opens a partition: from scratch, or from a committed checkpoint, re-reading
+/// the clicks since its dedup replay point without counting them.
+fn open(partition: u32, settings: &SourceSettings) -> Owned {
+    let from = settings.resume.get(&partition).copied().unwrap_or(Checkpoint {
+        partition,
+        offset: 0,
+        max_ts: 0,
+        floor: 0,
+        replay_offset: 0,
+        replay_max_ts: 0,
+    });
+    let mut state = PartitionState::resume(partition, settings.rules, &from);
+    let mut reader = (settings.readers)(partition, from.replay_offset);
+    let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
+    while state.offset() < from.offset {
+        buf.clear();
+        let want = (from.offset - state.offset()).min(READ_BATCH_CLICKS as u64) as usize;
+        let status = reader.read(&mut buf, want);
+        buf.iter().for_each(|click| state.replay(click));
+        assert!(
+            !buf.is_empty() || status == ReadStatus::More,
+            "partition {partition}: the log ends at offset {} before the committed offset {}",
+            state.offset(),
+            from.offset
+        );
+    }
+    assert_eq!(state.checkpoint().max_ts, from.max_ts, "partition {partition}: replay rebuilt the committed progress");
+    Owned { state, reader, status: ReadStatus::More }
+}
+
+/// Sends every owned partition's checkpoint at the epoch being closed.
+fn send_checkpoints(
+    owned: &mut [Owned],
+    cap: &Capability<EventTime>,
+    output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+        '_,
+        EventTime,
+        timely::container::CapacityContainerBuilder<Vec<SourceOut>>,
+    >,
+) {
+    let checkpoints: Vec<SourceOut> = owned.iter_mut().map(|p| SourceOut::Checkpoint(p.state.checkpoint())).collect();
+    if !checkpoints.is_empty() {
+        output.session(cap).give_iterator(checkpoints.into_iter());
+    }
 }
 
 /// Decides and pre-aggregates one batch of a partition's clicks.
@@ -167,12 +223,12 @@ fn flush(
     output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
         '_,
         EventTime,
-        timely::container::CapacityContainerBuilder<Vec<(Key, AdPartial)>>,
+        timely::container::CapacityContainerBuilder<Vec<SourceOut>>,
     >,
 ) {
     let mut partials = pre.flush_on_time(watermark);
     partials.extend(pre.drain_late());
     if !partials.is_empty() {
-        output.session(cap).give_iterator(partials.into_iter());
+        output.session(cap).give_iterator(partials.into_iter().map(|(ad, partial)| SourceOut::Partial(ad, partial)));
     }
 }

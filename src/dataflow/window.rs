@@ -6,6 +6,14 @@
 //! frontier has moved. Rows depend only on which partials carry which time,
 //! never on how they were batched, which is what makes output identical for
 //! any worker count (SEMANTICS.md, "Windows and rows").
+//!
+//! Every effect (a row, a ledger entry, a window's new state) is tagged with
+//! the time it belongs to, whatever frontier step revealed it: an applied
+//! time's effects at that time, a window's finalization at `end + allowed
+//! lateness − 1` (the last time before it is final), an eviction at `end +
+//! restate_within − 1`. An epoch commit through frontier `F` takes exactly the
+//! effects at times below `F`, so the stored state is a consistent cut: it
+//! contains the effect of every input below `F` and of nothing at or above it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,23 +34,41 @@ pub struct KeyedPartial {
     /// Start of the 1m window.
     pub window: EventTime,
     pub lateness: Lateness,
+    /// The identity of the ad partial it came from.
+    pub seq: u64,
     pub agg: Agg,
     pub late_ids: Vec<crate::event::RequestId>,
 }
 
 /// Window identity.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct WinId {
-    end: EventTime,
-    granularity: u64,
-    key_type: KeyType,
-    key: Key,
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WinId {
+    pub end: EventTime,
+    pub granularity: u64,
+    pub key_type: KeyType,
+    pub key: Key,
 }
 
 impl WinId {
     fn start(&self) -> EventTime {
         self.end - self.granularity
     }
+}
+
+/// A window's state as the epoch commit stores it: version 0 while open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowValue {
+    pub agg: Agg,
+    pub version: u32,
+}
+
+/// One effect of the book, at the time it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    Row(Row),
+    Late(LateEntry),
+    /// A window's new state, or `None` once it is forgotten.
+    Window(WinId, Option<WindowValue>),
 }
 
 /// Windows by identity, with an index by (end, granularity) so that closing
@@ -110,11 +136,32 @@ pub struct WindowBook {
     dirty: HashSet<WinId>,
 }
 
-/// What a step of the book produced.
+/// What a step of the book produced: effects with their times, in order.
 #[derive(Default, Debug)]
 pub struct Emitted {
-    pub rows: Vec<Row>,
-    pub late: Vec<LateEntry>,
+    pub effects: Vec<(EventTime, Effect)>,
+}
+
+impl Emitted {
+    fn push(&mut self, time: EventTime, effect: Effect) {
+        self.effects.push((time, effect));
+    }
+
+    /// The rows among the effects.
+    pub fn rows(&self) -> impl Iterator<Item = &Row> {
+        self.effects.iter().filter_map(|(_, e)| match e {
+            Effect::Row(row) => Some(row),
+            _ => None,
+        })
+    }
+
+    /// The late-ledger entries among the effects.
+    pub fn late(&self) -> impl Iterator<Item = &LateEntry> {
+        self.effects.iter().filter_map(|(_, e)| match e {
+            Effect::Late(entry) => Some(entry),
+            _ => None,
+        })
+    }
 }
 
 impl WindowBook {
@@ -127,33 +174,40 @@ impl WindowBook {
     /// ones that travelled at it, too-late ones whose batch it is.
     pub fn apply_time(&mut self, time: EventTime, partials: Vec<KeyedPartial>, out: &mut Emitted) {
         self.finalize_through(time, out);
+        let mut opened = BTreeSet::new();
         let mut restated = BTreeSet::new();
         for partial in partials {
             assert_eq!(partial.lateness.applies_at(time), time, "partials are applied at their batch time");
             match partial.lateness {
-                Lateness::OnTime => self.apply_on_time(time, partial),
+                Lateness::OnTime => self.apply_on_time(time, partial, &mut opened),
                 Lateness::Restate(_) => {
-                    out.late.push(late_entry(&partial, time, false));
-                    self.apply_restating(time, partial, &mut restated);
+                    out.push(time, Effect::Late(late_entry(&partial, time, false)));
+                    self.apply_restating(time, partial, &mut opened, &mut restated);
                 }
-                Lateness::Held(_) => out.late.push(late_entry(&partial, time, true)),
+                Lateness::Held(_) => out.push(time, Effect::Late(late_entry(&partial, time, true))),
             }
+        }
+        for id in opened {
+            let agg = self.open.windows.get(&id).expect("touched windows are open").clone();
+            out.push(time, Effect::Window(id, Some(WindowValue { agg, version: 0 })));
         }
         for id in restated {
             let closed = self.closed.windows.get_mut(&id).expect("restated windows are closed");
             closed.version += 1;
-            out.rows.push(row(&id, &closed.agg, Status::Restated, closed.version));
+            out.push(time, Effect::Row(row(&id, &closed.agg, Status::Restated, closed.version)));
+            out.push(time, Effect::Window(id, Some(WindowValue { agg: closed.agg.clone(), version: closed.version })));
         }
     }
 
-    fn apply_on_time(&mut self, time: EventTime, partial: KeyedPartial) {
+    fn apply_on_time(&mut self, time: EventTime, partial: KeyedPartial, opened: &mut BTreeSet<WinId>) {
         let id = WinId { end: partial.window + MINUTE_MS, granularity: MINUTE_MS, key_type: partial.key_type, key: partial.key };
         assert!(id.end + self.rules.allowed_lateness_ms > time, "an on-time partial at {time} met the final window ending {}", id.end);
         self.open.entry(&id).merge(&partial.agg);
-        self.dirty.insert(id);
+        self.dirty.insert(id.clone());
+        opened.insert(id);
     }
 
-    fn apply_restating(&mut self, time: EventTime, partial: KeyedPartial, restated: &mut BTreeSet<WinId>) {
+    fn apply_restating(&mut self, time: EventTime, partial: KeyedPartial, opened: &mut BTreeSet<WinId>, restated: &mut BTreeSet<WinId>) {
         for &granularity in &self.rules.windows_ms {
             let start = partial.window - partial.window % granularity;
             let id = WinId { end: start + granularity, granularity, key_type: partial.key_type, key: partial.key.clone() };
@@ -163,6 +217,7 @@ impl WindowBook {
                 restated.insert(id);
             } else {
                 self.open.entry(&id).merge(&partial.agg);
+                opened.insert(id);
             }
         }
     }
@@ -178,33 +233,53 @@ impl WindowBook {
         let lateness = self.rules.allowed_lateness_ms;
         while let Some(closing) = self.open.pop_first_due(|end| end + lateness <= frontier) {
             for (id, agg) in closing {
+                let at = id.end + lateness - 1;
                 self.dirty.remove(&id);
                 if id.granularity == MINUTE_MS {
-                    self.roll_up(&id, &agg);
+                    self.roll_up(&id, &agg, at, out);
                 }
-                out.rows.push(row(&id, &agg, Status::Final, 1));
+                out.push(at, Effect::Row(row(&id, &agg, Status::Final, 1)));
                 if self.rules.restate_within_ms.is_some() {
+                    out.push(at, Effect::Window(id.clone(), Some(WindowValue { agg: agg.clone(), version: 1 })));
                     self.closed.insert(id, Closed { agg, version: 1 });
+                } else {
+                    out.push(at, Effect::Window(id, None));
                 }
             }
         }
         let rules = &self.rules;
-        while self.closed.pop_first_due(|end| !restatable_end(rules, end, frontier)).is_some() {}
+        while let Some(evicted) = self.closed.pop_first_due(|end| !restatable_end(rules, end, frontier)) {
+            let within = rules.restate_within_ms.expect("only restatable windows are kept");
+            for (id, _) in evicted {
+                out.push(id.end + within - 1, Effect::Window(id, None));
+            }
+        }
     }
 
-    fn roll_up(&mut self, minute: &WinId, agg: &Agg) {
+    fn roll_up(&mut self, minute: &WinId, agg: &Agg, at: EventTime, out: &mut Emitted) {
         let start = minute.start();
         for &granularity in &self.rules.windows_ms[1..] {
             let end = start - start % granularity + granularity;
             let id = WinId { end, granularity, key_type: minute.key_type, key: minute.key.clone() };
-            self.open.entry(&id).merge(agg);
+            let open = self.open.entry(&id);
+            open.merge(agg);
+            out.push(at, Effect::Window(id, Some(WindowValue { agg: open.clone(), version: 0 })));
         }
     }
 
-    /// Early results: a partial row for every open window changed since the
-    /// last call. A longer window's value is its final 1m windows plus the
-    /// open ones inside it.
-    pub fn early_results(&mut self, out: &mut Emitted) {
+    /// Puts back windows from a committed epoch (open if version 0).
+    pub fn restore(&mut self, id: WinId, value: WindowValue) {
+        if value.version == 0 {
+            self.open.insert(id, value.agg);
+        } else {
+            self.closed.insert(id, Closed { agg: value.agg, version: value.version });
+        }
+    }
+
+    /// Early results: a partial row (at `time`) for every open window changed
+    /// since the last call. A longer window's value is its final 1m windows
+    /// plus the open ones inside it.
+    pub fn early_results(&mut self, time: EventTime, out: &mut Emitted) {
         let mut touched: BTreeSet<WinId> = BTreeSet::new();
         for minute in std::mem::take(&mut self.dirty) {
             let start = minute.start();
@@ -218,7 +293,7 @@ impl WindowBook {
             if id.granularity != MINUTE_MS {
                 self.add_open_minutes(&id, &mut agg);
             }
-            out.rows.push(row(&id, &agg, Status::Partial, 0));
+            out.push(time, Effect::Row(row(&id, &agg, Status::Partial, 0)));
         }
     }
 
@@ -286,6 +361,7 @@ mod tests {
             key: "a".into(),
             window,
             lateness,
+            seq: 0,
             agg: Agg { clicks, users: Default::default() },
             late_ids: vec![],
         }
@@ -297,7 +373,7 @@ mod tests {
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2), partial(60_000, Lateness::OnTime, 3)], &mut out);
         book.finalize_through(u64::MAX, &mut out);
-        let finals: Vec<_> = out.rows.iter().map(|r| (r.granularity_ms, r.window_start, r.clicks)).collect();
+        let finals: Vec<_> = out.rows().map(|r| (r.granularity_ms, r.window_start, r.clicks)).collect();
         assert_eq!(finals, vec![(60_000, 0, 2), (60_000, 60_000, 3), (300_000, 0, 5)]);
     }
 
@@ -307,14 +383,21 @@ mod tests {
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
         book.apply_time(400_000, vec![partial(0, Lateness::Restate(400_000), 1), partial(60_000, Lateness::Restate(400_000), 1)], &mut out);
-        let restated: Vec<_> = out
-            .rows
-            .iter()
-            .filter(|r| r.status == Status::Restated)
-            .map(|r| (r.granularity_ms, r.window_start, r.clicks, r.version))
-            .collect();
+        let restated: Vec<_> =
+            out.rows().filter(|r| r.status == Status::Restated).map(|r| (r.granularity_ms, r.window_start, r.clicks, r.version)).collect();
         assert_eq!(restated, vec![(60_000, 0, 3, 2), (60_000, 60_000, 1, 1), (300_000, 0, 4, 2)]);
-        assert_eq!(out.late.len(), 2);
+        assert_eq!(out.late().count(), 2);
+    }
+
+    #[test]
+    fn effects_belong_to_deterministic_times() {
+        let mut book = WindowBook::new(rules());
+        let mut out = Emitted::default();
+        book.apply_time(1_000, vec![partial(0, Lateness::OnTime, 2)], &mut out);
+        book.finalize_through(u64::MAX, &mut out);
+        let final_minute = out.effects.iter().find(|(_, e)| matches!(e, Effect::Row(r) if r.granularity_ms == 60_000)).unwrap();
+        assert_eq!(final_minute.0, 60_000 + 10_000 - 1, "finalized at the last time before end + lateness");
+        assert!(out.effects.iter().any(|(t, e)| *t == 1_000 && matches!(e, Effect::Window(_, Some(v)) if v.version == 0)));
     }
 
     #[test]
@@ -324,7 +407,7 @@ mod tests {
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
         book.apply_time(100_000, vec![partial(0, Lateness::Restate(100_000), 1)], &mut out);
         book.finalize_through(u64::MAX, &mut out);
-        let five = out.rows.iter().find(|r| r.granularity_ms == 300_000).unwrap();
+        let five = out.rows().find(|r| r.granularity_ms == 300_000).unwrap();
         assert_eq!((five.clicks, five.status, five.version), (3, Status::Final, 1));
     }
 
@@ -333,8 +416,8 @@ mod tests {
         let mut book = WindowBook::new(rules());
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2), partial(60_000, Lateness::OnTime, 3)], &mut out);
-        book.early_results(&mut out);
-        let five = out.rows.iter().find(|r| r.granularity_ms == 300_000).unwrap();
+        book.early_results(0, &mut out);
+        let five = out.rows().find(|r| r.granularity_ms == 300_000).unwrap();
         assert_eq!((five.clicks, five.status), (5, Status::Partial));
     }
 }

@@ -3,35 +3,60 @@
 //! Built on `unary_frontier`, because windows close on frontier progress, not
 //! on data. Partials are stashed by the time they apply at (the time they
 //! travel at, or the batch of too-late ones); once the input frontier passes
-//! a time, that time is complete and handed to the book, in time order. Windows whose end + allowed lateness the frontier has reached
-//! are finalized. Early results go out at a wall-clock interval — they are
+//! a time, that time is complete and handed to the book, in time order.
+//! Windows whose end + allowed lateness the frontier has reached are
+//! finalized. Early results go out at a wall-clock interval — they are
 //! informative only and decide nothing.
+//!
+//! Every effect leaves at the time it belongs to (see `window.rs`), for the
+//! epoch commit. A too-late partial that waits in the stash for a later batch
+//! time is itself state: it is committed as pending when it arrives and
+//! deleted when its batch is applied.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::Stream;
 
-use crate::event::{mix64, EventTime};
-use crate::row::{LateEntry, Row};
+use crate::event::{mix64, EventTime, Key, KeyType};
 
+use super::commit::Commitable;
+use super::partial::Lateness;
 use super::source::Clock;
-use super::window::{Emitted, KeyedPartial, WindowBook, WindowRules};
+use super::window::{Effect, Emitted, KeyedPartial, WinId, WindowBook, WindowRules, WindowValue};
 
-/// What the window operator sends to the commit operator.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Emission {
-    Row(Row),
-    Late(LateEntry),
+/// A too-late partial waiting for its batch time.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PendingKey {
+    pub batch: EventTime,
+    pub key_type: KeyType,
+    pub key: Key,
+    pub window: EventTime,
+    pub seq: u64,
 }
 
-/// Routes a partial to the worker owning its key.
-fn route(partial: &KeyedPartial) -> u64 {
+impl PendingKey {
+    fn of(partial: &KeyedPartial, batch: EventTime) -> PendingKey {
+        PendingKey { batch, key_type: partial.key_type, key: partial.key.clone(), window: partial.window, seq: partial.seq }
+    }
+}
+
+/// Window state of a committed epoch, for the workers to pick their keys from.
+#[derive(Default)]
+pub struct RestoredWindows {
+    pub windows: Vec<(WinId, WindowValue)>,
+    pub pending: Vec<(PendingKey, KeyedPartial)>,
+}
+
+/// The worker owning a key, as a hash (shared by routing and restore).
+pub fn route_key(key_type: KeyType, key: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    partial.key_type.hash(&mut hasher);
-    partial.key.as_str().hash(&mut hasher);
+    key_type.hash(&mut hasher);
+    key.hash(&mut hasher);
     mix64(hasher.finish())
 }
 
@@ -41,19 +66,32 @@ pub fn windows<'scope>(
     rules: WindowRules,
     early_results_ms: u64,
     clock: Clock,
-) -> Stream<'scope, EventTime, Vec<Emission>> {
+    restored: Arc<RestoredWindows>,
+) -> Stream<'scope, EventTime, Vec<Commitable>> {
+    let (index, peers) = (partials.scope().index() as u64, partials.scope().peers() as u64);
+    let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % peers == index;
     partials
-        .unary_frontier(Exchange::new(route), "Windows", move |capability, _info| {
+        .unary_frontier(Exchange::new(|p: &KeyedPartial| route_key(p.key_type, &p.key)), "Windows", move |capability, _info| {
             let mut cap = Some(capability);
             let mut book = WindowBook::new(rules);
             let mut stash: BTreeMap<EventTime, Vec<KeyedPartial>> = BTreeMap::new();
+            for (id, value) in restored.windows.iter().filter(|(id, _)| mine(id.key_type, &id.key)) {
+                book.restore(id.clone(), value.clone());
+            }
+            for (key, partial) in restored.pending.iter().filter(|(k, _)| mine(k.key_type, &k.key)) {
+                stash.entry(key.batch).or_default().push(partial.clone());
+            }
             let mut last_early = clock();
             move |(input, frontier), output| {
+                let mut pending = Vec::new();
                 input.for_each_stamp(|stamp, data| {
                     let Some(&time) = stamp.least() else { return };
                     for partial in data.flat_map(|batch| batch.drain(..)) {
                         let at = partial.lateness.applies_at(time);
                         assert!(at >= time, "a batch time is never before the time a partial travels at");
+                        if at > time {
+                            pending.push((time, Commitable::Pending(PendingKey::of(&partial, at), Some(partial.clone()))));
+                        }
                         stash.entry(at).or_default().push(partial);
                     }
                 });
@@ -65,19 +103,19 @@ pub fn windows<'scope>(
                         break;
                     }
                     let (time, partials) = entry.remove_entry();
+                    for partial in partials.iter().filter(|p| !matches!(p.lateness, Lateness::OnTime)) {
+                        pending.push((time, Commitable::Pending(PendingKey::of(partial, time), None)));
+                    }
                     book.apply_time(time, partials, &mut out);
                 }
                 book.finalize_through(limit, &mut out);
                 let now = clock();
                 if now >= last_early + early_results_ms {
-                    book.early_results(&mut out);
+                    book.early_results(*held.time(), &mut out);
                     last_early = now;
                 }
-                if !out.rows.is_empty() || !out.late.is_empty() {
-                    let rows = out.rows.into_iter().map(Emission::Row);
-                    let late = out.late.into_iter().map(Emission::Late);
-                    output.session(held).give_iterator(rows.chain(late));
-                }
+                let effects = out.effects.into_iter().map(|(time, effect)| (time, Commitable::Effect(effect)));
+                send_by_time(held, pending.into_iter().chain(effects), output);
                 if limit == EventTime::MAX {
                     cap = None;
                 } else if limit > *held.time() {
@@ -85,5 +123,34 @@ pub fn windows<'scope>(
                 }
             }
         })
-        .container::<Vec<Emission>>()
+        .container::<Vec<Commitable>>()
+}
+
+/// Sends each record at its own time, in order within a time.
+fn send_by_time(
+    held: &timely::dataflow::operators::Capability<EventTime>,
+    records: impl Iterator<Item = (EventTime, Commitable)>,
+    output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+        '_,
+        EventTime,
+        timely::container::CapacityContainerBuilder<Vec<Commitable>>,
+    >,
+) {
+    let mut by_time: BTreeMap<EventTime, Vec<Commitable>> = BTreeMap::new();
+    for (time, record) in records {
+        by_time.entry(time).or_default().push(record);
+    }
+    for (time, records) in by_time {
+        assert!(time >= *held.time(), "effects never belong before the held capability");
+        let at = held.delayed(&time);
+        output.session(&at).give_iterator(records.into_iter());
+    }
+}
+
+/// A window effect's state key and value, for restore.
+pub fn effect_state(effect: &Effect) -> Option<(&WinId, Option<&WindowValue>)> {
+    match effect {
+        Effect::Window(id, value) => Some((id, value.as_ref())),
+        _ => None,
+    }
 }

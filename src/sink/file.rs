@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::{Epoch, Sink, SinkError};
+use super::{Epoch, EpochBatch, Sink, SinkError};
 use crate::row::{format_uuid, granularity_label, LateEntry, Row, Status};
 
 struct Files {
@@ -104,9 +104,9 @@ fn late_line(entry: &LateEntry, out: &mut Vec<u8>) {
 }
 
 impl Sink for FileSink {
-    fn stage(&mut self, _epoch: Epoch, rows: &[Row], late: &[LateEntry]) -> Result<(), SinkError> {
-        rows.iter().for_each(|row| row_line(row, &mut self.staged));
-        late.iter().for_each(|entry| late_line(entry, &mut self.staged_late));
+    fn stage(&mut self, _epoch: Epoch, batch: &EpochBatch) -> Result<(), SinkError> {
+        batch.rows.iter().for_each(|row| row_line(row, &mut self.staged));
+        batch.late.iter().for_each(|entry| late_line(entry, &mut self.staged_late));
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::{Epoch, Sink, SinkError};
+use super::{Epoch, EpochBatch, Sink, SinkError};
 use crate::row::{LateEntry, Row};
 
 /// Everything committed, in commit order; shared by the workers of a process.
@@ -33,9 +33,9 @@ impl MemorySink {
 }
 
 impl Sink for MemorySink {
-    fn stage(&mut self, _epoch: Epoch, rows: &[Row], late: &[LateEntry]) -> Result<(), SinkError> {
-        self.staged_rows.extend_from_slice(rows);
-        self.staged_late.extend_from_slice(late);
+    fn stage(&mut self, _epoch: Epoch, batch: &EpochBatch) -> Result<(), SinkError> {
+        self.staged_rows.extend_from_slice(&batch.rows);
+        self.staged_late.extend_from_slice(&batch.late);
         Ok(())
     }
 

@@ -1,8 +1,8 @@
 //! Sinks: where committed epochs go.
 //!
-//! The commit operator hands every worker's sink the rows and late-ledger
-//! entries of an epoch (`stage`) and then declares the epoch complete
-//! (`commit`). A sink must make an epoch visible only at `commit`, and all of
+//! The commit operator (on worker 0) hands the sink everything an epoch
+//! commits (`stage`: rows, late-ledger entries, window state, partition
+//! checkpoints) and then declares the epoch complete (`commit`). A sink must make an epoch visible only at `commit`, and all of
 //! it: this is the contract the durable stores implement as one transaction
 //! (embedded) or staged batches plus a commit record (Cassandra).
 
@@ -12,7 +12,7 @@ pub mod memory;
 pub use file::FileSink;
 pub use memory::MemorySink;
 
-use crate::row::{LateEntry, Row};
+pub use crate::dataflow::commit::EpochBatch;
 
 /// A step of the frontier: all rows emitted at timely time `e`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,15 +22,14 @@ pub struct Epoch(pub u64);
 pub enum SinkError {
     #[error("sink {target}: {source}")]
     Io { target: String, source: std::io::Error },
+    #[error("store: {0}")]
+    Store(String),
 }
 
-/// One worker's handle on the output.
+/// The output of a job: one per job, driven by the commit operator.
 pub trait Sink {
-    /// Adds rows and late entries to the epoch being staged.
-    fn stage(&mut self, epoch: Epoch, rows: &[Row], late: &[LateEntry]) -> Result<(), SinkError>;
-    /// Makes everything staged for `epoch` (and before) visible.
+    /// Stages everything epoch `epoch` commits.
+    fn stage(&mut self, epoch: Epoch, batch: &EpochBatch) -> Result<(), SinkError>;
+    /// Makes everything staged for `epoch` (and before) visible, all of it.
     fn commit(&mut self, epoch: Epoch) -> Result<(), SinkError>;
 }
-
-/// Creates the sink of a worker, by worker index.
-pub type SinkFactory = std::sync::Arc<dyn Fn(usize) -> Box<dyn Sink> + Send + Sync>;

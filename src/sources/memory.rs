@@ -11,8 +11,9 @@ pub struct VecReader {
 }
 
 impl VecReader {
-    pub fn new(clicks: Vec<Click>) -> Self {
-        VecReader { clicks, offset: 0 }
+    /// Reads `clicks` from `offset` on.
+    pub fn new(clicks: Vec<Click>, offset: u64) -> Self {
+        VecReader { offset: (offset as usize).min(clicks.len()), clicks }
     }
 }
 
