@@ -20,7 +20,7 @@
 //!   acknowledged. An append that returned an error, or never returned, may
 //!   be absent, partly present or wholly present after a restart: the caller
 //!   retries it and the job's dedup by request id absorbs the repeat.
-//! - Concurrent appends share fsyncs (group commit, [`group`]): one write
+//! - Concurrent appends share fsyncs (group commit, `group.rs`): one write
 //!   and one fsync per partition per batch, however many appends it holds.
 //! - Readers ([`LogReader`]) and [`Log::end_offsets`] see only fsynced
 //!   records, so nothing a reader has seen can be lost.
