@@ -1,0 +1,569 @@
+//! The embedded store: committed epochs in one local redb file, the
+//! single-machine stand-in for Cassandra.
+//!
+//! `dir/store.redb` holds six tables (keys are redb tuples, values the fixed
+//! layouts of `embedded/codec.rs`):
+//!
+//! | table          | key                                                   | value                                        |
+//! |----------------|-------------------------------------------------------|----------------------------------------------|
+//! | `rows`         | key type, key, granularity, window start              | latest row, the epoch that wrote it, sketch  |
+//! | `row_versions` | the same + version                                    | the final / restated row of that version     |
+//! | `late`         | key type, key, window start, batch, request id        | held flag                                    |
+//! | `epochs`       | `"last"`                                              | epoch, generation, partition checkpoints     |
+//! | `state`        | opaque key chosen by the dataflow                     | opaque open-window state                     |
+//! | `meta`         | `"format_version"`, `"generation"`                    | u64                                          |
+//!
+//! **Why redb.** It is pure Rust (no C toolchain, unlike RocksDB or SQLite
+//! bindings), maintained, and ACID: a write transaction is applied whole or
+//! not at all, and readers work on MVCC snapshots that only ever contain
+//! committed transactions. A reader therefore sees an epoch before or after
+//! its commit, never half of it, without any locking on our side.
+//!
+//! **Durability.** Every epoch is one write transaction with
+//! [`Durability::Immediate`]: when [`EpochStore::commit`] returns `Ok`, the
+//! epoch is on disk. The file is opened in redb's
+//! [`ConcurrencyMode::SingleWriter`], so that `tally` commands in other
+//! processes can read it while the job writes; in that mode redb always
+//! commits in two phases (data and commit slot fsynced, then the primary flag
+//! flipped and fsynced), and a reader in another process never sees a commit
+//! before its flush completed. The cost is two fsyncs per epoch instead of
+//! redb's single-process one.
+//!
+//! **What the store guarantees** (beyond the trait's, see [`super`]):
+//!
+//! - One writer per directory: [`EmbeddedStore::open`] holds an exclusive
+//!   lock on `dir/LOCK` (recording its pid) for the store's lifetime and that
+//!   of every [`EmbeddedReader`] made from it; a second open, in this or
+//!   another process, fails with [`StoreError::Locked`].
+//! - Readers without the lock: [`EmbeddedStore::open_read_only`] (export,
+//!   verify, query) sees committed transactions only, and each
+//!   [`Snapshot`] is one consistent point in the commit history. A file left
+//!   unrepaired by a crash cannot be opened read-only until the job's next
+//!   [`EmbeddedStore::open`] repairs it.
+//! - Reads of the ledger by window and sweeps scan their whole table: they
+//!   serve export, verify and retention, not the hot path.
+
+mod codec;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use self::codec::{decode_last, decode_row, encode_last, encode_row, key_type_code, key_type_of, LastCommit};
+use super::{EpochCommit, EpochStore, PartitionCheckpoint, Recovered, RowFilter, StoreError, StoredRow, WindowKey};
+use crate::event::EventTime;
+use crate::row::{LateEntry, Row, Status};
+
+/// The redb file inside a store directory.
+pub const STORE_FILE: &str = "store.redb";
+/// The lock file inside a store directory; holds the writer's pid.
+pub const LOCK_FILE: &str = "LOCK";
+/// Version of the table layout and value encodings (`embedded/codec.rs`).
+pub const FORMAT_VERSION: u64 = 1;
+/// Upper bound of redb's page cache per open handle.
+pub const CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+const ROWS: TableDefinition<(u8, &str, u64, u64), &[u8]> = TableDefinition::new("rows");
+const ROW_VERSIONS: TableDefinition<(u8, &str, u64, u64, u32), &[u8]> = TableDefinition::new("row_versions");
+const LATE: TableDefinition<(u8, &str, u64, u64, u128), bool> = TableDefinition::new("late");
+const EPOCHS: TableDefinition<&str, &[u8]> = TableDefinition::new("epochs");
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const LAST: &str = "last";
+const META_FORMAT: &str = "format_version";
+const META_GENERATION: &str = "generation";
+
+/// The writable store of one directory; the only writer while it lives.
+pub struct EmbeddedStore {
+    writable: Arc<Writable>,
+    reader: EmbeddedReader,
+}
+
+/// The writable database and the directory lock. Fields drop in order: the
+/// database is closed before the lock is released.
+struct Writable {
+    db: Database,
+    _lock: File,
+}
+
+/// Read access to committed data; cheap to clone and send to other threads.
+#[derive(Clone)]
+pub struct EmbeddedReader {
+    handle: Handle,
+    target: Arc<str>,
+}
+
+#[derive(Clone)]
+enum Handle {
+    /// Shares the writer's database (and keeps its lock alive).
+    Writable(Arc<Writable>),
+    /// A read-only handle that does not take the lock.
+    ReadOnly(Arc<ReadOnlyDatabase>),
+}
+
+/// One committed state of the store: every read through it sees the same
+/// epochs, whatever is committed meanwhile.
+pub struct Snapshot {
+    txn: ReadTransaction,
+    target: Arc<str>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir` and locks it.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        let lock = lock_dir(dir)?;
+        let path = dir.join(STORE_FILE);
+        let target: Arc<str> = path.display().to_string().into();
+        let db = builder().create(&path).or_store(&target)?;
+        initialize(&db, &target)?;
+        let writable = Arc::new(Writable { db, _lock: lock });
+        let reader = EmbeddedReader { handle: Handle::Writable(writable.clone()), target };
+        Ok(EmbeddedStore { writable, reader })
+    }
+
+    /// Opens the store in `dir` for reading only, without the lock, beside a
+    /// running writer if there is one.
+    pub fn open_read_only(dir: &Path) -> Result<EmbeddedReader, StoreError> {
+        let path = dir.join(STORE_FILE);
+        let target: Arc<str> = path.display().to_string().into();
+        if !path.exists() {
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no store here");
+            return Err(StoreError::Io { path, source });
+        }
+        let db = builder().open_read_only(&path).or_store(&target)?;
+        let reader = EmbeddedReader { handle: Handle::ReadOnly(Arc::new(db)), target };
+        let snapshot = reader.snapshot()?;
+        check_format(&snapshot.txn.open_table(META).or_store(&reader.target)?, &reader.target)?;
+        Ok(reader)
+    }
+
+    /// A reader sharing this store's database (for query threads).
+    pub fn reader(&self) -> EmbeddedReader {
+        self.reader.clone()
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.reader.snapshot()
+    }
+
+    pub fn rows(&self, filter: &RowFilter) -> Result<Vec<Row>, StoreError> {
+        self.reader.rows(filter)
+    }
+
+    pub fn all_rows(&self) -> Result<Vec<Row>, StoreError> {
+        self.reader.all_rows()
+    }
+
+    pub fn row_history(&self, window: &WindowKey) -> Result<Vec<Row>, StoreError> {
+        self.reader.row_history(window)
+    }
+
+    pub fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
+        self.reader.late_entries(from, to)
+    }
+
+    /// Deletes the rows, versions and ledger entries of every window that
+    /// starts before the event time `older_than_ms`, in one transaction.
+    /// Returns how many records went. See [`super::DEFAULT_RETENTION_MS`].
+    pub fn sweep(&mut self, older_than_ms: EventTime) -> Result<usize, StoreError> {
+        let target = &self.reader.target;
+        let txn = self.begin_write()?;
+        let mut removed = 0;
+        {
+            let mut rows = txn.open_table(ROWS).or_store(target)?;
+            for entry in rows.extract_if(|(_, _, _, start), _| start < older_than_ms).or_store(target)? {
+                entry.or_store(target)?;
+                removed += 1;
+            }
+            let mut versions = txn.open_table(ROW_VERSIONS).or_store(target)?;
+            for entry in versions.extract_if(|(_, _, _, start, _), _| start < older_than_ms).or_store(target)? {
+                entry.or_store(target)?;
+                removed += 1;
+            }
+            let mut late = txn.open_table(LATE).or_store(target)?;
+            for entry in late.extract_if(|(_, _, start, _, _), _| start < older_than_ms).or_store(target)? {
+                entry.or_store(target)?;
+                removed += 1;
+            }
+        }
+        txn.commit().or_store(target)?;
+        Ok(removed)
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.writable.db.begin_write().or_store(&self.reader.target)?;
+        txn.set_durability(Durability::Immediate).or_store(&self.reader.target)?;
+        Ok(txn)
+    }
+
+    /// Writes `commit` into `txn` without committing it: the whole epoch or,
+    /// if this fails or panics and `txn` is dropped, nothing.
+    fn apply(txn: &WriteTransaction, commit: &EpochCommit, target: &str) -> Result<(), StoreError> {
+        let current = stored_generation(&txn.open_table(META).or_store(target)?, target)?;
+        if commit.generation < current {
+            return Err(StoreError::Fenced { target: target.to_string(), generation: commit.generation, current });
+        }
+        assert_eq!(commit.generation, current, "commit of generation {} that was never begun", commit.generation);
+        let mut epochs = txn.open_table(EPOCHS).or_store(target)?;
+        let last = read_last(&epochs, target)?;
+        if let Some(last) = &last {
+            assert!(commit.epoch > last.epoch, "epoch {} committed after epoch {}", commit.epoch, last.epoch);
+        }
+        let stored = last.map(|last| last.partitions).unwrap_or_default();
+        let partitions = advance_checkpoints(stored, &commit.partitions);
+        write_rows(txn, commit.epoch, &commit.rows, target)?;
+        write_late(txn, &commit.late, target)?;
+        let mut state = txn.open_table(STATE).or_store(target)?;
+        for (key, value) in &commit.state_upserts {
+            state.insert(key.as_slice(), value.as_slice()).or_store(target)?;
+        }
+        for key in &commit.state_deletes {
+            state.remove(key.as_slice()).or_store(target)?;
+        }
+        let last = LastCommit { epoch: commit.epoch, generation: commit.generation, partitions };
+        epochs.insert(LAST, encode_last(&last).as_slice()).or_store(target)?;
+        Ok(())
+    }
+}
+
+impl EpochStore for EmbeddedStore {
+    fn begin_generation(&mut self) -> Result<u64, StoreError> {
+        let target = &self.reader.target;
+        let txn = self.begin_write()?;
+        let generation = {
+            let mut meta = txn.open_table(META).or_store(target)?;
+            let generation = stored_generation(&meta, target)? + 1;
+            meta.insert(META_GENERATION, generation).or_store(target)?;
+            generation
+        };
+        txn.commit().or_store(target)?;
+        Ok(generation)
+    }
+
+    fn commit(&mut self, commit: EpochCommit) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        EmbeddedStore::apply(&txn, &commit, &self.reader.target)?;
+        txn.commit().or_store(&self.reader.target)
+    }
+
+    fn last_committed(&self) -> Result<Option<Recovered>, StoreError> {
+        self.reader.last_committed()
+    }
+}
+
+impl EmbeddedReader {
+    /// A consistent view of everything committed so far.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let txn = match &self.handle {
+            Handle::Writable(writable) => writable.db.begin_read(),
+            Handle::ReadOnly(db) => db.begin_read(),
+        };
+        Ok(Snapshot { txn: txn.or_store(&self.target)?, target: self.target.clone() })
+    }
+
+    pub fn rows(&self, filter: &RowFilter) -> Result<Vec<Row>, StoreError> {
+        self.snapshot()?.rows(filter)
+    }
+
+    pub fn all_rows(&self) -> Result<Vec<Row>, StoreError> {
+        self.snapshot()?.all_rows()
+    }
+
+    pub fn row_history(&self, window: &WindowKey) -> Result<Vec<Row>, StoreError> {
+        self.snapshot()?.row_history(window)
+    }
+
+    pub fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
+        self.snapshot()?.late_entries(from, to)
+    }
+
+    pub fn last_committed(&self) -> Result<Option<Recovered>, StoreError> {
+        self.snapshot()?.last_committed()
+    }
+}
+
+impl Snapshot {
+    /// The latest row of each matching window, by window start.
+    pub fn rows(&self, filter: &RowFilter) -> Result<Vec<Row>, StoreError> {
+        if filter.from >= filter.to {
+            return Ok(Vec::new());
+        }
+        let code = key_type_code(filter.key_type);
+        let (key, granularity) = (filter.key.as_str(), filter.granularity_ms);
+        let table = self.txn.open_table(ROWS).or_store(&self.target)?;
+        let range = table.range((code, key, granularity, filter.from)..(code, key, granularity, filter.to));
+        range
+            .or_store(&self.target)?
+            .map(|entry| {
+                let (key, value) = entry.or_store(&self.target)?;
+                self.row(key.value(), value.value())
+            })
+            .collect()
+    }
+
+    /// The latest row of every window, in key order, streamed.
+    pub fn iter_rows(&self) -> Result<impl Iterator<Item = Result<Row, StoreError>> + '_, StoreError> {
+        let table = self.txn.open_table(ROWS).or_store(&self.target)?;
+        let range = table.range::<(u8, &str, u64, u64)>(..).or_store(&self.target)?;
+        Ok(range.map(|entry| {
+            let (key, value) = entry.or_store(&self.target)?;
+            self.row(key.value(), value.value())
+        }))
+    }
+
+    /// The latest row of every window, in key order.
+    pub fn all_rows(&self) -> Result<Vec<Row>, StoreError> {
+        self.iter_rows()?.collect()
+    }
+
+    /// Every final and restated version of one window, oldest first.
+    pub fn row_history(&self, window: &WindowKey) -> Result<Vec<Row>, StoreError> {
+        let code = key_type_code(window.key_type);
+        let (key, granularity, start) = (window.key.as_str(), window.granularity_ms, window.window_start);
+        let table = self.txn.open_table(ROW_VERSIONS).or_store(&self.target)?;
+        let range = table.range((code, key, granularity, start, 0)..=(code, key, granularity, start, u32::MAX));
+        range
+            .or_store(&self.target)?
+            .map(|entry| {
+                let (key, value) = entry.or_store(&self.target)?;
+                let (code, key, granularity, start, _) = key.value();
+                self.row((code, key, granularity, start), value.value())
+            })
+            .collect()
+    }
+
+    /// Ledger entries of 1m windows starting in `[from, to)`: one entry per
+    /// key, window, batch and held flag, request ids ascending.
+    pub fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
+        let table = self.txn.open_table(LATE).or_store(&self.target)?;
+        let mut grouped = BTreeMap::new();
+        for entry in table.range::<(u8, &str, u64, u64, u128)>(..).or_store(&self.target)? {
+            let (key, held) = entry.or_store(&self.target)?;
+            let (code, key, start, batch, request_id) = key.value();
+            if (from..to).contains(&start) {
+                let key_type = key_type_of(code).ok_or_else(|| self.corrupt(format!("key type {code}")))?;
+                grouped.entry((key_type, key.into(), start, batch, held.value())).or_insert_with(Vec::new).push(request_id);
+            }
+        }
+        let entries = grouped.into_iter().map(|((key_type, key, window_start, batch, held), request_ids)| LateEntry {
+            key_type,
+            key,
+            window_start,
+            batch,
+            held,
+            request_ids,
+        });
+        Ok(entries.collect())
+    }
+
+    /// The last committed epoch with every checkpoint and all state.
+    pub fn last_committed(&self) -> Result<Option<Recovered>, StoreError> {
+        let epochs = self.txn.open_table(EPOCHS).or_store(&self.target)?;
+        let Some(last) = read_last(&epochs, &self.target)? else {
+            return Ok(None);
+        };
+        let table = self.txn.open_table(STATE).or_store(&self.target)?;
+        let state = table
+            .range::<&[u8]>(..)
+            .or_store(&self.target)?
+            .map(|entry| {
+                let (key, value) = entry.or_store(&self.target)?;
+                Ok((key.value().to_vec(), value.value().to_vec()))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(Recovered { epoch: last.epoch, generation: last.generation, partitions: last.partitions, state }))
+    }
+
+    fn row(&self, (code, key, granularity_ms, window_start): (u8, &str, u64, u64), value: &[u8]) -> Result<Row, StoreError> {
+        let key_type = key_type_of(code).ok_or_else(|| self.corrupt(format!("key type {code}")))?;
+        let value = decode_row(value).ok_or_else(|| self.corrupt(format!("row {key}@{window_start}")))?;
+        Ok(Row {
+            key_type,
+            key: key.into(),
+            granularity_ms,
+            window_start,
+            clicks: value.clicks,
+            distinct_users: value.distinct_users,
+            status: value.status,
+            version: value.version,
+        })
+    }
+
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError::Corrupt { target: self.target.to_string(), what }
+    }
+}
+
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    builder.set_cache_size(CACHE_BYTES).set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    builder
+}
+
+/// Takes the exclusive lock on `dir/LOCK` and records this process in it.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let io = |source| StoreError::Io { path: path.clone(), source };
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let pid = file.read_to_string(&mut holder).ok().and_then(|_| holder.trim().parse().ok());
+            return Err(StoreError::Locked { path, pid });
+        }
+        Err(TryLockError::Error(source)) => return Err(io(source)),
+    }
+    file.set_len(0).map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
+}
+
+/// Creates every table and the meta entries of a new store; checks the
+/// format of an existing one.
+fn initialize(db: &Database, target: &str) -> Result<(), StoreError> {
+    let mut txn = db.begin_write().or_store(target)?;
+    txn.set_durability(Durability::Immediate).or_store(target)?;
+    {
+        let mut meta = txn.open_table(META).or_store(target)?;
+        if meta.get(META_FORMAT).or_store(target)?.is_none() {
+            meta.insert(META_FORMAT, FORMAT_VERSION).or_store(target)?;
+            meta.insert(META_GENERATION, 0).or_store(target)?;
+        }
+        check_format(&meta, target)?;
+        txn.open_table(ROWS).or_store(target)?;
+        txn.open_table(ROW_VERSIONS).or_store(target)?;
+        txn.open_table(LATE).or_store(target)?;
+        txn.open_table(EPOCHS).or_store(target)?;
+        txn.open_table(STATE).or_store(target)?;
+    }
+    txn.commit().or_store(target)
+}
+
+fn check_format(meta: &impl ReadableTable<&'static str, u64>, target: &str) -> Result<(), StoreError> {
+    let found = meta.get(META_FORMAT).or_store(target)?.map(|v| v.value()).unwrap_or(0);
+    if found != FORMAT_VERSION {
+        return Err(StoreError::Format { target: target.to_string(), found, expected: FORMAT_VERSION });
+    }
+    Ok(())
+}
+
+fn stored_generation(meta: &impl ReadableTable<&'static str, u64>, target: &str) -> Result<u64, StoreError> {
+    let generation = meta.get(META_GENERATION).or_store(target)?;
+    generation.map(|g| g.value()).ok_or_else(|| StoreError::Corrupt { target: target.to_string(), what: "meta: no generation".into() })
+}
+
+fn read_last(epochs: &impl ReadableTable<&'static str, &'static [u8]>, target: &str) -> Result<Option<LastCommit>, StoreError> {
+    let Some(value) = epochs.get(LAST).or_store(target)? else {
+        return Ok(None);
+    };
+    let last = decode_last(value.value());
+    last.map(Some).ok_or_else(|| StoreError::Corrupt { target: target.to_string(), what: "last commit record".into() })
+}
+
+/// The stored checkpoints with this epoch's applied: every listed partition
+/// moves forward (asserted), the others keep theirs.
+fn advance_checkpoints(stored: Vec<PartitionCheckpoint>, advanced: &[PartitionCheckpoint]) -> Vec<PartitionCheckpoint> {
+    let mut by_partition: BTreeMap<u32, PartitionCheckpoint> = stored.into_iter().map(|c| (c.partition, c)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for next in advanced {
+        assert!(seen.insert(next.partition), "partition {} checkpointed twice in one epoch", next.partition);
+        assert!(
+            next.dedup_replay_offset <= next.offset,
+            "partition {}: dedup replay offset {} beyond offset {}",
+            next.partition,
+            next.dedup_replay_offset,
+            next.offset
+        );
+        if let Some(prev) = by_partition.get(&next.partition) {
+            assert!(next.offset >= prev.offset, "partition {}: offset went back from {} to {}", next.partition, prev.offset, next.offset);
+        }
+        by_partition.insert(next.partition, *next);
+    }
+    by_partition.into_values().collect()
+}
+
+/// Applies rows in order. Partial rows only overwrite the latest row, and
+/// never a settled one; final and restated rows also go to the history.
+fn write_rows(txn: &WriteTransaction, epoch: u64, rows: &[StoredRow], target: &str) -> Result<(), StoreError> {
+    let mut latest = txn.open_table(ROWS).or_store(target)?;
+    let mut versions = txn.open_table(ROW_VERSIONS).or_store(target)?;
+    for StoredRow { row, sketch } in rows {
+        assert_version_matches_status(row);
+        let id = (key_type_code(row.key_type), row.key.as_str(), row.granularity_ms, row.window_start);
+        let stored = match latest.get(id).or_store(target)? {
+            Some(value) => {
+                let value = decode_row(value.value());
+                let value = value.ok_or_else(|| StoreError::Corrupt { target: target.to_string(), what: format!("row {}", row.key) })?;
+                Some((value.status, value.version, value.clicks, value.distinct_users))
+            }
+            None => None,
+        };
+        let settled = stored.filter(|&(status, ..)| status != Status::Partial);
+        if let Some((_, version, clicks, distinct_users)) = settled {
+            if row.status == Status::Partial {
+                assert!(row.clicks <= clicks, "partial row of {} newer than its settled row: {row:?}", row.key);
+                continue;
+            }
+            assert!(row.version >= version, "row {row:?} older than stored version {version}");
+            if row.version == version {
+                assert_eq!(
+                    (row.clicks, row.distinct_users),
+                    (clicks, distinct_users),
+                    "version {version} of {} rewritten with other values",
+                    row.key
+                );
+            }
+        }
+        let value = encode_row(row, epoch, sketch);
+        if row.status != Status::Partial {
+            let versioned = (id.0, id.1, id.2, id.3, row.version);
+            versions.insert(versioned, value.as_slice()).or_store(target)?;
+        }
+        latest.insert(id, value.as_slice()).or_store(target)?;
+    }
+    Ok(())
+}
+
+fn assert_version_matches_status(row: &Row) {
+    let ok = match row.status {
+        Status::Partial => row.version == 0,
+        Status::Final => row.version == 1,
+        Status::Restated => row.version >= 2,
+    };
+    assert!(ok, "row with status {:?} and version {}: {row:?}", row.status, row.version);
+}
+
+fn write_late(txn: &WriteTransaction, late: &[LateEntry], target: &str) -> Result<(), StoreError> {
+    let mut table = txn.open_table(LATE).or_store(target)?;
+    for entry in late {
+        let code = key_type_code(entry.key_type);
+        for &request_id in &entry.request_ids {
+            let key = (code, entry.key.as_str(), entry.window_start, entry.batch, request_id);
+            table.insert(key, entry.held).or_store(target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Turns redb's errors into [`StoreError::Backend`] naming the store file.
+trait OrStore<T> {
+    fn or_store(self, target: &str) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> OrStore<T> for Result<T, E> {
+    fn or_store(self, target: &str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::Backend { target: target.to_string(), source: Box::new(e.into()) })
+    }
+}

@@ -1,0 +1,159 @@
+//! Stores: where committed epochs live.
+//!
+//! An epoch commit is everything one epoch of the job produced and everything
+//! a restarted job needs to resume after it: the window rows that changed (as
+//! absolute values), the late-ledger entries, every partition's checkpoint
+//! (offset, watermark inputs, dedup replay offset) and the keyed open-window
+//! state. A store applies an [`EpochCommit`] all or nothing, and readers see
+//! either all of an epoch or none of it.
+//!
+//! The types here are backend-neutral: the embedded store ([`embedded`], one
+//! redb transaction per epoch) implements [`EpochStore`], and a Cassandra store
+//! (staged batches plus a commit record, see DESIGN.md "Exactly-once") is meant
+//! to implement the same trait.
+//!
+//! What every store guarantees to the job:
+//!
+//! - **Atomic epochs.** After a crash, [`EpochStore::last_committed`] returns
+//!   the last epoch whose commit returned `Ok`, with exactly the rows, ledger,
+//!   checkpoints and state of the epochs up to it.
+//! - **Order.** Epochs are committed in strictly increasing order, and no
+//!   partition's offset moves backwards; both are asserted, since a violation
+//!   is a bug in the job, not bad input.
+//! - **Fencing.** A commit of a generation older than the newest one handed
+//!   out by [`EpochStore::begin_generation`] is refused with
+//!   [`StoreError::Fenced`]; a restarted job therefore cannot be overwritten
+//!   by a zombie of its previous run.
+//! - **Settled rows stay settled.** A `partial` row never replaces a `final`
+//!   or `restated` one, and every settled version stays readable in the
+//!   history until retention removes its window.
+
+pub mod embedded;
+
+pub use embedded::{EmbeddedReader, EmbeddedStore, Snapshot};
+
+use std::path::PathBuf;
+
+use crate::event::{EventTime, Key, KeyType};
+use crate::row::{LateEntry, Row};
+
+/// How long the job keeps rows, versions and ledger entries by default: two
+/// years of event time (365-day years).
+pub const DEFAULT_RETENTION_MS: u64 = 2 * 365 * 24 * 3_600_000;
+
+/// Everything one epoch commits, all or nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EpochCommit {
+    /// Strictly increasing across commits (asserted).
+    pub epoch: u64,
+    /// The committing job's generation: refused if below the stored one.
+    pub generation: u64,
+    /// Window rows emitted this epoch, with absolute values, in emission
+    /// order.
+    pub rows: Vec<StoredRow>,
+    /// Late-ledger entries of this epoch.
+    pub late: Vec<LateEntry>,
+    /// Checkpoints of the partitions this epoch advanced. Partitions not
+    /// listed keep their stored checkpoint.
+    pub partitions: Vec<PartitionCheckpoint>,
+    /// Opaque open-window state, keyed by the dataflow (keys are not tied to
+    /// a worker, so a restart may use another worker count).
+    pub state_upserts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// State keys to remove, applied after the upserts.
+    pub state_deletes: Vec<Vec<u8>>,
+}
+
+/// A window row as stored: the row and its distinct-user sketch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRow {
+    pub row: Row,
+    /// Opaque sketch bytes; may be empty.
+    pub sketch: Vec<u8>,
+}
+
+/// Where one log partition stands after an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionCheckpoint {
+    pub partition: u32,
+    /// Offset of the next click to read; never moves backwards.
+    pub offset: u64,
+    /// Largest event time read (the watermark is derived from it).
+    pub max_ts: EventTime,
+    /// The partition's idle floor.
+    pub floor: EventTime,
+    /// Where to start reading to rebuild the dedup memory; at most `offset`.
+    pub dedup_replay_offset: u64,
+    /// The partition's progress (`max_ts`) just before `dedup_replay_offset`.
+    pub dedup_replay_max_ts: EventTime,
+}
+
+/// What a restarting job resumes from: the last committed epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    pub epoch: u64,
+    /// The generation that committed `epoch`.
+    pub generation: u64,
+    /// Every partition ever checkpointed, by partition.
+    pub partitions: Vec<PartitionCheckpoint>,
+    /// All open-window state, by key.
+    pub state: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The identity of one window of one key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WindowKey {
+    pub key_type: KeyType,
+    pub key: Key,
+    pub granularity_ms: u64,
+    pub window_start: EventTime,
+}
+
+impl WindowKey {
+    pub fn of(row: &Row) -> WindowKey {
+        WindowKey { key_type: row.key_type, key: row.key.clone(), granularity_ms: row.granularity_ms, window_start: row.window_start }
+    }
+}
+
+/// Rows of one key and granularity whose window starts in `[from, to)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowFilter {
+    pub key_type: KeyType,
+    pub key: Key,
+    pub granularity_ms: u64,
+    pub from: EventTime,
+    pub to: EventTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store lock {} is held{}", path.display(), holder(*pid))]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error("store {target}: commit of generation {generation} refused, generation {current} has started since")]
+    Fenced { target: String, generation: u64, current: u64 },
+    #[error("store {target}: format version {found}, this build reads version {expected}")]
+    Format { target: String, found: u64, expected: u64 },
+    #[error("store {target}: corrupt {what}")]
+    Corrupt { target: String, what: String },
+    #[error("store {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("store {target}: {source}")]
+    Backend { target: String, source: Box<dyn std::error::Error + Send + Sync> },
+}
+
+fn holder(pid: Option<u32>) -> String {
+    match pid {
+        Some(pid) => format!(" by process {pid}"),
+        None => String::new(),
+    }
+}
+
+/// A durable home for committed epochs.
+pub trait EpochStore {
+    /// Starts a new generation and persists it; commits of older generations
+    /// are refused from now on. A (re)started job calls this once, first.
+    fn begin_generation(&mut self) -> Result<u64, StoreError>;
+    /// Applies the whole commit or nothing of it. Returns once it is durable.
+    fn commit(&mut self, commit: EpochCommit) -> Result<(), StoreError>;
+    /// The last committed epoch, or `None` if nothing was ever committed.
+    fn last_committed(&self) -> Result<Option<Recovered>, StoreError>;
+}
