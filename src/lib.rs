@@ -4,8 +4,10 @@
 //! [`sink`], configured by a [`job`] and driven by [`run`].
 
 pub mod catalog;
+pub mod datadir;
 pub mod dataflow;
 pub mod event;
+pub mod ingest;
 pub mod job;
 pub mod log;
 pub mod row;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use tally::datadir::DataDir;
 use tally::job;
 use tally::run::{run, RunOptions, RunReport};
 use tally::sources::generator::{write_catalog, write_ndjson, GeneratorConfig};
@@ -12,6 +13,9 @@ use tally::sources::generator::{write_catalog, write_ndjson, GeneratorConfig};
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Exactly-once ad click aggregation on Timely Dataflow")]
 struct Cli {
+    /// Where the embedded log, store and salt live.
+    #[arg(long, global = true, default_value = tally::datadir::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,6 +26,35 @@ enum Command {
     Run(RunArgs),
     /// Write seeded synthetic clicks (NDJSON) and a matching catalog (CSV).
     Gen(GenArgs),
+    /// The embedded log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Write the committed rows of the embedded store as NDJSON.
+    Export(ExportArgs),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Append NDJSON clicks to the embedded log (validated, user ids hashed).
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// NDJSON click file ("-" for stdin).
+    file: PathBuf,
+    /// Log partitions, when the log is created (default: the default job's).
+    #[arg(long, default_value_t = 8)]
+    partitions: u32,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The job file (names the store's job; rows come from the data directory).
+    job: PathBuf,
+    /// Where to write the rows.
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -49,6 +82,9 @@ struct RunArgs {
     /// One host:port per process, in process order.
     #[arg(long)]
     hostfile: Option<PathBuf>,
+    /// Read the log up to the end offsets seen at start, finalize, commit, exit.
+    #[arg(long)]
+    bounded: bool,
 }
 
 #[derive(Args)]
@@ -98,15 +134,30 @@ struct GenArgs {
 }
 
 fn main() -> ExitCode {
+    fail_stop_on_panic();
     let cli = Cli::parse();
+    let data_dir = DataDir::new(&cli.data_dir);
     let code = match cli.command {
-        Command::Run(args) => run_job(args),
+        Command::Run(args) => run_job(args, data_dir),
         Command::Gen(args) => generate(args),
+        Command::Log(LogCommand::Import(args)) => import(args, &data_dir),
+        Command::Export(args) => export(args, &data_dir),
     };
     ExitCode::from(code as u8)
 }
 
-fn run_job(args: RunArgs) -> i32 {
+/// A panic in any worker thread ends the whole process at once, so a job
+/// never limps on with a dead worker (the cluster is fail-stop); a restart
+/// resumes from the last committed epoch.
+fn fail_stop_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
+}
+
+fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
     let job = match job::load(&args.job) {
         Ok(job) => job,
         Err(error) => {
@@ -122,6 +173,8 @@ fn run_job(args: RunArgs) -> i32 {
         input: args.input,
         catalog: args.catalog,
         output: args.output,
+        data_dir,
+        bounded: args.bounded,
     };
     match run(&job, &options) {
         Ok(report) => {
@@ -221,4 +274,58 @@ fn write_outputs(config: &GeneratorConfig, output: &PathBuf, catalog: Option<&Pa
         out.flush()?;
     }
     Ok(lines)
+}
+
+fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
+    let result = (|| -> Result<tally::ingest::ImportReport, String> {
+        let salt = data_dir.salt().map_err(|e| format!("salt in {}: {e}", data_dir.root.display()))?;
+        let log = tally::log::Log::open(&data_dir.log(), args.partitions, Default::default()).map_err(|e| e.to_string())?;
+        let input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+            Box::new(std::io::BufReader::with_capacity(1 << 20, file))
+        };
+        tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(report) => {
+            println!("appended {} clicks, rejected {} lines (of {})", report.appended, report.rejected_total, report.lines);
+            for rejected in report.rejected.iter().take(10) {
+                eprintln!("  line {}: {}", rejected.line, rejected.error);
+            }
+            0
+        }
+        Err(error) => {
+            eprintln!("error: tally log import: {error}");
+            if error.contains("cannot read") || error.contains("No such file") {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
+    if let Err(error) = job::load(&args.job) {
+        eprintln!("error: {error}");
+        return error.exit_code();
+    }
+    let result = (|| -> Result<usize, String> {
+        let reader = tally::store::EmbeddedStore::open_read_only(&data_dir.store()).map_err(|e| e.to_string())?;
+        let rows = reader.all_rows().map_err(|e| e.to_string())?;
+        tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
+        Ok(rows.len())
+    })();
+    match result {
+        Ok(rows) => {
+            eprintln!("exported {rows} rows to {}", args.output.display());
+            0
+        }
+        Err(error) => {
+            eprintln!("error: tally export: {error}");
+            1
+        }
+    }
 }

@@ -6,20 +6,27 @@
 //! threads or joins a cluster of processes (`--processes`, `--process`,
 //! `--hostfile`), each process owning the partitions of its workers.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::catalog::{Catalog, CatalogError};
+use crate::datadir::DataDir;
 use crate::dataflow::partition::TimeRules;
 use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
+use crate::dataflow::{Checkpoint, RestoredWindows};
 use crate::event::{partition_of, Click, Key};
 use crate::job::{Job, LatePolicy, SinkSpec, SourceSpec};
+use crate::log::{Log, LogOptions};
+use crate::sink::store::{Fault, StoreSink};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
+use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
+use crate::store::{EmbeddedStore, EpochStore};
 
 /// Largest worker thread count per process.
 pub const MAX_WORKERS: usize = 256;
@@ -36,6 +43,16 @@ pub struct RunOptions {
     pub input: Option<PathBuf>,
     pub catalog: Option<PathBuf>,
     pub output: Option<PathBuf>,
+    /// Where the embedded log and store live.
+    pub data_dir: DataDir,
+    /// Read the log only up to the end offsets seen at start, then finish.
+    pub bounded: bool,
+}
+
+impl Default for DataDir {
+    fn default() -> Self {
+        DataDir::new(crate::datadir::DEFAULT_DATA_DIR)
+    }
 }
 
 /// Why a run could not start or did not finish.
@@ -49,6 +66,10 @@ pub enum RunError {
     Catalog(#[from] CatalogError),
     #[error("{0}")]
     Sink(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Log(#[from] crate::log::LogError),
     #[error("timely: {0}")]
     Cluster(String),
 }
@@ -58,7 +79,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Usage(_) | RunError::Input(_) | RunError::Catalog(_) => 2,
-            RunError::Sink(_) | RunError::Cluster(_) => 1,
+            RunError::Sink(_) | RunError::Cluster(_) | RunError::Store(_) | RunError::Log(_) => 1,
         }
     }
 }
@@ -79,16 +100,19 @@ pub struct RunReport {
 /// Loaded clicks per partition, each taken once by the worker that owns it.
 type Partitions = Arc<Vec<Mutex<Option<Vec<Click>>>>>;
 
-/// Runs `job` to completion (every source is bounded here).
+/// Runs `job`: to completion for bounded sources, or until stopped.
 pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let config = timely_config(options)?;
-    let (partitions, input, clicks_loaded) = load_input(job, options)?;
     let catalog = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
-    let (sink, memory) = sink(job, options)?;
+    let output = sink(job, options)?;
+    let (readers, input, clicks_loaded) = load_input(job, options)?;
     let stats = Arc::new(SourceStats::default());
     let errors = dataflow::CommitErrors::default();
-    let plan = plan(job, reader_factory(partitions), attribution, Arc::clone(&stats), Arc::clone(&errors));
+    let mut plan = plan(job, readers, attribution, Arc::clone(&stats), Arc::clone(&errors));
+    plan.source.resume = Arc::new(output.resume);
+    plan.restored = Arc::new(output.restored);
+    let sink = output.sink;
     let started = Instant::now();
     let guards = timely::execute(config, move |worker| {
         let sink =
@@ -106,11 +130,11 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         return Err(RunError::Sink(error));
     }
     Ok(RunReport {
-        input,
+        input: format!("{input}{}", output.resumed),
         clicks_loaded,
         stats: stats.read(),
         elapsed: started.elapsed(),
-        memory: memory.map(|m| m.take()),
+        memory: output.memory.map(|m| m.take()),
         unknown_ads: stats.unknown_ads(),
     })
 }
@@ -148,26 +172,55 @@ fn read_hostfile(options: &RunOptions) -> Result<Vec<String>, RunError> {
     Ok(addresses)
 }
 
-fn load_input(job: &Job, options: &RunOptions) -> Result<(Partitions, String, u64), RunError> {
-    let (partitions, report) = match (&job.source, &options.input) {
-        (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions)?,
+fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String, u64), RunError> {
+    let loaded = match (&job.source, &options.input) {
+        (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions, &file_salt(&options.data_dir))?,
         (SourceSpec::File { path: None }, None) => {
             return Err(RunError::Usage(format!("{}: source.path is not set; pass --input FILE", job.file.display())))
         }
         (SourceSpec::Generator(config), None) => generate(config, job.partitions),
-        (SourceSpec::Log { .. }, None) => {
-            return Err(RunError::Usage(format!(
-                "{}: source kind \"log\" reads the embedded log, which this build does not include; use kind \"file\" or \"generator\"",
-                job.file.display()
-            )))
+        (SourceSpec::Log { dir }, None) => {
+            let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
+            return open_log(&dir, job.partitions, options.bounded);
         }
     };
+    let (partitions, report) = loaded;
     let clicks = partitions.iter().map(|p| p.len() as u64).sum();
-    Ok((Arc::new(partitions.into_iter().map(|p| Mutex::new(Some(p))).collect()), report, clicks))
+    let partitions: Partitions = Arc::new(partitions.into_iter().map(|p| Mutex::new(Some(p))).collect());
+    Ok((reader_factory(partitions), report, clicks))
 }
 
-fn load_file(path: &Path, partitions: u32) -> Result<(Vec<Vec<Click>>, String), RunError> {
-    let input = read_clicks_path(path, partitions, &UserSalt::FILE_DEFAULT).map_err(|e| RunError::Input(e.to_string()))?;
+/// Readers over the embedded log; bounded ones stop at today's end offsets.
+fn open_log(dir: &Path, partitions: u32, bounded: bool) -> Result<(ReaderFactory, String, u64), RunError> {
+    let log = Arc::new(Log::open(dir, partitions, LogOptions::default())?);
+    let ends = log.end_offsets();
+    let total: u64 = ends.iter().sum();
+    let mut report = format!("input: embedded log {}, {partitions} partitions, {total} clicks", dir.display());
+    if bounded {
+        report.push_str(" (bounded: reading up to these end offsets)");
+    }
+    if !log.recovery().is_clean() {
+        report.push_str(&format!("\nlog recovery: {:?}", log.recovery()));
+    }
+    let factory: ReaderFactory = Arc::new(move |p, offset| {
+        let reader = log.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
+        Box::new(LogPartitionReader::new(reader, bounded.then(|| ends[p as usize])))
+    });
+    Ok((factory, report, total))
+}
+
+/// The data directory's salt if it has one, so that a file run hashes users
+/// as `tally log import` did; else the fixed default of file runs.
+fn file_salt(data_dir: &DataDir) -> UserSalt {
+    if data_dir.root.join("salt").exists() {
+        data_dir.salt().unwrap_or(UserSalt::FILE_DEFAULT)
+    } else {
+        UserSalt::FILE_DEFAULT
+    }
+}
+
+fn load_file(path: &Path, partitions: u32, salt: &UserSalt) -> Result<(Vec<Vec<Click>>, String), RunError> {
+    let input = read_clicks_path(path, partitions, salt).map_err(|e| RunError::Input(e.to_string()))?;
     let report = input.report();
     Ok((input.partitions, report))
 }
@@ -204,24 +257,55 @@ fn attribution(job: &Job, catalog: Option<&Catalog>) -> Attribution {
 /// The job's one sink, handed to worker 0.
 type SharedSink = Arc<Mutex<Option<Box<dyn Sink + Send>>>>;
 
-fn sink(job: &Job, options: &RunOptions) -> Result<(SharedSink, Option<MemorySink>), RunError> {
-    let path = match (&options.output, &job.sink) {
-        (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => Some(path.clone()),
+/// The sink and, for the store, what the job resumes from.
+struct Output {
+    sink: SharedSink,
+    memory: Option<MemorySink>,
+    resume: BTreeMap<u32, Checkpoint>,
+    restored: RestoredWindows,
+    resumed: String,
+}
+
+fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
+    let shared = |sink: Box<dyn Sink + Send>| Arc::new(Mutex::new(Some(sink)));
+    let mut output = Output {
+        sink: shared(Box::new(MemorySink::default())),
+        memory: None,
+        resume: BTreeMap::new(),
+        restored: Default::default(),
+        resumed: String::new(),
+    };
+    match (&options.output, &job.sink) {
+        (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => {
+            output.sink = shared(Box::new(FileSink::create(path).map_err(|e| RunError::Sink(e.to_string()))?));
+        }
         (None, SinkSpec::File { path: None }) => {
             return Err(RunError::Usage(format!("{}: sink.path is not set; pass --output FILE", job.file.display())))
         }
-        (None, SinkSpec::Memory) => None,
-    };
-    match path {
-        Some(path) => {
-            let file = FileSink::create(&path).map_err(|e| RunError::Sink(e.to_string()))?;
-            Ok((Arc::new(Mutex::new(Some(Box::new(file)))), None))
-        }
-        None => {
+        (None, SinkSpec::Memory) => {
             let memory = MemorySink::default();
-            Ok((Arc::new(Mutex::new(Some(Box::new(memory.handle())))), Some(memory)))
+            output.sink = shared(Box::new(memory.handle()));
+            output.memory = Some(memory);
+        }
+        (None, SinkSpec::Store) => {
+            let store = EmbeddedStore::open(&options.data_dir.store())?;
+            if let Some(recovered) = store.last_committed()? {
+                let (resume, restored) = crate::sink::store::resume(&recovered)?;
+                output.resumed = format!(
+                    "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
+                    recovered.epoch,
+                    recovered.generation,
+                    resume.len(),
+                    restored.windows.len(),
+                    restored.pending.len()
+                );
+                output.resume = resume;
+                output.restored = restored;
+            }
+            output.sink = shared(Box::new(StoreSink::new(store, Fault::from_env())?));
         }
     }
+    Ok(output)
 }
 
 fn reader_factory(partitions: Partitions) -> ReaderFactory {

@@ -115,6 +115,9 @@ pub enum SinkSpec {
     File { path: Option<PathBuf> },
     /// Kept in memory (benchmarks and tests).
     Memory,
+    /// The embedded store in the data directory: one transaction per epoch,
+    /// resumable after a crash.
+    Store,
 }
 
 impl Job {

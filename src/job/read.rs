@@ -361,7 +361,11 @@ fn read_sink(mut s: Section, base: &Path) -> Result<SinkSpec, KeyError> {
             Some(_) => Err(s.error("path", "only valid with kind = \"file\" (this sink is kind = \"memory\")")),
             None => Ok(SinkSpec::Memory),
         },
-        other => Err(s.error("kind", format!("{other:?} is not one of file | memory"))),
+        "store" => match path {
+            Some(_) => Err(s.error("path", "only valid with kind = \"file\" (the store lives in the data directory)")),
+            None => Ok(SinkSpec::Store),
+        },
+        other => Err(s.error("kind", format!("{other:?} is not one of file | memory | store"))),
     }
 }
 

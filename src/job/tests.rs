@@ -174,7 +174,7 @@ fn name_must_be_safe() {
 #[test]
 fn kind_must_be_known() {
     assert_refused("[source]\nkind = \"kafka\"", "source.kind", "\"kafka\" is not one of file | generator | log");
-    assert_refused("[sink]\nkind = \"s3\"", "sink.kind", "\"s3\" is not one of file | memory");
+    assert_refused("[sink]\nkind = \"s3\"", "sink.kind", "\"s3\" is not one of file | memory | store");
 }
 
 #[test]

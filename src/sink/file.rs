@@ -74,6 +74,15 @@ impl FileSink {
     }
 }
 
+/// Writes `rows` to a new file at `path`, one line each, durably.
+pub fn write_rows(path: &Path, rows: &[Row]) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    rows.iter().for_each(|row| row_line(row, &mut out));
+    let mut file = File::create(path)?;
+    file.write_all(&out)?;
+    file.sync_all()
+}
+
 fn row_line(row: &Row, out: &mut Vec<u8>) {
     let line = RowLine {
         key_type: row.key_type.as_str(),

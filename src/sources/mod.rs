@@ -1,4 +1,4 @@
-//! Sources of clicks: NDJSON files and the seeded generator.
+//! Sources of clicks: NDJSON files, the seeded generator and the embedded log.
 //!
 //! Both produce validated [`crate::event::Click`]s split into log partitions
 //! by request id; the dataflow reads them through
@@ -6,4 +6,5 @@
 
 pub mod file;
 pub mod generator;
+pub mod log;
 pub mod memory;

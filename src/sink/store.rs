@@ -1,0 +1,168 @@
+//! Store sink: each epoch batch becomes one [`EpochCommit`] of the embedded
+//! store — rows, ledger, window state and partition checkpoints in one
+//! transaction — and the state and checkpoints of the last commit are what a
+//! restarted job resumes from ([`resume`]).
+//!
+//! State keys: `W` + bincode([`WinId`]) for windows, `P` + bincode
+//! ([`PendingKey`]) for too-late partials waiting for their batch; values are
+//! bincode of [`WindowValue`] and [`KeyedPartial`].
+//!
+//! A fault switch for tests only (`TALLY_FAULT`, see [`Fault`]) breaks the
+//! protocol on purpose, so the crash test can show that `tally verify`
+//! catches a broken commit.
+
+use std::collections::BTreeMap;
+
+use super::{Epoch, EpochBatch, Sink, SinkError};
+use crate::dataflow::window::{KeyedPartial, WinId, WindowValue};
+use crate::dataflow::windowing::PendingKey;
+use crate::dataflow::{Checkpoint, RestoredWindows};
+use crate::store::{EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoredRow};
+
+/// Deliberate protocol breakages, for the crash test's own test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    None,
+    /// Commit each epoch's offsets one epoch before its rows and state: a
+    /// crash in between loses the rows of clicks the offsets claim.
+    OffsetsBeforeRows,
+    /// Commit rows and offsets but no window state: a restart forgets open
+    /// windows.
+    DropState,
+}
+
+impl Fault {
+    /// Reads `TALLY_FAULT` (`offsets-before-rows` | `drop-state`).
+    pub fn from_env() -> Fault {
+        match std::env::var("TALLY_FAULT").as_deref() {
+            Ok("offsets-before-rows") => Fault::OffsetsBeforeRows,
+            Ok("drop-state") => Fault::DropState,
+            _ => Fault::None,
+        }
+    }
+}
+
+/// The embedded store as the job's sink.
+pub struct StoreSink {
+    store: EmbeddedStore,
+    generation: u64,
+    staged: Option<EpochCommit>,
+    fault: Fault,
+    /// With `OffsetsBeforeRows`: the previous epoch's rows and state.
+    deferred: Option<EpochCommit>,
+}
+
+impl StoreSink {
+    /// Takes over `store` for a new generation.
+    pub fn new(mut store: EmbeddedStore, fault: Fault) -> Result<StoreSink, StoreError> {
+        let generation = store.begin_generation()?;
+        Ok(StoreSink { store, generation, staged: None, fault, deferred: None })
+    }
+}
+
+fn store_error(error: StoreError) -> SinkError {
+    SinkError::Store(error.to_string())
+}
+
+fn encode<T: serde::Serialize>(tag: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![tag];
+    bincode::serialize_into(&mut out, value).expect("state serializes to memory");
+    out
+}
+
+fn to_store(c: &Checkpoint) -> PartitionCheckpoint {
+    PartitionCheckpoint {
+        partition: c.partition,
+        offset: c.offset,
+        max_ts: c.max_ts,
+        floor: c.floor,
+        dedup_replay_offset: c.replay_offset,
+        dedup_replay_max_ts: c.replay_max_ts,
+    }
+}
+
+impl Sink for StoreSink {
+    fn stage(&mut self, epoch: Epoch, batch: &EpochBatch) -> Result<(), SinkError> {
+        let mut commit = EpochCommit {
+            epoch: epoch.0,
+            generation: self.generation,
+            rows: batch.rows.iter().map(|row| StoredRow { row: row.clone(), sketch: Vec::new() }).collect(),
+            late: batch.late.clone(),
+            partitions: batch.checkpoints.values().map(to_store).collect(),
+            ..Default::default()
+        };
+        for (id, value) in &batch.windows {
+            let key = encode(b'W', id);
+            match value {
+                Some(value) => commit.state_upserts.push((key, bincode::serialize(value).expect("state serializes"))),
+                None => commit.state_deletes.push(key),
+            }
+        }
+        for (id, partial) in &batch.pending {
+            let key = encode(b'P', id);
+            match partial {
+                Some(partial) => commit.state_upserts.push((key, bincode::serialize(partial).expect("state serializes"))),
+                None => commit.state_deletes.push(key),
+            }
+        }
+        self.staged = Some(commit);
+        Ok(())
+    }
+
+    fn commit(&mut self, epoch: Epoch) -> Result<(), SinkError> {
+        let mut commit = self.staged.take().expect("an epoch is staged before it commits");
+        assert_eq!(commit.epoch, epoch.0, "the staged epoch is the one committed");
+        match self.fault {
+            Fault::None => {}
+            Fault::DropState => {
+                commit.state_upserts.clear();
+                commit.state_deletes.clear();
+            }
+            Fault::OffsetsBeforeRows => {
+                let partitions = std::mem::take(&mut commit.partitions);
+                let previous = self.deferred.replace(commit);
+                let base = previous.unwrap_or(EpochCommit { generation: self.generation, ..Default::default() });
+                commit = EpochCommit { epoch: epoch.0, partitions, ..base };
+            }
+        }
+        self.store.commit(commit).map_err(store_error)
+    }
+}
+
+/// What a job resumes from: partition checkpoints and window state of the
+/// last committed epoch.
+pub fn resume(recovered: &Recovered) -> Result<(BTreeMap<u32, Checkpoint>, RestoredWindows), StoreError> {
+    let checkpoints = recovered
+        .partitions
+        .iter()
+        .map(|p| {
+            let c = Checkpoint {
+                partition: p.partition,
+                offset: p.offset,
+                max_ts: p.max_ts,
+                floor: p.floor,
+                replay_offset: p.dedup_replay_offset,
+                replay_max_ts: p.dedup_replay_max_ts,
+            };
+            (p.partition, c)
+        })
+        .collect();
+    let mut restored = RestoredWindows::default();
+    for (key, value) in &recovered.state {
+        let corrupt = |what: &str| StoreError::Corrupt { target: "state".into(), what: format!("entry {what}") };
+        match key.split_first() {
+            Some((b'W', id)) => {
+                let id: WinId = bincode::deserialize(id).map_err(|_| corrupt("window key"))?;
+                let value: WindowValue = bincode::deserialize(value).map_err(|_| corrupt("window value"))?;
+                restored.windows.push((id, value));
+            }
+            Some((b'P', id)) => {
+                let id: PendingKey = bincode::deserialize(id).map_err(|_| corrupt("pending key"))?;
+                let partial: KeyedPartial = bincode::deserialize(value).map_err(|_| corrupt("pending partial"))?;
+                restored.pending.push((id, partial));
+            }
+            _ => return Err(corrupt("with an unknown tag")),
+        }
+    }
+    Ok((checkpoints, restored))
+}
