@@ -15,3 +15,4 @@ pub mod run;
 pub mod sink;
 pub mod sources;
 pub mod store;
+pub mod verify;

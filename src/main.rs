@@ -31,6 +31,18 @@ enum Command {
     Log(LogCommand),
     /// Write the committed rows of the embedded store as NDJSON.
     Export(ExportArgs),
+    /// Recount the log independently of the dataflow and compare every
+    /// committed final and restated row; exit 0 only without mismatches.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The job whose committed rows to check.
+    job: PathBuf,
+    /// Ad catalog CSV; overrides the job's.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +154,7 @@ fn main() -> ExitCode {
         Command::Gen(args) => generate(args),
         Command::Log(LogCommand::Import(args)) => import(args, &data_dir),
         Command::Export(args) => export(args, &data_dir),
+        Command::Verify(args) => verify(args, &data_dir),
     };
     ExitCode::from(code as u8)
 }
@@ -326,6 +339,46 @@ fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
         Err(error) => {
             eprintln!("error: tally export: {error}");
             1
+        }
+    }
+}
+
+fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
+    let job = match job::load(&args.job) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let result = (|| -> Result<tally::verify::Report, String> {
+        let catalog = match args.catalog.as_ref().or(job.catalog.as_ref()) {
+            Some(path) => Some(tally::catalog::Catalog::load(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let store = tally::store::EmbeddedStore::open_read_only(&data_dir.store()).map_err(|e| e.to_string())?;
+        let committed = store.last_committed().map_err(|e| e.to_string())?.ok_or("the store has no committed epoch")?;
+        let log = tally::log::Log::open(&data_dir.log(), job.partitions, Default::default()).map_err(|e| e.to_string())?;
+        // Check what the job has consumed: the committed offsets.
+        let mut ends = vec![0; log.partitions() as usize];
+        for p in &committed.partitions {
+            ends[p.partition as usize] = p.offset;
+        }
+        let recount = tally::verify::recount(&log, &ends, &job, catalog.as_ref()).map_err(|e| e.to_string())?;
+        tally::verify::compare(&recount, &store).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(report) => {
+            println!("{}", report.summary());
+            if report.is_clean() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(error) => {
+            eprintln!("error: tally verify: {error}");
+            2
         }
     }
 }

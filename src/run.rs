@@ -111,8 +111,13 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let errors = dataflow::CommitErrors::default();
     let mut plan = plan(job, readers, attribution, Arc::clone(&stats), Arc::clone(&errors));
     plan.source.resume = Arc::new(output.resume);
+    plan.source.resume_epoch = output.resume_epoch;
     plan.restored = Arc::new(output.restored);
+    if !output.resumed.is_empty() {
+        eprintln!("{}", output.resumed.trim_start());
+    }
     let sink = output.sink;
+    stop_cleanly_on_signal(Arc::clone(&plan.commit_lock))?;
     let started = Instant::now();
     let guards = timely::execute(config, move |worker| {
         let sink =
@@ -130,7 +135,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         return Err(RunError::Sink(error));
     }
     Ok(RunReport {
-        input: format!("{input}{}", output.resumed),
+        input,
         clicks_loaded,
         stats: stats.read(),
         elapsed: started.elapsed(),
@@ -262,6 +267,7 @@ struct Output {
     sink: SharedSink,
     memory: Option<MemorySink>,
     resume: BTreeMap<u32, Checkpoint>,
+    resume_epoch: u64,
     restored: RestoredWindows,
     resumed: String,
 }
@@ -272,6 +278,7 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
         sink: shared(Box::new(MemorySink::default())),
         memory: None,
         resume: BTreeMap::new(),
+        resume_epoch: 0,
         restored: Default::default(),
         resumed: String::new(),
     };
@@ -300,6 +307,7 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
                     restored.pending.len()
                 );
                 output.resume = resume;
+                output.resume_epoch = recovered.epoch;
                 output.restored = restored;
             }
             output.sink = shared(Box::new(StoreSink::new(store, Fault::from_env())?));
@@ -342,12 +350,33 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
             clock: Arc::clone(&clock),
             stats,
             resume: Default::default(),
+            resume_epoch: 0,
         },
         attribution,
         windows: WindowRules { windows_ms: job.windows_ms.clone(), allowed_lateness_ms: job.allowed_lateness_ms, restate_within_ms },
         early_results_ms: job.early_results_ms,
         clock,
         errors,
+        commit_lock: Default::default(),
         restored: Default::default(),
     }
+}
+
+/// On SIGINT or SIGTERM: wait for a commit in flight, then exit 0. What was
+/// committed is durable; the epoch in progress was not, and a restart reads
+/// it again from the committed offsets.
+fn stop_cleanly_on_signal(lock: dataflow::CommitLock) -> Result<(), RunError> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| RunError::Usage(format!("signal handler: {e}")))?;
+    }
+    std::thread::spawn(move || loop {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let _no_commit_in_flight = lock.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("stopped by signal: every committed epoch is durable; the epoch in progress is read again on restart");
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    });
+    Ok(())
 }

@@ -68,12 +68,14 @@ fn caught_up_partitions_release_the_frontier_and_late_arrivals_restate() {
             clock: Arc::clone(&clock),
             stats: Arc::new(SourceStats::default()),
             resume: Default::default(),
+            resume_epoch: 0,
         },
         attribution: Arc::new(Attribution { intervals: vec![], ads: vec![], group_by: vec![KeyType::Ad] }),
         windows: WindowRules { windows_ms: vec![60_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000) },
         early_results_ms: 3_600_000,
         clock,
         errors: Default::default(),
+        commit_lock: Default::default(),
         restored: Default::default(),
     };
     let handle = sink.handle();

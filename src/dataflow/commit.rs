@@ -32,6 +32,10 @@ use super::windowing::PendingKey;
 /// The first sink error of any worker.
 pub type CommitErrors = Arc<Mutex<Option<String>>>;
 
+/// Held while an epoch is being staged and committed: a clean shutdown takes
+/// it, so it never stops the process in the middle of a commit.
+pub type CommitLock = Arc<Mutex<()>>;
+
 /// What flows to the commit operator.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Commitable {
@@ -75,9 +79,17 @@ impl EpochBatch {
 }
 
 /// Builds the commit operator; only worker 0 has a sink.
-pub fn commit<'scope>(records: Stream<'scope, EventTime, Vec<Commitable>>, mut sink: Option<Box<dyn Sink>>, errors: CommitErrors) {
+pub fn commit<'scope>(
+    records: Stream<'scope, EventTime, Vec<Commitable>>,
+    mut sink: Option<Box<dyn Sink>>,
+    errors: CommitErrors,
+    lock: CommitLock,
+    resumed_epoch: EventTime,
+) {
     let mut stash: BTreeMap<EventTime, Vec<Commitable>> = BTreeMap::new();
-    let mut last_epoch: Option<EventTime> = None;
+    // A resumed job has committed everything below `resumed_epoch`; its
+    // next commit must be a later epoch.
+    let mut last_epoch: Option<EventTime> = (resumed_epoch > 0).then_some(resumed_epoch);
     records.sink(Exchange::new(|_| 0), "Commit", move |(input, frontier)| {
         input.for_each_stamp(|stamp, data| {
             let Some(&time) = stamp.least() else { return };
@@ -85,7 +97,7 @@ pub fn commit<'scope>(records: Stream<'scope, EventTime, Vec<Commitable>>, mut s
             data.for_each(|batch| records.append(batch));
         });
         let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
-        if stash.first_key_value().is_none_or(|(time, _)| *time >= limit) {
+        if stash.first_key_value().is_none_or(|(time, _)| *time >= limit) || last_epoch.is_some_and(|last| last >= limit) {
             return;
         }
         let mut batch = EpochBatch::default();
@@ -101,6 +113,7 @@ pub fn commit<'scope>(records: Stream<'scope, EventTime, Vec<Commitable>>, mut s
             panic!("only worker 0 receives commit records");
         };
         let epoch = Epoch(limit);
+        let _committing = lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(error) = sink.stage(epoch, &batch).and_then(|()| sink.commit(epoch)) {
             errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error.to_string());
             stash.clear();

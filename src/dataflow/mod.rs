@@ -32,7 +32,7 @@ use crate::event::{EventTime, Key};
 use crate::sink::Sink;
 
 pub use attribute::Attribution;
-pub use commit::{CommitErrors, Commitable, EpochBatch};
+pub use commit::{CommitErrors, CommitLock, Commitable, EpochBatch};
 use partial::AdPartial;
 pub use partition::Checkpoint;
 pub use source::{Clock, PartitionReader, ReadStatus, ReaderFactory, SourceOut, SourceSettings};
@@ -48,6 +48,7 @@ pub struct Plan {
     pub early_results_ms: u64,
     pub clock: Clock,
     pub errors: CommitErrors,
+    pub commit_lock: CommitLock,
     /// Window state of the committed epoch the job resumes from.
     pub restored: Arc<RestoredWindows>,
 }
@@ -56,13 +57,14 @@ pub struct Plan {
 /// output. Only worker 0 gets the sink.
 pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<Box<dyn Sink>>) -> ProbeHandle<EventTime> {
     let stats = Arc::clone(&plan.source.stats);
+    let resumed_epoch = plan.source.resume_epoch;
     let out = source::click_source(scope, plan.source);
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
-    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored);
+    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch);
     let probe = ProbeHandle::new();
     let records = effects.concat(checkpoints).probe_with(&probe);
-    commit::commit(records, sink, plan.errors);
+    commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch);
     probe
 }
 

@@ -75,6 +75,9 @@ pub struct SourceSettings {
     pub stats: Arc<SourceStats>,
     /// Checkpoints of a committed epoch to resume from, by partition.
     pub resume: Arc<BTreeMap<u32, Checkpoint>>,
+    /// The committed epoch resumed from: everything below it is committed,
+    /// so the source starts there.
+    pub resume_epoch: EventTime,
 }
 
 struct Owned {
@@ -90,6 +93,8 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
     source(scope.clone(), "ClickSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut owned: Vec<Owned> = (0..settings.partitions).filter(|p| p % peers == index).map(|p| open(p, &settings)).collect();
+        let mut capability = capability;
+        capability.downgrade(&settings.resume_epoch);
         let mut pre = PreAggregator::new(settings.distinct_users, settings.rules.allowed_lateness_ms, index as usize);
         let mut cap = Some(capability);
         let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
@@ -118,9 +123,9 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
                         flush(&mut pre, current, epoch, output);
                     }
                     if epoch > *current.time() {
+                        owned.iter_mut().filter(|p| p.status != ReadStatus::More).for_each(|p| p.state.raise_watermark(epoch));
                         send_checkpoints(&mut owned, current, output);
                         current.downgrade(&epoch);
-                        owned.iter_mut().filter(|p| p.status != ReadStatus::More).for_each(|p| p.state.raise_watermark(epoch));
                     }
                 }
             }

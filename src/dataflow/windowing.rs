@@ -67,11 +67,14 @@ pub fn windows<'scope>(
     early_results_ms: u64,
     clock: Clock,
     restored: Arc<RestoredWindows>,
+    resumed_epoch: EventTime,
 ) -> Stream<'scope, EventTime, Vec<Commitable>> {
     let (index, peers) = (partials.scope().index() as u64, partials.scope().peers() as u64);
     let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % peers == index;
     partials
         .unary_frontier(Exchange::new(|p: &KeyedPartial| route_key(p.key_type, &p.key)), "Windows", move |capability, _info| {
+            let mut capability = capability;
+            capability.downgrade(&resumed_epoch);
             let mut cap = Some(capability);
             let mut book = WindowBook::new(rules);
             let mut stash: BTreeMap<EventTime, Vec<KeyedPartial>> = BTreeMap::new();
@@ -126,7 +129,10 @@ pub fn windows<'scope>(
         .container::<Vec<Commitable>>()
 }
 
-/// Sends each record at its own time, in order within a time.
+/// Sends each record at its own time. A window's (or pending partial's)
+/// state is sent once per time, its last value: timely may reorder the
+/// messages of one time (`for_each_stamp` sorts them unstably), so the commit
+/// must not depend on their order.
 fn send_by_time(
     held: &timely::dataflow::operators::Capability<EventTime>,
     records: impl Iterator<Item = (EventTime, Commitable)>,
@@ -140,11 +146,32 @@ fn send_by_time(
     for (time, record) in records {
         by_time.entry(time).or_default().push(record);
     }
+    for records in by_time.values_mut() {
+        last_state_only(records);
+    }
     for (time, records) in by_time {
-        assert!(time >= *held.time(), "effects never belong before the held capability");
+        assert!(time >= *held.time(), "effects never belong before the held capability ({}): {time} {:?}", held.time(), records.first());
         let at = held.delayed(&time);
         output.session(&at).give_iterator(records.into_iter());
     }
+}
+
+/// Keeps only the last state record of each window and pending key.
+fn last_state_only(records: &mut Vec<Commitable>) {
+    let mut windows = std::collections::HashSet::new();
+    let mut pending = std::collections::HashSet::new();
+    let mut keep: Vec<bool> = records
+        .iter()
+        .rev()
+        .map(|record| match record {
+            Commitable::Effect(Effect::Window(id, _)) => windows.insert(id.clone()),
+            Commitable::Pending(key, _) => pending.insert(key.clone()),
+            _ => true,
+        })
+        .collect();
+    keep.reverse();
+    let mut flags = keep.into_iter();
+    records.retain(|_| flags.next().unwrap_or(true));
 }
 
 /// A window effect's state key and value, for restore.

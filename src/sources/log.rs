@@ -34,8 +34,10 @@ impl PartitionReader for LogPartitionReader {
         };
         match self.end {
             Some(end) if self.reader.offset() >= end => ReadStatus::Finished,
-            _ if read == max && read > 0 => ReadStatus::More,
-            _ => ReadStatus::CaughtUp,
+            // Bounded: everything up to `end` is already durable.
+            Some(_) => ReadStatus::More,
+            None if read == max && read > 0 => ReadStatus::More,
+            None => ReadStatus::CaughtUp,
         }
     }
 }
