@@ -299,7 +299,10 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
             let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
             Box::new(std::io::BufReader::with_capacity(1 << 20, file))
         };
-        tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())
+        let report = tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        log.enforce_retention(now).map_err(|e| e.to_string())?;
+        Ok(report)
     })();
     match result {
         Ok(report) => {

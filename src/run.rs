@@ -186,7 +186,7 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
         (SourceSpec::Generator(config), None) => generate(config, job.partitions),
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
-            return open_log(&dir, job.partitions, options.bounded);
+            return open_log(&dir, job, options.bounded);
         }
     };
     let (partitions, report) = loaded;
@@ -196,13 +196,18 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
 }
 
 /// Readers over the embedded log; bounded ones stop at today's end offsets.
-fn open_log(dir: &Path, partitions: u32, bounded: bool) -> Result<(ReaderFactory, String, u64), RunError> {
-    let log = Arc::new(Log::open(dir, partitions, LogOptions::default())?);
+fn open_log(dir: &Path, job: &Job, bounded: bool) -> Result<(ReaderFactory, String, u64), RunError> {
+    let partitions = job.partitions;
+    let log = Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?);
+    let deleted = log.enforce_retention(now_ms())?;
     let ends = log.end_offsets();
     let total: u64 = ends.iter().sum();
     let mut report = format!("input: embedded log {}, {partitions} partitions, {total} clicks", dir.display());
     if bounded {
         report.push_str(" (bounded: reading up to these end offsets)");
+    }
+    if !deleted.is_empty() {
+        report.push_str(&format!("\nlog retention: deleted {} segments older than {} ms", deleted.len(), job.log_retention_ms));
     }
     if !log.recovery().is_clean() {
         report.push_str(&format!("\nlog recovery: {:?}", log.recovery()));
@@ -295,10 +300,14 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
             output.memory = Some(memory);
         }
         (None, SinkSpec::Store) => {
-            let store = EmbeddedStore::open(&options.data_dir.store())?;
+            let mut store = EmbeddedStore::open(&options.data_dir.store())?;
+            let swept = store.sweep(now_ms().saturating_sub(job.rows_retention_ms))?;
+            if swept > 0 {
+                output.resumed.push_str(&format!("\nstore retention: swept {swept} rows, versions and ledger entries"));
+            }
             if let Some(recovered) = store.last_committed()? {
                 let (resume, restored) = crate::sink::store::resume(&recovered)?;
-                output.resumed = format!(
+                output.resumed += &format!(
                     "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
                     recovered.epoch,
                     recovered.generation,
@@ -321,6 +330,10 @@ fn reader_factory(partitions: Partitions) -> ReaderFactory {
         let clicks = partitions[p as usize].lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
         Box::new(VecReader::new(clicks, offset))
     })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The wall clock, in ms since the Unix epoch.

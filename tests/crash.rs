@@ -231,3 +231,35 @@ fn import_run_export_equals_the_file_run() {
     assert!(latest.len() > 1_000);
     assert_eq!(from_store, latest);
 }
+
+/// A live job holds the data directory: a second `tally run` is refused with
+/// a clear error, and SIGTERM stops the first cleanly (exit 0) with its
+/// committed epochs intact.
+#[test]
+fn a_second_run_is_refused_and_sigterm_stops_cleanly() {
+    let setup = setup(50_000, 11);
+    let mut live = tally(&setup.data);
+    live.args(["run", JOB, "-w", "2"]).arg("--catalog").arg(&setup.catalog).stdout(Stdio::null()).stderr(Stdio::piped());
+    let live = live.spawn().expect("spawn live run");
+    // The live job has read everything once the store holds a commit.
+    let started = Instant::now();
+    let mut second = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(300));
+        let output = finish(run_job(&setup, 1, None).stdout(Stdio::piped()).spawn().expect("spawn second run"));
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        if stderr.contains("lock") {
+            second = Some((output.status, stderr));
+            break;
+        }
+    }
+    let (status, stderr) = second.expect("the second run reported the lock");
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("held by process"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let pid = live.id().to_string();
+    checked(Command::new("kill").args(["-TERM", &pid]));
+    let output = finish(live);
+    assert!(output.status.success(), "SIGTERM exit: {:?}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("stopped by signal"));
+}

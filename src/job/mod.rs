@@ -29,6 +29,10 @@ pub use error::{JobError, JOB_ERROR_EXIT_CODE};
 
 /// Most partitions a source may have (a limit on per-partition state).
 pub const MAX_PARTITIONS: u32 = 4096;
+/// Default age of log segments before retention deletes them: 7 days.
+pub const DEFAULT_LOG_RETENTION_MS: u64 = 7 * 86_400_000;
+/// Default age of stored rows (by window start) before they are swept: 2 years.
+pub const DEFAULT_ROWS_RETENTION_MS: u64 = crate::store::DEFAULT_RETENTION_MS;
 /// Shortest epoch: data travels at epoch multiples, and the catalog join
 /// retracts each partial one millisecond after it, which must not be a
 /// multiple of the epoch.
@@ -84,6 +88,12 @@ pub struct Job {
     /// existence is checked by [`load`] (and [`Job::check_files`]), not by
     /// [`parse`].
     pub catalog: Option<PathBuf>,
+    /// Log segments whose newest click is older than this are deleted
+    /// (`[retention] log`, default 7 days).
+    pub log_retention_ms: u64,
+    /// Stored rows whose window started longer ago than this are swept
+    /// (`[retention] rows`, default 2 years).
+    pub rows_retention_ms: u64,
 }
 
 /// Where clicks come from (`[source]`).
@@ -139,6 +149,8 @@ impl Job {
             late: LatePolicy::Restate { within_ms: DEFAULT_RESTATE_WITHIN_MS },
             sink: SinkSpec::File { path: None },
             catalog: None,
+            log_retention_ms: DEFAULT_LOG_RETENTION_MS,
+            rows_retention_ms: DEFAULT_ROWS_RETENTION_MS,
         }
     }
 

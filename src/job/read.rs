@@ -34,6 +34,7 @@ pub(super) fn job(table: Table, file: &Path) -> Result<Job, KeyError> {
     let late = root.section("late")?;
     let sink = root.section("sink")?;
     let catalog = root.section("catalog")?;
+    let retention = root.section("retention")?;
     root.finish()?;
 
     let name = read_name(name, defaults.name.clone())?;
@@ -45,6 +46,7 @@ pub(super) fn job(table: Table, file: &Path) -> Result<Job, KeyError> {
     let late = read_late(late, &time)?;
     let sink = read_sink(sink, base)?;
     let catalog = read_catalog(catalog, base)?;
+    let (log_retention_ms, rows_retention_ms) = read_retention(retention, &defaults)?;
     Ok(Job {
         name,
         file: file.to_path_buf(),
@@ -61,6 +63,8 @@ pub(super) fn job(table: Table, file: &Path) -> Result<Job, KeyError> {
         late,
         sink,
         catalog,
+        log_retention_ms,
+        rows_retention_ms,
     })
 }
 
@@ -220,6 +224,21 @@ fn read_dedup(mut s: Section, defaults: &Job) -> Result<u64, KeyError> {
         return Err(s.error("horizon", format!("horizon {} is shorter than {}", horizon.text, format_duration(MIN_DEDUP_HORIZON_MS))));
     }
     Ok(horizon.ms)
+}
+
+fn read_retention(mut s: Section, defaults: &Job) -> Result<(u64, u64), KeyError> {
+    let log = s.duration("log")?;
+    let rows = s.duration("rows")?;
+    s.finish()?;
+    let log = log.unwrap_or_else(|| Spelled::default_ms(defaults.log_retention_ms));
+    let rows = rows.unwrap_or_else(|| Spelled::default_ms(defaults.rows_retention_ms));
+    if log.ms < defaults.dedup_horizon_ms {
+        return Err(s.error("log", format!("{} is shorter than the dedup horizon: recovery re-reads that much of the log", log.text)));
+    }
+    if rows.ms == 0 {
+        return Err(s.error("rows", format!("{} keeps no rows", rows.text)));
+    }
+    Ok((log.ms, rows.ms))
 }
 
 fn read_windows(mut s: Section, defaults: &Job) -> Result<(Vec<u64>, u64), KeyError> {

@@ -348,3 +348,16 @@ fn catalog_must_exist_at_load() {
     std::fs::write(&catalog, "ad_id,campaign_id,advertiser_id,valid_from\n").expect("write catalog");
     assert_eq!(load(&file).expect("catalog exists").catalog, Some(catalog));
 }
+
+#[test]
+fn retention_ages_parse_and_are_checked() {
+    let job = parse_ok("[retention]\nlog = \"3d\"\nrows = \"365d\"");
+    assert_eq!((job.log_retention_ms, job.rows_retention_ms), (3 * 86_400_000, 365 * 86_400_000));
+    assert_refused(
+        "[retention]\nlog = \"10s\"",
+        "retention.log",
+        "\"10s\" is shorter than the dedup horizon: recovery re-reads that much of the log",
+    );
+    assert_refused("[retention]\nrows = 0", "retention.rows", "0 keeps no rows");
+    assert_refused("[retention]\nsegments = \"1d\"", "retention.segments", "unknown key");
+}
