@@ -65,6 +65,7 @@ benches="skipped (no bench/core.rs)"
 if [ -f bench/core.rs ]; then
     step "benchmark smoke (figures only, no thresholds)"
     cargo bench --locked --bench core -- --smoke
+    cargo bench --locked --bench embedded -- --smoke
     benches="smoke ran"
 fi
 
