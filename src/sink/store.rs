@@ -60,6 +60,17 @@ impl StoreSink {
     }
 }
 
+/// The distinct-user sketch behind a row, from the window state committed
+/// with it (bincode of the HyperLogLog registers); empty when the window was
+/// not kept (late policy `hold`) or for early rows of longer windows.
+fn sketch_of(row: &crate::row::Row, batch: &EpochBatch) -> Vec<u8> {
+    let id = WinId { end: row.window_end(), granularity: row.granularity_ms, key_type: row.key_type, key: row.key.clone() };
+    match batch.windows.get(&id) {
+        Some(Some(value)) if value.agg.clicks == row.clicks => bincode::serialize(&value.agg.users).expect("sketches serialize"),
+        _ => Vec::new(),
+    }
+}
+
 fn store_error(error: StoreError) -> SinkError {
     SinkError::Store(error.to_string())
 }
@@ -86,7 +97,7 @@ impl Sink for StoreSink {
         let mut commit = EpochCommit {
             epoch: epoch.0,
             generation: self.generation,
-            rows: batch.rows.iter().map(|row| StoredRow { row: row.clone(), sketch: Vec::new() }).collect(),
+            rows: batch.rows.iter().map(|row| StoredRow { row: row.clone(), sketch: sketch_of(row, batch) }).collect(),
             late: batch.late.clone(),
             partitions: batch.checkpoints.values().map(to_store).collect(),
             ..Default::default()
