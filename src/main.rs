@@ -323,13 +323,19 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     }
 }
 
+/// Opens the store for reading, saying what to do when it cannot be opened.
+fn read_store(data_dir: &DataDir) -> Result<tally::store::EmbeddedReader, String> {
+    tally::store::EmbeddedStore::open_read_only(&data_dir.store())
+        .map_err(|e| format!("{e} (a store left by a crashed job is repaired when the job starts again, e.g. `tally run JOB --bounded`)"))
+}
+
 fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
     if let Err(error) = job::load(&args.job) {
         eprintln!("error: {error}");
         return error.exit_code();
     }
     let result = (|| -> Result<usize, String> {
-        let reader = tally::store::EmbeddedStore::open_read_only(&data_dir.store()).map_err(|e| e.to_string())?;
+        let reader = read_store(data_dir)?;
         let rows = reader.all_rows().map_err(|e| e.to_string())?;
         tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
         Ok(rows.len())
@@ -359,7 +365,7 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             Some(path) => Some(tally::catalog::Catalog::load(path).map_err(|e| e.to_string())?),
             None => None,
         };
-        let store = tally::store::EmbeddedStore::open_read_only(&data_dir.store()).map_err(|e| e.to_string())?;
+        let store = read_store(data_dir)?;
         let committed = store.last_committed().map_err(|e| e.to_string())?.ok_or("the store has no committed epoch")?;
         let log = tally::log::Log::open(&data_dir.log(), job.partitions, Default::default()).map_err(|e| e.to_string())?;
         // Check what the job has consumed: the committed offsets.
