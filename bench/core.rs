@@ -29,10 +29,13 @@
 //!
 //! Usage: `cargo bench --bench core -- [--clicks N] [--rate R] [--runs R] [--workers W] [--smoke]`
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{cpu_time, median, min_max, number, peak_rss_kb, CLOCK_TICKS_PER_S};
 use tally::event::KeyType;
 use tally::job::{Job, SinkSpec, SourceSpec};
 use tally::run::{run, RunOptions};
@@ -172,11 +175,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
-    let value = value.ok_or_else(|| format!("{flag}: missing value"))?;
-    value.replace('_', "").parse().map_err(|_| format!("{flag}: not a number: {value:?}"))
-}
-
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -222,24 +220,9 @@ fn child(config: Config, args: &Args) -> Result<(), String> {
         };
         println!("{}", sample.to_line());
     }
-    println!("peak_rss_kb {}", peak_rss_kb().unwrap_or(0));
+    println!("peak_rss_kb {}", peak_rss_kb("/proc/self/status").unwrap_or(0));
     println!("cpu_ns {}", cpu_time("/proc/self/stat").as_nanos());
     Ok(())
-}
-
-/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on
-/// every Linux this runs on).
-const CLOCK_TICKS_PER_S: u64 = 100;
-
-/// User + system CPU time of a process or thread (`/proc/…/stat` fields 14
-/// and 15); zero if unreadable. A process's figure includes its exited threads.
-fn cpu_time(stat_path: &str) -> Duration {
-    let ticks = std::fs::read_to_string(stat_path).ok().and_then(|stat| {
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-    });
-    Duration::from_millis(ticks.unwrap_or(0) * 1_000 / CLOCK_TICKS_PER_S)
 }
 
 /// CPU time the machine's processes used since boot (`/proc/stat`, all
@@ -253,13 +236,6 @@ fn machine_busy() -> Duration {
         BUSY_FIELDS.iter().map(|&i| fields.get(i).copied()).sum::<Option<u64>>()
     });
     Duration::from_millis(ticks.unwrap_or(0) * 1_000 / CLOCK_TICKS_PER_S)
-}
-
-/// Peak resident set of this process (`VmHWM`), in KiB.
-fn peak_rss_kb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// What one run measured.
@@ -387,21 +363,6 @@ fn run_child(config: Config, args: &Args) -> Result<Measured, String> {
 
 fn rates(samples: &[Sample]) -> Vec<f64> {
     samples.iter().map(|s| s.events_per_s()).collect()
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
-fn min_max(values: &[f64]) -> (f64, f64) {
-    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 fn millions(v: f64) -> String {

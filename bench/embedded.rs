@@ -22,12 +22,15 @@
 //!
 //! Usage: `cargo bench --bench embedded -- [--clicks M] [--runs R] [--smoke]`
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{cpu_time, median, min_max, number, peak_rss_kb};
 use tally::log::{Log, LogOptions};
 use tally::sources::generator::{Generator, GeneratorConfig};
 
@@ -100,11 +103,6 @@ fn parse_args() -> Result<Args, String> {
         return Err(format!("--runs: must be in 1..={MAX_RUNS}, got {}", args.runs));
     }
     Ok(args)
-}
-
-fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
-    let value = value.ok_or_else(|| format!("{flag}: missing value"))?;
-    value.replace('_', "").parse().map_err(|_| format!("{flag}: not a number: {value:?}"))
 }
 
 fn main() {
@@ -400,26 +398,6 @@ fn time_recovery(prepared: &Prepared, kill_after: Duration, run: usize) -> Resul
 
 // ---- /proc --------------------------------------------------------------------
 
-/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`).
-const CLOCK_TICKS_PER_S: u64 = 100;
-
-/// User + system CPU time of a process (`/proc/…/stat` fields 14 and 15);
-/// zero if unreadable.
-fn cpu_time(stat_path: &str) -> Duration {
-    let ticks = std::fs::read_to_string(stat_path).ok().and_then(|stat| {
-        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-    });
-    Duration::from_millis(ticks.unwrap_or(0) * 1_000 / CLOCK_TICKS_PER_S)
-}
-
-/// Peak resident set (`VmHWM`) from a `/proc/…/status` file, in KiB.
-fn peak_rss_kb(status_path: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(status_path).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 // ---- parent: the measurements, then the tables --------------------------------
 
 fn parent(args: &Args) -> Result<(), String> {
@@ -561,21 +539,6 @@ fn print_recovery_table(samples: &[RecoverySample]) -> f64 {
         }
     }
     resume
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
-}
-
-fn min_max(values: &[f64]) -> (f64, f64) {
-    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 /// `1.23M`, `45.6k` or `789`.

@@ -1,0 +1,49 @@
+//! Helpers shared by the benchmark programs: flags, `/proc` figures, and
+//! summary statistics.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on
+/// every Linux this runs on).
+pub const CLOCK_TICKS_PER_S: u64 = 100;
+
+/// A numeric flag value; `_` separators allowed.
+pub fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
+    let value = value.ok_or_else(|| format!("{flag}: missing value"))?;
+    value.replace('_', "").parse().map_err(|_| format!("{flag}: not a number: {value:?}"))
+}
+
+/// User + system CPU time of a process or thread (`/proc/…/stat` fields 14
+/// and 15); zero if unreadable. A process's figure includes its exited threads.
+pub fn cpu_time(stat_path: &str) -> Duration {
+    let ticks = std::fs::read_to_string(stat_path).ok().and_then(|stat| {
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    });
+    Duration::from_millis(ticks.unwrap_or(0) * 1_000 / CLOCK_TICKS_PER_S)
+}
+
+/// Peak resident set (`VmHWM`) from a `/proc/…/status` file, in KiB.
+pub fn peak_rss_kb(status_path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(status_path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+pub fn min_max(values: &[f64]) -> (f64, f64) {
+    values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
