@@ -37,11 +37,6 @@ impl Row {
     pub fn window_end(&self) -> EventTime {
         self.window_start + self.granularity_ms
     }
-
-    /// `1m`, `5m`, `1h`, …: the granularity as the row format spells it.
-    pub fn granularity_label(&self) -> String {
-        granularity_label(self.granularity_ms)
-    }
 }
 
 /// Spells a window length: whole hours as `Nh`, else whole minutes as `Nm`.

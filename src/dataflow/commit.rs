@@ -72,10 +72,6 @@ impl EpochBatch {
             }
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty() && self.late.is_empty() && self.windows.is_empty() && self.pending.is_empty() && self.checkpoints.is_empty()
-    }
 }
 
 /// Builds the commit operator; only worker 0 has a sink.

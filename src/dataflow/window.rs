@@ -105,10 +105,6 @@ impl<V: Default> ByEnd<V> {
         let ids = entry.remove();
         Some(ids.into_iter().filter_map(|id| self.windows.remove_entry(&id)).collect())
     }
-
-    fn len(&self) -> usize {
-        self.windows.len()
-    }
 }
 
 #[derive(Default)]
@@ -306,11 +302,6 @@ impl WindowBook {
             }
             end += MINUTE_MS;
         }
-    }
-
-    /// Windows held in memory: (open, final but restatable).
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.open.len(), self.closed.len())
     }
 }
 

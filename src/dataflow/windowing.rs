@@ -173,11 +173,3 @@ fn last_state_only(records: &mut Vec<Commitable>) {
     let mut flags = keep.into_iter();
     records.retain(|_| flags.next().unwrap_or(true));
 }
-
-/// A window effect's state key and value, for restore.
-pub fn effect_state(effect: &Effect) -> Option<(&WinId, Option<&WindowValue>)> {
-    match effect {
-        Effect::Window(id, value) => Some((id, value.as_ref())),
-        _ => None,
-    }
-}

@@ -8,7 +8,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -21,10 +20,9 @@ struct Files {
     rows_path: PathBuf,
 }
 
-/// A file sink shared by the workers of a process.
-#[derive(Clone)]
+/// A file sink, owned by the commit operator.
 pub struct FileSink {
-    files: Arc<Mutex<Files>>,
+    files: Files,
     staged: Vec<u8>,
     staged_late: Vec<u8>,
 }
@@ -65,12 +63,7 @@ impl FileSink {
             File::create(path).map(BufWriter::new).map_err(|source| SinkError::Io { target: path.display().to_string(), source })
         };
         let files = Files { rows: open(rows_path)?, late: open(&late_path(rows_path))?, rows_path: rows_path.to_path_buf() };
-        Ok(FileSink { files: Arc::new(Mutex::new(files)), staged: Vec::new(), staged_late: Vec::new() })
-    }
-
-    /// Another worker's handle on the same files.
-    pub fn handle(&self) -> FileSink {
-        FileSink { files: Arc::clone(&self.files), staged: Vec::new(), staged_late: Vec::new() }
+        Ok(FileSink { files, staged: Vec::new(), staged_late: Vec::new() })
     }
 }
 
@@ -120,8 +113,7 @@ impl Sink for FileSink {
     }
 
     fn commit(&mut self, _epoch: Epoch) -> Result<(), SinkError> {
-        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let files = &mut *files;
+        let files = &mut self.files;
         let target = files.rows_path.display().to_string();
         let io = |source| SinkError::Io { target: target.clone(), source };
         files.rows.write_all(&self.staged).map_err(io)?;
