@@ -9,6 +9,7 @@ pub mod dataflow;
 pub mod event;
 pub mod ingest;
 pub mod job;
+pub mod lockfile;
 pub mod log;
 pub mod row;
 pub mod run;

@@ -27,6 +27,10 @@ pub enum LogError {
         source: io::Error,
     },
 
+    /// Another process has the log open (`pid` as it recorded itself).
+    #[error("log {} is in use by {}: one process at a time writes a log (stop it first)", path.display(), pid.map_or("another process".to_owned(), |pid| format!("pid {pid}")))]
+    Locked { path: PathBuf, pid: Option<u32> },
+
     /// [`super::LogOptions`] or the partition count are out of range.
     #[error("log options: {0}")]
     Options(String),

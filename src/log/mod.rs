@@ -53,8 +53,10 @@
 //! Open scans every segment (reads the whole log once); the per-segment
 //! sparse index ([`segment::INDEX_INTERVAL_RECORDS`]) and newest event times
 //! are rebuilt by that scan and never stored. Each partition keeps its
-//! active segment file open. Locking the directory against a second process
-//! is the caller's job.
+//! active segment file open. One process at a time has a log open: `open`
+//! takes an exclusive lock on `dir/LOCK` ([`LogError::Locked`] names the
+//! holder's pid), so a second process can never truncate what the first is
+//! writing.
 
 mod error;
 mod group;
@@ -224,8 +226,16 @@ struct Encoded {
     clicks: Vec<usize>,
 }
 
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log").field("dir", &self.dir).field("partitions", &self.partitions.len()).finish_non_exhaustive()
+    }
+}
+
 /// An open log. `Send + Sync`: share it with an `Arc`.
 pub struct Log {
+    /// The exclusive lock on `dir/LOCK`, held while the log is open.
+    _lock: File,
     dir: PathBuf,
     options: LogOptions,
     partitions: Vec<Partition>,
@@ -239,6 +249,10 @@ impl Log {
     pub fn open(dir: &Path, partitions: u32, options: LogOptions) -> Result<Log, LogError> {
         options.check(partitions)?;
         create_dir(dir)?;
+        let lock = crate::lockfile::lock_dir(dir).map_err(|e| match e {
+            crate::lockfile::LockError::Held { pid } => LogError::Locked { path: dir.to_path_buf(), pid },
+            crate::lockfile::LockError::Io(source) => LogError::Io { path: dir.join(crate::lockfile::LOCK_FILE), op: "lock", source },
+        })?;
         meta::load_or_create(dir, partitions)?;
         let mut created = false;
         for p in 0..partitions {
@@ -258,7 +272,7 @@ impl Log {
             opened.push(partition);
             recovery.truncated.extend(truncated);
         }
-        Ok(Log { dir: dir.to_owned(), options, partitions: opened, recovery, counters: Counters::default() })
+        Ok(Log { _lock: lock, dir: dir.to_owned(), options, partitions: opened, recovery, counters: Counters::default() })
     }
 
     /// The log directory.

@@ -48,8 +48,7 @@ mod codec;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Write};
+use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -61,12 +60,13 @@ use redb::{
 use self::codec::{decode_last, decode_row, encode_last, encode_row, key_type_code, key_type_of, LastCommit};
 use super::{EpochCommit, EpochStore, PartitionCheckpoint, Recovered, RowFilter, StoreError, StoredRow, WindowKey};
 use crate::event::EventTime;
+use crate::lockfile::LockError;
 use crate::row::{LateEntry, Row, Status};
 
 /// The redb file inside a store directory.
 pub const STORE_FILE: &str = "store.redb";
 /// The lock file inside a store directory; holds the writer's pid.
-pub const LOCK_FILE: &str = "LOCK";
+pub use crate::lockfile::LOCK_FILE;
 /// Version of the table layout and value encodings (`embedded/codec.rs`).
 pub const FORMAT_VERSION: u64 = 1;
 /// Upper bound of redb's page cache per open handle.
@@ -411,23 +411,13 @@ fn builder() -> Builder {
     builder
 }
 
-/// Takes the exclusive lock on `dir/LOCK` and records this process in it.
+/// Takes the exclusive lock on `dir/LOCK` (see `crate::lockfile`).
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join(LOCK_FILE);
-    let io = |source| StoreError::Io { path: path.clone(), source };
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let pid = file.read_to_string(&mut holder).ok().and_then(|_| holder.trim().parse().ok());
-            return Err(StoreError::Locked { path, pid });
-        }
-        Err(TryLockError::Error(source)) => return Err(io(source)),
-    }
-    file.set_len(0).map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
-    Ok(file)
+    crate::lockfile::lock_dir(dir).map_err(|e| match e {
+        LockError::Held { pid } => StoreError::Locked { path, pid },
+        LockError::Io(source) => StoreError::Io { path, source },
+    })
 }
 
 /// Creates every table and the meta entries of a new store; checks the
