@@ -34,6 +34,44 @@ enum Command {
     /// Recount the log independently of the dataflow and compare every
     /// committed final and restated row; exit 0 only without mismatches.
     Verify(VerifyArgs),
+    /// Serve the HTTP ingest API in front of the embedded log.
+    Ingest(IngestArgs),
+    /// Ingest and the job on the embedded log and store, in one process.
+    Up(UpArgs),
+}
+
+#[derive(Args)]
+struct ServiceArgs {
+    /// Ingest config file (TOML; every key in jobs/ingest.example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address; overrides the config's `addr`.
+    #[arg(long)]
+    addr: Option<std::net::SocketAddr>,
+    /// Accept unsigned requests: for local use only (overrides auth.signatures).
+    #[arg(long)]
+    no_auth: bool,
+    /// Redis URL of the duplicate pre-filter; overrides the config's redis.url.
+    #[arg(long)]
+    redis: Option<String>,
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// The job to run (source: log, sink: store); default: the built-in jobs/embedded.toml.
+    #[arg(long)]
+    job: Option<PathBuf>,
+    /// Worker threads of the job.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
 }
 
 #[derive(Args)]
@@ -155,6 +193,8 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Import(args)) => import(args, &data_dir),
         Command::Export(args) => export(args, &data_dir),
         Command::Verify(args) => verify(args, &data_dir),
+        Command::Ingest(args) => service_config(&args.service).and_then(|config| ingest(&config, &data_dir)).unwrap_or_else(|code| code),
+        Command::Up(args) => up(args, &data_dir),
     };
     ExitCode::from(code as u8)
 }
@@ -188,6 +228,7 @@ fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         output: args.output,
         data_dir,
         bounded: args.bounded,
+        log: None,
     };
     match run(&job, &options) {
         Ok(report) => {
@@ -287,6 +328,64 @@ fn write_outputs(config: &GeneratorConfig, output: &PathBuf, catalog: Option<&Pa
         out.flush()?;
     }
     Ok(lines)
+}
+
+/// The ingest config: the file's (or the defaults), then the flags.
+fn service_config(args: &ServiceArgs) -> Result<tally::ingest::config::IngestConfig, i32> {
+    let mut config = match &args.config {
+        Some(path) => tally::ingest::config::load(path).map_err(|error| {
+            eprintln!("error: {error}");
+            error.exit_code()
+        })?,
+        None => tally::ingest::config::IngestConfig::defaults(),
+    };
+    if let Some(addr) = args.addr {
+        config.addr = addr;
+    }
+    if args.no_auth {
+        config.auth = tally::ingest::config::Auth::Off;
+    }
+    if let Some(url) = &args.redis {
+        let redis = config.redis.take().unwrap_or(tally::ingest::config::RedisConfig {
+            url: String::new(),
+            horizon_ms: tally::ingest::config::DEFAULT_REDIS_HORIZON_MS,
+            timeout_ms: tally::ingest::config::DEFAULT_REDIS_TIMEOUT_MS,
+        });
+        config.redis = Some(tally::ingest::config::RedisConfig { url: url.clone(), ..redis });
+    }
+    Ok(config)
+}
+
+fn ingest(config: &tally::ingest::config::IngestConfig, data_dir: &DataDir) -> Result<i32, i32> {
+    tally::up::ingest(config, data_dir).map(|()| 0).map_err(|error| {
+        eprintln!("error: tally ingest: {error}");
+        2
+    })
+}
+
+fn up(args: UpArgs, data_dir: &DataDir) -> i32 {
+    let config = match service_config(&args.service) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let job = match &args.job {
+        Some(path) => job::load(path),
+        None => tally::up::embedded_job(),
+    };
+    let job = match job {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    match tally::up::up(&config, data_dir, &job, args.workers) {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("error: tally up: {error}");
+            2
+        }
+    }
 }
 
 fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {

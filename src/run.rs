@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub data_dir: DataDir,
     /// Read the log only up to the end offsets seen at start, then finish.
     pub bounded: bool,
+    /// The embedded log, already open in this process (`tally up`, where
+    /// ingest appends to it); opened from the data directory when `None`.
+    pub log: Option<Arc<Log>>,
 }
 
 impl Default for DataDir {
@@ -186,7 +189,7 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
         (SourceSpec::Generator(config), None) => generate(config, job.partitions),
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
-            return open_log(&dir, job, options.bounded);
+            return open_log(&dir, job, options);
         }
     };
     let (partitions, report) = loaded;
@@ -196,9 +199,17 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
 }
 
 /// Readers over the embedded log; bounded ones stop at today's end offsets.
-fn open_log(dir: &Path, job: &Job, bounded: bool) -> Result<(ReaderFactory, String, u64), RunError> {
+fn open_log(dir: &Path, job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String, u64), RunError> {
     let partitions = job.partitions;
-    let log = Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?);
+    let bounded = options.bounded;
+    let log = match &options.log {
+        Some(log) if log.partitions() == partitions => Arc::clone(log),
+        Some(log) => {
+            let reason = format!("{}: source.partitions is {partitions} but the log has {}", job.file.display(), log.partitions());
+            return Err(RunError::Usage(reason));
+        }
+        None => Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?),
+    };
     let deleted = log.enforce_retention(now_ms())?;
     let ends = log.end_offsets();
     let total: u64 = ends.iter().sum();

@@ -13,9 +13,9 @@
 //! whole epochs, so every decision falls on an epoch tick.
 
 mod duration;
-mod error;
+pub(crate) mod error;
 mod read;
-mod section;
+pub(crate) mod section;
 #[cfg(test)]
 mod tests;
 

@@ -168,7 +168,7 @@ pub fn decode_click(line: &[u8], salt: &UserSalt) -> Result<Click, ClickError> {
 
 /// Turns a serde_json error into a line error, keeping the column (serde's
 /// "line 1" is meaningless here: the caller knows the file line).
-fn json_error(e: &serde_json::Error) -> ClickError {
+pub(crate) fn json_error(e: &serde_json::Error) -> ClickError {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     let message = full.strip_suffix(&suffix).unwrap_or(&full);
@@ -327,6 +327,71 @@ struct RawClick<'a>([Option<Scalar<'a>>; 5]);
 /// A line that is a JSON object: its raw fields, or the first unknown or
 /// duplicate field. Syntax errors stay serde errors.
 struct Parsed<'a>(Result<RawClick<'a>, ClickError>);
+
+/// One element of a JSON array of clicks: a click object, checked like a
+/// line, or any other JSON value, which is an error of that element only.
+/// Syntax errors stay serde errors (they end the whole array).
+pub(crate) struct ArrayItem<'a>(Result<RawClick<'a>, ClickError>);
+
+impl<'a> ArrayItem<'a> {
+    pub(crate) fn into_click(self, salt: &UserSalt) -> Result<Click, ClickError> {
+        self.0?.into_click(salt)
+    }
+}
+
+impl<'de> Deserialize<'de> for ArrayItem<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+/// Reads an array element: objects as clicks, anything else by its kind
+/// (through [`ScalarVisitor`], which also skips nested arrays).
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = ArrayItem<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        ClickVisitor.visit_map(map).map(|Parsed(fields)| ArrayItem(fields))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_seq(seq).map(not_an_object)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_bool(v).map(not_an_object)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_i64(v).map(not_an_object)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_u64(v).map(not_an_object)
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_f64(v).map(not_an_object)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_str(v).map(not_an_object)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        ScalarVisitor.visit_unit().map(not_an_object)
+    }
+}
+
+fn not_an_object(value: Scalar<'_>) -> ArrayItem<'_> {
+    ArrayItem(Err(ClickError::line(format!("expected a JSON object, got {}", value.kind()))))
+}
 
 impl<'de> Deserialize<'de> for Parsed<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

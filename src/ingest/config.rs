@@ -1,0 +1,318 @@
+//! The ingest service's configuration file (TOML), read like a job file:
+//! every key checked, unknown keys refused, one-line errors naming the file
+//! and the dotted key. Every key and its default is in
+//! `jobs/ingest.example.toml`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use toml::Value;
+
+use super::auth::{Secret, Verifier, MIN_SECRET_BYTES};
+use super::decode::DecodeLimits;
+use super::limit::{Rate, RateLimiter};
+use crate::job::error::KeyError;
+use crate::job::section::{Section, Spelled};
+use crate::job::JobError;
+use crate::sources::file::{check_key, UserSalt};
+
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_PARTITIONS: u32 = 8;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+pub const DEFAULT_MAX_BATCH_CLICKS: usize = 10_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 256;
+pub const DEFAULT_TIMESTAMP_PAST_MS: u64 = 7 * 86_400_000;
+pub const DEFAULT_TIMESTAMP_FUTURE_MS: u64 = 5 * 60_000;
+pub const DEFAULT_REPLAY_WINDOW_MS: u64 = 5 * 60_000;
+pub const DEFAULT_CLICKS_PER_S: u64 = 1_000_000;
+pub const DEFAULT_BURST_CLICKS: u64 = 2_000_000;
+pub const DEFAULT_REDIS_HORIZON_MS: u64 = 24 * 3_600_000;
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 20;
+
+/// Upper bounds of the size keys, so a typo cannot ask for terabytes.
+const MAX_BODY_BYTES_LIMIT: u64 = 256 << 20;
+const MAX_BATCH_CLICKS_LIMIT: u64 = 1_000_000;
+const MAX_CONNECTIONS_LIMIT: u64 = 100_000;
+
+/// How requests are authenticated.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// HMAC-SHA256 signatures by configured clients (the default).
+    Signed(Verifier),
+    /// No signatures: only by explicit configuration, for local use.
+    Off,
+}
+
+/// Where the TLS certificate chain and private key are (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub horizon_ms: u64,
+    pub timeout_ms: u64,
+}
+
+/// A checked ingest configuration.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    pub addr: SocketAddr,
+    /// Partitions of the log when it is created.
+    pub partitions: u32,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    pub max_inflight_requests: usize,
+    pub limits: DecodeLimits,
+    pub auth: Auth,
+    pub default_rate: Rate,
+    pub client_rates: HashMap<String, Rate>,
+    pub tls: Option<TlsFiles>,
+    pub redis: Option<RedisConfig>,
+    /// The user-id hash key; the data directory's when absent.
+    pub salt: Option<UserSalt>,
+}
+
+impl IngestConfig {
+    /// The configuration of an absent file: defaults, and no clients (so
+    /// signatures must be switched off to start).
+    pub fn defaults() -> IngestConfig {
+        read(toml::Table::new(), Path::new(".")).unwrap_or_else(|e| unreachable!("defaults are valid: {e:?}"))
+    }
+
+    pub fn limiter(&self) -> RateLimiter {
+        RateLimiter::new(self.default_rate, self.client_rates.clone())
+    }
+
+    /// Refuses to start with signatures on and nobody able to sign.
+    pub fn check_startable(&self) -> Result<(), String> {
+        match &self.auth {
+            Auth::Signed(verifier) if verifier.is_empty() => Err(
+                "request signatures are on but no client is configured: add [[auth.clients]] to the config, \
+                 or switch signatures off for local use (auth.signatures = false, or --no-auth)"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads and checks a config file; relative paths in it are relative to it.
+pub fn load(path: &Path) -> Result<IngestConfig, JobError> {
+    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read { file: path.to_path_buf(), source })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|err| JobError::syntax(path.to_path_buf(), &text, &err))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    read(table, base).map_err(|err| err.in_file(path.to_path_buf()))
+}
+
+fn read(table: toml::Table, base: &Path) -> Result<IngestConfig, KeyError> {
+    let mut root = Section::root(table);
+    let addr_text = root.string("addr")?.unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+    let addr = addr_text.parse().map_err(|e| root.error("addr", format!("{addr_text:?} is not host:port ({e})")))?;
+    let partitions = bounded(&mut root, "partitions", DEFAULT_PARTITIONS.into(), crate::log::MAX_PARTITIONS.into())? as u32;
+    let max_body_bytes = bounded(&mut root, "max_body_bytes", DEFAULT_MAX_BODY_BYTES as u64, MAX_BODY_BYTES_LIMIT)? as usize;
+    let max_batch_clicks = bounded(&mut root, "max_batch_clicks", DEFAULT_MAX_BATCH_CLICKS as u64, MAX_BATCH_CLICKS_LIMIT)? as usize;
+    let max_connections = bounded(&mut root, "max_connections", DEFAULT_MAX_CONNECTIONS as u64, MAX_CONNECTIONS_LIMIT)? as usize;
+    let max_inflight_requests =
+        bounded(&mut root, "max_inflight_requests", DEFAULT_MAX_INFLIGHT_REQUESTS as u64, MAX_CONNECTIONS_LIMIT)? as usize;
+    let past_ms = duration(&mut root, "timestamp_past", DEFAULT_TIMESTAMP_PAST_MS)?;
+    let future_ms = duration(&mut root, "timestamp_future", DEFAULT_TIMESTAMP_FUTURE_MS)?;
+    let salt = match root.string("salt")? {
+        None => None,
+        Some(hex) => Some(parse_salt(&hex).ok_or_else(|| root.error("salt", "expected 32 hex digits (16 bytes)"))?),
+    };
+    let mut rate_section = root.section("rate_limit")?;
+    let default_rate = rate(&mut rate_section, Rate { clicks_per_s: DEFAULT_CLICKS_PER_S as f64, burst_clicks: DEFAULT_BURST_CLICKS as f64 })?;
+    check_burst(&rate_section, default_rate, max_batch_clicks)?;
+    rate_section.finish()?;
+    let (auth, client_rates) = auth(&mut root, default_rate, max_batch_clicks)?;
+    let tls = tls(&mut root, base)?;
+    let redis = redis(&mut root)?;
+    root.finish()?;
+    let limits = DecodeLimits { max_batch_clicks, past_ms, future_ms };
+    Ok(IngestConfig { addr, partitions, max_body_bytes, max_connections, max_inflight_requests, limits, auth, default_rate, client_rates, tls, redis, salt })
+}
+
+/// A positive integer key, at most `max`.
+fn bounded(section: &mut Section, key: &str, default: u64, max: u64) -> Result<u64, KeyError> {
+    match section.integer(key)? {
+        None => Ok(default),
+        Some(n) if n >= 1 && (n as u64) <= max => Ok(n as u64),
+        Some(n) => Err(section.error(key, format!("{n} is out of range 1..={max}"))),
+    }
+}
+
+fn duration(section: &mut Section, key: &str, default_ms: u64) -> Result<u64, KeyError> {
+    Ok(section.duration(key)?.map_or(default_ms, |Spelled { ms, .. }| ms))
+}
+
+fn rate(section: &mut Section, default: Rate) -> Result<Rate, KeyError> {
+    let clicks_per_s = bounded(section, "clicks_per_s", default.clicks_per_s as u64, u64::from(u32::MAX))?;
+    let burst_clicks = bounded(section, "burst_clicks", default.burst_clicks as u64, u64::from(u32::MAX))?;
+    Ok(Rate { clicks_per_s: clicks_per_s as f64, burst_clicks: burst_clicks as f64 })
+}
+
+/// A batch must fit in a full bucket, or it could never pass.
+fn check_burst(section: &Section, rate: Rate, max_batch_clicks: usize) -> Result<(), KeyError> {
+    if rate.burst_clicks < max_batch_clicks as f64 {
+        let reason = format!("{} is below max_batch_clicks ({max_batch_clicks}): a full batch could never pass", rate.burst_clicks);
+        return Err(section.error("burst_clicks", reason));
+    }
+    Ok(())
+}
+
+fn auth(root: &mut Section, default_rate: Rate, max_batch_clicks: usize) -> Result<(Auth, HashMap<String, Rate>), KeyError> {
+    let mut section = root.section("auth")?;
+    let signatures = match section.take("signatures") {
+        None | Some(Value::Boolean(true)) => true,
+        Some(Value::Boolean(false)) => false,
+        Some(other) => return Err(section.error("signatures", format!("expected true or false, found {}", other.type_str()))),
+    };
+    let replay_window_ms = duration(&mut section, "replay_window", DEFAULT_REPLAY_WINDOW_MS)?;
+    let clients = section.array("clients", |value, position| client(value, position, default_rate, max_batch_clicks))?.unwrap_or_default();
+    section.finish()?;
+    let mut secrets = HashMap::new();
+    let mut rates = HashMap::new();
+    for (id, secret, rate) in clients {
+        if secrets.insert(id.clone(), secret).is_some() {
+            return Err(section.error("clients", format!("client {id:?} is listed twice")));
+        }
+        rates.insert(id, rate);
+    }
+    let auth = if signatures { Auth::Signed(Verifier::new(secrets, replay_window_ms)) } else { Auth::Off };
+    Ok((auth, rates))
+}
+
+/// One `[[auth.clients]]` entry: `id`, `secret` or `secret_env`, and an
+/// optional own rate.
+fn client(value: &Value, position: usize, default_rate: Rate, max_batch_clicks: usize) -> Result<(String, Secret, Rate), String> {
+    let Value::Table(table) = value else {
+        return Err(format!("entry {position}: expected a table, found {}", value.type_str()));
+    };
+    let mut entry = Section::root(table.clone());
+    let in_entry = |e: KeyError| format!("entry {position}: {}: {}", e.key, e.reason);
+    let id = entry.string("id").map_err(in_entry)?.ok_or_else(|| format!("entry {position}: id: missing"))?;
+    check_key(&id).map_err(|e| format!("entry {position}: id: {e}"))?;
+    let secret = match (entry.string("secret").map_err(in_entry)?, entry.string("secret_env").map_err(in_entry)?) {
+        (Some(secret), None) => secret,
+        (None, Some(var)) => std::env::var(&var).map_err(|_| format!("entry {position}: secret_env: environment variable {var:?} is not set"))?,
+        _ => return Err(format!("entry {position}: set exactly one of secret, secret_env")),
+    };
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!("entry {position}: secret: {} bytes, at least {MIN_SECRET_BYTES} required", secret.len()));
+    }
+    let rate = rate(&mut entry, default_rate).map_err(in_entry)?;
+    if rate.burst_clicks < max_batch_clicks as f64 {
+        return Err(format!("entry {position}: burst_clicks: below max_batch_clicks ({max_batch_clicks})"));
+    }
+    entry.finish().map_err(in_entry)?;
+    Ok((id, Secret::new(secret), rate))
+}
+
+fn tls(root: &mut Section, base: &Path) -> Result<Option<TlsFiles>, KeyError> {
+    let mut section = root.section("tls")?;
+    let cert = section.string("cert")?;
+    let key = section.string("key")?;
+    section.finish()?;
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert: base.join(cert), key: base.join(key) })),
+        (Some(_), None) => Err(section.error("key", "missing (tls.cert is set)")),
+        (None, Some(_)) => Err(section.error("cert", "missing (tls.key is set)")),
+    }
+}
+
+fn redis(root: &mut Section) -> Result<Option<RedisConfig>, KeyError> {
+    let mut section = root.section("redis")?;
+    let url = section.string("url")?;
+    let horizon_ms = duration(&mut section, "horizon", DEFAULT_REDIS_HORIZON_MS)?;
+    let timeout_ms = duration(&mut section, "timeout", DEFAULT_REDIS_TIMEOUT_MS)?;
+    if timeout_ms == 0 {
+        return Err(section.error("timeout", "must be positive"));
+    }
+    section.finish()?;
+    Ok(url.map(|url| RedisConfig { url, horizon_ms, timeout_ms }))
+}
+
+fn parse_salt(hex: &str) -> Option<UserSalt> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut salt = [0u8; 16];
+    for (byte, pair) in salt.iter_mut().zip(bytes.chunks_exact(2)) {
+        let digit = |b: u8| (b as char).to_digit(16);
+        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(UserSalt::from_bytes(salt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<IngestConfig, String> {
+        read(toml::from_str(text).unwrap(), Path::new("/etc/tally")).map_err(|e| format!("{}: {}", e.key, e.reason))
+    }
+
+    #[test]
+    fn defaults_need_clients_or_signatures_off() {
+        let config = IngestConfig::defaults();
+        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
+        assert!(config.check_startable().unwrap_err().contains("--no-auth"));
+        assert!(parse("[auth]\nsignatures = false").unwrap().check_startable().is_ok());
+    }
+
+    #[test]
+    fn clients_rates_tls_and_redis_are_read() {
+        let config = parse(
+            r#"
+            max_batch_clicks = 100
+            [auth]
+            replay_window = "1m"
+            [[auth.clients]]
+            id = "web"
+            secret = "0123456789abcdef"
+            clicks_per_s = 10
+            burst_clicks = 100
+            [tls]
+            cert = "cert.pem"
+            key = "/keys/key.pem"
+            [redis]
+            url = "redis://127.0.0.1:6379"
+            timeout = "5ms"
+            "#,
+        )
+        .unwrap();
+        assert!(config.check_startable().is_ok());
+        assert_eq!(config.client_rates["web"], Rate { clicks_per_s: 10.0, burst_clicks: 100.0 });
+        let tls = config.tls.unwrap();
+        assert_eq!((tls.cert, tls.key), (PathBuf::from("/etc/tally/cert.pem"), PathBuf::from("/keys/key.pem")));
+        assert_eq!(config.redis.unwrap().timeout_ms, 5);
+    }
+
+    #[test]
+    fn bad_keys_are_named() {
+        let cases = [
+            ("addr = \"nowhere\"", "addr: \"nowhere\" is not host:port"),
+            ("max_batch_clicks = 0", "max_batch_clicks: 0 is out of range"),
+            ("colour = 1", "colour: unknown key"),
+            ("[auth]\nsignatures = \"no\"", "auth.signatures: expected true or false"),
+            ("[[auth.clients]]\nid = \"a\"\nsecret = \"short\"", "auth.clients: entry 1: secret: 5 bytes"),
+            ("[[auth.clients]]\nid = \"a b\"\nsecret = \"0123456789abcdef\"", "auth.clients: entry 1: id: invalid character"),
+            ("[[auth.clients]]\nid = \"a\"\nsecret = \"0123456789abcdef\"\nextra = 1", "auth.clients: entry 1: extra: unknown key"),
+            ("[rate_limit]\nburst_clicks = 10", "rate_limit.burst_clicks: 10 is below max_batch_clicks"),
+            ("[tls]\ncert = \"c.pem\"", "tls.key: missing"),
+            ("salt = \"xyz\"", "salt: expected 32 hex digits"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).unwrap_err();
+            assert!(error.starts_with(expected), "{text:?}: {error}");
+        }
+    }
+}

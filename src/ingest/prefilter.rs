@@ -1,0 +1,166 @@
+//! The optional Redis pre-filter: answers an obvious retry without writing
+//! it to the log again.
+//!
+//! Redis is never the authority on duplicates (the job's dedup is), so the
+//! filter is built to be safe when it is wrong, slow or gone:
+//!
+//! - A request id is remembered (`SET tally:rid:<id> 1 NX EX horizon`) only
+//!   *after* its click is durable in the log. A key therefore always means
+//!   "an earlier request with this id was acknowledged", and answering its
+//!   retry with `202` without writing is truthful. A write that failed
+//!   leaves no key behind, so its retry is never blocked.
+//! - Before writing, one `MGET` asks which ids of the batch are known. Check
+//!   and write are not atomic: two copies of a click racing each other may
+//!   both be written, and the job's dedup drops the second.
+//! - Every call has a timeout (`timeout_ms`). After an error or timeout the
+//!   filter steps aside for a back-off (doubling from 100 ms to 5 s) and
+//!   requests go straight to the log; the connection is re-established in
+//!   the background.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::event::RequestId;
+
+/// First back-off after a Redis failure.
+pub const MIN_BACKOFF_MS: u64 = 100;
+/// Longest back-off after repeated Redis failures.
+pub const MAX_BACKOFF_MS: u64 = 5_000;
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct PreFilterStats {
+    /// Clicks answered from Redis without a log write.
+    pub duplicates: AtomicU64,
+    /// Failed or timed-out Redis calls.
+    pub errors: AtomicU64,
+    /// Requests that skipped Redis during a back-off.
+    pub skipped: AtomicU64,
+}
+
+/// Whether and how long to step aside after failures.
+#[derive(Debug)]
+struct Backoff {
+    until: Option<Instant>,
+    next_ms: u64,
+}
+
+/// A pre-filter on one Redis server.
+pub struct PreFilter {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// Made on first use, inside the runtime that serves requests.
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    horizon_s: u64,
+    timeout: Duration,
+    backoff: Mutex<Backoff>,
+    pub stats: PreFilterStats,
+}
+
+impl std::fmt::Debug for PreFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreFilter").field("horizon_s", &self.horizon_s).field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+/// The Redis key of a request id.
+pub fn key(request_id: RequestId) -> String {
+    format!("tally:rid:{request_id:032x}")
+}
+
+impl PreFilter {
+    /// A filter on `url` (`redis://host:port/db`); connects lazily, so a
+    /// Redis that is down at start only means no filtering until it is up.
+    pub fn new(url: &str, horizon_ms: u64, timeout: Duration) -> Result<PreFilter, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("redis url {url:?}: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(MAX_BACKOFF_MS));
+        let backoff = Mutex::new(Backoff { until: None, next_ms: MIN_BACKOFF_MS });
+        Ok(PreFilter { client, config, conn: tokio::sync::OnceCell::new(), horizon_s: horizon_ms.div_ceil(1000).max(1), timeout, backoff, stats: PreFilterStats::default() })
+    }
+
+    /// For each id, whether an earlier request with it was acknowledged.
+    /// All `false` when Redis cannot answer in time.
+    pub async fn seen(&self, ids: &[RequestId]) -> Vec<bool> {
+        let unknown = vec![false; ids.len()];
+        if ids.is_empty() || !self.available() {
+            return unknown;
+        }
+        let mut cmd = redis::cmd("MGET");
+        for &id in ids {
+            cmd.arg(key(id));
+        }
+        let Some(mut conn) = self.connection().await else { return unknown };
+        let reply = tokio::time::timeout(self.timeout, cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut conn)).await;
+        match reply {
+            Ok(Ok(values)) if values.len() == ids.len() => {
+                self.succeeded();
+                let seen: Vec<bool> = values.iter().map(Option::is_some).collect();
+                let hits = seen.iter().filter(|&&s| s).count() as u64;
+                self.stats.duplicates.fetch_add(hits, Ordering::Relaxed);
+                seen
+            }
+            _ => {
+                self.failed();
+                unknown
+            }
+        }
+    }
+
+    /// Remembers ids whose clicks are now durable. Best effort.
+    pub async fn remember(&self, ids: &[RequestId]) {
+        if ids.is_empty() || !self.available() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for &id in ids {
+            pipe.cmd("SET").arg(key(id)).arg(1).arg("NX").arg("EX").arg(self.horizon_s).ignore();
+        }
+        let Some(mut conn) = self.connection().await else { return };
+        match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => self.succeeded(),
+            _ => self.failed(),
+        }
+    }
+
+    /// The connection manager (it reconnects by itself after errors).
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let made = self.conn.get_or_try_init(|| async { self.client.get_connection_manager_lazy(self.config.clone()) }).await;
+        match made {
+            Ok(conn) => Some(conn.clone()),
+            Err(_) => {
+                self.failed();
+                None
+            }
+        }
+    }
+
+    fn available(&self) -> bool {
+        let backoff = self.backoff.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match backoff.until {
+            Some(until) if Instant::now() < until => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut backoff = self.backoff.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *backoff = Backoff { until: None, next_ms: MIN_BACKOFF_MS };
+    }
+
+    fn failed(&self) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let mut backoff = self.backoff.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        backoff.until = Some(Instant::now() + Duration::from_millis(backoff.next_ms));
+        backoff.next_ms = (backoff.next_ms * 2).min(MAX_BACKOFF_MS);
+    }
+}

@@ -1,0 +1,88 @@
+//! Starting the ingest service: bind, TLS, pre-filter, serve until stopped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use tokio_rustls::TlsAcceptor;
+
+use super::config::{Auth, IngestConfig};
+use super::prefilter::PreFilter;
+use super::server::{router, ClickLog, Ingest};
+use crate::sources::file::UserSalt;
+
+/// The wall clock in unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
+}
+
+/// A bound, not yet serving ingest service.
+pub struct Service {
+    pub ingest: Arc<Ingest>,
+    listener: std::net::TcpListener,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    summary: String,
+}
+
+impl Service {
+    /// Binds `config.addr` and prepares everything a request needs. Fails
+    /// on a config that cannot serve (signatures on without clients, bad
+    /// TLS files, a bad Redis URL, an address in use).
+    pub fn bind(config: &IngestConfig, log: Arc<dyn ClickLog>, salt: UserSalt) -> Result<Service, String> {
+        config.check_startable()?;
+        let tls = match &config.tls {
+            Some(files) => Some(crate::http::tls_acceptor(&files.cert, &files.key)?),
+            None => None,
+        };
+        let prefilter = match &config.redis {
+            Some(redis) => Some(PreFilter::new(&redis.url, redis.horizon_ms, Duration::from_millis(redis.timeout_ms))?),
+            None => None,
+        };
+        let listener = std::net::TcpListener::bind(config.addr).map_err(|e| format!("ingest: cannot listen on {}: {e}", config.addr))?;
+        listener.set_nonblocking(true).map_err(|e| format!("ingest: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("ingest: {e}"))?;
+        let summary = summary(config, addr);
+        let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
+        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| unreachable!("a bound listener has an address"))
+    }
+
+    /// What is being served and how, for the start-up message.
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// Serves the ingest routes (and `extra` routes) until `shutdown`.
+    pub async fn serve(self, extra: Router, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let app = router(Arc::clone(&self.ingest)).merge(extra);
+        crate::http::serve(listener, app, self.tls, self.max_connections, shutdown).await
+    }
+}
+
+fn summary(config: &IngestConfig, addr: SocketAddr) -> String {
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let auth = match &config.auth {
+        Auth::Signed(_) => format!("request signatures ON ({} clients)", config.client_rates.len()),
+        Auth::Off => "request signatures OFF: anyone who can reach this address can send clicks (local use only)".to_owned(),
+    };
+    let redis = config.redis.as_ref().map_or(String::new(), |r| format!(", Redis pre-filter {}", r.url));
+    format!("ingest: {scheme}://{addr}/v1/clicks and /v1/clicks/batch; {auth}{redis}")
+}
+
+/// Resolves when the process gets SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
