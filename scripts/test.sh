@@ -42,6 +42,17 @@ ensure_cargo() {
     fi
 }
 
+# The Redis tests start their own redis-server on a free loopback port; only
+# the binary is needed. Debian's package provides it.
+ensure_redis() {
+    if ! command -v redis-server >/dev/null; then
+        echo "redis-server not found: installing Debian's redis-server package" >&2
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server
+    fi
+    redis-server --version
+}
+
 print_versions() {
     cargo --version
     rustc --version
@@ -54,6 +65,9 @@ print_versions() {
 step "toolchain"
 ensure_cargo
 print_versions
+
+step "services for the tests (redis-server)"
+ensure_redis
 
 step "build (release binaries)"
 cargo build --locked --release --bins

@@ -671,3 +671,106 @@ fn two_process_cluster_matches_one_worker() {
     assert!(settled_rows(&outputs[1]).is_empty(), "only process 0 commits");
     assert_rows_equal(&reference, &union, "2 processes x 2 workers vs -w 1");
 }
+
+// ---------------------------------------------------------------- ingest and up
+
+const INGEST_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/ingest.example.toml");
+
+fn free_addr() -> String {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+}
+
+/// Waits until something listens on `addr`, then stops the service with
+/// SIGTERM; returns how it ended.
+fn start_then_terminate(command: Command, addr: &str) -> Finished {
+    let mut running = spawn(command);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if let Some(status) = running.child.try_wait().expect("try_wait") {
+            panic!("{} exited with {status} before listening:\n{}", running.what, String::from_utf8_lossy(&running.stderr.join().unwrap()));
+        }
+        assert!(started.elapsed() < CHILD_TIMEOUT, "{} never listened on {addr}", running.what);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    wait_all(vec![running]).pop().expect("one child")
+}
+
+#[test]
+fn ingest_refuses_to_start_unsigned_unless_told_no_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = tally();
+    command.arg("--data-dir").arg(dir.path()).args(["ingest", "--addr", &free_addr()]);
+    let done = run_to_end(command);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert!(done.stderr.contains("no client is configured") && done.stderr.contains("--no-auth"), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
+}
+
+#[test]
+fn up_without_auth_says_so_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut command = tally();
+    command.arg("--data-dir").arg(dir.path()).args(["up", "--no-auth", "--addr", &addr]);
+    let done = start_then_terminate(command, &addr);
+    assert_eq!(done.code(), Some(0), "{}", done.stderr);
+    assert!(done.stderr.contains(&format!("ingest: http://{addr}/v1/clicks")), "{}", done.stderr);
+    assert!(done.stderr.contains("request signatures OFF"), "{}", done.stderr);
+    assert!(done.stderr.contains("job: embedded"), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
+}
+
+#[test]
+fn the_example_ingest_config_starts_with_signatures_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut command = tally();
+    command.env("TALLY_WEB_SDK_SECRET", "a-secret-from-the-environment");
+    command.arg("--data-dir").arg(dir.path()).args(["ingest", "--config", INGEST_EXAMPLE, "--addr", &addr]);
+    let done = start_then_terminate(command, &addr);
+    assert_eq!(done.code(), Some(0), "{}", done.stderr);
+    assert!(done.stderr.contains("request signatures ON (2 clients)"), "{}", done.stderr);
+    // Without the environment variable the config is refused, naming it.
+    let mut command = tally();
+    command.env_remove("TALLY_WEB_SDK_SECRET");
+    command.arg("--data-dir").arg(dir.path()).args(["ingest", "--config", INGEST_EXAMPLE, "--addr", &addr]);
+    let done = run_to_end(command);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert!(done.stderr.contains("key 'auth.clients': entry 1: secret_env: environment variable \"TALLY_WEB_SDK_SECRET\" is not set"), "{}", done.stderr);
+}
+
+#[test]
+fn a_bad_ingest_config_names_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    std::fs::write(&config, "max_batch_clicks = 0\n").unwrap();
+    let mut command = tally();
+    command.arg("--data-dir").arg(dir.path()).arg("ingest").arg("--config").arg(&config);
+    let done = run_to_end(command);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    let expected = format!("error: {}: key 'max_batch_clicks': 0 is out of range 1..=1000000", config.display());
+    assert_eq!(done.stderr.trim(), expected);
+}
+
+#[test]
+fn a_second_process_on_the_same_log_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut first = tally();
+    first.arg("--data-dir").arg(dir.path()).args(["ingest", "--no-auth", "--addr", &addr]);
+    let mut running = spawn(first);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(started.elapsed() < CHILD_TIMEOUT, "first ingest never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut second = tally();
+    second.arg("--data-dir").arg(dir.path()).args(["ingest", "--no-auth", "--addr", &free_addr()]);
+    let refused = run_to_end(second);
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    assert_ne!(refused.code(), Some(0));
+    assert!(refused.stderr.contains(&format!("is in use by pid {}", running.child.id())), "{}", refused.stderr);
+}
