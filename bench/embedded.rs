@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_time, median, min_max, number, peak_rss_kb};
+use common::{cpu_time, human, median, min_max, number, peak_rss_kb};
 use tally::log::{Log, LogOptions};
 use tally::sources::generator::{Generator, GeneratorConfig};
 
@@ -539,13 +539,4 @@ fn print_recovery_table(samples: &[RecoverySample]) -> f64 {
         }
     }
     resume
-}
-
-/// `1.23M`, `45.6k` or `789`.
-fn human(v: f64) -> String {
-    match v {
-        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
-        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
-        v => format!("{v:.0}"),
-    }
 }

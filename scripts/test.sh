@@ -80,6 +80,7 @@ if [ -f bench/core.rs ]; then
     step "benchmark smoke (figures only, no thresholds)"
     cargo bench --locked --bench core -- --smoke
     cargo bench --locked --bench embedded -- --smoke
+    cargo bench --locked --bench ingest -- --smoke
     benches="smoke ran"
 fi
 

@@ -47,3 +47,32 @@ pub fn median(values: &[f64]) -> f64 {
 pub fn min_max(values: &[f64]) -> (f64, f64) {
     values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
+
+/// `1.23M`, `45.6k` or `789`.
+pub fn human(v: f64) -> String {
+    match v {
+        v if v >= 1e6 => format!("{:.2}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.1}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+}
+
+/// CPU time the machine's processes used since boot (`/proc/stat`, all
+/// cores): user, nice, system, irq and softirq; not idle, iowait or steal.
+pub fn machine_busy() -> Duration {
+    const BUSY_FIELDS: [usize; 5] = [0, 1, 2, 5, 6];
+    let ticks = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let fields: Vec<u64> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        BUSY_FIELDS.iter().map(|&i| fields.get(i).copied()).sum::<Option<u64>>()
+    });
+    Duration::from_millis(ticks.unwrap_or(0) * 1_000 / CLOCK_TICKS_PER_S)
+}
+
+/// The `q` quantile (0..=1) of sorted values, nearest rank; 0 if empty.
+pub fn percentile(sorted: &[u32], q: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
