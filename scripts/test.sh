@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: release build, unit and integration tests, and
-# a smoke run of the benchmarks. One command on a fresh machine:
+# Runs the whole test suite: release build, unit and integration tests
+# (with a redis-server it installs if missing), a short run of the fuzzers,
+# and a smoke run of the benchmarks. One command on a fresh machine:
 #
 #     scripts/test.sh
 #
@@ -74,6 +75,9 @@ cargo build --locked --release --bins
 
 step "tests (unit and integration, release profile)"
 cargo test --locked --release "$@"
+
+step "fuzz smoke (10 s per target)"
+scripts/fuzz.sh 10
 
 benches="skipped (no bench/core.rs)"
 if [ -f bench/core.rs ]; then

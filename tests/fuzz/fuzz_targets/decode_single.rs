@@ -1,0 +1,12 @@
+//! Fuzzes the decoder of `POST /v1/clicks` bodies: one JSON click object.
+//!
+//! A client can send any bytes, so `decode_body` must return on every input
+//! (a panic is a crash found) and its answer must keep the invariants checked
+//! by `tally_fuzz::decode_and_check`.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tally::ingest::decode::BodyKind;
+
+fuzz_target!(|body: &[u8]| tally_fuzz::decode_and_check(BodyKind::Single, body));
