@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod job;
 pub mod lockfile;
 pub mod log;
+pub mod query;
 pub mod row;
 pub mod run;
 pub mod sink;

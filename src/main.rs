@@ -36,7 +36,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Serve the HTTP ingest API in front of the embedded log.
     Ingest(IngestArgs),
-    /// Ingest and the job on the embedded log and store, in one process.
+    /// Ingest, the job, the query API and the dashboard on the embedded log
+    /// and store, in one process.
     Up(UpArgs),
 }
 
@@ -72,6 +73,12 @@ struct UpArgs {
     /// Worker threads of the job.
     #[arg(short = 'w', long = "workers", default_value_t = 1)]
     workers: usize,
+    /// Ad catalog CSV of the job (ad_id,campaign_id,advertiser_id[,valid_from]).
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Also post generated clicks (200 ads, one viral) to the ingest API, ~2,000/s.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Args)]
@@ -229,6 +236,8 @@ fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         data_dir,
         bounded: args.bounded,
         log: None,
+        store: None,
+        stats: None,
     };
     match run(&job, &options) {
         Ok(report) => {
@@ -379,7 +388,8 @@ fn up(args: UpArgs, data_dir: &DataDir) -> i32 {
             return error.exit_code();
         }
     };
-    match tally::up::up(&config, data_dir, &job, args.workers) {
+    let options = tally::up::UpOptions { workers: args.workers, catalog: args.catalog, demo: args.demo };
+    match tally::up::up(&config, data_dir, &job, &options) {
         Ok(()) => 0,
         Err(error) => {
             eprintln!("error: tally up: {error}");

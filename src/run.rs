@@ -50,7 +50,17 @@ pub struct RunOptions {
     /// The embedded log, already open in this process (`tally up`, where
     /// ingest appends to it); opened from the data directory when `None`.
     pub log: Option<Arc<Log>>,
+    /// The embedded store, already open in this process (`tally up`, whose
+    /// query API reads it); taken by the run. Opened from the data directory
+    /// when `None`.
+    pub store: Option<SharedStore>,
+    /// Where the sources count clicks (`tally up` shows them); a fresh set
+    /// when `None`.
+    pub stats: Option<Arc<SourceStats>>,
 }
+
+/// An open embedded store handed to a run, which takes it once.
+pub type SharedStore = Arc<Mutex<Option<EmbeddedStore>>>;
 
 impl Default for DataDir {
     fn default() -> Self {
@@ -110,7 +120,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
     let output = sink(job, options)?;
     let (readers, input, clicks_loaded) = load_input(job, options)?;
-    let stats = Arc::new(SourceStats::default());
+    let stats = options.stats.clone().unwrap_or_default();
     let errors = dataflow::CommitErrors::default();
     let mut plan = plan(job, readers, attribution, Arc::clone(&stats), Arc::clone(&errors));
     plan.source.resume = Arc::new(output.resume);
@@ -311,7 +321,11 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
             output.memory = Some(memory);
         }
         (None, SinkSpec::Store) => {
-            let mut store = EmbeddedStore::open(&options.data_dir.store())?;
+            let given = options.store.as_ref().and_then(|shared| shared.lock().unwrap_or_else(|e| e.into_inner()).take());
+            let mut store = match given {
+                Some(store) => store,
+                None => EmbeddedStore::open(&options.data_dir.store())?,
+            };
             let swept = store.sweep(now_ms().saturating_sub(job.rows_retention_ms))?;
             if swept > 0 {
                 output.resumed.push_str(&format!("\nstore retention: swept {swept} rows, versions and ledger entries"));

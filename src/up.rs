@@ -1,17 +1,29 @@
 //! The long-running services of one machine: `tally ingest` (the HTTP API
 //! in front of the embedded log) and `tally up` (the same, plus the job on
-//! that log in the same process).
+//! that log, the query API and the dashboard, in one process, on one
+//! address).
 //!
-//! One process owns the embedded log (it is locked), so the job of `tally
-//! up` reads the very `Log` that ingest appends to and sees each click as
-//! soon as its append is durable.
+//! One process owns the embedded log and the store (both are locked), so the
+//! job of `tally up` reads the very `Log` that ingest appends to, and the
+//! query API reads the very store the job commits to (through read
+//! transactions, which see only committed epochs).
 
 use std::path::Path;
 use std::sync::Arc;
 
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::dataflow::stats::SourceStats;
 use crate::datadir::DataDir;
+use crate::ingest::client::HttpClient;
 use crate::ingest::config::IngestConfig;
-use crate::ingest::service::{stop_signal, Service};
+use crate::ingest::server::OPENAPI_JSON;
+use crate::ingest::service::{now_ms, stop_signal, Service};
+use crate::query::{merge_openapi, QueryState};
+use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
+use crate::store::embedded::EmbeddedStore;
 use crate::job::{Job, JobError, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::run::{run, RunOptions};
@@ -22,6 +34,20 @@ pub const EMBEDDED_JOB: &str = include_str!("../jobs/embedded.toml");
 
 /// Threads of the HTTP runtime.
 pub const HTTP_THREADS: usize = 2;
+/// Clicks per second the `--demo` generator sends.
+pub const DEMO_CLICKS_PER_S: u64 = 2_000;
+/// Clicks per request of the `--demo` generator.
+pub const DEMO_BATCH_CLICKS: usize = 200;
+
+/// What `tally up` runs besides ingest.
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    pub workers: usize,
+    /// The ad catalog; with `demo` and none given, the generator's.
+    pub catalog: Option<PathBuf>,
+    /// Also run a generator that posts clicks to the ingest API.
+    pub demo: bool,
+}
 
 /// The built-in embedded job.
 pub fn embedded_job() -> Result<Job, JobError> {
@@ -33,24 +59,52 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir) -> Result<(), String> {
     let log = open_log(data_dir, config.partitions, crate::log::DEFAULT_RETENTION_MS)?;
     let service = Service::bind(config, log, salt(config, data_dir)?)?;
     eprintln!("{}", service.summary());
-    serve(service)
+    serve(service, axum::Router::new(), OPENAPI_JSON.to_owned())
 }
 
-/// Runs ingest and `job` on the same embedded log until SIGINT or SIGTERM
-/// (or until the job fails, which ends the process: restart it to resume
-/// from the last committed epoch).
-pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, workers: usize) -> Result<(), String> {
+/// Runs ingest, `job` on the same embedded log, and the query API with the
+/// dashboard, until SIGINT or SIGTERM (or until the job fails, which ends
+/// the process: restart it to resume from the last committed epoch).
+pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOptions) -> Result<(), String> {
     check_embedded(job)?;
     let log = open_log(data_dir, job.partitions, job.log_retention_ms)?;
+    std::fs::create_dir_all(data_dir.store()).map_err(|e| format!("{}: {e}", data_dir.store().display()))?;
+    let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| e.to_string())?;
+    let reader = store.reader();
     let service = Service::bind(config, Arc::clone(&log) as _, salt(config, data_dir)?)?;
+    let addr = service.local_addr();
+    let catalog = match (&options.catalog, options.demo) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(demo_catalog(data_dir)?),
+        (None, false) => None,
+    };
+    let job_stats = Arc::new(SourceStats::default());
+    let run_options = RunOptions {
+        workers: options.workers.max(1),
+        data_dir: data_dir.clone(),
+        catalog,
+        log: Some(log),
+        store: Some(Arc::new(Mutex::new(Some(store)))),
+        stats: Some(Arc::clone(&job_stats)),
+        ..RunOptions::default()
+    };
     eprintln!("{}", service.summary());
-    eprintln!("job: {} on {} ({} partitions, {workers} workers), committing to {}", job.name, data_dir.log().display(), job.partitions, data_dir.store().display());
-    let options = RunOptions { workers, data_dir: data_dir.clone(), log: Some(log), ..RunOptions::default() };
+    eprintln!(
+        "job: {} on {} ({} partitions, {} workers), committing to {}",
+        job.name,
+        data_dir.log().display(),
+        job.partitions,
+        run_options.workers,
+        data_dir.store().display()
+    );
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    eprintln!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");
+    eprintln!("dashboard: {scheme}://{addr}/");
     let job = job.clone();
     std::thread::Builder::new()
         .name("job".to_owned())
         .spawn(move || {
-            let code = match run(&job, &options) {
+            let code = match run(&job, &run_options) {
                 Ok(_) => 0,
                 Err(error) => {
                     eprintln!("error: job {}: {error}", job.name);
@@ -60,7 +114,60 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, workers: usize) 
             std::process::exit(code);
         })
         .map_err(|e| format!("job thread: {e}"))?;
-    serve(service)
+    if options.demo {
+        start_demo(addr, config.tls.is_some())?;
+    }
+    let state = Arc::new(QueryState { store: reader, ingest: Some(Arc::clone(&service.ingest)), job: Some(job_stats), clock: now_ms });
+    let openapi = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON).to_string();
+    serve(service, crate::query::router(state), openapi)
+}
+
+/// The demo generator's catalog, written into the data directory.
+fn demo_catalog(data_dir: &DataDir) -> Result<PathBuf, String> {
+    let path = data_dir.root.join("demo-catalog.csv");
+    let mut csv = Vec::new();
+    write_catalog(&demo_config(), &mut csv).map_err(|e| format!("demo catalog: {e}"))?;
+    std::fs::create_dir_all(&data_dir.root).and_then(|()| std::fs::write(&path, csv)).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+fn demo_config() -> GeneratorConfig {
+    GeneratorConfig { ads: 200, campaigns: 20, advertisers: 5, users: 50_000, clicks: DEMO_CLICKS_PER_S * 86_400 * 365, rate_per_s: DEMO_CLICKS_PER_S, ..GeneratorConfig::default() }
+}
+
+/// Posts generated clicks to the local ingest API in real time: each click
+/// is sent once the wall clock reaches its event time, in batches.
+fn start_demo(addr: std::net::SocketAddr, tls: bool) -> Result<(), String> {
+    if tls {
+        return Err("--demo posts over plain HTTP; run it without [tls]".to_owned());
+    }
+    let config = GeneratorConfig { seed: now_ms(), start_ms: now_ms(), ..demo_config() };
+    eprintln!("demo: posting ~{DEMO_CLICKS_PER_S} generated clicks/s (200 ads, one viral) to http://{addr}/v1/clicks/batch");
+    std::thread::Builder::new()
+        .name("demo".to_owned())
+        .spawn(move || {
+            let mut client = HttpClient::new(addr, None);
+            let mut body = Vec::with_capacity(DEMO_BATCH_CLICKS * 160);
+            let mut in_batch = 0;
+            for click in Generator::new(&config) {
+                let wait = click.ts.saturating_sub(now_ms()).min(1_000);
+                if wait > 0 {
+                    std::thread::sleep(Duration::from_millis(wait));
+                }
+                if click.write_ndjson(&mut body).is_err() {
+                    continue;
+                }
+                in_batch += 1;
+                if in_batch == DEMO_BATCH_CLICKS {
+                    // The demo is best effort: a refused batch is dropped.
+                    let _ = client.post_until_accepted("/v1/clicks/batch", crate::ingest::server::NDJSON, &body, 20);
+                    body.clear();
+                    in_batch = 0;
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("demo thread: {e}"))
 }
 
 fn check_embedded(job: &Job) -> Result<(), String> {
@@ -86,14 +193,14 @@ fn salt(config: &IngestConfig, data_dir: &DataDir) -> Result<UserSalt, String> {
     }
 }
 
-fn serve(service: Service) -> Result<(), String> {
+fn serve(service: Service, extra: axum::Router, openapi: String) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(HTTP_THREADS)
         .thread_name("http")
         .enable_all()
         .build()
         .map_err(|e| format!("http runtime: {e}"))?;
-    runtime.block_on(service.serve(axum::Router::new(), stop_signal())).map_err(|e| format!("http: {e}"))?;
+    runtime.block_on(service.serve(extra, openapi, stop_signal())).map_err(|e| format!("http: {e}"))?;
     eprintln!("stopped by signal: every acknowledged click is durable in the log");
     Ok(())
 }

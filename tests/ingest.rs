@@ -72,7 +72,7 @@ impl Server {
         let ingest = Arc::clone(&service.ingest);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(service.serve(axum::Router::new(), async move {
+        runtime.spawn(service.serve(axum::Router::new(), OPENAPI_JSON.to_owned(), async move {
             let _ = stopped.await;
         }));
         Server { _dir: dir, addr, switch, ingest, runtime: Some(runtime), stop: Some(stop) }

@@ -124,17 +124,17 @@ impl Ingest {
 /// Every route of the ingest API (method, path), as `openapi.json` lists them.
 pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/clicks"), ("POST", "/v1/clicks/batch"), ("GET", "/openapi.json")];
 
-/// The routes of the ingest API ([`ROUTES`]).
+/// The POST routes of the ingest API; `GET /openapi.json` is added by
+/// whoever serves them ([`openapi_route`]), since `tally up` serves one
+/// document for ingest and queries.
 pub fn router(ingest: Arc<Ingest>) -> Router {
-    Router::new()
-        .route("/v1/clicks", post(post_single))
-        .route("/v1/clicks/batch", post(post_batch))
-        .route("/openapi.json", get(openapi))
-        .with_state(ingest)
+    Router::new().route("/v1/clicks", post(post_single)).route("/v1/clicks/batch", post(post_batch)).with_state(ingest)
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, JSON)], OPENAPI_JSON).into_response()
+/// `GET /openapi.json` serving `document`.
+pub fn openapi_route(document: String) -> Router {
+    let document: Arc<str> = document.into();
+    Router::new().route("/openapi.json", get(move || async move { ([(header::CONTENT_TYPE, JSON)], document.to_string()).into_response() }))
 }
 
 async fn post_single(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
@@ -193,7 +193,15 @@ impl IntoResponse for Refused {
 
 async fn handle(ingest: &Ingest, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Result<Response, Refused> {
     ingest.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let kind = body_kind(endpoint, headers)?;
+    let kind = match body_kind(endpoint, headers) {
+        Ok(kind) => kind,
+        Err(refused) => {
+            // Read the body anyway (bounded), or the client may lose the
+            // answer to a reset (see `read_body`).
+            let _ = read_body(body, headers, ingest.max_body_bytes).await;
+            return Err(refused);
+        }
+    };
     let body = read_body(body, headers, ingest.max_body_bytes).await?;
     let now_ms = (ingest.clock)();
     let client = authenticate(ingest, headers, &body, now_ms)?;

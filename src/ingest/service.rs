@@ -9,7 +9,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::config::{Auth, IngestConfig};
 use super::prefilter::PreFilter;
-use super::server::{router, ClickLog, Ingest};
+use super::server::{openapi_route, router, ClickLog, Ingest};
 use crate::sources::file::UserSalt;
 
 /// The wall clock in unix milliseconds.
@@ -57,10 +57,11 @@ impl Service {
         &self.summary
     }
 
-    /// Serves the ingest routes (and `extra` routes) until `shutdown`.
-    pub async fn serve(self, extra: Router, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
+    /// Serves the ingest routes, `extra` routes and `GET /openapi.json`
+    /// (`openapi`, the document of all of them) until `shutdown`.
+    pub async fn serve(self, extra: Router, openapi: String, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
-        let app = router(Arc::clone(&self.ingest)).merge(extra);
+        let app = router(Arc::clone(&self.ingest)).merge(extra).merge(openapi_route(openapi));
         crate::http::serve(listener, app, self.tls, self.max_connections, shutdown).await
     }
 }

@@ -59,7 +59,7 @@ use redb::{
 
 use self::codec::{decode_last, decode_row, encode_last, encode_row, key_type_code, key_type_of, LastCommit};
 use super::{EpochCommit, EpochStore, PartitionCheckpoint, Recovered, RowFilter, StoreError, StoredRow, WindowKey};
-use crate::event::EventTime;
+use crate::event::{EventTime, KeyType};
 use crate::lockfile::LockError;
 use crate::row::{LateEntry, Row, Status};
 
@@ -68,11 +68,14 @@ pub const STORE_FILE: &str = "store.redb";
 /// The lock file inside a store directory; holds the writer's pid.
 pub use crate::lockfile::LOCK_FILE;
 /// Version of the table layout and value encodings (`embedded/codec.rs`).
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 /// Upper bound of redb's page cache per open handle.
 pub const CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 const ROWS: TableDefinition<(u8, &str, u64, u64), &[u8]> = TableDefinition::new("rows");
+/// The same windows by (key type, granularity, window start, key): which
+/// keys have a row in one window (top lists) without a scan of every key.
+const ROWS_BY_WINDOW: TableDefinition<(u8, u64, u64, &str), ()> = TableDefinition::new("rows_by_window");
 const ROW_VERSIONS: TableDefinition<(u8, &str, u64, u64, u32), &[u8]> = TableDefinition::new("row_versions");
 const LATE: TableDefinition<(u8, &str, u64, u64, u128), bool> = TableDefinition::new("late");
 const EPOCHS: TableDefinition<&str, &[u8]> = TableDefinition::new("epochs");
@@ -87,6 +90,12 @@ const META_GENERATION: &str = "generation";
 pub struct EmbeddedStore {
     writable: Arc<Writable>,
     reader: EmbeddedReader,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").field("target", &self.reader.target).finish_non_exhaustive()
+    }
 }
 
 /// The writable database and the directory lock. Fields drop in order: the
@@ -185,6 +194,10 @@ impl EmbeddedStore {
             for entry in rows.extract_if(|(_, _, _, start), _| start < older_than_ms).or_store(target)? {
                 entry.or_store(target)?;
                 removed += 1;
+            }
+            let mut by_window = txn.open_table(ROWS_BY_WINDOW).or_store(target)?;
+            for entry in by_window.extract_if(|(_, _, start, _), _| start < older_than_ms).or_store(target)? {
+                entry.or_store(target)?;
             }
             let mut versions = txn.open_table(ROW_VERSIONS).or_store(target)?;
             for entry in versions.extract_if(|(_, _, _, start, _), _| start < older_than_ms).or_store(target)? {
@@ -312,6 +325,41 @@ impl Snapshot {
             .collect()
     }
 
+    /// The latest rows of every key of `key_type` in one window.
+    pub fn window_rows(&self, key_type: KeyType, granularity_ms: u64, window_start: EventTime) -> Result<Vec<Row>, StoreError> {
+        let code = key_type_code(key_type);
+        let index = self.txn.open_table(ROWS_BY_WINDOW).or_store(&self.target)?;
+        let rows = self.txn.open_table(ROWS).or_store(&self.target)?;
+        let range = index.range((code, granularity_ms, window_start, "")..(code, granularity_ms, window_start + 1, "")).or_store(&self.target)?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (key, _) = entry.or_store(&self.target)?;
+            let (_, _, _, name) = key.value();
+            let id = (code, name, granularity_ms, window_start);
+            let value = rows.get(id).or_store(&self.target)?.ok_or_else(|| self.corrupt(format!("indexed row {name} missing")))?;
+            out.push(self.row(id, value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The newest window start of `key_type` rows at `granularity_ms` that
+    /// is at most `at_most`, if any.
+    pub fn latest_window(&self, key_type: KeyType, granularity_ms: u64, at_most: EventTime) -> Result<Option<EventTime>, StoreError> {
+        let code = key_type_code(key_type);
+        let index = self.txn.open_table(ROWS_BY_WINDOW).or_store(&self.target)?;
+        let last = index.range((code, granularity_ms, 0, "")..(code, granularity_ms, at_most.saturating_add(1), "")).or_store(&self.target)?.next_back();
+        Ok(match last {
+            Some(entry) => Some(entry.or_store(&self.target)?.0.value().2),
+            None => None,
+        })
+    }
+
+    /// The last committed epoch, without its checkpoints and state.
+    pub fn committed_epoch(&self) -> Result<Option<u64>, StoreError> {
+        let epochs = self.txn.open_table(EPOCHS).or_store(&self.target)?;
+        Ok(read_last(&epochs, &self.target)?.map(|last| last.epoch))
+    }
+
     /// The latest row of every window, in key order, streamed.
     pub fn iter_rows(&self) -> Result<impl Iterator<Item = Result<Row, StoreError>> + '_, StoreError> {
         let table = self.txn.open_table(ROWS).or_store(&self.target)?;
@@ -434,6 +482,7 @@ fn initialize(db: &Database, target: &str) -> Result<(), StoreError> {
         check_format(&meta, target)?;
         txn.open_table(ROWS).or_store(target)?;
         txn.open_table(ROW_VERSIONS).or_store(target)?;
+        txn.open_table(ROWS_BY_WINDOW).or_store(target)?;
         txn.open_table(LATE).or_store(target)?;
         txn.open_table(EPOCHS).or_store(target)?;
         txn.open_table(STATE).or_store(target)?;
@@ -489,6 +538,7 @@ fn advance_checkpoints(stored: Vec<PartitionCheckpoint>, advanced: &[PartitionCh
 fn write_rows(txn: &WriteTransaction, epoch: u64, rows: &[StoredRow], target: &str) -> Result<(), StoreError> {
     let mut latest = txn.open_table(ROWS).or_store(target)?;
     let mut versions = txn.open_table(ROW_VERSIONS).or_store(target)?;
+    let mut by_window = txn.open_table(ROWS_BY_WINDOW).or_store(target)?;
     for StoredRow { row, sketch } in rows {
         assert_version_matches_status(row);
         let id = (key_type_code(row.key_type), row.key.as_str(), row.granularity_ms, row.window_start);
@@ -521,7 +571,9 @@ fn write_rows(txn: &WriteTransaction, epoch: u64, rows: &[StoredRow], target: &s
             let versioned = (id.0, id.1, id.2, id.3, row.version);
             versions.insert(versioned, value.as_slice()).or_store(target)?;
         }
-        latest.insert(id, value.as_slice()).or_store(target)?;
+        if latest.insert(id, value.as_slice()).or_store(target)?.is_none() {
+            by_window.insert((id.0, id.2, id.3, id.1), ()).or_store(target)?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,237 @@
+//! The query handlers. Each reads one store snapshot (read-committed) and
+//! answers JSON; bad parameters get `400 {"field","reason"}`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::params::{ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K, MAX_WINDOWS_PER_REQUEST};
+use super::QueryState;
+use crate::event::KeyType;
+use crate::row::{format_uuid, granularity_label, Row};
+use crate::sources::file::check_key;
+use crate::store::embedded::Snapshot;
+use crate::store::{RowFilter, StoreError};
+
+const ONE_MINUTE_MS: u64 = 60_000;
+
+/// A failed request: a bad parameter (400) or an unreadable store (503).
+enum Failure {
+    Param(ParamError),
+    Store(StoreError),
+}
+
+impl From<ParamError> for Failure {
+    fn from(e: ParamError) -> Failure {
+        Failure::Param(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Failure {
+        Failure::Store(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Failure::Param(e) => (StatusCode::BAD_REQUEST, Json(json!({ "field": e.field, "reason": e.reason }))).into_response(),
+            Failure::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "field": "store", "reason": e.to_string() }))).into_response(),
+        }
+    }
+}
+
+fn answer(result: Result<Value, Failure>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(failure) => failure.into_response(),
+    }
+}
+
+fn params(query: Option<String>, known: &[&str]) -> Result<Params, ParamError> {
+    let pairs = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    Params::new(pairs, known)
+}
+
+pub async fn ad_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
+    answer(series(&state, KeyType::Ad, &id, query.0))
+}
+
+pub async fn campaign_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
+    answer(series(&state, KeyType::Campaign, &id, query.0))
+}
+
+pub async fn advertiser_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
+    answer(series(&state, KeyType::Advertiser, &id, query.0))
+}
+
+/// `committed_epoch` and `watermark` of a snapshot: the epoch is the
+/// frontier it was committed at, so both are the same time.
+fn freshness(snapshot: &Snapshot) -> Result<Option<u64>, StoreError> {
+    snapshot.committed_epoch()
+}
+
+fn row_json(row: &Row) -> Value {
+    json!({
+        "window_start": row.window_start,
+        "window_end": row.window_end(),
+        "clicks": row.clicks,
+        "distinct_users": row.distinct_users,
+        "status": row.status,
+        "version": row.version,
+    })
+}
+
+/// `GET /v1/{ads,campaigns,advertisers}/{id}/clicks?window=&from=&to=`.
+fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>) -> Result<Value, Failure> {
+    check_key(id).map_err(|e| ParamError::new("id", e.to_string()))?;
+    let params = params(query, &["window", "from", "to"])?;
+    let window = params.window(ONE_MINUTE_MS)?;
+    let snapshot = state.store.snapshot()?;
+    let epoch = freshness(&snapshot)?;
+    let default_to = (epoch.unwrap_or_else(state.clock) / window + 1) * window;
+    let to = params.time("to")?.unwrap_or(default_to);
+    let from = params.time("from")?.unwrap_or(to.saturating_sub(DEFAULT_WINDOWS * window));
+    if from >= to {
+        return Err(ParamError::new("from", format!("{from} is not before to ({to})")).into());
+    }
+    let from = from / window * window;
+    let windows = (to - from).div_ceil(window);
+    if windows > MAX_WINDOWS_PER_REQUEST {
+        let reason = format!("the range holds {windows} windows of {}, at most {MAX_WINDOWS_PER_REQUEST} per request", granularity_label(window));
+        return Err(ParamError::new("from", reason).into());
+    }
+    let filter = RowFilter { key_type, key: id.into(), granularity_ms: window, from, to };
+    let rows: Vec<Value> = snapshot.rows(&filter)?.iter().map(row_json).collect();
+    Ok(json!({
+        "key_type": key_type.as_str(),
+        "key": id,
+        "window": granularity_label(window),
+        "from": from,
+        "to": to,
+        "committed_epoch": epoch,
+        "watermark": epoch,
+        "rows": rows,
+    }))
+}
+
+/// `GET /v1/top?window=&at=&k=`: top ads and campaigns of one window.
+pub async fn top(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
+    answer(top_of(&state, query.0))
+}
+
+fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
+    let params = params(query, &["window", "at", "k"])?;
+    let window = params.window(ONE_MINUTE_MS)?;
+    let k = params.count("k", DEFAULT_TOP_K, MAX_TOP_K)?;
+    let at = params.time("at")?;
+    let snapshot = state.store.snapshot()?;
+    let epoch = freshness(&snapshot)?;
+    let start = match at {
+        Some(at) => Some(at / window * window),
+        None => snapshot.latest_window(KeyType::Ad, window, epoch.unwrap_or_else(state.clock))?,
+    };
+    let (mut ads, mut campaigns) = match start {
+        Some(start) => (snapshot.window_rows(KeyType::Ad, window, start)?, snapshot.window_rows(KeyType::Campaign, window, start)?),
+        None => (Vec::new(), Vec::new()),
+    };
+    let total_clicks: u64 = ads.iter().map(|row| row.clicks).sum();
+    let ranked = |rows: &mut Vec<Row>| -> Vec<Value> {
+        rows.sort_by(|a, b| b.clicks.cmp(&a.clicks).then_with(|| a.key.cmp(&b.key)));
+        rows.iter().take(k).map(|row| json!({ "key": row.key, "clicks": row.clicks, "distinct_users": row.distinct_users, "status": row.status, "version": row.version })).collect()
+    };
+    Ok(json!({
+        "window": granularity_label(window),
+        "window_start": start,
+        "window_end": start.map(|s| s + window),
+        "committed_epoch": epoch,
+        "watermark": epoch,
+        "total_clicks": total_clicks,
+        "ads": ranked(&mut ads),
+        "campaigns": ranked(&mut campaigns),
+    }))
+}
+
+/// `GET /v1/late?from=&to=&limit=`: the late-click ledger, by window.
+pub async fn late(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
+    answer(late_of(&state, query.0))
+}
+
+fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
+    let params = params(query, &["from", "to", "limit"])?;
+    let limit = params.count("limit", DEFAULT_LATE_LIMIT, MAX_LATE_LIMIT)?;
+    let snapshot = state.store.snapshot()?;
+    let epoch = freshness(&snapshot)?;
+    let to = params.time("to")?.unwrap_or_else(|| epoch.unwrap_or_else(state.clock) + 1);
+    let from = params.time("from")?.unwrap_or(to.saturating_sub(3_600_000));
+    if from >= to {
+        return Err(ParamError::new("from", format!("{from} is not before to ({to})")).into());
+    }
+    if to - from > MAX_LATE_SPAN_MS {
+        return Err(ParamError::new("from", format!("the range spans {} ms, at most {MAX_LATE_SPAN_MS} (one day) per request", to - from)).into());
+    }
+    let mut entries = snapshot.late_entries(from, to)?;
+    entries.sort_by(|a, b| (a.window_start, a.key_type, &a.key, a.batch).cmp(&(b.window_start, b.key_type, &b.key, b.batch)));
+    let mut next_from = None;
+    if entries.len() > limit {
+        // Pages end between windows, so the next page (from = next_from)
+        // neither repeats nor skips an entry.
+        let cut = entries[limit].window_start;
+        let first_of_cut = entries.iter().position(|e| e.window_start == cut).unwrap_or(limit);
+        let end = if first_of_cut == 0 { entries.iter().position(|e| e.window_start > cut).unwrap_or(entries.len()) } else { first_of_cut };
+        next_from = entries.get(end).map(|e| e.window_start);
+        entries.truncate(end);
+    }
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let ids: Vec<String> = e.request_ids.iter().map(|id| format_uuid(*id)).collect();
+            json!({ "key_type": e.key_type.as_str(), "key": e.key, "window_start": e.window_start, "batch": e.batch, "held": e.held, "request_ids": ids })
+        })
+        .collect();
+    Ok(json!({ "from": from, "to": to, "committed_epoch": epoch, "entries": entries, "next_from": next_from }))
+}
+
+/// `GET /v1/stats`: freshness and counters for the dashboard.
+pub async fn stats(state: State<Arc<QueryState>>) -> Response {
+    answer(stats_of(&state))
+}
+
+fn stats_of(state: &QueryState) -> Result<Value, Failure> {
+    let epoch = freshness(&state.store.snapshot()?)?;
+    let now = (state.clock)();
+    let ingest = state.ingest.as_ref().map(|ingest| {
+        let s = &ingest.stats;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        json!({ "requests": load(&s.requests), "accepted": load(&s.accepted), "rejected": load(&s.rejected), "written": load(&s.written) })
+    });
+    let job = state.job.as_ref().map(|job| {
+        let s = job.read();
+        json!({ "on_time": s.on_time, "duplicates": s.duplicates, "restating": s.restating, "held": s.held })
+    });
+    Ok(json!({
+        "now_ms": now,
+        "committed_epoch": epoch,
+        "watermark": epoch,
+        "watermark_lag_ms": epoch.map(|e| now.saturating_sub(e)),
+        "ingest": ingest,
+        "job": job,
+    }))
+}
+
+pub async fn healthz() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+/// Ready once the store answers a read.
+pub async fn readyz(state: State<Arc<QueryState>>) -> Response {
+    match state.store.snapshot().and_then(|s| s.committed_epoch()) {
+        Ok(epoch) => Json(json!({ "status": "ready", "committed_epoch": epoch })).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() }))).into_response(),
+    }
+}
