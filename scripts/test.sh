@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: release build, unit and integration tests
-# (with a redis-server it installs if missing), a short run of the fuzzers,
-# and a smoke run of the benchmarks. One command on a fresh machine:
+# (with a redis-server it installs if missing), the dashboard in headless
+# Chromium (installed if missing), a short run of the fuzzers, and a smoke
+# run of the benchmarks. One command on a fresh machine:
 #
 #     scripts/test.sh
 #
@@ -54,6 +55,30 @@ ensure_redis() {
     redis-server --version
 }
 
+# Starts `tally up --demo` on a scratch data directory and runs the browser
+# test against its dashboard; the screenshot stays in target/test-output/.
+dashboard_test() {
+    local dir port pid status=0
+    dir=$(mktemp -d)
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    target/release/tally --data-dir "$dir/data" up --no-auth --demo --addr "127.0.0.1:$port" >"$dir/up.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+        sleep 0.1
+    done
+    mkdir -p target/test-output
+    scripts/browser-test.sh "http://127.0.0.1:$port/" target/test-output/dashboard.png --expect-ad ad-viral || status=$?
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || true
+    if [ "$status" -ne 0 ]; then
+        echo "tally up said:" >&2
+        cat "$dir/up.log" >&2
+    fi
+    rm -rf "$dir"
+    return "$status"
+}
+
 print_versions() {
     cargo --version
     rustc --version
@@ -75,6 +100,9 @@ cargo build --locked --release --bins
 
 step "tests (unit and integration, release profile)"
 cargo test --locked --release "$@"
+
+step "dashboard in headless Chromium (screenshot: target/test-output/dashboard.png)"
+dashboard_test
 
 step "fuzz smoke (10 s per target)"
 scripts/fuzz.sh 10
