@@ -186,6 +186,28 @@ fn query_api_counts_match_a_recount_before_and_after_kill_9() {
     let expected = recount(&sent);
     assert_eq!(expected.keys().filter(|k| k.2 == "1h").count(), 5 + 3 + 2, "every key has one 1h window");
     wait_for_recount(&mut http, &expected, from, to);
+
+    // The ledger read in pages of 7 entries equals the ledger read whole:
+    // no entry repeated or skipped at page boundaries.
+    let whole = http.get(&format!("/v1/late?from={from}&to={to}&limit=1000")).unwrap().json();
+    assert!(whole["next_from"].is_null(), "the test's ledger should fit one page of 1000");
+    let whole = whole["entries"].as_array().unwrap().clone();
+    let mut paged: Vec<Value> = Vec::new();
+    let mut page_from = from;
+    let mut pages = 0;
+    loop {
+        let reply = http.get(&format!("/v1/late?from={page_from}&to={to}&limit=7")).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        paged.extend(body["entries"].as_array().unwrap().iter().cloned());
+        pages += 1;
+        match body["next_from"].as_u64() {
+            Some(next) => page_from = next,
+            None => break,
+        }
+    }
+    assert!(whole.len() > 7 && pages > 1, "{} entries in {pages} pages: too few to test paging", whole.len());
+    assert!(paged == whole, "paged ledger ({} entries) differs from the whole ({} entries)", paged.len(), whole.len());
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     assert!(server.wait().unwrap().success());
 }

@@ -53,21 +53,33 @@ fn answer(result: Result<Value, Failure>) -> Response {
     }
 }
 
+/// Runs a store read on the blocking pool, so a long read never holds up
+/// the runtime threads that also acknowledge clicks.
+async fn blocking(read: impl FnOnce() -> Result<Value, Failure> + Send + 'static) -> Response {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(result) => answer(result),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "field": "query", "reason": e.to_string() }))).into_response(),
+    }
+}
+
 fn params(query: Option<String>, known: &[&str]) -> Result<Params, ParamError> {
     let pairs = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     Params::new(pairs, known)
 }
 
 pub async fn ad_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
-    answer(series(&state, KeyType::Ad, &id, query.0))
+    let (state, id) = (state.0, id.0);
+    blocking(move || series(&state, KeyType::Ad, &id, query.0)).await
 }
 
 pub async fn campaign_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
-    answer(series(&state, KeyType::Campaign, &id, query.0))
+    let (state, id) = (state.0, id.0);
+    blocking(move || series(&state, KeyType::Campaign, &id, query.0)).await
 }
 
 pub async fn advertiser_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
-    answer(series(&state, KeyType::Advertiser, &id, query.0))
+    let (state, id) = (state.0, id.0);
+    blocking(move || series(&state, KeyType::Advertiser, &id, query.0)).await
 }
 
 /// `committed_epoch` and `watermark` of a snapshot: the epoch is the
@@ -122,7 +134,8 @@ fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>
 
 /// `GET /v1/top?window=&at=&k=`: top ads and campaigns of one window.
 pub async fn top(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
-    answer(top_of(&state, query.0))
+    let state = state.0;
+    blocking(move || top_of(&state, query.0)).await
 }
 
 fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
@@ -159,7 +172,8 @@ fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
 
 /// `GET /v1/late?from=&to=&limit=`: the late-click ledger, by window.
 pub async fn late(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
-    answer(late_of(&state, query.0))
+    let state = state.0;
+    blocking(move || late_of(&state, query.0)).await
 }
 
 fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
@@ -199,7 +213,8 @@ fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> 
 
 /// `GET /v1/stats`: freshness and counters for the dashboard.
 pub async fn stats(state: State<Arc<QueryState>>) -> Response {
-    answer(stats_of(&state))
+    let state = state.0;
+    blocking(move || stats_of(&state)).await
 }
 
 fn stats_of(state: &QueryState) -> Result<Value, Failure> {
