@@ -77,7 +77,9 @@ const ROWS: TableDefinition<(u8, &str, u64, u64), &[u8]> = TableDefinition::new(
 /// keys have a row in one window (top lists) without a scan of every key.
 const ROWS_BY_WINDOW: TableDefinition<(u8, u64, u64, &str), ()> = TableDefinition::new("rows_by_window");
 const ROW_VERSIONS: TableDefinition<(u8, &str, u64, u64, u32), &[u8]> = TableDefinition::new("row_versions");
-const LATE: TableDefinition<(u8, &str, u64, u64, u128), bool> = TableDefinition::new("late");
+/// Ledger entries by (window start, key type, key, batch, request id), so a
+/// time range is one range read.
+const LATE: TableDefinition<(u64, u8, &str, u64, u128), bool> = TableDefinition::new("late");
 const EPOCHS: TableDefinition<&str, &[u8]> = TableDefinition::new("epochs");
 const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -205,7 +207,7 @@ impl EmbeddedStore {
                 removed += 1;
             }
             let mut late = txn.open_table(LATE).or_store(target)?;
-            for entry in late.extract_if(|(_, _, start, _, _), _| start < older_than_ms).or_store(target)? {
+            for entry in late.extract_if(|(start, _, _, _, _), _| start < older_than_ms).or_store(target)? {
                 entry.or_store(target)?;
                 removed += 1;
             }
@@ -396,13 +398,14 @@ impl Snapshot {
     pub fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
         let table = self.txn.open_table(LATE).or_store(&self.target)?;
         let mut grouped = BTreeMap::new();
-        for entry in table.range::<(u8, &str, u64, u64, u128)>(..).or_store(&self.target)? {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        for entry in table.range((from, 0u8, "", 0u64, 0u128)..(to, 0u8, "", 0u64, 0u128)).or_store(&self.target)? {
             let (key, held) = entry.or_store(&self.target)?;
-            let (code, key, start, batch, request_id) = key.value();
-            if (from..to).contains(&start) {
-                let key_type = key_type_of(code).ok_or_else(|| self.corrupt(format!("key type {code}")))?;
-                grouped.entry((key_type, key.into(), start, batch, held.value())).or_insert_with(Vec::new).push(request_id);
-            }
+            let (start, code, key, batch, request_id) = key.value();
+            let key_type = key_type_of(code).ok_or_else(|| self.corrupt(format!("key type {code}")))?;
+            grouped.entry((key_type, key.into(), start, batch, held.value())).or_insert_with(Vec::new).push(request_id);
         }
         let entries = grouped.into_iter().map(|((key_type, key, window_start, batch, held), request_ids)| LateEntry {
             key_type,
@@ -594,7 +597,7 @@ fn write_late(txn: &WriteTransaction, late: &[LateEntry], target: &str) -> Resul
     for entry in late {
         let code = key_type_code(entry.key_type);
         for &request_id in &entry.request_ids {
-            let key = (code, entry.key.as_str(), entry.window_start, entry.batch, request_id);
+            let key = (entry.window_start, code, entry.key.as_str(), entry.batch, request_id);
             table.insert(key, entry.held).or_store(target)?;
         }
     }
