@@ -61,8 +61,32 @@ fn request_id(client: u64, n: u64) -> u128 {
     (u128::from(client) << 96) | u128::from(n)
 }
 
-fn start_ingest(data: &Path, config: &Path, addr: SocketAddr) -> Child {
-    let child = Command::new(TALLY)
+/// A child process that is killed when dropped, so a failing test leaves
+/// nothing running.
+struct Guard(Child);
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_ingest(data: &Path, config: &Path, addr: SocketAddr) -> Guard {
+    let mut child = Command::new(TALLY)
         .arg("--data-dir")
         .arg(data)
         .args(["ingest", "--config"])
@@ -75,10 +99,13 @@ fn start_ingest(data: &Path, config: &Path, addr: SocketAddr) -> Child {
         .expect("spawn tally ingest");
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "tally ingest did not start listening");
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("tally ingest did not start listening");
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    child
+    Guard(child)
 }
 
 /// One client: sends batches in order, each until acknowledged, until told

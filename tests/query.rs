@@ -96,8 +96,32 @@ fn queried(http: &mut HttpClient, from: u64, to: u64) -> BTreeMap<(String, Strin
     out
 }
 
-fn start(data: &Path, job: &Path, catalog: &Path, addr: SocketAddr) -> Child {
-    let child = Command::new(TALLY)
+/// A child process that is killed when dropped, so a failing test leaves
+/// nothing running.
+struct Guard(Child);
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &Path, job: &Path, catalog: &Path, addr: SocketAddr) -> Guard {
+    let mut child = Command::new(TALLY)
         .arg("--data-dir")
         .arg(data)
         .args(["up", "--no-auth", "--addr", &addr.to_string(), "--job"])
@@ -111,10 +135,13 @@ fn start(data: &Path, job: &Path, catalog: &Path, addr: SocketAddr) -> Child {
         .expect("spawn tally up");
     let started = Instant::now();
     while TcpStream::connect(addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "tally up did not listen");
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("tally up did not listen");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
-    child
+    Guard(child)
 }
 
 fn post(http: &mut HttpClient, batch: &[Click]) {
