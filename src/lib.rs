@@ -17,6 +17,6 @@ pub mod row;
 pub mod run;
 pub mod sink;
 pub mod sources;
-pub mod up;
 pub mod store;
+pub mod up;
 pub mod verify;

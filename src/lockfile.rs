@@ -16,7 +16,9 @@ pub const LOCK_FILE: &str = "LOCK";
 #[derive(Debug)]
 pub enum LockError {
     /// Another open holds it; `pid` as the holder recorded it.
-    Held { pid: Option<u32> },
+    Held {
+        pid: Option<u32>,
+    },
     Io(io::Error),
 }
 

@@ -15,19 +15,19 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::dataflow::stats::SourceStats;
 use crate::datadir::DataDir;
+use crate::dataflow::stats::SourceStats;
 use crate::ingest::client::HttpClient;
 use crate::ingest::config::IngestConfig;
 use crate::ingest::server::OPENAPI_JSON;
 use crate::ingest::service::{now_ms, stop_signal, Service};
-use crate::query::{merge_openapi, QueryState};
-use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
-use crate::store::embedded::EmbeddedStore;
 use crate::job::{Job, JobError, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
+use crate::query::{merge_openapi, QueryState};
 use crate::run::{run, RunOptions};
 use crate::sources::file::UserSalt;
+use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
+use crate::store::embedded::EmbeddedStore;
 
 /// The job `tally up` runs unless given another: `jobs/embedded.toml`.
 pub const EMBEDDED_JOB: &str = include_str!("../jobs/embedded.toml");
@@ -132,7 +132,15 @@ fn demo_catalog(data_dir: &DataDir) -> Result<PathBuf, String> {
 }
 
 fn demo_config() -> GeneratorConfig {
-    GeneratorConfig { ads: 200, campaigns: 20, advertisers: 5, users: 50_000, clicks: DEMO_CLICKS_PER_S * 86_400 * 365, rate_per_s: DEMO_CLICKS_PER_S, ..GeneratorConfig::default() }
+    GeneratorConfig {
+        ads: 200,
+        campaigns: 20,
+        advertisers: 5,
+        users: 50_000,
+        clicks: DEMO_CLICKS_PER_S * 86_400 * 365,
+        rate_per_s: DEMO_CLICKS_PER_S,
+        ..GeneratorConfig::default()
+    }
 }
 
 /// Posts generated clicks to the local ingest API in real time: each click
@@ -173,7 +181,10 @@ fn start_demo(addr: std::net::SocketAddr, tls: bool) -> Result<(), String> {
 fn check_embedded(job: &Job) -> Result<(), String> {
     match (&job.source, &job.sink) {
         (SourceSpec::Log { dir: None }, SinkSpec::Store) => Ok(()),
-        _ => Err(format!("{}: `tally up` runs jobs with source.kind = \"log\" and sink.kind = \"store\" on the data directory", job.file.display())),
+        _ => Err(format!(
+            "{}: `tally up` runs jobs with source.kind = \"log\" and sink.kind = \"store\" on the data directory",
+            job.file.display()
+        )),
     }
 }
 

@@ -738,7 +738,11 @@ fn the_example_ingest_config_starts_with_signatures_on() {
     command.arg("--data-dir").arg(dir.path()).args(["ingest", "--config", INGEST_EXAMPLE, "--addr", &addr]);
     let done = run_to_end(command);
     assert_eq!(done.code(), Some(2), "{}", done.stderr);
-    assert!(done.stderr.contains("key 'auth.clients': entry 1: secret_env: environment variable \"TALLY_WEB_SDK_SECRET\" is not set"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("key 'auth.clients': entry 1: secret_env: environment variable \"TALLY_WEB_SDK_SECRET\" is not set"),
+        "{}",
+        done.stderr
+    );
 }
 
 #[test]

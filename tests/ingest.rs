@@ -270,7 +270,12 @@ fn missing_or_wrong_signatures_get_401_naming_the_header() {
         )
     };
     let mut raw = server.client(false);
-    refused(&raw.raw(request(&stale, &signature, &body).as_bytes()).unwrap(), 401, "x-tally-timestamp", "more than 5m from the server's clock");
+    refused(
+        &raw.raw(request(&stale, &signature, &body).as_bytes()).unwrap(),
+        401,
+        "x-tally-timestamp",
+        "more than 5m from the server's clock",
+    );
     let fresh = now_ms().to_string();
     let signature = tally::ingest::auth::sign(&Secret::new(SECRET), &fresh, body.as_bytes());
     let tampered = body.replace("ad-1", "ad-2");
@@ -377,7 +382,13 @@ fn openapi_document_matches_the_api() {
     let example = &doc["paths"]["/v1/clicks"]["post"]["requestBody"]["content"][JSON]["example"];
     let example_ts = example["timestamp"].as_u64().unwrap();
     let limits = tally::ingest::decode::DecodeLimits { max_batch_clicks: 1, past_ms: 0, future_ms: 0 };
-    let decoded = tally::ingest::decode::decode_body(tally::ingest::decode::BodyKind::Single, example.to_string().as_bytes(), &limits, example_ts, &SALT);
+    let decoded = tally::ingest::decode::decode_body(
+        tally::ingest::decode::BodyKind::Single,
+        example.to_string().as_bytes(),
+        &limits,
+        example_ts,
+        &SALT,
+    );
     assert_eq!(decoded.unwrap().rejected, vec![]);
 }
 

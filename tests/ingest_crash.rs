@@ -150,7 +150,8 @@ fn client(addr: SocketAddr, id: u64, base_ts: u64, stop: &AtomicBool) -> Vec<u12
 }
 
 fn post(http: &mut HttpClient, body: &str) {
-    let reply = http.post_until_accepted("/v1/clicks/batch", "application/json", body.as_bytes(), 10_000).expect("batch never acknowledged");
+    let reply =
+        http.post_until_accepted("/v1/clicks/batch", "application/json", body.as_bytes(), 10_000).expect("batch never acknowledged");
     assert_eq!(reply.status, 202, "{}", reply.text());
     assert_eq!(reply.json()["accepted"], CLICKS_PER_BATCH, "{}", reply.text());
 }

@@ -24,8 +24,13 @@ const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const HOUR_MS: u64 = 3_600_000;
 const GRANULARITIES: [(&str, u64); 3] = [("1m", 60_000), ("5m", 300_000), ("1h", HOUR_MS)];
 /// ad → (campaign, advertiser).
-const CATALOG: [(&str, &str, &str); 5] =
-    [("q-ad-0", "q-cmp-0", "q-adv-0"), ("q-ad-1", "q-cmp-0", "q-adv-0"), ("q-ad-2", "q-cmp-1", "q-adv-0"), ("q-ad-3", "q-cmp-1", "q-adv-0"), ("q-ad-4", "q-cmp-2", "q-adv-1")];
+const CATALOG: [(&str, &str, &str); 5] = [
+    ("q-ad-0", "q-cmp-0", "q-adv-0"),
+    ("q-ad-1", "q-cmp-0", "q-adv-0"),
+    ("q-ad-2", "q-cmp-1", "q-adv-0"),
+    ("q-ad-3", "q-cmp-1", "q-adv-0"),
+    ("q-ad-4", "q-cmp-2", "q-adv-1"),
+];
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
@@ -78,7 +83,8 @@ fn recount(sent: &[&Click]) -> BTreeMap<(String, String, String, u64), u64> {
 /// over `[from, to)`; also checks no row is partial.
 fn queried(http: &mut HttpClient, from: u64, to: u64) -> BTreeMap<(String, String, String, u64), u64> {
     let mut out = BTreeMap::new();
-    let keys: BTreeSet<(&str, &str)> = CATALOG.iter().flat_map(|(ad, cmp, adv)| [("ads", *ad), ("campaigns", *cmp), ("advertisers", *adv)]).collect();
+    let keys: BTreeSet<(&str, &str)> =
+        CATALOG.iter().flat_map(|(ad, cmp, adv)| [("ads", *ad), ("campaigns", *cmp), ("advertisers", *adv)]).collect();
     for (path, key) in keys {
         for (label, _) in GRANULARITIES {
             let reply = http.get(&format!("/v1/{path}/{key}/clicks?window={label}&from={from}&to={to}")).unwrap();
@@ -160,7 +166,12 @@ fn wait_for_recount(http: &mut HttpClient, expected: &BTreeMap<(String, String, 
             return;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            let wrong: Vec<_> = expected.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).map(|(k, v)| (k.clone(), *v, got.get(k).copied())).collect();
+            let wrong: Vec<_> = expected
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(v))
+                .take(5)
+                .map(|(k, v)| (k.clone(), *v, got.get(k).copied()))
+                .collect();
             panic!("the query API never matched the recount: {} windows expected, {} returned; first differences (window, expected, got): {wrong:?}", expected.len(), got.len());
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -268,7 +279,12 @@ fn bad_parameters_get_400_naming_them_and_health_answers() {
         assert!(body["reason"].as_str().unwrap().contains(reason), "{path}: {body}");
     }
     let rfc = http.get("/v1/ads/q-ad-0/clicks?window=1h&from=2026-01-01T00:00:00Z&to=2026-01-01T05:00:00%2B01:00").unwrap();
-    assert_eq!((rfc.json()["from"].as_u64(), rfc.json()["to"].as_u64()), (Some(1_767_225_600_000), Some(1_767_240_000_000)), "{}", rfc.text());
+    assert_eq!(
+        (rfc.json()["from"].as_u64(), rfc.json()["to"].as_u64()),
+        (Some(1_767_225_600_000), Some(1_767_240_000_000)),
+        "{}",
+        rfc.text()
+    );
     assert_eq!(http.get("/healthz").unwrap().status, 200);
     let started = Instant::now();
     while http.get("/readyz").unwrap().json()["committed_epoch"].is_null() {

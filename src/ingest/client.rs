@@ -75,11 +75,15 @@ impl HttpClient {
 
     /// `POST path` with `body`, signed if the client has a signer.
     pub fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> io::Result<Reply> {
-        let mut head = format!("POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", self.host, body.len());
+        let mut head =
+            format!("POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", self.host, body.len());
         if let Some(signer) = &self.signer {
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
             let signature = sign(&signer.secret, &now, body);
-            head.push_str(&format!("{CLIENT_HEADER}: {}\r\n{TIMESTAMP_HEADER}: {now}\r\n{SIGNATURE_HEADER}: {signature}\r\n", signer.client_id));
+            head.push_str(&format!(
+                "{CLIENT_HEADER}: {}\r\n{TIMESTAMP_HEADER}: {now}\r\n{SIGNATURE_HEADER}: {signature}\r\n",
+                signer.client_id
+            ));
         }
         head.push_str("\r\n");
         self.exchange(head.as_bytes(), body)

@@ -92,11 +92,11 @@ impl IngestConfig {
     /// Refuses to start with signatures on and nobody able to sign.
     pub fn check_startable(&self) -> Result<(), String> {
         match &self.auth {
-            Auth::Signed(verifier) if verifier.is_empty() => Err(
-                "request signatures are on but no client is configured: add [[auth.clients]] to the config, \
+            Auth::Signed(verifier) if verifier.is_empty() => {
+                Err("request signatures are on but no client is configured: add [[auth.clients]] to the config, \
                  or switch signatures off for local use (auth.signatures = false, or --no-auth)"
-                    .to_owned(),
-            ),
+                    .to_owned())
+            }
             _ => Ok(()),
         }
     }
@@ -127,7 +127,8 @@ fn read(table: toml::Table, base: &Path) -> Result<IngestConfig, KeyError> {
         Some(hex) => Some(parse_salt(&hex).ok_or_else(|| root.error("salt", "expected 32 hex digits (16 bytes)"))?),
     };
     let mut rate_section = root.section("rate_limit")?;
-    let default_rate = rate(&mut rate_section, Rate { clicks_per_s: DEFAULT_CLICKS_PER_S as f64, burst_clicks: DEFAULT_BURST_CLICKS as f64 })?;
+    let default_rate =
+        rate(&mut rate_section, Rate { clicks_per_s: DEFAULT_CLICKS_PER_S as f64, burst_clicks: DEFAULT_BURST_CLICKS as f64 })?;
     check_burst(&rate_section, default_rate, max_batch_clicks)?;
     rate_section.finish()?;
     let (auth, client_rates) = auth(&mut root, default_rate, max_batch_clicks)?;
@@ -135,7 +136,20 @@ fn read(table: toml::Table, base: &Path) -> Result<IngestConfig, KeyError> {
     let redis = redis(&mut root)?;
     root.finish()?;
     let limits = DecodeLimits { max_batch_clicks, past_ms, future_ms };
-    Ok(IngestConfig { addr, partitions, max_body_bytes, max_connections, max_inflight_requests, limits, auth, default_rate, client_rates, tls, redis, salt })
+    Ok(IngestConfig {
+        addr,
+        partitions,
+        max_body_bytes,
+        max_connections,
+        max_inflight_requests,
+        limits,
+        auth,
+        default_rate,
+        client_rates,
+        tls,
+        redis,
+        salt,
+    })
 }
 
 /// A positive integer key, at most `max`.
@@ -200,7 +214,9 @@ fn client(value: &Value, position: usize, default_rate: Rate, max_batch_clicks: 
     check_key(&id).map_err(|e| format!("entry {position}: id: {e}"))?;
     let secret = match (entry.string("secret").map_err(in_entry)?, entry.string("secret_env").map_err(in_entry)?) {
         (Some(secret), None) => secret,
-        (None, Some(var)) => std::env::var(&var).map_err(|_| format!("entry {position}: secret_env: environment variable {var:?} is not set"))?,
+        (None, Some(var)) => {
+            std::env::var(&var).map_err(|_| format!("entry {position}: secret_env: environment variable {var:?} is not set"))?
+        }
         _ => return Err(format!("entry {position}: set exactly one of secret, secret_env")),
     };
     if secret.len() < MIN_SECRET_BYTES {

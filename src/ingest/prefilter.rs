@@ -82,7 +82,15 @@ impl PreFilter {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(MAX_BACKOFF_MS));
         let backoff = Mutex::new(Backoff { until: None, next_ms: MIN_BACKOFF_MS });
-        Ok(PreFilter { client, config, conn: tokio::sync::OnceCell::new(), horizon_s: horizon_ms.div_ceil(1000).max(1), timeout, backoff, stats: PreFilterStats::default() })
+        Ok(PreFilter {
+            client,
+            config,
+            conn: tokio::sync::OnceCell::new(),
+            horizon_s: horizon_ms.div_ceil(1000).max(1),
+            timeout,
+            backoff,
+            stats: PreFilterStats::default(),
+        })
     }
 
     /// For each id, whether an earlier request with it was acknowledged.

@@ -100,7 +100,13 @@ pub struct Ingest {
 impl Ingest {
     /// The service of `config`, writing to `log`, hashing users with `salt`,
     /// reading the time from `clock` (unix ms).
-    pub fn new(config: &IngestConfig, log: Arc<dyn ClickLog>, salt: UserSalt, prefilter: Option<PreFilter>, clock: Box<dyn Fn() -> u64 + Send + Sync>) -> Ingest {
+    pub fn new(
+        config: &IngestConfig,
+        log: Arc<dyn ClickLog>,
+        salt: UserSalt,
+        prefilter: Option<PreFilter>,
+        clock: Box<dyn Fn() -> u64 + Send + Sync>,
+    ) -> Ingest {
         Ingest {
             log,
             salt,
@@ -215,7 +221,9 @@ async fn handle(ingest: &Ingest, endpoint: Endpoint, headers: &HeaderMap, body: 
     ingest.limiter.take(&client, items, Instant::now()).map_err(|limited| {
         let reason = format!(
             "client {client:?} is over its rate limit of {} clicks/s (burst {}); retry after {:.1} s",
-            limited.rate.clicks_per_s, limited.rate.burst_clicks, limited.retry_after.as_secs_f64()
+            limited.rate.clicks_per_s,
+            limited.rate.burst_clicks,
+            limited.retry_after.as_secs_f64()
         );
         Refused::new(StatusCode::TOO_MANY_REQUESTS, CLIENT_HEADER, reason).retry_after(limited.retry_after)
     })?;
@@ -239,7 +247,11 @@ fn body_kind(endpoint: Endpoint, headers: &HeaderMap) -> Result<BodyKind, Refuse
         (_, None) => Err(Refused::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type", format!("missing; expected {expected}"))),
         (_, Some(other)) => {
             let shown: String = other.chars().take(100).collect();
-            Err(Refused::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type", format!("{shown:?} is not accepted here; expected {expected}")))
+            Err(Refused::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type",
+                format!("{shown:?} is not accepted here; expected {expected}"),
+            ))
         }
     }
 }
@@ -278,7 +290,8 @@ fn authenticate(ingest: &Ingest, headers: &HeaderMap, body: &[u8], now_ms: u64) 
     let value = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
     match &ingest.auth {
         Auth::Signed(verifier) => {
-            let signed = SignedHeaders { client: value(CLIENT_HEADER), timestamp: value(TIMESTAMP_HEADER), signature: value(SIGNATURE_HEADER) };
+            let signed =
+                SignedHeaders { client: value(CLIENT_HEADER), timestamp: value(TIMESTAMP_HEADER), signature: value(SIGNATURE_HEADER) };
             verifier.verify(signed, body, now_ms).map(str::to_owned).map_err(|e| Refused::new(StatusCode::UNAUTHORIZED, e.header, e.reason))
         }
         Auth::Off => {
@@ -296,7 +309,8 @@ fn body_refused(error: BodyError, kind: BodyKind) -> Refused {
                 BodyKind::Single => "a click object",
                 _ => "a JSON array of click objects",
             };
-            Refused::new(StatusCode::BAD_REQUEST, "body", format!("not {shape}: {reason} at line {line} column {column}")).with("position", position)
+            Refused::new(StatusCode::BAD_REQUEST, "body", format!("not {shape}: {reason} at line {line} column {column}"))
+                .with("position", position)
         }
         BodyError::TooManyClicks { max } => {
             Refused::new(StatusCode::PAYLOAD_TOO_LARGE, "body", format!("more than {max} clicks in one batch; max_batch_clicks is {max}"))
@@ -338,7 +352,10 @@ async fn write(ingest: &Ingest, decoded: Decoded) -> Result<(usize, Vec<ItemErro
     })
     .await
     .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log writer failed: {e}")))?;
-    appended.map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log cannot accept clicks: {e}")).retry_after(Duration::from_secs(1)))?;
+    appended.map_err(|e| {
+        Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log cannot accept clicks: {e}"))
+            .retry_after(Duration::from_secs(1))
+    })?;
     ingest.stats.written.fetch_add(written as u64, Ordering::Relaxed);
     ingest.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
     if let Some(prefilter) = &ingest.prefilter {

@@ -9,7 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::params::{ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K, MAX_WINDOWS_PER_REQUEST};
+use super::params::{
+    ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K,
+    MAX_WINDOWS_PER_REQUEST,
+};
 use super::QueryState;
 use crate::event::KeyType;
 use crate::row::{format_uuid, granularity_label, Row};
@@ -41,7 +44,9 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         match self {
             Failure::Param(e) => (StatusCode::BAD_REQUEST, Json(json!({ "field": e.field, "reason": e.reason }))).into_response(),
-            Failure::Store(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "field": "store", "reason": e.to_string() }))).into_response(),
+            Failure::Store(e) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "field": "store", "reason": e.to_string() }))).into_response()
+            }
         }
     }
 }
@@ -115,7 +120,8 @@ fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>
     let from = from / window * window;
     let windows = (to - from).div_ceil(window);
     if windows > MAX_WINDOWS_PER_REQUEST {
-        let reason = format!("the range holds {windows} windows of {}, at most {MAX_WINDOWS_PER_REQUEST} per request", granularity_label(window));
+        let reason =
+            format!("the range holds {windows} windows of {}, at most {MAX_WINDOWS_PER_REQUEST} per request", granularity_label(window));
         return Err(ParamError::new("from", reason).into());
     }
     let filter = RowFilter { key_type, key: id.into(), granularity_ms: window, from, to };
@@ -187,7 +193,9 @@ fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> 
         return Err(ParamError::new("from", format!("{from} is not before to ({to})")).into());
     }
     if to - from > MAX_LATE_SPAN_MS {
-        return Err(ParamError::new("from", format!("the range spans {} ms, at most {MAX_LATE_SPAN_MS} (one day) per request", to - from)).into());
+        return Err(
+            ParamError::new("from", format!("the range spans {} ms, at most {MAX_LATE_SPAN_MS} (one day) per request", to - from)).into()
+        );
     }
     let mut entries = snapshot.late_entries(from, to)?;
     entries.sort_by(|a, b| (a.window_start, a.key_type, &a.key, a.batch).cmp(&(b.window_start, b.key_type, &b.key, b.batch)));

@@ -82,7 +82,9 @@ pub fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
     let extra: serde_json::Value = serde_json::from_str(extra).unwrap_or_else(|e| unreachable!("built-in OpenAPI document: {e}"));
     for section in ["paths", "components/schemas"] {
         let pointer = format!("/{section}");
-        if let (Some(into), Some(from)) = (doc.pointer_mut(&pointer).and_then(|v| v.as_object_mut()), extra.pointer(&pointer).and_then(|v| v.as_object())) {
+        if let (Some(into), Some(from)) =
+            (doc.pointer_mut(&pointer).and_then(|v| v.as_object_mut()), extra.pointer(&pointer).and_then(|v| v.as_object()))
+        {
             for (key, value) in from {
                 into.insert(key.clone(), value.clone());
             }

@@ -332,7 +332,8 @@ impl Snapshot {
         let code = key_type_code(key_type);
         let index = self.txn.open_table(ROWS_BY_WINDOW).or_store(&self.target)?;
         let rows = self.txn.open_table(ROWS).or_store(&self.target)?;
-        let range = index.range((code, granularity_ms, window_start, "")..(code, granularity_ms, window_start + 1, "")).or_store(&self.target)?;
+        let range =
+            index.range((code, granularity_ms, window_start, "")..(code, granularity_ms, window_start + 1, "")).or_store(&self.target)?;
         let mut out = Vec::new();
         for entry in range {
             let (key, _) = entry.or_store(&self.target)?;
@@ -349,7 +350,10 @@ impl Snapshot {
     pub fn latest_window(&self, key_type: KeyType, granularity_ms: u64, at_most: EventTime) -> Result<Option<EventTime>, StoreError> {
         let code = key_type_code(key_type);
         let index = self.txn.open_table(ROWS_BY_WINDOW).or_store(&self.target)?;
-        let last = index.range((code, granularity_ms, 0, "")..(code, granularity_ms, at_most.saturating_add(1), "")).or_store(&self.target)?.next_back();
+        let last = index
+            .range((code, granularity_ms, 0, "")..(code, granularity_ms, at_most.saturating_add(1), ""))
+            .or_store(&self.target)?
+            .next_back();
         Ok(match last {
             Some(entry) => Some(entry.or_store(&self.target)?.0.value().2),
             None => None,
