@@ -1,0 +1,465 @@
+package tally.bench.flink;
+
+import java.io.IOException;
+import java.lang.management.GarbageCollectorMXBean;
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+import org.apache.flink.api.common.JobExecutionResult;
+import org.apache.flink.configuration.ConfigOptions;
+import org.apache.flink.configuration.Configuration;
+import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
+import org.apache.flink.table.api.EnvironmentSettings;
+import org.apache.flink.table.api.StatementSet;
+import org.apache.flink.table.api.TableResult;
+import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
+
+/**
+ * tally's default clicks job in Flink SQL on a local MiniCluster: generated clicks, retries
+ * dropped by request id, ads attributed to campaign and advertiser through the catalog, tumbling
+ * 1m / 5m / 1h event-time windows per ad, campaign and advertiser with clicks and distinct users,
+ * into a blackhole sink. Bounded: the job ends when the source has produced all clicks and the
+ * final watermark has fired every window.
+ *
+ * <pre>
+ * --mode core|checkpointed|generator   default core; generator: source into blackhole, no job
+ * --clicks N                           default 5000000
+ * --rate-per-s R                       event-time rate, default 1000000
+ * --parallelism P                      default 2
+ * --distinct approx|exact|both|none    distinct users: hll_users (HyperLogLog), COUNT(DISTINCT),
+ *                                      both, or none; default approx
+ * --windows 1m,5m,1h                   window sizes, default all three
+ * --group-by ad,campaign,advertiser    keys, default all three
+ * --dedup on|off                       default on
+ * --seed N                             default 1
+ * --checkpoint-dir DIR                 checkpointed: where checkpoints go (default: a temp dir)
+ * --checkpoint-interval DURATION       checkpointed: default 2 s
+ * --set KEY=VALUE                      any Flink option, repeatable (applied last)
+ * --check                              count the rows instead of dropping them, and check the totals
+ * --explain                            print the optimized plan and exit
+ * </pre>
+ *
+ * <p>Prints {@code flink ...: value} lines on stdout; logs go to stderr. {@code elapsed s} is the
+ * job's run time as the JobManager reports it (submission to finish: deployment, operator
+ * start-up and code generation included); {@code startup s} is the rest of the time around
+ * {@code execute()}: planning and starting the local cluster. {@code events/s} = clicks /
+ * elapsed. {@code processing s} runs from the first generated click to the end of the job, so
+ * it leaves out deployment and operator start-up too.
+ */
+public final class ClicksJob {
+  private ClicksJob() {}
+
+  public static void main(String[] args) throws Exception {
+    String mode = "core";
+    long clicks = 5_000_000;
+    long rate = 1_000_000;
+    int parallelism = 2;
+    String distinct = "approx";
+    List<String> windows = List.of("1m", "5m", "1h");
+    List<String> groupBy = List.of("ad", "campaign", "advertiser");
+    boolean dedup = true;
+    long seed = 1;
+    String checkpointDir = null;
+    String checkpointInterval = "2 s";
+    boolean explain = false;
+    boolean check = false;
+    Map<String, String> extra = new LinkedHashMap<>();
+    for (int i = 0; i < args.length; i++) {
+      String arg = args[i];
+      switch (arg) {
+        case "--mode" -> mode = value(args, ++i, arg);
+        case "--clicks" -> clicks = Long.parseLong(value(args, ++i, arg));
+        case "--rate-per-s" -> rate = Long.parseLong(value(args, ++i, arg));
+        case "--parallelism" -> parallelism = Integer.parseInt(value(args, ++i, arg));
+        case "--distinct" -> distinct = value(args, ++i, arg);
+        case "--windows" -> windows = List.of(value(args, ++i, arg).split(","));
+        case "--group-by" -> groupBy = List.of(value(args, ++i, arg).split(","));
+        case "--dedup" -> dedup = onOff(value(args, ++i, arg), arg);
+        case "--seed" -> seed = Long.parseLong(value(args, ++i, arg));
+        case "--checkpoint-dir" -> checkpointDir = value(args, ++i, arg);
+        case "--checkpoint-interval" -> checkpointInterval = value(args, ++i, arg);
+        case "--set" -> {
+          String kv = value(args, ++i, arg);
+          int eq = kv.indexOf('=');
+          if (eq <= 0) {
+            throw usage("--set takes KEY=VALUE, got " + kv);
+          }
+          extra.put(kv.substring(0, eq), kv.substring(eq + 1));
+        }
+        case "--explain" -> explain = true;
+        case "--check" -> check = true;
+        default -> throw usage("unknown argument " + arg);
+      }
+    }
+    if (!List.of("core", "checkpointed", "generator").contains(mode)) {
+      throw usage("--mode must be core, checkpointed or generator, got " + mode);
+    }
+    if (!List.of("both", "exact", "approx", "none").contains(distinct)) {
+      throw usage("--distinct must be both, exact, approx or none, got " + distinct);
+    }
+    for (String window : windows) {
+      if (!WINDOWS.containsKey(window)) {
+        throw usage("--windows takes a comma-separated list of " + WINDOWS.keySet() + ", got " + window);
+      }
+    }
+    for (String key : groupBy) {
+      if (!KEYS.containsKey(key)) {
+        throw usage("--group-by takes a comma-separated list of " + KEYS.keySet() + ", got " + key);
+      }
+    }
+    if (clicks < 1 || rate < 1 || parallelism < 1) {
+      throw usage("--clicks, --rate-per-s and --parallelism must be at least 1");
+    }
+
+    Map<String, String> options = new LinkedHashMap<>();
+    options.put("execution.runtime-mode", "STREAMING");
+    options.put("parallelism.default", Integer.toString(parallelism));
+    options.put("table.local-time-zone", "UTC");
+    // Chained operators hand records on without a defensive copy; the SQL runtime's operators
+    // copy what they keep, so this is safe for a SQL job (and a usual setting for one).
+    options.put("pipeline.object-reuse", "true");
+    // Retries are remembered for 60 s (processing time), as tally's dedup horizon (event time).
+    options.put("table.exec.state.ttl", "60 s");
+    Path tempCheckpoints = null;
+    if (mode.equals("checkpointed")) {
+      if (checkpointDir == null) {
+        tempCheckpoints = Files.createTempDirectory("flink-clicks-checkpoints-");
+        checkpointDir = tempCheckpoints.toString();
+      }
+      options.put("execution.checkpointing.interval", checkpointInterval);
+      options.put("execution.checkpointing.mode", "EXACTLY_ONCE");
+      options.put("state.backend.type", "hashmap");
+      options.put("execution.checkpointing.storage", "filesystem");
+      options.put("execution.checkpointing.dir", Path.of(checkpointDir).toAbsolutePath().toUri().toString());
+    }
+    options.putAll(extra);
+
+    Configuration conf = new Configuration();
+    options.forEach((key, value) -> conf.set(ConfigOptions.key(key).stringType().noDefaultValue(), value));
+    StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism, conf);
+    StreamTableEnvironment tEnv = StreamTableEnvironment.create(env, EnvironmentSettings.inStreamingMode());
+    options.forEach((key, value) -> tEnv.getConfig().set(ConfigOptions.key(key).stringType().noDefaultValue(), value));
+
+    StatementSet statements = tEnv.createStatementSet();
+    for (String sql : ddl(clicks, rate, seed, dedup, check)) {
+      tEnv.executeSql(sql);
+    }
+    for (String sql : mode.equals("generator") ? List.of(GENERATOR_INSERT) : inserts(distinct, windows, groupBy)) {
+      statements.addInsertSql(sql);
+    }
+    if (explain) {
+      System.out.println(statements.explain());
+      return;
+    }
+
+    TaskCpu taskCpu = new TaskCpu();
+    taskCpu.start();
+    long cpuBefore = processCpuNanos();
+    long busyBefore = machineBusyJiffies();
+    long wallStart = System.nanoTime();
+    JobExecutionResult job;
+    try {
+      TableResult result = statements.execute();
+      job = result.getJobClient().orElseThrow().getJobExecutionResult().get();
+    } finally {
+      if (tempCheckpoints != null) {
+        deleteTree(tempCheckpoints);
+      }
+    }
+    long end = System.nanoTime();
+    double wall = (end - wallStart) / 1e9;
+    double processing = (end - ClickSource.FIRST_CLICK_NANOS.get()) / 1e9;
+    double cpu = (processCpuNanos() - cpuBefore) / 1e9;
+    long busyAfter = machineBusyJiffies();
+    double otherLoad = busyBefore < 0 || busyAfter < 0 ? -1 : Math.max(0, ((busyAfter - busyBefore) / 100.0 - cpu) / wall);
+    double tasks = taskCpu.finish();
+    double runtime = job.getNetRuntime(TimeUnit.MILLISECONDS) / 1e3;
+
+    System.out.println("flink version: " + org.apache.flink.runtime.util.EnvironmentInformation.getVersion());
+    System.out.println("flink mode: " + mode);
+    System.out.println("flink parallelism: " + parallelism);
+    if (!mode.equals("generator")) {
+      System.out.println("flink job: dedup " + (dedup ? "on" : "off") + ", windows " + String.join(",", windows)
+          + ", group by " + String.join(",", groupBy) + ", distinct " + distinct);
+    }
+    System.out.println("flink rate-per-s: " + rate);
+    System.out.println("flink clicks: " + clicks);
+    System.out.printf("flink elapsed s: %.3f%n", runtime);
+    System.out.printf("flink startup s: %.3f%n", wall - runtime);
+    System.out.printf("flink events/s: %.0f%n", clicks / runtime);
+    System.out.printf("flink events/s incl. startup: %.0f%n", clicks / wall);
+    System.out.printf("flink processing s: %.3f%n", processing);
+    System.out.printf("flink events/s processing: %.0f%n", clicks / processing);
+    System.out.printf("flink cpu s: %.2f%n", cpu);
+    System.out.printf("flink task cpu s: %.2f%n", tasks);
+    System.out.printf("flink events per task cpu s: %.0f%n", clicks / tasks);
+    System.out.printf("flink gc s: %.2f%n", gcSeconds());
+    if (mode.equals("checkpointed")) {
+      System.out.println("flink checkpoints completed: " + ClickSource.LAST_COMPLETED_CHECKPOINT.get());
+    }
+    System.out.println("flink peak rss mib: " + peakRssMib());
+    System.out.printf("flink other load cores: %.2f%n", otherLoad);
+    boolean failed = false;
+    if (check && !mode.equals("generator")) {
+      failed = !check(ClickSource.GENERATED.sum(), ClickSource.RETRIES.sum(), ClickSource.TOO_LATE.sum(), windows, groupBy, dedup);
+    }
+    System.out.flush();
+    if (failed) {
+      System.exit(1);
+    }
+  }
+
+  /**
+   * Prints the counting sink's totals and checks them: for every window size, each key type
+   * counted the same clicks, no more than the unique clicks generated and no fewer than those
+   * less the too-late ones (which a window may drop).
+   */
+  private static boolean check(long generated, long retries, long tooLate, List<String> windows, List<String> groupBy, boolean dedup) {
+    long unique = generated - (dedup ? retries : 0);
+    System.out.println("flink generated: " + generated + " (retries " + retries + ", too late " + tooLate + ")");
+    Map<String, long[]> totals = CountingSinkFactory.totals();
+    boolean ok = !totals.isEmpty();
+    for (String window : windows) {
+      Long clicks = null;
+      for (String key : groupBy) {
+        long[] total = totals.getOrDefault(window + "/" + key, new long[2]);
+        System.out.println("flink rows " + window + " " + key + ": " + total[0] + " rows, " + total[1] + " clicks");
+        if (clicks != null && clicks != total[1]) {
+          ok = false;
+        }
+        clicks = total[1];
+        if (total[1] > unique || total[1] < unique - tooLate) {
+          ok = false;
+        }
+      }
+    }
+    System.out.println("flink check: " + (ok ? "ok" : "FAILED (expected " + (unique - tooLate) + ".." + unique + " clicks per window size and key type)"));
+    return ok;
+  }
+
+  /** Window sizes by name, as SQL interval literals. */
+  private static final Map<String, String> WINDOWS = Map.of("1m", "'1' MINUTE", "5m", "'5' MINUTE", "1h", "'1' HOUR");
+
+  /** Grouping keys by name, as columns of the attributed view. */
+  private static final Map<String, String> KEYS = Map.of("ad", "ad_id", "campaign", "campaign_id", "advertiser", "advertiser_id");
+
+  private static List<String> ddl(long clicks, long rate, long seed, boolean dedup, boolean check) {
+    List<String> sql = new ArrayList<>();
+    sql.add(
+        "CREATE TEMPORARY TABLE clicks (\n"
+            + "  ad_id STRING,\n"
+            + "  ts BIGINT,\n"
+            + "  user_id BIGINT,\n"
+            + "  request_id BINARY(16),\n"
+            + "  rowtime AS TO_TIMESTAMP_LTZ(ts, 3),\n"
+            + "  pt AS PROCTIME(),\n"
+            + "  WATERMARK FOR rowtime AS rowtime - INTERVAL '5' SECOND\n"
+            + ") WITH (\n"
+            + "  'connector' = '" + ClickTableFactory.IDENTIFIER + "',\n"
+            + "  'clicks' = '" + clicks + "',\n"
+            + "  'rate-per-s' = '" + rate + "',\n"
+            + "  'seed' = '" + seed + "'\n"
+            + ")");
+    sql.add("CREATE TEMPORARY FUNCTION campaign_of AS '" + Catalog.CampaignOf.class.getName() + "'");
+    sql.add("CREATE TEMPORARY FUNCTION advertiser_of AS '" + Catalog.AdvertiserOf.class.getName() + "'");
+    sql.add("CREATE TEMPORARY FUNCTION hll_users AS '" + HllUsers.class.getName() + "'");
+    // Deduplication, keep first: the first click of each request id in arrival order wins.
+    sql.add(
+        dedup
+            ? "CREATE TEMPORARY VIEW unique_clicks AS\n"
+                + "SELECT ad_id, user_id, rowtime FROM (\n"
+                + "  SELECT ad_id, user_id, rowtime,\n"
+                + "    ROW_NUMBER() OVER (PARTITION BY request_id ORDER BY pt ASC) AS rn\n"
+                + "  FROM clicks)\n"
+                + "WHERE rn = 1"
+            : "CREATE TEMPORARY VIEW unique_clicks AS SELECT ad_id, user_id, rowtime FROM clicks");
+    sql.add(
+        "CREATE TEMPORARY VIEW attributed AS\n"
+            + "SELECT ad_id, campaign_of(ad_id) AS campaign_id, advertiser_of(ad_id) AS advertiser_id,\n"
+            + "  user_id, rowtime\n"
+            + "FROM unique_clicks");
+    sql.add(
+        "CREATE TEMPORARY TABLE window_rows (\n"
+            + "  window_size STRING,\n"
+            + "  key_type STRING,\n"
+            + "  key_id STRING,\n"
+            + "  window_start TIMESTAMP(3),\n"
+            + "  window_end TIMESTAMP(3),\n"
+            + "  clicks BIGINT,\n"
+            + "  users_exact BIGINT,\n"
+            + "  users_approx BIGINT\n"
+            + ") WITH ('connector' = '" + (check ? CountingSinkFactory.IDENTIFIER : "blackhole") + "')");
+    sql.add(
+        "CREATE TEMPORARY TABLE generated (\n"
+            + "  ad_id STRING, ts BIGINT, user_id BIGINT, request_id BINARY(16)\n"
+            + ") WITH ('connector' = 'blackhole')");
+    return sql;
+  }
+
+  private static final String GENERATOR_INSERT =
+      "INSERT INTO generated SELECT ad_id, ts, user_id, request_id FROM clicks";
+
+  /** One INSERT per window size; several keys share it through GROUPING SETS. */
+  private static List<String> inserts(String distinct, List<String> windows, List<String> groupBy) {
+    String exact = distinct.equals("both") || distinct.equals("exact") ? "COUNT(DISTINCT user_id)" : "CAST(NULL AS BIGINT)";
+    String approx = distinct.equals("both") || distinct.equals("approx") ? "hll_users(user_id)" : "CAST(NULL AS BIGINT)";
+    List<String> columns = groupBy.stream().map(KEYS::get).toList();
+    String keyType;
+    String keyId;
+    String grouping;
+    if (columns.size() == 1) {
+      keyType = "'" + groupBy.get(0) + "'";
+      keyId = columns.get(0);
+      grouping = columns.get(0);
+    } else {
+      // GROUPING_ID(k1, .., kn) has bit n-1-i clear for the set that groups by ki alone.
+      StringBuilder cases = new StringBuilder("CASE GROUPING_ID(" + String.join(", ", columns) + ")");
+      int all = (1 << columns.size()) - 1;
+      for (int i = 0; i < columns.size(); i++) {
+        cases.append(" WHEN ").append(all & ~(1 << (columns.size() - 1 - i))).append(" THEN '").append(groupBy.get(i)).append("'");
+      }
+      keyType = cases.append(" END").toString();
+      keyId = "COALESCE(" + String.join(", ", columns) + ")";
+      grouping = "GROUPING SETS (" + String.join(", ", columns.stream().map(c -> "(" + c + ")").toList()) + ")";
+    }
+    List<String> sql = new ArrayList<>();
+    for (String window : windows) {
+      sql.add(
+          "INSERT INTO window_rows\n"
+              + "SELECT '" + window + "', " + keyType + ", " + keyId + ",\n"
+              + "  window_start, window_end, COUNT(*), " + exact + ", " + approx + "\n"
+              + "FROM TABLE(TUMBLE(TABLE attributed, DESCRIPTOR(rowtime), INTERVAL " + WINDOWS.get(window) + "))\n"
+              + "GROUP BY window_start, window_end, " + grouping);
+    }
+    return sql;
+  }
+
+  private static boolean onOff(String value, String flag) {
+    return switch (value) {
+      case "on" -> true;
+      case "off" -> false;
+      default -> throw usage(flag + " takes on or off, got " + value);
+    };
+  }
+
+  private static String value(String[] args, int i, String flag) {
+    if (i >= args.length) {
+      throw usage(flag + " needs a value");
+    }
+    return args[i];
+  }
+
+  private static IllegalArgumentException usage(String message) {
+    return new IllegalArgumentException(
+        message
+            + "\nusage: ClicksJob [--mode core|checkpointed|generator] [--clicks N] [--rate-per-s R]"
+            + " [--parallelism P] [--distinct approx|exact|both|none] [--windows 1m,5m,1h]"
+            + " [--group-by ad,campaign,advertiser] [--dedup on|off] [--seed N] [--checkpoint-dir DIR]"
+            + " [--checkpoint-interval DURATION] [--set KEY=VALUE]... [--check] [--explain]");
+  }
+
+  /**
+   * CPU time of the job's task threads (named {@code "... (i/p)#attempt"}), sampled every 20 ms
+   * while they live: the work of the operators, without planning, JIT compilation or GC threads.
+   */
+  private static final class TaskCpu extends Thread {
+    private static final java.util.regex.Pattern TASK = java.util.regex.Pattern.compile(".* \\(\\d+/\\d+\\)#\\d+$");
+    private final java.lang.management.ThreadMXBean threads = ManagementFactory.getThreadMXBean();
+    private final Map<Long, Long> cpuById = new java.util.HashMap<>();
+    private volatile boolean running = true;
+
+    TaskCpu() {
+      super("task-cpu-sampler");
+      setDaemon(true);
+    }
+
+    @Override
+    public void run() {
+      while (running) {
+        sample();
+        try {
+          Thread.sleep(20);
+        } catch (InterruptedException e) {
+          return;
+        }
+      }
+    }
+
+    private synchronized void sample() {
+      for (java.lang.management.ThreadInfo info : threads.getThreadInfo(threads.getAllThreadIds())) {
+        if (info != null && TASK.matcher(info.getThreadName()).matches()) {
+          long nanos = threads.getThreadCpuTime(info.getThreadId());
+          if (nanos > 0) {
+            cpuById.merge(info.getThreadId(), nanos, Math::max);
+          }
+        }
+      }
+    }
+
+    /** Seconds of task CPU seen. */
+    synchronized double finish() {
+      running = false;
+      sample();
+      return cpuById.values().stream().mapToLong(Long::longValue).sum() / 1e9;
+    }
+  }
+
+  private static long processCpuNanos() {
+    if (ManagementFactory.getOperatingSystemMXBean() instanceof com.sun.management.OperatingSystemMXBean os) {
+      return os.getProcessCpuTime();
+    }
+    return 0;
+  }
+
+  private static double gcSeconds() {
+    long millis = 0;
+    for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
+      millis += Math.max(0, gc.getCollectionTime());
+    }
+    return millis / 1e3;
+  }
+
+  /**
+   * Busy time of all cores so far from /proc/stat, in jiffies (1/100 s), or -1 where it is
+   * missing: with this process's CPU time it gives the load other processes put on the machine.
+   */
+  private static long machineBusyJiffies() {
+    try {
+      String[] fields = Files.readAllLines(Path.of("/proc/stat")).get(0).trim().split("\\s+");
+      // cpu user nice system idle iowait irq softirq steal ...
+      long busy = 0;
+      for (int i : new int[] {1, 2, 3, 6, 7, 8}) {
+        busy += Long.parseLong(fields[i]);
+      }
+      return busy;
+    } catch (IOException | RuntimeException e) {
+      return -1;
+    }
+  }
+
+  /** VmHWM of this process, or -1 where /proc is missing. */
+  private static long peakRssMib() {
+    try {
+      for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
+        if (line.startsWith("VmHWM:")) {
+          return Long.parseLong(line.replaceAll("[^0-9]", "")) / 1024;
+        }
+      }
+    } catch (IOException | NumberFormatException e) {
+      return -1;
+    }
+    return -1;
+  }
+
+  private static void deleteTree(Path root) throws IOException {
+    try (var paths = Files.walk(root)) {
+      paths.sorted(java.util.Comparator.reverseOrder()).forEach(path -> path.toFile().delete());
+    }
+  }
+}
