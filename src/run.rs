@@ -17,13 +17,14 @@ use crate::dataflow::partition::TimeRules;
 use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::dataflow::{Checkpoint, RestoredWindows};
-use crate::event::{partition_of, Click, Key};
+use crate::event::{Click, Key};
 use crate::job::{Job, LatePolicy, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::sink::store::{Fault, StoreSink};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
-use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
+use crate::sources::generated;
+use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
 use crate::store::{EmbeddedStore, EpochStore};
@@ -196,7 +197,12 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
         (SourceSpec::File { path: None }, None) => {
             return Err(RunError::Usage(format!("{}: source.path is not set; pass --input FILE", job.file.display())))
         }
-        (SourceSpec::Generator(config), None) => generate(config, job.partitions),
+        (SourceSpec::Generator(config), None) => {
+            let config = GeneratorConfig { partitions: job.partitions, ..config.clone() };
+            let (readers, _producer) = generated::start(&config, GENERATOR_SALT, read_by_this_process(options));
+            let report = format!("input: {} generated clicks (seed {}), made while the job runs", config.clicks, config.seed);
+            return Ok((readers, report, config.clicks));
+        }
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
             return open_log(&dir, job, options);
@@ -256,14 +262,14 @@ fn load_file(path: &Path, partitions: u32, salt: &UserSalt) -> Result<(Vec<Vec<C
     Ok((input.partitions, report))
 }
 
-fn generate(config: &GeneratorConfig, partitions: u32) -> (Vec<Vec<Click>>, String) {
-    let config = GeneratorConfig { partitions, ..config.clone() };
-    let mut out = vec![Vec::new(); partitions as usize];
-    for click in Generator::new(&config) {
-        let click = click.to_click(GENERATOR_SALT);
-        out[partition_of(click.request_id, partitions) as usize].push(click);
-    }
-    (out, format!("input: {} generated clicks (seed {})", config.clicks, config.seed))
+/// Whether partition `p` is read by a worker of this process: timely numbers
+/// workers `process * workers + thread`, and worker `w` of `peers` reads the
+/// partitions `p` with `p % peers == w` (`dataflow::source`).
+fn read_by_this_process(options: &RunOptions) -> impl Fn(u32) -> bool {
+    let workers = options.workers.max(1) as u32;
+    let peers = workers * options.processes.max(1) as u32;
+    let process = options.process as u32;
+    move |p| (p % peers) / workers == process
 }
 
 fn load_catalog(job: &Job, options: &RunOptions) -> Result<Option<Catalog>, RunError> {

@@ -672,6 +672,53 @@ fn two_process_cluster_matches_one_worker() {
     assert_rows_equal(&reference, &union, "2 processes x 2 workers vs -w 1");
 }
 
+/// Rows without `distinct_users`: a generator source keys users by index,
+/// a file run by the hash of their `user_id`, so only the estimates differ.
+fn settled_clicks(path: &Path) -> Vec<String> {
+    let mut rows: Vec<String> = settled_rows(path)
+        .iter()
+        .map(|line| {
+            let mut row: Value = serde_json::from_str(line).expect("row line is JSON");
+            row.as_object_mut().expect("a row is an object").remove("distinct_users");
+            row.to_string()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn generator_source_in_a_cluster_counts_what_its_file_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clicks, catalog) = generate(dir.path(), 300_000);
+    let from_file = dir.path().join("rows-file.ndjson");
+    run_ok(run_job(&clicks, &from_file, &["--catalog", catalog.to_str().unwrap(), "-w", "1"]));
+
+    // The same stream as `tally gen --seed 42 --clicks 300000`, made while
+    // the job runs, by each of two processes for its own partitions.
+    let job = dir.path().join("generated.toml");
+    std::fs::write(&job, "[source]\nkind = \"generator\"\npartitions = 8\n\n[source.generator]\nseed = 42\nclicks = 300_000\n").unwrap();
+    let (port_a, port_b) = free_ports();
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{port_a}\n127.0.0.1:{port_b}\n")).unwrap();
+    let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("rows-p{p}.ndjson"))).collect();
+    let children: Vec<Running> = (0..2)
+        .map(|p| {
+            let mut command = tally();
+            command.arg("run").arg(&job).arg("--output").arg(&outputs[p]).args(["-w", "2", "--processes", "2", "--process"]);
+            command.arg(p.to_string()).arg("--hostfile").arg(&hostfile);
+            spawn(command)
+        })
+        .collect();
+    for (p, done) in wait_all(children).iter().enumerate() {
+        assert_eq!(done.code(), Some(0), "process {p} failed:\n{}", done.stderr);
+        assert_no_panic(&done.stderr);
+    }
+    let reference = settled_clicks(&from_file);
+    assert!(reference.len() > 1_000, "only {} settled rows", reference.len());
+    assert_rows_equal(&reference, &settled_clicks(&outputs[0]), "generator source, 2 processes x 2 workers vs its file, -w 1");
+}
+
 // ---------------------------------------------------------------- ingest and up
 
 const INGEST_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/ingest.example.toml");

@@ -1,5 +1,5 @@
 //! A partition held in memory, read from an offset: the reader behind file
-//! and generator sources, whose clicks are loaded before the job starts.
+//! sources, whose clicks are loaded before the job starts.
 
 use crate::dataflow::{PartitionReader, ReadStatus};
 use crate::event::Click;

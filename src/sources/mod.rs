@@ -1,10 +1,11 @@
 //! Sources of clicks: NDJSON files, the seeded generator and the embedded log.
 //!
-//! Both produce validated [`crate::event::Click`]s split into log partitions
+//! All produce validated [`crate::event::Click`]s split into log partitions
 //! by request id; the dataflow reads them through
 //! [`crate::dataflow::PartitionReader`].
 
 pub mod file;
+pub mod generated;
 pub mod generator;
 pub mod log;
 pub mod memory;
