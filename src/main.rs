@@ -274,7 +274,7 @@ fn print_report(report: &RunReport, workers: usize) {
         );
     }
     eprintln!(
-        "done in {:.2} s with {} workers: {:.0} clicks/s, largest dedup memory {} ids",
+        "done in {:.2} s with {} workers: {:.0} clicks/s, dedup memory at most {} ids (all partitions)",
         secs,
         workers,
         s.read_total() as f64 / secs.max(1e-9),

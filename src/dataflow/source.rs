@@ -84,6 +84,8 @@ struct Owned {
     state: PartitionState,
     reader: Box<dyn PartitionReader>,
     status: ReadStatus,
+    /// Ids the dedup memory held after the last batch (for the stats).
+    remembered: usize,
 }
 
 /// Builds the source operator of this worker.
@@ -106,7 +108,7 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
                 }
                 buf.clear();
                 p.status = p.reader.read(&mut buf, READ_BATCH_CLICKS);
-                read_batch(&mut p.state, &buf, &mut pre, &settings.stats);
+                p.remembered = read_batch(&mut p.state, &buf, &mut pre, &settings.stats, p.remembered);
             }
             let target = worker_watermark(&owned, &settings);
             match target {
@@ -166,7 +168,7 @@ fn open(partition: u32, settings: &SourceSettings) -> Owned {
         );
     }
     assert_eq!(state.checkpoint().max_ts, from.max_ts, "partition {partition}: replay rebuilt the committed progress");
-    Owned { state, reader, status: ReadStatus::More }
+    Owned { state, reader, status: ReadStatus::More, remembered: 0 }
 }
 
 /// Sends every owned partition's checkpoint at the epoch being closed.
@@ -185,10 +187,19 @@ fn send_checkpoints(
     }
 }
 
-/// Decides and pre-aggregates one batch of a partition's clicks.
-fn read_batch(state: &mut PartitionState, clicks: &[Click], pre: &mut PreAggregator, stats: &SourceStats) {
+/// Clicks between prefetching a click's dedup slot and deciding it: enough
+/// to hide a memory access behind the work on the clicks in between.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Decides and pre-aggregates one batch of a partition's clicks; returns
+/// the number of ids the partition remembers afterwards.
+fn read_batch(state: &mut PartitionState, clicks: &[Click], pre: &mut PreAggregator, stats: &SourceStats, remembered: usize) -> usize {
     let mut counts = [0u64; 4];
-    for click in clicks {
+    clicks.iter().take(PREFETCH_AHEAD).for_each(|click| state.prefetch(click));
+    for (i, click) in clicks.iter().enumerate() {
+        if let Some(ahead) = clicks.get(i + PREFETCH_AHEAD) {
+            state.prefetch(ahead);
+        }
         let verdict = state.decide(click);
         counts[match verdict {
             Verdict::OnTime => 0,
@@ -198,7 +209,9 @@ fn read_batch(state: &mut PartitionState, clicks: &[Click], pre: &mut PreAggrega
         }] += 1;
         pre.add(click, verdict);
     }
-    stats.record(counts, state.remembered());
+    let now = state.remembered();
+    stats.record(counts, now as i64 - remembered as i64);
+    now
 }
 
 /// The worker's watermark, or `None` once every partition has finished.

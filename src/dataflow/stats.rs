@@ -21,20 +21,24 @@ pub struct SourceStats {
     pub held: AtomicU64,
     /// Clicks attributed to campaign `unknown` because the catalog lacks their ad.
     pub unknown_ad_clicks: AtomicU64,
-    /// Largest dedup memory seen in one partition.
+    /// Request ids the dedup memories of all partitions hold now ...
+    pub remembered: AtomicU64,
+    /// ... and the most they have held at once.
     pub remembered_max: AtomicU64,
     /// Names of ads attributed to `unknown` (the first [`MAX_UNKNOWN_ADS_KEPT`]).
     pub unknown_ads: Mutex<BTreeSet<Key>>,
 }
 
 impl SourceStats {
-    /// Adds one batch's verdict counts: on time, duplicate, restating, held.
-    pub fn record(&self, counts: [u64; 4], remembered: usize) {
+    /// Adds one batch's verdict counts (on time, duplicate, restating,
+    /// held) and the change of its partition's dedup memory.
+    pub fn record(&self, counts: [u64; 4], remembered_change: i64) {
         self.on_time.fetch_add(counts[0], Relaxed);
         self.duplicates.fetch_add(counts[1], Relaxed);
         self.restating.fetch_add(counts[2], Relaxed);
         self.held.fetch_add(counts[3], Relaxed);
-        self.remembered_max.fetch_max(remembered as u64, Relaxed);
+        let now = self.remembered.fetch_add(remembered_change as u64, Relaxed).wrapping_add(remembered_change as u64);
+        self.remembered_max.fetch_max(now, Relaxed);
     }
 
     /// Notes clicks of an ad the catalog could not attribute.

@@ -41,6 +41,8 @@ pub const MIN_EPOCH_MS: u64 = 10;
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
 /// Shortest dedup horizon: below this, ordinary retries slip through.
 pub const MIN_DEDUP_HORIZON_MS: u64 = 1_000;
+/// Longest dedup horizon: what the dedup memory's 32-bit times hold.
+pub const MAX_DEDUP_HORIZON_MS: u64 = crate::dataflow::dedup::MAX_HORIZON_MS;
 /// Shortest interval between early (partial) results.
 pub const MIN_EARLY_RESULTS_MS: u64 = 100;
 
@@ -70,7 +72,7 @@ pub struct Job {
     pub slack_ms: u64,
     /// `time.allowed_lateness`: a whole number of epochs.
     pub allowed_lateness_ms: u64,
-    /// `dedup.horizon`: at least `MIN_DEDUP_HORIZON_MS`.
+    /// `dedup.horizon`: in `MIN_DEDUP_HORIZON_MS..=MAX_DEDUP_HORIZON_MS`.
     pub dedup_horizon_ms: u64,
     /// `windows.sizes`: sorted ascending, distinct, multiples of 1m, at most
     /// 1d; the first is always 1m.

@@ -12,7 +12,8 @@ use super::duration::format_duration;
 use super::error::{one_line, KeyError};
 use super::section::{string_entry, Section, Spelled};
 use super::{
-    Job, LatePolicy, SinkSpec, SourceSpec, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS, MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
+    Job, LatePolicy, SinkSpec, SourceSpec, MAX_DEDUP_HORIZON_MS, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS, MIN_EARLY_RESULTS_MS,
+    MIN_EPOCH_MS,
 };
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
@@ -222,6 +223,9 @@ fn read_dedup(mut s: Section, defaults: &Job) -> Result<u64, KeyError> {
     let horizon = horizon.unwrap_or_else(|| Spelled::default_ms(defaults.dedup_horizon_ms));
     if horizon.ms < MIN_DEDUP_HORIZON_MS {
         return Err(s.error("horizon", format!("horizon {} is shorter than {}", horizon.text, format_duration(MIN_DEDUP_HORIZON_MS))));
+    }
+    if horizon.ms > MAX_DEDUP_HORIZON_MS {
+        return Err(s.error("horizon", format!("horizon {} is longer than {}", horizon.text, format_duration(MAX_DEDUP_HORIZON_MS))));
     }
     Ok(horizon.ms)
 }

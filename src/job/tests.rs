@@ -256,8 +256,9 @@ fn allowed_lateness_must_be_whole_epochs() {
 }
 
 #[test]
-fn dedup_horizon_has_a_floor() {
+fn dedup_horizon_has_a_floor_and_a_ceiling() {
     assert_refused("[dedup]\nhorizon = \"500ms\"", "dedup.horizon", "horizon \"500ms\" is shorter than 1s");
+    assert_refused("[dedup]\nhorizon = \"8d\"", "dedup.horizon", "horizon \"8d\" is longer than 7d");
 }
 
 // --- windows ---
