@@ -41,8 +41,9 @@ pub const MIN_EPOCH_MS: u64 = 10;
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
 /// Shortest dedup horizon: below this, ordinary retries slip through.
 pub const MIN_DEDUP_HORIZON_MS: u64 = 1_000;
-/// Longest dedup horizon: what the dedup memory's 32-bit times hold.
-pub const MAX_DEDUP_HORIZON_MS: u64 = crate::dataflow::dedup::MAX_HORIZON_MS;
+/// Longest dedup horizon: a restart re-reads this much of every partition
+/// (without counting) to rebuild the dedup memory.
+pub const MAX_DEDUP_HORIZON_MS: u64 = 7 * 86_400_000;
 /// Shortest interval between early (partial) results.
 pub const MIN_EARLY_RESULTS_MS: u64 = 100;
 
