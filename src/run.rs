@@ -199,9 +199,8 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
         }
         (SourceSpec::Generator(config), None) => {
             let config = GeneratorConfig { partitions: job.partitions, ..config.clone() };
-            let (readers, _producer) = generated::start(&config, GENERATOR_SALT, read_by_this_process(options));
             let report = format!("input: {} generated clicks (seed {}), made while the job runs", config.clicks, config.seed);
-            return Ok((readers, report, config.clicks));
+            return Ok((generated::readers(&config, GENERATOR_SALT), report, config.clicks));
         }
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
@@ -260,16 +259,6 @@ fn load_file(path: &Path, partitions: u32, salt: &UserSalt) -> Result<(Vec<Vec<C
     let input = read_clicks_path(path, partitions, salt).map_err(|e| RunError::Input(e.to_string()))?;
     let report = input.report();
     Ok((input.partitions, report))
-}
-
-/// Whether partition `p` is read by a worker of this process: timely numbers
-/// workers `process * workers + thread`, and worker `w` of `peers` reads the
-/// partitions `p` with `p % peers == w` (`dataflow::source`).
-fn read_by_this_process(options: &RunOptions) -> impl Fn(u32) -> bool {
-    let workers = options.workers.max(1) as u32;
-    let peers = workers * options.processes.max(1) as u32;
-    let process = options.process as u32;
-    move |p| (p % peers) / workers == process
 }
 
 fn load_catalog(job: &Job, options: &RunOptions) -> Result<Option<Catalog>, RunError> {

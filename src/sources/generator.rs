@@ -28,16 +28,24 @@
 //!   defaults (120 s ± 15 s) these are beyond allowed lateness for the default
 //!   job settings (slack 5 s, lateness 10 s): a click needs to be more than
 //!   60 + 10 + 5 s behind its partition's maximum to be too late.
+//! - **Partitions.** Position `n` belongs to partition `n mod partitions`
+//!   ([`GeneratorConfig::owner`]), whose random stream is its own (seeded by
+//!   the seed and the partition): a partition's clicks are made without
+//!   making any other partition's. The generator source makes each one in
+//!   the worker that reads it ([`PartitionClicks`]); `tally gen` interleaves
+//!   them by position ([`Generator`]). Request ids are random v4 UUIDs built
+//!   so that [`crate::event::partition_of`] gives their partition.
 //! - **Retries.** Each fresh click is, with probability `duplicate_rate`, sent
-//!   again 2 to [`MAX_RETRY_DELAY_CLICKS`] positions later (log-uniform, and
-//!   at most [`MAX_RETRY_DELAY_MS`] of stream time), byte-identical: same
-//!   request id, timestamp, user and ad. So duplicate lines make up about
-//!   `duplicate_rate / (1 + duplicate_rate)` of the output.
+//!   again 2 to [`MAX_RETRY_DELAY_CLICKS`] positions later (log-uniform), at
+//!   its partition's first position from there, byte-identical: same request
+//!   id, timestamp, user and ad; one that would come more than
+//!   [`MAX_RETRY_DELAY_MS`] of stream time after its original is dropped. So
+//!   duplicate lines make up about `duplicate_rate / (1 + duplicate_rate)` of
+//!   the output.
 //! - **Idle partitions.** Partitions `0..idle_partitions` get no clicks while
 //!   the stream clock is in an odd [`IDLE_STRETCH_MS`] stretch since
-//!   `start_ms` (30 s on, 30 s off). Request ids are random v4 UUIDs,
-//!   redrawn until [`partition_of`] is not idle now; a retry that falls due
-//!   while its partition is idle is dropped.
+//!   `start_ms` (30 s on, 30 s off): their positions go to the busy
+//!   partitions, in turn.
 //!
 //! The output has exactly `clicks` lines; retries still pending at the end
 //! are not sent.
@@ -45,10 +53,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::event::{mix64, partition_of, Click, EventTime, Key, RequestId};
+use crate::event::{mix64, Click, EventTime, Key, RequestId};
 
 /// Largest accepted `ads`: ad names keep six digits and the Zipf table stays
 /// at most 12 MB.
@@ -68,6 +77,9 @@ pub const IDLE_STRETCH_MS: u64 = 30_000;
 pub const CATALOG_GAP_EVERY: u32 = 97;
 /// Name of the viral ad.
 pub const VIRAL_AD: &str = "ad-viral";
+/// Most partitions: request ids are built for their partition from 52
+/// random bits times the partition count (see `pick_request_id`).
+pub const MAX_PARTITIONS: u32 = 4_096;
 
 /// Settings of the generator, as written under `[source.generator]` in a job
 /// file and as flags of `tally gen`.
@@ -147,7 +159,9 @@ impl GeneratorConfig {
         check_positive("advertisers", u64::from(self.advertisers))?;
         check_positive("users", self.users)?;
         check_positive("rate_per_s", self.rate_per_s)?;
-        check_positive("partitions", u64::from(self.partitions))?;
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(format!("partitions: must be in 1..={MAX_PARTITIONS}, got {}", self.partitions));
+        }
         if self.idle_partitions >= self.partitions {
             return Err(format!("idle_partitions: must be less than partitions ({}), got {}", self.partitions, self.idle_partitions));
         }
@@ -172,6 +186,19 @@ impl GeneratorConfig {
     /// [`IDLE_STRETCH_MS`] stretch after `start_ms`.
     pub fn is_idle(&self, partition: u32, stream_ms: EventTime) -> bool {
         partition < self.idle_partitions && idle_stretch(self.start_ms, stream_ms)
+    }
+
+    /// The partition of stream position `n`: `n mod partitions`, except that
+    /// an idle partition's position goes to a busy one, in turn by row
+    /// (`n / partitions`). Call only on a valid config.
+    pub fn owner(&self, n: u64) -> u32 {
+        let parts = u64::from(self.partitions);
+        let own = (n % parts) as u32;
+        if self.is_idle(own, self.stream_time_ms(n)) {
+            self.idle_partitions + ((n / parts) % (parts - u64::from(self.idle_partitions))) as u32
+        } else {
+            own
+        }
     }
 }
 
@@ -321,22 +348,103 @@ fn ad_name(index: u32) -> Key {
     Key::from(std::str::from_utf8(&name).expect("ASCII digits"))
 }
 
-/// The click stream of a [`GeneratorConfig`]; yields exactly `clicks` items.
+/// The whole click stream of a [`GeneratorConfig`], position by position:
+/// every partition's clicks interleaved as [`GeneratorConfig::owner`] says.
+/// Yields exactly `clicks` items.
 pub struct Generator {
     cfg: GeneratorConfig,
+    streams: Vec<PartitionStream>,
+    position: u64,
+}
+
+impl Generator {
+    /// # Panics
+    /// If `cfg.validate()` fails: validate configs where they are parsed.
+    pub fn new(cfg: &GeneratorConfig) -> Generator {
+        let shared = Shared::new(cfg);
+        let streams = (0..cfg.partitions).map(|p| PartitionStream::new(&shared, p)).collect();
+        Generator { cfg: cfg.clone(), streams, position: 0 }
+    }
+}
+
+impl Iterator for Generator {
+    type Item = GenClick;
+
+    fn next(&mut self) -> Option<GenClick> {
+        if self.position >= self.cfg.clicks {
+            return None;
+        }
+        let n = self.position;
+        self.position += 1;
+        Some(self.streams[self.cfg.owner(n) as usize].click_at(n))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::try_from(self.cfg.clicks - self.position).unwrap_or(usize::MAX);
+        (left, Some(left))
+    }
+}
+
+/// One partition's clicks, in stream order, made without making any other
+/// partition's: the same clicks, in the same order, as the partition's lines
+/// in the whole stream of [`Generator`].
+pub struct PartitionClicks {
+    stream: PartitionStream,
+    /// Stream position to look for the partition's next click from.
+    from: u64,
+}
+
+impl PartitionClicks {
+    /// # Panics
+    /// If `cfg.validate()` fails, or `partition` is not below `cfg.partitions`.
+    pub fn new(cfg: &GeneratorConfig, partition: u32) -> PartitionClicks {
+        assert!(partition < cfg.partitions, "partition {partition} of {}", cfg.partitions);
+        PartitionClicks { stream: PartitionStream::new(&Shared::new(cfg), partition), from: 0 }
+    }
+}
+
+impl Iterator for PartitionClicks {
+    type Item = GenClick;
+
+    fn next(&mut self) -> Option<GenClick> {
+        let n = self.stream.next_owned(self.from)?;
+        self.from = n + 1;
+        Some(self.stream.click_at(n))
+    }
+}
+
+/// What every partition's stream reads and never changes.
+struct Shared {
+    cfg: GeneratorConfig,
+    zipf: Arc<ZipfTable>,
+}
+
+impl Shared {
+    fn new(cfg: &GeneratorConfig) -> Shared {
+        if let Err(reason) = cfg.validate() {
+            panic!("invalid generator config: {reason}");
+        }
+        Shared { cfg: cfg.clone(), zipf: Arc::new(ZipfTable::new(cfg.ads, cfg.zipf_exponent)) }
+    }
+}
+
+/// The random choices of one partition: a PRNG of its own and the retries
+/// it owes.
+struct PartitionStream {
+    cfg: GeneratorConfig,
+    partition: u32,
     rng: Xoshiro256StarStar,
     viral: Key,
-    zipf: ZipfTable,
+    zipf: Arc<ZipfTable>,
     viral_below: u64,
     retry_below: u64,
     too_late_below: u64,
     max_retry_delay: u64,
-    position: u64,
     /// Retries by (due position, original position), soonest first.
     retries: BinaryHeap<Reverse<Retry>>,
 }
 
-/// A click to send again once the output reaches position `due`.
+/// A click to send again once its partition reaches position `due`.
 struct Retry {
     due: u64,
     /// Position of the original: unique, so it makes the order total.
@@ -370,51 +478,68 @@ impl Ord for Retry {
     }
 }
 
-impl Generator {
-    /// # Panics
-    /// If `cfg.validate()` fails: validate configs where they are parsed.
-    pub fn new(cfg: &GeneratorConfig) -> Generator {
-        if let Err(reason) = cfg.validate() {
-            panic!("invalid generator config: {reason}");
-        }
+impl PartitionStream {
+    fn new(shared: &Shared, partition: u32) -> PartitionStream {
+        let cfg = &shared.cfg;
         let max_retry_delay =
             (cfg.rate_per_s.saturating_mul(MAX_RETRY_DELAY_MS) / 1_000).clamp(MIN_RETRY_DELAY_CLICKS, MAX_RETRY_DELAY_CLICKS);
-        Generator {
+        PartitionStream {
             cfg: cfg.clone(),
-            rng: Xoshiro256StarStar::seeded(cfg.seed),
+            partition,
+            rng: Xoshiro256StarStar::seeded(mix64(cfg.seed).wrapping_add(u64::from(partition))),
             viral: Key::const_new(VIRAL_AD),
-            zipf: ZipfTable::new(cfg.ads, cfg.zipf_exponent),
+            zipf: Arc::clone(&shared.zipf),
             viral_below: share_threshold(cfg.viral_share),
             retry_below: share_threshold(cfg.duplicate_rate),
             too_late_below: share_threshold(cfg.too_late_share),
             max_retry_delay,
-            position: 0,
             retries: BinaryHeap::new(),
         }
     }
 
-    /// The retry due at the current position, if any. Retries whose
-    /// partition is idle now are dropped.
-    fn due_retry(&mut self, idle_below: u32) -> Option<GenClick> {
-        while self.retries.peek()?.0.due <= self.position {
-            let Reverse(retry) = self.retries.pop()?;
-            let click = retry.click;
-            if partition_of(click.request_id, self.cfg.partitions) >= idle_below {
-                return Some(click);
+    /// The click at stream position `n`, which this partition owns; positions
+    /// come in increasing order.
+    fn click_at(&mut self, n: u64) -> GenClick {
+        debug_assert_eq!(self.cfg.owner(n), self.partition);
+        let now = self.cfg.stream_time_ms(n);
+        while let Some(Reverse(due)) = self.retries.peek() {
+            if due.due > n {
+                break;
+            }
+            let Reverse(retry) = self.retries.pop().expect("peeked");
+            // A retry held back (its partition was idle) longer than a
+            // retry would ever wait is dropped.
+            if now - self.cfg.stream_time_ms(retry.origin) <= MAX_RETRY_DELAY_MS {
+                return retry.click;
             }
         }
-        None
+        let click =
+            GenClick { ad: self.pick_ad(), user_index: self.pick_user(), ts: self.pick_ts(now), request_id: self.pick_request_id() };
+        self.maybe_schedule_retry(&click, n);
+        click
     }
 
-    fn fresh(&mut self, now: EventTime, idle_below: u32) -> GenClick {
-        let click = GenClick {
-            ad: self.pick_ad(),
-            user_index: self.pick_user(),
-            ts: self.pick_ts(now),
-            request_id: self.pick_request_id(idle_below),
-        };
-        self.maybe_schedule_retry(&click);
-        click
+    /// The first position from `from` on that this partition owns, if any
+    /// is left: in each row of `partitions` positions, its own, and the idle
+    /// partitions' when [`GeneratorConfig::owner`] hands them to it.
+    fn next_owned(&self, from: u64) -> Option<u64> {
+        let parts = u64::from(self.cfg.partitions);
+        let (idle, p) = (u64::from(self.cfg.idle_partitions), u64::from(self.partition));
+        let mut row = from / parts;
+        loop {
+            let base = row.checked_mul(parts)?;
+            if base >= self.cfg.clicks {
+                return None;
+            }
+            let takes_idle = p >= idle && idle > 0 && idle + row % (parts - idle) == p;
+            let candidates = (0..if takes_idle { idle } else { 0 }).map(|q| base + q).chain([base + p]);
+            for n in candidates.filter(|&n| n >= from && n < self.cfg.clicks) {
+                if self.cfg.owner(n) == self.partition {
+                    return Some(n);
+                }
+            }
+            row += 1;
+        }
     }
 
     fn pick_ad(&mut self) -> Key {
@@ -441,19 +566,21 @@ impl Generator {
         }
     }
 
-    /// A random version-4 UUID whose partition is not idle (`>= idle_below`).
-    /// Terminates: `idle_partitions < partitions` is validated.
-    fn pick_request_id(&mut self, idle_below: u32) -> RequestId {
-        loop {
-            let raw = (u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64());
-            let id = (raw & !UUID_VERSION_VARIANT_MASK) | UUID_V4_BITS;
-            if partition_of(id, self.cfg.partitions) >= idle_below {
-                return id;
-            }
-        }
+    /// A random version-4 UUID in this partition: `partition_of` folds the
+    /// halves to `f` and reduces `mix64(f)` modulo the partitions, so `f` is
+    /// chosen as `unmix64` of a random multiple of the partitions plus this
+    /// one, the high half at random with its version nibble, and the low half
+    /// as `f ^ high`, whose variant bits the high half's top bits set.
+    fn pick_request_id(&mut self) -> RequestId {
+        // Below 2^52, times at most MAX_PARTITIONS = 2^12: no overflow.
+        let multiple = (self.rng.next_u64() >> 12) * u64::from(self.cfg.partitions);
+        let folded = unmix64(multiple + u64::from(self.partition));
+        let random = self.rng.next_u64() & !(VERSION_MASK | VARIANT_MASK);
+        let high = random | VERSION_4 | ((folded ^ VARIANT_RFC4122) & VARIANT_MASK);
+        (u128::from(high) << 64) | u128::from(folded ^ high)
     }
 
-    fn maybe_schedule_retry(&mut self, click: &GenClick) {
+    fn maybe_schedule_retry(&mut self, click: &GenClick, n: u64) {
         if self.rng.next_u64() >= self.retry_below || self.retries.len() >= MAX_PENDING_RETRIES {
             return;
         }
@@ -462,38 +589,27 @@ impl Generator {
         let span = self.max_retry_delay - MIN_RETRY_DELAY_CLICKS;
         let shift = self.rng.below(u64::from(64 - span.leading_zeros()) + 1);
         let delay = MIN_RETRY_DELAY_CLICKS + (self.rng.up_to(span) >> shift);
-        self.retries.push(Reverse(Retry { due: self.position + delay, origin: self.position, click: click.clone() }));
+        self.retries.push(Reverse(Retry { due: n + delay, origin: n, click: click.clone() }));
     }
 }
 
 /// Earliest position, after the original, at which a retry is sent.
 const MIN_RETRY_DELAY_CLICKS: u64 = 2;
-/// Version nibble and the two variant bits of a UUID.
-const UUID_VERSION_VARIANT_MASK: u128 = (0xf << 76) | (0b11 << 62);
-/// Version 4 (random), variant RFC 4122 (`10`).
-const UUID_V4_BITS: u128 = (0x4 << 76) | (0b10 << 62);
+/// The version nibble of a UUID's high half, and version 4 (random) in it.
+const VERSION_MASK: u64 = 0xf << 12;
+const VERSION_4: u64 = 0x4 << 12;
+/// The variant bits of a UUID's low half, and RFC 4122's (`10`) in them.
+const VARIANT_MASK: u64 = 0b11 << 62;
+const VARIANT_RFC4122: u64 = 0b10 << 62;
 
-impl Iterator for Generator {
-    type Item = GenClick;
-
-    fn next(&mut self) -> Option<GenClick> {
-        if self.position >= self.cfg.clicks {
-            return None;
-        }
-        let now = self.cfg.stream_time_ms(self.position);
-        let idle_below = if idle_stretch(self.cfg.start_ms, now) { self.cfg.idle_partitions } else { 0 };
-        let click = match self.due_retry(idle_below) {
-            Some(retry) => retry,
-            None => self.fresh(now, idle_below),
-        };
-        self.position += 1;
-        Some(click)
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = usize::try_from(self.cfg.clicks - self.position).unwrap_or(usize::MAX);
-        (left, Some(left))
-    }
+/// The inverse of [`mix64`]: each xor-shift and multiplication undone in
+/// reverse order.
+fn unmix64(mut z: u64) -> u64 {
+    z ^= (z >> 31) ^ (z >> 62);
+    z = z.wrapping_mul(0x3196_42b2_d24d_8ec3);
+    z ^= (z >> 27) ^ (z >> 54);
+    z = z.wrapping_mul(0x96de_1b17_3f11_9089);
+    z ^ (z >> 30) ^ (z >> 60)
 }
 
 /// `share * 2^64`: a uniform `u64` draw is below it with probability `share`.
@@ -640,6 +756,7 @@ impl Xoshiro256StarStar {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::partition_of;
     use std::collections::HashMap;
 
     fn small(seed: u64) -> GeneratorConfig {
@@ -677,8 +794,8 @@ mod tests {
         assert_eq!(fnv1a(&out), FROZEN_FNV1A, "generator output changed for seed 1");
     }
 
-    const FROZEN_FIRST_LINE: &str = "{\"ad_id\":\"ad-000028\",\"timestamp\":1767225599570,\"user_id\":\"u-391328\",\"request_id\":\"123004ef-8df5-40e6-a195-4dcc47b1e89d\"}";
-    const FROZEN_FNV1A: u64 = 0x7a3e_9e55_8206_66ec;
+    const FROZEN_FIRST_LINE: &str = "{\"ad_id\":\"ad-000000\",\"timestamp\":1767225599031,\"user_id\":\"u-7392\",\"request_id\":\"83cb6702-89d0-4e11-8be7-092645f884ed\"}";
+    const FROZEN_FNV1A: u64 = 0x24fb_0430_0307_3a90;
 
     #[test]
     fn lines_are_valid_clicks() {
@@ -790,6 +907,40 @@ mod tests {
         }
         let got = late as f64 / cfg.clicks as f64;
         assert!((got - 0.01).abs() < 0.002, "too-late share {got}");
+    }
+
+    #[test]
+    fn unmix64_inverts_mix64() {
+        let mut rng = Xoshiro256StarStar::seeded(3);
+        for x in [0, 1, u64::MAX].into_iter().chain((0..10_000).map(|_| rng.next_u64())) {
+            assert_eq!(mix64(unmix64(x)), x);
+            assert_eq!(unmix64(mix64(x)), x);
+        }
+    }
+
+    #[test]
+    fn request_ids_land_in_the_partition_of_their_position() {
+        for partitions in [1, 3, 8, MAX_PARTITIONS] {
+            let cfg = GeneratorConfig { clicks: 20_000, partitions, idle_partitions: 0, ..small(8) };
+            for (n, click) in Generator::new(&cfg).enumerate() {
+                assert_eq!(partition_of(click.request_id, partitions), cfg.owner(n as u64), "position {n} of {partitions}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_partition_alone_makes_its_lines_of_the_whole_stream() {
+        // 200 s of stream time with two idle partitions out of five.
+        let cfg = GeneratorConfig { partitions: 5, idle_partitions: 2, ..small(10) };
+        let whole: Vec<GenClick> = Generator::new(&cfg).collect();
+        let mut total = 0;
+        for p in 0..cfg.partitions {
+            let mine: Vec<&GenClick> = whole.iter().filter(|c| partition_of(c.request_id, cfg.partitions) == p).collect();
+            let alone: Vec<GenClick> = PartitionClicks::new(&cfg, p).collect();
+            assert_eq!(alone.iter().collect::<Vec<_>>(), mine, "partition {p}");
+            total += alone.len();
+        }
+        assert_eq!(total as u64, cfg.clicks);
     }
 
     #[test]
