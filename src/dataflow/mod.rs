@@ -58,11 +58,11 @@ pub struct Plan {
 pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<Box<dyn Sink>>) -> ProbeHandle<EventTime> {
     let stats = Arc::clone(&plan.source.stats);
     let resumed_epoch = plan.source.resume_epoch;
-    let out = source::click_source(scope, plan.source);
+    let probe = ProbeHandle::new();
+    let out = source::click_source(scope, plan.source, probe.clone());
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
     let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch);
-    let probe = ProbeHandle::new();
     let records = effects.concat(checkpoints).probe_with(&probe);
     commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch);
     probe

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::{Scope, Stream};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 
 use crate::event::{Click, EventTime, Key};
 
@@ -63,6 +63,13 @@ pub const READ_BATCH_CLICKS: usize = 4_096;
 pub const MAX_PENDING_PARTIALS: usize = 200_000;
 /// How often an all-idle live source looks for new data.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// Epochs the source may read ahead of what has reached the commit: timely
+/// has no backpressure, so without this bound a source reading a backlog
+/// (a bounded run, a replay, a catch-up) fills the channels between
+/// operators with the partials of every epoch it has read.
+pub const MAX_EPOCHS_AHEAD: u64 = 4;
+/// How soon a source held back by [`MAX_EPOCHS_AHEAD`] looks again.
+const AHEAD_POLL: Duration = Duration::from_millis(1);
 
 /// Settings of the source operator.
 #[derive(Clone)]
@@ -88,8 +95,14 @@ struct Owned {
     remembered: usize,
 }
 
-/// Builds the source operator of this worker.
-pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSettings) -> Stream<'scope, EventTime, Vec<SourceOut>> {
+/// Builds the source operator of this worker. `committing` probes what has
+/// reached the commit; the source reads no further than
+/// [`MAX_EPOCHS_AHEAD`] epochs past its frontier.
+pub fn click_source<'scope>(
+    scope: Scope<'scope, EventTime>,
+    settings: SourceSettings,
+    committing: ProbeHandle<EventTime>,
+) -> Stream<'scope, EventTime, Vec<SourceOut>> {
     let index = scope.index() as u32;
     let peers = scope.peers() as u32;
     source(scope.clone(), "ClickSource", move |capability, info| {
@@ -100,8 +113,14 @@ pub fn click_source<'scope>(scope: Scope<'scope, EventTime>, settings: SourceSet
         let mut pre = PreAggregator::new(settings.distinct_users, settings.rules.allowed_lateness_ms, index as usize);
         let mut cap = Some(capability);
         let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
+        let ahead_limit = MAX_EPOCHS_AHEAD * settings.rules.epoch_ms;
         move |output| {
             let Some(current) = cap.as_mut() else { return };
+            let committed = committing.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX);
+            if current.time().saturating_sub(committed) >= ahead_limit {
+                activator.activate_after(AHEAD_POLL);
+                return;
+            }
             for p in owned.iter_mut() {
                 if p.status == ReadStatus::Finished {
                     continue;
