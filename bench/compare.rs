@@ -232,9 +232,10 @@ fn main() {
 
 // ---- tally runs (child processes) ------------------------------------------------------
 
-/// The clicks of a tally run: the core benchmark's generator settings.
+/// The clicks of a tally run: the generator's defaults, whose distributions
+/// Flink's source copies, without idle partitions (Flink's source has none).
 fn generator(clicks: u64, rate_per_s: u64) -> GeneratorConfig {
-    GeneratorConfig { clicks, ads: ADS, rate_per_s, ..GeneratorConfig::default() }
+    GeneratorConfig { clicks, ads: ADS, rate_per_s, idle_partitions: 0, ..GeneratorConfig::default() }
 }
 
 fn tally_job(child: &Child, args: &Args) -> Job {
@@ -311,7 +312,8 @@ fn tally_sample(child: &[String], args: &Args) -> Result<Sample, String> {
         .map_err(|e| format!("tally child: {e}"))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().find(|l| l.starts_with("tally ")).unwrap_or_default();
-    let parsed = (field::<u64>(line, "clicks"), field::<u64>(line, "elapsed_ns"), field::<u64>(line, "cpu_ns"), field::<u64>(line, "peak_rss_kb"));
+    let parsed =
+        (field::<u64>(line, "clicks"), field::<u64>(line, "elapsed_ns"), field::<u64>(line, "cpu_ns"), field::<u64>(line, "peak_rss_kb"));
     let (Some(clicks), Some(elapsed_ns), Some(cpu_ns), Some(rss_kb)) = parsed else {
         return Err(format!("tally child {child:?} failed ({}):\n{stdout}{}", output.status, String::from_utf8_lossy(&output.stderr)));
     };
@@ -353,7 +355,11 @@ fn flink_sample(mode: &str, args: &Args) -> Result<(Sample, String), String> {
     let (Some(clicks), Some(eps), Some(cpu), Some(rss), true) =
         (number("clicks"), number("events/s"), number("cpu s"), number("peak rss mib"), output.status.success())
     else {
-        return Err(format!("bench/flink/run.sh --mode {mode} failed ({}):\n{stdout}{}", output.status, String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "bench/flink/run.sh --mode {mode} failed ({}):\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
     };
     let sample = Sample {
         events_per_s: eps,
@@ -647,14 +653,22 @@ impl Report {
             args.clicks,
             human(args.rate_per_s as f64)
         );
-        println!("1M users, 2 % retries, 0.1 % too late; windows 1m/5m/1h per ad, campaign and advertiser; clicks + distinct users; dedup on;");
-        println!("parallelism {} (tally workers, Flink tasks); {} run(s) per row, interleaved; median (min–max).", args.parallelism, args.runs);
+        println!(
+            "1M users, 2 % retries, 0.1 % too late; windows 1m/5m/1h per ad, campaign and advertiser; clicks + distinct users; dedup on;"
+        );
+        println!(
+            "parallelism {} (tally workers, Flink tasks); {} run(s) per row, interleaved; median (min–max).",
+            args.parallelism, args.runs
+        );
         println!();
-        println!("| comparison | engine | events/s | per core | CPU-s per 1M events | peak RSS | freshness p50 / p99 | other load | setup |");
+        println!(
+            "| comparison | engine | events/s | per core | CPU-s per 1M events | peak RSS | freshness p50 / p99 | other load | setup |"
+        );
         println!("|---|---|---|---|---|---|---|---|---|");
         let cores = args.parallelism.min(std::thread::available_parallelism().map_or(1, |n| n.get())) as f64;
         for l in &self.lines {
-            let fresh = l.freshness.map_or("–".to_owned(), |(p50, p99)| format!("{:.2} s / {:.2} s", f64::from(p50) / 1e3, f64::from(p99) / 1e3));
+            let fresh =
+                l.freshness.map_or("–".to_owned(), |(p50, p99)| format!("{:.2} s / {:.2} s", f64::from(p50) / 1e3, f64::from(p99) / 1e3));
             println!(
                 "| {} | {} | {} | {} | {:.2} | {:.0} MiB | {fresh} | {:.2} | {} |",
                 l.comparison.name(),
@@ -792,7 +806,8 @@ fn versions(results: &Results, args: &Args) -> String {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stderr).lines().next().map(str::to_owned))
         .unwrap_or_else(|| "java ?".to_owned());
-    let flink = if args.flink && !results.flink_version.is_empty() { format!("Flink {} SQL, ", results.flink_version) } else { String::new() };
+    let flink =
+        if args.flink && !results.flink_version.is_empty() { format!("Flink {} SQL, ", results.flink_version) } else { String::new() };
     format!("tally {} ({rustc}, timely 0.32, differential-dataflow 0.26); {flink}{java}", env!("CARGO_PKG_VERSION"))
 }
 

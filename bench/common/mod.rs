@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod http_load;
+
 use std::time::Duration;
 
 /// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on

@@ -149,9 +149,9 @@ for run in $(seq 1 "$runs"); do
     "$(field 'startup s' "$out")" "$(human "$(field 'events/s processing' "$out")")" \
     "$(human "$(field 'events per task cpu s' "$out")")" "$(field 'gc s' "$out")" \
     "$(field 'peak rss mib' "$out")" "$(field 'other load cores' "$out")" "$(field 'checkpoints completed' "$out")"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$eps" "$(field 'elapsed s' "$out")" "$(field 'peak rss mib' "$out")" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$eps" "$(field 'elapsed s' "$out")" "$(field 'peak rss mib' "$out")" \
     "$(field 'other load cores' "$out")" "$(field 'events per task cpu s' "$out")" \
-    "$(field 'events/s processing' "$out")" >>"$logs/summary.tsv"
+    "$(field 'events/s processing' "$out")" "$(field 'cpu s' "$out")" "$(field 'checkpoints completed' "$out")" >>"$logs/summary.tsv"
   grep -E '^flink (rows |generated:|check:)' "$out" || true
 done
 
@@ -161,6 +161,8 @@ read -r rss_med _ rss_max < <(cut -f3 "$logs/summary.tsv" | stats)
 read -r _ _ load_max < <(cut -f4 "$logs/summary.tsv" | stats)
 read -r task_med _ _ < <(cut -f5 "$logs/summary.tsv" | stats)
 read -r proc_med _ _ < <(cut -f6 "$logs/summary.tsv" | stats)
+read -r cpu_med _ _ < <(cut -f7 "$logs/summary.tsv" | stats)
+read -r checkpoints_med _ _ < <(cut -f8 "$logs/summary.tsv" | grep -v '^$' | stats)
 version=$(field version "$out")
 job=$(field job "$out")
 echo "Flink $version, ${job:-source only}"
@@ -178,5 +180,7 @@ echo "flink $mode events/s max: $eps_max"
 echo "flink $mode elapsed s: $el_med"
 echo "flink $mode events/s processing: $proc_med"
 echo "flink $mode events per task cpu s: $task_med"
+echo "flink $mode cpu s: $cpu_med"
+[ "$mode" != checkpointed ] || echo "flink $mode checkpoints: $checkpoints_med"
 echo "flink $mode peak rss mib: $rss_max"
 echo "flink $mode other load cores: $load_max"
