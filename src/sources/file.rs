@@ -499,28 +499,45 @@ fn request_id_value(value: Scalar<'_>) -> Result<RequestId, ClickError> {
 }
 
 /// Parses a canonical `8-4-4-4-12` hex UUID, any case, as its big-endian
-/// 128-bit value. The first three groups are exactly the high 64 bits.
+/// 128-bit value.
+///
+/// Every click carries one, so the digits are read eight at a time as one
+/// `u64` ([`hex8`]) instead of one by one.
 fn parse_uuid(s: &[u8]) -> Option<RequestId> {
-    if s.len() != 36 || [8, 13, 18, 23].iter().any(|&i| s[i] != b'-') {
+    let s: &[u8; 36] = s.try_into().ok()?;
+    if s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
         return None;
     }
-    let high = hex_fold(hex_fold(hex_fold(0, &s[0..8])?, &s[9..13])?, &s[14..18])?;
-    let low = hex_fold(hex_fold(0, &s[19..23])?, &s[24..36])?;
-    Some((RequestId::from(high) << 64) | RequestId::from(low))
+    let word = |at: usize| s.get(at..at + 8).and_then(|w| w.try_into().ok()).map(u64::from_be_bytes);
+    let half = |at: usize| s.get(at..at + 4).and_then(|w| w.try_into().ok()).map(u32::from_be_bytes).map(u64::from);
+    let digits = [word(0)?, (half(9)? << 32) | half(14)?, (half(19)? << 32) | half(24)?, word(28)?];
+    digits.iter().try_fold(0, |value: RequestId, &eight| Some((value << 32) | RequestId::from(hex8(eight)?)))
 }
 
-/// Appends the hex `digits` to `acc` (at most 16 digits in all).
-fn hex_fold(acc: u64, digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(acc, |acc, &b| Some((acc << 4) | u64::from(hex_digit(b)?)))
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+/// The value of eight ASCII hex digits, any case, packed in `x` with the
+/// first digit in the top byte; `None` if any byte is not a hex digit.
+///
+/// Each byte is classified in parallel (SWAR): for a byte `b < 0x80`, the top
+/// bit of `b + (0x80 - c)` says `b >= c`, and the sum never carries into the
+/// next byte. Bytes `>= 0x80` would carry, so they are refused first.
+fn hex8(x: u64) -> Option<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = ONES * 0x80;
+    let at_least = |v: u64, c: u8| v.wrapping_add(ONES * u64::from(0x80 - c)) & TOPS;
+    if x & TOPS != 0 {
+        return None;
     }
+    let digit = at_least(x, b'0') & !at_least(x, b'9' + 1);
+    let folded = x | (ONES * 0x20); // 'A'..='F' to 'a'..='f'
+    let letter = at_least(folded, b'a') & !at_least(folded, b'f' + 1);
+    if digit | letter != TOPS {
+        return None;
+    }
+    // '0'..='9' end in 0..9, 'a'..='f' and 'A'..='F' in 1..6 (+ 9).
+    let nibbles = (x & (ONES * 0x0f)) + (letter >> 7) * 9;
+    let pairs = (nibbles | (nibbles >> 4)) & 0x00ff_00ff_00ff_00ff;
+    let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
+    Some(((quads | (quads >> 16)) & 0xffff_ffff) as u32)
 }
 
 /// A line that was skipped, with its 1-based line number.
@@ -726,6 +743,66 @@ mod tests {
         assert_eq!(parse_uuid(b"00000000-0000-0000-0000-000000000001"), Some(1));
         assert_eq!(parse_uuid(UUID.to_uppercase().as_bytes()), Some(UUID_VALUE));
         assert_eq!(parse_uuid(b"ffffffff-ffff-ffff-ffff-ffffffffffff"), Some(u128::MAX));
+        assert_eq!(parse_uuid(b"fEdCbA98-7654-3210-aBcD-eF0123456789"), Some(0xfedcba98_7654_3210_abcd_ef0123456789));
+    }
+
+    /// The UUID rule one byte at a time, as plainly as it can be said.
+    fn parse_uuid_bytewise(s: &[u8]) -> Option<RequestId> {
+        if s.len() != 36 {
+            return None;
+        }
+        let mut value: RequestId = 0;
+        for (i, &b) in s.iter().enumerate() {
+            if [8, 13, 18, 23].contains(&i) {
+                if b != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let digit = (b as char).to_digit(16)?;
+            value = (value << 4) | RequestId::from(digit);
+        }
+        Some(value)
+    }
+
+    /// Guards the eight-digits-at-a-time parser: every byte value at every
+    /// position of several UUIDs, and every length around 36, give what the
+    /// bytewise rule gives.
+    #[test]
+    fn uuid_parser_matches_the_bytewise_rule_for_every_single_byte_change() {
+        let uuids = [
+            UUID.to_owned(),
+            UUID.to_uppercase(),
+            "00000000-0000-0000-0000-000000000000".to_owned(),
+            "ffffffff-FFFF-9999-aaaa-AAAAAAAAAAAA".to_owned(),
+        ];
+        for uuid in &uuids {
+            let bytes = uuid.as_bytes();
+            assert!(parse_uuid(bytes).is_some());
+            for at in 0..bytes.len() {
+                for b in 0..=u8::MAX {
+                    let mut changed = bytes.to_vec();
+                    changed[at] = b;
+                    assert_eq!(parse_uuid(&changed), parse_uuid_bytewise(&changed), "{:?}", String::from_utf8_lossy(&changed));
+                }
+                let mut shorter = bytes.to_vec();
+                shorter.remove(at);
+                assert_eq!(parse_uuid(&shorter), None);
+                let mut longer = bytes.to_vec();
+                longer.insert(at, b'0');
+                assert_eq!(parse_uuid(&longer), None);
+            }
+        }
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let alphabet = b"0123456789abcdefABCDEFgG-/:@`{\x7f\x80\xff";
+        for _ in 0..20_000 {
+            let mut s = uuids[rng.below(uuids.len())].as_bytes().to_vec();
+            for _ in 0..=rng.below(3) {
+                let at = rng.below(s.len());
+                s[at] = alphabet[rng.below(alphabet.len())];
+            }
+            assert_eq!(parse_uuid(&s), parse_uuid_bytewise(&s), "{:?}", String::from_utf8_lossy(&s));
+        }
     }
 
     #[test]
