@@ -12,6 +12,14 @@
 //! be read as a whole (broken JSON syntax in a single click or an array, or
 //! more clicks than allowed) is an error of the body, with its position.
 //! Nothing here panics on any input (`tests/fuzz` checks that).
+//!
+//! A body has one answer however it is read. A single click, and an array
+//! whose elements are all plain valid clicks, are read by the fast path of
+//! the file source (`sources::file::fast`); NDJSON lines pick their path one
+//! by one in [`decode_click`]. Any other body, every one with an error in
+//! it, is read whole by serde, so error positions and the batch cap stay
+//! serde's. [`decode_body_serde`] skips the fast path, for the tests that
+//! compare both.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -20,9 +28,9 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Serialize;
 
-use crate::event::Click;
+use crate::event::{Click, EventTime};
 use crate::job::format_duration;
-use crate::sources::file::{decode_click, ArrayItem, ClickError, UserSalt, LINE};
+use crate::sources::file::{decode_click, decode_click_serde, fast, ArrayItem, ClickError, UserSalt, LINE};
 
 /// What a body holds, from the endpoint and its content type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,11 +83,32 @@ pub enum BodyError {
 
 /// Decodes and checks a body against `limits` and the clock `now_ms`.
 pub fn decode_body(kind: BodyKind, body: &[u8], limits: &DecodeLimits, now_ms: u64, salt: &UserSalt) -> Result<Decoded, BodyError> {
-    let check = TimeWindow::new(limits, now_ms);
+    let window = TimeWindow::new(limits, now_ms);
+    let max = limits.max_batch_clicks;
+    let fast = match kind {
+        BodyKind::Single => fast::click_line(body, salt).map(|click| vec![click]),
+        BodyKind::Array => fast::click_array(body, max, salt),
+        BodyKind::Ndjson => return decode_ndjson(body, max, &window, salt, decode_click),
+    };
+    match fast {
+        Some(clicks) => Ok(in_window(clicks, &window)),
+        None => decode_serde(kind, body, max, &window, salt),
+    }
+}
+
+/// [`decode_body`] without its fast path: serde reads every body and every
+/// NDJSON line. Not for serving: it exists so that tests and `tests/fuzz`
+/// can check that both paths give the same answer.
+#[doc(hidden)]
+pub fn decode_body_serde(kind: BodyKind, body: &[u8], limits: &DecodeLimits, now_ms: u64, salt: &UserSalt) -> Result<Decoded, BodyError> {
+    decode_serde(kind, body, limits.max_batch_clicks, &TimeWindow::new(limits, now_ms), salt)
+}
+
+fn decode_serde(kind: BodyKind, body: &[u8], max: usize, window: &TimeWindow, salt: &UserSalt) -> Result<Decoded, BodyError> {
     match kind {
-        BodyKind::Single => decode_single(body, &check, salt),
-        BodyKind::Array => decode_array(body, limits.max_batch_clicks, &check, salt),
-        BodyKind::Ndjson => decode_ndjson(body, limits.max_batch_clicks, &check, salt),
+        BodyKind::Single => decode_single(body, window, salt),
+        BodyKind::Array => decode_array(body, max, window, salt),
+        BodyKind::Ndjson => decode_ndjson(body, max, window, salt, decode_click_serde),
     }
 }
 
@@ -101,13 +130,13 @@ impl TimeWindow {
         }
     }
 
-    fn check(&self, click: Click) -> Result<Click, ClickError> {
-        let reason = if click.ts < self.oldest {
-            format!("{} is more than {} before the server's clock", click.ts, format_duration(self.past_ms))
-        } else if click.ts > self.newest {
-            format!("{} is more than {} after the server's clock", click.ts, format_duration(self.future_ms))
+    fn check(&self, ts: EventTime) -> Result<(), ClickError> {
+        let reason = if ts < self.oldest {
+            format!("{ts} is more than {} before the server's clock", format_duration(self.past_ms))
+        } else if ts > self.newest {
+            format!("{ts} is more than {} after the server's clock", format_duration(self.future_ms))
         } else {
-            return Ok(click);
+            return Ok(());
         };
         Err(ClickError { field: Cow::Borrowed("timestamp"), reason })
     }
@@ -116,13 +145,32 @@ impl TimeWindow {
 /// Files the outcome of item `index` into `out`. `whole` names what a
 /// problem of the item as a whole is called in this body ("click", "line").
 fn push(out: &mut Decoded, index: usize, decoded: Result<Click, ClickError>, window: &TimeWindow, whole: &'static str) {
-    match decoded.and_then(|click| window.check(click)) {
+    match decoded.and_then(|click| window.check(click.ts).map(|()| click)) {
         Ok(click) => out.clicks.push(click),
         Err(ClickError { field, reason }) => {
             let field = if field == LINE { Cow::Borrowed(whole) } else { field };
             out.rejected.push(ItemError { index, field, reason });
         }
     }
+}
+
+/// The clicks of the fast path, items `0..`, through the time window, as
+/// [`push`] files them.
+fn in_window(mut clicks: Vec<Click>, window: &TimeWindow) -> Decoded {
+    let mut rejected = Vec::new();
+    let mut index = 0;
+    clicks.retain(|click| {
+        let kept = match window.check(click.ts) {
+            Ok(()) => true,
+            Err(ClickError { field, reason }) => {
+                rejected.push(ItemError { index, field, reason });
+                false
+            }
+        };
+        index += 1;
+        kept
+    });
+    Decoded { clicks, rejected }
 }
 
 fn decode_single(body: &[u8], window: &TimeWindow, salt: &UserSalt) -> Result<Decoded, BodyError> {
@@ -177,7 +225,8 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_> {
     }
 }
 
-fn decode_ndjson(body: &[u8], max: usize, window: &TimeWindow, salt: &UserSalt) -> Result<Decoded, BodyError> {
+/// The lines of an NDJSON body, each decoded by `line_decoder`.
+fn decode_ndjson(body: &[u8], max: usize, window: &TimeWindow, salt: &UserSalt, line_decoder: LineDecoder) -> Result<Decoded, BodyError> {
     let mut out = Decoded::default();
     let body = body.strip_suffix(b"\n").unwrap_or(body);
     for (index, line) in body.split(|&b| b == b'\n').enumerate() {
@@ -185,10 +234,13 @@ fn decode_ndjson(body: &[u8], max: usize, window: &TimeWindow, salt: &UserSalt) 
             return Err(BodyError::TooManyClicks { max });
         }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        push(&mut out, index, decode_click(line, salt), window, "line");
+        push(&mut out, index, line_decoder(line, salt), window, "line");
     }
     Ok(out)
 }
+
+/// Decodes one click line: [`decode_click`], or its serde path alone.
+type LineDecoder = fn(&[u8], &UserSalt) -> Result<Click, ClickError>;
 
 /// A body-level JSON error with its position.
 fn syntax(e: &serde_json::Error) -> BodyError {
@@ -205,6 +257,7 @@ fn syntax(e: &serde_json::Error) -> BodyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{prop, prop_oneof, Strategy};
 
     const NOW: u64 = 1_700_000_000_000;
     const LIMITS: DecodeLimits = DecodeLimits { max_batch_clicks: 3, past_ms: 60_000, future_ms: 1_000 };
@@ -282,6 +335,134 @@ mod tests {
         assert_eq!(decode(BodyKind::Ndjson, &four.join("\n")), Err(BodyError::TooManyClicks { max: 3 }));
         assert_eq!(decode(BodyKind::Array, &format!("[{}]", three.join(","))).unwrap().clicks.len(), 3);
         assert_eq!(decode(BodyKind::Ndjson, &three.join("\n")).unwrap().clicks.len(), 3);
+    }
+
+    /// The serde path's answer for `body`, once it is checked that
+    /// `decode_body`, fast path and all, gives the same.
+    fn both_paths(kind: BodyKind, body: &[u8], limits: &DecodeLimits) -> Result<Decoded, BodyError> {
+        let serde = decode_body_serde(kind, body, limits, NOW, &SALT);
+        assert_eq!(decode_body(kind, body, limits, NOW, &SALT), serde, "{kind:?} {:?}", String::from_utf8_lossy(body));
+        serde
+    }
+
+    /// `base` truncated at every length, and with each byte replaced by, and
+    /// each position given an extra, each byte of `alphabet`, and each byte
+    /// removed.
+    fn one_byte_away(base: &[u8], alphabet: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for at in 0..=base.len() {
+            out.push(base[..at].to_vec());
+            for &b in alphabet {
+                let mut inserted = base.to_vec();
+                inserted.insert(at, b);
+                out.push(inserted);
+                if at < base.len() {
+                    let mut replaced = base.to_vec();
+                    replaced[at] = b;
+                    out.push(replaced);
+                }
+            }
+            if at < base.len() {
+                let mut removed = base.to_vec();
+                removed.remove(at);
+                out.push(removed);
+            }
+        }
+        out
+    }
+
+    /// Guards the fast path's contract on whole bodies: every body one byte
+    /// away from a valid one gets the serde path's answer: the same clicks,
+    /// rejections, body errors and positions, and the same batch cap.
+    #[test]
+    fn every_single_byte_change_of_a_body_decodes_as_on_the_serde_path() {
+        let every_byte: Vec<u8> = (0..=u8::MAX).collect();
+        let too_old = click("a", NOW - 60_001, 2);
+        let bodies = [
+            (BodyKind::Single, click("ad-1", NOW, 1)),
+            (BodyKind::Array, format!("[{}, {too_old}]", click("ad-1", NOW, 1))),
+            (BodyKind::Array, format!("[{},{},{}]", click("a", NOW, 1), click("b", NOW, 2), click("c", NOW, 3))),
+            (BodyKind::Ndjson, format!("{}\r\n{too_old}\n", click("ad-1", NOW, 1))),
+        ];
+        for (kind, body) in &bodies {
+            assert!(both_paths(*kind, body.as_bytes(), &LIMITS).is_ok(), "{body}");
+            for changed in one_byte_away(body.as_bytes(), &every_byte) {
+                let _ = both_paths(*kind, &changed, &LIMITS);
+            }
+        }
+        let four = format!("[{}]", (0..4).map(|i| click("a", NOW, i)).collect::<Vec<_>>().join(","));
+        assert_eq!(both_paths(BodyKind::Array, four.as_bytes(), &LIMITS), Err(BodyError::TooManyClicks { max: 3 }));
+        for changed in one_byte_away(four.as_bytes(), b"{}[],:\" 0a-\\") {
+            let _ = both_paths(BodyKind::Array, &changed, &LIMITS);
+        }
+    }
+
+    /// Raw JSON values of a field: plain valid ones (which the fast path
+    /// takes), then escaped, unusual or invalid ones (which it leaves to
+    /// serde).
+    fn values(field: &str) -> (Vec<String>, Vec<String>) {
+        let now = NOW.to_string();
+        let (plain, other): (&[&str], &[&str]) = match field {
+            "ad_id" => (&[r#""ad-1""#, r#""a""#, r#""A.b_c:9-""#], &[r#""ad\u002d1""#, r#""ad 1""#, r#""""#, "7", "null"]),
+            "timestamp" => {
+                (&[&now, "1700000000001", "0"], &["01", "-1", "1.0", "1e3", "18446744073709551615", "18446744073709551616", r#""1""#])
+            }
+            "user_id" => (&[r#""u1""#, r#""u-17""#, r#""~x""#], &[r#""u\u0031""#, "\"\u{e9}\"", r#""""#, "5", "\"\t\""]),
+            "request_id" => (
+                &[r#""00000000-0000-0000-0000-000000000001""#, r#""6F1C0F5E-9a4b-4C1D-8e2f-0a1b2c3d4e5f""#],
+                &[r#""00000000-0000-0000-0000-00000000000g""#, r#""00000000-0000-0000-0000-0000000000011""#, "12"],
+            ),
+            _ => (&[r#""camp:7""#], &[r#""c 1""#, "1", "[]", "{}"]),
+        };
+        let owned = |values: &[&str]| values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+        let mut other = owned(other);
+        other.push(format!("\"{}\"", "a".repeat(65)));
+        (owned(plain), other)
+    }
+
+    /// A member `"name":value`, its value plain three times in four, with
+    /// whitespace (or a byte that is not JSON whitespace) around its tokens.
+    fn member(name: &'static str) -> impl Strategy<Value = String> {
+        let (plain, other) = values(name);
+        let value = prop_oneof![3 => prop::sample::select(plain), 1 => prop::sample::select(other)];
+        let gap = prop::sample::select(vec!["", "", "", "", " ", "\n", "\t ", "\r\n", "\u{c}"]);
+        (value, gap).prop_map(move |(value, gap)| format!("{gap}\"{name}\"{gap}:{gap}{value}{gap}"))
+    }
+
+    /// A click-shaped object: the four fields in any order, sometimes one
+    /// more (optional, duplicate or unknown), sometimes one missing (`drop`).
+    fn object() -> impl Strategy<Value = String> {
+        let required = ["ad_id", "timestamp", "user_id", "request_id"].map(member);
+        let extra = prop::sample::select(vec!["campaign_id", "campaign_id", "ad_id", "user_id", "country"]).prop_flat_map(member);
+        (required, prop::option::of(extra), 0..12usize)
+            .prop_map(|(required, extra, drop)| {
+                let mut members: Vec<String> = required.into_iter().enumerate().filter(|&(i, _)| i != drop).map(|(_, m)| m).collect();
+                members.extend(extra);
+                members
+            })
+            .prop_shuffle()
+            .prop_map(|members| format!("{{{}}}", members.join(",")))
+    }
+
+    fn body() -> impl Strategy<Value = (BodyKind, String)> {
+        let objects = || prop::collection::vec(object(), 0..5);
+        let separators = prop::sample::select(vec![",", " , ", ",\n", ",,", ""]);
+        prop_oneof![
+            object().prop_map(|o| (BodyKind::Single, o)),
+            (objects(), separators).prop_map(|(objects, sep)| (BodyKind::Array, format!("[{}]", objects.join(sep)))),
+            (objects(), prop::sample::select(vec!["\n", "\r\n"])).prop_map(|(objects, sep)| (BodyKind::Ndjson, objects.join(sep))),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+
+        /// Bodies built from fields in any order, with whitespace, escapes
+        /// and near-miss values, get the serde path's answer.
+        #[test]
+        fn click_shaped_bodies_decode_as_on_the_serde_path((kind, body) in body()) {
+            let _ = both_paths(kind, body.as_bytes(), &LIMITS);
+        }
     }
 
     #[test]

@@ -22,6 +22,11 @@
 use super::{is_key_byte, parse_uuid, user_key, Field, UserSalt, MAX_KEY_BYTES, MAX_USER_ID_BYTES};
 use crate::event::{Click, EventTime, Key, RequestId};
 
+/// Length of the shortest click object this path accepts
+/// (`{"ad_id":"a","timestamp":0,"user_id":"u","request_id":"<36>"}`), to
+/// size the vector of an array's clicks.
+const SHORTEST_CLICK_BYTES: usize = 93;
+
 /// Digits of `u64::MAX`: a number with fewer never overflows.
 const U64_DIGITS: usize = 20;
 
@@ -32,6 +37,33 @@ pub(crate) fn click_line(bytes: &[u8], salt: &UserSalt) -> Option<Click> {
     let click = cursor.click(salt)?;
     cursor.skip_whitespace();
     cursor.at_end().then_some(click)
+}
+
+/// A JSON array of at most `max` click objects, with optional whitespace
+/// around and between its tokens: its clicks in order, or `None` if any
+/// element, or anything about the array, is not for the fast path.
+pub(crate) fn click_array(bytes: &[u8], max: usize, salt: &UserSalt) -> Option<Vec<Click>> {
+    let mut cursor = Cursor::new(bytes)?;
+    cursor.expect(b'[')?;
+    cursor.skip_whitespace();
+    let mut clicks = Vec::with_capacity(max.min(bytes.len() / SHORTEST_CLICK_BYTES));
+    if cursor.peek() == Some(b']') {
+        cursor.at += 1;
+    } else {
+        loop {
+            if clicks.len() == max {
+                return None;
+            }
+            clicks.push(cursor.click(salt)?);
+            match cursor.token()? {
+                b',' => {}
+                b']' => break,
+                _ => return None,
+            }
+        }
+    }
+    cursor.skip_whitespace();
+    cursor.at_end().then_some(clicks)
 }
 
 /// The values of a click object as found, each at most once.
@@ -477,5 +509,46 @@ mod tests {
         // Both paths were exercised: changed digits, hex digits, user ids,
         // whitespace stay fast; most changes break the click.
         assert!(fast_answers > 10_000 && serde_answers > 200_000, "{fast_answers} fast, {serde_answers} serde");
+    }
+
+    #[test]
+    fn arrays_of_plain_clicks_take_the_fast_path() {
+        let one = fast(&canonical()).expect("fast path");
+        let c = canonical();
+        for (body, len) in [
+            ("[]".to_owned(), 0),
+            (" \n[ \t]\r\n".to_owned(), 0),
+            (format!("[{c}]"), 1),
+            (format!("[{c},{c},{c}]"), 3),
+            (format!(" [\n {c} ,\n\t{c}\r\n] \n"), 2),
+        ] {
+            assert_eq!(click_array(body.as_bytes(), 3, &SALT), Some(vec![one.clone(); len]), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn arrays_with_anything_unusual_fall_back() {
+        let c = canonical();
+        let escaped = with("user_id", r#""u\u0031""#);
+        for body in [
+            format!("[{c},{c},{c},{c}]"),
+            format!("[{c},{escaped}]"),
+            format!("[{c},5]"),
+            format!("[{c},]"),
+            format!("[,{c}]"),
+            format!("[{c} {c}]"),
+            format!("[{c}] x"),
+            format!("[{c}"),
+            format!("[[{c}]]"),
+            format!("[{c},{{}}]"),
+            c.clone(),
+            String::new(),
+            "[".to_owned(),
+            "[,]".to_owned(),
+        ] {
+            assert_eq!(click_array(body.as_bytes(), 3, &SALT), None, "{body:?}");
+        }
+        assert_eq!(click_array(format!("[{c}]").as_bytes(), 0, &SALT), None, "over the cap");
+        assert_eq!(click_array(b"[]", 0, &SALT), Some(vec![]));
     }
 }
