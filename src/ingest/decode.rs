@@ -229,7 +229,7 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_> {
 fn decode_ndjson(body: &[u8], max: usize, window: &TimeWindow, salt: &UserSalt, line_decoder: LineDecoder) -> Result<Decoded, BodyError> {
     let mut out = Decoded::default();
     let body = body.strip_suffix(b"\n").unwrap_or(body);
-    for (index, line) in body.split(|&b| b == b'\n').enumerate() {
+    for (index, line) in lines(body).enumerate() {
         if index == max {
             return Err(BodyError::TooManyClicks { max });
         }
@@ -237,6 +237,26 @@ fn decode_ndjson(body: &[u8], max: usize, window: &TimeWindow, salt: &UserSalt, 
         push(&mut out, index, line_decoder(line, salt), window, "line");
     }
     Ok(out)
+}
+
+/// The pieces of `body` between newlines, as `body.split(|&b| b == b'\n')`
+/// gives them. The newlines are found with `memchr`: a byte-at-a-time split
+/// costs about as much as decoding the lines on the fast path.
+fn lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(body);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        match memchr::memchr(b'\n', text) {
+            Some(at) => {
+                rest = text.get(at + 1..);
+                text.get(..at)
+            }
+            None => {
+                rest = None;
+                Some(text)
+            }
+        }
+    })
 }
 
 /// Decodes one click line: [`decode_click`], or its serde path alone.
@@ -325,6 +345,14 @@ mod tests {
         assert!(matches!(decode(BodyKind::Single, "{} x"), Err(BodyError::Syntax { line: 1, .. })));
         assert!(matches!(decode(BodyKind::Array, "{}"), Err(BodyError::Syntax { .. })));
         assert!(matches!(decode(BodyKind::Array, ""), Err(BodyError::Syntax { .. })));
+    }
+
+    #[test]
+    fn lines_are_what_a_split_at_newlines_gives() {
+        for body in ["", "\n", "\n\n", "a", "a\nb", "a\n", "\na", "ab\n\ncd\r\n", "\r\n\r"] {
+            let body = body.as_bytes();
+            assert_eq!(lines(body).collect::<Vec<_>>(), body.split(|&b| b == b'\n').collect::<Vec<_>>(), "{body:?}");
+        }
     }
 
     #[test]
