@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Fuzzes the HTTP ingest decoders and the signature check (tests/fuzz) for a
-# fixed time per target, and fails if any target finds a crash:
+# Fuzzes the HTTP ingest decoders, their fast path against serde, and the
+# signature check (tests/fuzz) for a fixed time per target, and fails if any
+# target finds a crash:
 #
 #     scripts/fuzz.sh            # 10 s per target, for CI
 #     scripts/fuzz.sh 3600       # an hour per target
 #
+# The targets are every [[bin]] of tests/fuzz/Cargo.toml (`cargo fuzz list`).
 # Needs only cargo (and rustup, to use a nightly toolchain when one is
 # installed); installs cargo-fuzz if it is missing. Targets are built once,
 # in release mode with debug assertions and overflow checks, without a

@@ -7,9 +7,13 @@
 //! exactly once, rejections in order, and no accepted click with an ad id
 //! outside the id rule or a timestamp outside the window. The checks are
 //! cheap, so they cost the fuzzer little throughput.
+//!
+//! A third kind of failure is a difference between the two ways of
+//! decoding: the fast path for plain clicks must never change an answer, so
+//! `decode_fast_vs_serde` compares `decode_body` with `decode_body_serde`.
 
 use serde::de::IgnoredAny;
-use tally::ingest::decode::{decode_body, BodyError, BodyKind, DecodeLimits, Decoded};
+use tally::ingest::decode::{decode_body, decode_body_serde, BodyError, BodyKind, DecodeLimits, Decoded};
 use tally::sources::file::UserSalt;
 
 /// The server's clock in every run (2025-11-29T00:00:00Z), so a timestamp
@@ -21,6 +25,22 @@ pub const NOW_MS: u64 = 1_764_374_400_000;
 pub const LIMITS: DecodeLimits = DecodeLimits { max_batch_clicks: 1000, past_ms: 7 * 86_400_000, future_ms: 5 * 60_000 };
 
 pub const SALT: UserSalt = UserSalt::from_bytes(*b"fuzz.salt.16byte");
+
+/// [`LIMITS`] with a batch cap of two, which a short input can exceed.
+pub const SMALL_CAP: DecodeLimits = DecodeLimits { max_batch_clicks: 2, ..LIMITS };
+
+/// Decodes `body` as each kind, under [`LIMITS`] and [`SMALL_CAP`], with and
+/// without the fast path, and panics unless both give the same clicks,
+/// rejections (index, field, reason) or body error (with its position).
+pub fn compare_fast_and_serde(body: &[u8]) {
+    for kind in [BodyKind::Single, BodyKind::Array, BodyKind::Ndjson] {
+        for limits in [LIMITS, SMALL_CAP] {
+            let fast = decode_body(kind, body, &limits, NOW_MS, &SALT);
+            let serde = decode_body_serde(kind, body, &limits, NOW_MS, &SALT);
+            assert_eq!(fast, serde, "{kind:?} with a cap of {}: the fast path differs from serde", limits.max_batch_clicks);
+        }
+    }
+}
 
 /// Decodes `body` as `kind` and panics if the outcome breaks an invariant.
 pub fn decode_and_check(kind: BodyKind, body: &[u8]) {
