@@ -74,45 +74,79 @@ impl EpochBatch {
     }
 }
 
-/// Builds the commit operator; only worker 0 has a sink.
+/// Builds the commit operator; only worker 0 has a sink. Its output carries
+/// no data: its frontier is what has been committed, which is what sources
+/// pace their reading by.
 pub fn commit<'scope>(
     records: Stream<'scope, EventTime, Vec<Commitable>>,
     mut sink: Option<Box<dyn Sink>>,
     errors: CommitErrors,
     lock: CommitLock,
     resumed_epoch: EventTime,
-) {
+) -> Stream<'scope, EventTime, Vec<()>> {
     let mut stash: BTreeMap<EventTime, Vec<Commitable>> = BTreeMap::new();
     // A resumed job has committed everything below `resumed_epoch`; its
     // next commit must be a later epoch.
     let mut last_epoch: Option<EventTime> = (resumed_epoch > 0).then_some(resumed_epoch);
-    records.sink(Exchange::new(|_| 0), "Commit", move |(input, frontier)| {
-        input.for_each_stamp(|stamp, data| {
-            let Some(&time) = stamp.least() else { return };
-            let records = stash.entry(time).or_default();
-            data.for_each(|batch| records.append(batch));
-        });
-        let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
-        if stash.first_key_value().is_none_or(|(time, _)| *time >= limit) || last_epoch.is_some_and(|last| last >= limit) {
-            return;
+    records
+        .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            Exchange::new(|_| 0),
+            "Commit",
+            move |capability, _info| {
+                let mut capability = capability;
+                capability.downgrade(&resumed_epoch);
+                let mut held = Some(capability);
+                move |(input, frontier), _output| {
+                    input.for_each_stamp(|stamp, data| {
+                        let Some(&time) = stamp.least() else { return };
+                        let records = stash.entry(time).or_default();
+                        data.for_each(|batch| records.append(batch));
+                    });
+                    let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
+                    let due = stash.first_key_value().is_some_and(|(time, _)| *time < limit) && last_epoch.is_none_or(|last| last < limit);
+                    if due {
+                        commit_through(limit, &mut stash, &mut last_epoch, &mut sink, &errors, &lock);
+                    }
+                    // Everything below the input frontier and below the oldest
+                    // record still waiting is committed (on worker 0; the other
+                    // workers never hold a record).
+                    let committed = stash.first_key_value().map_or(limit, |(time, _)| (*time).min(limit));
+                    match held.as_mut() {
+                        Some(_) if limit == EventTime::MAX && stash.is_empty() => held = None,
+                        Some(cap) if committed > *cap.time() && committed < EventTime::MAX => cap.downgrade(&committed),
+                        _ => {}
+                    }
+                }
+            },
+        )
+        .container::<Vec<()>>()
+}
+
+/// Commits everything below `limit` as one epoch.
+fn commit_through(
+    limit: EventTime,
+    stash: &mut BTreeMap<EventTime, Vec<Commitable>>,
+    last_epoch: &mut Option<EventTime>,
+    sink: &mut Option<Box<dyn Sink>>,
+    errors: &CommitErrors,
+    lock: &CommitLock,
+) {
+    let mut batch = EpochBatch::default();
+    while let Some(entry) = stash.first_entry() {
+        if *entry.key() >= limit {
+            break;
         }
-        let mut batch = EpochBatch::default();
-        while let Some(entry) = stash.first_entry() {
-            if *entry.key() >= limit {
-                break;
-            }
-            entry.remove().into_iter().for_each(|record| batch.add(record));
-        }
-        assert!(last_epoch.is_none_or(|last| last < limit), "epochs commit in order");
-        last_epoch = Some(limit);
-        let Some(sink) = sink.as_mut() else {
-            panic!("only worker 0 receives commit records");
-        };
-        let epoch = Epoch(limit);
-        let _committing = lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(error) = sink.stage(epoch, &batch).and_then(|()| sink.commit(epoch)) {
-            errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error.to_string());
-            stash.clear();
-        }
-    });
+        entry.remove().into_iter().for_each(|record| batch.add(record));
+    }
+    assert!(last_epoch.is_none_or(|last| last < limit), "epochs commit in order");
+    *last_epoch = Some(limit);
+    let Some(sink) = sink.as_mut() else {
+        panic!("only worker 0 receives commit records");
+    };
+    let epoch = Epoch(limit);
+    let _committing = lock.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(error) = sink.stage(epoch, &batch).and_then(|()| sink.commit(epoch)) {
+        errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error.to_string());
+        stash.clear();
+    }
 }

@@ -53,19 +53,20 @@ pub struct Plan {
     pub restored: Arc<RestoredWindows>,
 }
 
-/// Builds the dataflow in `scope` and returns a probe on the committed
-/// output. Only worker 0 gets the sink.
+/// Builds the dataflow in `scope` and returns a probe whose frontier is
+/// what has been committed: done once everything is. Only worker 0 gets the
+/// sink.
 pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<Box<dyn Sink>>) -> ProbeHandle<EventTime> {
     let stats = Arc::clone(&plan.source.stats);
     let resumed_epoch = plan.source.resume_epoch;
-    let probe = ProbeHandle::new();
-    let out = source::click_source(scope, plan.source, probe.clone());
+    let committed = ProbeHandle::new();
+    let out = source::click_source(scope, plan.source, committed.clone());
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
     let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch);
-    let records = effects.concat(checkpoints).probe_with(&probe);
-    commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch);
-    probe
+    let records = effects.concat(checkpoints);
+    commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch).probe_with(&committed);
+    committed
 }
 
 /// Separates the source's partials from its checkpoints.
