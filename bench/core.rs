@@ -1,4 +1,4 @@
-//! Core throughput benchmark: the clicks job on in-memory generated input.
+//! Core throughput benchmark: the clicks job on generated clicks, by job shape.
 //!
 //! A program, not a timed test (see `bench/README.md`): it prints a table and
 //! never asserts on a timing. It runs four shapes of the job through
@@ -14,13 +14,14 @@
 //! Each configuration runs in a child process (this program re-invoked with
 //! the hidden `--child CONFIG` flag) so that the peak RSS it reports
 //! (`VmHWM`) is that configuration's own. Throughput is clicks read ÷
-//! `RunReport::elapsed`, which covers the dataflow only (workers start to
-//! finish); generating the input and the catalog is timed separately as the
-//! wall time of the `run` call minus `elapsed`.
+//! `RunReport::elapsed`, which covers the dataflow from the workers' start
+//! to their end, generating the clicks included (each worker makes its
+//! partitions' clicks as it reads them); making the catalog is timed
+//! separately as the wall time of the `run` call minus `elapsed`.
 //!
-//! The Flink figures it compares against are the recorded ones from
-//! `PERF-NOTES.md` (the shared performance notes): Flink cannot run inside
-//! this program.
+//! The peer runs elsewhere: `bench/compare.rs` (`bench/run.sh`) runs Flink
+//! on the same job in the same invocation. This program breaks tally's own
+//! figure down by job shape.
 //!
 //! The input's event-time rate (`--rate`, clicks per second of event time)
 //! decides how much pre-aggregation can fold: the default is the product's
@@ -48,16 +49,10 @@ const SMOKE_CLICKS: u64 = 200_000;
 const ADS: u32 = 10_000;
 /// Event-time rate of the generated input: the product's peak load.
 const DEFAULT_RATE_PER_S: u64 = 1_000_000;
-/// Largest accepted `--clicks`: the input is held in memory (~64 B a click).
+/// Largest accepted `--clicks`.
 const MAX_CLICKS: u64 = 100_000_000;
 /// Largest accepted `--runs`.
 const MAX_RUNS: usize = 100;
-
-/// Recorded peer figures (events/s), Flink SQL 2.3, parallelism 2, from
-/// PERF-NOTES.md. Not re-measured here.
-const FLINK_COUNT: f64 = 1.55e6;
-const FLINK_DISTINCT: f64 = 0.78e6;
-const FLINK_EXACTLY_ONCE: f64 = 0.67e6;
 
 /// One shape of the job under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,14 +86,6 @@ impl Config {
 
     fn parse(name: &str) -> Option<Config> {
         CONFIGS.into_iter().find(|c| c.name() == name)
-    }
-
-    /// The Flink figure of the nearest shape, with its label.
-    fn peer(self) -> (f64, &'static str) {
-        match self {
-            Config::Full | Config::NoDuplicates => (FLINK_EXACTLY_ONCE, "flink exactly-once 0.67M"),
-            Config::NoDistinct | Config::CountOnly => (FLINK_COUNT, "flink count 1.55M"),
-        }
     }
 
     fn job(self, clicks: u64, rate_per_s: u64) -> Job {
@@ -205,7 +192,7 @@ fn child(config: Config, args: &Args) -> Result<(), String> {
         let started = Instant::now();
         let report = run(&job, &options).map_err(|e| format!("{}: {e}", config.name()))?;
         let wall = started.elapsed();
-        // Input generation runs on this thread before the workers start and
+        // The catalog is made on this thread before the workers start, and
         // this thread only waits while they run: the rest is the workers'.
         let process = cpu_time("/proc/self/stat").saturating_sub(process_before);
         let main = cpu_time("/proc/thread-self/stat").saturating_sub(main_before);
@@ -245,7 +232,7 @@ struct Sample {
     clicks: u64,
     /// Dataflow time (`RunReport::elapsed`).
     elapsed: Duration,
-    /// Wall time of `run` outside the dataflow: input and catalog generation.
+    /// Wall time of `run` outside the dataflow: making the catalog.
     setup: Duration,
     /// CPU time of the worker threads (process CPU minus the main thread's).
     worker_cpu: Duration,
@@ -327,7 +314,6 @@ fn parent(args: &Args) -> Result<(), String> {
     let full_rate = median(&rates(&full.samples));
     println!();
     println!("core events/s full: {full_rate:.0}");
-    println!("core ratio full/flink-exactly-once: {:.2}", full_rate / FLINK_EXACTLY_ONCE);
     Ok(())
 }
 
@@ -377,19 +363,18 @@ fn print_table(measured: &[Measured], args: &Args, used_cores: usize) {
     );
     println!();
     println!(
-        "| configuration | events/s median (min–max) | per core (÷{used_cores}) | per worker CPU-s | input gen s | peak RSS | dups dropped | rows out | other load | vs Flink (nearest shape) |"
+        "| configuration | events/s median (min–max) | per core (÷{used_cores}) | per worker CPU-s | catalog s | peak RSS | dups dropped | rows out | other load |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for m in measured {
         let rates = rates(&m.samples);
         let (lo, hi) = min_max(&rates);
         let mid = median(&rates);
         let setup = median(&m.samples.iter().map(|s| s.setup.as_secs_f64()).collect::<Vec<_>>());
-        let (peer, peer_label) = m.config.peer();
         let per_cpu = median(&m.samples.iter().map(|s| s.events_per_cpu_s()).collect::<Vec<_>>());
         let last = m.samples.last().expect("at least one run");
         println!(
-            "| {} | {} ({}–{}) | {} | {} | {:.2} | {:.0} MiB | {} | {} | {:.2} cores | {:.2}× {} |",
+            "| {} | {} ({}–{}) | {} | {} | {:.2} | {:.0} MiB | {} | {} | {:.2} cores |",
             m.config.describe(),
             millions(mid),
             millions(lo),
@@ -400,29 +385,16 @@ fn print_table(measured: &[Measured], args: &Args, used_cores: usize) {
             m.peak_rss_kb as f64 / 1024.0,
             last.duplicates,
             last.rows,
-            m.other_load,
-            mid / peer,
-            peer_label
+            m.other_load
         );
-    }
-    let full = measured.iter().find(|m| m.config == Config::Full).map(|m| median(&rates(&m.samples)));
-    println!();
-    println!("Recorded peer figures from PERF-NOTES.md, not re-measured in this invocation");
-    println!("(Flink SQL 2.3, parallelism 2, 1m tumbling windows per ad, 10k ads, median of 3):");
-    for (label, peer) in [
-        ("count only", FLINK_COUNT),
-        ("count + exact distinct users", FLINK_DISTINCT),
-        ("same + exactly-once checkpoints every 10 s", FLINK_EXACTLY_ONCE),
-    ] {
-        let ratio = full.map_or(String::new(), |f| format!("   tally full / this = {:.2}×", f / peer));
-        println!("  {label:<44} {:>6}{ratio}", millions(peer));
     }
     println!();
     println!("per core = median events/s ÷ min(workers, cores). per worker CPU-s = clicks ÷");
     println!("CPU time of the worker threads, which other load on the machine does not change.");
-    println!("input gen s = the run call's wall time minus the dataflow time (generation +");
-    println!("catalog), median. Peak RSS = each configuration's own child process (VmHWM),");
-    println!("generated input included. rows out includes early (partial) rows, whose number");
-    println!("follows wall time. other load = cores kept busy by other processes meanwhile;");
-    println!("figures taken with other load well above 0 are not comparable.");
+    println!("Clicks are generated inside the dataflow time, by the worker that reads each partition.");
+    println!("catalog s = the run call's wall time minus the dataflow time (making the catalog),");
+    println!("median. Peak RSS = each configuration's own child process (VmHWM). rows out includes");
+    println!("early (partial) rows, whose number follows wall time. other load = cores kept busy by");
+    println!("other processes meanwhile; figures taken with other load well above 0 are not comparable.");
+    println!("The peer, Flink on the same job in the same invocation: bench/run.sh.");
 }
