@@ -21,8 +21,8 @@ use tally::sink::{Epoch, Sink, SinkError};
 
 const EPOCH_MS: u64 = 1_000;
 const SLACK_MS: u64 = 5_000;
-/// One click per millisecond of event time for 120 s, per partition.
-const CLICKS: u64 = 120_000;
+/// One click per millisecond of event time for 300 s, per partition.
+const CLICKS: u64 = 300_000;
 const START_MS: u64 = 1_767_225_600_000;
 
 /// A bounded partition that records the newest event time it handed out.
@@ -133,5 +133,5 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
     let bound = MAX_EPOCHS_AHEAD * EPOCH_MS + READ_BATCH_CLICKS as u64 + SLACK_MS + EPOCH_MS;
     let worst = worst_ahead_ms.load(SeqCst);
     assert!(worst <= bound, "a source read {worst} ms of event time past the epoch being staged (bound {bound} ms)");
-    assert!(commits.load(SeqCst) > 20, "the job committed epoch by epoch ({} commits)", commits.load(SeqCst));
+    assert!(commits.load(SeqCst) > 10, "the job committed epoch by epoch ({} commits)", commits.load(SeqCst));
 }

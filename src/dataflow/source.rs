@@ -63,11 +63,12 @@ pub const READ_BATCH_CLICKS: usize = 4_096;
 pub const MAX_PENDING_PARTIALS: usize = 200_000;
 /// How often an all-idle live source looks for new data.
 const IDLE_POLL: Duration = Duration::from_millis(50);
-/// Epochs the source may read ahead of what has reached the commit: timely
-/// has no backpressure, so without this bound a source reading a backlog
-/// (a bounded run, a replay, a catch-up) fills the channels between
-/// operators with the partials of every epoch it has read.
-pub const MAX_EPOCHS_AHEAD: u64 = 4;
+/// Epochs the source may read ahead of what is committed: timely has no
+/// backpressure, so without this bound a source reading a backlog (a bounded
+/// run, a replay, a catch-up) fills the channels between operators with the
+/// partials of every epoch it has read. Enough epochs that reading goes on
+/// while an epoch commits (4 made a checkpointed run ~35 % slower).
+pub const MAX_EPOCHS_AHEAD: u64 = 16;
 /// How soon a source held back by [`MAX_EPOCHS_AHEAD`] looks again.
 const AHEAD_POLL: Duration = Duration::from_millis(1);
 
@@ -95,13 +96,13 @@ struct Owned {
     remembered: usize,
 }
 
-/// Builds the source operator of this worker. `committing` probes what has
-/// reached the commit; the source reads no further than
-/// [`MAX_EPOCHS_AHEAD`] epochs past its frontier.
+/// Builds the source operator of this worker. `committed` probes what has
+/// been committed; the source reads no further than [`MAX_EPOCHS_AHEAD`]
+/// epochs past its frontier.
 pub fn click_source<'scope>(
     scope: Scope<'scope, EventTime>,
     settings: SourceSettings,
-    committing: ProbeHandle<EventTime>,
+    committed: ProbeHandle<EventTime>,
 ) -> Stream<'scope, EventTime, Vec<SourceOut>> {
     let index = scope.index() as u32;
     let peers = scope.peers() as u32;
@@ -116,8 +117,8 @@ pub fn click_source<'scope>(
         let ahead_limit = MAX_EPOCHS_AHEAD * settings.rules.epoch_ms;
         move |output| {
             let Some(current) = cap.as_mut() else { return };
-            let committed = committing.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX);
-            if current.time().saturating_sub(committed) >= ahead_limit {
+            let done = committed.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX);
+            if current.time().saturating_sub(done) >= ahead_limit {
                 activator.activate_after(AHEAD_POLL);
                 return;
             }
