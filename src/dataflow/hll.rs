@@ -15,6 +15,8 @@
 //! Merging is a register-wise max, so it is associative, commutative and
 //! idempotent: rollups and restatements may merge in any order.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// log2 of the number of registers.
@@ -40,8 +42,10 @@ pub enum Sketch {
     /// with one entry per index; new entries are appended to `pending` and
     /// merged in batches, as HyperLogLog++ does, so an insert is O(1).
     Sparse { sorted: Vec<u32>, pending: Vec<u32> },
-    /// One rank per register.
-    Dense(Box<[u8]>),
+    /// One rank per register, shared by clones until one of them changes
+    /// (copy on write): shipping a hot window's sketch downstream, and on
+    /// to each key type it counts for, copies no registers.
+    Dense(Arc<[u8]>),
 }
 
 impl Default for Sketch {
@@ -87,9 +91,10 @@ impl Sketch {
         match self {
             Sketch::Dense(regs) => {
                 let (register, rank) = split(user);
-                let slot = &mut regs[register as usize];
-                if *slot < rank {
-                    *slot = rank;
+                // Most inserts into a busy sketch change nothing: look
+                // before taking the registers for writing.
+                if regs[register as usize] < rank {
+                    Arc::make_mut(regs)[register as usize] = rank;
                 }
             }
             Sketch::Sparse { pending, .. } => {
@@ -155,17 +160,24 @@ impl Sketch {
                 self.compact();
             }
             (Sketch::Dense(mine), Sketch::Sparse { sorted, pending }) => {
+                let mine = Arc::make_mut(mine);
                 for &e in sorted.iter().chain(pending) {
                     let (register, rank) = dense_of(e);
                     let slot = &mut mine[register as usize];
                     *slot = (*slot).max(rank);
                 }
             }
+            (Sketch::Sparse { sorted, pending }, Sketch::Dense(theirs)) if sorted.is_empty() && pending.is_empty() => {
+                // An empty sketch takes the other's registers as they are.
+                *self = Sketch::Dense(Arc::clone(theirs));
+            }
             (_, Sketch::Dense(theirs)) => {
                 self.densify();
                 if let Sketch::Dense(mine) = self {
-                    for (m, t) in mine.iter_mut().zip(theirs.iter()) {
-                        *m = (*m).max(*t);
+                    if !Arc::ptr_eq(mine, theirs) {
+                        for (m, t) in Arc::make_mut(mine).iter_mut().zip(theirs.iter()) {
+                            *m = (*m).max(*t);
+                        }
                     }
                 }
             }
@@ -174,12 +186,12 @@ impl Sketch {
 
     fn densify(&mut self) {
         if let Sketch::Sparse { sorted, pending } = self {
-            let mut regs = vec![0u8; REGISTERS].into_boxed_slice();
+            let mut regs = vec![0u8; REGISTERS];
             for &e in sorted.iter().chain(pending.iter()) {
                 let (register, rank) = dense_of(e);
                 regs[register as usize] = regs[register as usize].max(rank);
             }
-            *self = Sketch::Dense(regs);
+            *self = Sketch::Dense(regs.into());
         }
     }
 
@@ -311,7 +323,7 @@ mod tests {
         users.iter().for_each(|&u| via_sparse.insert(u));
         via_sparse.compact();
         via_sparse.densify();
-        let mut direct = Sketch::Dense(vec![0u8; REGISTERS].into_boxed_slice());
+        let mut direct = Sketch::Dense(vec![0u8; REGISTERS].into());
         users.iter().for_each(|&u| direct.insert(u));
         assert_eq!(via_sparse, direct);
     }
