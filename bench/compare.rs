@@ -18,8 +18,9 @@
 //!   the embedded store on disk; Flink: exactly-once checkpoints every 2 s
 //!   (hashmap state backend, filesystem storage).
 //! - **end to end**: `tally up` on embedded defaults: HTTP batches → log →
-//!   job → store, driven as hard as the load generator can, with probe
-//!   clicks for freshness (no Flink row: that needs a Kafka source).
+//!   job → store, loaded twice: as fast as it acknowledges (its capacity),
+//!   and paced at the product's peak of 1M clicks/s; probe clicks measure
+//!   freshness in both (no Flink row: that needs a Kafka source).
 //! - **memory** (tally): the checkpointed job at 1M clicks/s of event time
 //!   for longer than the dedup horizon, with a 60 s and a 1 s horizon; the
 //!   difference in peak RSS over the difference in remembered ids is what a
@@ -388,8 +389,21 @@ struct E2eSample {
     problems: Vec<String>,
 }
 
-fn e2e_sample(bin: &Path, pool: &Pool, args: &Args) -> Result<E2eSample, String> {
-    let row = Row { label: "e2e", shape: Shape::BatchJson, mode: Mode::Up, connections: E2E_CONNECTIONS, probe: true };
+/// How an end-to-end run loads `tally up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum E2eLoad {
+    /// Each connection sends its next batch as soon as the last is answered.
+    Max,
+    /// The product's peak load, [`E2E_PACED_RATE_PER_S`], spread evenly.
+    Paced,
+}
+
+/// The peak load the product is built for.
+const E2E_PACED_RATE_PER_S: u64 = 1_000_000;
+
+fn e2e_sample(bin: &Path, pool: &Pool, args: &Args, load: E2eLoad) -> Result<E2eSample, String> {
+    let rate_per_s = (load == E2eLoad::Paced).then_some(E2E_PACED_RATE_PER_S);
+    let row = Row { label: "e2e", shape: Shape::BatchJson, mode: Mode::Up, connections: E2E_CONNECTIONS, probe: true, rate_per_s };
     let smoke = args.smoke;
     let timing = Timing {
         warmup: Duration::from_millis(if smoke { 500 } else { 1_000 }),
@@ -420,7 +434,7 @@ struct Results {
     tally: Vec<(Comparison, Vec<Sample>)>,
     flink: Vec<(Comparison, Vec<Sample>)>,
     flink_version: String,
-    e2e: Vec<E2eSample>,
+    e2e: Vec<(E2eLoad, Vec<E2eSample>)>,
     /// Per horizon (ms): the memory runs.
     memory: Vec<(u64, Vec<Sample>)>,
 }
@@ -497,8 +511,14 @@ fn parent(args: &Args) -> Result<(), String> {
                     }
                 }
                 Comparison::EndToEnd => {
-                    step("tally up");
-                    results.e2e.push(e2e_sample(&bin, pool.as_ref().expect("rendered for e2e"), args)?);
+                    for load in [E2eLoad::Max, E2eLoad::Paced] {
+                        step(&format!("tally up, {load:?} load"));
+                        let sample = e2e_sample(&bin, pool.as_ref().expect("rendered for e2e"), args, load)?;
+                        match results.e2e.iter_mut().find(|(l, _)| *l == load) {
+                            Some((_, samples)) => samples.push(sample),
+                            None => results.e2e.push((load, vec![sample])),
+                        }
+                    }
                 }
                 Comparison::Memory => {
                     for horizon_ms in MEMORY_HORIZONS_MS {
@@ -520,7 +540,7 @@ fn parent(args: &Args) -> Result<(), String> {
         std::fs::write(path, report.json(&results, args)).map_err(|e| format!("{}: {e}", path.display()))?;
         eprintln!("compare: figures written to {}", path.display());
     }
-    let problems: Vec<&String> = results.e2e.iter().flat_map(|s| &s.problems).collect();
+    let problems: Vec<&String> = results.e2e.iter().flat_map(|(_, samples)| samples).flat_map(|s| &s.problems).collect();
     if !problems.is_empty() {
         return Err(format!("end to end: acknowledgements did not check out: {problems:?}"));
     }
@@ -620,26 +640,35 @@ impl Report {
             lines.push(tally_line);
             lines.extend(flink);
         }
-        let e2e = (!results.e2e.is_empty()).then(|| {
-            let of = |f: fn(&E2eSample) -> f64| results.e2e.iter().map(f).collect::<Vec<f64>>();
-            let mut visible: Vec<u32> = results.e2e.iter().flat_map(|s| s.visible_ms.iter().copied()).collect();
+        let mut e2e = None;
+        for (load, samples) in &results.e2e {
+            let of = |f: fn(&E2eSample) -> f64| samples.iter().map(f).collect::<Vec<f64>>();
+            let mut visible: Vec<u32> = samples.iter().flat_map(|s| s.visible_ms.iter().copied()).collect();
             visible.sort_unstable();
             let acked = Spread::of(&of(|s| s.acked_per_s));
+            let (engine, how) = match load {
+                E2eLoad::Max => ("tally up".to_owned(), format!("{E2E_CONNECTIONS} connections, each sending as soon as answered")),
+                E2eLoad::Paced => {
+                    (format!("tally up at {}/s", human(E2E_PACED_RATE_PER_S as f64)), format!("paced over {E2E_CONNECTIONS} connections"))
+                }
+            };
             lines.push(Line {
                 comparison: Comparison::EndToEnd,
-                engine: "tally up".to_owned(),
+                engine,
                 events_per_s: Spread::of(&of(|s| s.end_to_end)),
                 cpu_per_million: median(&of(|s| s.cpu_per_million)),
                 peak_rss_mib: of(|s| s.peak_rss_mib).into_iter().fold(0.0, f64::max),
                 other_load: of(|s| s.other_load).into_iter().fold(0.0, f64::max),
                 freshness: Some((percentile(&visible, 0.5), percentile(&visible, 0.99))),
                 note: format!(
-                    "HTTP batches of 1,000 from {E2E_CONNECTIONS} connections → log → job (-w {E2E_WORKERS}) → store; {} acknowledged/s",
+                    "HTTP batches of 1,000, {how} → log → job (-w {E2E_WORKERS}) → store; {} acknowledged/s",
                     human(acked.median)
                 ),
             });
-            Spread::of(&of(|s| s.end_to_end))
-        });
+            if *load == E2eLoad::Max {
+                e2e = Some(Spread::of(&of(|s| s.end_to_end)));
+            }
+        }
         let memory = memory_figures(results);
         Report { lines, ratios, e2e, memory, machine: machine(), versions: versions(results, args) }
     }
@@ -688,12 +717,15 @@ impl Report {
             }
         }
         if !results.e2e.is_empty() {
-            let mut finals: Vec<u32> = results.e2e.iter().flat_map(|s| s.final_ms.iter().copied()).collect();
-            finals.sort_unstable();
-            let unseen: u64 = results.e2e.iter().map(|s| s.unseen).sum();
+            let samples = || results.e2e.iter().flat_map(|(_, samples)| samples);
+            let finals = final_row_ms(results);
+            let unseen: u64 = samples().map(|s| s.unseen).sum();
             println!(
-                "e2e freshness = a probe click's 202 until the query API's committed row of its window counts it ({} probes, {unseen} never seen);",
-                results.e2e.iter().map(|s| s.visible_ms.len()).sum::<usize>()
+                "e2e events/s = clicks acknowledged in the measured interval ÷ (interval + time for the job to catch up). freshness = a probe"
+            );
+            println!(
+                "click's 202 until the query API's committed row of its window counts it ({} probes, {unseen} never seen);",
+                samples().map(|s| s.visible_ms.len()).sum::<usize>()
             );
             match finals.is_empty() {
                 true => println!("no probe window ended early enough in the runs to see its final row (runs of 90 s or more do)."),
@@ -753,8 +785,7 @@ impl Report {
                 })
             })
             .collect();
-        let mut finals: Vec<u32> = results.e2e.iter().flat_map(|s| s.final_ms.iter().copied()).collect();
-        finals.sort_unstable();
+        let finals = final_row_ms(results);
         let finals = (!finals.is_empty()).then(|| json!({ "p50": percentile(&finals, 0.5), "p99": percentile(&finals, 0.99) }));
         let memory = self.memory.as_ref().map(|m| json!({ "bytes_per_id": m.bytes_per_id, "base_rss_mib": m.base_rss_mib }));
         let ratios: serde_json::Map<String, Value> = self.ratios.iter().map(|(c, r)| (c.name().to_owned(), json!(r))).collect();
@@ -770,6 +801,14 @@ impl Report {
         });
         serde_json::to_string_pretty(&document).expect("figures serialize") + "\n"
     }
+}
+
+/// Window end → final row visible, over every probe window of every
+/// end-to-end run that saw one, sorted.
+fn final_row_ms(results: &Results) -> Vec<u32> {
+    let mut finals: Vec<u32> = results.e2e.iter().flat_map(|(_, samples)| samples).flat_map(|s| s.final_ms.iter().copied()).collect();
+    finals.sort_unstable();
+    finals
 }
 
 fn memory_figures(results: &Results) -> Option<MemoryFigures> {

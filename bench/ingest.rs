@@ -320,6 +320,7 @@ fn parent(args: &Args) -> Result<bool, String> {
             mode: Mode::Up,
             connections: args.connections,
             probe: false,
+            rate_per_s: None,
         },
         Row {
             label: "batches of 1000, NDJSON, `tally up`",
@@ -327,6 +328,7 @@ fn parent(args: &Args) -> Result<bool, String> {
             mode: Mode::Up,
             connections: args.connections,
             probe: false,
+            rate_per_s: None,
         },
         Row {
             label: "single clicks, `tally up`",
@@ -334,6 +336,7 @@ fn parent(args: &Args) -> Result<bool, String> {
             mode: Mode::Up,
             connections: args.single_connections,
             probe: false,
+            rate_per_s: None,
         },
         Row {
             label: "batches of 1000, JSON array, `tally ingest` (no job)",
@@ -341,6 +344,7 @@ fn parent(args: &Args) -> Result<bool, String> {
             mode: Mode::IngestOnly,
             connections: args.connections,
             probe: false,
+            rate_per_s: None,
         },
     ];
     eprintln!(

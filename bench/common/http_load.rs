@@ -515,11 +515,25 @@ pub struct Ack {
 
 /// Sends `bodies` round and round on one connection until `end`; counts
 /// what completes in `[measure_from, end)`.
-pub fn load(addr: SocketAddr, shape: Shape, mut bodies: Vec<Body>, start_ms: u64, measure_from: Instant, end: Instant) -> Load {
+pub fn load(
+    addr: SocketAddr,
+    shape: Shape,
+    mut bodies: Vec<Body>,
+    start_ms: u64,
+    (measure_from, end): (Instant, Instant),
+    every: Option<Duration>,
+) -> Load {
     let mut client = HttpClient::new(addr, None);
     let mut out = Load::default();
     let (mut next, mut pass, mut shift_ms) = (0, 0, 0);
+    let mut slot = Instant::now();
     while !bodies.is_empty() && Instant::now() < end && !interrupted() {
+        if let Some(every) = every {
+            // Paced: one request per slot, never catching up a backlog of
+            // slots in a burst.
+            std::thread::sleep(slot.saturating_duration_since(Instant::now()));
+            slot = slot.max(Instant::now() - every) + every;
+        }
         let body = &mut bodies[next];
         if body.pass != pass {
             body.patch(pass, shift_ms);
@@ -577,6 +591,9 @@ pub struct Row {
     pub connections: usize,
     /// Also measure freshness with probe clicks (`tally up` only).
     pub probe: bool,
+    /// Clicks per second over all connections; `None`: each connection
+    /// sends its next request as soon as the last is answered.
+    pub rate_per_s: Option<u64>,
 }
 
 /// How long a run sends, and what it runs the server with.
@@ -803,7 +820,11 @@ pub fn run_http(bin: &Path, pool: &Pool, row: Row, timing: Timing) -> Result<Htt
         std::thread::spawn(move || poll_visibility(addr, from_ms, end, end + PROBE_GRACE, &acks))
     });
     let sampled = std::thread::scope(|scope| {
-        let handles: Vec<_> = bodies.into_iter().map(|b| scope.spawn(move || load(addr, shape, b, start_ms, measure_from, end))).collect();
+        let every = row
+            .rate_per_s
+            .map(|rate| Duration::from_secs_f64(shape.clicks_per_request() as f64 * row.connections as f64 / rate.max(1) as f64));
+        let handles: Vec<_> =
+            bodies.into_iter().map(|b| scope.spawn(move || load(addr, shape, b, start_ms, (measure_from, end), every))).collect();
         if row.probe {
             scope.spawn(|| probe_clicks(addr, end, &acks));
         }
