@@ -16,11 +16,11 @@ use crate::datadir::DataDir;
 use crate::dataflow::partition::TimeRules;
 use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
-use crate::dataflow::{Checkpoint, RestoredWindows};
+use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
 use crate::event::{Click, Key};
 use crate::job::{Job, LatePolicy, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
-use crate::sink::store::{Fault, StoreSink};
+use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
 use crate::sources::generated;
@@ -127,6 +127,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     plan.source.resume = Arc::new(output.resume);
     plan.source.resume_epoch = output.resume_epoch;
     plan.restored = Arc::new(output.restored);
+    plan.committed_windows = output.committed_windows;
     if !output.resumed.is_empty() {
         eprintln!("{}", output.resumed.trim_start());
     }
@@ -291,6 +292,7 @@ struct Output {
     resume_epoch: u64,
     restored: RestoredWindows,
     resumed: String,
+    committed_windows: Option<Arc<dyn CommittedWindows>>,
 }
 
 fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
@@ -302,6 +304,7 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
         resume_epoch: 0,
         restored: Default::default(),
         resumed: String::new(),
+        committed_windows: None,
     };
     match (&options.output, &job.sink) {
         (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => {
@@ -326,7 +329,7 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
                 output.resumed.push_str(&format!("\nstore retention: swept {swept} rows, versions and ledger entries"));
             }
             if let Some(recovered) = store.last_committed()? {
-                let (resume, restored) = crate::sink::store::resume(&recovered)?;
+                let (resume, restored) = crate::sink::store::resume(&recovered, options.processes <= 1)?;
                 output.resumed += &format!(
                     "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
                     recovered.epoch,
@@ -338,6 +341,12 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
                 output.resume = resume;
                 output.resume_epoch = recovered.epoch;
                 output.restored = restored;
+            }
+            // Every worker of this process reads final windows' sketches back
+            // from the store; in a cluster, other processes cannot reach it
+            // and keep them in memory.
+            if options.processes <= 1 {
+                output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
             }
             output.sink = shared(Box::new(StoreSink::new(store, Fault::from_env())?));
         }
@@ -392,6 +401,7 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
         errors,
         commit_lock: Default::default(),
         restored: Default::default(),
+        committed_windows: None,
     }
 }
 

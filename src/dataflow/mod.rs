@@ -36,7 +36,7 @@ pub use commit::{CommitErrors, CommitLock, Commitable, EpochBatch};
 use partial::AdPartial;
 pub use partition::Checkpoint;
 pub use source::{Clock, PartitionReader, ReadStatus, ReaderFactory, SourceOut, SourceSettings};
-pub use window::WindowRules;
+pub use window::{CommittedWindows, WindowRules};
 pub use windowing::RestoredWindows;
 
 /// Everything a worker needs to build the job's dataflow.
@@ -51,6 +51,10 @@ pub struct Plan {
     pub commit_lock: CommitLock,
     /// Window state of the committed epoch the job resumes from.
     pub restored: Arc<RestoredWindows>,
+    /// The sink's committed window state, where final windows' sketches are
+    /// read back from (so they need not stay in memory); `None` for sinks
+    /// that keep no state.
+    pub committed_windows: Option<Arc<dyn CommittedWindows>>,
 }
 
 /// Builds the dataflow in `scope` and returns a probe whose frontier is
@@ -63,7 +67,8 @@ pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<B
     let out = source::click_source(scope, plan.source, committed.clone());
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
-    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch);
+    let committed_state = windowing::Committed { probe: committed.clone(), windows: plan.committed_windows };
+    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch, committed_state);
     let records = effects.concat(checkpoints);
     commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch).probe_with(&committed);
     committed

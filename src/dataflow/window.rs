@@ -16,6 +16,7 @@
 //! contains the effect of every input below `F` and of nothing at or above it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
@@ -107,10 +108,28 @@ impl<V: Default> ByEnd<V> {
     }
 }
 
+/// A final window, kept while it can be restated.
 #[derive(Default)]
 struct Closed {
     agg: Agg,
     version: u32,
+    /// The sketch is not in memory but in the committed state (`agg.users`
+    /// is then empty): it is read back when a too-late click restates the
+    /// window.
+    cold: bool,
+    /// The time of the window's last state effect: once that is committed,
+    /// its sketch can leave memory.
+    written_at: EventTime,
+}
+
+/// The committed window state the book reads back from: where the sketches
+/// of final windows live once their state is committed, instead of memory.
+/// A final window waits an hour (`restate_within`) for too-late clicks that
+/// rarely come, and at peak load those sketches would be most of the job's
+/// memory.
+pub trait CommittedWindows: Send + Sync {
+    /// The committed state of window `id`, if there is one.
+    fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String>;
 }
 
 /// Settings of the book.
@@ -130,6 +149,12 @@ pub struct WindowBook {
     closed: ByEnd<Closed>,
     /// Open 1m windows changed since the last early results.
     dirty: HashSet<WinId>,
+    /// Where final windows' sketches are read back from; `None`: they stay
+    /// in memory.
+    committed: Option<Arc<dyn CommittedWindows>>,
+    /// Final windows with their sketch in memory, by the time of the state
+    /// effect that must be committed before it can go.
+    resident: BTreeMap<EventTime, Vec<WinId>>,
 }
 
 /// What a step of the book produced: effects with their times, in order.
@@ -161,9 +186,39 @@ impl Emitted {
 }
 
 impl WindowBook {
-    pub fn new(rules: WindowRules) -> Self {
+    pub fn new(rules: WindowRules, committed: Option<Arc<dyn CommittedWindows>>) -> Self {
         assert_eq!(rules.windows_ms.first(), Some(&MINUTE_MS), "windows start with 1m");
-        WindowBook { rules, open: ByEnd::new(), closed: ByEnd::new(), dirty: HashSet::new() }
+        WindowBook { rules, open: ByEnd::new(), closed: ByEnd::new(), dirty: HashSet::new(), committed, resident: BTreeMap::new() }
+    }
+
+    /// Lets the sketches of final windows whose state is committed below
+    /// `frontier` leave memory (when there is committed state to read them
+    /// back from).
+    pub fn release_committed(&mut self, frontier: EventTime) {
+        if self.committed.is_none() {
+            return;
+        }
+        while let Some(entry) = self.resident.first_entry() {
+            if *entry.key() >= frontier {
+                break;
+            }
+            for id in entry.remove() {
+                if let Some(closed) = self.closed.windows.get_mut(&id) {
+                    if closed.written_at < frontier && !closed.cold {
+                        closed.agg.users = Default::default();
+                        closed.cold = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Notes that a final window's state was written at `time` with its
+    /// sketch in memory.
+    fn wrote(&mut self, id: &WinId, time: EventTime) {
+        if self.committed.is_some() {
+            self.resident.entry(time).or_default().push(id.clone());
+        }
     }
 
     /// Applies every partial that applies at the complete time `time`: on-time
@@ -190,8 +245,10 @@ impl WindowBook {
         for id in restated {
             let closed = self.closed.windows.get_mut(&id).expect("restated windows are closed");
             closed.version += 1;
+            closed.written_at = time;
             out.push(time, Effect::Row(row(&id, &closed.agg, Status::Restated, closed.version)));
-            out.push(time, Effect::Window(id, Some(WindowValue { agg: closed.agg.clone(), version: closed.version })));
+            out.push(time, Effect::Window(id.clone(), Some(WindowValue { agg: closed.agg.clone(), version: closed.version })));
+            self.wrote(&id, time);
         }
     }
 
@@ -204,11 +261,12 @@ impl WindowBook {
     }
 
     fn apply_restating(&mut self, time: EventTime, partial: KeyedPartial, opened: &mut BTreeSet<WinId>, restated: &mut BTreeSet<WinId>) {
-        for &granularity in &self.rules.windows_ms {
+        for granularity in self.rules.windows_ms.clone() {
             let start = partial.window - partial.window % granularity;
             let id = WinId { end: start + granularity, granularity, key_type: partial.key_type, key: partial.key.clone() };
             if id.end + self.rules.allowed_lateness_ms <= time {
                 assert!(self.restatable(&id, time), "a restating partial at {time} met an evicted window");
+                self.warm(&id);
                 self.closed.entry(&id).agg.merge(&partial.agg);
                 restated.insert(id);
             } else {
@@ -220,6 +278,25 @@ impl WindowBook {
 
     fn restatable(&self, id: &WinId, time: EventTime) -> bool {
         restatable(&self.rules, id, time)
+    }
+
+    /// Reads a cold final window's sketch back from the committed state.
+    /// Its clicks and version must be those the book kept: anything else
+    /// means the commit lost or changed state.
+    fn warm(&mut self, id: &WinId) {
+        let Some(closed) = self.closed.windows.get_mut(id).filter(|c| c.cold) else { return };
+        let committed = self.committed.as_ref().expect("cold windows have committed state");
+        let value = committed
+            .window(id)
+            .unwrap_or_else(|e| panic!("reading the committed state of final window {id:?}: {e}"))
+            .unwrap_or_else(|| panic!("the committed state of final window {id:?} is missing"));
+        assert_eq!(
+            (value.agg.clicks, value.version),
+            (closed.agg.clicks, closed.version),
+            "the committed state of final window {id:?} is not the one the job kept"
+        );
+        closed.agg.users = value.agg.users;
+        closed.cold = false;
     }
 
     /// Finalizes every window whose end + allowed lateness is at or below
@@ -237,7 +314,8 @@ impl WindowBook {
                 out.push(at, Effect::Row(row(&id, &agg, Status::Final, 1)));
                 if self.rules.restate_within_ms.is_some() {
                     out.push(at, Effect::Window(id.clone(), Some(WindowValue { agg: agg.clone(), version: 1 })));
-                    self.closed.insert(id, Closed { agg, version: 1 });
+                    self.wrote(&id, at);
+                    self.closed.insert(id, Closed { agg, version: 1, cold: false, written_at: at });
                 } else {
                     out.push(at, Effect::Window(id, None));
                 }
@@ -263,12 +341,19 @@ impl WindowBook {
         }
     }
 
-    /// Puts back windows from a committed epoch (open if version 0).
+    /// Puts back windows from a committed epoch (open if version 0). Final
+    /// ones come back cold when their sketch can be read from the committed
+    /// state (and their sketch may then have been left out of `value`).
     pub fn restore(&mut self, id: WinId, value: WindowValue) {
         if value.version == 0 {
             self.open.insert(id, value.agg);
         } else {
-            self.closed.insert(id, Closed { agg: value.agg, version: value.version });
+            let cold = self.committed.is_some();
+            let mut agg = value.agg;
+            if cold {
+                agg.users = Default::default();
+            }
+            self.closed.insert(id, Closed { agg, version: value.version, cold, written_at: 0 });
         }
     }
 
@@ -341,6 +426,7 @@ fn late_entry(partial: &KeyedPartial, batch: EventTime, held: bool) -> LateEntry
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataflow::hll::Sketch;
 
     fn rules() -> WindowRules {
         WindowRules { windows_ms: vec![60_000, 300_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000) }
@@ -360,7 +446,7 @@ mod tests {
 
     #[test]
     fn final_rows_roll_up_minutes() {
-        let mut book = WindowBook::new(rules());
+        let mut book = WindowBook::new(rules(), None);
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2), partial(60_000, Lateness::OnTime, 3)], &mut out);
         book.finalize_through(u64::MAX, &mut out);
@@ -370,7 +456,7 @@ mod tests {
 
     #[test]
     fn late_batch_restates_minute_and_rollup_once() {
-        let mut book = WindowBook::new(rules());
+        let mut book = WindowBook::new(rules(), None);
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
         book.apply_time(400_000, vec![partial(0, Lateness::Restate(400_000), 1), partial(60_000, Lateness::Restate(400_000), 1)], &mut out);
@@ -382,7 +468,7 @@ mod tests {
 
     #[test]
     fn effects_belong_to_deterministic_times() {
-        let mut book = WindowBook::new(rules());
+        let mut book = WindowBook::new(rules(), None);
         let mut out = Emitted::default();
         book.apply_time(1_000, vec![partial(0, Lateness::OnTime, 2)], &mut out);
         book.finalize_through(u64::MAX, &mut out);
@@ -393,7 +479,7 @@ mod tests {
 
     #[test]
     fn late_click_before_rollup_closes_joins_its_final() {
-        let mut book = WindowBook::new(rules());
+        let mut book = WindowBook::new(rules(), None);
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
         book.apply_time(100_000, vec![partial(0, Lateness::Restate(100_000), 1)], &mut out);
@@ -402,9 +488,85 @@ mod tests {
         assert_eq!((five.clicks, five.status, five.version), (3, Status::Final, 1));
     }
 
+    /// Committed state as a store holds it: the window effects of every
+    /// time below the committed frontier, applied in time order.
+    #[derive(Default)]
+    struct Committed(std::sync::Mutex<HashMap<WinId, WindowValue>>);
+
+    impl Committed {
+        fn commit_below(&self, out: &Emitted, frontier: EventTime) {
+            let mut state = self.0.lock().unwrap();
+            let mut effects: Vec<_> = out.effects.iter().filter(|(t, _)| *t < frontier).collect();
+            effects.sort_by_key(|(t, _)| *t);
+            for (_, effect) in effects {
+                if let Effect::Window(id, value) = effect {
+                    match value {
+                        Some(value) => state.insert(id.clone(), value.clone()),
+                        None => state.remove(id),
+                    };
+                }
+            }
+        }
+    }
+
+    impl CommittedWindows for Committed {
+        fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
+            Ok(self.0.lock().unwrap().get(id).cloned())
+        }
+    }
+
+    fn users(from: u64, n: u64) -> Sketch {
+        let mut sketch = Sketch::default();
+        (from..from + n).for_each(|u| sketch.insert(crate::event::mix64(u)));
+        sketch.compact();
+        sketch
+    }
+
+    fn with_users(window: u64, lateness: Lateness, from: u64, n: u64) -> KeyedPartial {
+        KeyedPartial { agg: Agg { clicks: n, users: users(from, n) }, ..partial(window, lateness, n) }
+    }
+
+    #[test]
+    fn final_sketches_leave_memory_once_committed_and_restate_the_same() {
+        let committed = Arc::new(Committed::default());
+        let mut cold = WindowBook::new(rules(), Some(committed.clone() as Arc<dyn CommittedWindows>));
+        let mut warm = WindowBook::new(rules(), None);
+        let (mut cold_out, mut warm_out) = (Emitted::default(), Emitted::default());
+        let steps: Vec<(u64, Vec<KeyedPartial>)> = vec![
+            (0, vec![with_users(0, Lateness::OnTime, 0, 2_000), with_users(60_000, Lateness::OnTime, 5_000, 40)]),
+            (400_000, vec![with_users(0, Lateness::Restate(400_000), 1_900, 300)]),
+            (500_000, vec![with_users(0, Lateness::Restate(500_000), 9_000, 7), with_users(60_000, Lateness::Restate(500_000), 0, 3)]),
+        ];
+        for (time, partials) in steps {
+            cold.apply_time(time, partials.clone(), &mut cold_out);
+            warm.apply_time(time, partials, &mut warm_out);
+            // The commit catches up; the book lets committed sketches go.
+            committed.commit_below(&cold_out, time + 1);
+            cold.release_committed(time + 1);
+            let resident = cold.closed.windows.values().filter(|c| !c.cold).count();
+            assert_eq!(resident, 0, "at {time}: final windows' sketches are out of memory once committed");
+        }
+        let rows = |out: &Emitted| out.rows().cloned().collect::<Vec<_>>();
+        assert_eq!(rows(&cold_out), rows(&warm_out), "restating from the committed state gives the same rows");
+        assert!(rows(&cold_out).iter().any(|r| r.status == Status::Restated && r.version == 3 && r.distinct_users > 2_000));
+    }
+
+    #[test]
+    #[should_panic(expected = "the committed state of final window")]
+    fn a_lost_committed_state_stops_the_job() {
+        let committed = Arc::new(Committed::default());
+        let mut book = WindowBook::new(rules(), Some(committed as Arc<dyn CommittedWindows>));
+        let mut out = Emitted::default();
+        book.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
+        book.finalize_through(200_000, &mut out);
+        // Released as if committed, but nothing was written.
+        book.release_committed(200_000);
+        book.apply_time(300_000, vec![partial(0, Lateness::Restate(300_000), 1)], &mut out);
+    }
+
     #[test]
     fn early_results_cover_open_minutes() {
-        let mut book = WindowBook::new(rules());
+        let mut book = WindowBook::new(rules(), None);
         let mut out = Emitted::default();
         book.apply_time(0, vec![partial(0, Lateness::OnTime, 2), partial(60_000, Lateness::OnTime, 3)], &mut out);
         book.early_results(0, &mut out);

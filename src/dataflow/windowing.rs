@@ -20,14 +20,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::Stream;
+use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::event::{mix64, EventTime, Key, KeyType};
 
 use super::commit::Commitable;
 use super::partial::Lateness;
 use super::source::Clock;
-use super::window::{Effect, Emitted, KeyedPartial, WinId, WindowBook, WindowRules, WindowValue};
+use super::window::{CommittedWindows, Effect, Emitted, KeyedPartial, WinId, WindowBook, WindowRules, WindowValue};
 
 /// A too-late partial waiting for its batch time.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -60,6 +60,13 @@ pub fn route_key(key_type: KeyType, key: &str) -> u64 {
     mix64(hasher.finish())
 }
 
+/// What has been committed, as the window operator sees it: the frontier
+/// (from the commit operator) and, where the sink keeps state, that state.
+pub struct Committed {
+    pub probe: ProbeHandle<EventTime>,
+    pub windows: Option<Arc<dyn CommittedWindows>>,
+}
+
 /// Builds the window operator.
 pub fn windows<'scope>(
     partials: Stream<'scope, EventTime, Vec<KeyedPartial>>,
@@ -68,6 +75,7 @@ pub fn windows<'scope>(
     clock: Clock,
     restored: Arc<RestoredWindows>,
     resumed_epoch: EventTime,
+    committed: Committed,
 ) -> Stream<'scope, EventTime, Vec<Commitable>> {
     let (index, peers) = (partials.scope().index() as u64, partials.scope().peers() as u64);
     let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % peers == index;
@@ -76,7 +84,7 @@ pub fn windows<'scope>(
             let mut capability = capability;
             capability.downgrade(&resumed_epoch);
             let mut cap = Some(capability);
-            let mut book = WindowBook::new(rules);
+            let mut book = WindowBook::new(rules, committed.windows);
             let mut stash: BTreeMap<EventTime, Vec<KeyedPartial>> = BTreeMap::new();
             for (id, value) in restored.windows.iter().filter(|(id, _)| mine(id.key_type, &id.key)) {
                 book.restore(id.clone(), value.clone());
@@ -99,6 +107,7 @@ pub fn windows<'scope>(
                     }
                 });
                 let Some(held) = cap.as_mut() else { return };
+                book.release_committed(committed.probe.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX));
                 let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
                 let mut out = Emitted::default();
                 while let Some(entry) = stash.first_entry() {

@@ -14,10 +14,10 @@
 use std::collections::BTreeMap;
 
 use super::{Epoch, EpochBatch, Sink, SinkError};
-use crate::dataflow::window::{KeyedPartial, WinId, WindowValue};
+use crate::dataflow::window::{CommittedWindows, KeyedPartial, WinId, WindowValue};
 use crate::dataflow::windowing::PendingKey;
 use crate::dataflow::{Checkpoint, RestoredWindows};
-use crate::store::{EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoredRow};
+use crate::store::{EmbeddedReader, EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoredRow};
 
 /// Deliberate protocol breakages, for the crash test's own test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,9 +140,31 @@ impl Sink for StoreSink {
     }
 }
 
+/// The committed window state, read back by the window operator when a
+/// too-late click restates a final window whose sketch left memory (see
+/// [`CommittedWindows`]).
+pub struct StoreWindows {
+    reader: EmbeddedReader,
+}
+
+impl StoreWindows {
+    pub fn new(reader: EmbeddedReader) -> StoreWindows {
+        StoreWindows { reader }
+    }
+}
+
+impl CommittedWindows for StoreWindows {
+    fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
+        let bytes = self.reader.snapshot().and_then(|snapshot| snapshot.state(&encode(b'W', id))).map_err(|e| e.to_string())?;
+        bytes.map(|b| bincode::deserialize(&b).map_err(|e| format!("window state of {id:?}: {e}"))).transpose()
+    }
+}
+
 /// What a job resumes from: partition checkpoints and window state of the
-/// last committed epoch.
-pub fn resume(recovered: &Recovered) -> Result<(BTreeMap<u32, Checkpoint>, RestoredWindows), StoreError> {
+/// last committed epoch. With `without_final_sketches`, final windows come
+/// without their sketch, for a window operator that reads it back from the
+/// store when it needs it ([`StoreWindows`]).
+pub fn resume(recovered: &Recovered, without_final_sketches: bool) -> Result<(BTreeMap<u32, Checkpoint>, RestoredWindows), StoreError> {
     let checkpoints = recovered
         .partitions
         .iter()
@@ -164,7 +186,10 @@ pub fn resume(recovered: &Recovered) -> Result<(BTreeMap<u32, Checkpoint>, Resto
         match key.split_first() {
             Some((b'W', id)) => {
                 let id: WinId = bincode::deserialize(id).map_err(|_| corrupt("window key"))?;
-                let value: WindowValue = bincode::deserialize(value).map_err(|_| corrupt("window value"))?;
+                let mut value: WindowValue = bincode::deserialize(value).map_err(|_| corrupt("window value"))?;
+                if without_final_sketches && value.version > 0 {
+                    value.agg.users = Default::default();
+                }
                 restored.windows.push((id, value));
             }
             Some((b'P', id)) => {

@@ -425,6 +425,13 @@ impl Snapshot {
         Ok(entries.collect())
     }
 
+    /// One state entry of the committed epoch, by its key.
+    pub fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.txn.open_table(STATE).or_store(&self.target)?;
+        let value = table.get(key).or_store(&self.target)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
     /// The last committed epoch with every checkpoint and all state.
     pub fn last_committed(&self) -> Result<Option<Recovered>, StoreError> {
         let epochs = self.txn.open_table(EPOCHS).or_store(&self.target)?;
