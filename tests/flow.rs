@@ -112,6 +112,7 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
         errors: Default::default(),
         commit_lock: Default::default(),
         restored: Default::default(),
+        committed_windows: None,
     };
     let sink = Arc::new(Mutex::new(Some(SlowSink {
         read_to: Arc::clone(&read_to),

@@ -77,6 +77,7 @@ fn caught_up_partitions_release_the_frontier_and_late_arrivals_restate() {
         errors: Default::default(),
         commit_lock: Default::default(),
         restored: Default::default(),
+        committed_windows: None,
     };
     let handle = sink.handle();
     timely::execute_directly(move |worker| {
