@@ -477,7 +477,7 @@ impl Drop for Scratch {
 }
 
 fn parent(args: &Args) -> Result<(), String> {
-    let bin = http_load::tally_binary()?;
+    let bin = common::tally_binary()?;
     let wants = |c: Comparison| args.only.contains(&c);
     eprintln!(
         "compare: {} run(s) each, {} clicks at {} clicks/s of event time, parallelism {}{}{}",

@@ -37,7 +37,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http_load::*;
-use common::{cpu_time, human, machine_busy, median, min_max, number, peak_rss_kb, percentile};
+use common::{cpu_time, human, machine_busy, median, min_max, number, peak_rss_kb, percentile, tally_binary};
 use tally::event::Click;
 use tally::log::{Log, LogOptions};
 use tally::sources::generator::{Generator, GeneratorConfig};

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -286,39 +286,6 @@ impl Server {
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     let rest = line.strip_prefix("ingest: http://")?;
     rest.split('/').next()?.parse().ok()
-}
-
-/// The `tally` binary next to this bench's build, built first if missing.
-pub fn tally_binary() -> Result<PathBuf, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let bin = target.join("release").join("tally");
-    if !bin.is_file() {
-        eprintln!("bench: building {} ...", bin.display());
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["build", "--release", "--bin", "tally"])
-            .current_dir(root)
-            .status()
-            .map_err(|e| format!("cargo build: {e}"))?;
-        if !status.success() || !bin.is_file() {
-            return Err(format!("cargo build --release --bin tally failed ({status})"));
-        }
-    }
-    if let (Ok(built), Some(newest)) = (std::fs::metadata(&bin).and_then(|m| m.modified()), newest_source(&root.join("src"))) {
-        if newest > built {
-            eprintln!("bench: warning: {} is older than src/; `cargo build --release --bins` measures the current code", bin.display());
-        }
-    }
-    Ok(bin)
-}
-
-pub fn newest_source(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let modified = if entry.path().is_dir() { newest_source(&entry.path()) } else { entry.metadata().and_then(|m| m.modified()).ok() };
-        newest = newest.max(modified);
-    }
-    newest
 }
 
 // ---- request bodies -----------------------------------------------------------------

@@ -1,11 +1,13 @@
-//! Helpers shared by the benchmark programs: flags, `/proc` figures, and
-//! summary statistics.
+//! Helpers shared by the benchmark programs: flags, `/proc` figures,
+//! summary statistics, and the `tally` binary they run.
 
 #![allow(dead_code)]
 
 pub mod http_load;
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 /// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`; 100 on
 /// every Linux this runs on).
@@ -77,4 +79,38 @@ pub fn percentile(sorted: &[u32], q: f64) -> u32 {
         return 0;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The `tally` binary next to this bench's build, built first if missing.
+pub fn tally_binary() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin = target.join("release").join("tally");
+    if !bin.is_file() {
+        eprintln!("bench: building {} ...", bin.display());
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--bin", "tally"])
+            .current_dir(root)
+            .status()
+            .map_err(|e| format!("cargo build: {e}"))?;
+        if !status.success() || !bin.is_file() {
+            return Err(format!("cargo build --release --bin tally failed ({status})"));
+        }
+    }
+    if let (Ok(built), Some(newest)) = (std::fs::metadata(&bin).and_then(|m| m.modified()), newest_source(&root.join("src"))) {
+        if newest > built {
+            eprintln!("bench: warning: {} is older than src/; `cargo build --release --bins` measures the current code", bin.display());
+        }
+    }
+    Ok(bin)
+}
+
+/// The newest modification time of any file under `dir`.
+pub fn newest_source(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let modified = if entry.path().is_dir() { newest_source(&entry.path()) } else { entry.metadata().and_then(|m| m.modified()).ok() };
+        newest = newest.max(modified);
+    }
+    newest
 }
