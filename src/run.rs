@@ -328,8 +328,13 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
             if swept > 0 {
                 output.resumed.push_str(&format!("\nstore retention: swept {swept} rows, versions and ledger entries"));
             }
+            // Every worker of this process reads final windows' sketches back
+            // from the store, so they are neither restored nor kept in
+            // memory; in a cluster, other processes cannot reach it and keep
+            // them.
+            let finals_in_store = options.processes <= 1;
             if let Some(recovered) = store.last_committed()? {
-                let (resume, restored) = crate::sink::store::resume(&recovered, options.processes <= 1)?;
+                let (resume, restored) = crate::sink::store::resume(&recovered, finals_in_store)?;
                 output.resumed += &format!(
                     "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
                     recovered.epoch,
@@ -342,10 +347,7 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
                 output.resume_epoch = recovered.epoch;
                 output.restored = restored;
             }
-            // Every worker of this process reads final windows' sketches back
-            // from the store; in a cluster, other processes cannot reach it
-            // and keep them in memory.
-            if options.processes <= 1 {
+            if finals_in_store {
                 output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
             }
             output.sink = shared(Box::new(StoreSink::new(store, Fault::from_env())?));
