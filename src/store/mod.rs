@@ -29,6 +29,7 @@
 //!   history until retention removes its window.
 
 pub mod embedded;
+pub mod settings;
 
 pub use embedded::{EmbeddedReader, EmbeddedStore, Snapshot};
 
