@@ -142,6 +142,10 @@ struct RunArgs {
     /// Read the log up to the end offsets seen at start, finalize, commit, exit.
     #[arg(long)]
     bounded: bool,
+    /// With --bounded: commit at the data frontier and leave later windows
+    /// open for the next run, instead of finalizing every window.
+    #[arg(long, requires = "bounded")]
+    leave_open: bool,
 }
 
 #[derive(Args)]
@@ -235,6 +239,7 @@ fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         output: args.output,
         data_dir,
         bounded: args.bounded,
+        leave_open: args.leave_open,
         log: None,
         store: None,
         stats: None,

@@ -27,7 +27,8 @@ use crate::sources::generated;
 use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
-use crate::store::{EmbeddedStore, EpochStore};
+use crate::store::settings::{CatalogStamp, RunSettings, SETTINGS_KEY};
+use crate::store::{EmbeddedStore, EpochStore, Recovered};
 
 /// Largest worker thread count per process.
 pub const MAX_WORKERS: usize = 256;
@@ -48,6 +49,10 @@ pub struct RunOptions {
     pub data_dir: DataDir,
     /// Read the log only up to the end offsets seen at start, then finish.
     pub bounded: bool,
+    /// With `bounded`: commit at the data frontier and leave later windows
+    /// open, instead of finalizing every window (SEMANTICS.md, "The end of a
+    /// bounded run").
+    pub leave_open: bool,
     /// The embedded log, already open in this process (`tally up`, where
     /// ingest appends to it); opened from the data directory when `None`.
     pub log: Option<Arc<Log>>,
@@ -117,15 +122,20 @@ type Partitions = Arc<Vec<Mutex<Option<Vec<Click>>>>>;
 /// Runs `job`: to completion for bounded sources, or until stopped.
 pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let config = timely_config(options)?;
-    let catalog = load_catalog(job, options)?;
+    check_shape(job, options)?;
+    let (catalog, stamp) = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
-    let output = sink(job, options)?;
-    let (readers, input, clicks_loaded) = load_input(job, options)?;
+    let output = sink(job, options, settings(job, stamp))?;
+    let (readers, input, clicks_loaded, ends) = load_input(job, options)?;
+    check_resume_offsets(&output.resume, ends.as_deref())?;
     let stats = options.stats.clone().unwrap_or_default();
     let errors = dataflow::CommitErrors::default();
     let mut plan = plan(job, readers, attribution, Arc::clone(&stats), Arc::clone(&errors));
     plan.source.resume = Arc::new(output.resume);
     plan.source.resume_epoch = output.resume_epoch;
+    plan.source.leave_open = options.leave_open;
+    let finish = Arc::clone(&plan.source.finish);
+    let sources = options.workers.max(1);
     plan.restored = Arc::new(output.restored);
     plan.committed_windows = output.committed_windows;
     if !output.resumed.is_empty() {
@@ -140,7 +150,8 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         let plan = plan.clone();
         let errors = Arc::clone(&plan.errors);
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
-        worker.step_or_park_while(Some(Duration::from_millis(20)), || !probe.done() && errors.lock().map(|e| e.is_none()).unwrap_or(false));
+        let settled = || probe.done() || finish.committed(sources, probe.with_frontier(|f| f.iter().next().copied()));
+        worker.step_or_park_while(Some(Duration::from_millis(20)), || !settled() && errors.lock().map(|e| e.is_none()).unwrap_or(false));
     })
     .map_err(RunError::Cluster)?;
     for result in guards.join() {
@@ -192,7 +203,11 @@ fn read_hostfile(options: &RunOptions) -> Result<Vec<String>, RunError> {
     Ok(addresses)
 }
 
-fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String, u64), RunError> {
+/// The readers of the job's input, a summary, the number of clicks, and
+/// for the embedded log its end offsets.
+type Input = (ReaderFactory, String, u64, Option<Vec<u64>>);
+
+fn load_input(job: &Job, options: &RunOptions) -> Result<Input, RunError> {
     let loaded = match (&job.source, &options.input) {
         (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions, &file_salt(&options.data_dir))?,
         (SourceSpec::File { path: None }, None) => {
@@ -201,7 +216,7 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
         (SourceSpec::Generator(config), None) => {
             let config = GeneratorConfig { partitions: job.partitions, ..config.clone() };
             let report = format!("input: {} generated clicks (seed {}), made while the job runs", config.clicks, config.seed);
-            return Ok((generated::readers(&config, GENERATOR_SALT), report, config.clicks));
+            return Ok((generated::readers(&config, GENERATOR_SALT), report, config.clicks, None));
         }
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
@@ -211,11 +226,11 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String,
     let (partitions, report) = loaded;
     let clicks = partitions.iter().map(|p| p.len() as u64).sum();
     let partitions: Partitions = Arc::new(partitions.into_iter().map(|p| Mutex::new(Some(p))).collect());
-    Ok((reader_factory(partitions), report, clicks))
+    Ok((reader_factory(partitions), report, clicks, None))
 }
 
 /// Readers over the embedded log; bounded ones stop at today's end offsets.
-fn open_log(dir: &Path, job: &Job, options: &RunOptions) -> Result<(ReaderFactory, String, u64), RunError> {
+fn open_log(dir: &Path, job: &Job, options: &RunOptions) -> Result<Input, RunError> {
     let partitions = job.partitions;
     let bounded = options.bounded;
     let log = match &options.log {
@@ -239,11 +254,12 @@ fn open_log(dir: &Path, job: &Job, options: &RunOptions) -> Result<(ReaderFactor
     if !log.recovery().is_clean() {
         report.push_str(&format!("\nlog recovery: {:?}", log.recovery()));
     }
+    let bounds = ends.clone();
     let factory: ReaderFactory = Arc::new(move |p, offset| {
         let reader = log.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
-        Box::new(LogPartitionReader::new(reader, bounded.then(|| ends[p as usize])))
+        Box::new(LogPartitionReader::new(reader, bounded.then(|| bounds[p as usize])))
     });
-    Ok((factory, report, total))
+    Ok((factory, report, total, Some(ends)))
 }
 
 /// The data directory's salt if it has one, so that a file run hashes users
@@ -262,16 +278,85 @@ fn load_file(path: &Path, partitions: u32, salt: &UserSalt) -> Result<(Vec<Vec<C
     Ok((input.partitions, report))
 }
 
-fn load_catalog(job: &Job, options: &RunOptions) -> Result<Option<Catalog>, RunError> {
+/// The catalog, and the stamp of its file that commits record.
+fn load_catalog(job: &Job, options: &RunOptions) -> Result<(Option<Catalog>, Option<CatalogStamp>), RunError> {
     if let Some(path) = options.catalog.as_ref().or(job.catalog.as_ref()) {
-        return Ok(Some(Catalog::load(path)?));
+        let catalog = Catalog::load(path)?;
+        let bytes = std::fs::read(path).map_err(|e| RunError::Input(format!("catalog {}: {e}", path.display())))?;
+        return Ok((Some(catalog), Some(CatalogStamp::of(path, &bytes))));
     }
     if let SourceSpec::Generator(config) = &job.source {
         let mut csv = Vec::new();
         write_catalog(config, &mut csv).map_err(|e| RunError::Input(format!("generated catalog: {e}")))?;
-        return Ok(Some(Catalog::parse(&String::from_utf8_lossy(&csv))?));
+        let stamp = CatalogStamp::of(Path::new("(generated)"), &csv);
+        return Ok((Some(Catalog::parse(&String::from_utf8_lossy(&csv))?), Some(stamp)));
     }
-    Ok(None)
+    Ok((None, None))
+}
+
+/// The settings a store commit records (see [`RunSettings`]).
+fn settings(job: &Job, catalog: Option<CatalogStamp>) -> RunSettings {
+    RunSettings {
+        partitions: job.partitions,
+        epoch_ms: job.epoch_ms,
+        slack_ms: job.slack_ms,
+        allowed_lateness_ms: job.allowed_lateness_ms,
+        dedup_horizon_ms: job.dedup_horizon_ms,
+        windows_ms: job.windows_ms.clone(),
+        group_by: job.group_by.iter().map(|k| k.as_str().to_string()).collect(),
+        distinct_users: job.distinct_users,
+        restate_within_ms: match job.late {
+            LatePolicy::Restate { within_ms } => Some(within_ms),
+            LatePolicy::Hold => None,
+        },
+        catalog,
+    }
+}
+
+/// Refuses combinations that cannot stay exact.
+///
+/// - A store sink in a cluster: every process would open its own store and
+///   only one commits, so the others could never resume.
+/// - A live (not bounded) embedded-log run into a file or memory sink: the
+///   frontier follows the clock once the log is caught up, and a click read
+///   after that restates windows whose state only a store keeps.
+/// - `--leave-open` without a store: nothing would keep the open windows.
+fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
+    let store = matches!(job.sink, SinkSpec::Store) && options.output.is_none();
+    if store && options.processes > 1 {
+        return Err(RunError::Usage(format!(
+            "{}: sink.kind = \"store\" with --processes {}: the embedded store belongs to one process; run the job in one process (-w for more workers), or use a file sink",
+            job.file.display(),
+            options.processes
+        )));
+    }
+    let log = matches!(job.source, SourceSpec::Log { .. }) && options.input.is_none();
+    if log && !options.bounded && !store {
+        return Err(RunError::Usage(format!(
+            "{}: a live run of the embedded log needs sink.kind = \"store\" (or pass --bounded)",
+            job.file.display()
+        )));
+    }
+    if options.leave_open && !store {
+        return Err(RunError::Usage(format!("{}: --leave-open keeps windows open in the store: it needs sink.kind = \"store\"", job.file.display())));
+    }
+    Ok(())
+}
+
+/// A committed offset beyond the log's end means the store was committed
+/// from another log, or the log lost data: resuming would skip clicks.
+fn check_resume_offsets(resume: &BTreeMap<u32, Checkpoint>, ends: Option<&[u64]>) -> Result<(), RunError> {
+    let Some(ends) = ends else { return Ok(()) };
+    for (partition, checkpoint) in resume {
+        let end = ends.get(*partition as usize).copied().unwrap_or(0);
+        if checkpoint.offset > end {
+            return Err(RunError::Input(format!(
+                "log partition {partition}: the store's committed offset {} is beyond the log's end offset {end}: the store was committed from another log, or the log lost data (restore the log, or move the store aside to recount this log)",
+                checkpoint.offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn attribution(job: &Job, catalog: Option<&Catalog>) -> Attribution {
@@ -295,7 +380,7 @@ struct Output {
     committed_windows: Option<Arc<dyn CommittedWindows>>,
 }
 
-fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
+fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output, RunError> {
     let shared = |sink: Box<dyn Sink + Send>| Arc::new(Mutex::new(Some(sink)));
     let mut output = Output {
         sink: shared(Box::new(MemorySink::default())),
@@ -334,6 +419,7 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
             // them.
             let finals_in_store = options.processes <= 1;
             if let Some(recovered) = store.last_committed()? {
+                check_settings(job, options, &recovered, &settings)?;
                 let (resume, restored) = crate::sink::store::resume(&recovered, finals_in_store)?;
                 output.resumed += &format!(
                     "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
@@ -350,10 +436,30 @@ fn sink(job: &Job, options: &RunOptions) -> Result<Output, RunError> {
             if finals_in_store {
                 output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
             }
-            output.sink = shared(Box::new(StoreSink::new(store, Fault::from_env())?));
+            output.sink = shared(Box::new(StoreSink::new(store, settings, Fault::from_env())?));
         }
     }
     Ok(output)
+}
+
+/// Refuses settings that would count the committed log differently.
+fn check_settings(job: &Job, options: &RunOptions, recovered: &Recovered, settings: &RunSettings) -> Result<(), RunError> {
+    let Some((_, bytes)) = recovered.state.iter().find(|(key, _)| key.as_slice() == SETTINGS_KEY) else {
+        return Ok(());
+    };
+    let stored = RunSettings::from_json(bytes).map_err(RunError::Sink)?;
+    match settings.incompatible_with(&stored) {
+        None => Ok(()),
+        Some(change) => Err(RunError::Usage(format!(
+            "{}: key '{}' is {} but the store in {} was committed with {}: committed windows, offsets and dedup replay points follow the old setting. Keep it, or count the log anew under the new one: move {} aside (the log stays) and run the job again",
+            job.file.display(),
+            change.key,
+            change.given,
+            options.data_dir.store().display(),
+            change.stored,
+            options.data_dir.store().display(),
+        ))),
+    }
 }
 
 fn reader_factory(partitions: Partitions) -> ReaderFactory {
@@ -395,6 +501,8 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
             stats,
             resume: Default::default(),
             resume_epoch: 0,
+            leave_open: false,
+            finish: Default::default(),
         },
         attribution,
         windows: WindowRules { windows_ms: job.windows_ms.clone(), allowed_lateness_ms: job.allowed_lateness_ms, restate_within_ms },

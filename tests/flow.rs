@@ -104,6 +104,8 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
             stats: Arc::new(SourceStats::default()),
             resume: Default::default(),
             resume_epoch: 0,
+            leave_open: false,
+            finish: Default::default(),
         },
         attribution: Arc::new(Attribution { intervals: vec![], ads: vec![], group_by: vec![KeyType::Ad] }),
         windows: WindowRules { windows_ms: vec![60_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000) },

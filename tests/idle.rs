@@ -2,9 +2,10 @@
 //!
 //! Partitions that have caught up with their end offset must not hold the
 //! frontier back; when all have, the frontier follows the clock so past
-//! windows finalize without new traffic; and a click that arrives later in a
-//! partition that was idle is judged against the frontier it was raised to,
-//! so it restates a final window instead of slipping into it.
+//! windows finalize without new traffic. A click that arrives later is still
+//! judged by its own partition's watermark: on time there, it restates the
+//! window the clock already emitted (it is not too late, and it counts), and
+//! one click stamped far ahead in another partition changes nothing.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -45,7 +46,7 @@ fn final_row(rows: &[Row], start: u64, status: Status) -> Option<Row> {
 }
 
 #[test]
-fn caught_up_partitions_release_the_frontier_and_late_arrivals_restate() {
+fn caught_up_partitions_release_the_frontier_and_later_clicks_restate_by_their_own_partition() {
     let partitions = [LivePartition::default(), LivePartition::default()];
     let now = Arc::new(AtomicU64::new(0));
     let sink = MemorySink::default();
@@ -69,6 +70,8 @@ fn caught_up_partitions_release_the_frontier_and_late_arrivals_restate() {
             stats: Arc::new(SourceStats::default()),
             resume: Default::default(),
             resume_epoch: 0,
+            leave_open: false,
+            finish: Default::default(),
         },
         attribution: Arc::new(Attribution { intervals: vec![], ads: vec![], group_by: vec![KeyType::Ad] }),
         windows: WindowRules { windows_ms: vec![60_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000) },
@@ -86,10 +89,13 @@ fn caught_up_partitions_release_the_frontier_and_late_arrivals_restate() {
             dataflow::build(scope, plan, Some(worker_sink));
         });
         let mut committed: Vec<Row> = Vec::new();
+        let late_seen = std::cell::Cell::new(0usize);
         let mut step_until = |worker: &mut timely::worker::Worker, what: &str, done: &dyn Fn(&[Row]) -> bool| {
             for _ in 0..2_000 {
                 worker.step_or_park(Some(Duration::from_millis(5)));
-                committed.extend(sink.take().rows);
+                let taken = sink.take();
+                late_seen.set(late_seen.get() + taken.late.len());
+                committed.extend(taken.rows);
                 if done(&committed) {
                     return committed.clone();
                 }
@@ -97,30 +103,38 @@ fn caught_up_partitions_release_the_frontier_and_late_arrivals_restate() {
             panic!("timed out waiting for {what}; rows: {committed:?}");
         };
 
-        // Partition 0 gets clicks up to 200 s; partition 1 stays empty.
+        // Partition 0 gets clicks up to 200 s, partition 1 one at 150 s: the
+        // least partition watermark is 145 s.
         {
             let mut p0 = partitions[0].0.lock().unwrap();
             for i in 1..=20u64 {
                 p0.push_back(click(i * 10_000, u128::from(i)));
             }
         }
-        let rows = step_until(worker, "windows up to partition 0's watermark", &|rows| final_row(rows, 120_000, Status::Final).is_some());
+        partitions[1].0.lock().unwrap().push_back(click(150_000, 100));
+        let rows = step_until(worker, "windows up to the least watermark", &|rows| final_row(rows, 60_000, Status::Final).is_some());
         assert_eq!(final_row(&rows, 0, Status::Final).map(|r| r.clicks), Some(5));
-        assert!(final_row(&rows, 180_000, Status::Final).is_none(), "the clock is at 0: 180 s cannot be final yet");
+        assert_eq!(final_row(&rows, 60_000, Status::Final).map(|r| r.clicks), Some(6));
+        assert!(final_row(&rows, 120_000, Status::Final).is_none(), "the clock is at 0: 120 s cannot be final yet");
 
-        // No traffic, the clock moves on: the last window finalizes anyway.
+        // No traffic, the clock moves on: the later windows are emitted anyway.
         now.store(400_000, SeqCst);
-        let rows = step_until(worker, "the clock to finalize 180 s", &|rows| final_row(rows, 180_000, Status::Final).is_some());
+        let rows = step_until(worker, "the clock to emit 180 s", &|rows| final_row(rows, 180_000, Status::Final).is_some());
+        assert_eq!(final_row(&rows, 120_000, Status::Final).map(|r| r.clicks), Some(7));
         assert_eq!(final_row(&rows, 180_000, Status::Final).map(|r| r.clicks), Some(3));
 
-        // A click for a final window arrives in the partition that was idle.
-        // It is decided at once, and its batch completes when the frontier
-        // moves past it.
-        partitions[1].0.lock().unwrap().push_back(click(100_000, 99));
+        // One click stamped far ahead in partition 0, then two clicks on time
+        // for partition 1 (its watermark is still 145 s) in the window the
+        // clock emitted: they count, as a restatement, and are not late.
+        partitions[0].0.lock().unwrap().push_back(click(10_000_000, 101));
+        partitions[1].0.lock().unwrap().extend([click(170_000, 102), click(171_000, 103)]);
         now.store(410_000, SeqCst);
-        let rows = step_until(worker, "the restatement", &|rows| final_row(rows, 60_000, Status::Restated).is_some());
-        let restated = final_row(&rows, 60_000, Status::Restated).unwrap();
-        assert_eq!((restated.clicks, restated.version), (7, 2));
+        let rows = step_until(worker, "the restatement", &|rows| {
+            rows.iter().any(|r| r.window_start == 120_000 && r.status == Status::Restated && r.clicks == 9)
+        });
+        let latest = rows.iter().filter(|r| r.granularity_ms == 60_000 && r.window_start == 120_000).max_by_key(|r| r.version).unwrap();
+        assert_eq!((latest.clicks, latest.status), (9, Status::Restated));
+        assert_eq!(late_seen.get() + sink.take().late.len(), 0, "clicks on time for their partition are not late");
         partitions.iter().for_each(|p| p.1.store(true, SeqCst));
     });
 }

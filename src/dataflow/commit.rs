@@ -26,6 +26,7 @@ use crate::row::{LateEntry, Row};
 use crate::sink::{Epoch, Sink};
 
 use super::partition::Checkpoint;
+use super::source::Finish;
 use super::window::{Effect, KeyedPartial, WinId, WindowValue};
 use super::windowing::PendingKey;
 
@@ -83,6 +84,7 @@ pub fn commit<'scope>(
     errors: CommitErrors,
     lock: CommitLock,
     resumed_epoch: EventTime,
+    finish: Arc<Finish>,
 ) -> Stream<'scope, EventTime, Vec<()>> {
     let mut stash: BTreeMap<EventTime, Vec<Commitable>> = BTreeMap::new();
     // A resumed job has committed everything below `resumed_epoch`; its
@@ -105,7 +107,8 @@ pub fn commit<'scope>(
                     let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
                     let due = stash.first_key_value().is_some_and(|(time, _)| *time < limit) && last_epoch.is_none_or(|last| last < limit);
                     if due {
-                        commit_through(limit, &mut stash, &mut last_epoch, &mut sink, &errors, &lock);
+                        let epoch = if limit == EventTime::MAX { final_epoch(&finish, last_epoch) } else { limit };
+                        commit_through(limit, epoch, &mut stash, &mut last_epoch, &mut sink, &errors, &lock);
                     }
                     // Everything below the input frontier and below the oldest
                     // record still waiting is committed (on worker 0; the other
@@ -122,9 +125,19 @@ pub fn commit<'scope>(
         .container::<Vec<()>>()
 }
 
-/// Commits everything below `limit` as one epoch.
+/// The epoch the end of a bounded run is committed as: everything is below
+/// it, but a later run resumes from it, so it is the data frontier the
+/// sources reached (never `EventTime::MAX`), and after the last epoch.
+fn final_epoch(finish: &Finish, last_epoch: Option<EventTime>) -> EventTime {
+    let after_last = last_epoch.map_or(1, |last| last + 1);
+    finish.frontier().unwrap_or(0).max(after_last)
+}
+
+/// Commits everything below `limit` as epoch `epoch` (`limit` itself, but
+/// for the end of a bounded run).
 fn commit_through(
     limit: EventTime,
+    epoch: EventTime,
     stash: &mut BTreeMap<EventTime, Vec<Commitable>>,
     last_epoch: &mut Option<EventTime>,
     sink: &mut Option<Box<dyn Sink>>,
@@ -138,12 +151,13 @@ fn commit_through(
         }
         entry.remove().into_iter().for_each(|record| batch.add(record));
     }
-    assert!(last_epoch.is_none_or(|last| last < limit), "epochs commit in order");
-    *last_epoch = Some(limit);
+    assert!(last_epoch.is_none_or(|last| last < epoch), "epochs commit in order");
+    assert!(epoch < EventTime::MAX, "a committed epoch is a point a later run can resume from");
+    *last_epoch = Some(epoch);
     let Some(sink) = sink.as_mut() else {
         panic!("only worker 0 receives commit records");
     };
-    let epoch = Epoch(limit);
+    let epoch = Epoch(epoch);
     let _committing = lock.lock().unwrap_or_else(|e| e.into_inner());
     if let Err(error) = sink.stage(epoch, &batch).and_then(|()| sink.commit(epoch)) {
         errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error.to_string());

@@ -2,7 +2,8 @@
 //!
 //! A retry carries the request id of its original and lands in the same
 //! partition, so each partition remembers the ids it has counted, with the
-//! partition's event-time progress (`max_ts`) when it first saw them. An id
+//! partition's event-time progress (`max_ts`) when it last saw them: every
+//! sighting, a dropped duplicate included, remembers the id again. An id
 //! remembered at `t` is a duplicate while `t >= max_ts - horizon` (see
 //! SEMANTICS.md). Remembering progress rather than the click's own time means
 //! a retry of a very late click is caught too. The check compares times, so
@@ -101,7 +102,7 @@ impl Dedup {
     }
 
     /// Decides whether `id` is a duplicate, given the partition's `max_ts`
-    /// including this click; remembers it at `max_ts` if not.
+    /// including this click; remembers it at `max_ts` either way.
     #[inline]
     pub fn is_duplicate(&mut self, id: RequestId, max_ts: EventTime) -> bool {
         let floor = max_ts.saturating_sub(self.horizon_ms);
@@ -121,13 +122,15 @@ impl Dedup {
             } else if (slot >> 32) as u32 == hash {
                 let (stored, remembered) = self.entry(position);
                 if stored == words {
-                    if remembered >= floor {
-                        return true;
+                    // Seen again, duplicate or not: remembered again, now
+                    // (the horizon slides with every sighting). The old
+                    // entry stays in the ring, unreachable, until its chunk
+                    // expires.
+                    if remembered != max_ts {
+                        let position = self.append(words, max_ts);
+                        self.index[i] = slot_of(hash, position);
                     }
-                    // Expired: remembered again, now.
-                    let position = self.append(words, max_ts);
-                    self.index[i] = slot_of(hash, position);
-                    return false;
+                    return remembered >= floor;
                 }
             }
             i = if i + 1 == slots { 0 } else { i + 1 };
@@ -276,6 +279,19 @@ mod tests {
     }
 
     #[test]
+    fn every_sighting_slides_the_horizon() {
+        // X@0, Y@2000, X@50000 (duplicate, remembered again at 50000),
+        // X@61000 (duplicate: 50000 is within 60 s, remembered at 61000),
+        // X@121001 (counted: last seen more than 60 s back).
+        let mut d = Dedup::new(60_000);
+        assert!(!d.is_duplicate(1, 0));
+        assert!(!d.is_duplicate(2, 2_000));
+        assert!(d.is_duplicate(1, 50_000));
+        assert!(d.is_duplicate(1, 61_000));
+        assert!(!d.is_duplicate(1, 121_001));
+    }
+
+    #[test]
     fn duplicate_beyond_horizon_counts_again() {
         let mut d = Dedup::new(60_000);
         assert!(!d.is_duplicate(7, 1_000));
@@ -292,9 +308,7 @@ mod tests {
         fn is_duplicate(&mut self, id: u128, max_ts: u64, horizon: u64) -> bool {
             let floor = max_ts.saturating_sub(horizon);
             let dup = matches!(self.0.get(&id), Some(&t) if t >= floor);
-            if !dup {
-                self.0.insert(id, max_ts);
-            }
+            self.0.insert(id, max_ts);
             dup
         }
     }
@@ -337,7 +351,7 @@ mod tests {
         for i in 0..100u128 {
             assert!(d.is_duplicate(i, 5_500), "id {i} across the 2^32 boundary");
         }
-        assert!(!d.is_duplicate(7, 6_001), "expired");
+        assert!(!d.is_duplicate(7, 6_501), "expired");
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub use attribute::Attribution;
 pub use commit::{CommitErrors, CommitLock, Commitable, EpochBatch};
 use partial::AdPartial;
 pub use partition::Checkpoint;
-pub use source::{Clock, PartitionReader, ReadStatus, ReaderFactory, SourceOut, SourceSettings};
+pub use source::{Clock, Finish, PartitionReader, ReadStatus, ReaderFactory, SourceOut, SourceSettings};
 pub use window::{CommittedWindows, WindowRules};
 pub use windowing::RestoredWindows;
 
@@ -64,13 +64,14 @@ pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<B
     let stats = Arc::clone(&plan.source.stats);
     let resumed_epoch = plan.source.resume_epoch;
     let committed = ProbeHandle::new();
+    let finish = Arc::clone(&plan.source.finish);
     let out = source::click_source(scope, plan.source, committed.clone());
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
     let committed_state = windowing::Committed { probe: committed.clone(), windows: plan.committed_windows };
     let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch, committed_state);
     let records = effects.concat(checkpoints);
-    commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch).probe_with(&committed);
+    commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch, finish).probe_with(&committed);
     committed
 }
 

@@ -47,11 +47,14 @@ pub enum Lateness {
 
 impl Lateness {
     /// The time the window operator applies a partial at: its batch for too
-    /// late ones, the time it travels at for on-time ones.
+    /// late ones, the time it travels at for on-time ones. A batch the
+    /// frontier already passed (it followed the clock, or a bounded run's end
+    /// passed every window) applies at once: only when its windows show the
+    /// restatement depends on that, never what they count.
     pub fn applies_at(self, travelled_at: EventTime) -> EventTime {
         match self {
             Lateness::OnTime => travelled_at,
-            Lateness::Restate(tau) | Lateness::Held(tau) => tau,
+            Lateness::Restate(tau) | Lateness::Held(tau) => tau.max(travelled_at),
         }
     }
 }

@@ -7,8 +7,9 @@
 //! the minimum over partitions that are not idle, rounded down to the epoch.
 //! A partition is idle when its reader has caught up with the end offset —
 //! never by a timer. When every partition is idle the capability follows the
-//! clock (now − slack) for liveness only; idle partitions' watermarks are
-//! raised with it so that a click arriving later cannot meet a final window.
+//! clock (now − slack) for liveness only: a click read later is judged by its
+//! own partition's watermark, and if its window was already emitted it
+//! restates it (the window operator sees to that).
 //! Reading happens through [`PartitionReader`], so the operator does no I/O
 //! of its own.
 
@@ -86,6 +87,43 @@ pub struct SourceSettings {
     /// The committed epoch resumed from: everything below it is committed,
     /// so the source starts there.
     pub resume_epoch: EventTime,
+    /// At the end of a bounded input, hold the data frontier instead of
+    /// letting the frontier pass every window (`--leave-open`).
+    pub leave_open: bool,
+    /// Where this process's sources say how they finished.
+    pub finish: Arc<Finish>,
+}
+
+/// How the sources of one process finished a bounded input: how many did,
+/// and the data frontier they reached (the least partition watermark,
+/// rounded down to the epoch). The commit of a bounded run's end is stored
+/// at that frontier, so that a later run resumes from a finite epoch; with
+/// `leave_open` the run stops once it is committed.
+#[derive(Default)]
+pub struct Finish {
+    state: std::sync::Mutex<(usize, Option<EventTime>)>,
+}
+
+impl Finish {
+    fn record(&self, frontier: Option<EventTime>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 += 1;
+        state.1 = match (state.1, frontier) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The data frontier, once at least one source finished with partitions.
+    pub fn frontier(&self) -> Option<EventTime> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    /// Whether all `sources` finished and `committed` reached their frontier.
+    pub fn committed(&self, sources: usize, committed: Option<EventTime>) -> bool {
+        let (finished, frontier) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        finished == sources && committed.is_none_or(|c| frontier.is_none_or(|f| c >= f))
+    }
 }
 
 struct Owned {
@@ -115,8 +153,12 @@ pub fn click_source<'scope>(
         let mut cap = Some(capability);
         let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
         let ahead_limit = MAX_EPOCHS_AHEAD * settings.rules.epoch_ms;
+        let mut finished = false;
         move |output| {
             let Some(current) = cap.as_mut() else { return };
+            if finished {
+                return;
+            }
             let done = committed.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX);
             if current.time().saturating_sub(done) >= ahead_limit {
                 activator.activate_after(AHEAD_POLL);
@@ -133,9 +175,18 @@ pub fn click_source<'scope>(
             let target = worker_watermark(&owned, &settings);
             match target {
                 None => {
+                    let epoch_ms = settings.rules.epoch_ms;
+                    let reached = owned.iter().map(|p| p.state.watermark()).min().map(|t| (t - t % epoch_ms).max(*current.time() + 1));
                     flush(&mut pre, current, EventTime::MAX, output);
                     send_checkpoints(&mut owned, current, output);
-                    cap = None;
+                    settings.finish.record(reached);
+                    match reached {
+                        Some(at) if settings.leave_open => {
+                            current.downgrade(&at);
+                            finished = true;
+                        }
+                        _ => cap = None,
+                    }
                     return;
                 }
                 Some(t) => {
@@ -145,7 +196,6 @@ pub fn click_source<'scope>(
                         flush(&mut pre, current, epoch, output);
                     }
                     if epoch > *current.time() {
-                        owned.iter_mut().filter(|p| p.status != ReadStatus::More).for_each(|p| p.state.raise_watermark(epoch));
                         send_checkpoints(&mut owned, current, output);
                         current.downgrade(&epoch);
                     }
@@ -237,17 +287,21 @@ fn read_batch(state: &mut PartitionState, clicks: &[Click], pre: &mut PreAggrega
 /// The worker's watermark, or `None` once every partition has finished.
 ///
 /// Partitions with unread data hold it at their minimum. When every
-/// partition has caught up, none holds it back: it moves to the most advanced
-/// partition's watermark, or to the clock (now − slack) if that is later, so
-/// that past windows finalize without new traffic.
+/// partition has caught up, none holds it back: it moves to the least
+/// partition watermark of those still live, or to the clock (now − slack) if
+/// that is later, so that past windows are emitted without new traffic. This
+/// is liveness only: a click read later is still judged by its own
+/// partition's watermark, and restates a window the clock already emitted.
+/// (The least, not the greatest: one click stamped minutes ahead must not
+/// drag every window of the worker into restatements.)
 fn worker_watermark(owned: &[Owned], settings: &SourceSettings) -> Option<EventTime> {
     if owned.iter().all(|p| p.status == ReadStatus::Finished) {
         return None;
     }
     let busy = owned.iter().filter(|p| p.status == ReadStatus::More).map(|p| p.state.watermark()).min();
     Some(busy.unwrap_or_else(|| {
-        let seen = owned.iter().map(|p| p.state.watermark()).max().unwrap_or(0);
-        seen.max((settings.clock)().saturating_sub(settings.rules.slack_ms))
+        let live = owned.iter().filter(|p| p.status != ReadStatus::Finished).map(|p| p.state.watermark()).min().unwrap_or(0);
+        live.max((settings.clock)().saturating_sub(settings.rules.slack_ms))
     }))
 }
 

@@ -155,6 +155,11 @@ pub struct WindowBook {
     /// Final windows with their sketch in memory, by the time of the state
     /// effect that must be committed before it can go.
     resident: BTreeMap<EventTime, Vec<WinId>>,
+    /// Everything below this time is committed (see [`WindowBook::release_committed`]).
+    committed_through: EventTime,
+    /// No effect may belong before this time: the window operator's
+    /// capability (see [`WindowBook::hold_at`]).
+    floor: EventTime,
 }
 
 /// What a step of the book produced: effects with their times, in order.
@@ -185,16 +190,45 @@ impl Emitted {
     }
 }
 
+/// Where a window stands when a partial reaches it.
+enum Place {
+    /// Open: counted into its final value.
+    Open,
+    /// Already emitted (final or restated): a change restates it.
+    Settled,
+}
+
+/// Windows a step restated, with whether an on-time click touched them (a
+/// window emitted for the first time by a step is `final` if one did).
+type Restated = BTreeMap<WinId, bool>;
+
 impl WindowBook {
     pub fn new(rules: WindowRules, committed: Option<Arc<dyn CommittedWindows>>) -> Self {
         assert_eq!(rules.windows_ms.first(), Some(&MINUTE_MS), "windows start with 1m");
-        WindowBook { rules, open: ByEnd::new(), closed: ByEnd::new(), dirty: HashSet::new(), committed, resident: BTreeMap::new() }
+        WindowBook {
+            rules,
+            open: ByEnd::new(),
+            closed: ByEnd::new(),
+            dirty: HashSet::new(),
+            committed,
+            resident: BTreeMap::new(),
+            committed_through: 0,
+            floor: 0,
+        }
+    }
+
+    /// Sets the earliest time effects may belong to: the window operator's
+    /// capability. A window finalized or evicted later than its own time
+    /// (the frontier jumped past it) has its effects there.
+    pub fn hold_at(&mut self, time: EventTime) {
+        self.floor = self.floor.max(time);
     }
 
     /// Lets the sketches of final windows whose state is committed below
     /// `frontier` leave memory (when there is committed state to read them
     /// back from).
     pub fn release_committed(&mut self, frontier: EventTime) {
+        self.committed_through = self.committed_through.max(frontier);
         if self.committed.is_none() {
             return;
         }
@@ -226,14 +260,14 @@ impl WindowBook {
     pub fn apply_time(&mut self, time: EventTime, partials: Vec<KeyedPartial>, out: &mut Emitted) {
         self.finalize_through(time, out);
         let mut opened = BTreeSet::new();
-        let mut restated = BTreeSet::new();
+        let mut restated = Restated::new();
         for partial in partials {
             assert_eq!(partial.lateness.applies_at(time), time, "partials are applied at their batch time");
             match partial.lateness {
-                Lateness::OnTime => self.apply_on_time(time, partial, &mut opened),
+                Lateness::OnTime => self.apply_counted(time, partial, true, &mut opened, &mut restated),
                 Lateness::Restate(_) => {
                     out.push(time, Effect::Late(late_entry(&partial, time, false)));
-                    self.apply_restating(time, partial, &mut opened, &mut restated);
+                    self.apply_counted(time, partial, false, &mut opened, &mut restated);
                 }
                 Lateness::Held(_) => out.push(time, Effect::Late(late_entry(&partial, time, true))),
             }
@@ -242,42 +276,85 @@ impl WindowBook {
             let agg = self.open.windows.get(&id).expect("touched windows are open").clone();
             out.push(time, Effect::Window(id, Some(WindowValue { agg, version: 0 })));
         }
-        for id in restated {
-            let closed = self.closed.windows.get_mut(&id).expect("restated windows are closed");
-            closed.version += 1;
-            closed.written_at = time;
-            out.push(time, Effect::Row(row(&id, &closed.agg, Status::Restated, closed.version)));
-            out.push(time, Effect::Window(id.clone(), Some(WindowValue { agg: closed.agg.clone(), version: closed.version })));
-            self.wrote(&id, time);
+        for (id, on_time) in restated {
+            self.emit_settled(&id, time, on_time, out);
         }
     }
 
-    fn apply_on_time(&mut self, time: EventTime, partial: KeyedPartial, opened: &mut BTreeSet<WinId>) {
-        let id = WinId { end: partial.window + MINUTE_MS, granularity: MINUTE_MS, key_type: partial.key_type, key: partial.key };
-        assert!(id.end + self.rules.allowed_lateness_ms > time, "an on-time partial at {time} met the final window ending {}", id.end);
-        self.open.entry(&id).merge(&partial.agg);
-        self.dirty.insert(id.clone());
-        opened.insert(id);
+    /// Emits the next version of a settled window at `time`: `final` when it
+    /// is its first and an on-time click made it, else `restated`.
+    fn emit_settled(&mut self, id: &WinId, time: EventTime, on_time: bool, out: &mut Emitted) {
+        let closed = self.closed.windows.get_mut(id).expect("restated windows are closed");
+        closed.version += 1;
+        closed.written_at = time;
+        let status = if closed.version == 1 && on_time { Status::Final } else { Status::Restated };
+        out.push(time, Effect::Row(row(id, &closed.agg, status, closed.version)));
+        out.push(time, Effect::Window(id.clone(), Some(WindowValue { agg: closed.agg.clone(), version: closed.version })));
+        self.wrote(id, time);
     }
 
-    fn apply_restating(&mut self, time: EventTime, partial: KeyedPartial, opened: &mut BTreeSet<WinId>, restated: &mut BTreeSet<WinId>) {
+    /// Counts a partial into its windows. Into an open 1m window only: its
+    /// longer windows get it when it is rolled up. A 1m window already
+    /// emitted — by the frontier, by the end of a bounded run, or because
+    /// the click is too late — is restated, and so are its longer windows
+    /// that were emitted too (the others count it while open).
+    fn apply_counted(&mut self, time: EventTime, partial: KeyedPartial, on_time: bool, opened: &mut BTreeSet<WinId>, restated: &mut Restated) {
         for granularity in self.rules.windows_ms.clone() {
             let start = partial.window - partial.window % granularity;
             let id = WinId { end: start + granularity, granularity, key_type: partial.key_type, key: partial.key.clone() };
-            if id.end + self.rules.allowed_lateness_ms <= time {
-                assert!(self.restatable(&id, time), "a restating partial at {time} met an evicted window");
-                self.warm(&id);
-                self.closed.entry(&id).agg.merge(&partial.agg);
-                restated.insert(id);
-            } else {
-                self.open.entry(&id).merge(&partial.agg);
-                opened.insert(id);
+            match self.place(&id, time) {
+                Place::Open => {
+                    self.open.entry(&id).merge(&partial.agg);
+                    if granularity == MINUTE_MS {
+                        self.dirty.insert(id.clone());
+                        opened.insert(id);
+                        return;
+                    }
+                    opened.insert(id);
+                }
+                Place::Settled => {
+                    self.closed.windows.get_mut(&id).expect("settled windows are closed").agg.merge(&partial.agg);
+                    *restated.entry(id).or_default() |= on_time;
+                }
             }
         }
     }
 
-    fn restatable(&self, id: &WinId, time: EventTime) -> bool {
-        restatable(&self.rules, id, time)
+    /// Where window `id` stands at `time`, bringing a settled window whose
+    /// state left memory back from the committed state. A window the
+    /// frontier passed that nothing emitted yet is settled with version 0:
+    /// its first row comes now.
+    fn place(&mut self, id: &WinId, time: EventTime) -> Place {
+        self.place_or(id, time, true)
+    }
+
+    /// [`WindowBook::place`]; with `passed_settles` false, a window that
+    /// nothing emitted yet is opened even if the frontier passed it (a
+    /// roll-up, whose window `finalize_through` closes right after).
+    fn place_or(&mut self, id: &WinId, time: EventTime, passed_settles: bool) -> Place {
+        if self.open.windows.contains_key(id) {
+            return Place::Open;
+        }
+        if self.closed.windows.contains_key(id) {
+            self.warm(id);
+            return Place::Settled;
+        }
+        if let Some(value) = self.committed_value(id) {
+            assert!(value.version > 0, "window {id:?} is open in the committed state but not in the book");
+            self.closed.insert(id.clone(), Closed { agg: value.agg, version: value.version, cold: false, written_at: 0 });
+            return Place::Settled;
+        }
+        if !passed_settles || id.end.saturating_add(self.rules.allowed_lateness_ms) > time {
+            return Place::Open;
+        }
+        self.closed.insert(id.clone(), Closed::default());
+        Place::Settled
+    }
+
+    /// The committed value of a window the book does not hold, if any.
+    fn committed_value(&self, id: &WinId) -> Option<WindowValue> {
+        let committed = self.committed.as_ref()?;
+        committed.window(id).unwrap_or_else(|e| panic!("reading the committed state of window {id:?}: {e}"))
     }
 
     /// Reads a cold final window's sketch back from the committed state.
@@ -299,20 +376,30 @@ impl WindowBook {
         closed.cold = false;
     }
 
+    /// How long a final window stays in memory after its end: while a
+    /// too-late click may still restate it. Later changes (a click on time
+    /// for its partition after the clock emitted the window) read it back
+    /// from the committed state.
+    fn keep_ms(&self) -> u64 {
+        self.rules.restate_within_ms.unwrap_or(self.rules.allowed_lateness_ms)
+    }
+
     /// Finalizes every window whose end + allowed lateness is at or below
     /// `frontier`, rolling 1m windows up into the longer ones, and evicts
-    /// final windows that can no longer be restated.
+    /// final windows from memory once they can no longer be restated by a
+    /// too-late click and their last state is committed.
     pub fn finalize_through(&mut self, frontier: EventTime, out: &mut Emitted) {
         let lateness = self.rules.allowed_lateness_ms;
-        while let Some(closing) = self.open.pop_first_due(|end| end + lateness <= frontier) {
+        let keeps_settled = self.rules.restate_within_ms.is_some() || self.committed.is_some();
+        while let Some(closing) = self.open.pop_first_due(|end| end.saturating_add(lateness) <= frontier) {
             for (id, agg) in closing {
-                let at = id.end + lateness - 1;
+                let at = (id.end + lateness - 1).max(self.floor);
                 self.dirty.remove(&id);
                 if id.granularity == MINUTE_MS {
                     self.roll_up(&id, &agg, at, out);
                 }
                 out.push(at, Effect::Row(row(&id, &agg, Status::Final, 1)));
-                if self.rules.restate_within_ms.is_some() {
+                if keeps_settled {
                     out.push(at, Effect::Window(id.clone(), Some(WindowValue { agg: agg.clone(), version: 1 })));
                     self.wrote(&id, at);
                     self.closed.insert(id, Closed { agg, version: 1, cold: false, written_at: at });
@@ -321,23 +408,38 @@ impl WindowBook {
                 }
             }
         }
-        let rules = &self.rules;
-        while let Some(evicted) = self.closed.pop_first_due(|end| !restatable_end(rules, end, frontier)) {
-            let within = rules.restate_within_ms.expect("only restatable windows are kept");
+        let keep = self.keep_ms();
+        let (committed, through, floor) = (self.committed.is_some(), self.committed_through, self.floor);
+        let closed = &mut self.closed;
+        while let Some(evicted) = closed.pop_first_due(|end| end.saturating_add(keep) <= frontier) {
+            let unwritten = committed && evicted.iter().any(|(_, c)| c.written_at >= through);
+            if unwritten {
+                // Not committed yet: a read-back would find an older value.
+                evicted.into_iter().for_each(|(id, value)| closed.insert(id, value));
+                break;
+            }
             for (id, _) in evicted {
-                out.push(id.end + within - 1, Effect::Window(id, None));
+                out.push((id.end + keep - 1).max(floor), Effect::Window(id, None));
             }
         }
     }
 
     fn roll_up(&mut self, minute: &WinId, agg: &Agg, at: EventTime, out: &mut Emitted) {
         let start = minute.start();
-        for &granularity in &self.rules.windows_ms[1..] {
+        for &granularity in &self.rules.windows_ms.clone()[1..] {
             let end = start - start % granularity + granularity;
             let id = WinId { end, granularity, key_type: minute.key_type, key: minute.key.clone() };
-            let open = self.open.entry(&id);
-            open.merge(agg);
-            out.push(at, Effect::Window(id, Some(WindowValue { agg: open.clone(), version: 0 })));
+            match self.place_or(&id, at, false) {
+                Place::Open => {
+                    let open = self.open.entry(&id);
+                    open.merge(agg);
+                    out.push(at, Effect::Window(id, Some(WindowValue { agg: open.clone(), version: 0 })));
+                }
+                Place::Settled => {
+                    self.closed.windows.get_mut(&id).expect("settled windows are closed").agg.merge(agg);
+                    self.emit_settled(&id, at, true, out);
+                }
+            }
         }
     }
 
@@ -388,15 +490,6 @@ impl WindowBook {
             end += MINUTE_MS;
         }
     }
-}
-
-/// A final window stays in memory while a restating click could still reach it.
-fn restatable(rules: &WindowRules, id: &WinId, time: EventTime) -> bool {
-    restatable_end(rules, id.end, time)
-}
-
-fn restatable_end(rules: &WindowRules, end: EventTime, time: EventTime) -> bool {
-    matches!(rules.restate_within_ms, Some(within) if end + within > time)
 }
 
 fn row(id: &WinId, agg: &Agg, status: Status, version: u32) -> Row {

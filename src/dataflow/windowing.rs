@@ -25,25 +25,31 @@ use timely::dataflow::{ProbeHandle, Stream};
 use crate::event::{mix64, EventTime, Key, KeyType};
 
 use super::commit::Commitable;
-use super::partial::Lateness;
 use super::source::Clock;
 use super::window::{CommittedWindows, Effect, Emitted, KeyedPartial, WinId, WindowBook, WindowRules, WindowValue};
 
-/// A too-late partial waiting for its batch time.
+/// A too-late partial waiting for its batch time. `seq` is unique within a
+/// run only, so `run` (the epoch the run resumed from, which grows from one
+/// committing run to the next) keeps the partials of different runs apart.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PendingKey {
     pub batch: EventTime,
     pub key_type: KeyType,
     pub key: Key,
     pub window: EventTime,
+    pub run: EventTime,
     pub seq: u64,
 }
 
 impl PendingKey {
-    fn of(partial: &KeyedPartial, batch: EventTime) -> PendingKey {
-        PendingKey { batch, key_type: partial.key_type, key: partial.key.clone(), window: partial.window, seq: partial.seq }
+    fn of(partial: &KeyedPartial, batch: EventTime, run: EventTime) -> PendingKey {
+        PendingKey { batch, key_type: partial.key_type, key: partial.key.clone(), window: partial.window, run, seq: partial.seq }
     }
 }
+
+/// Partials waiting for their time, with the key they are committed under
+/// while they wait (if they wait).
+type Stash = BTreeMap<EventTime, Vec<(Option<PendingKey>, KeyedPartial)>>;
 
 /// Window state of a committed epoch, for the workers to pick their keys from.
 #[derive(Default)]
@@ -85,12 +91,12 @@ pub fn windows<'scope>(
             capability.downgrade(&resumed_epoch);
             let mut cap = Some(capability);
             let mut book = WindowBook::new(rules, committed.windows);
-            let mut stash: BTreeMap<EventTime, Vec<KeyedPartial>> = BTreeMap::new();
+            let mut stash = Stash::new();
             for (id, value) in restored.windows.iter().filter(|(id, _)| mine(id.key_type, &id.key)) {
                 book.restore(id.clone(), value.clone());
             }
             for (key, partial) in restored.pending.iter().filter(|(k, _)| mine(k.key_type, &k.key)) {
-                stash.entry(key.batch).or_default().push(partial.clone());
+                stash.entry(key.batch).or_default().push((Some(key.clone()), partial.clone()));
             }
             let mut last_early = clock();
             move |(input, frontier), output| {
@@ -100,13 +106,15 @@ pub fn windows<'scope>(
                     for partial in data.flat_map(|batch| batch.drain(..)) {
                         let at = partial.lateness.applies_at(time);
                         assert!(at >= time, "a batch time is never before the time a partial travels at");
-                        if at > time {
-                            pending.push((time, Commitable::Pending(PendingKey::of(&partial, at), Some(partial.clone()))));
+                        let key = (at > time).then(|| PendingKey::of(&partial, at, resumed_epoch));
+                        if let Some(key) = &key {
+                            pending.push((time, Commitable::Pending(key.clone(), Some(partial.clone()))));
                         }
-                        stash.entry(at).or_default().push(partial);
+                        stash.entry(at).or_default().push((key, partial));
                     }
                 });
                 let Some(held) = cap.as_mut() else { return };
+                book.hold_at(*held.time());
                 book.release_committed(committed.probe.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX));
                 let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
                 let mut out = Emitted::default();
@@ -114,9 +122,13 @@ pub fn windows<'scope>(
                     if *entry.key() >= limit {
                         break;
                     }
-                    let (time, partials) = entry.remove_entry();
-                    for partial in partials.iter().filter(|p| !matches!(p.lateness, Lateness::OnTime)) {
-                        pending.push((time, Commitable::Pending(PendingKey::of(partial, time), None)));
+                    let (time, waiting) = entry.remove_entry();
+                    let mut partials = Vec::with_capacity(waiting.len());
+                    for (key, partial) in waiting {
+                        if let Some(key) = key {
+                            pending.push((time, Commitable::Pending(key, None)));
+                        }
+                        partials.push(partial);
                     }
                     book.apply_time(time, partials, &mut out);
                 }

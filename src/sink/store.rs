@@ -17,6 +17,9 @@ use super::{Epoch, EpochBatch, Sink, SinkError};
 use crate::dataflow::window::{CommittedWindows, KeyedPartial, WinId, WindowValue};
 use crate::dataflow::windowing::PendingKey;
 use crate::dataflow::{Checkpoint, RestoredWindows};
+use crate::dataflow::partial::Agg;
+use crate::store::settings::{RunSettings, SETTINGS_KEY};
+use crate::store::WindowKey;
 use crate::store::{EmbeddedReader, EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoredRow};
 
 /// Deliberate protocol breakages, for the crash test's own test.
@@ -45,6 +48,8 @@ impl Fault {
 /// The embedded store as the job's sink.
 pub struct StoreSink {
     store: EmbeddedStore,
+    /// The job's settings, committed with every epoch (JSON).
+    settings: Vec<u8>,
     generation: u64,
     staged: Option<EpochCommit>,
     fault: Fault,
@@ -54,9 +59,9 @@ pub struct StoreSink {
 
 impl StoreSink {
     /// Takes over `store` for a new generation.
-    pub fn new(mut store: EmbeddedStore, fault: Fault) -> Result<StoreSink, StoreError> {
+    pub fn new(mut store: EmbeddedStore, settings: RunSettings, fault: Fault) -> Result<StoreSink, StoreError> {
         let generation = store.begin_generation()?;
-        Ok(StoreSink { store, generation, staged: None, fault, deferred: None })
+        Ok(StoreSink { store, settings: settings.to_json(), generation, staged: None, fault, deferred: None })
     }
 }
 
@@ -107,6 +112,7 @@ impl Sink for StoreSink {
             rows: batch.rows.iter().map(|row| StoredRow { row: row.clone(), sketch: sketch_of(row, batch) }).collect(),
             late: batch.late.clone(),
             partitions: batch.checkpoints.values().map(to_store).collect(),
+            state_upserts: vec![(SETTINGS_KEY.to_vec(), self.settings.clone())],
             ..Default::default()
         };
         for (id, value) in &batch.windows {
@@ -161,9 +167,21 @@ impl StoreWindows {
 }
 
 impl CommittedWindows for StoreWindows {
+    /// The window's committed state or, once that was evicted, its latest
+    /// settled row with the sketch stored beside it.
     fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
-        let bytes = self.reader.snapshot().and_then(|snapshot| snapshot.state(&encode(b'W', id))).map_err(|e| e.to_string())?;
-        bytes.map(|b| bincode::deserialize(&b).map_err(|e| format!("window state of {id:?}: {e}"))).transpose()
+        let snapshot = self.reader.snapshot().map_err(|e| e.to_string())?;
+        if let Some(bytes) = snapshot.state(&encode(b'W', id)).map_err(|e| e.to_string())? {
+            return bincode::deserialize(&bytes).map(Some).map_err(|e| format!("window state of {id:?}: {e}"));
+        }
+        let key = WindowKey { key_type: id.key_type, key: id.key.clone(), granularity_ms: id.granularity, window_start: id.end - id.granularity };
+        let Some((row, sketch)) = snapshot.settled_row(&key).map_err(|e| e.to_string())? else { return Ok(None) };
+        let users = if sketch.is_empty() {
+            Default::default()
+        } else {
+            bincode::deserialize(&sketch).map_err(|e| format!("stored sketch of {id:?}: {e}"))?
+        };
+        Ok(Some(WindowValue { agg: Agg { clicks: row.clicks, users }, version: row.version }))
     }
 }
 
@@ -199,6 +217,7 @@ pub fn resume(recovered: &Recovered, without_final_sketches: bool) -> Result<(BT
                 }
                 restored.windows.push((id, value));
             }
+            Some((b'S', _)) => {} // the settings record: see `crate::store::settings`
             Some((b'P', id)) => {
                 let id: PendingKey = bincode::deserialize(id).map_err(|_| corrupt("pending key"))?;
                 let partial: KeyedPartial = bincode::deserialize(value).map_err(|_| corrupt("pending partial"))?;

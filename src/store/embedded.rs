@@ -425,6 +425,21 @@ impl Snapshot {
         Ok(entries.collect())
     }
 
+    /// The latest row of one window with its stored sketch, if that row is
+    /// settled (final or restated).
+    pub fn settled_row(&self, window: &WindowKey) -> Result<Option<(Row, Vec<u8>)>, StoreError> {
+        let code = key_type_code(window.key_type);
+        let id = (code, window.key.as_str(), window.granularity_ms, window.window_start);
+        let table = self.txn.open_table(ROWS).or_store(&self.target)?;
+        let Some(value) = table.get(id).or_store(&self.target)? else { return Ok(None) };
+        let row = self.row(id, value.value())?;
+        if row.status == Status::Partial {
+            return Ok(None);
+        }
+        let sketch = decode_row(value.value()).map(|v| v.sketch.to_vec()).unwrap_or_default();
+        Ok(Some((row, sketch)))
+    }
+
     /// One state entry of the committed epoch, by its key.
     pub fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let table = self.txn.open_table(STATE).or_store(&self.target)?;
