@@ -136,6 +136,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     plan.source.leave_open = options.leave_open;
     let finish = Arc::clone(&plan.source.finish);
     let sources = options.workers.max(1);
+    let leave_open = options.leave_open;
     plan.restored = Arc::new(output.restored);
     plan.committed_windows = output.committed_windows;
     if !output.resumed.is_empty() {
@@ -150,7 +151,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         let plan = plan.clone();
         let errors = Arc::clone(&plan.errors);
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
-        let settled = || probe.done() || finish.committed(sources, probe.with_frontier(|f| f.iter().next().copied()));
+        let settled = || probe.done() || (leave_open && finish.committed(sources, probe.with_frontier(|f| f.iter().next().copied())));
         worker.step_or_park_while(Some(Duration::from_millis(20)), || !settled() && errors.lock().map(|e| e.is_none()).unwrap_or(false));
     })
     .map_err(RunError::Cluster)?;
