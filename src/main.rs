@@ -31,8 +31,8 @@ enum Command {
     Log(LogCommand),
     /// Write the committed rows of the embedded store as NDJSON.
     Export(ExportArgs),
-    /// Recount the log independently of the dataflow and compare every
-    /// committed final and restated row; exit 0 only without mismatches.
+    /// Recount the log independently of the dataflow and compare it with the
+    /// committed windows and late ledger; exit 0 only without mismatches.
     Verify(VerifyArgs),
     /// Serve the HTTP ingest API in front of the embedded log.
     Ingest(IngestArgs),
@@ -85,9 +85,13 @@ struct UpArgs {
 struct VerifyArgs {
     /// The job whose committed rows to check.
     job: PathBuf,
-    /// Ad catalog CSV; overrides the job's.
+    /// Ad catalog CSV; overrides the job's. Must be the catalog the store's
+    /// last commit was made with.
     #[arg(long)]
     catalog: Option<PathBuf>,
+    /// List the first N mismatches in full (0: only the counts).
+    #[arg(long, value_name = "N", default_value_t = tally::verify::SUMMARY_MISMATCH_LINES)]
+    show: usize,
 }
 
 #[derive(Subcommand)]
@@ -474,21 +478,15 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             return error.exit_code();
         }
     };
+    // Every error reads `verify: …` (a VerifyError says so itself).
     let result = (|| -> Result<tally::verify::Report, String> {
         let catalog = match args.catalog.as_ref().or(job.catalog.as_ref()) {
-            Some(path) => Some(tally::catalog::Catalog::load(path).map_err(|e| e.to_string())?),
+            Some(path) => Some(tally::verify::CatalogFile::load(path).map_err(|e| format!("verify: {e}"))?),
             None => None,
         };
-        let store = read_store(data_dir)?;
-        let committed = store.last_committed().map_err(|e| e.to_string())?.ok_or("the store has no committed epoch")?;
-        let log = tally::log::Log::open(&data_dir.log(), job.partitions, Default::default()).map_err(|e| e.to_string())?;
-        // Check what the job has consumed: the committed offsets.
-        let mut ends = vec![0; log.partitions() as usize];
-        for p in &committed.partitions {
-            ends[p.partition as usize] = p.offset;
-        }
-        let recount = tally::verify::recount(&log, &ends, &job, catalog.as_ref()).map_err(|e| e.to_string())?;
-        tally::verify::compare(&recount, &store).map_err(|e| e.to_string())
+        let store = read_store(data_dir).map_err(|e| format!("verify: {e}"))?;
+        let log = tally::log::Log::open(&data_dir.log(), job.partitions, Default::default()).map_err(|e| format!("verify: {e}"))?;
+        tally::verify::verify(&log, &store, &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
     })();
     match result {
         Ok(report) => {
@@ -500,7 +498,7 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             }
         }
         Err(error) => {
-            eprintln!("error: tally verify: {error}");
+            eprintln!("error: tally {error}");
             2
         }
     }

@@ -1,58 +1,39 @@
-//! Recount step 2: counted clicks into the expected versions of every window
-//! (SEMANTICS.md, "Windows and rows").
+//! Verify step 3: counted clicks into the expected totals of every window
+//! and the expected late ledger (SEMANTICS.md, "Windows and rows").
 //!
-//! A window `W` closes at `W.end + allowed_lateness`. Its final row, version
-//! 1, counts the on-time clicks and the restating clicks whose batch `tau` is
-//! before the close; each later batch that touches `W` adds one restated
-//! version with the cumulative totals, in `tau` order. A window whose first
-//! counted click comes in a batch after the close has no final row: its
-//! first restated row is version 1.
+//! The latest final or restated version of a window counts every counted
+//! click of it: on time, or too late and restating. Which of its versions
+//! first held which click depends on when the frontier moved, so the recount
+//! predicts only the totals. The ledger holds every too-late click,
+//! restating or held, under its 1m window.
 //!
 //! One `(key type, granularity)` pass at a time, so that only that pass's
 //! exact user sets are in memory.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::catalog::{Catalog, UNKNOWN};
-use crate::event::{minute_start, mix64, Click, EventTime, Key, KeyType, UserKey};
+use crate::event::{minute_start, mix64, Click, EventTime, Key, KeyType, RequestId, UserKey, MINUTE_MS};
 use crate::job::Job;
-use crate::row::{Row, Status};
 use crate::store::WindowKey;
 
-/// One expected final or restated version of a window.
+/// What the latest final or restated version of a window must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ExpectedVersion {
-    pub version: u32,
-    /// [`Status::Final`] or [`Status::Restated`].
-    pub status: Status,
+pub struct Totals {
     pub clicks: u64,
     /// The exact number of distinct user keys.
     pub distinct_users: u64,
 }
 
-impl ExpectedVersion {
-    /// This version as the row the job should have committed, with the
-    /// exact distinct count.
-    pub fn row(&self, window: &WindowKey) -> Row {
-        Row {
-            key_type: window.key_type,
-            key: window.key.clone(),
-            granularity_ms: window.granularity_ms,
-            window_start: window.window_start,
-            clicks: self.clicks,
-            distinct_users: self.distinct_users,
-            status: self.status,
-            version: self.version,
-        }
-    }
-}
-
-/// The counted clicks of every partition, ads interned.
+/// The counted and the too-late clicks of every partition, ads interned.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Counted {
     ads: Interner,
+    /// On time or restating.
     clicks: Vec<CountedClick>,
+    /// Restating or held.
+    late: Vec<LateClick>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -61,15 +42,27 @@ struct CountedClick {
     ad: usize,
     ts: EventTime,
     user: UserKey,
-    /// `None` if on time, else the batch that restates it.
-    tau: Option<EventTime>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LateClick {
+    /// Index into `Counted::ads`.
+    ad: usize,
+    ts: EventTime,
+    request_id: RequestId,
 }
 
 impl Counted {
-    /// Keeps a click that counts: on time (`tau = None`) or restating.
-    pub(super) fn push(&mut self, click: &Click, tau: Option<EventTime>) {
+    /// Keeps a click that counts in its windows: on time or restating.
+    pub(super) fn count(&mut self, click: &Click) {
         let ad = self.ads.id(&click.ad);
-        self.clicks.push(CountedClick { ad, ts: click.ts, user: click.user, tau });
+        self.clicks.push(CountedClick { ad, ts: click.ts, user: click.user });
+    }
+
+    /// Keeps a too-late click (restating or held) for the ledger.
+    pub(super) fn late(&mut self, click: &Click) {
+        let ad = self.ads.id(&click.ad);
+        self.late.push(LateClick { ad, ts: click.ts, request_id: click.request_id });
     }
 }
 
@@ -92,24 +85,38 @@ impl Interner {
     }
 }
 
-/// The expected versions of every window of every `group_by` key type and
-/// granularity of `job`.
-pub(super) fn windows(counted: &Counted, job: &Job, catalog: Option<&Catalog>) -> BTreeMap<WindowKey, Vec<ExpectedVersion>> {
+/// The totals of every window of every `group_by` key type and granularity
+/// of `job` that at least one click counts in.
+pub(super) fn windows(counted: &Counted, job: &Job, catalog: Option<&Catalog>) -> BTreeMap<WindowKey, Totals> {
     let mut out = BTreeMap::new();
     for &key_type in &job.group_by {
-        let keys = attribute(counted, key_type, catalog);
+        let keys = attribute(&counted.ads, counted.clicks.iter().map(|c| (c.ad, c.ts)), key_type, catalog);
         for &granularity_ms in &job.windows_ms {
-            let accumulated = accumulate(&counted.clicks, &keys.ids, granularity_ms, job.allowed_lateness_ms);
-            for ((key, window_start), window) in accumulated {
+            for ((key, window_start), users) in accumulate(&counted.clicks, &keys.ids, granularity_ms) {
                 let window_key = WindowKey { key_type, key: keys.keys[key].clone(), granularity_ms, window_start };
-                out.insert(window_key, window.versions());
+                out.insert(window_key, users.totals());
             }
         }
     }
     out
 }
 
-/// The key of every counted click for one key type.
+/// The request ids of the too-late clicks of every `group_by` key and 1m
+/// window (the window's `granularity_ms` is 1m).
+pub(super) fn ledger(counted: &Counted, job: &Job, catalog: Option<&Catalog>) -> BTreeMap<WindowKey, BTreeSet<RequestId>> {
+    let mut out: BTreeMap<WindowKey, BTreeSet<RequestId>> = BTreeMap::new();
+    for &key_type in &job.group_by {
+        let keys = attribute(&counted.ads, counted.late.iter().map(|c| (c.ad, c.ts)), key_type, catalog);
+        for (click, &key) in counted.late.iter().zip(&keys.ids) {
+            let window =
+                WindowKey { key_type, key: keys.keys[key].clone(), granularity_ms: MINUTE_MS, window_start: minute_start(click.ts) };
+            out.entry(window).or_default().insert(click.request_id);
+        }
+    }
+    out
+}
+
+/// The key of every click for one key type.
 struct Attributed {
     keys: Vec<Key>,
     /// Per click, index into `keys`.
@@ -118,14 +125,14 @@ struct Attributed {
 
 /// Campaign and advertiser come from the catalog version valid at the
 /// click's 1m window start; without one (or without a catalog), `unknown`.
-fn attribute(counted: &Counted, key_type: KeyType, catalog: Option<&Catalog>) -> Attributed {
+/// `clicks` are (interned ad, event time).
+fn attribute(ads: &Interner, clicks: impl Iterator<Item = (usize, EventTime)>, key_type: KeyType, catalog: Option<&Catalog>) -> Attributed {
     if key_type == KeyType::Ad {
-        return Attributed { keys: counted.ads.keys.clone(), ids: counted.clicks.iter().map(|c| c.ad).collect() };
+        return Attributed { keys: ads.keys.clone(), ids: clicks.map(|(ad, _)| ad).collect() };
     }
     let mut keys = Interner::default();
-    let ids = counted.clicks.iter().map(|click| {
-        let ad = &counted.ads.keys[click.ad];
-        let found = catalog.and_then(|catalog| catalog.lookup(ad, minute_start(click.ts)));
+    let ids = clicks.map(|(ad, ts)| {
+        let found = catalog.and_then(|catalog| catalog.lookup(&ads.keys[ad], minute_start(ts)));
         let key = match (key_type, found) {
             (KeyType::Campaign, Some((campaign, _))) => campaign.as_str(),
             (KeyType::Advertiser, Some((_, advertiser))) => advertiser.as_str(),
@@ -165,56 +172,29 @@ impl Hasher for MixHasher {
 
 type Mixed = BuildHasherDefault<MixHasher>;
 
-/// What one window has collected, before it is turned into versions.
+/// The clicks and exact users one window has collected.
 #[derive(Debug, Default)]
 struct Window {
-    /// Clicks in the final row: on time, or restating before the close.
-    final_clicks: u64,
-    final_users: HashSet<UserKey, Mixed>,
-    /// Restating clicks of batches at or after the close: users by batch.
-    restated: BTreeMap<EventTime, Vec<UserKey>>,
-}
-
-/// Every click into its window of `granularity_ms`, by (key id, start).
-fn accumulate(
-    clicks: &[CountedClick],
-    keys: &[usize],
-    granularity_ms: u64,
-    allowed_lateness_ms: u64,
-) -> HashMap<(usize, EventTime), Window, Mixed> {
-    let mut windows: HashMap<(usize, EventTime), Window, Mixed> = HashMap::default();
-    for (click, &key) in clicks.iter().zip(keys) {
-        let start = click.ts - click.ts % granularity_ms;
-        let close = start.saturating_add(granularity_ms).saturating_add(allowed_lateness_ms);
-        let window = windows.entry((key, start)).or_default();
-        match click.tau {
-            Some(tau) if tau >= close => window.restated.entry(tau).or_default().push(click.user),
-            _ => {
-                window.final_clicks += 1;
-                window.final_users.insert(click.user);
-            }
-        }
-    }
-    windows
+    clicks: u64,
+    users: HashSet<UserKey, Mixed>,
 }
 
 impl Window {
-    /// The final version (if anything counted before the close), then one
-    /// restated version per later batch, cumulative.
-    fn versions(self) -> Vec<ExpectedVersion> {
-        let (mut clicks, mut users) = (self.final_clicks, self.final_users);
-        let mut versions = Vec::with_capacity(1 + self.restated.len());
-        if clicks > 0 {
-            versions.push(ExpectedVersion { version: 1, status: Status::Final, clicks, distinct_users: users.len() as u64 });
-        }
-        for batch in self.restated.into_values() {
-            clicks += batch.len() as u64;
-            users.extend(batch);
-            let version = u32::try_from(versions.len() + 1).unwrap_or(u32::MAX);
-            versions.push(ExpectedVersion { version, status: Status::Restated, clicks, distinct_users: users.len() as u64 });
-        }
-        versions
+    fn totals(&self) -> Totals {
+        Totals { clicks: self.clicks, distinct_users: self.users.len() as u64 }
     }
+}
+
+/// Every click into its window of `granularity_ms`, by (key id, start).
+fn accumulate(clicks: &[CountedClick], keys: &[usize], granularity_ms: u64) -> HashMap<(usize, EventTime), Window, Mixed> {
+    let mut windows: HashMap<(usize, EventTime), Window, Mixed> = HashMap::default();
+    for (click, &key) in clicks.iter().zip(keys) {
+        let start = click.ts - click.ts % granularity_ms;
+        let window = windows.entry((key, start)).or_default();
+        window.clicks += 1;
+        window.users.insert(click.user);
+    }
+    windows
 }
 
 #[cfg(test)]
@@ -222,19 +202,23 @@ mod tests {
     use super::*;
 
     const MINUTE: u64 = 60_000;
-    const LATENESS: u64 = 10_000;
 
-    fn counted(clicks: &[(&str, u64, u64, Option<u64>)]) -> Counted {
+    /// (ad, ts, user, too late); a too-late click here is restating: it
+    /// counts and is in the ledger.
+    fn counted(clicks: &[(&str, u64, u64, bool)]) -> Counted {
         let mut counted = Counted::default();
-        for (i, &(ad, ts, user, tau)) in clicks.iter().enumerate() {
-            counted.push(&Click { ad: ad.into(), ts, user, request_id: i as u128 }, tau);
+        for (i, &(ad, ts, user, late)) in clicks.iter().enumerate() {
+            let click = Click { ad: ad.into(), ts, user, request_id: i as u128 };
+            counted.count(&click);
+            if late {
+                counted.late(&click);
+            }
         }
         counted
     }
 
     fn job(windows_ms: &[u64], group_by: &[KeyType]) -> Job {
         let mut job = Job::defaults(std::path::Path::new("verify.toml"));
-        job.allowed_lateness_ms = LATENESS;
         job.windows_ms = windows_ms.to_vec();
         job.group_by = group_by.to_vec();
         job
@@ -244,41 +228,45 @@ mod tests {
         WindowKey { key_type, key: key.into(), granularity_ms, window_start }
     }
 
-    fn v(version: u32, status: Status, clicks: u64, distinct_users: u64) -> ExpectedVersion {
-        ExpectedVersion { version, status, clicks, distinct_users }
+    fn t(clicks: u64, distinct_users: u64) -> Totals {
+        Totals { clicks, distinct_users }
     }
 
     #[test]
-    fn restating_batches_before_the_close_fold_into_the_final_row() {
-        // Batch 130s restates the 1m window [0, 60s) (closed at 70s) but is
-        // before the 5m window's close (310s); batch 320s restates both.
-        let c = counted(&[("a", 1_000, 1, None), ("a", 2_000, 2, Some(130_000)), ("a", 3_000, 2, Some(320_000))]);
+    fn a_window_totals_every_counted_click_on_time_or_restating() {
+        let c = counted(&[("a", 1_000, 1, false), ("a", 2_000, 2, true), ("a", 3_000, 2, true), ("a", 61_000, 3, false)]);
         let w = windows(&c, &job(&[MINUTE, 5 * MINUTE], &[KeyType::Ad]), None);
-        let one = &w[&window(KeyType::Ad, "a", MINUTE, 0)];
-        assert_eq!(one, &[v(1, Status::Final, 1, 1), v(2, Status::Restated, 2, 2), v(3, Status::Restated, 3, 2)]);
-        let five = &w[&window(KeyType::Ad, "a", 5 * MINUTE, 0)];
-        assert_eq!(five, &[v(1, Status::Final, 2, 2), v(2, Status::Restated, 3, 2)]);
+        assert_eq!(w[&window(KeyType::Ad, "a", MINUTE, 0)], t(3, 2));
+        assert_eq!(w[&window(KeyType::Ad, "a", MINUTE, MINUTE)], t(1, 1));
+        assert_eq!(w[&window(KeyType::Ad, "a", 5 * MINUTE, 0)], t(4, 3));
+        assert_eq!(w.len(), 3);
     }
 
     #[test]
-    fn a_window_first_counted_after_its_close_starts_restated_at_version_1() {
-        let c = counted(&[("a", 61_000, 1, Some(200_000)), ("a", 62_000, 2, Some(200_000)), ("a", 63_000, 3, Some(201_000))]);
-        let w = windows(&c, &job(&[MINUTE], &[KeyType::Ad]), None);
-        assert_eq!(w[&window(KeyType::Ad, "a", MINUTE, MINUTE)], [v(1, Status::Restated, 2, 2), v(2, Status::Restated, 3, 3)]);
+    fn the_ledger_holds_too_late_ids_by_key_and_1m_window() {
+        let catalog = Catalog::parse("a,c1,x,0\n").unwrap();
+        let c = counted(&[("a", 1_000, 1, true), ("b", 2_000, 2, true), ("a", 3_000, 2, false), ("a", 61_000, 3, true)]);
+        let l = ledger(&c, &job(&[5 * MINUTE], &[KeyType::Ad, KeyType::Campaign]), Some(&catalog));
+        assert_eq!(l[&window(KeyType::Ad, "a", MINUTE, 0)], BTreeSet::from([0]));
+        assert_eq!(l[&window(KeyType::Ad, "a", MINUTE, MINUTE)], BTreeSet::from([3]));
+        assert_eq!(l[&window(KeyType::Ad, "b", MINUTE, 0)], BTreeSet::from([1]));
+        assert_eq!(l[&window(KeyType::Campaign, "c1", MINUTE, 0)], BTreeSet::from([0]));
+        assert_eq!(l[&window(KeyType::Campaign, UNKNOWN, MINUTE, 0)], BTreeSet::from([1]));
+        assert_eq!(l.len(), 6);
     }
 
     #[test]
     fn campaign_follows_the_catalog_at_the_clicks_1m_window_start() {
         let catalog = Catalog::parse("a,c1,x,0\na,c2,y,120000\n").unwrap();
-        let c = counted(&[("a", 119_999, 1, None), ("a", 120_000, 2, None), ("b", 5, 3, None)]);
+        let c = counted(&[("a", 119_999, 1, false), ("a", 120_000, 2, false), ("b", 5, 3, false)]);
         let job = job(&[MINUTE, 5 * MINUTE], &[KeyType::Campaign, KeyType::Advertiser]);
         let w = windows(&c, &job, Some(&catalog));
-        assert_eq!(w[&window(KeyType::Campaign, "c1", 5 * MINUTE, 0)], [v(1, Status::Final, 1, 1)]);
-        assert_eq!(w[&window(KeyType::Campaign, "c2", 5 * MINUTE, 0)], [v(1, Status::Final, 1, 1)]);
-        assert_eq!(w[&window(KeyType::Advertiser, "y", MINUTE, 2 * MINUTE)], [v(1, Status::Final, 1, 1)]);
-        assert_eq!(w[&window(KeyType::Campaign, UNKNOWN, MINUTE, 0)], [v(1, Status::Final, 1, 1)]);
+        assert_eq!(w[&window(KeyType::Campaign, "c1", 5 * MINUTE, 0)], t(1, 1));
+        assert_eq!(w[&window(KeyType::Campaign, "c2", 5 * MINUTE, 0)], t(1, 1));
+        assert_eq!(w[&window(KeyType::Advertiser, "y", MINUTE, 2 * MINUTE)], t(1, 1));
+        assert_eq!(w[&window(KeyType::Campaign, UNKNOWN, MINUTE, 0)], t(1, 1));
         assert!(!w.keys().any(|k| k.key_type == KeyType::Ad), "ad is not in group_by");
         let without = windows(&c, &job, None);
-        assert_eq!(without[&window(KeyType::Advertiser, UNKNOWN, 5 * MINUTE, 0)], [v(1, Status::Final, 3, 3)]);
+        assert_eq!(without[&window(KeyType::Advertiser, UNKNOWN, 5 * MINUTE, 0)], t(3, 3));
     }
 }

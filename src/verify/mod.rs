@@ -1,4 +1,4 @@
-//! `tally verify`: an independent recount of the log, compared with the rows
+//! `tally verify`: an independent recount of the log, compared with what
 //! the job committed to the store.
 //!
 //! The recount implements SEMANTICS.md from scratch and shares no code with
@@ -8,20 +8,44 @@
 //! (about 2 s per million clicks on one core, most of it in the exact
 //! distinct-user sets).
 //!
-//! Three steps, one module each:
+//! Four steps, one module each:
 //!
-//! 1. [`mod@judge`]: the fate of every click of a partition (duplicate, on time,
-//!    too late and restating in batch `tau`, too late and held), from the
-//!    partition watermark and the dedup memory.
-//! 2. [`mod@expected`]: the counted clicks into windows of every granularity and
-//!    `group_by` key, and each window into its expected versions: the final
-//!    row (version 1) and one restated row per later batch.
-//! 3. [`mod@compare`]: every expected version against the store's version history
-//!    and every stored final/restated version against the recount.
+//! 1. [`mod@settings`]: the store's recorded settings against the job file
+//!    and the catalog given; a store made under other counting settings or
+//!    another catalog is refused, not compared.
+//! 2. [`mod@judge`]: the fate of every click of a partition (duplicate, on
+//!    time, too late and restating, too late and held), from the partition
+//!    watermark and the dedup memory.
+//! 3. [`mod@expected`]: the counted clicks into the totals of every window of
+//!    every granularity and `group_by` key, and the too-late clicks into the
+//!    late ledger.
+//! 4. [`mod@compare`]: the recount against one snapshot of the store.
 //!
 //! # What is checked, and how exactly
 //!
-//! - `clicks`, `status` and `version` must match exactly.
+//! The recount reads every partition from offset 0 to the offsets of the
+//! store's last commit, and compares on the same snapshot:
+//!
+//! - **The newest version of every settled window** (the latest `final` or
+//!   `restated` row) must hold the recount's totals of the window: every
+//!   counted click, on time or too late and restating. `clicks` exactly;
+//!   `distinct_users` within a tolerance (below).
+//! - **The version history of every settled window** must be well formed:
+//!   versions numbered 1, 2, … without gaps, version 1 `final` or
+//!   `restated`, every later one `restated`, clicks never going down from
+//!   one version to the next; and the latest row (what queries read) must
+//!   be the newest version. How many versions a window went through, and
+//!   what each intermediate one held, depends on when the frontier moved
+//!   (the wall clock, in a live run), so they are not compared with the
+//!   recount.
+//! - **Windows that must be settled are**: a window the recount counts a
+//!   click in, whose end plus `allowed_lateness` is at or below the store's
+//!   committed epoch (the frontier of the last commit), must have a settled
+//!   row. A settled window the recount counts no click in is a mismatch too.
+//! - **The late ledger**: per key and 1m window, the request ids in the
+//!   ledger must be those of the recount's too-late clicks (restating and
+//!   held). The batch an entry was written in depends on timing and is not
+//!   compared.
 //! - `distinct_users` in the store is a HyperLogLog estimate; the recount
 //!   knows the exact number of distinct *user keys* (the log holds keyed user
 //!   hashes, never raw user ids, so distinct keys is what the sketch
@@ -30,34 +54,43 @@
 //!   of a dense sketch with 4096 registers (1.04/√4096 = 1.625 %), and at
 //!   least ±2 for the sparse, near-exact range. See [`distinct_tolerance`].
 //!   It is not checked at all when the job does not measure `distinct_users`.
-//! - Partial rows are informative only (SEMANTICS.md) and are not checked.
+//!
+//! Not checked: windows still open (no settled row, and end plus
+//! `allowed_lateness` beyond the committed epoch), and partial rows, which
+//! are informative only (SEMANTICS.md).
 //!
 //! # What is assumed
 //!
-//! The recount treats `ends` as the end of the input: every window it sees
-//! is expected to be settled. Verifying a bounded run after it finished is
-//! exact; verifying a live job flags the windows it has not closed yet as
-//! missing. The recount also never raises a partition's idle floor (a bounded
-//! replay from offset 0 has no idle partitions in the contract's sense), so
-//! a live run whose floor moved may legitimately differ.
+//! - The log still starts at offset 0 in every partition (else the recount
+//!   refuses: retention deleted what it would need) and the store still
+//!   holds every window the log's clicks fall in (rows retention is not
+//!   taken into account).
+//! - The catalog given is the one the last commit was made with (checked by
+//!   fingerprint when the store records its settings; a store from before
+//!   settings were recorded cannot be checked, and the report says so).
+//!   Every window is recounted with this one catalog: if an earlier run
+//!   used another, campaign and advertiser windows it settled may show as
+//!   mismatches.
 
 pub mod compare;
 pub mod expected;
 pub mod judge;
+pub mod settings;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
 use crate::catalog::Catalog;
+use crate::event::RequestId;
 use crate::job::Job;
 use crate::log::{Log, LogError};
-use crate::row::Row;
-use crate::store::{StoreError, WindowKey};
+use crate::store::{EmbeddedReader, Snapshot, StoreError, WindowKey};
 
-pub use compare::{compare, distinct_tolerance, Mismatch, Report, MAX_MISMATCHES_KEPT, SUMMARY_MISMATCH_LINES};
-pub use expected::ExpectedVersion;
+pub use compare::{compare, distinct_tolerance, Mismatch, MismatchKind, Report, SUMMARY_MISMATCH_LINES};
+pub use expected::Totals;
 pub use judge::{Fate, Rules};
+pub use settings::CatalogFile;
 
 /// Clicks read from a partition per [`crate::log::LogReader::read`] call.
 const READ_BATCH_CLICKS: usize = 64 * 1024;
@@ -70,9 +103,13 @@ pub enum VerifyError {
     Log(#[from] LogError),
     #[error("verify: {0}")]
     Store(#[from] StoreError),
-    /// The job's settings cannot be recounted (they would divide by zero).
+    /// The job's settings cannot be recounted.
     #[error("verify: job setting {key}: {reason}")]
     Job { key: &'static str, reason: String },
+    #[error("verify: the store has no committed epoch")]
+    NothingCommitted,
+    #[error("verify: the store's last commit has a checkpoint of partition {partition}, the log has {partitions} partitions")]
+    CheckpointPartition { partition: u32, partitions: u32 },
     #[error("verify: {given} end offsets given, the log has {partitions} partitions")]
     EndsCount { given: usize, partitions: u32 },
     #[error("verify: partition {partition}: end offset {end} is beyond the log's end offset {log_end}")]
@@ -83,6 +120,17 @@ pub enum VerifyError {
     Retained { partition: u32, oldest: u64 },
     #[error("verify: partition {partition}: the log ended at offset {offset}, before the end offset {end}")]
     ShortRead { partition: u32, offset: u64, end: u64 },
+    /// The store's settings record cannot be read.
+    #[error("verify: {0}")]
+    Settings(String),
+    /// The job file counts differently from the job that made the store.
+    #[error(
+        "verify: the store was committed with {key} = {stored}, the job file has {given}; verify with the job file the store was made with"
+    )]
+    Incompatible { key: &'static str, stored: String, given: String },
+    /// The catalog given is not the one the store's last commit was made with.
+    #[error("verify: {0}")]
+    Catalog(String),
 }
 
 /// How the recount judged the clicks it read.
@@ -95,38 +143,34 @@ pub struct RecountStats {
     pub held: u64,
 }
 
-/// The expected final and restated versions of every window, per
-/// SEMANTICS.md.
+/// What the store must hold per SEMANTICS.md, for the clicks up to the end
+/// offsets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recount {
-    /// Per window, its versions in version order (never empty).
-    windows: BTreeMap<WindowKey, Vec<ExpectedVersion>>,
+    /// Per window with at least one counted click, its totals.
+    windows: BTreeMap<WindowKey, Totals>,
+    /// Per key and 1m window (`granularity_ms` 1m) with too-late clicks,
+    /// their request ids.
+    ledger: BTreeMap<WindowKey, BTreeSet<RequestId>>,
     stats: RecountStats,
     /// Whether the job measures `distinct_users` (else it is not compared).
     distinct_users: bool,
+    allowed_lateness_ms: u64,
 }
 
 impl Recount {
-    /// Number of windows with at least one expected version.
-    pub fn windows(&self) -> usize {
-        self.windows.len()
+    /// The totals of every window with at least one counted click.
+    pub fn windows(&self) -> &BTreeMap<WindowKey, Totals> {
+        &self.windows
+    }
+
+    /// The too-late request ids of every key and 1m window that has any.
+    pub fn ledger(&self) -> &BTreeMap<WindowKey, BTreeSet<RequestId>> {
+        &self.ledger
     }
 
     pub fn stats(&self) -> &RecountStats {
         &self.stats
-    }
-
-    /// The expected versions of one window, oldest first; empty if the
-    /// window has none.
-    pub fn versions(&self, window: &WindowKey) -> &[ExpectedVersion] {
-        self.windows.get(window).map_or(&[], Vec::as_slice)
-    }
-
-    /// Every expected version as a row, by window then version;
-    /// `distinct_users` is the exact count.
-    pub fn rows(&self) -> Vec<Row> {
-        let rows = self.windows.iter().flat_map(|(window, versions)| versions.iter().map(move |v| v.row(window)));
-        rows.collect()
     }
 }
 
@@ -144,8 +188,39 @@ pub fn recount(log: &Log, ends: &[u64], job: &Job, catalog: Option<&Catalog>) ->
     for (partition, &end) in (0..).zip(ends) {
         recount_partition(log, partition, end, &rules, &mut counted, &mut stats)?;
     }
-    let windows = expected::windows(&counted, job, catalog);
-    Ok(Recount { windows, stats, distinct_users: job.distinct_users })
+    Ok(Recount {
+        windows: expected::windows(&counted, job, catalog),
+        ledger: expected::ledger(&counted, job, catalog),
+        stats,
+        distinct_users: job.distinct_users,
+        allowed_lateness_ms: job.allowed_lateness_ms,
+    })
+}
+
+/// `tally verify`: checks the store's settings against `job` and `catalog`,
+/// recounts the log up to the offsets of the store's last commit and
+/// compares, all on one snapshot of the store. The report lists the first
+/// `show` mismatches in full.
+pub fn verify(log: &Log, store: &EmbeddedReader, job: &Job, catalog: Option<&CatalogFile>, show: usize) -> Result<Report, VerifyError> {
+    let snapshot = store.snapshot()?;
+    let note = settings::check(&snapshot, job, catalog.map(|c| &c.stamp))?;
+    let ends = committed_ends(&snapshot, log.partitions())?;
+    let recount = recount(log, &ends, job, catalog.map(|c| &c.catalog))?;
+    let mut report = compare(&recount, &snapshot, show)?;
+    report.notes.extend(note);
+    Ok(report)
+}
+
+/// The offsets of the last commit, per partition of a log of `partitions`
+/// (0 for a partition never checkpointed).
+pub fn committed_ends(snapshot: &Snapshot, partitions: u32) -> Result<Vec<u64>, VerifyError> {
+    let committed = snapshot.last_committed()?.ok_or(VerifyError::NothingCommitted)?;
+    let mut ends = vec![0; partitions as usize];
+    for checkpoint in &committed.partitions {
+        let end = ends.get_mut(checkpoint.partition as usize);
+        *end.ok_or(VerifyError::CheckpointPartition { partition: checkpoint.partition, partitions })? = checkpoint.offset;
+    }
+    Ok(ends)
 }
 
 fn check_ends(log: &Log, ends: &[u64]) -> Result<(), VerifyError> {
@@ -165,7 +240,8 @@ fn check_ends(log: &Log, ends: &[u64]) -> Result<(), VerifyError> {
 }
 
 /// Judges the clicks of one partition in offset order and keeps the counted
-/// ones. The dedup memory lives only as long as the partition is read.
+/// and the too-late ones. The dedup memory lives only as long as the
+/// partition is read.
 fn recount_partition(
     log: &Log,
     partition: u32,
@@ -187,14 +263,18 @@ fn recount_partition(
             stats.clicks_read += 1;
             match judge.judge(click) {
                 Fate::Duplicate => stats.duplicates += 1,
-                Fate::Held => stats.held += 1,
                 Fate::OnTime => {
                     stats.on_time += 1;
-                    counted.push(click, None);
+                    counted.count(click);
                 }
-                Fate::Restating { tau } => {
+                Fate::Restating => {
                     stats.restating += 1;
-                    counted.push(click, Some(tau));
+                    counted.count(click);
+                    counted.late(click);
+                }
+                Fate::Held => {
+                    stats.held += 1;
+                    counted.late(click);
                 }
             }
         }

@@ -13,13 +13,16 @@
 //! strings; the engine's value is a HyperLogLog estimate, so tests compare
 //! the two with a tolerance.
 //!
+//! The rows are the full version history of a data-driven run (a file read
+//! from the start, SEMANTICS.md "Data-driven runs are deterministic in
+//! full"): the final row, then one restated row per later restating batch
+//! `tau`. A window with no on-time click and no restating click of a batch
+//! before its close has no final row: its first batch is `restated`, version
+//! one. Whatever the run, the newest row of a window is the total of its
+//! counted clicks.
+//!
 //! Rules the contract leaves open, and what this recount does (the engine
 //! must match):
-//! - A window with no on-time click and no restating click applied before it
-//!   closed has NO final row. Its first restating batch emits a row with
-//!   status `restated` and version 1; later batches count up from there. (The
-//!   engine holds no state for such a window when it closes, so it has no
-//!   final value to emit.)
 //! - A blank line in the log is an invalid line (it is not a JSON object).
 //!   A final newline does not start another line.
 //! - In the catalog, a 3-field row is valid from 0 (always); a row whose
@@ -38,6 +41,8 @@ const MINUTE_MS: u64 = 60_000;
 const UNKNOWN: &str = "unknown";
 const MAX_ID_BYTES: usize = 64;
 const MAX_USER_ID_BYTES: usize = 128;
+/// The largest valid timestamp: the last millisecond of the year 9999 UTC.
+const MAX_EVENT_TIME_MS: u64 = 253_402_300_799_999;
 
 /// The job settings the recount depends on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +184,7 @@ fn parse_click(line: &str) -> Option<Click> {
         return None;
     }
     // `as_u64` is `None` for negative integers and for any float (`1.0`, `1e3`).
-    let ts = object.get("timestamp")?.as_u64()?;
+    let ts = object.get("timestamp")?.as_u64().filter(|&ts| ts <= MAX_EVENT_TIME_MS)?;
     let request_id = object.get("request_id")?.as_str()?;
     let request_uuid = parse_uuid(request_id)?;
 
@@ -270,18 +275,18 @@ fn judge_partition(clicks: Vec<Click>, p: &Params) -> (Vec<Judged>, u64) {
     let mut judged = Vec::new();
     let mut duplicates = 0;
     for click in clicks {
+        // The partition's own progress minus slack, and nothing else.
         let watermark = max_ts.saturating_sub(p.slack_ms);
         max_ts = max_ts.max(click.ts);
-        let floor = max_ts.saturating_sub(p.dedup_horizon_ms);
-        if let Some(&remembered) = memory.get(&click.request_uuid) {
-            if remembered >= floor {
-                duplicates += 1;
-                continue;
-            }
-        }
+        let oldest = max_ts.saturating_sub(p.dedup_horizon_ms);
         // Remembered at the partition's event-time progress, not the click's
-        // own time: a retry of a very late click is still caught.
-        memory.insert(click.request_uuid, max_ts);
+        // own time (a retry of a very late click is still caught), and on
+        // every sighting, duplicate or not (the horizon slides).
+        let remembered = memory.insert(click.request_uuid, max_ts);
+        if remembered.is_some_and(|remembered| remembered >= oldest) {
+            duplicates += 1;
+            continue;
+        }
         let fate = fate_of(click.ts, watermark, p);
         judged.push(Judged { click, fate });
     }
@@ -419,7 +424,7 @@ fn window_rows(judged: &[Judged], catalog: &Catalog, p: &Params) -> Vec<Expected
 /// row per restating batch at or after the close, with running totals.
 fn rows_of_window(window: &WindowKey, clicks: &[&Judged], lateness_ms: u64) -> Vec<ExpectedRow> {
     let (key_type, key, granularity_ms, window_start) = window;
-    let closes_at = (window_start + granularity_ms).saturating_add(lateness_ms);
+    let closes_at = window_start.saturating_add(*granularity_ms).saturating_add(lateness_ms);
 
     let mut before_close: Vec<&Click> = Vec::new();
     let mut batches: BTreeMap<u64, Vec<&Click>> = BTreeMap::new();
@@ -604,9 +609,10 @@ mod tests {
             String::new(),                                                                                    // 17 blank
             click(&"A.b_c:d-9".repeat(8)[..64], 2_000, &"é".repeat(64), &rid(7).to_uppercase()),              // 18 ok
             format!(r#"{{"ad_id":"a","timestamp":3,"user_id":"u","request_id":"{r}","campaign_id":"c-1"}}"#), // 19 ok
+            click("a", MAX_EVENT_TIME_MS + 1, "u1", &rid(8)),                                                 // 20 after 9999
         ];
         let recount = recount(&log(&lines), None, &params());
-        assert_eq!(recount.invalid_lines, vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]);
+        assert_eq!(recount.invalid_lines, vec![2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 20]);
         assert_eq!(window(&recount, "ad", "a", MINUTE_MS, 0), vec![fin(2, 2)]);
         assert_eq!(recount.rows.len(), 2);
     }
@@ -625,12 +631,37 @@ mod tests {
         let lines = [
             click("a", 0, "u1", &rid(1)),
             click("a", 20_000, "u2", &rid(2)),
-            // max_ts 20 000, floor 10 000: the remembered 0 is forgotten.
+            // max_ts 20 000, oldest 10 000: the remembered 0 is forgotten.
             click("a", 20_000, "u3", &rid(1)),
         ];
         let r = recount(&log(&lines), None, &p);
         assert_eq!(r.duplicates, 0);
         assert_eq!(window(&r, "ad", "a", MINUTE_MS, 0), vec![fin(3, 3)]);
+    }
+
+    #[test]
+    fn every_sighting_refreshes_the_dedup_memory() {
+        // Horizon 60 s; each click moves max_ts to its own time.
+        let p = Params { dedup_horizon_ms: 60_000, ..params() };
+        let (x, y) = (rid(1), rid(2));
+        let lines = [
+            click("a", 0, "u1", &x),       // counted; X remembered at 0
+            click("a", 2_000, "u2", &y),   // counted
+            click("a", 50_000, "u1", &x),  // 0 >= 50 000 - 60 000 (0): duplicate; X now at 50 000
+            click("a", 61_000, "u1", &x),  // 50 000 >= 1 000: duplicate (at 0 only, it would count); X at 61 000
+            click("a", 115_000, "u1", &x), // 61 000 >= 55 000: duplicate; X at 115 000
+        ];
+        let r = recount(&log(&lines), None, &p);
+        assert_eq!(r.duplicates, 3);
+        assert_eq!(window(&r, "ad", "a", MINUTE_MS, 0), vec![fin(2, 2)]);
+        assert_eq!(window(&r, "ad", "a", MINUTE_MS, MINUTE_MS), vec![]);
+
+        // A sighting more than one horizon after the one before it counts.
+        let mut lines = lines[..4].to_vec();
+        lines.push(click("a", 121_001, "u1", &x)); // 61 000 < 121 001 - 60 000: counted
+        let r = recount(&log(&lines), None, &p);
+        assert_eq!(r.duplicates, 2);
+        assert_eq!(window(&r, "ad", "a", MINUTE_MS, 2 * MINUTE_MS), vec![fin(1, 1)]);
     }
 
     #[test]
@@ -647,17 +678,17 @@ mod tests {
     }
 
     #[test]
-    fn dedup_floor_includes_the_retry_itself_and_is_inclusive() {
+    fn dedup_horizon_includes_the_retry_itself_and_is_inclusive() {
         let p = Params { dedup_horizon_ms: 10_000, ..params() };
         let lines = [
             click("a", 0, "u1", &rid(1)),
-            // The retry itself moves max_ts to 15 000: floor 5 000 > 0, not a duplicate.
+            // The retry itself moves max_ts to 15 000: oldest 5 000 > 0, not a duplicate.
             click("a", 15_000, "u1", &rid(1)),
             click("a", 16_000, "u2", &rid(2)),
-            // floor 10 000 <= 16 000 remembered: duplicate.
+            // oldest 10 000 <= 16 000 remembered: duplicate.
             click("a", 20_000, "u2", &rid(2)),
             click("a", 30_000, "u3", &rid(3)),
-            // max_ts 40 000, floor exactly 30 000 = remembered: still a duplicate.
+            // max_ts 40 000, oldest exactly 30 000 = remembered: still a duplicate.
             click("a", 40_000, "u3", &rid(3)),
         ];
         let r = recount(&log(&lines), None, &p);
