@@ -516,21 +516,37 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
     }
 }
 
-/// On SIGINT or SIGTERM: wait for a commit in flight, then exit 0. What was
-/// committed is durable; the epoch in progress was not, and a restart reads
-/// it again from the committed offsets.
+/// On SIGINT or SIGTERM: [`stop_cleanly`]. What was committed is durable;
+/// the epoch in progress was not, and a restart reads it again from the
+/// committed offsets.
 fn stop_cleanly_on_signal(lock: dataflow::CommitLock) -> Result<(), RunError> {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| RunError::Usage(format!("signal handler: {e}")))?;
     }
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(lock);
     std::thread::spawn(move || loop {
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let _no_commit_in_flight = lock.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("stopped by signal: every committed epoch is durable; the epoch in progress is read again on restart");
-            std::process::exit(0);
+            stop_cleanly();
         }
         std::thread::sleep(Duration::from_millis(20));
     });
     Ok(())
+}
+
+/// The commit locks of the runs in this process, for [`stop_cleanly`].
+static RUNNING: Mutex<Vec<dataflow::CommitLock>> = Mutex::new(Vec::new());
+
+/// Ends the process after a stop request: waits for every run's commit in
+/// flight and keeps the next one from starting, closes every embedded store
+/// of the process cleanly (so that `export` and `verify` open it without a
+/// repair), and exits 0. Callers racing it wait for its exit.
+pub fn stop_cleanly() -> ! {
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    let _no_commit_in_flight: Vec<_> = running.iter().map(|lock| lock.lock().unwrap_or_else(|e| e.into_inner())).collect();
+    match crate::store::embedded::close_all() {
+        Ok(_) => eprintln!("stopped by signal: every committed epoch is durable; the epoch in progress is read again on restart"),
+        Err(error) => eprintln!("stopped by signal: every committed epoch is durable, but closing the store failed: {error}"),
+    }
+    std::process::exit(0);
 }

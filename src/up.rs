@@ -63,8 +63,10 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir) -> Result<(), String> {
 }
 
 /// Runs ingest, `job` on the same embedded log, and the query API with the
-/// dashboard, until SIGINT or SIGTERM (or until the job fails, which ends
-/// the process: restart it to resume from the last committed epoch).
+/// dashboard, until SIGINT or SIGTERM, which end the process after the
+/// commit in flight with the store closed cleanly (or until the job fails,
+/// which ends the process: restart it to resume from the last committed
+/// epoch).
 pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOptions) -> Result<(), String> {
     check_embedded(job)?;
     let log = open_log(data_dir, job.partitions, job.log_retention_ms)?;
@@ -119,7 +121,10 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     }
     let state = Arc::new(QueryState { store: reader, ingest: Some(Arc::clone(&service.ingest)), job: Some(job_stats), clock: now_ms });
     let openapi = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON).to_string();
-    serve(service, crate::query::router(state), openapi)
+    serve(service, crate::query::router(state), openapi)?;
+    // Stopped by a signal: stop the job as its own handler would (it may
+    // not have seen the signal yet), so that the store is closed cleanly.
+    crate::run::stop_cleanly()
 }
 
 /// The demo generator's catalog, written into the data directory.

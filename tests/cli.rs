@@ -730,6 +730,12 @@ fn free_addr() -> String {
 /// Waits until something listens on `addr`, then stops the service with
 /// SIGTERM; returns how it ended.
 fn start_then_terminate(command: Command, addr: &str) -> Finished {
+    terminate_after(command, addr, Duration::ZERO)
+}
+
+/// Like [`start_then_terminate`], letting the service run for `settle`
+/// once it listens.
+fn terminate_after(command: Command, addr: &str, settle: Duration) -> Finished {
     let mut running = spawn(command);
     let started = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
@@ -739,9 +745,14 @@ fn start_then_terminate(command: Command, addr: &str) -> Finished {
         assert!(started.elapsed() < CHILD_TIMEOUT, "{} never listened on {addr}", running.what);
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid = running.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    std::thread::sleep(settle);
+    signal(&running, "-TERM");
     wait_all(vec![running]).pop().expect("one child")
+}
+
+fn signal(running: &Running, signal: &str) {
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
 }
 
 #[test]
@@ -767,6 +778,97 @@ fn up_without_auth_says_so_and_stops_cleanly_on_sigterm() {
     assert!(done.stderr.contains("request signatures OFF"), "{}", done.stderr);
     assert!(done.stderr.contains("job: embedded"), "{}", done.stderr);
     assert_no_panic(&done.stderr);
+}
+
+// ---------------------------------------------------------------- stopping the embedded job
+
+const EMBEDDED_JOB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/embedded.toml");
+
+/// Opens the store file read-only the way redb does beside a writer, which
+/// refuses ("repair aborted") a file that was not closed cleanly.
+fn assert_store_closed_cleanly(data_dir: &Path) {
+    let path = data_dir.join("store").join("store.redb");
+    let mut builder = redb::Builder::new();
+    builder.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    if let Err(error) = builder.open_read_only(&path) {
+        panic!("{} was not closed cleanly: {error}", path.display());
+    }
+}
+
+/// `tally --data-dir DIR` plus `args`.
+fn in_data_dir(dir: &Path, args: &[&str]) -> Command {
+    let mut command = tally();
+    command.arg("--data-dir").arg(dir).args(args);
+    command
+}
+
+/// `tally export` of the embedded job into `DIR/export.ndjson`: its rows.
+fn export_rows(dir: &Path) -> Vec<Value> {
+    let rows = dir.join("export.ndjson");
+    let mut export = in_data_dir(dir, &["export", EMBEDDED_JOB, "--output"]);
+    export.arg(&rows);
+    run_ok(export);
+    read_rows(&rows)
+}
+
+/// Imports `clicks` generated clicks into the log of `dir`; returns the
+/// catalog.
+fn import_generated(dir: &Path, clicks: u64) -> PathBuf {
+    let (clicks, catalog) = generate(dir, clicks);
+    let mut import = in_data_dir(dir, &["log", "import"]);
+    import.arg(&clicks);
+    run_ok(import);
+    catalog
+}
+
+/// Starts the embedded job live on `dir` and waits until it has committed.
+fn start_live_job(dir: &Path, catalog: &Path) -> Running {
+    let mut command = in_data_dir(dir, &["run", EMBEDDED_JOB, "--catalog"]);
+    command.arg(catalog);
+    let running = spawn(command);
+    let store = dir.join("store").join("store.redb");
+    let started = Instant::now();
+    while !store.exists() {
+        assert!(started.elapsed() < CHILD_TIMEOUT, "the job never created its store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    running
+}
+
+#[test]
+fn up_stopped_by_sigterm_leaves_a_store_that_export_and_verify_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let command = in_data_dir(dir.path(), &["up", "--no-auth", "--demo", "--addr", &addr]);
+    let done = terminate_after(command, &addr, Duration::from_secs(6));
+    assert_eq!(done.code(), Some(0), "{}", done.stderr);
+    assert!(done.stderr.contains("every committed epoch is durable"), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
+    assert_store_closed_cleanly(dir.path());
+    assert!(!export_rows(dir.path()).is_empty(), "the demo's clicks were committed");
+    // `verify` expects every window settled: a bounded run resumes from the
+    // stop and finalizes them.
+    let catalog = dir.path().join("demo-catalog.csv");
+    for args in [&["run", EMBEDDED_JOB, "--bounded", "--catalog"][..], &["verify", EMBEDDED_JOB, "--catalog"]] {
+        let mut command = in_data_dir(dir.path(), args);
+        command.arg(&catalog);
+        run_ok(command);
+    }
+}
+
+#[test]
+fn a_live_job_stopped_by_sigterm_closes_its_store_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = import_generated(dir.path(), 5_000);
+    let running = start_live_job(dir.path(), &catalog);
+    signal(&running, "-TERM");
+    let done = wait_all(vec![running]).pop().expect("one child");
+    assert_eq!(done.code(), Some(0), "{}", done.stderr);
+    assert!(done.stderr.contains("stopped by signal: every committed epoch is durable"), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
+    assert_store_closed_cleanly(dir.path());
+    assert!(!export_rows(dir.path()).is_empty());
 }
 
 #[test]

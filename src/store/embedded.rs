@@ -37,9 +37,13 @@
 //!   another process, fails with [`StoreError::Locked`].
 //! - Readers without the lock: [`EmbeddedStore::open_read_only`] (export,
 //!   verify, query) sees committed transactions only, and each
-//!   [`Snapshot`] is one consistent point in the commit history. A file left
-//!   unrepaired by a crash cannot be opened read-only until the job's next
-//!   [`EmbeddedStore::open`] repairs it.
+//!   [`Snapshot`] is one consistent point in the commit history.
+//! - A clean stop leaves a clean file: [`close_all`] (called by a stop on
+//!   SIGINT/SIGTERM, just before the process exits) waits for a commit in
+//!   flight and closes every store of the process, so redb records its
+//!   allocator state and marks the file clean.
+//! - A file left unrepaired by a crash cannot be opened read-only until the
+//!   job's next [`EmbeddedStore::open`] repairs it.
 //! - Reads of the ledger by window and sweeps scan their whole table: they
 //!   serve export, verify and retention, not the hot path.
 
@@ -50,7 +54,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 
 use redb::{
     Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
@@ -106,8 +110,86 @@ impl std::fmt::Debug for EmbeddedStore {
 /// The writable database and the directory lock. Fields drop in order: the
 /// database is closed before the lock is released.
 struct Writable {
-    db: Database,
+    /// `None` once [`close_all`] has closed it. Every transaction begins
+    /// under a read guard, and a write transaction keeps its guard until it
+    /// ends, so a close waits for a commit in flight.
+    db: RwLock<Option<Database>>,
+    target: Arc<str>,
     _lock: File,
+}
+
+impl Writable {
+    /// The open database, held open while the guard lives.
+    fn open_db(&self) -> Result<OpenDb<'_>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            return Err(StoreError::Closed { target: self.target.to_string() });
+        }
+        Ok(OpenDb(guard))
+    }
+
+    /// Waits for a write transaction in flight, then closes the database
+    /// cleanly. Returns whether it was still open.
+    fn close(&self) -> Result<bool, StoreError> {
+        let taken = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+        match taken {
+            Some(db) => db.close().or_store(&self.target).map(|()| true),
+            None => Ok(false),
+        }
+    }
+}
+
+/// A database that [`close_all`] cannot close while this lives.
+struct OpenDb<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for OpenDb<'_> {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        self.0.as_ref().expect("checked open in Writable::open_db")
+    }
+}
+
+/// A write transaction that keeps its database open until it ends.
+struct Write<'a> {
+    // Drops before the guard: the transaction ends, then the close may run.
+    txn: WriteTransaction,
+    _open: OpenDb<'a>,
+}
+
+impl Write<'_> {
+    fn commit(self) -> Result<(), redb::CommitError> {
+        let Write { txn, _open } = self;
+        txn.commit()
+    }
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = WriteTransaction;
+
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+/// Every store open for writing in this process, for [`close_all`]: the
+/// stores live deep inside a running job (the commit operator's sink on a
+/// Timely worker), where a stop by signal cannot reach them otherwise.
+static OPEN_STORES: Mutex<Vec<Weak<Writable>>> = Mutex::new(Vec::new());
+
+/// Closes every store this process has open for writing, for a clean stop
+/// just before the process exits: waits for each one's write transaction
+/// in flight, then closes its file cleanly (redb records its allocator
+/// state and marks the file clean, so a read-only open needs no repair).
+/// Any later use of those stores, or of readers sharing them, fails with
+/// [`StoreError::Closed`]. Returns how many stores it closed.
+pub fn close_all() -> Result<usize, StoreError> {
+    let open: Vec<Arc<Writable>> = OPEN_STORES.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(Weak::upgrade).collect();
+    let mut closed = 0;
+    for writable in open {
+        closed += usize::from(writable.close()?);
+    }
+    Ok(closed)
 }
 
 /// Read access to committed data; cheap to clone and send to other threads.
@@ -141,7 +223,10 @@ impl EmbeddedStore {
         let target: Arc<str> = path.display().to_string().into();
         let db = builder().create(&path).or_store(&target)?;
         initialize(&db, &target)?;
-        let writable = Arc::new(Writable { db, _lock: lock });
+        let writable = Arc::new(Writable { db: RwLock::new(Some(db)), target: target.clone(), _lock: lock });
+        let mut open = OPEN_STORES.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|w| w.strong_count() > 0);
+        open.push(Arc::downgrade(&writable));
         let reader = EmbeddedReader { handle: Handle::Writable(writable.clone()), target };
         Ok(EmbeddedStore { writable, reader })
     }
@@ -219,10 +304,11 @@ impl EmbeddedStore {
         Ok(removed)
     }
 
-    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.writable.db.begin_write().or_store(&self.reader.target)?;
+    fn begin_write(&self) -> Result<Write<'_>, StoreError> {
+        let open = self.writable.open_db()?;
+        let mut txn = open.begin_write().or_store(&self.reader.target)?;
         txn.set_durability(Durability::Immediate).or_store(&self.reader.target)?;
-        Ok(txn)
+        Ok(Write { txn, _open: open })
     }
 
     /// Writes `commit` into `txn` without committing it: the whole epoch or,
@@ -284,7 +370,7 @@ impl EmbeddedReader {
     /// A consistent view of everything committed so far.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let txn = match &self.handle {
-            Handle::Writable(writable) => writable.db.begin_read(),
+            Handle::Writable(writable) => writable.open_db()?.begin_read(),
             Handle::ReadOnly(db) => db.begin_read(),
         };
         Ok(Snapshot { txn: txn.or_store(&self.target)?, target: self.target.clone() })

@@ -133,6 +133,8 @@ pub enum StoreError {
     Fenced { target: String, generation: u64, current: u64 },
     #[error("store {target}: format version {found}, this build reads version {expected}")]
     Format { target: String, found: u64, expected: u64 },
+    #[error("store {target}: closed (the process is stopping)")]
+    Closed { target: String },
     #[error("store {target}: corrupt {what}")]
     Corrupt { target: String, what: String },
     #[error("store {}: {source}", path.display())]

@@ -205,6 +205,30 @@ fn the_lock_refuses_a_second_open_until_the_store_and_its_readers_are_dropped() 
 }
 
 #[test]
+fn a_close_waits_for_the_commit_in_flight_and_leaves_a_clean_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = EmbeddedStore::open(dir.path()).unwrap();
+    store.begin_generation().unwrap();
+    let reader = store.reader();
+    let writable = Arc::clone(&store.writable);
+    let txn = store.begin_write().unwrap();
+    let closer = std::thread::spawn(move || writable.close());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!closer.is_finished(), "the close waits for the write transaction");
+    EmbeddedStore::apply(&txn, &a_full_commit(), &store.reader.target).unwrap();
+    txn.commit().unwrap();
+    assert!(closer.join().unwrap().unwrap(), "closed");
+
+    assert!(matches!(store.commit(epoch(2000, 1)), Err(StoreError::Closed { .. })));
+    assert!(matches!(reader.snapshot(), Err(StoreError::Closed { .. })));
+    assert!(!store.writable.close().unwrap(), "closed once");
+    // Clean: redb opens it read-only without a repair, though the lock is still held.
+    builder().open_read_only(dir.path().join(STORE_FILE)).expect("a clean file");
+    let recovered = EmbeddedStore::open_read_only(dir.path()).unwrap().last_committed().unwrap().unwrap();
+    assert_eq!(recovered.epoch, 1000);
+}
+
+#[test]
 fn an_older_generation_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = EmbeddedStore::open(dir.path()).unwrap();
