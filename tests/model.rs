@@ -301,3 +301,23 @@ fn boundaries_of_lateness_and_dedup_match_recount() {
         check(dir.path(), &setup, workers, &expected);
     }
 }
+
+/// The dedup horizon slides: every sighting of a request id, a dropped
+/// duplicate included, refreshes it. X@61000 is a duplicate because X@50000
+/// refreshed X (remembered at 0 only, it would count again), and X@115000
+/// is one because X@61000 did.
+#[test]
+fn a_retry_chain_within_the_horizon_counts_once_match_recount() {
+    let clicks: [(u64, u128); 6] = [(0, 1), (2_000, 2), (50_000, 1), (61_000, 1), (115_000, 1), (116_000, 3)];
+    let ndjson: String = clicks
+        .iter()
+        .map(|(ts, id)| format!("{{\"ad_id\":\"a\",\"timestamp\":{ts},\"user_id\":\"u{id}\",\"request_id\":\"{}\"}}\n", format_uuid(*id)))
+        .collect();
+    let input = Input { ndjson, catalog: "ad_id,campaign_id,advertiser_id\na,c,v\n".into() };
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), &input);
+    let setup = Setup { partitions: 1, epoch_ms: 1_000, allowed_lateness_ms: 10_000, late: LatePolicy::Restate { within_ms: 3_600_000 } };
+    let expected = recount(&input.ndjson, Some(&input.catalog), &params(&job(dir.path(), &setup)));
+    assert_eq!(expected.duplicates, 3, "X@50000, X@61000 and X@115000");
+    check(dir.path(), &setup, 1, &expected);
+}
