@@ -432,10 +432,10 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     }
 }
 
-/// Opens the store for reading, saying what to do when it cannot be opened.
+/// Opens the store for reading (repairing it first if a crashed job left
+/// it and no job holds it now).
 fn read_store(data_dir: &DataDir) -> Result<tally::store::EmbeddedReader, String> {
-    tally::store::EmbeddedStore::open_read_only(&data_dir.store())
-        .map_err(|e| format!("{e} (a store left by a crashed job is repaired when the job starts again, e.g. `tally run JOB --bounded`)"))
+    tally::store::EmbeddedStore::open_read_only(&data_dir.store()).map_err(|e| e.to_string())
 }
 
 fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
