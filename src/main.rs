@@ -408,10 +408,8 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
             let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
             Box::new(std::io::BufReader::with_capacity(1 << 20, file))
         };
-        let report = tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        log.enforce_retention(now).map_err(|e| e.to_string())?;
-        Ok(report)
+        // No retention here: it runs where the job runs, with its offsets.
+        tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())
     })();
     match result {
         Ok(report) => {
