@@ -888,6 +888,24 @@ fn a_job_killed_with_sigkill_leaves_a_store_that_export_and_verify_read() {
     assert_no_panic(&done.stderr);
 }
 
+#[test]
+fn log_import_refuses_a_timestamp_after_the_year_9999_and_the_job_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.ndjson");
+    let lines =
+        [click("ad-1", START_MS, "u1", 1), click("ad-1", 18_446_744_073_709_000_000, "u2", 2), click("ad-1", 253_402_300_799_999, "u3", 3)];
+    std::fs::write(&clicks, lines.join("\n") + "\n").unwrap();
+    let mut import = in_data_dir(dir.path(), &["log", "import"]);
+    import.arg(&clicks);
+    let done = run_ok(import);
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), "appended 2 clicks, rejected 1 lines (of 3)");
+    let reason = "line 2: field 'timestamp': 18446744073709000000 is too large: must be at most 253402300799999 (9999-12-31T23:59:59.999Z)";
+    assert!(done.stderr.contains(reason), "{}", done.stderr);
+    let done = run_ok(in_data_dir(dir.path(), &["run", EMBEDDED_JOB, "--bounded"]));
+    assert!(done.stderr.contains("2 clicks"), "{}", done.stderr);
+    assert!(export_rows(dir.path()).iter().any(|row| row["window_start"] == 253_402_300_740_000u64), "the last minute of 9999 is counted");
+}
+
 // ---------------------------------------------------------------- log retention
 
 const DAY_MS: u64 = 86_400_000;

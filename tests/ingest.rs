@@ -376,6 +376,7 @@ fn openapi_document_matches_the_api() {
     let click = &doc["components"]["schemas"]["Click"];
     assert_eq!(click["properties"]["ad_id"]["maxLength"], tally::sources::file::MAX_KEY_BYTES);
     assert_eq!(click["properties"]["user_id"]["maxLength"], tally::sources::file::MAX_USER_ID_BYTES);
+    assert_eq!(click["properties"]["timestamp"]["maximum"], tally::event::MAX_EVENT_TIME_MS);
     let mut required: Vec<&str> = click["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     required.sort();
     assert_eq!(required, ["ad_id", "request_id", "timestamp", "user_id"]);

@@ -279,6 +279,32 @@ fn segments_roll_over_and_reads_cross_them() {
 }
 
 #[test]
+fn an_event_time_after_the_year_9999_is_never_appended_nor_read() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), 1, LogOptions::default()).unwrap();
+    let too_late = Click { ts: tally::event::MAX_EVENT_TIME_MS + 1, ..click(9) };
+    let e = log.append(&[click(8), too_late]).unwrap_err();
+    assert!(matches!(e, LogError::TimestampTooLarge { .. }), "{e}");
+    assert_eq!(log.end_offsets(), [0], "nothing of the call was written");
+    log.append(&clicks(0..3)).unwrap();
+    drop(log);
+
+    // The last record as a writer without the bound wrote it: whole, CRC and all.
+    let path = segment_path(dir.path(), 0, 0);
+    let mut bytes = fs::read(&path).unwrap();
+    let start = (encoded_len(&click(0)) + encoded_len(&click(1))) as usize;
+    let payload = start + record::HEADER_BYTES;
+    let ts_at = payload + 1 + usize::from(bytes[payload]);
+    bytes[ts_at..ts_at + 8].copy_from_slice(&18_446_744_073_709_000_000u64.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[payload..]);
+    bytes[start + 4..payload].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let e = Log::open(dir.path(), 1, LogOptions::default()).unwrap_err().to_string();
+    assert!(e.starts_with("log partition 0: corrupt record at offset 2"), "{e}");
+    assert!(e.contains("timestamp 18446744073709000000 is too large") && e.contains("written whole"), "not cut as a torn tail: {e}");
+}
+
+#[test]
 fn retention_never_deletes_an_offset_the_job_still_needs() {
     let dir = tempdir();
     let options = LogOptions { segment_bytes: 1_000, retention_ms: 10_000, ..LogOptions::default() };

@@ -326,7 +326,8 @@ impl Log {
     /// Appends `clicks`, each to its partition, keeping their order within a
     /// partition, and returns once all are fsynced. Concurrent calls share
     /// fsyncs. All clicks are checked before any is written; an ad id longer
-    /// than [`record::MAX_AD_BYTES`] fails the whole call.
+    /// than [`record::MAX_AD_BYTES`] or an event time above
+    /// [`crate::event::MAX_EVENT_TIME_MS`] fails the whole call.
     pub fn append(&self, clicks: &[Click]) -> Result<AppendReceipt, LogError> {
         if clicks.is_empty() {
             return Ok(AppendReceipt::default());

@@ -17,7 +17,8 @@
 //! a torn tail — an append that was never acknowledged — and is truncated
 //! (and reported). Anything else is corruption and fails the open: a bad
 //! record with an intact one after it, or a bad record in any segment but
-//! the last, or segments that do not follow each other. Offsets of a
+//! the last, or a bad record whose CRC matches (it was written whole, so
+//! it is no torn tail), or segments that do not follow each other. Offsets of a
 //! truncated tail were never acknowledged nor visible, and are assigned
 //! again.
 
@@ -204,6 +205,9 @@ fn recover(partition: u32, dir: &Path) -> Result<(VecDeque<SegmentMeta>, Option<
             }
             if let Some(at) = bad.valid_after {
                 return Err(corrupt(format!("an intact record follows at byte {at}")));
+            }
+            if bad.fault.whole_record() {
+                return Err(corrupt("the record was written whole (its CRC matches)".to_owned()));
             }
             truncate(&path, bad.position)?;
             let bytes_dropped = scan.file_len - bad.position;
