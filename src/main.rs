@@ -357,7 +357,7 @@ fn service_config(args: &ServiceArgs) -> Result<tally::ingest::config::IngestCon
     if let Some(url) = &args.redis {
         let redis = config.redis.take().unwrap_or(tally::ingest::config::RedisConfig {
             url: String::new(),
-            horizon_ms: tally::ingest::config::DEFAULT_REDIS_HORIZON_MS,
+            horizon_ms: None,
             timeout_ms: tally::ingest::config::DEFAULT_REDIS_TIMEOUT_MS,
         });
         config.redis = Some(tally::ingest::config::RedisConfig { url: url.clone(), ..redis });

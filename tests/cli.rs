@@ -999,6 +999,28 @@ fn the_example_ingest_config_starts_with_signatures_on() {
 }
 
 #[test]
+fn up_gives_the_redis_pre_filter_the_jobs_dedup_horizon_and_refuses_a_longer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    // Redis is reached lazily: nothing needs to listen there to start.
+    let redis = "[auth]\nsignatures = false\n[redis]\nurl = \"redis://127.0.0.1:1/\"\n";
+    std::fs::write(&config, format!("{redis}horizon = \"2m\"\n")).unwrap();
+    let addr = free_addr();
+    let mut command = in_data_dir(dir.path(), &["up", "--addr", &addr, "--config"]);
+    command.arg(&config);
+    let done = run_to_end(command);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert!(done.stderr.contains("[redis] horizon 2m is longer than the dedup.horizon of job embedded (1m)"), "{}", done.stderr);
+
+    std::fs::write(&config, redis).unwrap();
+    let mut command = in_data_dir(dir.path(), &["up", "--addr", &addr, "--config"]);
+    command.arg(&config);
+    let done = start_then_terminate(command, &addr);
+    assert_eq!(done.code(), Some(0), "{}", done.stderr);
+    assert!(done.stderr.contains("(a retry within 1m of its id's last sighting is answered without a write)"), "{}", done.stderr);
+}
+
+#[test]
 fn a_bad_ingest_config_names_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ingest.toml");
