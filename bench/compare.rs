@@ -11,8 +11,9 @@
 //! - **core**: the default clicks job (10k ads, a viral ad, 1M users, 2 %
 //!   retries, 1m/5m/1h windows per ad, campaign and advertiser, clicks and
 //!   distinct users, dedup on) on clicks generated inside the run, nothing
-//!   durable. tally: the generator source and the memory sink; Flink: the
-//!   same job in Flink SQL (`bench/flink`), blackhole sink.
+//!   durable. tally: the generator source and the memory sink; Flink: a
+//!   straightforward Flink SQL job of the same workload (`bench/flink`),
+//!   blackhole sink.
 //! - **checkpointed**: the same with exactly-once state. tally: every epoch
 //!   (1 s of event time) commits rows, window state and source offsets to
 //!   the embedded store on disk; Flink: exactly-once checkpoints every 2 s

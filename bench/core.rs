@@ -19,8 +19,9 @@
 //! partitions' clicks as it reads them); making the catalog is timed
 //! separately as the wall time of the `run` call minus `elapsed`.
 //!
-//! The peer runs elsewhere: `bench/compare.rs` (`bench/run.sh`) runs Flink
-//! on the same job in the same invocation. This program breaks tally's own
+//! The peer runs elsewhere: `bench/compare.rs` (`bench/run.sh`) runs a
+//! straightforward Flink SQL job of the same workload in the same
+//! invocation. This program breaks tally's own
 //! figure down by job shape.
 //!
 //! The input's event-time rate (`--rate`, clicks per second of event time)
@@ -396,5 +397,5 @@ fn print_table(measured: &[Measured], args: &Args, used_cores: usize) {
     println!("median. Peak RSS = each configuration's own child process (VmHWM). rows out includes");
     println!("early (partial) rows, whose number follows wall time. other load = cores kept busy by");
     println!("other processes meanwhile; figures taken with other load well above 0 are not comparable.");
-    println!("The peer, Flink on the same job in the same invocation: bench/run.sh.");
+    println!("The peer, a straightforward Flink SQL job of the same workload, in the same invocation: bench/run.sh.");
 }

@@ -53,7 +53,7 @@ def throughput(ax, doc):
     ax.set_ylim(1e4, max(r["events_per_s"]["max"] for r in rows) * 5)
     ax.set_xticks(range(len(comparisons)), [LABELS[c] for c in comparisons])
     ax.set_ylabel("events/s (log scale), median of runs, min–max")
-    ax.set_title("throughput, same job and machine")
+    ax.set_title("throughput, same workload and machine (Flink: a straightforward SQL job)")
     ax.bar(0, 0, color=TALLY, label="tally")
     ax.bar(0, 0, color=FLINK, label="Flink SQL")
     ax.legend(loc="upper right")

@@ -45,7 +45,10 @@ impl DataDir {
             Ok(mut file) => file.read_exact(&mut bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-                write_new(&path, &bytes)?;
+                if !publish_new(&self.root, &path, &bytes)? {
+                    // Another process created it first: use theirs.
+                    std::fs::File::open(&path)?.read_exact(&mut bytes)?;
+                }
             }
             Err(e) => return Err(e),
         }
@@ -53,9 +56,46 @@ impl DataDir {
     }
 }
 
-/// Writes a file that must not exist yet, durably.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(path)?;
+/// Makes `path` in `dir` a durable file holding `bytes`, unless it exists
+/// already (then returns `false` and leaves it as it is). The bytes go to a
+/// temporary file, fsynced, which is then linked to `path` and the
+/// directory fsynced: `path` never exists incomplete, even after a crash,
+/// and a hard link, unlike a rename, never replaces a salt another process
+/// created meanwhile (every user hash depends on it).
+fn publish_new(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let temporary = dir.join(format!("salt.tmp.{}.{:?}", std::process::id(), std::thread::current().id()));
+    let mut file = std::fs::File::create(&temporary)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    file.sync_all()?;
+    let linked = match std::fs::hard_link(&temporary, path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            return Err(e);
+        }
+    };
+    std::fs::remove_file(&temporary)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(linked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_salt_is_made_once_and_never_seen_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = DataDir::new(dir.path().join("data"));
+        let salts: Vec<UserSalt> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8).map(|_| scope.spawn(|| data_dir.salt().expect("salt"))).collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(salts.windows(2).all(|w| w[0] == w[1]), "every first use got the same salt");
+        assert_eq!(data_dir.salt().unwrap(), salts[0]);
+        let files: Vec<_> = std::fs::read_dir(&data_dir.root).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(files, ["salt"], "no temporary file is left");
+        assert_eq!(std::fs::read(data_dir.root.join("salt")).unwrap().len(), 16);
+    }
 }

@@ -22,6 +22,18 @@ pub type RequestId = u128;
 /// Length of the base window; every other window is a multiple of it.
 pub const MINUTE_MS: u64 = 60_000;
 
+/// The largest event time a click may carry: the last millisecond of the
+/// year 9999 UTC, 9999-12-31T23:59:59.999Z. Every way into the job (file,
+/// `tally log import`, HTTP, the generator) refuses a larger timestamp as
+/// field `timestamp`, and the log treats a stored one as a corrupt record,
+/// so arithmetic on event times (a window's end plus the allowed lateness,
+/// the restatement horizon, a retention age) stays ~5 orders of magnitude
+/// below `u64::MAX`.
+pub const MAX_EVENT_TIME_MS: EventTime = 253_402_300_799_999;
+
+/// [`MAX_EVENT_TIME_MS`] as a reason for refusing a larger timestamp.
+pub const MAX_EVENT_TIME_REASON: &str = "must be at most 253402300799999 (9999-12-31T23:59:59.999Z)";
+
 /// What a row is grouped by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -70,7 +82,10 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Start of the 1-minute window holding `ts`.
+/// Start of the 1-minute window holding `ts`. Never overflows; its end,
+/// `minute_start(ts) + MINUTE_MS`, does not either for a valid event time
+/// (`ts <= MAX_EVENT_TIME_MS`), nor does that end plus any duration a job
+/// file accepts below `u64::MAX - MAX_EVENT_TIME_MS` (~584,000 years).
 pub fn minute_start(ts: EventTime) -> EventTime {
     ts - ts % MINUTE_MS
 }
@@ -91,5 +106,13 @@ mod tests {
     fn minute_start_aligns_to_utc_minutes() {
         assert_eq!(minute_start(119_999), 60_000);
         assert_eq!(minute_start(120_000), 120_000);
+    }
+
+    #[test]
+    fn the_largest_event_time_ends_the_year_9999() {
+        // 10000-01-01T00:00:00Z is 253402300800000 ms after the Unix epoch.
+        assert_eq!(minute_start(MAX_EVENT_TIME_MS) + MINUTE_MS, 253_402_300_800_000);
+        assert!(MAX_EVENT_TIME_MS.checked_add(1 << 60).is_some(), "room for any window end plus horizon");
+        assert!(MAX_EVENT_TIME_REASON.contains(&MAX_EVENT_TIME_MS.to_string()));
     }
 }

@@ -366,7 +366,7 @@ fn service_config(args: &ServiceArgs) -> Result<tally::ingest::config::IngestCon
     if let Some(url) = &args.redis {
         let redis = config.redis.take().unwrap_or(tally::ingest::config::RedisConfig {
             url: String::new(),
-            horizon_ms: tally::ingest::config::DEFAULT_REDIS_HORIZON_MS,
+            horizon_ms: None,
             timeout_ms: tally::ingest::config::DEFAULT_REDIS_TIMEOUT_MS,
         });
         config.redis = Some(tally::ingest::config::RedisConfig { url: url.clone(), ..redis });
@@ -417,10 +417,8 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
             let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
             Box::new(std::io::BufReader::with_capacity(1 << 20, file))
         };
-        let report = tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-        log.enforce_retention(now).map_err(|e| e.to_string())?;
-        Ok(report)
+        // No retention here: it runs where the job runs, with its offsets.
+        tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())
     })();
     match result {
         Ok(report) => {
@@ -441,10 +439,10 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     }
 }
 
-/// Opens the store for reading, saying what to do when it cannot be opened.
+/// Opens the store for reading (repairing it first if a crashed job left
+/// it and no job holds it now).
 fn read_store(data_dir: &DataDir) -> Result<tally::store::EmbeddedReader, String> {
-    tally::store::EmbeddedStore::open_read_only(&data_dir.store())
-        .map_err(|e| format!("{e} (a store left by a crashed job is repaired when the job starts again, e.g. `tally run JOB --bounded`)"))
+    tally::store::EmbeddedStore::open_read_only(&data_dir.store()).map_err(|e| e.to_string())
 }
 
 fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {

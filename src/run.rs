@@ -126,7 +126,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let (catalog, stamp) = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
     let output = sink(job, options, settings(job, stamp))?;
-    let (readers, input, clicks_loaded, ends) = load_input(job, options)?;
+    let (readers, input, clicks_loaded, ends) = load_input(job, options, &output.resume)?;
     check_resume_offsets(&output.resume, ends.as_deref())?;
     let stats = options.stats.clone().unwrap_or_default();
     let errors = dataflow::CommitErrors::default();
@@ -208,7 +208,7 @@ fn read_hostfile(options: &RunOptions) -> Result<Vec<String>, RunError> {
 /// for the embedded log its end offsets.
 type Input = (ReaderFactory, String, u64, Option<Vec<u64>>);
 
-fn load_input(job: &Job, options: &RunOptions) -> Result<Input, RunError> {
+fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
     let loaded = match (&job.source, &options.input) {
         (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions, &file_salt(&options.data_dir))?,
         (SourceSpec::File { path: None }, None) => {
@@ -221,7 +221,7 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<Input, RunError> {
         }
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
-            return open_log(&dir, job, options);
+            return open_log(&dir, job, options, resume);
         }
     };
     let (partitions, report) = loaded;
@@ -231,7 +231,8 @@ fn load_input(job: &Job, options: &RunOptions) -> Result<Input, RunError> {
 }
 
 /// Readers over the embedded log; bounded ones stop at today's end offsets.
-fn open_log(dir: &Path, job: &Job, options: &RunOptions) -> Result<Input, RunError> {
+/// Retention keeps every offset the job reads again from `resume`.
+fn open_log(dir: &Path, job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
     let partitions = job.partitions;
     let bounded = options.bounded;
     let log = match &options.log {
@@ -242,15 +243,16 @@ fn open_log(dir: &Path, job: &Job, options: &RunOptions) -> Result<Input, RunErr
         }
         None => Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?),
     };
-    let deleted = log.enforce_retention(now_ms())?;
+    let needed: Vec<u64> = (0..partitions).map(|p| resume.get(&p).map_or(0, |c| c.offset.min(c.replay_offset))).collect();
+    let retention = log.enforce_retention(now_ms(), &needed)?;
     let ends = log.end_offsets();
     let total: u64 = ends.iter().sum();
     let mut report = format!("input: embedded log {}, {partitions} partitions, {total} clicks", dir.display());
     if bounded {
         report.push_str(" (bounded: reading up to these end offsets)");
     }
-    if !deleted.is_empty() {
-        report.push_str(&format!("\nlog retention: deleted {} segments older than {} ms", deleted.len(), job.log_retention_ms));
+    if let Some(line) = retention.report(job.log_retention_ms) {
+        report.push_str(&format!("\n{line}"));
     }
     if !log.recovery().is_clean() {
         report.push_str(&format!("\nlog recovery: {:?}", log.recovery()));

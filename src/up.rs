@@ -21,7 +21,7 @@ use crate::ingest::client::HttpClient;
 use crate::ingest::config::IngestConfig;
 use crate::ingest::server::OPENAPI_JSON;
 use crate::ingest::service::{now_ms, stop_signal, Service};
-use crate::job::{Job, JobError, SinkSpec, SourceSpec};
+use crate::job::{format_duration, Job, JobError, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::query::{merge_openapi, QueryState};
 use crate::run::{run, RunOptions};
@@ -69,6 +69,7 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir) -> Result<(), String> {
 /// epoch).
 pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOptions) -> Result<(), String> {
     check_embedded(job)?;
+    let config = &with_job_horizon(config, job)?;
     let log = open_log(data_dir, job.partitions, job.log_retention_ms)?;
     std::fs::create_dir_all(data_dir.store()).map_err(|e| format!("{}: {e}", data_dir.store().display()))?;
     let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| e.to_string())?;
@@ -181,6 +182,29 @@ fn start_demo(addr: std::net::SocketAddr, tls: bool) -> Result<(), String> {
         })
         .map(drop)
         .map_err(|e| format!("demo thread: {e}"))
+}
+
+/// `config` with the Redis pre-filter's TTL set to the job's dedup
+/// horizon, or refused if it sets a longer one: the filter may only answer
+/// "duplicate" where the job would drop the click (see `ingest::prefilter`).
+fn with_job_horizon(config: &IngestConfig, job: &Job) -> Result<IngestConfig, String> {
+    let mut config = config.clone();
+    if let Some(redis) = &mut config.redis {
+        match redis.horizon_ms {
+            Some(ttl) if ttl > job.dedup_horizon_ms => {
+                return Err(format!(
+                    "[redis] horizon {} is longer than the dedup.horizon of job {} ({}): the pre-filter may only answer \
+                     \"duplicate\" for clicks the job would drop",
+                    format_duration(ttl),
+                    job.name,
+                    format_duration(job.dedup_horizon_ms)
+                ))
+            }
+            Some(_) => {}
+            None => redis.horizon_ms = Some(job.dedup_horizon_ms),
+        }
+    }
+    Ok(config)
 }
 
 fn check_embedded(job: &Job) -> Result<(), String> {

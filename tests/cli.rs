@@ -872,6 +872,110 @@ fn a_live_job_stopped_by_sigterm_closes_its_store_cleanly() {
 }
 
 #[test]
+fn a_job_killed_with_sigkill_leaves_a_store_that_export_and_verify_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = import_generated(dir.path(), 5_000);
+    let running = start_live_job(dir.path(), &catalog);
+    signal(&running, "-KILL");
+    wait_all(vec![running]);
+    assert!(!export_rows(dir.path()).is_empty(), "export repairs the store it found unclean");
+    // `verify` expects every window settled: the killed job had not
+    // finalized them, so its mismatches are expected, but it reads the store.
+    let mut verify = in_data_dir(dir.path(), &["verify", EMBEDDED_JOB, "--catalog"]);
+    verify.arg(&catalog);
+    let done = run_to_end(verify);
+    assert!(String::from_utf8_lossy(&done.stdout).contains("windows checked"), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
+}
+
+#[test]
+fn log_import_refuses_a_timestamp_after_the_year_9999_and_the_job_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clicks = dir.path().join("clicks.ndjson");
+    let lines =
+        [click("ad-1", START_MS, "u1", 1), click("ad-1", 18_446_744_073_709_000_000, "u2", 2), click("ad-1", 253_402_300_799_999, "u3", 3)];
+    std::fs::write(&clicks, lines.join("\n") + "\n").unwrap();
+    let mut import = in_data_dir(dir.path(), &["log", "import"]);
+    import.arg(&clicks);
+    let done = run_ok(import);
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), "appended 2 clicks, rejected 1 lines (of 3)");
+    let reason = "line 2: field 'timestamp': 18446744073709000000 is too large: must be at most 253402300799999 (9999-12-31T23:59:59.999Z)";
+    assert!(done.stderr.contains(reason), "{}", done.stderr);
+    let done = run_ok(in_data_dir(dir.path(), &["run", EMBEDDED_JOB, "--bounded"]));
+    assert!(done.stderr.contains("2 clicks"), "{}", done.stderr);
+    assert!(export_rows(dir.path()).iter().any(|row| row["window_start"] == 253_402_300_740_000u64), "the last minute of 9999 is counted");
+}
+
+// ---------------------------------------------------------------- log retention
+
+const DAY_MS: u64 = 86_400_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Generates `clicks` clicks stamped 30 days ago, `rate_per_s` a second of
+/// event time, and appends them to the log of `dir` in segments of 2 KB
+/// (closed segments of a backfill far older than the log retention);
+/// returns the clicks file and the catalog.
+fn backfill(dir: &Path, clicks: u64, rate_per_s: u64) -> (PathBuf, PathBuf) {
+    let (path, catalog) = (dir.join("backfill.ndjson"), dir.join("ads.csv"));
+    let start = (now_ms() - 30 * DAY_MS).to_string();
+    let mut command = tally();
+    command.args(["gen", "--clicks", &clicks.to_string(), "--rate-per-s", &rate_per_s.to_string(), "--start-ms", &start, "--output"]);
+    command.arg(&path).arg("--catalog").arg(&catalog);
+    run_ok(command);
+    let salt = tally::datadir::DataDir::new(dir).salt().unwrap();
+    let options = tally::log::LogOptions { segment_bytes: 2_000, ..tally::log::LogOptions::default() };
+    let log = tally::log::Log::open(&dir.join("log"), 8, options).unwrap();
+    let input = std::io::BufReader::new(std::fs::File::open(&path).unwrap());
+    tally::ingest::import(input, &log, &salt).unwrap();
+    (path, catalog)
+}
+
+/// The oldest retained offset of every partition of the log of `dir`.
+fn log_start_offsets(dir: &Path) -> Vec<u64> {
+    tally::log::Log::open(&dir.join("log"), 8, tally::log::LogOptions::default()).unwrap().start_offsets()
+}
+
+#[test]
+fn log_import_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backfill, _) = backfill(dir.path(), 2_000, 1_000);
+    let mut import = in_data_dir(dir.path(), &["log", "import"]);
+    import.arg(&backfill);
+    run_ok(import);
+    assert_eq!(log_start_offsets(dir.path()), [0; 8], "the first backfill is still there");
+}
+
+#[test]
+fn retention_keeps_what_the_job_has_not_read_or_must_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // 150 s of event time: more than the 60 s dedup horizon.
+    let (_, catalog) = backfill(dir.path(), 3_000, 20);
+    let bounded = || {
+        let mut command = in_data_dir(dir.path(), &["run", EMBEDDED_JOB, "--bounded", "--catalog"]);
+        command.arg(&catalog);
+        command
+    };
+    // Nothing committed yet: every segment is needed, however old.
+    let first = run_ok(bounded());
+    assert!(first.stderr.contains("log retention: deleted 0 segments older than 7d; kept"), "{}", first.stderr);
+    assert_eq!(log_start_offsets(dir.path()), [0; 8]);
+    let mut verify = in_data_dir(dir.path(), &["verify", EMBEDDED_JOB, "--catalog"]);
+    verify.arg(&catalog);
+    run_ok(verify);
+    let rows = export_rows(dir.path());
+
+    // Committed: what lies before the dedup replay offsets goes, the rest stays.
+    let second = run_ok(bounded());
+    let line = second.stderr.lines().find(|l| l.starts_with("log retention:")).unwrap_or_else(|| panic!("{}", second.stderr));
+    assert!(!line.starts_with("log retention: deleted 0 ") && line.contains("; kept"), "{line}");
+    assert!(log_start_offsets(dir.path()).iter().any(|&start| start > 0));
+    assert_eq!(export_rows(dir.path()), rows, "a resumed run on the retained log changes nothing");
+}
+
+#[test]
 fn the_example_ingest_config_starts_with_signatures_on() {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
@@ -892,6 +996,28 @@ fn the_example_ingest_config_starts_with_signatures_on() {
         "{}",
         done.stderr
     );
+}
+
+#[test]
+fn up_gives_the_redis_pre_filter_the_jobs_dedup_horizon_and_refuses_a_longer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    // Redis is reached lazily: nothing needs to listen there to start.
+    let redis = "[auth]\nsignatures = false\n[redis]\nurl = \"redis://127.0.0.1:1/\"\n";
+    std::fs::write(&config, format!("{redis}horizon = \"2m\"\n")).unwrap();
+    let addr = free_addr();
+    let mut command = in_data_dir(dir.path(), &["up", "--addr", &addr, "--config"]);
+    command.arg(&config);
+    let done = run_to_end(command);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert!(done.stderr.contains("[redis] horizon 2m is longer than the dedup.horizon of job embedded (1m)"), "{}", done.stderr);
+
+    std::fs::write(&config, redis).unwrap();
+    let mut command = in_data_dir(dir.path(), &["up", "--addr", &addr, "--config"]);
+    command.arg(&config);
+    let done = start_then_terminate(command, &addr);
+    assert_eq!(done.code(), Some(0), "{}", done.stderr);
+    assert!(done.stderr.contains("(a retry within 1m of its id's last sighting is answered without a write)"), "{}", done.stderr);
 }
 
 #[test]

@@ -376,6 +376,7 @@ fn openapi_document_matches_the_api() {
     let click = &doc["components"]["schemas"]["Click"];
     assert_eq!(click["properties"]["ad_id"]["maxLength"], tally::sources::file::MAX_KEY_BYTES);
     assert_eq!(click["properties"]["user_id"]["maxLength"], tally::sources::file::MAX_USER_ID_BYTES);
+    assert_eq!(click["properties"]["timestamp"]["maximum"], tally::event::MAX_EVENT_TIME_MS);
     let mut required: Vec<&str> = click["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     required.sort();
     assert_eq!(required, ["ad_id", "request_id", "timestamp", "user_id"]);
@@ -471,7 +472,7 @@ impl Drop for Redis {
 }
 
 fn redis_config(redis: &Redis) -> IngestConfig {
-    IngestConfig { redis: Some(RedisConfig { url: redis.url(), horizon_ms: 3_600_000, timeout_ms: 200 }), ..signed_config() }
+    IngestConfig { redis: Some(RedisConfig { url: redis.url(), horizon_ms: Some(3_600_000), timeout_ms: 200 }), ..signed_config() }
 }
 
 fn wait_until(what: &str, condition: impl Fn() -> bool) {
@@ -502,6 +503,29 @@ fn redis_answers_a_retry_without_writing_it_again() {
     let mut ids: Vec<u128> = server.logged().iter().map(|c| c.request_id).collect();
     ids.sort();
     assert_eq!(ids, (1..=7).collect::<Vec<u128>>());
+}
+
+#[test]
+fn every_sighting_restarts_the_redis_ttl_as_it_refreshes_the_jobs_dedup_memory() {
+    let redis = Redis::start();
+    let config =
+        IngestConfig { redis: Some(RedisConfig { url: redis.url(), horizon_ms: Some(1_500), timeout_ms: 200 }), ..signed_config() };
+    let server = Server::start(config);
+    let mut client = server.client(true);
+    let body = click_json("ad-1", now_ms(), "u", 9);
+    assert_eq!(client.post("/v1/clicks", JSON, body.as_bytes()).unwrap().status, 202);
+    wait_until("the id to reach redis", || redis.exists(&tally::ingest::prefilter::key(9)));
+    // Retries 1 s apart: each within the TTL of the one before, the last
+    // long after the original's TTL ran out.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(1_000));
+        assert_eq!(client.post("/v1/clicks", JSON, body.as_bytes()).unwrap().status, 202);
+    }
+    assert_eq!(server.logged().len(), 1, "a retry within the TTL of the last sighting was written");
+    // After a silence longer than the TTL, the job decides.
+    std::thread::sleep(Duration::from_millis(1_800));
+    assert_eq!(client.post("/v1/clicks", JSON, body.as_bytes()).unwrap().status, 202);
+    assert_eq!(server.logged().len(), 2);
 }
 
 #[test]

@@ -279,6 +279,65 @@ fn segments_roll_over_and_reads_cross_them() {
 }
 
 #[test]
+fn an_event_time_after_the_year_9999_is_never_appended_nor_read() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), 1, LogOptions::default()).unwrap();
+    let too_late = Click { ts: tally::event::MAX_EVENT_TIME_MS + 1, ..click(9) };
+    let e = log.append(&[click(8), too_late]).unwrap_err();
+    assert!(matches!(e, LogError::TimestampTooLarge { .. }), "{e}");
+    assert_eq!(log.end_offsets(), [0], "nothing of the call was written");
+    log.append(&clicks(0..3)).unwrap();
+    drop(log);
+
+    // The last record as a writer without the bound wrote it: whole, CRC and all.
+    let path = segment_path(dir.path(), 0, 0);
+    let mut bytes = fs::read(&path).unwrap();
+    let start = (encoded_len(&click(0)) + encoded_len(&click(1))) as usize;
+    let payload = start + record::HEADER_BYTES;
+    let ts_at = payload + 1 + usize::from(bytes[payload]);
+    bytes[ts_at..ts_at + 8].copy_from_slice(&18_446_744_073_709_000_000u64.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[payload..]);
+    bytes[start + 4..payload].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let e = Log::open(dir.path(), 1, LogOptions::default()).unwrap_err().to_string();
+    assert!(e.starts_with("log partition 0: corrupt record at offset 2"), "{e}");
+    assert!(e.contains("timestamp 18446744073709000000 is too large") && e.contains("written whole"), "not cut as a torn tail: {e}");
+}
+
+#[test]
+fn retention_never_deletes_an_offset_the_job_still_needs() {
+    let dir = tempdir();
+    let options = LogOptions { segment_bytes: 1_000, retention_ms: 10_000, ..LogOptions::default() };
+    let log = Log::open(dir.path(), 2, options).unwrap();
+    let written: Vec<Click> = (0..200).map(|i| Click { ts: i * 1000, ..click(i) }).collect();
+    log.append(&written).unwrap();
+    let bases: Vec<Vec<u64>> = (0..2).map(|p| segment_bases(dir.path(), p)).collect();
+    assert!(bases.iter().all(|b| b.len() > 4));
+    let far_future = u64::MAX;
+
+    // Before the job's first commit it needs everything; a partition without
+    // an entry is kept whole as well.
+    let retention = log.enforce_retention(far_future, &[0]).unwrap();
+    assert_eq!(retention.deleted, Vec::<PathBuf>::new());
+    assert_eq!(retention.kept_needed, bases[0].len() - 1 + bases[1].len() - 1, "every closed segment is old enough");
+    let line = retention.report(10_000).unwrap();
+    assert!(line.starts_with("log retention: deleted 0 segments older than 10s; kept"), "{line}");
+    assert_eq!(log.start_offsets(), [0, 0]);
+
+    // The job needs partition 0 from inside its third segment: the first
+    // two go, the third stays with everything after it.
+    let needed = bases[0][2] + 1;
+    let retention = log.enforce_retention(far_future, &[needed, 0]).unwrap();
+    assert_eq!(retention.deleted, vec![segment_path(dir.path(), 0, bases[0][0]), segment_path(dir.path(), 0, bases[0][1])]);
+    assert_eq!(log.start_offsets(), [bases[0][2], 0]);
+    assert_eq!(read_all(&log, 0, needed).len() as u64, log.end_offsets()[0] - needed);
+
+    // Needed exactly at a segment's base: the segment before it ends there and goes.
+    let retention = log.enforce_retention(far_future, &[bases[0][3], 0]).unwrap();
+    assert_eq!(retention.deleted, vec![segment_path(dir.path(), 0, bases[0][2])]);
+}
+
+#[test]
 fn retention_deletes_old_closed_segments_only() {
     let dir = tempdir();
     let retention_ms = 10_000;
@@ -293,8 +352,11 @@ fn retention_deletes_old_closed_segments_only() {
     let mut seen = Vec::new();
     early.read(&mut seen, 1).unwrap();
 
-    // Now = 50 s: segments whose newest click is before 40 s go.
-    let deleted = log.enforce_retention(50_000).unwrap();
+    // Now = 50 s: segments whose newest click is before 40 s go (the job
+    // needs nothing before the end).
+    let retention = log.enforce_retention(50_000, &[100]).unwrap();
+    let deleted = retention.deleted;
+    assert_eq!(retention.kept_needed, 0);
     let kept_from = bases.iter().copied().find(|&b| {
         let end = bases.iter().copied().find(|&n| n > b).unwrap_or(100);
         (end - 1) * 1000 + retention_ms >= 50_000
@@ -319,7 +381,7 @@ fn retention_deletes_old_closed_segments_only() {
 
     // Far in the future: every closed segment goes, the active one stays.
     let active = *segment_bases(dir.path(), 0).last().unwrap();
-    log.enforce_retention(u64::MAX).unwrap();
+    log.enforce_retention(u64::MAX, &[100]).unwrap();
     assert_eq!(segment_bases(dir.path(), 0), [active]);
     assert_eq!(read_all(&log, 0, active), written[active as usize..]);
     drop(log);

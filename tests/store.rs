@@ -144,6 +144,38 @@ fn a_killed_writer_leaves_whole_epochs_and_releases_its_lock() {
 }
 
 #[test]
+fn a_store_left_by_a_killed_writer_opens_read_only_once_no_one_holds_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_commits_until_killed", "--ignored", "--test-threads=1"])
+        .env(CHILD_DIR_ENV, dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reader = open_reader_when_ready(dir.path());
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < 3 {
+        seen = assert_whole_epochs(&reader.snapshot().unwrap());
+        assert!(started.elapsed() < PATIENCE, "the child stopped committing at epoch {seen}");
+    }
+    drop(reader);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A job that holds the lock and has not repaired the file yet.
+    let lock = tally::lockfile::lock_dir(dir.path()).unwrap();
+    match EmbeddedStore::open_read_only(dir.path()) {
+        Err(StoreError::NeedsRepair { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        other => panic!("read-only open of an unrepaired store beside its lock holder: {:?}", other.err()),
+    }
+    drop(lock);
+    let reader = EmbeddedStore::open_read_only(dir.path()).expect("repaired under the free lock, then read");
+    assert!(assert_whole_epochs(&reader.snapshot().unwrap()) >= seen, "epoch {seen} was read, then lost");
+    EmbeddedStore::open(dir.path()).expect("the repair released the lock");
+}
+
+#[test]
 fn an_epoch_round_trips_through_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let final_row = row("a", 0, 5, Status::Final, 1);

@@ -28,7 +28,6 @@ pub const DEFAULT_TIMESTAMP_FUTURE_MS: u64 = 5 * 60_000;
 pub const DEFAULT_REPLAY_WINDOW_MS: u64 = 5 * 60_000;
 pub const DEFAULT_CLICKS_PER_S: u64 = 1_000_000;
 pub const DEFAULT_BURST_CLICKS: u64 = 2_000_000;
-pub const DEFAULT_REDIS_HORIZON_MS: u64 = 24 * 3_600_000;
 pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 20;
 
 /// Upper bounds of the size keys, so a typo cannot ask for terabytes.
@@ -55,8 +54,19 @@ pub struct TlsFiles {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
     pub url: String,
-    pub horizon_ms: u64,
+    /// `[redis] horizon`: how long after its last sighting a request id is
+    /// answered as a duplicate. At most the dedup horizon of the job that
+    /// reads the log; `None`: that horizon (`tally up` knows it; `tally
+    /// ingest` takes the job default, `DEFAULT_DEDUP_HORIZON_MS`).
+    pub horizon_ms: Option<u64>,
     pub timeout_ms: u64,
+}
+
+impl RedisConfig {
+    /// The pre-filter's TTL without a job to ask.
+    pub fn ttl_ms(&self) -> u64 {
+        self.horizon_ms.unwrap_or(crate::job::DEFAULT_DEDUP_HORIZON_MS)
+    }
 }
 
 /// A checked ingest configuration.
@@ -246,10 +256,19 @@ fn tls(root: &mut Section, base: &Path) -> Result<Option<TlsFiles>, KeyError> {
 fn redis(root: &mut Section) -> Result<Option<RedisConfig>, KeyError> {
     let mut section = root.section("redis")?;
     let url = section.string("url")?;
-    let horizon_ms = duration(&mut section, "horizon", DEFAULT_REDIS_HORIZON_MS)?;
+    let horizon_ms = section.duration("horizon")?.map(|Spelled { ms, .. }| ms);
     let timeout_ms = duration(&mut section, "timeout", DEFAULT_REDIS_TIMEOUT_MS)?;
     if timeout_ms == 0 {
         return Err(section.error("timeout", "must be positive"));
+    }
+    if horizon_ms == Some(0) {
+        return Err(section.error("horizon", "must be positive"));
+    }
+    if let Some(ms) = horizon_ms.filter(|&ms| ms > crate::job::MAX_DEDUP_HORIZON_MS) {
+        let max = crate::job::format_duration(crate::job::MAX_DEDUP_HORIZON_MS);
+        return Err(
+            section.error("horizon", format!("{} is longer than any job's dedup horizon (at most {max})", crate::job::format_duration(ms)))
+        );
     }
     section.finish()?;
     Ok(url.map(|url| RedisConfig { url, horizon_ms, timeout_ms }))
@@ -309,7 +328,8 @@ mod tests {
         assert_eq!(config.client_rates["web"], Rate { clicks_per_s: 10.0, burst_clicks: 100.0 });
         let tls = config.tls.unwrap();
         assert_eq!((tls.cert, tls.key), (PathBuf::from("/etc/tally/cert.pem"), PathBuf::from("/keys/key.pem")));
-        assert_eq!(config.redis.unwrap().timeout_ms, 5);
+        let redis = config.redis.unwrap();
+        assert_eq!((redis.timeout_ms, redis.horizon_ms, redis.ttl_ms()), (5, None, crate::job::DEFAULT_DEDUP_HORIZON_MS));
     }
 
     #[test]
@@ -325,6 +345,8 @@ mod tests {
             ("[rate_limit]\nburst_clicks = 10", "rate_limit.burst_clicks: 10 is below max_batch_clicks"),
             ("[tls]\ncert = \"c.pem\"", "tls.key: missing"),
             ("salt = \"xyz\"", "salt: expected 32 hex digits"),
+            ("[redis]\nurl = \"redis://x\"\nhorizon = \"8d\"", "redis.horizon: 8d is longer than any job's dedup horizon (at most 7d)"),
+            ("[redis]\nurl = \"redis://x\"\nhorizon = 0", "redis.horizon: must be positive"),
         ];
         for (text, expected) in cases {
             let error = parse(text).unwrap_err();

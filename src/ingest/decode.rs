@@ -324,6 +324,23 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_after_the_year_9999_are_rejected_whatever_the_window() {
+        let wide = DecodeLimits { max_batch_clicks: 3, past_ms: u64::MAX, future_ms: u64::MAX };
+        let last = crate::event::MAX_EVENT_TIME_MS;
+        let clicks = [click("a", last, 1), click("a", last + 1, 2), click("a", 18_446_744_073_709_000_000, 3)];
+        for (kind, body) in [(BodyKind::Ndjson, clicks.join("\n")), (BodyKind::Array, format!("[{}]", clicks.join(",")))] {
+            for out in [decode_body(kind, body.as_bytes(), &wide, NOW, &SALT), decode_body_serde(kind, body.as_bytes(), &wide, NOW, &SALT)]
+            {
+                let out = out.unwrap();
+                assert_eq!(out.clicks.iter().map(|c| c.ts).collect::<Vec<_>>(), vec![last]);
+                let rejected: Vec<_> = out.rejected.iter().map(|r| (r.index, r.field.as_ref())).collect();
+                assert_eq!(rejected, vec![(1, "timestamp"), (2, "timestamp")]);
+                assert!(out.rejected[1].reason.ends_with(crate::event::MAX_EVENT_TIME_REASON), "{}", out.rejected[1].reason);
+            }
+        }
+    }
+
+    #[test]
     fn ndjson_lines_fail_alone_and_a_trailing_newline_is_no_line() {
         let body = format!("{}\r\n{{broken\n\n", click("a", NOW, 1));
         let out = decode(BodyKind::Ndjson, &body).unwrap();

@@ -4,18 +4,63 @@
 //! Redis is never the authority on duplicates (the job's dedup is), so the
 //! filter is built to be safe when it is wrong, slow or gone:
 //!
-//! - A request id is remembered (`SET tally:rid:<id> 1 NX EX horizon`) only
+//! - A request id is remembered (`SET tally:rid:<id> 1 NX PX ttl`) only
 //!   *after* its click is durable in the log. A key therefore always means
 //!   "an earlier request with this id was acknowledged", and answering its
 //!   retry with `202` without writing is truthful. A write that failed
 //!   leaves no key behind, so its retry is never blocked.
-//! - Before writing, one `MGET` asks which ids of the batch are known. Check
-//!   and write are not atomic: two copies of a click racing each other may
-//!   both be written, and the job's dedup drops the second.
+//! - Before writing, one pipeline of `PEXPIRE key ttl` asks which ids of the
+//!   batch are known (`1`) and restarts their TTL; it never creates a key.
+//!   Check and write are not atomic: two copies of a click racing each
+//!   other may both be written, and the job's dedup drops the second.
 //! - Every call has a timeout (`timeout_ms`). After an error or timeout the
 //!   filter steps aside for a back-off (doubling from 100 ms to 5 s) and
 //!   requests go straight to the log; the connection is re-established in
 //!   the background.
+//!
+//! # What it may answer, and why the TTL is the dedup horizon
+//!
+//! The job decides what counts: a click is a duplicate when its id was
+//! seen within `dedup.horizon` of *partition progress* (event time) before,
+//! and every sighting, a dropped one included, refreshes that memory
+//! (SEMANTICS.md). The filter may only answer "duplicate" for a click the
+//! job would drop had it been written, and its silence must not change
+//! what the job decides for the clicks that are written. Hence:
+//!
+//! - its TTL is at most the job's dedup horizon: `tally up` uses the
+//!   job's `dedup.horizon` and refuses a longer `[redis] horizon`; `tally
+//!   ingest`, which does not know the job, uses `[redis] horizon`, by
+//!   default the default horizon (1m), and it must be at most the horizon
+//!   of the job that reads the log.
+//! - every sighting restarts the TTL (the `PEXPIRE` above), as every
+//!   sighting refreshes the job's memory. With a TTL counted from the
+//!   original alone, a client retrying every 30 s for two minutes would
+//!   have its retries swallowed for one horizon, then one written and
+//!   counted again (the job compares it with the last sighting *in the
+//!   log*, the original), although each retry came within the horizon of
+//!   the one before.
+//!
+//! The filter so answers "duplicate" when the last sighting of the id was
+//! less than the horizon ago in wall-clock time, the job when it was
+//! within the horizon in partition progress. Where the two clocks keep
+//! pace they agree; where they do not, the filter is only approximate:
+//!
+//! - progress ahead of the wall clock (clicks stamped up to
+//!   `timestamp_future` ahead, a lagging partition catching up): the filter
+//!   may swallow a retry the job would have counted a second time;
+//! - progress behind the wall clock (a quiet partition): a retry may be
+//!   written after a run of swallowed ones and counted again, where the
+//!   whole run in the log would have kept it a duplicate.
+//!
+//! What holds exactly in every case: a `202` from the filter is truthful
+//! (the original is durable); no acknowledged click goes uncounted because
+//! of it, since a retry is the same click (same body, so same timestamp)
+//! as its original, which is in the log and judged there: if the original
+//! was not counted (too late and held, or itself a dropped duplicate), the
+//! retry, read later and so at least as late, would not have been either;
+//! and the count stays a function of the log (`tally verify` holds). An
+//! exact filter would compare partition progress instead of wall time,
+//! which ingest would have to track per partition: not built.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -54,7 +99,7 @@ pub struct PreFilter {
     config: ConnectionManagerConfig,
     /// Made on first use, inside the runtime that serves requests.
     conn: tokio::sync::OnceCell<ConnectionManager>,
-    horizon_s: u64,
+    ttl_ms: u64,
     timeout: Duration,
     backoff: Mutex<Backoff>,
     pub stats: PreFilterStats,
@@ -62,7 +107,7 @@ pub struct PreFilter {
 
 impl std::fmt::Debug for PreFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreFilter").field("horizon_s", &self.horizon_s).field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("PreFilter").field("ttl_ms", &self.ttl_ms).field("timeout", &self.timeout).finish_non_exhaustive()
     }
 }
 
@@ -72,9 +117,11 @@ pub fn key(request_id: RequestId) -> String {
 }
 
 impl PreFilter {
-    /// A filter on `url` (`redis://host:port/db`); connects lazily, so a
-    /// Redis that is down at start only means no filtering until it is up.
-    pub fn new(url: &str, horizon_ms: u64, timeout: Duration) -> Result<PreFilter, String> {
+    /// A filter on `url` (`redis://host:port/db`) that answers a request id
+    /// as seen until `ttl_ms` after its last sighting (at most the job's
+    /// dedup horizon, see the module docs); connects lazily, so a Redis
+    /// that is down at start only means no filtering until it is up.
+    pub fn new(url: &str, ttl_ms: u64, timeout: Duration) -> Result<PreFilter, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis url {url:?}: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -86,30 +133,31 @@ impl PreFilter {
             client,
             config,
             conn: tokio::sync::OnceCell::new(),
-            horizon_s: horizon_ms.div_ceil(1000).max(1),
+            ttl_ms: ttl_ms.max(1),
             timeout,
             backoff,
             stats: PreFilterStats::default(),
         })
     }
 
-    /// For each id, whether an earlier request with it was acknowledged.
-    /// All `false` when Redis cannot answer in time.
+    /// For each id, whether an earlier request with it was acknowledged and
+    /// last seen less than the TTL ago; a seen id's TTL starts again (this
+    /// is a sighting too). All `false` when Redis cannot answer in time.
     pub async fn seen(&self, ids: &[RequestId]) -> Vec<bool> {
         let unknown = vec![false; ids.len()];
         if ids.is_empty() || !self.available() {
             return unknown;
         }
-        let mut cmd = redis::cmd("MGET");
+        let mut pipe = redis::pipe();
         for &id in ids {
-            cmd.arg(key(id));
+            pipe.cmd("PEXPIRE").arg(key(id)).arg(self.ttl_ms);
         }
         let Some(mut conn) = self.connection().await else { return unknown };
-        let reply = tokio::time::timeout(self.timeout, cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut conn)).await;
+        let reply = tokio::time::timeout(self.timeout, pipe.query_async::<Vec<i64>>(&mut conn)).await;
         match reply {
             Ok(Ok(values)) if values.len() == ids.len() => {
                 self.succeeded();
-                let seen: Vec<bool> = values.iter().map(Option::is_some).collect();
+                let seen: Vec<bool> = values.iter().map(|&set| set == 1).collect();
                 let hits = seen.iter().filter(|&&s| s).count() as u64;
                 self.stats.duplicates.fetch_add(hits, Ordering::Relaxed);
                 seen
@@ -128,7 +176,7 @@ impl PreFilter {
         }
         let mut pipe = redis::pipe();
         for &id in ids {
-            pipe.cmd("SET").arg(key(id)).arg(1).arg("NX").arg("EX").arg(self.horizon_s).ignore();
+            pipe.cmd("SET").arg(key(id)).arg(1).arg("NX").arg("PX").arg(self.ttl_ms).ignore();
         }
         let Some(mut conn) = self.connection().await else { return };
         match tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn)).await {

@@ -37,7 +37,7 @@ impl Service {
             None => None,
         };
         let prefilter = match &config.redis {
-            Some(redis) => Some(PreFilter::new(&redis.url, redis.horizon_ms, Duration::from_millis(redis.timeout_ms))?),
+            Some(redis) => Some(PreFilter::new(&redis.url, redis.ttl_ms(), Duration::from_millis(redis.timeout_ms))?),
             None => None,
         };
         let listener = std::net::TcpListener::bind(config.addr).map_err(|e| format!("ingest: cannot listen on {}: {e}", config.addr))?;
@@ -72,7 +72,10 @@ fn summary(config: &IngestConfig, addr: SocketAddr) -> String {
         Auth::Signed(_) => format!("request signatures ON ({} clients)", config.client_rates.len()),
         Auth::Off => "request signatures OFF: anyone who can reach this address can send clicks (local use only)".to_owned(),
     };
-    let redis = config.redis.as_ref().map_or(String::new(), |r| format!(", Redis pre-filter {}", r.url));
+    let redis = config.redis.as_ref().map_or(String::new(), |r| {
+        let ttl = crate::job::format_duration(r.ttl_ms());
+        format!(", Redis pre-filter {} (a retry within {ttl} of its id's last sighting is answered without a write)", r.url)
+    });
     format!("ingest: {scheme}://{addr}/v1/clicks and /v1/clicks/batch; {auth}{redis}")
 }
 

@@ -51,7 +51,9 @@ const DEFAULT_PARTITIONS: u32 = 8;
 const DEFAULT_EPOCH_MS: u64 = 1_000;
 const DEFAULT_SLACK_MS: u64 = 5_000;
 const DEFAULT_ALLOWED_LATENESS_MS: u64 = 10_000;
-const DEFAULT_DEDUP_HORIZON_MS: u64 = 60_000;
+/// Default `dedup.horizon`; also the Redis pre-filter's TTL when no job
+/// tells it another (`tally ingest`).
+pub const DEFAULT_DEDUP_HORIZON_MS: u64 = 60_000;
 const DEFAULT_WINDOWS_MS: [u64; 3] = [MINUTE_MS, 5 * MINUTE_MS, 60 * MINUTE_MS];
 const DEFAULT_EARLY_RESULTS_MS: u64 = 2_000;
 const DEFAULT_RESTATE_WITHIN_MS: u64 = 3_600_000;

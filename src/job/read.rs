@@ -47,7 +47,7 @@ pub(super) fn job(table: Table, file: &Path) -> Result<Job, KeyError> {
     let late = read_late(late, &time)?;
     let sink = read_sink(sink, base)?;
     let catalog = read_catalog(catalog, base)?;
-    let (log_retention_ms, rows_retention_ms) = read_retention(retention, &defaults)?;
+    let (log_retention_ms, rows_retention_ms) = read_retention(retention, &defaults, dedup_horizon_ms)?;
     Ok(Job {
         name,
         file: file.to_path_buf(),
@@ -230,14 +230,18 @@ fn read_dedup(mut s: Section, defaults: &Job) -> Result<u64, KeyError> {
     Ok(horizon.ms)
 }
 
-fn read_retention(mut s: Section, defaults: &Job) -> Result<(u64, u64), KeyError> {
+/// `dedup_horizon_ms` is the job's own `dedup.horizon`.
+fn read_retention(mut s: Section, defaults: &Job, dedup_horizon_ms: u64) -> Result<(u64, u64), KeyError> {
     let log = s.duration("log")?;
     let rows = s.duration("rows")?;
     s.finish()?;
     let log = log.unwrap_or_else(|| Spelled::default_ms(defaults.log_retention_ms));
     let rows = rows.unwrap_or_else(|| Spelled::default_ms(defaults.rows_retention_ms));
-    if log.ms < defaults.dedup_horizon_ms {
-        return Err(s.error("log", format!("{} is shorter than the dedup horizon: recovery re-reads that much of the log", log.text)));
+    if log.ms < dedup_horizon_ms {
+        let horizon = format_duration(dedup_horizon_ms);
+        return Err(
+            s.error("log", format!("{} is shorter than the dedup horizon ({horizon}): recovery re-reads that much of the log", log.text))
+        );
     }
     if rows.ms == 0 {
         return Err(s.error("rows", format!("{} keeps no rows", rows.text)));

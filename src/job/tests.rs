@@ -357,8 +357,15 @@ fn retention_ages_parse_and_are_checked() {
     assert_refused(
         "[retention]\nlog = \"10s\"",
         "retention.log",
-        "\"10s\" is shorter than the dedup horizon: recovery re-reads that much of the log",
+        "\"10s\" is shorter than the dedup horizon (1m): recovery re-reads that much of the log",
     );
+    // Against the job's own horizon, not the default one.
+    assert_refused(
+        "[dedup]\nhorizon = \"3d\"\n[retention]\nlog = \"2d\"",
+        "retention.log",
+        "\"2d\" is shorter than the dedup horizon (3d): recovery re-reads that much of the log",
+    );
+    assert_eq!(parse_ok("[dedup]\nhorizon = \"3d\"\n[retention]\nlog = \"3d\"").log_retention_ms, 3 * 86_400_000);
     assert_refused("[retention]\nrows = 0", "retention.rows", "0 keeps no rows");
     assert_refused("[retention]\nsegments = \"1d\"", "retention.segments", "unknown key");
 }

@@ -69,6 +69,10 @@ pub enum LogError {
     #[error("log: ad id of {len} bytes does not fit a record (max {MAX_AD_BYTES})")]
     AdTooLong { len: usize },
 
+    /// A click's event time is above [`crate::event::MAX_EVENT_TIME_MS`].
+    #[error("log: timestamp {ts} is too large: {}", crate::event::MAX_EVENT_TIME_REASON)]
+    TimestampTooLarge { ts: u64 },
+
     /// An earlier append to this partition failed to write or fsync; the
     /// partition takes no more appends until the log is reopened (after a
     /// failed fsync the page cache can no longer be trusted).

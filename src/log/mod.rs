@@ -44,9 +44,15 @@
 //! [`Log::enforce_retention`] deletes closed segments whose newest *event
 //! time* (computed from the records, kept in memory, independent of file
 //! times) is older than `retention_ms`, oldest first, stopping at the first
-//! segment to keep. The active segment is never deleted. Event time is the
-//! client's clock: a click stamped far in the future keeps its segment (and
-//! the ones after it) until then.
+//! segment to keep. The active segment is never deleted, nor is a segment
+//! holding an offset the job still needs: the caller passes, per
+//! partition, the first offset it will read again (the lesser of its
+//! committed offset and its dedup replay offset; 0 before its first
+//! commit), so that age alone never takes away what a restart re-reads.
+//! Event time is the client's clock: a click stamped far in the future
+//! keeps its segment (and the ones after it) until then. Retention runs
+//! where the job runs (`run.rs`, at start), with the job's offsets; appends
+//! (`tally log import`, ingest) never delete anything.
 //!
 //! # Limits and costs
 //!
@@ -179,6 +185,35 @@ impl RecoveryReport {
     }
 }
 
+/// What [`Log::enforce_retention`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// The deleted segment files, oldest first within a partition.
+    pub deleted: Vec<PathBuf>,
+    /// Closed segments old enough to delete that were kept because they
+    /// hold an offset at or after the job's needed offset.
+    pub kept_needed: usize,
+}
+
+impl Retention {
+    /// One line for a run report, if retention did or skipped anything.
+    pub fn report(&self, retention_ms: u64) -> Option<String> {
+        if self.deleted.is_empty() && self.kept_needed == 0 {
+            return None;
+        }
+        let age = crate::job::format_duration(retention_ms);
+        let mut line = format!("log retention: deleted {} segments older than {age}", self.deleted.len());
+        if self.kept_needed > 0 {
+            line += &format!(
+                "; kept {} segments older than {age} that hold offsets the job still needs \
+                 (at or after its committed or dedup replay offsets; all of them before its first commit)",
+                self.kept_needed
+            );
+        }
+        Some(line)
+    }
+}
+
 /// Counters since open, for benchmarks and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -291,7 +326,8 @@ impl Log {
     /// Appends `clicks`, each to its partition, keeping their order within a
     /// partition, and returns once all are fsynced. Concurrent calls share
     /// fsyncs. All clicks are checked before any is written; an ad id longer
-    /// than [`record::MAX_AD_BYTES`] fails the whole call.
+    /// than [`record::MAX_AD_BYTES`] or an event time above
+    /// [`crate::event::MAX_EVENT_TIME_MS`] fails the whole call.
     pub fn append(&self, clicks: &[Click]) -> Result<AppendReceipt, LogError> {
         if clicks.is_empty() {
             return Ok(AppendReceipt::default());
@@ -355,14 +391,16 @@ impl Log {
     }
 
     /// Deletes closed segments whose newest event time is more than
-    /// `retention_ms` before `now_ms` (see the module docs); returns the
-    /// deleted files.
-    pub fn enforce_retention(&self, now_ms: u64) -> Result<Vec<PathBuf>, LogError> {
-        let mut deleted = Vec::new();
-        for p in &self.partitions {
-            deleted.extend(p.enforce_retention(now_ms, self.options.retention_ms, &self.counters)?);
+    /// `retention_ms` before `now_ms` and whose offsets all lie before
+    /// `needed[p]`, the first offset of partition `p` the job still needs
+    /// (see the module docs); a partition without an entry keeps all.
+    pub fn enforce_retention(&self, now_ms: u64, needed: &[u64]) -> Result<Retention, LogError> {
+        let mut retention = Retention::default();
+        for (p, partition) in self.partitions.iter().enumerate() {
+            let needed = needed.get(p).copied().unwrap_or(0);
+            partition.enforce_retention(now_ms, self.options.retention_ms, needed, &self.counters, &mut retention)?;
         }
-        Ok(deleted)
+        Ok(retention)
     }
 
     /// The torn tails truncated by [`Log::open`].

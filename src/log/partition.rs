@@ -17,7 +17,8 @@
 //! a torn tail — an append that was never acknowledged — and is truncated
 //! (and reported). Anything else is corruption and fails the open: a bad
 //! record with an intact one after it, or a bad record in any segment but
-//! the last, or segments that do not follow each other. Offsets of a
+//! the last, or a bad record whose CRC matches (it was written whole, so
+//! it is no torn tail), or segments that do not follow each other. Offsets of a
 //! truncated tail were never acknowledged nor visible, and are assigned
 //! again.
 
@@ -29,7 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::group::{Batch, Group, RecordInfo, Ticket};
 use super::segment::{self, IndexEntry, SegmentMeta};
 use super::writer::Writer;
-use super::{lock, read, sync_dir, write, Counters, LogError, LogOptions, TruncatedTail};
+use super::{lock, read, sync_dir, write, Counters, LogError, LogOptions, Retention, TruncatedTail};
 
 /// The part of a partition that readers share.
 pub struct Shared {
@@ -132,30 +133,41 @@ impl Partition {
     }
 
     /// Deletes the oldest closed segments whose newest event time is more
-    /// than `retention_ms` before `now_ms`, stopping at the first one to
-    /// keep (so retained offsets stay contiguous). The active segment is
-    /// never deleted.
-    pub fn enforce_retention(&self, now_ms: u64, retention_ms: u64, counters: &Counters) -> Result<Vec<PathBuf>, LogError> {
+    /// than `retention_ms` before `now_ms` and that end at or before
+    /// `needed` (the first offset the job still needs), stopping at the
+    /// first one to keep (so retained offsets stay contiguous). The active
+    /// segment is never deleted. Adds what it deleted, and how many expired
+    /// segments it kept for `needed`, to `retention`.
+    pub fn enforce_retention(
+        &self,
+        now_ms: u64,
+        retention_ms: u64,
+        needed: u64,
+        counters: &Counters,
+        retention: &mut Retention,
+    ) -> Result<(), LogError> {
         let expired = |s: &SegmentMeta| s.max_ts.is_none_or(|ts| ts.saturating_add(retention_ms) < now_ms);
         let removed: Vec<SegmentMeta> = {
             let mut segments = write(&self.shared.published);
-            let n = segments.iter().take(segments.len() - 1).take_while(|s| expired(s)).count();
-            segments.drain(..n).collect()
+            let closed = segments.len() - 1;
+            let old = segments.iter().take(closed).take_while(|s| expired(s)).count();
+            let unneeded = segments.iter().take(old).take_while(|s| s.end <= needed).count();
+            retention.kept_needed += old - unneeded;
+            segments.drain(..unneeded).collect()
         };
         if removed.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         // Readers already past these segments keep their open files; new
         // readers get `OffsetRetained`. Oldest first, so that a crash leaves
         // a contiguous suffix.
-        let mut deleted = Vec::with_capacity(removed.len());
         for s in &removed {
             std::fs::remove_file(&s.path).map_err(LogError::io(&*s.path, "delete"))?;
-            deleted.push(s.path.to_path_buf());
+            retention.deleted.push(s.path.to_path_buf());
         }
         sync_dir(&self.dir)?;
         counters.dir_fsync();
-        Ok(deleted)
+        Ok(())
     }
 }
 
@@ -193,6 +205,9 @@ fn recover(partition: u32, dir: &Path) -> Result<(VecDeque<SegmentMeta>, Option<
             }
             if let Some(at) = bad.valid_after {
                 return Err(corrupt(format!("an intact record follows at byte {at}")));
+            }
+            if bad.fault.whole_record() {
+                return Err(corrupt("the record was written whole (its CRC matches)".to_owned()));
             }
             truncate(&path, bad.position)?;
             let bytes_dropped = scan.file_len - bad.position;

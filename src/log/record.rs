@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The user is the keyed hash made at the source, so no raw user id is ever
-//! written. The format is part of the log's on-disk contract (`dir/meta`
+//! written. `ts` is at most [`MAX_EVENT_TIME_MS`]: encoding refuses a larger
+//! one and decoding reports it as a fault of a whole record. The format is part of the log's on-disk contract (`dir/meta`
 //! carries its version); changing it needs a new format version.
 //!
 //! Durability is not decided here: a record is durable once the segment file
@@ -20,7 +21,7 @@ use std::fmt;
 
 use compact_str::CompactString;
 
-use crate::event::Click;
+use crate::event::{Click, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_REASON};
 
 use super::LogError;
 
@@ -40,6 +41,9 @@ pub fn encode(click: &Click, out: &mut Vec<u8>) -> Result<usize, LogError> {
     let ad = click.ad.as_bytes();
     if ad.len() > MAX_AD_BYTES {
         return Err(LogError::AdTooLong { len: ad.len() });
+    }
+    if click.ts > MAX_EVENT_TIME_MS {
+        return Err(LogError::TimestampTooLarge { ts: click.ts });
     }
     let payload_len = MIN_PAYLOAD_BYTES + ad.len();
     let start = out.len();
@@ -87,6 +91,19 @@ pub enum Fault {
     AdLength { ad_len: u8, payload_len: u32 },
     /// The CRC matches but the ad id is not UTF-8 (a writer bug).
     Utf8,
+    /// The CRC matches but the event time is above
+    /// [`MAX_EVENT_TIME_MS`] (written before that bound was checked on
+    /// every path, or a writer bug): refused here, since window arithmetic
+    /// on it would overflow.
+    Timestamp(u64),
+}
+
+impl Fault {
+    /// Whether the record was written whole (its CRC matches): then it is
+    /// no torn tail of an unacknowledged append, whatever is wrong with it.
+    pub fn whole_record(&self) -> bool {
+        matches!(self, Fault::AdLength { .. } | Fault::Utf8 | Fault::Timestamp(_))
+    }
 }
 
 impl fmt::Display for Fault {
@@ -101,6 +118,7 @@ impl fmt::Display for Fault {
                 write!(f, "ad length {ad_len} does not match payload length {payload_len}")
             }
             Fault::Utf8 => f.write_str("ad id is not UTF-8"),
+            Fault::Timestamp(ts) => write!(f, "timestamp {ts} is too large: {MAX_EVENT_TIME_REASON}"),
         }
     }
 }
@@ -129,9 +147,13 @@ pub fn decode(buf: &[u8]) -> Result<View<'_>, Fault> {
     }
     let (ad, fixed) = payload[1..].split_at(usize::from(ad_len));
     let ad = std::str::from_utf8(ad).map_err(|_| Fault::Utf8)?;
+    let ts = u64::from_le_bytes(fixed[0..8].try_into().expect("8 bytes"));
+    if ts > MAX_EVENT_TIME_MS {
+        return Err(Fault::Timestamp(ts));
+    }
     Ok(View {
         ad,
-        ts: u64::from_le_bytes(fixed[0..8].try_into().expect("8 bytes")),
+        ts,
         user: u64::from_le_bytes(fixed[8..16].try_into().expect("8 bytes")),
         request_id: u128::from_le_bytes(fixed[16..32].try_into().expect("16 bytes")),
         len: HEADER_BYTES + len,
@@ -218,6 +240,27 @@ mod tests {
         bad_utf8[HEADER_BYTES + 1] = 0xff;
         reseal(&mut bad_utf8);
         assert_eq!(decode(&bad_utf8), Err(Fault::Utf8));
+        for ts in [MAX_EVENT_TIME_MS + 1, 18_446_744_073_709_000_000] {
+            let mut too_late = buf.clone();
+            too_late[HEADER_BYTES + 3..HEADER_BYTES + 11].copy_from_slice(&ts.to_le_bytes());
+            reseal(&mut too_late);
+            assert_eq!(decode(&too_late), Err(Fault::Timestamp(ts)));
+            let reason = Fault::Timestamp(ts).to_string();
+            assert_eq!(reason, format!("timestamp {ts} is too large: must be at most 253402300799999 (9999-12-31T23:59:59.999Z)"));
+        }
+        assert!([Fault::Utf8, Fault::Timestamp(0), Fault::AdLength { ad_len: 3, payload_len: 35 }].iter().all(Fault::whole_record));
+        assert!(!Fault::Crc { stored: 0, computed: 1 }.whole_record() && !Fault::Truncated { have: 0, need: 8 }.whole_record());
+    }
+
+    #[test]
+    fn an_event_time_after_the_year_9999_is_not_encoded() {
+        let mut buf = Vec::new();
+        assert!(encode(&Click { ts: MAX_EVENT_TIME_MS, ..click("ad") }, &mut buf).is_ok());
+        let e = encode(&Click { ts: MAX_EVENT_TIME_MS + 1, ..click("ad") }, &mut buf).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "log: timestamp 253402300800000 is too large: must be at most 253402300799999 (9999-12-31T23:59:59.999Z)"
+        );
     }
 
     #[test]

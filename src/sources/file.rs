@@ -32,7 +32,7 @@ use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAcces
 use siphasher::sip::SipHasher13;
 use thiserror::Error;
 
-use crate::event::{partition_of, Click, EventTime, Key, RequestId, UserKey};
+use crate::event::{partition_of, Click, EventTime, Key, RequestId, UserKey, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_REASON};
 
 pub(crate) mod fast;
 
@@ -500,7 +500,8 @@ fn key_value(field: Field, value: Scalar<'_>) -> Result<Key, ClickError> {
 
 fn timestamp_value(value: Scalar<'_>) -> Result<EventTime, ClickError> {
     let reason = match value {
-        Scalar::Uint(ts) => return Ok(ts),
+        Scalar::Uint(ts) if ts <= MAX_EVENT_TIME_MS => return Ok(ts),
+        Scalar::Uint(ts) => format!("{ts} is too large: {MAX_EVENT_TIME_REASON}"),
         Scalar::Negative(v) => format!("negative: {v}"),
         Scalar::Float(v) => format!("not an integer fitting u64: {v:?}"),
         other => format!("expected an integer (ms), got {}", other.kind()),
@@ -858,8 +859,12 @@ mod tests {
     #[test]
     fn timestamp_rules() {
         assert!(decode(&with_field("timestamp", Some("0"))).is_ok());
-        let max = with_field("timestamp", Some("18446744073709551615"));
-        assert_eq!(decode(&max).unwrap().ts, u64::MAX);
+        let max = with_field("timestamp", Some("253402300799999"));
+        assert_eq!(decode(&max).unwrap().ts, MAX_EVENT_TIME_MS);
+        let reason = "is too large: must be at most 253402300799999 (9999-12-31T23:59:59.999Z)";
+        assert_rejects("timestamp", Some("253402300800000"), &format!("253402300800000 {reason}"));
+        assert_rejects("timestamp", Some("18446744073709000000"), &format!("18446744073709000000 {reason}"));
+        assert_rejects("timestamp", Some("18446744073709551615"), reason);
         assert_rejects("timestamp", Some("18446744073709551616"), "not an integer fitting u64");
         assert_rejects("timestamp", Some("-1"), "negative: -1");
         assert_rejects("timestamp", Some("1.0"), "not an integer fitting u64: 1.0");

@@ -57,7 +57,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::event::{mix64, Click, EventTime, Key, RequestId};
+use crate::event::{mix64, Click, EventTime, Key, RequestId, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_REASON};
 
 /// Largest accepted `ads`: ad names keep six digits and the Zipf table stays
 /// at most 12 MB.
@@ -166,9 +166,9 @@ impl GeneratorConfig {
             return Err(format!("idle_partitions: must be less than partitions ({}), got {}", self.partitions, self.idle_partitions));
         }
         let end_ms = self.clicks.checked_mul(1_000).and_then(|ms| self.start_ms.checked_add(ms / self.rate_per_s));
-        if end_ms.is_none() {
+        if end_ms.is_none_or(|end| end > MAX_EVENT_TIME_MS) {
             return Err(format!(
-                "clicks: {} clicks at {}/s from start_ms {} overflow the u64 millisecond clock",
+                "clicks: {} clicks at {}/s from start_ms {} run past the largest event time (timestamps {MAX_EVENT_TIME_REASON})",
                 self.clicks, self.rate_per_s, self.start_ms
             ));
         }
@@ -968,13 +968,17 @@ mod tests {
             GeneratorConfig { partitions: 0, idle_partitions: 0, ..Default::default() },
             GeneratorConfig { idle_partitions: 8, ..Default::default() },
             GeneratorConfig { clicks: u64::MAX, ..Default::default() },
+            GeneratorConfig { start_ms: MAX_EVENT_TIME_MS, clicks: 2_000, rate_per_s: 1_000, ..Default::default() },
         ];
-        let fields = ["viral_share", "duplicate_rate", "too_late_share", "ads", "rate_per_s", "partitions", "idle_partitions", "clicks"];
+        let fields =
+            ["viral_share", "duplicate_rate", "too_late_share", "ads", "rate_per_s", "partitions", "idle_partitions", "clicks", "clicks"];
         for (cfg, field) in bad.iter().zip(fields) {
             let err = cfg.validate().unwrap_err();
             assert!(err.starts_with(&format!("{field}:")), "{err}");
         }
         assert_eq!(GeneratorConfig::default().validate(), Ok(()));
+        let last = GeneratorConfig { start_ms: MAX_EVENT_TIME_MS - 1_000, clicks: 1_000, rate_per_s: 1_000, ..Default::default() };
+        assert_eq!(last.validate(), Ok(()), "up to the last millisecond of 9999");
     }
 
     #[test]

@@ -42,8 +42,10 @@
 //!   SIGINT/SIGTERM, just before the process exits) waits for a commit in
 //!   flight and closes every store of the process, so redb records its
 //!   allocator state and marks the file clean.
-//! - A file left unrepaired by a crash cannot be opened read-only until the
-//!   job's next [`EmbeddedStore::open`] repairs it.
+//! - A crash leaves a file that redb must repair before anyone reads it.
+//!   A writer's open repairs it; when no writer holds the lock,
+//!   [`EmbeddedStore::open_read_only`] takes the lock and does the same
+//!   before it reads, so export and verify work after a `kill -9` too.
 //! - Reads of the ledger by window and sweeps scan their whole table: they
 //!   serve export, verify and retention, not the hot path.
 
@@ -57,8 +59,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 
 use redb::{
-    Builder, ConcurrencyMode, Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+    Builder, ConcurrencyMode, Database, DatabaseError, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
 };
 
 use self::codec::{decode_last, decode_row, encode_last, encode_row, key_type_code, key_type_of, LastCommit};
@@ -232,7 +234,9 @@ impl EmbeddedStore {
     }
 
     /// Opens the store in `dir` for reading only, without the lock, beside a
-    /// running writer if there is one.
+    /// running writer if there is one. A file that needs a repair (its
+    /// writer died) is repaired first if no process holds the lock:
+    /// [`StoreError::NeedsRepair`] if one does.
     pub fn open_read_only(dir: &Path) -> Result<EmbeddedReader, StoreError> {
         let path = dir.join(STORE_FILE);
         let target: Arc<str> = path.display().to_string().into();
@@ -240,7 +244,13 @@ impl EmbeddedStore {
             let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no store here");
             return Err(StoreError::Io { path, source });
         }
-        let db = builder().open_read_only(&path).or_store(&target)?;
+        let db = match builder().open_read_only(&path) {
+            Err(DatabaseError::RepairAborted) => {
+                repair(dir, &target)?;
+                builder().open_read_only(&path).or_store(&target)?
+            }
+            opened => opened.or_store(&target)?,
+        };
         let reader = EmbeddedReader { handle: Handle::ReadOnly(Arc::new(db)), target };
         let snapshot = reader.snapshot()?;
         check_format(&snapshot.txn.open_table(META).or_store(&reader.target)?, &reader.target)?;
@@ -584,6 +594,17 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         LockError::Held { pid } => StoreError::Locked { path, pid },
         LockError::Io(source) => StoreError::Io { path, source },
     })
+}
+
+/// Repairs a store file whose writer died, as the next writer's open
+/// would: under the lock, which must be free, then closes it cleanly.
+fn repair(dir: &Path, target: &str) -> Result<(), StoreError> {
+    let _lock = match lock_dir(dir) {
+        Ok(lock) => lock,
+        Err(StoreError::Locked { pid, .. }) => return Err(StoreError::NeedsRepair { target: target.to_string(), pid }),
+        Err(error) => return Err(error),
+    };
+    builder().open(dir.join(STORE_FILE)).or_store(target)?.close().or_store(target)
 }
 
 /// Creates every table and the meta entries of a new store; checks the

@@ -133,6 +133,8 @@ pub enum StoreError {
     Fenced { target: String, generation: u64, current: u64 },
     #[error("store {target}: format version {found}, this build reads version {expected}")]
     Format { target: String, found: u64, expected: u64 },
+    #[error("store {target}: not closed cleanly, and its lock is held{} (a job repairs the store as it opens it; try again once it runs)", holder(*pid))]
+    NeedsRepair { target: String, pid: Option<u32> },
     #[error("store {target}: closed (the process is stopping)")]
     Closed { target: String },
     #[error("store {target}: corrupt {what}")]

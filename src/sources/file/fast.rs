@@ -14,13 +14,14 @@
 //!
 //! `None` on: input that is not UTF-8; any escape, control or non-ASCII
 //! byte in a string; a number that is not `0` or `[1-9][0-9]*` within `u64`
-//! (a sign, fraction, exponent, leading zero or overflow); an unknown,
+//! (a sign, fraction, exponent, leading zero or overflow) or above
+//! [`MAX_EVENT_TIME_MS`]; an unknown,
 //! duplicate or missing field; a value of another type; a value that fails
 //! its check (ad and campaign charset and length, user id length, UUID);
 //! any other syntax.
 
 use super::{is_key_byte, parse_uuid, user_key, Field, UserSalt, MAX_KEY_BYTES, MAX_USER_ID_BYTES};
-use crate::event::{Click, EventTime, Key, RequestId};
+use crate::event::{Click, EventTime, Key, RequestId, MAX_EVENT_TIME_MS};
 
 /// Length of the shortest click object this path accepts
 /// (`{"ad_id":"a","timestamp":0,"user_id":"u","request_id":"<36>"}`), to
@@ -173,7 +174,7 @@ impl<'a> Cursor<'a> {
     fn value(&mut self, field: Field, fields: &mut Fields<'a>) -> Option<()> {
         match field {
             Field::AdId => fill(&mut fields.ad, self.key()?),
-            Field::Timestamp => fill(&mut fields.ts, self.unsigned()?),
+            Field::Timestamp => fill(&mut fields.ts, self.unsigned().filter(|&ts| ts <= MAX_EVENT_TIME_MS)?),
             Field::UserId => fill(&mut fields.user, self.user_id()?),
             Field::RequestId => fill(&mut fields.request_id, self.request_id()?),
             Field::CampaignId => {
@@ -356,7 +357,7 @@ mod tests {
         for (field, value) in [
             ("timestamp", "0".to_owned()),
             ("timestamp", "7".to_owned()),
-            ("timestamp", u64::MAX.to_string()),
+            ("timestamp", MAX_EVENT_TIME_MS.to_string()),
             ("ad_id", format!("\"{longest_key}\"")),
             ("ad_id", "\"a\"".to_owned()),
             ("user_id", format!("\"{}\"", "u".repeat(MAX_USER_ID_BYTES))),
@@ -395,6 +396,9 @@ mod tests {
             (with("timestamp", "1e3"), "exponent"),
             (with("timestamp", "1E3"), "exponent"),
             (with("timestamp", "0e0"), "exponent after zero"),
+            (with("timestamp", "253402300800000"), "after the year 9999"),
+            (with("timestamp", "18446744073709000000"), "after the year 9999"),
+            (with("timestamp", "18446744073709551615"), "after the year 9999"),
             (with("timestamp", "18446744073709551616"), "beyond u64"),
             (with("timestamp", "99999999999999999999"), "beyond u64"),
             (with("timestamp", "1767225600123x"), "junk after the number"),
@@ -475,7 +479,7 @@ mod tests {
     fn every_single_byte_change_decodes_as_on_the_serde_path() {
         let mut with_campaign = FIELDS.to_vec();
         with_campaign.insert(2, CAMPAIGN);
-        let bases = [canonical(), object(&with_campaign, " "), with("timestamp", &u64::MAX.to_string()), with("timestamp", "0")];
+        let bases = [canonical(), object(&with_campaign, " "), with("timestamp", &MAX_EVENT_TIME_MS.to_string()), with("timestamp", "0")];
         let (mut fast_answers, mut serde_answers) = (0, 0);
         for base in &bases {
             let base = base.as_bytes();

@@ -5,7 +5,8 @@
 //! server's request task for one bad body), and an answer that breaks the
 //! contract the rest of the pipeline relies on: every item accounted for
 //! exactly once, rejections in order, and no accepted click with an ad id
-//! outside the id rule or a timestamp outside the window. The checks are
+//! outside the id rule or a timestamp outside the window (nor above
+//! `MAX_EVENT_TIME_MS`, whatever the window). The checks are
 //! cheap, so they cost the fuzzer little throughput.
 //!
 //! A third kind of failure is a difference between the two ways of
@@ -82,6 +83,7 @@ fn check_decoded(kind: BodyKind, body: &[u8], decoded: &Decoded) {
         assert!((1..=64).contains(&ad.len()), "accepted ad id of {} bytes: {:?}", ad.len(), click.ad);
         assert!(ad.iter().all(|&b| is_id_byte(b)), "accepted ad id outside [A-Za-z0-9._:-]: {:?}", click.ad);
         assert!((oldest..=newest).contains(&click.ts), "accepted timestamp {} outside {oldest}..={newest}", click.ts);
+        assert!(click.ts <= tally::event::MAX_EVENT_TIME_MS, "accepted timestamp {} after the year 9999", click.ts);
     }
 }
 
