@@ -210,7 +210,7 @@ type Input = (ReaderFactory, String, u64, Option<Vec<u64>>);
 
 fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
     let loaded = match (&job.source, &options.input) {
-        (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions, &file_salt(&options.data_dir))?,
+        (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions, &file_salt(&options.data_dir, options.processes))?,
         (SourceSpec::File { path: None }, None) => {
             return Err(RunError::Usage(format!("{}: source.path is not set; pass --input FILE", job.file.display())))
         }
@@ -266,9 +266,12 @@ fn open_log(dir: &Path, job: &Job, options: &RunOptions, resume: &BTreeMap<u32, 
 }
 
 /// The data directory's salt if it has one, so that a file run hashes users
-/// as `tally log import` did; else the fixed default of file runs.
-fn file_salt(data_dir: &DataDir) -> UserSalt {
-    if data_dir.root.join("salt").exists() {
+/// as `tally log import` did; else the fixed default of file runs. The
+/// processes of a cluster may each have their own data directory (and
+/// salt), so a cluster always hashes with the fixed default: one user is
+/// one user on every process.
+fn file_salt(data_dir: &DataDir, processes: usize) -> UserSalt {
+    if processes <= 1 && data_dir.root.join("salt").exists() {
         data_dir.salt().unwrap_or(UserSalt::FILE_DEFAULT)
     } else {
         UserSalt::FILE_DEFAULT

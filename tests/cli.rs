@@ -672,6 +672,92 @@ fn two_process_cluster_matches_one_worker() {
     assert_rows_equal(&reference, &union, "2 processes x 2 workers vs -w 1");
 }
 
+/// The processes of a file-source cluster may each have a data directory
+/// with its own salt: users are still hashed alike on all of them, so
+/// distinct users equal a single run's.
+#[test]
+fn file_cluster_hashes_users_alike_whatever_each_process_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clicks, catalog) = generate(dir.path(), 50_000);
+    let catalog = catalog.to_str().unwrap();
+    let single = dir.path().join("rows-single.ndjson");
+    let mut command = run_job(&clicks, &single, &["--catalog", catalog]);
+    command.arg("--data-dir").arg(dir.path().join("no-salt"));
+    run_ok(command);
+
+    let (port_a, port_b) = free_ports();
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{port_a}\n127.0.0.1:{port_b}\n")).unwrap();
+    let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("rows-p{p}.ndjson"))).collect();
+    let children: Vec<Running> = (0..2)
+        .map(|p| {
+            // Each process's data directory gets a salt of its own.
+            let data = dir.path().join(format!("data-{p}"));
+            let mut import = tally();
+            import.arg("--data-dir").arg(&data).args(["log", "import"]).arg(&clicks);
+            run_ok(import);
+            let mut command = run_job(&clicks, &outputs[p], &["--catalog", catalog, "--processes", "2", "--process", &p.to_string()]);
+            command.arg("--hostfile").arg(&hostfile).arg("--data-dir").arg(&data);
+            spawn(command)
+        })
+        .collect();
+    for (p, done) in wait_all(children).iter().enumerate() {
+        assert_eq!(done.code(), Some(0), "process {p} failed:\n{}", done.stderr);
+    }
+    assert_rows_equal(&settled_rows(&single), &settled_rows(&outputs[0]), "2 processes with their own salts vs one run");
+}
+
+/// A store belongs to one process, and a live log run needs a store: both
+/// are refused before anything starts, naming the reason.
+#[test]
+fn a_store_sink_in_a_cluster_and_a_live_log_run_without_a_store_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
+    let mut command = tally();
+    command.arg("--data-dir").arg(dir.path().join("d")).arg("run").arg(EMBEDDED_JOB);
+    command.args(["--bounded", "--processes", "2", "--process", "1"]).arg("--hostfile").arg(&hostfile);
+    let done = run_to_end(command);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert!(done.stderr.contains("--processes 2") && done.stderr.contains("one process"), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
+
+    let mut command = tally();
+    command.arg("--data-dir").arg(dir.path().join("d")).arg("run").arg(EMBEDDED_JOB).arg("--output").arg(dir.path().join("rows.ndjson"));
+    let done = run_to_end(command);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert!(done.stderr.contains("live run of the embedded log needs"), "{}", done.stderr);
+}
+
+/// A store committed from a longer log than the one found at start: an
+/// error naming the partition, never a silent skip.
+#[test]
+fn a_committed_offset_beyond_the_log_end_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clicks, _) = generate(dir.path(), 2_000);
+    let data = dir.path().join("d");
+    let mut import = tally();
+    import.arg("--data-dir").arg(&data).args(["log", "import"]).arg(&clicks);
+    run_ok(import);
+    let mut bounded = tally();
+    bounded.arg("--data-dir").arg(&data).arg("run").arg(EMBEDDED_JOB).arg("--bounded");
+    run_ok(bounded);
+    // Another (shorter) log under the same store.
+    std::fs::remove_dir_all(data.join("log")).unwrap();
+    let short = dir.path().join("short.ndjson");
+    let text = std::fs::read_to_string(&clicks).unwrap();
+    std::fs::write(&short, text.lines().take(100).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let mut import = tally();
+    import.arg("--data-dir").arg(&data).args(["log", "import"]).arg(&short);
+    run_ok(import);
+    let mut bounded = tally();
+    bounded.arg("--data-dir").arg(&data).arg("run").arg(EMBEDDED_JOB).arg("--bounded");
+    let done = run_to_end(bounded);
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert!(done.stderr.contains("beyond the log's end offset"), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
+}
+
 /// Rows without `distinct_users`: a generator source keys users by index,
 /// a file run by the hash of their `user_id`, so only the estimates differ.
 fn settled_clicks(path: &Path) -> Vec<String> {
