@@ -116,6 +116,9 @@ struct ExportArgs {
     /// Where to write the rows.
     #[arg(long)]
     output: PathBuf,
+    /// Where to write the late ledger too (NDJSON, as `rows.late.ndjson`).
+    #[arg(long)]
+    late: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -454,6 +457,10 @@ fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
         let reader = read_store(data_dir)?;
         let rows = reader.all_rows().map_err(|e| e.to_string())?;
         tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
+        if let Some(path) = &args.late {
+            let entries = reader.late_entries(0, u64::MAX).map_err(|e| e.to_string())?;
+            tally::sink::file::write_late(path, &entries).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
         Ok(rows.len())
     })();
     match result {

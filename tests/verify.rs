@@ -22,10 +22,11 @@ const MINUTE: u64 = 60_000;
 const FIVE: u64 = 5 * MINUTE;
 /// a1 moves from campaign c1 to c2 at 2m; a2 is not in the catalog.
 const CATALOG: &str = "ad_id,campaign_id,advertiser_id,valid_from\na1,c1,adv1,0\na1,c2,adv1,120000\n";
-/// The committed epoch of the hand-made stores: the data frontier of
-/// [`clicks`] (watermark 315 s, epoch 1 s). Windows of 1m closing after it
-/// (end + 10 s > 315 s) are those from 300 s on.
-const EPOCH: u64 = 315_000;
+/// The committed epoch of the hand-made stores: just past the watermark of
+/// [`clicks`] (315 s, epoch 1 s), as a bounded run's end commits, so every
+/// too-late batch (the last is 315 s) is applied. Windows of 1m closing
+/// after it (end + 10 s > 315 s) are those from 300 s on.
+const EPOCH: u64 = 315_001;
 
 /// Epoch 1 s, slack 5 s, allowed lateness 10 s, dedup horizon 60 s (the
 /// defaults); windows 1m and 5m by ad and campaign; restate within 2m.
@@ -333,8 +334,28 @@ fn a_missing_settled_window_is_caught() {
     assert_eq!(
         m.to_string(),
         "campaign unknown 1m window 60000: missing: no final or restated row, though end + allowed lateness is within the committed \
-         epoch 315000; the recount counts 1 clicks"
+         epoch 315001; the recount counts 1 clicks"
     );
+}
+
+#[test]
+fn a_too_late_batch_the_commit_has_not_reached_is_pending() {
+    // Committed at 315 s: the restating click read at watermark 315 s (id
+    // 10) is in its batch 315 s, not yet applied. A store without it in the
+    // 4m windows and the ledger is right; one with it is caught.
+    let dir = tempfile::tempdir().unwrap();
+    let rows = contract_rows();
+    let late: Vec<LateEntry> = contract_ledger().into_iter().filter(|e| e.batch < 315_000).collect();
+    let by_click_10 = |r: &Row| r.status == Status::Restated && (r.window_start == 240_000 || (r.granularity_ms == FIVE && r.window_start == 0));
+    let before: Vec<Row> = rows.iter().filter(|r| !by_click_10(r)).cloned().collect();
+    let pending = Contents { epoch: 315_000, rows: before, late: late.clone(), offset: clicks().len() as u64, settings: None };
+    let catalog = data_dir(dir.path(), pending);
+    let report = verify_data_dir(dir.path(), &job(), Some(&catalog)).unwrap();
+    assert!(report.is_clean(), "{}", report.summary());
+    let dir = tempfile::tempdir().unwrap();
+    let applied_early = Contents { epoch: 315_000, rows, late, offset: clicks().len() as u64, settings: None };
+    let catalog = data_dir(dir.path(), applied_early);
+    assert!(!verify_data_dir(dir.path(), &job(), Some(&catalog)).unwrap().is_clean(), "a batch applied before its time is caught");
 }
 
 #[test]

@@ -126,11 +126,13 @@ pub fn commit<'scope>(
 }
 
 /// The epoch the end of a bounded run is committed as: everything is below
-/// it, but a later run resumes from it, so it is the data frontier the
-/// sources reached (never `EventTime::MAX`), and after the last epoch.
+/// it, but a later run resumes from it, so it is finite: just past every
+/// partition's watermark (every too-late batch, which is at most its
+/// partition's watermark, is then below it, as SEMANTICS.md's "applied in
+/// the commit" reads), and after the last epoch.
 fn final_epoch(finish: &Finish, last_epoch: Option<EventTime>) -> EventTime {
     let after_last = last_epoch.map_or(1, |last| last + 1);
-    finish.frontier().unwrap_or(0).max(after_last)
+    finish.past_every_watermark().unwrap_or(0).max(after_last)
 }
 
 /// Commits everything below `limit` as epoch `epoch` (`limit` itself, but

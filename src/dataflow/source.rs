@@ -95,34 +95,47 @@ pub struct SourceSettings {
 }
 
 /// How the sources of one process finished a bounded input: how many did,
-/// and the data frontier they reached (the least partition watermark,
-/// rounded down to the epoch). The commit of a bounded run's end is stored
-/// at that frontier, so that a later run resumes from a finite epoch; with
-/// `leave_open` the run stops once it is committed.
+/// the data frontier they reached (the least partition watermark, rounded
+/// down to the epoch) and the epoch just past the greatest one. The end of a
+/// bounded run that finalizes everything is committed past every
+/// partition's watermark (every too-late batch is applied in it), so that a
+/// later run resumes from a finite epoch; with `leave_open` the run commits
+/// at the data frontier and stops once that is committed.
 #[derive(Default)]
 pub struct Finish {
-    state: std::sync::Mutex<(usize, Option<EventTime>)>,
+    state: std::sync::Mutex<FinishState>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct FinishState {
+    sources: usize,
+    least: Option<EventTime>,
+    past: Option<EventTime>,
 }
 
 impl Finish {
-    fn record(&self, frontier: Option<EventTime>) {
+    fn record(&self, least: EventTime, past: EventTime) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.0 += 1;
-        state.1 = match (state.1, frontier) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        state.sources += 1;
+        state.least = Some(state.least.map_or(least, |l| l.min(least)));
+        state.past = Some(state.past.map_or(past, |p| p.max(past)));
     }
 
-    /// The data frontier, once at least one source finished with partitions.
-    pub fn frontier(&self) -> Option<EventTime> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1
+    fn record_empty(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).sources += 1;
     }
 
-    /// Whether all `sources` finished and `committed` reached their frontier.
+    /// The epoch past every partition's watermark, once a source with
+    /// partitions finished.
+    pub fn past_every_watermark(&self) -> Option<EventTime> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).past
+    }
+
+    /// Whether all `sources` finished and `committed` reached their data
+    /// frontier.
     pub fn committed(&self, sources: usize, committed: Option<EventTime>) -> bool {
-        let (finished, frontier) = *self.state.lock().unwrap_or_else(|e| e.into_inner());
-        finished == sources && committed.is_none_or(|c| frontier.is_none_or(|f| c >= f))
+        let state = *self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.sources == sources && committed.is_none_or(|c| state.least.is_none_or(|f| c >= f))
     }
 }
 
@@ -176,10 +189,15 @@ pub fn click_source<'scope>(
             match target {
                 None => {
                     let epoch_ms = settings.rules.epoch_ms;
-                    let reached = owned.iter().map(|p| p.state.watermark()).min().map(|t| (t - t % epoch_ms).max(*current.time() + 1));
+                    let rounded = |t: EventTime| (t - t % epoch_ms).max(*current.time() + 1);
+                    let reached = owned.iter().map(|p| p.state.watermark()).min().map(rounded);
+                    let past = owned.iter().map(|p| p.state.watermark()).max().map(|t| rounded(t) + 1);
                     flush(&mut pre, current, EventTime::MAX, output);
                     send_checkpoints(&mut owned, current, output);
-                    settings.finish.record(reached);
+                    match (reached, past) {
+                        (Some(least), Some(past)) => settings.finish.record(least, past),
+                        _ => settings.finish.record_empty(),
+                    }
                     match reached {
                         Some(at) if settings.leave_open => {
                             current.downgrade(&at);

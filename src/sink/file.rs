@@ -76,6 +76,16 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Writes late-ledger entries as NDJSON (the format of `rows.late.ndjson`)
+/// and syncs the file.
+pub fn write_late(path: &Path, entries: &[LateEntry]) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    entries.iter().for_each(|entry| late_line(entry, &mut out));
+    let mut file = File::create(path)?;
+    file.write_all(&out)?;
+    file.sync_all()
+}
+
 fn row_line(row: &Row, out: &mut Vec<u8>) {
     let line = RowLine {
         key_type: row.key_type.as_str(),

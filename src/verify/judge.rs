@@ -75,9 +75,17 @@ impl PartitionJudge {
         PartitionJudge { rules, max_ts: 0, memory: HashMap::new() }
     }
 
+    /// The partition's watermark before its next click: a too-late click
+    /// is restated (or held) in the batch of this watermark rounded down to
+    /// the epoch, and appears in committed rows and the ledger once the
+    /// committed epoch is past that batch.
+    pub fn watermark(&self) -> EventTime {
+        self.max_ts.saturating_sub(self.rules.slack_ms)
+    }
+
     /// Judges the next click of the partition and updates the state.
     pub fn judge(&mut self, click: &Click) -> Fate {
-        let watermark = self.max_ts.saturating_sub(self.rules.slack_ms);
+        let watermark = self.watermark();
         self.max_ts = self.max_ts.max(click.ts);
         let oldest = self.max_ts.saturating_sub(self.rules.dedup_horizon_ms);
         // Every sighting refreshes the memory: the horizon slides along a

@@ -24,7 +24,10 @@
 //! # What is checked, and how exactly
 //!
 //! The recount reads every partition from offset 0 to the offsets of the
-//! store's last commit, and compares on the same snapshot:
+//! store's last commit, and compares on the same snapshot. A too-late click
+//! whose batch (its partition's watermark when read, rounded down to the
+//! epoch) is at or past the committed epoch is pending in that commit
+//! (SEMANTICS.md, "What a commit holds") and left out of rows and ledger.
 //!
 //! - **The newest version of every settled window** (the latest `final` or
 //!   `restated` row) must hold the recount's totals of the window: every
@@ -82,7 +85,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 use crate::catalog::Catalog;
-use crate::event::RequestId;
+use crate::event::{EventTime, RequestId};
 use crate::job::Job;
 use crate::log::{Log, LogError};
 use crate::store::{EmbeddedReader, Snapshot, StoreError, WindowKey};
@@ -141,6 +144,9 @@ pub struct RecountStats {
     pub on_time: u64,
     pub restating: u64,
     pub held: u64,
+    /// Too-late clicks whose batch the committed epoch has not reached yet:
+    /// committed as pending, not yet in rows or the ledger.
+    pub pending: u64,
 }
 
 /// What the store must hold per SEMANTICS.md, for the clicks up to the end
@@ -181,12 +187,21 @@ impl Recount {
 /// count is authoritative, whatever `job.partitions` says). Without a
 /// catalog every click counts under campaign and advertiser `unknown`.
 pub fn recount(log: &Log, ends: &[u64], job: &Job, catalog: Option<&Catalog>) -> Result<Recount, VerifyError> {
+    recount_through(log, ends, job, catalog, EventTime::MAX)
+}
+
+/// [`recount`] as of a committed epoch: a too-late click is applied (to
+/// rows and the ledger) in the batch of its partition's watermark rounded
+/// down to the epoch, so one whose batch is at or past `applied_below` is
+/// still pending in that commit and left out.
+pub fn recount_through(log: &Log, ends: &[u64], job: &Job, catalog: Option<&Catalog>, applied_below: EventTime) -> Result<Recount, VerifyError> {
     let rules = Rules::of(job)?;
     check_ends(log, ends)?;
     let mut counted = expected::Counted::default();
     let mut stats = RecountStats::default();
+    let batches = Batches { epoch_ms: job.epoch_ms.max(1), applied_below };
     for (partition, &end) in (0..).zip(ends) {
-        recount_partition(log, partition, end, &rules, &mut counted, &mut stats)?;
+        recount_partition(log, partition, end, &rules, batches, &mut counted, &mut stats)?;
     }
     Ok(Recount {
         windows: expected::windows(&counted, job, catalog),
@@ -205,7 +220,8 @@ pub fn verify(log: &Log, store: &EmbeddedReader, job: &Job, catalog: Option<&Cat
     let snapshot = store.snapshot()?;
     let note = settings::check(&snapshot, job, catalog.map(|c| &c.stamp))?;
     let ends = committed_ends(&snapshot, log.partitions())?;
-    let recount = recount(log, &ends, job, catalog.map(|c| &c.catalog))?;
+    let applied_below = snapshot.committed_epoch()?.unwrap_or(0);
+    let recount = recount_through(log, &ends, job, catalog.map(|c| &c.catalog), applied_below)?;
     let mut report = compare(&recount, &snapshot, show)?;
     report.notes.extend(note);
     Ok(report)
@@ -242,11 +258,19 @@ fn check_ends(log: &Log, ends: &[u64]) -> Result<(), VerifyError> {
 /// Judges the clicks of one partition in offset order and keeps the counted
 /// and the too-late ones. The dedup memory lives only as long as the
 /// partition is read.
+/// Which too-late batches a commit has applied.
+#[derive(Clone, Copy)]
+struct Batches {
+    epoch_ms: u64,
+    applied_below: EventTime,
+}
+
 fn recount_partition(
     log: &Log,
     partition: u32,
     end: u64,
     rules: &Rules,
+    batches: Batches,
     counted: &mut expected::Counted,
     stats: &mut RecountStats,
 ) -> Result<(), VerifyError> {
@@ -261,7 +285,14 @@ fn recount_partition(
         }
         for click in &batch {
             stats.clicks_read += 1;
-            match judge.judge(click) {
+            let watermark = judge.watermark();
+            let fate = judge.judge(click);
+            let batch = watermark - watermark % batches.epoch_ms;
+            if matches!(fate, Fate::Restating | Fate::Held) && batch >= batches.applied_below {
+                stats.pending += 1;
+                continue;
+            }
+            match fate {
                 Fate::Duplicate => stats.duplicates += 1,
                 Fate::OnTime => {
                     stats.on_time += 1;
