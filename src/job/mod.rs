@@ -39,6 +39,10 @@ pub const DEFAULT_ROWS_RETENTION_MS: u64 = crate::store::DEFAULT_RETENTION_MS;
 pub const MIN_EPOCH_MS: u64 = 10;
 /// Longest window a job may declare.
 pub const MAX_WINDOW_MS: u64 = 86_400_000;
+/// Longest watermark slack, allowed lateness and restatement horizon: a
+/// year. With timestamps bounded by `MAX_EVENT_TIME_MS`, window ends plus
+/// any of them stay far inside `u64`.
+pub const MAX_LATENESS_MS: u64 = 366 * 86_400_000;
 /// Shortest dedup horizon: below this, ordinary retries slip through.
 pub const MIN_DEDUP_HORIZON_MS: u64 = 1_000;
 /// Longest dedup horizon: a restart re-reads this much of every partition

@@ -12,7 +12,7 @@ use super::duration::format_duration;
 use super::error::{one_line, KeyError};
 use super::section::{string_entry, Section, Spelled};
 use super::{
-    Job, LatePolicy, SinkSpec, SourceSpec, MAX_DEDUP_HORIZON_MS, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS, MIN_EARLY_RESULTS_MS,
+    Job, LatePolicy, SinkSpec, SourceSpec, MAX_DEDUP_HORIZON_MS, MAX_LATENESS_MS, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS, MIN_EARLY_RESULTS_MS,
     MIN_EPOCH_MS,
 };
 use crate::event::{KeyType, MINUTE_MS};
@@ -210,6 +210,11 @@ fn read_time(mut s: Section, defaults: &Job) -> Result<Time, KeyError> {
     if !allowed_lateness.ms.is_multiple_of(epoch.ms) {
         return Err(s.error("allowed_lateness", not_whole_epochs(&allowed_lateness, epoch.ms)));
     }
+    for (key, value) in [("watermark_slack", &slack), ("allowed_lateness", &allowed_lateness)] {
+        if value.ms > MAX_LATENESS_MS {
+            return Err(s.error(key, format!("{key} {} is longer than {}", value.text, format_duration(MAX_LATENESS_MS))));
+        }
+    }
     Ok(Time { epoch, slack, allowed_lateness })
 }
 
@@ -366,6 +371,9 @@ fn read_late(mut s: Section, time: &Time) -> Result<LatePolicy, KeyError> {
             }
             if !within.ms.is_multiple_of(time.epoch.ms) {
                 return Err(s.error("restate_within", not_whole_epochs(&within, time.epoch.ms)));
+            }
+            if within.ms > MAX_LATENESS_MS {
+                return Err(s.error("restate_within", format!("restate_within {} is longer than {}", within.text, format_duration(MAX_LATENESS_MS))));
             }
             Ok(LatePolicy::Restate { within_ms: within.ms })
         }

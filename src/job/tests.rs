@@ -256,6 +256,13 @@ fn allowed_lateness_must_be_whole_epochs() {
 }
 
 #[test]
+fn lateness_slack_and_restatement_horizon_have_a_ceiling() {
+    assert_refused("[time]\nallowed_lateness = \"400d\"", "time.allowed_lateness", "allowed_lateness \"400d\" is longer than 366d");
+    assert_refused("[time]\nwatermark_slack = \"400d\"", "time.watermark_slack", "watermark_slack \"400d\" is longer than 366d");
+    assert_refused("[late]\nrestate_within = \"400d\"", "late.restate_within", "restate_within \"400d\" is longer than 366d");
+}
+
+#[test]
 fn dedup_horizon_has_a_floor_and_a_ceiling() {
     assert_refused("[dedup]\nhorizon = \"500ms\"", "dedup.horizon", "horizon \"500ms\" is shorter than 1s");
     assert_refused("[dedup]\nhorizon = \"8d\"", "dedup.horizon", "horizon \"8d\" is longer than 7d");
