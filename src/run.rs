@@ -210,7 +210,9 @@ type Input = (ReaderFactory, String, u64, Option<Vec<u64>>);
 
 fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
     let loaded = match (&job.source, &options.input) {
-        (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => load_file(path, job.partitions, &file_salt(&options.data_dir, options.processes))?,
+        (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => {
+            load_file(path, job.partitions, &file_salt(&options.data_dir, options.processes))?
+        }
         (SourceSpec::File { path: None }, None) => {
             return Err(RunError::Usage(format!("{}: source.path is not set; pass --input FILE", job.file.display())))
         }
@@ -344,7 +346,10 @@ fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
         )));
     }
     if options.leave_open && !store {
-        return Err(RunError::Usage(format!("{}: --leave-open keeps windows open in the store: it needs sink.kind = \"store\"", job.file.display())));
+        return Err(RunError::Usage(format!(
+            "{}: --leave-open keeps windows open in the store: it needs sink.kind = \"store\"",
+            job.file.display()
+        )));
     }
     Ok(())
 }

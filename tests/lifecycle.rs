@@ -154,7 +154,12 @@ fn assert_counts(data: &Path, dir: &Path, sent: &[Click], step: &str) {
     let got = settled_minutes(&exported(data, dir));
     let want = recount(sent);
     let wrong: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).map(|(k, v)| (k.clone(), *v, got.get(k))).collect();
-    assert!(wrong.is_empty() && got.len() == want.len(), "{step}: {} windows expected, {} settled; first differences {wrong:?}", want.len(), got.len());
+    assert!(
+        wrong.is_empty() && got.len() == want.len(),
+        "{step}: {} windows expected, {} settled; first differences {wrong:?}",
+        want.len(),
+        got.len()
+    );
 }
 
 fn verify_clean(data: &Path, step: &str) {
@@ -245,8 +250,13 @@ fn a_data_directory_stays_exact_over_its_life_and_its_log_replays_to_the_same_ro
             break;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            let wrong: Vec<_> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).map(|(k, v)| (k.clone(), *v, got.get(k))).collect();
-            panic!("the live run never counted the backlog: {} windows expected, {} settled; first differences {wrong:?}", want.len(), got.len());
+            let wrong: Vec<_> =
+                want.iter().filter(|(k, v)| got.get(*k) != Some(v)).take(5).map(|(k, v)| (k.clone(), *v, got.get(k))).collect();
+            panic!(
+                "the live run never counted the backlog: {} windows expected, {} settled; first differences {wrong:?}",
+                want.len(),
+                got.len()
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -333,7 +343,8 @@ fn live_rows_equal_bounded_replays_of_their_log() {
     // Wait until every minute of the first clicks is settled and the rows
     // stop changing (the commit caught up with the log). (Some minutes of
     // the third batch may hold only held clicks, so they are not waited for.)
-    let minutes: std::collections::BTreeSet<(String, u64)> = first.iter().map(|c| (format!("lc-ad-{}", c.ad), c.ts - c.ts % MINUTE_MS)).collect();
+    let minutes: std::collections::BTreeSet<(String, u64)> =
+        first.iter().map(|c| (format!("lc-ad-{}", c.ad), c.ts - c.ts % MINUTE_MS)).collect();
     let started = Instant::now();
     let mut previous = BTreeMap::new();
     loop {
@@ -344,7 +355,12 @@ fn live_rows_equal_bounded_replays_of_their_log() {
         }
         if started.elapsed() > Duration::from_secs(60) {
             let missing: Vec<_> = minutes.iter().filter(|m| !settled.contains_key(*m)).take(5).collect();
-            panic!("the live run never settled the posted minutes: {} of {} missing, first {missing:?}; rows changed: {}", minutes.iter().filter(|m| !settled.contains_key(*m)).count(), minutes.len(), rows != previous);
+            panic!(
+                "the live run never settled the posted minutes: {} of {} missing, first {missing:?}; rows changed: {}",
+                minutes.iter().filter(|m| !settled.contains_key(*m)).count(),
+                minutes.len(),
+                rows != previous
+            );
         }
         previous = rows;
         std::thread::sleep(Duration::from_millis(1_500));
@@ -362,7 +378,8 @@ fn live_rows_equal_bounded_replays_of_their_log() {
         std::fs::copy(data.join("salt"), replay.join("salt")).unwrap();
         checked(&mut bounded(&replay, workers));
         let replayed = exported(&replay, dir.path());
-        let settled_live: BTreeMap<_, _> = live.iter().filter(|(_, r)| r["status"] != "partial").map(|(k, v)| (k.clone(), v.clone())).collect();
+        let settled_live: BTreeMap<_, _> =
+            live.iter().filter(|(_, r)| r["status"] != "partial").map(|(k, v)| (k.clone(), v.clone())).collect();
         let restricted: BTreeMap<_, _> = replayed.into_iter().filter(|(k, _)| settled_live.contains_key(k)).collect();
         let compared = same_latest(&settled_live, &restricted);
         assert!(compared > 100, "{compared} settled rows compared");

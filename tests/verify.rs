@@ -346,7 +346,8 @@ fn a_too_late_batch_the_commit_has_not_reached_is_pending() {
     let dir = tempfile::tempdir().unwrap();
     let rows = contract_rows();
     let late: Vec<LateEntry> = contract_ledger().into_iter().filter(|e| e.batch < 315_000).collect();
-    let by_click_10 = |r: &Row| r.status == Status::Restated && (r.window_start == 240_000 || (r.granularity_ms == FIVE && r.window_start == 0));
+    let by_click_10 =
+        |r: &Row| r.status == Status::Restated && (r.window_start == 240_000 || (r.granularity_ms == FIVE && r.window_start == 0));
     let before: Vec<Row> = rows.iter().filter(|r| !by_click_10(r)).cloned().collect();
     let pending = Contents { epoch: 315_000, rows: before, late: late.clone(), offset: clicks().len() as u64, settings: None };
     let catalog = data_dir(dir.path(), pending);

@@ -197,7 +197,6 @@ mod tests {
         assert!(matches!(p.decide(&click(1_000, 2)), Verdict::Held { .. }));
     }
 
-
     #[test]
     fn resuming_from_a_checkpoint_decides_like_the_original() {
         let clicks: Vec<Click> = (0..5_000u64).map(|i| click(i * 97 % 200_000 + i * 50, u128::from(i % 1_700))).collect();

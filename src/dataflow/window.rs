@@ -298,7 +298,14 @@ impl WindowBook {
     /// emitted — by the frontier, by the end of a bounded run, or because
     /// the click is too late — is restated, and so are its longer windows
     /// that were emitted too (the others count it while open).
-    fn apply_counted(&mut self, time: EventTime, partial: KeyedPartial, on_time: bool, opened: &mut BTreeSet<WinId>, restated: &mut Restated) {
+    fn apply_counted(
+        &mut self,
+        time: EventTime,
+        partial: KeyedPartial,
+        on_time: bool,
+        opened: &mut BTreeSet<WinId>,
+        restated: &mut Restated,
+    ) {
         for granularity in self.rules.windows_ms.clone() {
             let start = partial.window - partial.window % granularity;
             let id = WinId { end: start + granularity, granularity, key_type: partial.key_type, key: partial.key.clone() };

@@ -12,8 +12,8 @@ use super::duration::format_duration;
 use super::error::{one_line, KeyError};
 use super::section::{string_entry, Section, Spelled};
 use super::{
-    Job, LatePolicy, SinkSpec, SourceSpec, MAX_DEDUP_HORIZON_MS, MAX_LATENESS_MS, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS, MIN_EARLY_RESULTS_MS,
-    MIN_EPOCH_MS,
+    Job, LatePolicy, SinkSpec, SourceSpec, MAX_DEDUP_HORIZON_MS, MAX_LATENESS_MS, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS,
+    MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
 };
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
@@ -373,7 +373,10 @@ fn read_late(mut s: Section, time: &Time) -> Result<LatePolicy, KeyError> {
                 return Err(s.error("restate_within", not_whole_epochs(&within, time.epoch.ms)));
             }
             if within.ms > MAX_LATENESS_MS {
-                return Err(s.error("restate_within", format!("restate_within {} is longer than {}", within.text, format_duration(MAX_LATENESS_MS))));
+                return Err(s.error(
+                    "restate_within",
+                    format!("restate_within {} is longer than {}", within.text, format_duration(MAX_LATENESS_MS)),
+                ));
             }
             Ok(LatePolicy::Restate { within_ms: within.ms })
         }

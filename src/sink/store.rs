@@ -14,10 +14,10 @@
 use std::collections::BTreeMap;
 
 use super::{Epoch, EpochBatch, Sink, SinkError};
+use crate::dataflow::partial::Agg;
 use crate::dataflow::window::{CommittedWindows, KeyedPartial, WinId, WindowValue};
 use crate::dataflow::windowing::PendingKey;
 use crate::dataflow::{Checkpoint, RestoredWindows};
-use crate::dataflow::partial::Agg;
 use crate::store::settings::{RunSettings, SETTINGS_KEY};
 use crate::store::WindowKey;
 use crate::store::{EmbeddedReader, EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoredRow};
@@ -174,7 +174,8 @@ impl CommittedWindows for StoreWindows {
         if let Some(bytes) = snapshot.state(&encode(b'W', id)).map_err(|e| e.to_string())? {
             return bincode::deserialize(&bytes).map(Some).map_err(|e| format!("window state of {id:?}: {e}"));
         }
-        let key = WindowKey { key_type: id.key_type, key: id.key.clone(), granularity_ms: id.granularity, window_start: id.end - id.granularity };
+        let key =
+            WindowKey { key_type: id.key_type, key: id.key.clone(), granularity_ms: id.granularity, window_start: id.end - id.granularity };
         let Some((row, sketch)) = snapshot.settled_row(&key).map_err(|e| e.to_string())? else { return Ok(None) };
         let users = if sketch.is_empty() {
             Default::default()

@@ -194,7 +194,13 @@ pub fn recount(log: &Log, ends: &[u64], job: &Job, catalog: Option<&Catalog>) ->
 /// rows and the ledger) in the batch of its partition's watermark rounded
 /// down to the epoch, so one whose batch is at or past `applied_below` is
 /// still pending in that commit and left out.
-pub fn recount_through(log: &Log, ends: &[u64], job: &Job, catalog: Option<&Catalog>, applied_below: EventTime) -> Result<Recount, VerifyError> {
+pub fn recount_through(
+    log: &Log,
+    ends: &[u64],
+    job: &Job,
+    catalog: Option<&Catalog>,
+    applied_below: EventTime,
+) -> Result<Recount, VerifyError> {
     let rules = Rules::of(job)?;
     check_ends(log, ends)?;
     let mut counted = expected::Counted::default();
