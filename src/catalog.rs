@@ -129,8 +129,15 @@ impl Catalog {
 
     /// Reads and parses the catalog file at `path`; errors name the path.
     pub fn load(path: &Path) -> Result<Catalog, CatalogError> {
+        Catalog::load_with_bytes(path).map(|(catalog, _)| catalog)
+    }
+
+    /// [`Catalog::load`], with the bytes it was parsed from (read once, so
+    /// that a fingerprint of them is the catalog's).
+    pub fn load_with_bytes(path: &Path) -> Result<(Catalog, Vec<u8>), CatalogError> {
         let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Io { path: path.to_owned(), source })?;
-        Catalog::parse(&text).map_err(|e| e.with_path(path))
+        let catalog = Catalog::parse(&text).map_err(|e| e.with_path(path))?;
+        Ok((catalog, text.into_bytes()))
     }
 
     /// Number of distinct ads.

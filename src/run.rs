@@ -18,7 +18,7 @@ use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
 use crate::event::{Click, Key};
-use crate::job::{Job, LatePolicy, SinkSpec, SourceSpec};
+use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
@@ -125,7 +125,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     check_shape(job, options)?;
     let (catalog, stamp) = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
-    let output = sink(job, options, settings(job, stamp))?;
+    let output = sink(job, options, job.settings(stamp))?;
     let (readers, input, clicks_loaded, ends) = load_input(job, options, &output.resume)?;
     check_resume_offsets(&output.resume, ends.as_deref())?;
     let stats = options.stats.clone().unwrap_or_default();
@@ -289,8 +289,7 @@ fn load_file(path: &Path, partitions: u32, salt: &UserSalt) -> Result<(Vec<Vec<C
 /// The catalog, and the stamp of its file that commits record.
 fn load_catalog(job: &Job, options: &RunOptions) -> Result<(Option<Catalog>, Option<CatalogStamp>), RunError> {
     if let Some(path) = options.catalog.as_ref().or(job.catalog.as_ref()) {
-        let catalog = Catalog::load(path)?;
-        let bytes = std::fs::read(path).map_err(|e| RunError::Input(format!("catalog {}: {e}", path.display())))?;
+        let (catalog, bytes) = Catalog::load_with_bytes(path)?;
         return Ok((Some(catalog), Some(CatalogStamp::of(path, &bytes))));
     }
     if let SourceSpec::Generator(config) = &job.source {
@@ -300,25 +299,6 @@ fn load_catalog(job: &Job, options: &RunOptions) -> Result<(Option<Catalog>, Opt
         return Ok((Some(Catalog::parse(&String::from_utf8_lossy(&csv))?), Some(stamp)));
     }
     Ok((None, None))
-}
-
-/// The settings a store commit records (see [`RunSettings`]).
-fn settings(job: &Job, catalog: Option<CatalogStamp>) -> RunSettings {
-    RunSettings {
-        partitions: job.partitions,
-        epoch_ms: job.epoch_ms,
-        slack_ms: job.slack_ms,
-        allowed_lateness_ms: job.allowed_lateness_ms,
-        dedup_horizon_ms: job.dedup_horizon_ms,
-        windows_ms: job.windows_ms.clone(),
-        group_by: job.group_by.iter().map(|k| k.as_str().to_string()).collect(),
-        distinct_users: job.distinct_users,
-        restate_within_ms: match job.late {
-            LatePolicy::Restate { within_ms } => Some(within_ms),
-            LatePolicy::Hold => None,
-        },
-        catalog,
-    }
 }
 
 /// Refuses combinations that cannot stay exact.
@@ -490,10 +470,7 @@ pub fn system_clock() -> Clock {
 }
 
 fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats: Arc<SourceStats>, errors: dataflow::CommitErrors) -> Plan {
-    let restate_within_ms = match job.late {
-        LatePolicy::Restate { within_ms } => Some(within_ms),
-        LatePolicy::Hold => None,
-    };
+    let restate_within_ms = job.late.restate_within_ms();
     let rules = TimeRules {
         epoch_ms: job.epoch_ms,
         slack_ms: job.slack_ms,

@@ -204,10 +204,14 @@ fn finals_of(rows: &[Value], key_type: &str, granularity: &str) -> BTreeMap<(Str
 }
 
 /// Two free TCP ports on 127.0.0.1 (bound, then released).
-fn free_ports() -> (u16, u16) {
+/// `dir/hosts.txt` naming two free loopback ports, for a two-process cluster.
+fn two_process_hostfile(dir: &Path) -> PathBuf {
     let a = TcpListener::bind("127.0.0.1:0").expect("bind");
     let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+    let (a, b) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{a}\n127.0.0.1:{b}\n")).unwrap();
+    hostfile
 }
 
 // ------------------------------------------------------ 1. job file errors
@@ -646,9 +650,7 @@ fn two_process_cluster_matches_one_worker() {
     let single = dir.path().join("rows-single.ndjson");
     run_ok(run_job(&clicks, &single, &["--catalog", catalog, "-w", "1"]));
 
-    let (port_a, port_b) = free_ports();
-    let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(&hostfile, format!("127.0.0.1:{port_a}\n127.0.0.1:{port_b}\n")).unwrap();
+    let hostfile = two_process_hostfile(dir.path());
     let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("rows-p{p}.ndjson"))).collect();
     let children: Vec<Running> = (0..2)
         .map(|p| {
@@ -685,9 +687,7 @@ fn file_cluster_hashes_users_alike_whatever_each_process_data_dir() {
     command.arg("--data-dir").arg(dir.path().join("no-salt"));
     run_ok(command);
 
-    let (port_a, port_b) = free_ports();
-    let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(&hostfile, format!("127.0.0.1:{port_a}\n127.0.0.1:{port_b}\n")).unwrap();
+    let hostfile = two_process_hostfile(dir.path());
     let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("rows-p{p}.ndjson"))).collect();
     let children: Vec<Running> = (0..2)
         .map(|p| {
@@ -712,8 +712,7 @@ fn file_cluster_hashes_users_alike_whatever_each_process_data_dir() {
 #[test]
 fn a_store_sink_in_a_cluster_and_a_live_log_run_without_a_store_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(&hostfile, format!("{}\n{}\n", free_addr(), free_addr())).unwrap();
+    let hostfile = two_process_hostfile(dir.path());
     let mut command = tally();
     command.arg("--data-dir").arg(dir.path().join("d")).arg("run").arg(EMBEDDED_JOB);
     command.args(["--bounded", "--processes", "2", "--process", "1"]).arg("--hostfile").arg(&hostfile);
@@ -784,9 +783,7 @@ fn generator_source_in_a_cluster_counts_what_its_file_counts() {
     // the job runs, by each of two processes for its own partitions.
     let job = dir.path().join("generated.toml");
     std::fs::write(&job, "[source]\nkind = \"generator\"\npartitions = 8\n\n[source.generator]\nseed = 42\nclicks = 300_000\n").unwrap();
-    let (port_a, port_b) = free_ports();
-    let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(&hostfile, format!("127.0.0.1:{port_a}\n127.0.0.1:{port_b}\n")).unwrap();
+    let hostfile = two_process_hostfile(dir.path());
     let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("rows-p{p}.ndjson"))).collect();
     let children: Vec<Running> = (0..2)
         .map(|p| {

@@ -15,7 +15,7 @@ use tally::log::{Log, LogOptions};
 use tally::row::{format_uuid, LateEntry, Row, Status};
 use tally::store::settings::{CatalogStamp, SETTINGS_KEY};
 use tally::store::{EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, StoredRow, WindowKey};
-use tally::verify::settings::{run_settings, UNCHECKED_NOTE};
+use tally::verify::settings::UNCHECKED_NOTE;
 use tally::verify::{compare, recount, CatalogFile, MismatchKind, Recount, Report, Totals, VerifyError};
 
 const MINUTE: u64 = 60_000;
@@ -496,7 +496,7 @@ fn verify_data_dir(dir: &Path, job: &Job, catalog: Option<&CatalogFile>) -> Resu
 
 /// The settings record of a run of [`job`] with the catalog `stamp`.
 fn settings_json(stamp: Option<&CatalogStamp>) -> Vec<u8> {
-    run_settings(&job(), stamp).to_json()
+    job().settings(stamp.cloned()).to_json()
 }
 
 #[test]

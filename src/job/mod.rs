@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
+use crate::store::settings::{CatalogStamp, RunSettings};
 
 pub use duration::{format_duration, parse_duration};
 pub use error::{JobError, JOB_ERROR_EXIT_CODE};
@@ -127,6 +128,16 @@ pub enum LatePolicy {
     Hold,
 }
 
+impl LatePolicy {
+    /// `late.restate_within` under the restate policy; `None` for hold.
+    pub fn restate_within_ms(&self) -> Option<u64> {
+        match *self {
+            LatePolicy::Restate { within_ms } => Some(within_ms),
+            LatePolicy::Hold => None,
+        }
+    }
+}
+
 /// Where rows go (`[sink]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SinkSpec {
@@ -140,6 +151,23 @@ pub enum SinkSpec {
 }
 
 impl Job {
+    /// The settings every commit of this job records, with the catalog it
+    /// runs with (see [`RunSettings`]).
+    pub fn settings(&self, catalog: Option<CatalogStamp>) -> RunSettings {
+        RunSettings {
+            partitions: self.partitions,
+            epoch_ms: self.epoch_ms,
+            slack_ms: self.slack_ms,
+            allowed_lateness_ms: self.allowed_lateness_ms,
+            dedup_horizon_ms: self.dedup_horizon_ms,
+            windows_ms: self.windows_ms.clone(),
+            group_by: self.group_by.iter().map(|key_type| key_type.as_str().to_string()).collect(),
+            distinct_users: self.distinct_users,
+            restate_within_ms: self.late.restate_within_ms(),
+            catalog,
+        }
+    }
+
     /// The job an empty file at `file` describes: every key at its default.
     pub fn defaults(file: &Path) -> Job {
         Job {

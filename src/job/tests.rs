@@ -376,3 +376,13 @@ fn retention_ages_parse_and_are_checked() {
     assert_refused("[retention]\nrows = 0", "retention.rows", "0 keeps no rows");
     assert_refused("[retention]\nsegments = \"1d\"", "retention.segments", "unknown key");
 }
+
+#[test]
+fn settings_spell_key_types_as_the_job_file_does() {
+    let mut job = Job::defaults(std::path::Path::new("j.toml"));
+    job.group_by = vec![KeyType::Ad, KeyType::Advertiser];
+    job.late = LatePolicy::Hold;
+    let settings = job.settings(None);
+    assert_eq!(settings.group_by, ["ad", "advertiser"]);
+    assert_eq!(settings.restate_within_ms, None);
+}

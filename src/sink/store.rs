@@ -48,8 +48,9 @@ impl Fault {
 /// The embedded store as the job's sink.
 pub struct StoreSink {
     store: EmbeddedStore,
-    /// The job's settings, committed with every epoch (JSON).
-    settings: Vec<u8>,
+    /// The job's settings (JSON), committed with the generation's first
+    /// epoch; state keeps them from then on.
+    settings: Option<Vec<u8>>,
     generation: u64,
     staged: Option<EpochCommit>,
     fault: Fault,
@@ -61,7 +62,7 @@ impl StoreSink {
     /// Takes over `store` for a new generation.
     pub fn new(mut store: EmbeddedStore, settings: RunSettings, fault: Fault) -> Result<StoreSink, StoreError> {
         let generation = store.begin_generation()?;
-        Ok(StoreSink { store, settings: settings.to_json(), generation, staged: None, fault, deferred: None })
+        Ok(StoreSink { store, settings: Some(settings.to_json()), generation, staged: None, fault, deferred: None })
     }
 }
 
@@ -112,7 +113,7 @@ impl Sink for StoreSink {
             rows: batch.rows.iter().map(|row| StoredRow { row: row.clone(), sketch: sketch_of(row, batch) }).collect(),
             late: batch.late.clone(),
             partitions: batch.checkpoints.values().map(to_store).collect(),
-            state_upserts: vec![(SETTINGS_KEY.to_vec(), self.settings.clone())],
+            state_upserts: self.settings.take().map(|json| (SETTINGS_KEY.to_vec(), json)).into_iter().collect(),
             ..Default::default()
         };
         for (id, value) in &batch.windows {

@@ -1,6 +1,6 @@
 //! The job settings a store's committed state was made with.
 //!
-//! Every epoch commit of a job stores them beside the window state (state
+//! The first epoch commit of every run stores them beside the window state (state
 //! key [`SETTINGS_KEY`], JSON). A restarted job compares its own settings with
 //! them and refuses a change that would count the same log differently
 //! (the committed windows, checkpoints and dedup replay points were made

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use crate::event::{minute_start, Click, EventTime, RequestId, MINUTE_MS};
-use crate::job::{Job, LatePolicy};
+use crate::job::Job;
 
 use super::VerifyError;
 
@@ -31,10 +31,7 @@ impl Rules {
         if let Some(&bad) = job.windows_ms.iter().find(|&&w| w == 0 || w % MINUTE_MS != 0) {
             return Err(VerifyError::Job { key: "windows.sizes", reason: format!("{bad} ms is not a positive multiple of 1m") });
         }
-        let restate_within_ms = match job.late {
-            LatePolicy::Restate { within_ms } => Some(within_ms),
-            LatePolicy::Hold => None,
-        };
+        let restate_within_ms = job.late.restate_within_ms();
         Ok(Rules {
             slack_ms: job.slack_ms,
             allowed_lateness_ms: job.allowed_lateness_ms,

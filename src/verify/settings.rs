@@ -8,10 +8,10 @@
 //! setting or the catalog to use. A store from before settings were
 //! recorded cannot be checked; the report says so.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::job::{Job, LatePolicy};
+use crate::job::Job;
 use crate::store::settings::{CatalogStamp, RunSettings, SETTINGS_KEY};
 use crate::store::Snapshot;
 
@@ -32,33 +32,8 @@ impl CatalogFile {
     /// Reads the catalog at `path` once: its stamp and its versions come
     /// from the same bytes. Errors name the path.
     pub fn load(path: &Path) -> Result<CatalogFile, CatalogError> {
-        let io = |source| CatalogError::Io { path: path.to_owned(), source };
-        let bytes = std::fs::read(path).map_err(io)?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        let catalog = Catalog::parse(text).map_err(|e| match e {
-            CatalogError::Row(row) => CatalogError::Row(crate::catalog::RowError { path: Some(PathBuf::from(path)), ..row }),
-            other => other,
-        })?;
+        let (catalog, bytes) = Catalog::load_with_bytes(path)?;
         Ok(CatalogFile { catalog, stamp: CatalogStamp::of(path, &bytes) })
-    }
-}
-
-/// The settings `job` would commit, with `catalog`.
-pub fn run_settings(job: &Job, catalog: Option<&CatalogStamp>) -> RunSettings {
-    RunSettings {
-        partitions: job.partitions,
-        epoch_ms: job.epoch_ms,
-        slack_ms: job.slack_ms,
-        allowed_lateness_ms: job.allowed_lateness_ms,
-        dedup_horizon_ms: job.dedup_horizon_ms,
-        windows_ms: job.windows_ms.clone(),
-        group_by: job.group_by.iter().map(|key_type| key_type.as_str().to_string()).collect(),
-        distinct_users: job.distinct_users,
-        restate_within_ms: match job.late {
-            LatePolicy::Restate { within_ms } => Some(within_ms),
-            LatePolicy::Hold => None,
-        },
-        catalog: catalog.cloned(),
     }
 }
 
@@ -69,7 +44,7 @@ pub fn check(snapshot: &Snapshot, job: &Job, catalog: Option<&CatalogStamp>) -> 
         return Ok(Some(UNCHECKED_NOTE.to_string()));
     };
     let stored = RunSettings::from_json(&bytes).map_err(VerifyError::Settings)?;
-    if let Some(change) = run_settings(job, catalog).incompatible_with(&stored) {
+    if let Some(change) = job.settings(catalog.cloned()).incompatible_with(&stored) {
         return Err(VerifyError::Incompatible { key: change.key, stored: change.stored, given: change.given });
     }
     check_catalog(stored.catalog.as_ref(), catalog)?;
@@ -123,15 +98,5 @@ mod tests {
             )
         );
         assert!(check_catalog(None, Some(&stored)).unwrap_err().to_string().contains("made without a catalog"));
-    }
-
-    #[test]
-    fn run_settings_spell_key_types_as_the_job_file_does() {
-        let mut job = Job::defaults(Path::new("j.toml"));
-        job.group_by = vec![crate::event::KeyType::Ad, crate::event::KeyType::Advertiser];
-        job.late = LatePolicy::Hold;
-        let settings = run_settings(&job, None);
-        assert_eq!(settings.group_by, ["ad", "advertiser"]);
-        assert_eq!(settings.restate_within_ms, None);
     }
 }
