@@ -99,8 +99,15 @@ impl<V: Default> ByEnd<V> {
 
     /// Removes the windows of the first (end, granularity) if `due(end)`.
     fn pop_first_due(&mut self, due: impl Fn(EventTime) -> bool) -> Option<Vec<(WinId, V)>> {
+        self.pop_first_if(|end, _| due(end))
+    }
+
+    /// Removes the windows of the first (end, granularity) if `due(end,
+    /// each of them)`.
+    fn pop_first_if(&mut self, due: impl Fn(EventTime, &mut dyn Iterator<Item = &V>) -> bool) -> Option<Vec<(WinId, V)>> {
         let entry = self.ends.first_entry()?;
-        if !due(entry.key().0) {
+        let windows = &self.windows;
+        if !due(entry.key().0, &mut entry.get().iter().filter_map(|id| windows.get(id))) {
             return None;
         }
         let ids = entry.remove();
@@ -417,14 +424,12 @@ impl WindowBook {
         }
         let keep = self.keep_ms();
         let (committed, through, floor) = (self.committed.is_some(), self.committed_through, self.floor);
-        let closed = &mut self.closed;
-        while let Some(evicted) = closed.pop_first_due(|end| end.saturating_add(keep) <= frontier) {
-            let unwritten = committed && evicted.iter().any(|(_, c)| c.written_at >= through);
-            if unwritten {
-                // Not committed yet: a read-back would find an older value.
-                evicted.into_iter().for_each(|(id, value)| closed.insert(id, value));
-                break;
-            }
+        // A window whose last state is not committed yet stays: a read-back
+        // would find an older value.
+        let due = |end: EventTime, group: &mut dyn Iterator<Item = &Closed>| {
+            end.saturating_add(keep) <= frontier && !(committed && unwritten(group, through))
+        };
+        while let Some(evicted) = self.closed.pop_first_if(due) {
             for (id, _) in evicted {
                 out.push((id.end + keep - 1).max(floor), Effect::Window(id, None));
             }
@@ -497,6 +502,11 @@ impl WindowBook {
             end += MINUTE_MS;
         }
     }
+}
+
+/// Whether any window of `group` wrote state at or after `through`.
+fn unwritten(group: &mut dyn Iterator<Item = &Closed>, through: EventTime) -> bool {
+    Iterator::any(&mut { group }, |closed| closed.written_at >= through)
 }
 
 fn row(id: &WinId, agg: &Agg, status: Status, version: u32) -> Row {
