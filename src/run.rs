@@ -404,14 +404,12 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
             if swept > 0 {
                 output.resumed.push_str(&format!("\nstore retention: swept {swept} rows, versions and ledger entries"));
             }
-            // Every worker of this process reads final windows' sketches back
-            // from the store, so they are neither restored nor kept in
-            // memory; in a cluster, other processes cannot reach it and keep
-            // them.
-            let finals_in_store = options.processes <= 1;
+            // The store sink runs in one process (`check_shape`): every
+            // worker reads final windows' sketches back from the store, so
+            // they are neither restored nor kept in memory.
             if let Some(recovered) = store.last_committed()? {
                 check_settings(job, options, &recovered, &settings)?;
-                let (resume, restored) = crate::sink::store::resume(&recovered, finals_in_store)?;
+                let (resume, restored) = crate::sink::store::resume(&recovered)?;
                 output.resumed += &format!(
                     "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
                     recovered.epoch,
@@ -424,9 +422,7 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
                 output.resume_epoch = recovered.epoch;
                 output.restored = restored;
             }
-            if finals_in_store {
-                output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
-            }
+            output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
             output.sink = shared(Box::new(StoreSink::new(store, settings, Fault::from_env())?));
         }
     }

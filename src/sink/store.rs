@@ -188,10 +188,9 @@ impl CommittedWindows for StoreWindows {
 }
 
 /// What a job resumes from: partition checkpoints and window state of the
-/// last committed epoch. With `without_final_sketches`, final windows come
-/// without their sketch, for a window operator that reads it back from the
-/// store when it needs it ([`StoreWindows`]).
-pub fn resume(recovered: &Recovered, without_final_sketches: bool) -> Result<(BTreeMap<u32, Checkpoint>, RestoredWindows), StoreError> {
+/// last committed epoch. Final windows come without their sketch: the window
+/// operator reads it back from the store when it needs it ([`StoreWindows`]).
+pub fn resume(recovered: &Recovered) -> Result<(BTreeMap<u32, Checkpoint>, RestoredWindows), StoreError> {
     let checkpoints = recovered
         .partitions
         .iter()
@@ -214,7 +213,7 @@ pub fn resume(recovered: &Recovered, without_final_sketches: bool) -> Result<(BT
             Some((b'W', id)) => {
                 let id: WinId = bincode::deserialize(id).map_err(|_| corrupt("window key"))?;
                 let mut value: WindowValue = bincode::deserialize(value).map_err(|_| corrupt("window value"))?;
-                if without_final_sketches && value.version > 0 {
+                if value.version > 0 {
                     value.agg.users = Default::default();
                 }
                 restored.windows.push((id, value));
