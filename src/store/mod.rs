@@ -80,7 +80,7 @@ pub struct PartitionCheckpoint {
     pub offset: u64,
     /// Largest event time read (the watermark is derived from it).
     pub max_ts: EventTime,
-    /// The partition's idle floor.
+    /// Always 0 (partitions once had an idle floor); kept for the layout.
     pub floor: EventTime,
     /// Where to start reading to rebuild the dedup memory; at most `offset`.
     pub dedup_replay_offset: u64,
