@@ -18,6 +18,7 @@ pub mod run;
 pub mod sink;
 pub mod sources;
 pub mod store;
+pub mod time;
 pub mod up;
 pub mod verify;
 

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use crate::time::parse_time;
+
 /// Most windows one series request may cover.
 pub const MAX_WINDOWS_PER_REQUEST: u64 = 1_440;
 /// Default number of windows of a series request without `from`.
@@ -92,96 +94,9 @@ pub fn window_ms(text: &str) -> Option<u64> {
     }
 }
 
-/// Unix milliseconds, or an RFC 3339 date-time.
-pub fn parse_time(text: &str) -> Result<u64, String> {
-    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().map_err(|_| format!("{text:?} is too large"));
-    }
-    parse_rfc3339(text).ok_or_else(|| format!("{text:?} is neither unix milliseconds nor RFC 3339 (e.g. 2026-11-29T03:00:00Z)"))
-}
-
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` at or after 1970.
-fn parse_rfc3339(text: &str) -> Option<u64> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = text.get(range)?;
-        digits.bytes().all(|c| c.is_ascii_digit()).then(|| digits.parse().ok())?
-    };
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let mut rest = &text[19..];
-    let mut millis = 0i64;
-    if let Some(fraction) = rest.strip_prefix('.') {
-        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let padded = format!("{:0<3}", &fraction[..digits.min(3)]);
-        millis = padded.parse().ok()?;
-        rest = &fraction[digits..];
-    }
-    let offset_minutes = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
-            let hours: i64 = rest[1..3].parse().ok()?;
-            let minutes: i64 = rest[4..6].parse().ok()?;
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (hours * 60 + minutes)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
-    u64::try_from(seconds * 1_000 + millis).ok()
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_parse_as_millis_or_rfc3339() {
-        assert_eq!(parse_time("1764385200000"), Ok(1_764_385_200_000));
-        // date -u -d 2025-11-29T03:00:00Z +%s → 1764385200
-        assert_eq!(parse_time("2025-11-29T03:00:00Z"), Ok(1_764_385_200_000));
-        assert_eq!(parse_time("2025-11-29T04:00:00.250+01:00"), Ok(1_764_385_200_250));
-        assert_eq!(parse_time("2025-11-29T02:30:00.5-00:30"), Ok(1_764_385_200_500));
-        assert_eq!(parse_time("2024-02-29T00:00:00Z"), Ok(1_709_164_800_000));
-        assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
-        for bad in ["", "yesterday", "2025-02-29T00:00:00Z", "2025-11-29T24:00:00Z", "2025-11-29T03:00:00", "1969-12-31T23:59:59Z", "-5"] {
-            assert!(parse_time(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn unknown_and_repeated_parameters_are_named() {

@@ -9,3 +9,4 @@ pub mod generated;
 pub mod generator;
 pub mod log;
 pub mod memory;
+pub mod position;
