@@ -153,6 +153,13 @@ struct RunArgs {
     /// open for the next run, instead of finalizing every window.
     #[arg(long, requires = "bounded")]
     leave_open: bool,
+    /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// In a cluster: seconds without progress before this process takes a
+    /// peer for gone and stops (fail-stop; the supervisor restarts all).
+    #[arg(long, default_value_t = 60)]
+    peer_timeout: u64,
 }
 
 #[derive(Args)]
@@ -229,7 +236,7 @@ fn fail_stop_on_panic() {
 }
 
 fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
-    let job = match job::load(&args.job) {
+    let job = match job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref())) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
@@ -250,6 +257,7 @@ fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         log: None,
         store: None,
         stats: None,
+        peer_timeout: Some(std::time::Duration::from_secs(args.peer_timeout.max(1))),
     };
     match run(&job, &options) {
         Ok(report) => {

@@ -17,12 +17,13 @@ use crate::dataflow::partition::TimeRules;
 use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
-use crate::event::{Click, Key};
+use crate::event::{Click, EventTime, Key};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
+use crate::sources::kafka::KafkaTopic;
 use crate::sources::generated;
 use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::log::LogPartitionReader;
@@ -63,7 +64,14 @@ pub struct RunOptions {
     /// Where the sources count clicks (`tally up` shows them); a fresh set
     /// when `None`.
     pub stats: Option<Arc<SourceStats>>,
+    /// In a cluster: how long the committed frontier may stand still before
+    /// this process takes a peer for gone and stops (fail-stop); `None`
+    /// for [`DEFAULT_PEER_TIMEOUT`].
+    pub peer_timeout: Option<Duration>,
 }
+
+/// How long a cluster waits for progress before it takes a peer for gone.
+pub const DEFAULT_PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open embedded store handed to a run, which takes it once.
 pub type SharedStore = Arc<Mutex<Option<EmbeddedStore>>>;
@@ -120,39 +128,68 @@ pub struct RunReport {
 type Partitions = Arc<Vec<Mutex<Option<Vec<Click>>>>>;
 
 /// Runs `job`: to completion for bounded sources, or until stopped.
+///
+/// In a cluster (`--processes N`), a store sink lives with process 0: it
+/// resumes from the store and hands the start (checkpoints, resume epoch,
+/// the user-hash salt) to every worker of every process
+/// ([`dataflow::bootstrap`]); the windows live on its workers, where the
+/// committed windows are read back.
 pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let config = timely_config(options)?;
     check_shape(job, options)?;
     let (catalog, stamp) = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
-    let output = sink(job, options, job.settings(stamp))?;
-    let (readers, input, clicks_loaded, ends) = load_input(job, options, &output.resume)?;
+    let store_cluster = options.processes > 1 && store_sink(job, options);
+    let output = if store_cluster && options.process > 0 { Output::follower() } else { sink(job, options, job.settings(stamp))? };
+    let (readers, input, clicks_loaded, ends, start) = load_input(job, options, &output.resume)?;
     check_resume_offsets(&output.resume, ends.as_deref())?;
     let stats = options.stats.clone().unwrap_or_default();
     let errors = dataflow::CommitErrors::default();
-    let mut plan = plan(job, readers, attribution, Arc::clone(&stats), Arc::clone(&errors));
-    plan.source.resume = Arc::new(output.resume);
-    plan.source.resume_epoch = output.resume_epoch;
+    let placeholder: ReaderFactory = Arc::new(|p, _| panic!("partition {p}: readers are made once the start is known"));
+    let mut plan = plan(job, placeholder, attribution, Arc::clone(&stats), Arc::clone(&errors));
+    let boot = Boot {
+        resume: output.resume.clone(),
+        resume_epoch: output.resume_epoch,
+        start_offsets: start.offsets,
+        salt: start.salt.map(UserSalt::to_bytes),
+    };
+    let boot = bincode::serialize(&boot).map_err(|e| RunError::Cluster(format!("start of the cluster: {e}")))?;
     plan.source.leave_open = options.leave_open;
     let finish = Arc::clone(&plan.source.finish);
     let sources = options.workers.max(1);
     let leave_open = options.leave_open;
     plan.restored = Arc::new(output.restored);
     plan.committed_windows = output.committed_windows;
+    plan.window_workers = store_cluster.then_some(options.workers.max(1));
     if !output.resumed.is_empty() {
         eprintln!("{}", output.resumed.trim_start());
     }
     let sink = output.sink;
     stop_cleanly_on_signal(Arc::clone(&plan.commit_lock))?;
+    let cluster = options.processes > 1;
+    let peer_timeout = options.peer_timeout.unwrap_or(DEFAULT_PEER_TIMEOUT);
     let started = Instant::now();
     let guards = timely::execute(config, move |worker| {
+        let boot = if cluster { dataflow::bootstrap::from_worker_zero(worker, boot.clone()) } else { boot.clone() };
+        let boot: Boot = bincode::deserialize(&boot).expect("every process runs the same tally");
         let sink =
             if worker.index() == 0 { sink.lock().unwrap_or_else(|e| e.into_inner()).take().map(|s| s as Box<dyn Sink>) } else { None };
-        let plan = plan.clone();
+        let mut plan = plan.clone();
+        plan.source.readers = readers.factory(boot.salt.map(UserSalt::from_bytes));
+        plan.source.resume = Arc::new(boot.resume);
+        plan.source.resume_epoch = boot.resume_epoch;
+        plan.source.start_offsets = Arc::new(boot.start_offsets);
         let errors = Arc::clone(&plan.errors);
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
-        let settled = || probe.done() || (leave_open && finish.committed(sources, probe.with_frontier(|f| f.iter().next().copied())));
-        worker.step_or_park_while(Some(Duration::from_millis(20)), || !settled() && errors.lock().map(|e| e.is_none()).unwrap_or(false));
+        let frontier = || probe.with_frontier(|f| f.iter().next().copied());
+        let settled = || probe.done() || (leave_open && finish.committed(sources, frontier()));
+        let mut progress = (frontier(), Instant::now());
+        worker.step_or_park_while(Some(Duration::from_millis(20)), || {
+            if cluster {
+                watch_peers(&mut progress, frontier(), peer_timeout);
+            }
+            !settled() && errors.lock().map(|e| e.is_none()).unwrap_or(false)
+        });
     })
     .map_err(RunError::Cluster)?;
     for result in guards.join() {
@@ -169,6 +206,33 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         memory: output.memory.map(|m| m.take()),
         unknown_ads: stats.unknown_ads(),
     })
+}
+
+/// What every worker of a cluster starts from, as process 0 knows it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Boot {
+    resume: BTreeMap<u32, Checkpoint>,
+    resume_epoch: u64,
+    start_offsets: Vec<u64>,
+    salt: Option<[u8; 16]>,
+}
+
+/// Fail-stop for a peer that vanished without closing its sockets: Timely
+/// would wait for it forever. The committed frontier of a healthy cluster
+/// moves at least once an epoch (it follows the clock when the log is
+/// caught up), so a frontier that stands still for `timeout` means a peer
+/// is gone: this process stops, and the supervisor restarts the cluster.
+fn watch_peers(progress: &mut (Option<EventTime>, Instant), now: Option<EventTime>, timeout: Duration) {
+    if now != progress.0 {
+        *progress = (now, Instant::now());
+    } else if progress.1.elapsed() > timeout {
+        eprintln!(
+            "error: no progress for {} s (committed frontier {:?}): a peer process is unreachable or stalled; stopping this process so the cluster can restart (fail-stop)",
+            timeout.as_secs(),
+            now
+        );
+        std::process::exit(1);
+    }
 }
 
 /// A `timely::Config` built by hand, so unknown CLI flags never reach timely.
@@ -204,9 +268,42 @@ fn read_hostfile(options: &RunOptions) -> Result<Vec<String>, RunError> {
     Ok(addresses)
 }
 
-/// The readers of the job's input, a summary, the number of clicks, and
-/// for the embedded log its end offsets.
-type Input = (ReaderFactory, String, u64, Option<Vec<u64>>);
+/// How the workers get their readers: ready-made, or from a Kafka topic
+/// once the salt of the user hash is known (process 0 hands it out).
+#[derive(Clone)]
+enum Readers {
+    Ready(ReaderFactory),
+    Kafka { topic: KafkaTopic, group: String, ends: Option<Vec<u64>> },
+}
+
+impl Readers {
+    fn factory(&self, salt: Option<UserSalt>) -> ReaderFactory {
+        match self {
+            Readers::Ready(factory) => Arc::clone(factory),
+            Readers::Kafka { topic, group, ends } => {
+                let (topic, group, ends) = (topic.clone(), group.clone(), ends.clone());
+                let salt = salt.expect("a Kafka job starts with the data directory's salt");
+                Arc::new(move |p, offset| {
+                    let end = ends.as_ref().map(|ends| ends[p as usize]);
+                    let reader = topic.reader(&group, p, offset, end, salt).unwrap_or_else(|e| panic!("{e}"));
+                    Box::new(reader) as Box<dyn dataflow::PartitionReader>
+                })
+            }
+        }
+    }
+}
+
+/// Where partitions without a committed checkpoint start, and the salt of
+/// the user hash when the source hashes on read.
+#[derive(Default)]
+struct Start {
+    offsets: Vec<u64>,
+    salt: Option<UserSalt>,
+}
+
+/// The readers of the job's input, a summary, the number of clicks, for
+/// logs their end offsets, and where the source starts.
+type Input = (Readers, String, u64, Option<Vec<u64>>, Start);
 
 fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
     let loaded = match (&job.source, &options.input) {
@@ -219,22 +316,64 @@ fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint
         (SourceSpec::Generator(config), None) => {
             let config = GeneratorConfig { partitions: job.partitions, ..config.clone() };
             let report = format!("input: {} generated clicks (seed {}), made while the job runs", config.clicks, config.seed);
-            return Ok((generated::readers(&config, GENERATOR_SALT), report, config.clicks, None));
+            return Ok((Readers::Ready(generated::readers(&config, GENERATOR_SALT)), report, config.clicks, None, Start::default()));
         }
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
-            return open_log(&dir, job, options, resume);
+            let (factory, report, total, ends) = open_log(&dir, job, options, resume)?;
+            return Ok((Readers::Ready(factory), report, total, ends, Start::default()));
+        }
+        (SourceSpec::Kafka { brokers, topic }, None) => {
+            return open_kafka(KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions }, job, options, resume)
         }
     };
     let (partitions, report) = loaded;
     let clicks = partitions.iter().map(|p| p.len() as u64).sum();
     let partitions: Partitions = Arc::new(partitions.into_iter().map(|p| Mutex::new(Some(p))).collect());
-    Ok((reader_factory(partitions), report, clicks, None))
+    Ok((Readers::Ready(reader_factory(partitions)), report, clicks, None, Start::default()))
+}
+
+/// A Kafka topic as the input: created if missing; partitions without a
+/// committed checkpoint start at the earliest offset still in Kafka; a
+/// bounded run stops at the end offsets seen now. Process 0's start and
+/// salt are the cluster's.
+fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
+    topic.ensure().map_err(RunError::Input)?;
+    let (earliest, ends) = topic.bounds().map_err(RunError::Input)?;
+    for (partition, checkpoint) in resume {
+        let first = earliest.get(*partition as usize).copied().unwrap_or(0);
+        let needed = checkpoint.offset.min(checkpoint.replay_offset);
+        if needed < first {
+            return Err(RunError::Input(format!(
+                "kafka topic {} partition {partition}: the job must read again from offset {needed} (its dedup replay point), but Kafka kept only offsets from {first} on (retention.ms of the topic is shorter than the job's dedup horizon plus its downtime): restore the data, or move the store aside and count anew",
+                topic.topic
+            )));
+        }
+    }
+    let total: u64 = ends.iter().zip(&earliest).map(|(e, f)| e - f).sum();
+    let mut report = format!("input: kafka topic {} on {}, {} partitions, {total} records", topic.topic, topic.brokers, topic.partitions);
+    if options.bounded {
+        report.push_str(" (bounded: reading up to these end offsets)");
+    }
+    // Process 0 hands its salt to the cluster; the others need none of their own.
+    let salt = match options.process {
+        0 => Some(options.data_dir.salt().map_err(|e| RunError::Input(format!("salt in {}: {e}", options.data_dir.root.display())))?),
+        _ => None,
+    };
+    let group = format!("tally-{}", job.name);
+    let bounded = options.bounded.then(|| ends.clone());
+    let start = Start { offsets: earliest, salt };
+    Ok((Readers::Kafka { topic, group, ends: bounded }, report, total, Some(ends), start))
 }
 
 /// Readers over the embedded log; bounded ones stop at today's end offsets.
 /// Retention keeps every offset the job reads again from `resume`.
-fn open_log(dir: &Path, job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
+fn open_log(
+    dir: &Path,
+    job: &Job,
+    options: &RunOptions,
+    resume: &BTreeMap<u32, Checkpoint>,
+) -> Result<(ReaderFactory, String, u64, Option<Vec<u64>>), RunError> {
     let partitions = job.partitions;
     let bounded = options.bounded;
     let log = match &options.log {
@@ -303,22 +442,30 @@ fn load_catalog(job: &Job, options: &RunOptions) -> Result<(Option<Catalog>, Opt
 
 /// Refuses combinations that cannot stay exact.
 ///
-/// - A store sink in a cluster: every process would open its own store and
-///   only one commits, so the others could never resume.
+/// - The embedded log in a cluster: it lives in one process's data
+///   directory.
+/// - `--leave-open` in a cluster: each process would stop at its own data
+///   frontier.
 /// - A live (not bounded) embedded-log run into a file or memory sink: the
 ///   frontier follows the clock once the log is caught up, and a click read
 ///   after that restates windows whose state only a store keeps.
 /// - `--leave-open` without a store: nothing would keep the open windows.
 fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
-    let store = matches!(job.sink, SinkSpec::Store) && options.output.is_none();
-    if store && options.processes > 1 {
+    let store = store_sink(job, options);
+    let log = matches!(job.source, SourceSpec::Log { .. }) && options.input.is_none();
+    if log && options.processes > 1 {
         return Err(RunError::Usage(format!(
-            "{}: sink.kind = \"store\" with --processes {}: the embedded store belongs to one process; run the job in one process (-w for more workers), or use a file sink",
+            "{}: source.kind = \"log\" with --processes {}: the embedded log belongs to one process; run a cluster over Kafka (source.kind = \"kafka\"), or one process with -w workers",
             job.file.display(),
             options.processes
         )));
     }
-    let log = matches!(job.source, SourceSpec::Log { .. }) && options.input.is_none();
+    if options.leave_open && options.processes > 1 {
+        return Err(RunError::Usage(format!(
+            "{}: --leave-open runs in one process (-w for more workers)",
+            job.file.display()
+        )));
+    }
     if log && !options.bounded && !store {
         return Err(RunError::Usage(format!(
             "{}: a live run of the embedded log needs sink.kind = \"store\" (or pass --bounded)",
@@ -332,6 +479,11 @@ fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
         )));
     }
     Ok(())
+}
+
+/// Whether the job commits to the embedded store.
+fn store_sink(job: &Job, options: &RunOptions) -> bool {
+    matches!(job.sink, SinkSpec::Store) && options.output.is_none()
 }
 
 /// A committed offset beyond the log's end means the store was committed
@@ -371,6 +523,22 @@ struct Output {
     committed_windows: Option<Arc<dyn CommittedWindows>>,
 }
 
+impl Output {
+    /// A process of a store cluster other than process 0: it never commits
+    /// (worker 0 does) and gets its start from process 0.
+    fn follower() -> Output {
+        Output {
+            sink: Arc::new(Mutex::new(None)),
+            memory: None,
+            resume: BTreeMap::new(),
+            resume_epoch: 0,
+            restored: Default::default(),
+            resumed: String::new(),
+            committed_windows: None,
+        }
+    }
+}
+
 fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output, RunError> {
     let shared = |sink: Box<dyn Sink + Send>| Arc::new(Mutex::new(Some(sink)));
     let mut output = Output {
@@ -404,9 +572,10 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
             if swept > 0 {
                 output.resumed.push_str(&format!("\nstore retention: swept {swept} rows, versions and ledger entries"));
             }
-            // The store sink runs in one process (`check_shape`): every
-            // worker reads final windows' sketches back from the store, so
-            // they are neither restored nor kept in memory.
+            // Every worker that owns windows runs in this process (in a
+            // cluster, process 0's: `Plan::window_workers`) and reads final
+            // windows' sketches back from the store, so they are neither
+            // restored nor kept in memory.
             if let Some(recovered) = store.last_committed()? {
                 check_settings(job, options, &recovered, &settings)?;
                 let (resume, restored) = crate::sink::store::resume(&recovered)?;
@@ -485,6 +654,7 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
             stats,
             resume: Default::default(),
             resume_epoch: 0,
+            start_offsets: Default::default(),
             leave_open: false,
             finish: Default::default(),
         },
@@ -496,6 +666,7 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
         commit_lock: Default::default(),
         restored: Default::default(),
         committed_windows: None,
+        window_workers: None,
     }
 }
 

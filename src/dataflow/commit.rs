@@ -26,7 +26,6 @@ use crate::row::{LateEntry, Row};
 use crate::sink::{Epoch, Sink};
 
 use super::partition::Checkpoint;
-use super::source::Finish;
 use super::window::{Effect, KeyedPartial, WinId, WindowValue};
 use super::windowing::PendingKey;
 
@@ -43,6 +42,8 @@ pub enum Commitable {
     Effect(Effect),
     Pending(PendingKey, Option<KeyedPartial>),
     Checkpoint(Checkpoint),
+    /// The epoch just past the watermarks of a source that finished.
+    Finished(EventTime),
 }
 
 /// Everything one epoch commits. State entries are the last value per key
@@ -67,6 +68,7 @@ impl EpochBatch {
             Commitable::Pending(key, partial) => {
                 self.pending.insert(key, partial);
             }
+            Commitable::Finished(_) => {}
             Commitable::Checkpoint(checkpoint) => {
                 let previous = self.checkpoints.insert(checkpoint.partition, checkpoint);
                 assert!(previous.is_none_or(|p| p.offset <= checkpoint.offset), "offsets only move forward");
@@ -84,12 +86,13 @@ pub fn commit<'scope>(
     errors: CommitErrors,
     lock: CommitLock,
     resumed_epoch: EventTime,
-    finish: Arc<Finish>,
 ) -> Stream<'scope, EventTime, Vec<()>> {
     let mut stash: BTreeMap<EventTime, Vec<Commitable>> = BTreeMap::new();
     // A resumed job has committed everything below `resumed_epoch`; its
     // next commit must be a later epoch.
     let mut last_epoch: Option<EventTime> = (resumed_epoch > 0).then_some(resumed_epoch);
+    // The epoch past every finished source's partitions, in every process.
+    let mut past_finished: Option<EventTime> = None;
     records
         .unary_frontier::<timely::container::CapacityContainerBuilder<Vec<()>>, _, _, _>(
             Exchange::new(|_| 0),
@@ -102,12 +105,19 @@ pub fn commit<'scope>(
                     input.for_each_stamp(|stamp, data| {
                         let Some(&time) = stamp.least() else { return };
                         let records = stash.entry(time).or_default();
-                        data.for_each(|batch| records.append(batch));
+                        data.for_each(|batch| {
+                            for record in batch.iter() {
+                                if let Commitable::Finished(past) = record {
+                                    past_finished = Some(past_finished.map_or(*past, |p: EventTime| p.max(*past)));
+                                }
+                            }
+                            records.append(batch)
+                        });
                     });
                     let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
                     let due = stash.first_key_value().is_some_and(|(time, _)| *time < limit) && last_epoch.is_none_or(|last| last < limit);
                     if due {
-                        let epoch = if limit == EventTime::MAX { final_epoch(&finish, last_epoch) } else { limit };
+                        let epoch = if limit == EventTime::MAX { final_epoch(past_finished, last_epoch) } else { limit };
                         commit_through(limit, epoch, &mut stash, &mut last_epoch, &mut sink, &errors, &lock);
                     }
                     // Everything below the input frontier and below the oldest
@@ -130,9 +140,9 @@ pub fn commit<'scope>(
 /// partition's watermark (every too-late batch, which is at most its
 /// partition's watermark, is then below it, as SEMANTICS.md's "applied in
 /// the commit" reads), and after the last epoch.
-fn final_epoch(finish: &Finish, last_epoch: Option<EventTime>) -> EventTime {
+fn final_epoch(past_finished: Option<EventTime>, last_epoch: Option<EventTime>) -> EventTime {
     let after_last = last_epoch.map_or(1, |last| last + 1);
-    finish.past_every_watermark().unwrap_or(0).max(after_last)
+    past_finished.unwrap_or(0).max(after_last)
 }
 
 /// Commits everything below `limit` as epoch `epoch` (`limit` itself, but

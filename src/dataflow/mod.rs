@@ -11,6 +11,7 @@
 //! deterministically.
 
 pub mod attribute;
+pub mod bootstrap;
 pub mod commit;
 pub mod dedup;
 pub mod hll;
@@ -55,6 +56,10 @@ pub struct Plan {
     /// read back from (so they need not stay in memory); `None` for sinks
     /// that keep no state.
     pub committed_windows: Option<Arc<dyn CommittedWindows>>,
+    /// How many workers own windows, the first ones: `None` for all. A
+    /// cluster whose store lives with process 0 keeps every window there,
+    /// where the committed windows can be read back.
+    pub window_workers: Option<usize>,
 }
 
 /// Builds the dataflow in `scope` and returns a probe whose frontier is
@@ -64,14 +69,13 @@ pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<B
     let stats = Arc::clone(&plan.source.stats);
     let resumed_epoch = plan.source.resume_epoch;
     let committed = ProbeHandle::new();
-    let finish = Arc::clone(&plan.source.finish);
     let out = source::click_source(scope, plan.source, committed.clone());
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
     let committed_state = windowing::Committed { probe: committed.clone(), windows: plan.committed_windows };
-    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch, committed_state);
+    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch, committed_state, plan.window_workers);
     let records = effects.concat(checkpoints);
-    commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch, finish).probe_with(&committed);
+    commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch).probe_with(&committed);
     committed
 }
 
@@ -86,7 +90,7 @@ fn split<'scope>(
                 for batch in data {
                     session.give_iterator(batch.iter().filter_map(|o| match o {
                         SourceOut::Partial(ad, partial) => Some((ad.clone(), partial.clone())),
-                        SourceOut::Checkpoint(_) => None,
+                        SourceOut::Checkpoint(_) | SourceOut::Finished(_) => None,
                     }));
                 }
             })
@@ -99,6 +103,7 @@ fn split<'scope>(
                 for batch in data {
                     session.give_iterator(batch.drain(..).filter_map(|o| match o {
                         SourceOut::Checkpoint(checkpoint) => Some(Commitable::Checkpoint(checkpoint)),
+                        SourceOut::Finished(past) => Some(Commitable::Finished(past)),
                         SourceOut::Partial(..) => None,
                     }));
                 }

@@ -94,6 +94,13 @@ impl PartitionState {
         self.offset
     }
 
+    /// Moves past offsets that hold no click (a log with markers or
+    /// skipped records): the next click read sits at `offset`.
+    pub fn skip_to(&mut self, offset: u64) {
+        debug_assert!(offset >= self.offset, "partition {}: offsets move forward", self.partition);
+        self.offset = self.offset.max(offset);
+    }
+
     #[inline]
     fn advance(&mut self, ts: EventTime) {
         if ts / 1_000 > self.max_ts / 1_000 {

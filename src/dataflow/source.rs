@@ -39,9 +39,29 @@ pub enum ReadStatus {
 }
 
 /// Reads one partition from its current offset.
+///
+/// In a dense log every offset holds a click (the embedded log, files, the
+/// generator). In a log such as Kafka, offsets can also hold records that
+/// are not clicks (transaction markers, records a foreign producer got
+/// wrong); such a reader reports its [`position`](PartitionReader::position),
+/// and every batch it returns sits at consecutive offsets ending there, so
+/// the source knows the offset of every click.
 pub trait PartitionReader {
     /// Appends at most `max` clicks to `out`.
     fn read(&mut self, out: &mut Vec<Click>, max: usize) -> ReadStatus;
+
+    /// The offset just past the last record read, when offsets can hold
+    /// other records than clicks; `None` for a dense log. The clicks of the
+    /// last batch sit at the offsets just before it.
+    fn position(&self) -> Option<u64> {
+        None
+    }
+
+    /// Never reads a record at or past `offset` until lifted with `None`
+    /// (the dedup replay of a resumed partition stops at its committed
+    /// offset). Dense readers need not implement it: they are never asked
+    /// for more clicks than remain before the limit.
+    fn stop_at(&mut self, _offset: Option<u64>) {}
 }
 
 /// Opens the reader of a partition at an offset; shared by all workers of a process.
@@ -53,6 +73,10 @@ pub type ReaderFactory = Arc<dyn Fn(u32, u64) -> Box<dyn PartitionReader> + Send
 pub enum SourceOut {
     Partial(Key, AdPartial),
     Checkpoint(Checkpoint),
+    /// A source reached the end of its bounded input: the epoch just past
+    /// its partitions' watermarks (the commit of the end of a bounded run
+    /// must be past every partition's, in every process).
+    Finished(EventTime),
 }
 
 /// Wall-clock milliseconds since the Unix epoch, injected so tests control it.
@@ -87,6 +111,9 @@ pub struct SourceSettings {
     /// The committed epoch resumed from: everything below it is committed,
     /// so the source starts there.
     pub resume_epoch: EventTime,
+    /// Where a partition without a committed checkpoint starts reading, by
+    /// partition (offset 0 for partitions not listed).
+    pub start_offsets: Arc<Vec<u64>>,
     /// At the end of a bounded input, hold the data frontier instead of
     /// letting the frontier pass every window (`--leave-open`).
     pub leave_open: bool,
@@ -183,6 +210,9 @@ pub fn click_source<'scope>(
                 }
                 buf.clear();
                 p.status = p.reader.read(&mut buf, READ_BATCH_CLICKS);
+                if let Some(position) = p.reader.position() {
+                    p.state.skip_to(position - buf.len() as u64);
+                }
                 p.remembered = read_batch(&mut p.state, &buf, &mut pre, &settings.stats, p.remembered);
             }
             let target = worker_watermark(&owned, &settings);
@@ -194,6 +224,9 @@ pub fn click_source<'scope>(
                     let past = owned.iter().map(|p| p.state.watermark()).max().map(|t| rounded(t) + 1);
                     flush(&mut pre, current, EventTime::MAX, output);
                     send_checkpoints(&mut owned, current, output);
+                    if let Some(past) = past {
+                        output.session(current).give(SourceOut::Finished(past));
+                    }
                     match (reached, past) {
                         (Some(least), Some(past)) => settings.finish.record(least, past),
                         _ => settings.finish.record_empty(),
@@ -232,29 +265,39 @@ pub fn click_source<'scope>(
 /// Opens a partition: from scratch, or from a committed checkpoint, re-reading
 /// the clicks since its dedup replay point without counting them.
 fn open(partition: u32, settings: &SourceSettings) -> Owned {
+    let start = settings.start_offsets.get(partition as usize).copied().unwrap_or(0);
     let from = settings.resume.get(&partition).copied().unwrap_or(Checkpoint {
         partition,
-        offset: 0,
+        offset: start,
         max_ts: 0,
         floor: 0,
-        replay_offset: 0,
+        replay_offset: start,
         replay_max_ts: 0,
     });
     let mut state = PartitionState::resume(partition, settings.rules, &from);
     let mut reader = (settings.readers)(partition, from.replay_offset);
     let mut buf = Vec::with_capacity(READ_BATCH_CLICKS);
+    reader.stop_at(Some(from.offset));
     while state.offset() < from.offset {
         buf.clear();
         let want = (from.offset - state.offset()).min(READ_BATCH_CLICKS as u64) as usize;
         let status = reader.read(&mut buf, want);
+        let position = reader.position();
+        if let Some(position) = position {
+            state.skip_to(position - buf.len() as u64);
+        }
         buf.iter().for_each(|click| state.replay(click));
+        if let Some(position) = position.filter(|_| buf.is_empty()) {
+            state.skip_to(position);
+        }
         assert!(
-            !buf.is_empty() || status == ReadStatus::More,
+            !buf.is_empty() || status == ReadStatus::More || position.is_some_and(|p| p >= from.offset),
             "partition {partition}: the log ends at offset {} before the committed offset {}",
             state.offset(),
             from.offset
         );
     }
+    reader.stop_at(None);
     assert_eq!(state.checkpoint().max_ts, from.max_ts, "partition {partition}: replay rebuilt the committed progress");
     Owned { state, reader, status: ReadStatus::More, remembered: 0 }
 }

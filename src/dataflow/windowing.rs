@@ -82,11 +82,15 @@ pub fn windows<'scope>(
     restored: Arc<RestoredWindows>,
     resumed_epoch: EventTime,
     committed: Committed,
+    owners: Option<usize>,
 ) -> Stream<'scope, EventTime, Vec<Commitable>> {
     let (index, peers) = (partials.scope().index() as u64, partials.scope().peers() as u64);
-    let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % peers == index;
+    // The workers that own windows: all, or the first `owners` (process 0's,
+    // beside the store that holds the committed windows).
+    let owners = owners.map_or(peers, |o| (o as u64).clamp(1, peers));
+    let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % owners == index;
     partials
-        .unary_frontier(Exchange::new(|p: &KeyedPartial| route_key(p.key_type, &p.key)), "Windows", move |capability, _info| {
+        .unary_frontier(Exchange::new(move |p: &KeyedPartial| route_key(p.key_type, &p.key) % owners), "Windows", move |capability, _info| {
             let mut capability = capability;
             capability.downgrade(&resumed_epoch);
             let mut cap = Some(capability);

@@ -116,7 +116,15 @@ pub enum SourceSpec {
     Generator(GeneratorConfig),
     /// The embedded log; `None` means the CLI's default log directory.
     Log { dir: Option<PathBuf> },
+    /// A Kafka topic (`brokers`, `topic`), one Kafka partition per job
+    /// partition.
+    Kafka { brokers: String, topic: String },
 }
+
+/// Bootstrap servers of a Kafka source that sets none.
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
+/// Topic of a Kafka source that sets none.
+pub const DEFAULT_KAFKA_TOPIC: &str = "raw_clicks";
 
 /// What happens to a click that arrives after its window closed (`[late]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +173,12 @@ impl Job {
             distinct_users: self.distinct_users,
             restate_within_ms: self.late.restate_within_ms(),
             catalog,
+            log: match &self.source {
+                SourceSpec::File { .. } => "file".to_owned(),
+                SourceSpec::Generator(_) => "generator".to_owned(),
+                SourceSpec::Log { .. } => "log".to_owned(),
+                SourceSpec::Kafka { topic, .. } => format!("kafka topic {topic}"),
+            },
         }
     }
 
@@ -223,4 +237,19 @@ pub fn load(path: &Path) -> Result<Job, JobError> {
 pub fn parse(text: &str, file: &Path) -> Result<Job, JobError> {
     let table: toml::Table = toml::from_str(text).map_err(|err| JobError::syntax(file.to_path_buf(), text, &err))?;
     read::job(table, file).map_err(|err| err.in_file(file.to_path_buf()))
+}
+
+/// `job` with its Kafka source's bootstrap servers replaced by `brokers`
+/// (a `--brokers` flag). Refused for other sources, naming the key.
+pub fn with_brokers(mut job: Job, brokers: Option<&str>) -> Result<Job, JobError> {
+    let Some(brokers) = brokers else { return Ok(job) };
+    let error = |reason: String| JobError::Key { file: job.file.clone(), key: "source.brokers".into(), reason };
+    match &mut job.source {
+        SourceSpec::Kafka { brokers: current, .. } => {
+            read::check_brokers(brokers).map_err(|reason| error(format!("--brokers {reason}")))?;
+            *current = brokers.to_owned();
+            Ok(job)
+        }
+        _ => Err(error("--brokers is only valid for a job with source.kind = \"kafka\"".into())),
+    }
 }

@@ -11,7 +11,7 @@ use toml::{Table, Value};
 use super::duration::format_duration;
 use super::error::{one_line, KeyError};
 use super::section::{string_entry, Section, Spelled};
-use super::{
+use super::{DEFAULT_KAFKA_BROKERS, DEFAULT_KAFKA_TOPIC, 
     Job, LatePolicy, SinkSpec, SourceSpec, MAX_DEDUP_HORIZON_MS, MAX_LATENESS_MS, MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS,
     MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
 };
@@ -91,6 +91,8 @@ fn read_source(mut s: Section, base: &Path, default_partitions: u32) -> Result<(
     let partitions = s.integer("partitions")?;
     let path = s.string("path")?;
     let dir = s.string("dir")?;
+    let brokers = s.string("brokers")?;
+    let topic = s.string("topic")?;
     let generator = s.take("generator");
     s.finish()?;
 
@@ -106,6 +108,10 @@ fn read_source(mut s: Section, base: &Path, default_partitions: u32) -> Result<(
         true => Err(s.error(key, format!("only valid with kind = {wanted:?} (this source is kind = {kind:?})"))),
         false => Ok(()),
     };
+    if kind != "kafka" {
+        only_with("brokers", brokers.is_some(), "kafka")?;
+        only_with("topic", topic.is_some(), "kafka")?;
+    }
     let source = match kind {
         "file" => {
             only_with("dir", dir.is_some(), "log")?;
@@ -122,9 +128,41 @@ fn read_source(mut s: Section, base: &Path, default_partitions: u32) -> Result<(
             only_with("generator", generator.is_some(), "generator")?;
             SourceSpec::Log { dir: resolve(&s, "dir", dir, base)? }
         }
-        other => return Err(s.error("kind", format!("{other:?} is not one of file | generator | log"))),
+        "kafka" => {
+            only_with("path", path.is_some(), "file")?;
+            only_with("dir", dir.is_some(), "log")?;
+            only_with("generator", generator.is_some(), "generator")?;
+            let brokers = brokers.unwrap_or_else(|| DEFAULT_KAFKA_BROKERS.to_owned());
+            let topic = topic.unwrap_or_else(|| DEFAULT_KAFKA_TOPIC.to_owned());
+            check_brokers(&brokers).map_err(|reason| s.error("brokers", reason))?;
+            check_topic(&topic).map_err(|reason| s.error("topic", reason))?;
+            SourceSpec::Kafka { brokers, topic }
+        }
+        other => return Err(s.error("kind", format!("{other:?} is not one of file | generator | log | kafka"))),
     };
     Ok((source, partitions))
+}
+
+/// Bootstrap servers: `host:port` items separated by commas.
+pub fn check_brokers(brokers: &str) -> Result<(), String> {
+    let valid = |item: &str| match item.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    };
+    if brokers.split(',').all(|item| valid(item.trim())) {
+        Ok(())
+    } else {
+        Err(format!("{brokers:?} is not a list of host:port separated by commas"))
+    }
+}
+
+/// Kafka's own topic name rules: 1–249 of `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(valid_char) || topic == "." || topic == ".." {
+        return Err(format!("{topic:?} is not a Kafka topic name (1–249 of [A-Za-z0-9._-])"));
+    }
+    Ok(())
 }
 
 /// Reads `[source.generator]` into a [`GeneratorConfig`].

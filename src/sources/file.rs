@@ -84,6 +84,11 @@ impl UserSalt {
     pub const fn from_bytes(bytes: [u8; 16]) -> UserSalt {
         UserSalt(bytes)
     }
+
+    /// The key's bytes, for handing it to the other processes of a cluster.
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
 }
 
 impl fmt::Debug for UserSalt {
@@ -531,7 +536,7 @@ fn request_id_value(value: Scalar<'_>) -> Result<RequestId, ClickError> {
 ///
 /// Every click carries one, so the digits are read eight at a time as one
 /// `u64` ([`hex8`]) instead of one by one.
-fn parse_uuid(s: &[u8]) -> Option<RequestId> {
+pub(crate) fn parse_uuid(s: &[u8]) -> Option<RequestId> {
     let s: &[u8; 36] = s.try_into().ok()?;
     if s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
         return None;

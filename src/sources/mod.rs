@@ -7,6 +7,7 @@
 pub mod file;
 pub mod generated;
 pub mod generator;
+pub mod kafka;
 pub mod log;
 pub mod memory;
 pub mod position;

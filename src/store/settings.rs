@@ -36,6 +36,11 @@ pub struct RunSettings {
     pub restate_within_ms: Option<u64>,
     /// The catalog the job ran with, if any.
     pub catalog: Option<CatalogStamp>,
+    /// The log the offsets belong to: `log` (the embedded log), `kafka
+    /// topic NAME`, `file`, `generator`; empty in stores written before it
+    /// was recorded.
+    #[serde(default)]
+    pub log: String,
 }
 
 /// Which catalog a job ran with: where it was read from and a fingerprint of
@@ -97,6 +102,9 @@ impl RunSettings {
             ("aggregate.measures", measures(stored.distinct_users), measures(self.distinct_users)),
             ("late.policy", late(stored.restate_within_ms), late(self.restate_within_ms)),
         ];
+        if !stored.log.is_empty() && stored.log != self.log {
+            return Some(Incompatible { key: "source", stored: stored.log.clone(), given: self.log.clone() });
+        }
         checks.into_iter().find(|(_, stored, given)| stored != given).map(|(key, stored, given)| Incompatible { key, stored, given })
     }
 }
@@ -128,6 +136,7 @@ mod tests {
             distinct_users: true,
             restate_within_ms: Some(3_600_000),
             catalog: None,
+            log: "log".into(),
         }
     }
 
@@ -143,6 +152,11 @@ mod tests {
         let mut given = settings();
         given.dedup_horizon_ms = 120_000;
         assert_eq!(given.incompatible_with(&stored).map(|c| c.key), Some("dedup.horizon"));
+        let mut given = settings();
+        given.log = "kafka topic raw_clicks".into();
+        assert_eq!(given.incompatible_with(&stored).map(|c| c.key), Some("source"));
+        let old = RunSettings { log: String::new(), ..settings() };
+        assert_eq!(given.incompatible_with(&old), None, "stores that did not record their log accept any");
     }
 
     #[test]

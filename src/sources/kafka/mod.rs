@@ -1,0 +1,187 @@
+//! Apache Kafka as the log: the topic, its partitions and offsets, and a
+//! reader per partition.
+//!
+//! Messages are keyed by request id, so a retry lands in the partition of
+//! its original and the partition's own dedup memory sees both
+//! ([`message`]). Producers of one topic must partition alike: tally's
+//! ingest uses librdkafka's `murmur2_random`, the Java client's default.
+
+pub mod message;
+pub mod reader;
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::sources::file::UserSalt;
+use crate::sources::position::Position;
+
+pub use reader::KafkaPartitionReader;
+
+/// How long a metadata or offset request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A topic of clicks and the brokers that hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaTopic {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    pub topic: String,
+    pub partitions: u32,
+}
+
+/// Settings every tally client of a cluster shares.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers).set("client.id", "tally").set("socket.keepalive.enable", "true");
+    config
+}
+
+/// A consumer that reads assigned partitions only: no group membership,
+/// no offset commits, committed records only. `group` names it for
+/// monitoring.
+pub fn consumer(brokers: &str, group: &str) -> Result<BaseConsumer, String> {
+    client_config(brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "error")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .map_err(|e| format!("kafka consumer for {brokers}: {e}"))
+}
+
+impl KafkaTopic {
+    /// Creates the topic with the job's partition count if it does not
+    /// exist (replication factor: the broker count, at most 3); refuses a
+    /// topic with another partition count.
+    pub fn ensure(&self) -> Result<(), String> {
+        let consumer = consumer(&self.brokers, "tally-admin")?;
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT)
+            .map_err(|e| format!("kafka {}: no answer from the brokers: {e}", self.brokers))?;
+        let brokers = metadata.brokers().len().max(1);
+        if let Some(found) = metadata.topics().iter().find(|t| t.name() == self.topic && t.error().is_none()) {
+            let partitions = found.partitions().len() as u32;
+            if partitions != self.partitions {
+                return Err(format!(
+                    "kafka topic {}: it has {partitions} partitions but the job says {} (source.partitions)",
+                    self.topic, self.partitions
+                ));
+            }
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.brokers).create().map_err(|e| format!("kafka admin client for {}: {e}", self.brokers))?;
+        let replication = brokers.min(3) as i32;
+        let min_isr = if replication >= 3 { "2" } else { "1" };
+        let topic = NewTopic::new(&self.topic, self.partitions as i32, TopicReplication::Fixed(replication)).set("min.insync.replicas", min_isr);
+        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+        let results = block_on(admin.create_topics([&topic], &options)).map_err(|e| format!("kafka topic {}: {e}", self.topic))?;
+        for result in results {
+            match result {
+                Ok(_) => eprintln!(
+                    "kafka topic {} created: {} partitions, replication factor {replication}",
+                    self.topic, self.partitions
+                ),
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return self.ensure_exists_as_created(),
+                Err((name, code)) => return Err(format!("kafka topic {name}: {code}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Another client created the topic first: check its partition count.
+    fn ensure_exists_as_created(&self) -> Result<(), String> {
+        let bounds = self.bounds()?;
+        if bounds.0.len() as u32 != self.partitions {
+            return Err(format!("kafka topic {}: it has {} partitions but the job says {}", self.topic, bounds.0.len(), self.partitions));
+        }
+        Ok(())
+    }
+
+    /// The earliest and end offsets of every partition now.
+    pub fn bounds(&self) -> Result<(Vec<u64>, Vec<u64>), String> {
+        let consumer = consumer(&self.brokers, "tally-admin")?;
+        let mut earliest = Vec::with_capacity(self.partitions as usize);
+        let mut ends = Vec::with_capacity(self.partitions as usize);
+        for partition in 0..self.partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(&self.topic, partition as i32, REQUEST_TIMEOUT)
+                .map_err(|e| format!("kafka topic {} partition {partition}: offsets: {e}", self.topic))?;
+            earliest.push(low.max(0) as u64);
+            ends.push(high.max(0) as u64);
+        }
+        Ok((earliest, ends))
+    }
+
+    /// Per partition, the first offset whose record timestamp is at or
+    /// after `time` (the end offset when there is none).
+    pub fn offsets_at(&self, time: u64, ends: &[u64]) -> Result<Vec<u64>, String> {
+        let consumer = consumer(&self.brokers, "tally-admin")?;
+        let mut query = TopicPartitionList::new();
+        for partition in 0..self.partitions {
+            query
+                .add_partition_offset(&self.topic, partition as i32, Offset::Offset(time as i64))
+                .map_err(|e| format!("kafka topic {}: {e}", self.topic))?;
+        }
+        let found = consumer.offsets_for_times(query, REQUEST_TIMEOUT).map_err(|e| format!("kafka topic {}: offsets for a time: {e}", self.topic))?;
+        (0..self.partitions)
+            .map(|partition| {
+                let element = found.find_partition(&self.topic, partition as i32);
+                match element.map(|e| (e.offset(), e.error())) {
+                    Some((Offset::Offset(offset), Ok(()))) if offset >= 0 => Ok(offset as u64),
+                    Some((Offset::End, Ok(()))) | Some((Offset::Invalid, Ok(()))) => Ok(ends[partition as usize]),
+                    Some((_, Err(e))) => Err(format!("kafka topic {} partition {partition}: offsets for a time: {e}", self.topic)),
+                    _ => Ok(ends[partition as usize]),
+                }
+            })
+            .collect()
+    }
+
+    /// One offset per partition for `position`; unlisted partitions of an
+    /// explicit position take `default` (earliest for a start, the end for
+    /// an end).
+    pub fn resolve(&self, position: &Position, default_to_end: bool) -> Result<Vec<u64>, String> {
+        let (earliest, ends) = self.bounds()?;
+        let default = if default_to_end { &ends } else { &earliest };
+        if let Some(explicit) = position.explicit(&earliest, &ends, default) {
+            return explicit;
+        }
+        match position {
+            Position::Earliest => Ok(earliest),
+            Position::Latest => Ok(ends),
+            Position::Time(time) => self.offsets_at(*time, &ends).map(|offsets| offsets.iter().zip(&earliest).map(|(o, e)| *o.max(e)).collect()),
+            Position::Offsets(_) => unreachable!("explicit offsets resolved above"),
+        }
+    }
+
+    /// A reader of `partition` from `offset`, up to `end` when bounded.
+    pub fn reader(&self, group: &str, partition: u32, offset: u64, end: Option<u64>, salt: UserSalt) -> Result<KafkaPartitionReader, String> {
+        let consumer = consumer(&self.brokers, group)?;
+        KafkaPartitionReader::open(consumer, &self.topic, partition, offset, end, salt)
+            .map_err(|e| format!("kafka topic {} partition {partition}: {e}", self.topic))
+    }
+}
+
+/// Runs an admin future to completion on a thread of its own (callers may
+/// sit inside a Tokio runtime, where blocking on one is not allowed).
+fn block_on<F: std::future::Future + Send>(future: F) -> F::Output
+where
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a Tokio runtime starts");
+                runtime.block_on(future)
+            })
+            .join()
+            .expect("the admin thread does not panic")
+    })
+}
