@@ -55,6 +55,26 @@ struct ServiceArgs {
     /// Redis URL of the duplicate pre-filter; overrides the config's redis.url.
     #[arg(long)]
     redis: Option<String>,
+    /// Write clicks to Kafka (bootstrap servers host:port,...) instead of
+    /// the embedded log: idempotent producer, acks=all, 202 after delivery.
+    #[arg(long, value_name = "BROKERS")]
+    kafka: Option<String>,
+    /// The Kafka topic, with --kafka.
+    #[arg(long, default_value = tally::job::DEFAULT_KAFKA_TOPIC, requires = "kafka")]
+    topic: String,
+}
+
+/// `--kafka` and `--topic`, checked.
+fn kafka_target(args: &ServiceArgs) -> Result<Option<tally::up::KafkaTarget>, i32> {
+    let Some(brokers) = &args.kafka else { return Ok(None) };
+    let checked = tally::job::check_brokers(brokers).and_then(|()| tally::job::check_topic(&args.topic));
+    match checked {
+        Ok(()) => Ok(Some(tally::up::KafkaTarget { brokers: brokers.clone(), topic: args.topic.clone() })),
+        Err(reason) => {
+            eprintln!("error: --kafka/--topic: {reason}");
+            Err(2)
+        }
+    }
 }
 
 #[derive(Args)]
@@ -92,6 +112,9 @@ struct VerifyArgs {
     /// List the first N mismatches in full (0: only the counts).
     #[arg(long, value_name = "N", default_value_t = tally::verify::SUMMARY_MISMATCH_LINES)]
     show: usize,
+    /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -218,7 +241,10 @@ fn main() -> ExitCode {
         Command::Log(LogCommand::Import(args)) => import(args, &data_dir),
         Command::Export(args) => export(args, &data_dir),
         Command::Verify(args) => verify(args, &data_dir),
-        Command::Ingest(args) => service_config(&args.service).and_then(|config| ingest(&config, &data_dir)).unwrap_or_else(|code| code),
+        Command::Ingest(args) => service_config(&args.service)
+            .and_then(|config| Ok((config, kafka_target(&args.service)?)))
+            .and_then(|(config, kafka)| ingest(&config, &data_dir, kafka.as_ref()))
+            .unwrap_or_else(|code| code),
         Command::Up(args) => up(args, &data_dir),
     };
     ExitCode::from(code as u8)
@@ -385,8 +411,8 @@ fn service_config(args: &ServiceArgs) -> Result<tally::ingest::config::IngestCon
     Ok(config)
 }
 
-fn ingest(config: &tally::ingest::config::IngestConfig, data_dir: &DataDir) -> Result<i32, i32> {
-    tally::up::ingest(config, data_dir).map(|()| 0).map_err(|error| {
+fn ingest(config: &tally::ingest::config::IngestConfig, data_dir: &DataDir, kafka: Option<&tally::up::KafkaTarget>) -> Result<i32, i32> {
+    tally::up::ingest(config, data_dir, kafka).map(|()| 0).map_err(|error| {
         eprintln!("error: tally ingest: {error}");
         2
     })
@@ -408,7 +434,11 @@ fn up(args: UpArgs, data_dir: &DataDir) -> i32 {
             return error.exit_code();
         }
     };
-    let options = tally::up::UpOptions { workers: args.workers, catalog: args.catalog, demo: args.demo };
+    let kafka = match kafka_target(&args.service) {
+        Ok(kafka) => kafka,
+        Err(code) => return code,
+    };
+    let options = tally::up::UpOptions { workers: args.workers, catalog: args.catalog, demo: args.demo, kafka };
     match tally::up::up(&config, data_dir, &job, &options) {
         Ok(()) => 0,
         Err(error) => {
@@ -484,7 +514,7 @@ fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
 }
 
 fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
-    let job = match job::load(&args.job) {
+    let job = match job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref())) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
@@ -498,8 +528,16 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             None => None,
         };
         let store = read_store(data_dir).map_err(|e| format!("verify: {e}"))?;
-        let log = tally::log::Log::open(&data_dir.log(), job.partitions, Default::default()).map_err(|e| format!("verify: {e}"))?;
-        tally::verify::verify(&log, &store, &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
+        let log: Box<dyn tally::verify::RecountLog> = match &job.source {
+            job::SourceSpec::Kafka { brokers, topic } => {
+                let topic =
+                    tally::sources::kafka::KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions };
+                let salt = data_dir.salt().map_err(|e| format!("verify: salt in {}: {e}", data_dir.root.display()))?;
+                Box::new(tally::verify::KafkaRecount::new(topic, salt).map_err(|e| format!("verify: {e}"))?)
+            }
+            _ => Box::new(tally::log::Log::open(&data_dir.log(), job.partitions, Default::default()).map_err(|e| format!("verify: {e}"))?),
+        };
+        tally::verify::verify(log.as_ref(), &store, &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
     })();
     match result {
         Ok(report) => {

@@ -23,9 +23,9 @@ use crate::log::{Log, LogOptions};
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
-use crate::sources::kafka::KafkaTopic;
 use crate::sources::generated;
 use crate::sources::generator::{write_catalog, GeneratorConfig};
+use crate::sources::kafka::KafkaTopic;
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
 use crate::store::settings::{CatalogStamp, RunSettings, SETTINGS_KEY};
@@ -324,7 +324,12 @@ fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint
             return Ok((Readers::Ready(factory), report, total, ends, Start::default()));
         }
         (SourceSpec::Kafka { brokers, topic }, None) => {
-            return open_kafka(KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions }, job, options, resume)
+            return open_kafka(
+                KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions },
+                job,
+                options,
+                resume,
+            )
         }
     };
     let (partitions, report) = loaded;
@@ -461,10 +466,7 @@ fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
         )));
     }
     if options.leave_open && options.processes > 1 {
-        return Err(RunError::Usage(format!(
-            "{}: --leave-open runs in one process (-w for more workers)",
-            job.file.display()
-        )));
+        return Err(RunError::Usage(format!("{}: --leave-open runs in one process (-w for more workers)", job.file.display())));
     }
     if log && !options.bounded && !store {
         return Err(RunError::Usage(format!(

@@ -19,6 +19,8 @@ use crate::datadir::DataDir;
 use crate::dataflow::stats::SourceStats;
 use crate::ingest::client::HttpClient;
 use crate::ingest::config::IngestConfig;
+use crate::ingest::kafka::KafkaLog;
+use crate::ingest::server::ClickLog;
 use crate::ingest::server::OPENAPI_JSON;
 use crate::ingest::service::{now_ms, stop_signal, Service};
 use crate::job::{format_duration, Job, JobError, SinkSpec, SourceSpec};
@@ -27,6 +29,7 @@ use crate::query::{merge_openapi, QueryState};
 use crate::run::{run, RunOptions};
 use crate::sources::file::UserSalt;
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
+use crate::sources::kafka::KafkaTopic;
 use crate::store::embedded::EmbeddedStore;
 
 /// The job `tally up` runs unless given another: `jobs/embedded.toml`.
@@ -47,6 +50,38 @@ pub struct UpOptions {
     pub catalog: Option<PathBuf>,
     /// Also run a generator that posts clicks to the ingest API.
     pub demo: bool,
+    /// Ingest into this Kafka topic, and run the job on it.
+    pub kafka: Option<KafkaTarget>,
+}
+
+/// Where ingest writes when not to the embedded log: `--kafka BROKERS`
+/// and `--topic NAME`.
+#[derive(Clone, Debug)]
+pub struct KafkaTarget {
+    pub brokers: String,
+    pub topic: String,
+}
+
+/// The log ingest appends to: the embedded one in the data directory, or a
+/// Kafka topic (created with `partitions` partitions if missing).
+fn ingest_log(
+    kafka: Option<&KafkaTarget>,
+    data_dir: &DataDir,
+    partitions: u32,
+    retention_ms: u64,
+) -> Result<(Arc<dyn ClickLog>, String), String> {
+    match kafka {
+        Some(target) => {
+            let topic = KafkaTopic { brokers: target.brokers.clone(), topic: target.topic.clone(), partitions };
+            let log = KafkaLog::connect(&topic)?;
+            let described = format!("log: {} on {}", log.describe(), target.brokers);
+            Ok((Arc::new(log), described))
+        }
+        None => {
+            let log = open_log(data_dir, partitions, retention_ms)?;
+            Ok((log, format!("log: embedded, {}", data_dir.log().display())))
+        }
+    }
 }
 
 /// The built-in embedded job.
@@ -55,10 +90,11 @@ pub fn embedded_job() -> Result<Job, JobError> {
 }
 
 /// Runs the ingest service until SIGINT or SIGTERM.
-pub fn ingest(config: &IngestConfig, data_dir: &DataDir) -> Result<(), String> {
-    let log = open_log(data_dir, config.partitions, crate::log::DEFAULT_RETENTION_MS)?;
+pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTarget>) -> Result<(), String> {
+    let (log, described) = ingest_log(kafka, data_dir, config.partitions, crate::log::DEFAULT_RETENTION_MS)?;
     let service = Service::bind(config, log, salt(config, data_dir)?)?;
     eprintln!("{}", service.summary());
+    eprintln!("{described}");
     serve(service, axum::Router::new(), OPENAPI_JSON.to_owned())
 }
 
@@ -68,13 +104,20 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir) -> Result<(), String> {
 /// which ends the process: restart it to resume from the last committed
 /// epoch).
 pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOptions) -> Result<(), String> {
+    let job = &on_kafka(job, options.kafka.as_ref())?;
     check_embedded(job)?;
     let config = &with_job_horizon(config, job)?;
-    let log = open_log(data_dir, job.partitions, job.log_retention_ms)?;
+    let (ingest_log, log) = match &options.kafka {
+        Some(target) => (ingest_log(Some(target), data_dir, job.partitions, job.log_retention_ms)?.0, None),
+        None => {
+            let log = open_log(data_dir, job.partitions, job.log_retention_ms)?;
+            (Arc::clone(&log) as Arc<dyn ClickLog>, Some(log))
+        }
+    };
     std::fs::create_dir_all(data_dir.store()).map_err(|e| format!("{}: {e}", data_dir.store().display()))?;
     let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| e.to_string())?;
     let reader = store.reader();
-    let service = Service::bind(config, Arc::clone(&log) as _, salt(config, data_dir)?)?;
+    let service = Service::bind(config, ingest_log, salt(config, data_dir)?)?;
     let addr = service.local_addr();
     let catalog = match (&options.catalog, options.demo) {
         (Some(path), _) => Some(path.clone()),
@@ -86,16 +129,20 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         workers: options.workers.max(1),
         data_dir: data_dir.clone(),
         catalog,
-        log: Some(log),
+        log,
         store: Some(Arc::new(Mutex::new(Some(store)))),
         stats: Some(Arc::clone(&job_stats)),
         ..RunOptions::default()
     };
     eprintln!("{}", service.summary());
+    let source = match &job.source {
+        SourceSpec::Kafka { brokers, topic } => format!("kafka topic {topic} on {brokers}"),
+        _ => data_dir.log().display().to_string(),
+    };
     eprintln!(
         "job: {} on {} ({} partitions, {} workers), committing to {}",
         job.name,
-        data_dir.log().display(),
+        source,
         job.partitions,
         run_options.workers,
         data_dir.store().display()
@@ -209,12 +256,26 @@ fn with_job_horizon(config: &IngestConfig, job: &Job) -> Result<IngestConfig, St
 
 fn check_embedded(job: &Job) -> Result<(), String> {
     match (&job.source, &job.sink) {
-        (SourceSpec::Log { dir: None }, SinkSpec::Store) => Ok(()),
+        (SourceSpec::Log { dir: None } | SourceSpec::Kafka { .. }, SinkSpec::Store) => Ok(()),
         _ => Err(format!(
-            "{}: `tally up` runs jobs with source.kind = \"log\" and sink.kind = \"store\" on the data directory",
+            "{}: `tally up` runs jobs with source.kind = \"log\" (or \"kafka\") and sink.kind = \"store\" on the data directory",
             job.file.display()
         )),
     }
+}
+
+/// With `--kafka`: the job reads the topic ingest writes to (a job on the
+/// embedded log is moved onto it).
+fn on_kafka(job: &Job, kafka: Option<&KafkaTarget>) -> Result<Job, String> {
+    let mut job = job.clone();
+    match (kafka, &job.source) {
+        (None, _) => {}
+        (Some(target), SourceSpec::Log { dir: None } | SourceSpec::Kafka { .. }) => {
+            job.source = SourceSpec::Kafka { brokers: target.brokers.clone(), topic: target.topic.clone() };
+        }
+        (Some(_), _) => return Err(format!("{}: --kafka needs a job on the log (source.kind = \"log\" or \"kafka\")", job.file.display())),
+    }
+    Ok(job)
 }
 
 fn open_log(data_dir: &DataDir, partitions: u32, retention_ms: u64) -> Result<Arc<Log>, String> {

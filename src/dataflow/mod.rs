@@ -73,7 +73,16 @@ pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<B
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
     let committed_state = windowing::Committed { probe: committed.clone(), windows: plan.committed_windows };
-    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch, committed_state, plan.window_workers);
+    let effects = windowing::windows(
+        keyed,
+        plan.windows,
+        plan.early_results_ms,
+        plan.clock,
+        plan.restored,
+        resumed_epoch,
+        committed_state,
+        plan.window_workers,
+    );
     let records = effects.concat(checkpoints);
     commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch).probe_with(&committed);
     committed

@@ -90,67 +90,71 @@ pub fn windows<'scope>(
     let owners = owners.map_or(peers, |o| (o as u64).clamp(1, peers));
     let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % owners == index;
     partials
-        .unary_frontier(Exchange::new(move |p: &KeyedPartial| route_key(p.key_type, &p.key) % owners), "Windows", move |capability, _info| {
-            let mut capability = capability;
-            capability.downgrade(&resumed_epoch);
-            let mut cap = Some(capability);
-            let mut book = WindowBook::new(rules, committed.windows);
-            let mut stash = Stash::new();
-            for (id, value) in restored.windows.iter().filter(|(id, _)| mine(id.key_type, &id.key)) {
-                book.restore(id.clone(), value.clone());
-            }
-            for (key, partial) in restored.pending.iter().filter(|(k, _)| mine(k.key_type, &k.key)) {
-                stash.entry(key.batch).or_default().push((Some(key.clone()), partial.clone()));
-            }
-            let mut last_early = clock();
-            move |(input, frontier), output| {
-                let mut pending = Vec::new();
-                input.for_each_stamp(|stamp, data| {
-                    let Some(&time) = stamp.least() else { return };
-                    for partial in data.flat_map(|batch| batch.drain(..)) {
-                        let at = partial.lateness.applies_at(time);
-                        assert!(at >= time, "a batch time is never before the time a partial travels at");
-                        let key = (at > time).then(|| PendingKey::of(&partial, at, resumed_epoch));
-                        if let Some(key) = &key {
-                            pending.push((time, Commitable::Pending(key.clone(), Some(partial.clone()))));
+        .unary_frontier(
+            Exchange::new(move |p: &KeyedPartial| route_key(p.key_type, &p.key) % owners),
+            "Windows",
+            move |capability, _info| {
+                let mut capability = capability;
+                capability.downgrade(&resumed_epoch);
+                let mut cap = Some(capability);
+                let mut book = WindowBook::new(rules, committed.windows);
+                let mut stash = Stash::new();
+                for (id, value) in restored.windows.iter().filter(|(id, _)| mine(id.key_type, &id.key)) {
+                    book.restore(id.clone(), value.clone());
+                }
+                for (key, partial) in restored.pending.iter().filter(|(k, _)| mine(k.key_type, &k.key)) {
+                    stash.entry(key.batch).or_default().push((Some(key.clone()), partial.clone()));
+                }
+                let mut last_early = clock();
+                move |(input, frontier), output| {
+                    let mut pending = Vec::new();
+                    input.for_each_stamp(|stamp, data| {
+                        let Some(&time) = stamp.least() else { return };
+                        for partial in data.flat_map(|batch| batch.drain(..)) {
+                            let at = partial.lateness.applies_at(time);
+                            assert!(at >= time, "a batch time is never before the time a partial travels at");
+                            let key = (at > time).then(|| PendingKey::of(&partial, at, resumed_epoch));
+                            if let Some(key) = &key {
+                                pending.push((time, Commitable::Pending(key.clone(), Some(partial.clone()))));
+                            }
+                            stash.entry(at).or_default().push((key, partial));
                         }
-                        stash.entry(at).or_default().push((key, partial));
-                    }
-                });
-                let Some(held) = cap.as_mut() else { return };
-                book.hold_at(*held.time());
-                book.release_committed(committed.probe.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX));
-                let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
-                let mut out = Emitted::default();
-                while let Some(entry) = stash.first_entry() {
-                    if *entry.key() >= limit {
-                        break;
-                    }
-                    let (time, waiting) = entry.remove_entry();
-                    let mut partials = Vec::with_capacity(waiting.len());
-                    for (key, partial) in waiting {
-                        if let Some(key) = key {
-                            pending.push((time, Commitable::Pending(key, None)));
+                    });
+                    let Some(held) = cap.as_mut() else { return };
+                    book.hold_at(*held.time());
+                    book.release_committed(committed.probe.with_frontier(|f| f.iter().next().copied()).unwrap_or(EventTime::MAX));
+                    let limit = frontier.frontier().iter().next().copied().unwrap_or(EventTime::MAX);
+                    let mut out = Emitted::default();
+                    while let Some(entry) = stash.first_entry() {
+                        if *entry.key() >= limit {
+                            break;
                         }
-                        partials.push(partial);
+                        let (time, waiting) = entry.remove_entry();
+                        let mut partials = Vec::with_capacity(waiting.len());
+                        for (key, partial) in waiting {
+                            if let Some(key) = key {
+                                pending.push((time, Commitable::Pending(key, None)));
+                            }
+                            partials.push(partial);
+                        }
+                        book.apply_time(time, partials, &mut out);
                     }
-                    book.apply_time(time, partials, &mut out);
+                    book.finalize_through(limit, &mut out);
+                    let now = clock();
+                    if now >= last_early + early_results_ms {
+                        book.early_results(*held.time(), &mut out);
+                        last_early = now;
+                    }
+                    let effects = out.effects.into_iter().map(|(time, effect)| (time, Commitable::Effect(effect)));
+                    send_by_time(held, pending.into_iter().chain(effects), output);
+                    if limit == EventTime::MAX {
+                        cap = None;
+                    } else if limit > *held.time() {
+                        held.downgrade(&limit);
+                    }
                 }
-                book.finalize_through(limit, &mut out);
-                let now = clock();
-                if now >= last_early + early_results_ms {
-                    book.early_results(*held.time(), &mut out);
-                    last_early = now;
-                }
-                let effects = out.effects.into_iter().map(|(time, effect)| (time, Commitable::Effect(effect)));
-                send_by_time(held, pending.into_iter().chain(effects), output);
-                if limit == EventTime::MAX {
-                    cap = None;
-                } else if limit > *held.time() {
-                    held.downgrade(&limit);
-                }
-            }
-        })
+            },
+        )
         .container::<Vec<Commitable>>()
 }
 

@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod decode;
 mod import;
+pub mod kafka;
 pub mod limit;
 pub mod prefilter;
 pub mod server;

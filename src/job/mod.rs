@@ -15,6 +15,8 @@
 mod duration;
 pub(crate) mod error;
 mod read;
+
+pub use read::{check_brokers, check_topic};
 pub(crate) mod section;
 #[cfg(test)]
 mod tests;

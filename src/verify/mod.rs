@@ -85,9 +85,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 use crate::catalog::Catalog;
-use crate::event::{EventTime, RequestId};
+use crate::event::{Click, EventTime, RequestId};
 use crate::job::Job;
 use crate::log::{Log, LogError};
+use crate::sources::file::UserSalt;
+use crate::sources::kafka::KafkaTopic;
 use crate::store::{EmbeddedReader, Snapshot, StoreError, WindowKey};
 
 pub use compare::{compare, distinct_tolerance, Mismatch, MismatchKind, Report, SUMMARY_MISMATCH_LINES};
@@ -115,6 +117,8 @@ pub enum VerifyError {
     CheckpointPartition { partition: u32, partitions: u32 },
     #[error("verify: {given} end offsets given, the log has {partitions} partitions")]
     EndsCount { given: usize, partitions: u32 },
+    #[error("verify: {0}")]
+    Kafka(String),
     #[error("verify: partition {partition}: end offset {end} is beyond the log's end offset {log_end}")]
     EndBeyondLog { partition: u32, end: u64, log_end: u64 },
     /// Retention deleted the start of a partition: it cannot be recounted
@@ -186,7 +190,7 @@ impl Recount {
 /// The clicks are read from the log's own partitions (the log's partition
 /// count is authoritative, whatever `job.partitions` says). Without a
 /// catalog every click counts under campaign and advertiser `unknown`.
-pub fn recount(log: &Log, ends: &[u64], job: &Job, catalog: Option<&Catalog>) -> Result<Recount, VerifyError> {
+pub fn recount(log: &dyn RecountLog, ends: &[u64], job: &Job, catalog: Option<&Catalog>) -> Result<Recount, VerifyError> {
     recount_through(log, ends, job, catalog, EventTime::MAX)
 }
 
@@ -195,7 +199,7 @@ pub fn recount(log: &Log, ends: &[u64], job: &Job, catalog: Option<&Catalog>) ->
 /// down to the epoch, so one whose batch is at or past `applied_below` is
 /// still pending in that commit and left out.
 pub fn recount_through(
-    log: &Log,
+    log: &dyn RecountLog,
     ends: &[u64],
     job: &Job,
     catalog: Option<&Catalog>,
@@ -222,7 +226,13 @@ pub fn recount_through(
 /// recounts the log up to the offsets of the store's last commit and
 /// compares, all on one snapshot of the store. The report lists the first
 /// `show` mismatches in full.
-pub fn verify(log: &Log, store: &EmbeddedReader, job: &Job, catalog: Option<&CatalogFile>, show: usize) -> Result<Report, VerifyError> {
+pub fn verify(
+    log: &dyn RecountLog,
+    store: &EmbeddedReader,
+    job: &Job,
+    catalog: Option<&CatalogFile>,
+    show: usize,
+) -> Result<Report, VerifyError> {
     let snapshot = store.snapshot()?;
     let note = settings::check(&snapshot, job, catalog.map(|c| &c.stamp))?;
     let ends = committed_ends(&snapshot, log.partitions())?;
@@ -245,7 +255,7 @@ pub fn committed_ends(snapshot: &Snapshot, partitions: u32) -> Result<Vec<u64>, 
     Ok(ends)
 }
 
-fn check_ends(log: &Log, ends: &[u64]) -> Result<(), VerifyError> {
+fn check_ends(log: &dyn RecountLog, ends: &[u64]) -> Result<(), VerifyError> {
     if ends.len() != log.partitions() as usize {
         return Err(VerifyError::EndsCount { given: ends.len(), partitions: log.partitions() });
     }
@@ -272,7 +282,7 @@ struct Batches {
 }
 
 fn recount_partition(
-    log: &Log,
+    log: &dyn RecountLog,
     partition: u32,
     end: u64,
     rules: &Rules,
@@ -281,15 +291,8 @@ fn recount_partition(
     stats: &mut RecountStats,
 ) -> Result<(), VerifyError> {
     let mut judge = judge::PartitionJudge::new(*rules);
-    let mut reader = log.reader(partition, 0)?;
-    let mut batch = Vec::with_capacity(READ_BATCH_CLICKS);
-    while reader.offset() < end {
-        batch.clear();
-        let want = (end - reader.offset()).min(READ_BATCH_CLICKS as u64) as usize;
-        if reader.read(&mut batch, want)? == 0 {
-            return Err(VerifyError::ShortRead { partition, offset: reader.offset(), end });
-        }
-        for click in &batch {
+    log.read_partition(partition, 0, end, &mut |batch| {
+        for click in batch {
             stats.clicks_read += 1;
             let watermark = judge.watermark();
             let fate = judge.judge(click);
@@ -315,6 +318,97 @@ fn recount_partition(
                 }
             }
         }
+    })
+}
+
+/// A log the recount reads: the embedded log, or a Kafka topic.
+pub trait RecountLog {
+    fn partitions(&self) -> u32;
+    /// The first offset still in each partition.
+    fn start_offsets(&self) -> Vec<u64>;
+    fn end_offsets(&self) -> Vec<u64>;
+    /// Hands the clicks of `partition` at offsets `from..end` to `each`, in
+    /// offset order, in batches.
+    fn read_partition(&self, partition: u32, from: u64, end: u64, each: &mut dyn FnMut(&[Click])) -> Result<(), VerifyError>;
+}
+
+impl RecountLog for Log {
+    fn partitions(&self) -> u32 {
+        Log::partitions(self)
     }
-    Ok(())
+
+    fn start_offsets(&self) -> Vec<u64> {
+        Log::start_offsets(self)
+    }
+
+    fn end_offsets(&self) -> Vec<u64> {
+        Log::end_offsets(self)
+    }
+
+    fn read_partition(&self, partition: u32, from: u64, end: u64, each: &mut dyn FnMut(&[Click])) -> Result<(), VerifyError> {
+        let mut reader = self.reader(partition, from)?;
+        let mut batch = Vec::with_capacity(READ_BATCH_CLICKS);
+        while reader.offset() < end {
+            batch.clear();
+            let want = (end - reader.offset()).min(READ_BATCH_CLICKS as u64) as usize;
+            if reader.read(&mut batch, want)? == 0 {
+                return Err(VerifyError::ShortRead { partition, offset: reader.offset(), end });
+            }
+            each(&batch);
+        }
+        Ok(())
+    }
+}
+
+/// A Kafka topic as the recount reads it: its records from `from` up to
+/// `end`, messages decoded as the job decodes them (a raw `user_id` hashed
+/// with `salt`), records that are not clicks skipped.
+pub struct KafkaRecount {
+    pub topic: KafkaTopic,
+    pub salt: UserSalt,
+    bounds: (Vec<u64>, Vec<u64>),
+}
+
+impl KafkaRecount {
+    pub fn new(topic: KafkaTopic, salt: UserSalt) -> Result<KafkaRecount, String> {
+        let bounds = topic.bounds()?;
+        Ok(KafkaRecount { topic, salt, bounds })
+    }
+}
+
+impl RecountLog for KafkaRecount {
+    fn partitions(&self) -> u32 {
+        self.topic.partitions
+    }
+
+    fn start_offsets(&self) -> Vec<u64> {
+        self.bounds.0.clone()
+    }
+
+    fn end_offsets(&self) -> Vec<u64> {
+        self.bounds.1.clone()
+    }
+
+    fn read_partition(&self, partition: u32, from: u64, end: u64, each: &mut dyn FnMut(&[Click])) -> Result<(), VerifyError> {
+        use crate::dataflow::{PartitionReader, ReadStatus};
+        if from >= end {
+            return Ok(());
+        }
+        let mut reader = self.topic.reader("tally-verify", partition, from, Some(end), self.salt).map_err(VerifyError::Kafka)?;
+        let mut batch = Vec::with_capacity(READ_BATCH_CLICKS);
+        let mut idle = 0;
+        loop {
+            batch.clear();
+            let status = reader.read(&mut batch, READ_BATCH_CLICKS);
+            each(&batch);
+            if status == ReadStatus::Finished {
+                return Ok(());
+            }
+            idle = if batch.is_empty() { idle + 1 } else { 0 };
+            if idle > 2_000 {
+                let offset = reader.position().unwrap_or(from);
+                return Err(VerifyError::ShortRead { partition, offset, end });
+            }
+        }
+    }
 }

@@ -61,8 +61,7 @@ pub fn decode(value: &[u8], salt: &UserSalt) -> Result<Click, ClickError> {
     if memchr::memmem::find(value, b"\"user_key\"").is_none() {
         return decode_click(value, salt);
     }
-    let message: Hashed<'_> =
-        serde_json::from_slice(value).map_err(|e| ClickError { field: "message".into(), reason: e.to_string() })?;
+    let message: Hashed<'_> = serde_json::from_slice(value).map_err(|e| ClickError { field: "message".into(), reason: e.to_string() })?;
     let field = |name: &'static str, reason: String| ClickError { field: name.into(), reason };
     check_key(&message.ad_id).map_err(|e| field("ad_id", e.to_string()))?;
     if let Some(campaign) = &message.campaign_id {
@@ -89,7 +88,12 @@ mod tests {
 
     #[test]
     fn tally_messages_round_trip_without_the_raw_user() {
-        let click = Click { ad: "ad-\"1\"".into(), ts: 1_767_225_600_000, user: 0x9f3c_0a1b_2c3d_4e5f, request_id: 0x83cb_6702_89d0_4e11_8be7_0926_45f8_84ed };
+        let click = Click {
+            ad: "ad-\"1\"".into(),
+            ts: 1_767_225_600_000,
+            user: 0x9f3c_0a1b_2c3d_4e5f,
+            request_id: 0x83cb_6702_89d0_4e11_8be7_0926_45f8_84ed,
+        };
         let mut value = Vec::new();
         encode(&click, &mut value);
         let text = String::from_utf8(value.clone()).unwrap();

@@ -80,15 +80,13 @@ impl KafkaTopic {
             client_config(&self.brokers).create().map_err(|e| format!("kafka admin client for {}: {e}", self.brokers))?;
         let replication = brokers.min(3) as i32;
         let min_isr = if replication >= 3 { "2" } else { "1" };
-        let topic = NewTopic::new(&self.topic, self.partitions as i32, TopicReplication::Fixed(replication)).set("min.insync.replicas", min_isr);
+        let topic =
+            NewTopic::new(&self.topic, self.partitions as i32, TopicReplication::Fixed(replication)).set("min.insync.replicas", min_isr);
         let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
         let results = block_on(admin.create_topics([&topic], &options)).map_err(|e| format!("kafka topic {}: {e}", self.topic))?;
         for result in results {
             match result {
-                Ok(_) => eprintln!(
-                    "kafka topic {} created: {} partitions, replication factor {replication}",
-                    self.topic, self.partitions
-                ),
+                Ok(_) => eprintln!("kafka topic {} created: {} partitions, replication factor {replication}", self.topic, self.partitions),
                 Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return self.ensure_exists_as_created(),
                 Err((name, code)) => return Err(format!("kafka topic {name}: {code}")),
             }
@@ -130,7 +128,9 @@ impl KafkaTopic {
                 .add_partition_offset(&self.topic, partition as i32, Offset::Offset(time as i64))
                 .map_err(|e| format!("kafka topic {}: {e}", self.topic))?;
         }
-        let found = consumer.offsets_for_times(query, REQUEST_TIMEOUT).map_err(|e| format!("kafka topic {}: offsets for a time: {e}", self.topic))?;
+        let found = consumer
+            .offsets_for_times(query, REQUEST_TIMEOUT)
+            .map_err(|e| format!("kafka topic {}: offsets for a time: {e}", self.topic))?;
         (0..self.partitions)
             .map(|partition| {
                 let element = found.find_partition(&self.topic, partition as i32);
@@ -156,13 +156,22 @@ impl KafkaTopic {
         match position {
             Position::Earliest => Ok(earliest),
             Position::Latest => Ok(ends),
-            Position::Time(time) => self.offsets_at(*time, &ends).map(|offsets| offsets.iter().zip(&earliest).map(|(o, e)| *o.max(e)).collect()),
+            Position::Time(time) => {
+                self.offsets_at(*time, &ends).map(|offsets| offsets.iter().zip(&earliest).map(|(o, e)| *o.max(e)).collect())
+            }
             Position::Offsets(_) => unreachable!("explicit offsets resolved above"),
         }
     }
 
     /// A reader of `partition` from `offset`, up to `end` when bounded.
-    pub fn reader(&self, group: &str, partition: u32, offset: u64, end: Option<u64>, salt: UserSalt) -> Result<KafkaPartitionReader, String> {
+    pub fn reader(
+        &self,
+        group: &str,
+        partition: u32,
+        offset: u64,
+        end: Option<u64>,
+        salt: UserSalt,
+    ) -> Result<KafkaPartitionReader, String> {
         let consumer = consumer(&self.brokers, group)?;
         KafkaPartitionReader::open(consumer, &self.topic, partition, offset, end, salt)
             .map_err(|e| format!("kafka topic {} partition {partition}: {e}", self.topic))

@@ -140,7 +140,10 @@ impl KafkaPartitionReader {
         if self.skipped <= MAX_REPORTED {
             eprintln!("kafka topic {} partition {} offset {offset}: not a click, skipped: {error}", self.topic, self.partition);
         } else if self.skipped.is_power_of_two() {
-            eprintln!("kafka topic {} partition {}: {} records that are not clicks skipped so far", self.topic, self.partition, self.skipped);
+            eprintln!(
+                "kafka topic {} partition {}: {} records that are not clicks skipped so far",
+                self.topic, self.partition, self.skipped
+            );
         }
     }
 }
