@@ -104,6 +104,7 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
             stats: Arc::new(SourceStats::default()),
             resume: Default::default(),
             resume_epoch: 0,
+            start_offsets: Default::default(),
             leave_open: false,
             finish: Default::default(),
         },
@@ -115,6 +116,7 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
         commit_lock: Default::default(),
         restored: Default::default(),
         committed_windows: None,
+        window_workers: None,
     };
     let sink = Arc::new(Mutex::new(Some(SlowSink {
         read_to: Arc::clone(&read_to),

@@ -70,6 +70,7 @@ fn caught_up_partitions_release_the_frontier_and_later_clicks_restate_by_their_o
             stats: Arc::new(SourceStats::default()),
             resume: Default::default(),
             resume_epoch: 0,
+            start_offsets: Default::default(),
             leave_open: false,
             finish: Default::default(),
         },
@@ -81,6 +82,7 @@ fn caught_up_partitions_release_the_frontier_and_later_clicks_restate_by_their_o
         commit_lock: Default::default(),
         restored: Default::default(),
         committed_windows: None,
+        window_workers: None,
     };
     let handle = sink.handle();
     timely::execute_directly(move |worker| {
