@@ -557,3 +557,90 @@ fn ingest_answers_503_while_the_broker_is_down_and_retries_land_once() {
     let all: Vec<Sent> = before.into_iter().chain(during).collect();
     assert_minutes(&exported(&data, &job, &dir.join("rows.ndjson")), &all, "after the broker came back");
 }
+
+#[test]
+fn up_with_kafka_serves_what_it_counted_from_the_topic() {
+    let dir = scratch("up");
+    let kafka = Kafka::start(&dir);
+    let data = dir.join("data");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let up = tally(&data)
+        .args(["up", "--no-auth", "--addr", &addr.to_string(), "--kafka", &kafka.bootstrap, "--topic", "up"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("up.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "up did not listen: {}", std::fs::read_to_string(dir.join("up.log")).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Clicks in minutes that are over: the job finalizes them once it has
+    // read the topic up to its end (the frontier then follows the clock).
+    let sent: Vec<Sent> = clicks(2_000, 21, 120_000).into_iter().filter(|c| c.ts < now_ms() / MINUTE_MS * MINUTE_MS).collect();
+    post_all(addr, &sent, 250);
+    let want = recount(&sent);
+    let mut http = HttpClient::new(addr, None);
+    let (from, to) = (want.keys().map(|k| k.1).min().unwrap(), now_ms());
+    let started = Instant::now();
+    loop {
+        let mut got = BTreeMap::new();
+        for ad in 0..9 {
+            let reply = http.get(&format!("/v1/ads/k-ad-{ad}/clicks?window=1m&from={from}&to={to}")).unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            for row in reply.json()["rows"].as_array().unwrap() {
+                if row["status"] != "partial" {
+                    got.insert((format!("k-ad-{ad}"), row["window_start"].as_u64().unwrap()), row["clicks"].as_u64().unwrap());
+                }
+            }
+        }
+        if got == want {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the query API never matched the recount: {got:?} vs {want:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = std::fs::read_to_string(dir.join("up.log")).unwrap();
+    assert!(text.contains("kafka topic up"), "{text}");
+    stop(up);
+}
+
+#[test]
+fn a_peer_that_stops_answering_ends_the_cluster_after_the_peer_timeout() {
+    let dir = scratch("silent");
+    let kafka = Kafka::start(&dir);
+    let job = job_file(&dir, &kafka, "silent", 4, None);
+    kafka.topic("silent", 4).ensure().unwrap();
+    let hostfile = dir.join("hosts");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let data = dir.join("data");
+    let spawn = |process: usize| {
+        tally(&data)
+            .arg("run")
+            .arg(&job)
+            .args(["--processes", "2", "--process", &process.to_string(), "--peer-timeout", "5", "--hostfile"])
+            .arg(&hostfile)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (leader, follower) = (spawn(0), spawn(1));
+    // Both run, committing as the clock moves the frontier.
+    let started = Instant::now();
+    while tally(&data).arg("verify").arg(&job).output().unwrap().status.code() != Some(0) {
+        assert!(started.elapsed() < Duration::from_secs(60), "the cluster never committed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    signal(follower.id(), "STOP");
+    let stopped = Instant::now();
+    let out = finish(leader);
+    let waited = stopped.elapsed();
+    signal(follower.id(), "KILL");
+    signal(follower.id(), "CONT");
+    let _ = finish(follower);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("no progress for 5 s"), "{text}");
+    assert!(waited < Duration::from_secs(60), "process 0 waited {waited:?} for a silent peer");
+}
