@@ -10,6 +10,7 @@
 #   scripts/kafka.sh status  [--dir DIR]
 #   scripts/kafka.sh produce [--dir DIR] --topic T [--bootstrap B] [-- ConsoleProducer flags...]
 #   scripts/kafka.sh tool    [--dir DIR] CLASS [ARGS...]
+#   scripts/kafka.sh fetch
 #
 #   start    formats a new cluster in DIR and starts it, or starts the stopped
 #            brokers of the cluster already in DIR (same ports, same data);
@@ -23,6 +24,8 @@
 #   produce  Kafka's ConsoleProducer: stdin lines KEY<TAB>VALUE to topic T
 #            (flags after -- go to it, e.g. -- --command-property linger.ms=5);
 #            it retries for up to 2 min, riding out a broker's restart
+#   fetch    only fetch the jars into the cache (the test command does it
+#            before the tests, which each start a broker of their own)
 #   tool     any main class from the Kafka jars, e.g.
 #            tool org.apache.kafka.tools.TopicCommand --bootstrap-server B --list
 #
@@ -480,6 +483,7 @@ shift
 case "$command" in
     -h | --help | help) usage 0 ;;
     start | stop | restart | status | produce | tool) ;;
+    fetch) ensure_jars; echo "kafka.sh: jars in $lib"; exit 0 ;;
     *) bad_usage "unknown command '$command'" ;;
 esac
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: release build, unit and integration tests
-# (with a redis-server it installs if missing), the dashboard in headless
+# (with a redis-server it installs if missing, and Apache Kafka brokers the
+# tests start from Maven Central jars), the dashboard in headless
 # Chromium (installed if missing), a short run of the fuzzers, and a smoke
 # run of the benchmarks, tally against Apache Flink included (Flink comes
 # from Maven Central, matplotlib from PyPI, into git-ignored caches). One
@@ -57,6 +58,21 @@ ensure_redis() {
     redis-server --version
 }
 
+# The Kafka tests (tests/kafka.rs) each start a broker of their own with
+# scripts/kafka.sh, which runs Apache Kafka 4.4 from Maven Central jars on
+# the JDK. Fetch the jars once, before the tests run in parallel; a JDK 17+
+# and Maven come from Debian if missing.
+ensure_kafka() {
+    if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+        echo "java or mvn not found: installing Debian's openjdk-17-jdk-headless and maven" >&2
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y openjdk-17-jdk-headless maven
+    fi
+    java -version 2>&1 | head -1
+    rm -rf target/test-kafka
+    scripts/kafka.sh fetch
+}
+
 # Starts `tally up --demo` on a scratch data directory and runs the browser
 # test against its dashboard; the screenshot stays in target/test-output/.
 dashboard_test() {
@@ -94,8 +110,9 @@ step "toolchain"
 ensure_cargo
 print_versions
 
-step "services for the tests (redis-server)"
+step "services for the tests (redis-server; Apache Kafka jars from Maven Central)"
 ensure_redis
+ensure_kafka
 
 step "build (release binaries)"
 cargo build --locked --release --bins
