@@ -25,7 +25,7 @@ use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
 use crate::sources::generated;
 use crate::sources::generator::{write_catalog, GeneratorConfig};
-use crate::sources::kafka::KafkaTopic;
+use crate::sources::kafka::{KafkaProblem, KafkaTopic};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
 use crate::store::settings::{CatalogStamp, RunSettings, SETTINGS_KEY};
@@ -99,6 +99,18 @@ pub enum RunError {
     Log(#[from] crate::log::LogError),
     #[error("timely: {0}")]
     Cluster(String),
+    /// The Kafka brokers did not answer: a restart may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<KafkaProblem> for RunError {
+    fn from(problem: KafkaProblem) -> RunError {
+        match problem {
+            KafkaProblem::Config(reason) => RunError::Input(reason),
+            KafkaProblem::Unavailable(reason) => RunError::Unavailable(reason),
+        }
+    }
 }
 
 impl RunError {
@@ -106,7 +118,7 @@ impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
             RunError::Usage(_) | RunError::Input(_) | RunError::Catalog(_) => 2,
-            RunError::Sink(_) | RunError::Cluster(_) | RunError::Store(_) | RunError::Log(_) => 1,
+            RunError::Sink(_) | RunError::Cluster(_) | RunError::Store(_) | RunError::Log(_) | RunError::Unavailable(_) => 1,
         }
     }
 }
@@ -343,8 +355,8 @@ fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint
 /// bounded run stops at the end offsets seen now. Process 0's start and
 /// salt are the cluster's.
 fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
-    topic.ensure().map_err(RunError::Input)?;
-    let (earliest, ends) = topic.bounds().map_err(RunError::Input)?;
+    topic.ensure()?;
+    let (earliest, ends) = topic.bounds()?;
     for (partition, checkpoint) in resume {
         let first = earliest.get(*partition as usize).copied().unwrap_or(0);
         let needed = checkpoint.offset.min(checkpoint.replay_offset);

@@ -23,6 +23,47 @@ pub use reader::KafkaPartitionReader;
 
 /// How long a metadata or offset request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a metadata or offset request is retried while the brokers are
+/// unavailable or electing leaders (a broker restart), before giving up.
+pub const UNAVAILABLE_FOR: Duration = Duration::from_secs(60);
+
+/// Why a topic cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaProblem {
+    /// The topic does not fit the job (its partition count): retrying
+    /// cannot help.
+    #[error("{0}")]
+    Config(String),
+    /// The brokers did not answer, or not usefully, for [`UNAVAILABLE_FOR`].
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<KafkaProblem> for String {
+    fn from(problem: KafkaProblem) -> String {
+        problem.to_string()
+    }
+}
+
+/// Runs `request` until it succeeds, retrying for [`UNAVAILABLE_FOR`]
+/// (a leader election after a broker restart answers `NotLeaderForPartition`
+/// for a few seconds).
+fn retrying<T>(mut request: impl FnMut() -> Result<T, String>) -> Result<T, KafkaProblem> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match request() {
+            Ok(value) => return Ok(value),
+            Err(error) if started.elapsed() >= UNAVAILABLE_FOR => {
+                return Err(KafkaProblem::Unavailable(format!("{error} (retried for {} s)", UNAVAILABLE_FOR.as_secs())))
+            }
+            Err(_) => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
 
 /// A topic of clicks and the brokers that hold it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,58 +101,70 @@ impl KafkaTopic {
     /// Creates the topic with the job's partition count if it does not
     /// exist (replication factor: the broker count, at most 3); refuses a
     /// topic with another partition count.
-    pub fn ensure(&self) -> Result<(), String> {
-        let consumer = consumer(&self.brokers, "tally-admin")?;
-        let metadata = consumer
-            .fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT)
-            .map_err(|e| format!("kafka {}: no answer from the brokers: {e}", self.brokers))?;
+    pub fn ensure(&self) -> Result<(), KafkaProblem> {
+        let consumer = consumer(&self.brokers, "tally-admin").map_err(KafkaProblem::Config)?;
+        let metadata = retrying(|| {
+            consumer
+                .fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT)
+                .map_err(|e| format!("kafka {}: no answer from the brokers: {e}", self.brokers))
+        })?;
         let brokers = metadata.brokers().len().max(1);
         if let Some(found) = metadata.topics().iter().find(|t| t.name() == self.topic && t.error().is_none()) {
             let partitions = found.partitions().len() as u32;
             if partitions != self.partitions {
-                return Err(format!(
+                return Err(KafkaProblem::Config(format!(
                     "kafka topic {}: it has {partitions} partitions but the job says {} (source.partitions)",
                     self.topic, self.partitions
-                ));
+                )));
             }
             return Ok(());
         }
-        let admin: AdminClient<DefaultClientContext> =
-            client_config(&self.brokers).create().map_err(|e| format!("kafka admin client for {}: {e}", self.brokers))?;
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.brokers)
+            .create()
+            .map_err(|e| KafkaProblem::Config(format!("kafka admin client for {}: {e}", self.brokers)))?;
         let replication = brokers.min(3) as i32;
         let min_isr = if replication >= 3 { "2" } else { "1" };
         let topic =
             NewTopic::new(&self.topic, self.partitions as i32, TopicReplication::Fixed(replication)).set("min.insync.replicas", min_isr);
         let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = block_on(admin.create_topics([&topic], &options)).map_err(|e| format!("kafka topic {}: {e}", self.topic))?;
+        let results =
+            retrying(|| block_on(admin.create_topics([&topic], &options)).map_err(|e| format!("kafka topic {}: {e}", self.topic)))?;
         for result in results {
             match result {
                 Ok(_) => eprintln!("kafka topic {} created: {} partitions, replication factor {replication}", self.topic, self.partitions),
                 Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return self.ensure_exists_as_created(),
-                Err((name, code)) => return Err(format!("kafka topic {name}: {code}")),
+                Err((name, code)) => return Err(KafkaProblem::Unavailable(format!("kafka topic {name}: {code}"))),
             }
         }
         Ok(())
     }
 
     /// Another client created the topic first: check its partition count.
-    fn ensure_exists_as_created(&self) -> Result<(), String> {
-        let bounds = self.bounds()?;
-        if bounds.0.len() as u32 != self.partitions {
-            return Err(format!("kafka topic {}: it has {} partitions but the job says {}", self.topic, bounds.0.len(), self.partitions));
+    fn ensure_exists_as_created(&self) -> Result<(), KafkaProblem> {
+        let consumer = consumer(&self.brokers, "tally-admin").map_err(KafkaProblem::Config)?;
+        let metadata =
+            retrying(|| consumer.fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT).map_err(|e| format!("kafka {}: {e}", self.brokers)))?;
+        let partitions = metadata.topics().iter().find(|t| t.name() == self.topic).map_or(0, |t| t.partitions().len() as u32);
+        if partitions != self.partitions {
+            return Err(KafkaProblem::Config(format!(
+                "kafka topic {}: it has {partitions} partitions but the job says {}",
+                self.topic, self.partitions
+            )));
         }
         Ok(())
     }
 
     /// The earliest and end offsets of every partition now.
-    pub fn bounds(&self) -> Result<(Vec<u64>, Vec<u64>), String> {
-        let consumer = consumer(&self.brokers, "tally-admin")?;
+    pub fn bounds(&self) -> Result<(Vec<u64>, Vec<u64>), KafkaProblem> {
+        let consumer = consumer(&self.brokers, "tally-admin").map_err(KafkaProblem::Config)?;
         let mut earliest = Vec::with_capacity(self.partitions as usize);
         let mut ends = Vec::with_capacity(self.partitions as usize);
         for partition in 0..self.partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&self.topic, partition as i32, REQUEST_TIMEOUT)
-                .map_err(|e| format!("kafka topic {} partition {partition}: offsets: {e}", self.topic))?;
+            let (low, high) = retrying(|| {
+                consumer
+                    .fetch_watermarks(&self.topic, partition as i32, REQUEST_TIMEOUT)
+                    .map_err(|e| format!("kafka topic {} partition {partition}: offsets: {e}", self.topic))
+            })?;
             earliest.push(low.max(0) as u64);
             ends.push(high.max(0) as u64);
         }
@@ -120,24 +173,28 @@ impl KafkaTopic {
 
     /// Per partition, the first offset whose record timestamp is at or
     /// after `time` (the end offset when there is none).
-    pub fn offsets_at(&self, time: u64, ends: &[u64]) -> Result<Vec<u64>, String> {
-        let consumer = consumer(&self.brokers, "tally-admin")?;
+    pub fn offsets_at(&self, time: u64, ends: &[u64]) -> Result<Vec<u64>, KafkaProblem> {
+        let consumer = consumer(&self.brokers, "tally-admin").map_err(KafkaProblem::Config)?;
         let mut query = TopicPartitionList::new();
         for partition in 0..self.partitions {
             query
                 .add_partition_offset(&self.topic, partition as i32, Offset::Offset(time as i64))
-                .map_err(|e| format!("kafka topic {}: {e}", self.topic))?;
+                .map_err(|e| KafkaProblem::Config(format!("kafka topic {}: {e}", self.topic)))?;
         }
-        let found = consumer
-            .offsets_for_times(query, REQUEST_TIMEOUT)
-            .map_err(|e| format!("kafka topic {}: offsets for a time: {e}", self.topic))?;
+        let found = retrying(|| {
+            consumer
+                .offsets_for_times(query.clone(), REQUEST_TIMEOUT)
+                .map_err(|e| format!("kafka topic {}: offsets for a time: {e}", self.topic))
+        })?;
         (0..self.partitions)
             .map(|partition| {
                 let element = found.find_partition(&self.topic, partition as i32);
                 match element.map(|e| (e.offset(), e.error())) {
                     Some((Offset::Offset(offset), Ok(()))) if offset >= 0 => Ok(offset as u64),
                     Some((Offset::End, Ok(()))) | Some((Offset::Invalid, Ok(()))) => Ok(ends[partition as usize]),
-                    Some((_, Err(e))) => Err(format!("kafka topic {} partition {partition}: offsets for a time: {e}", self.topic)),
+                    Some((_, Err(e))) => {
+                        Err(KafkaProblem::Unavailable(format!("kafka topic {} partition {partition}: offsets for a time: {e}", self.topic)))
+                    }
                     _ => Ok(ends[partition as usize]),
                 }
             })
@@ -147,11 +204,11 @@ impl KafkaTopic {
     /// One offset per partition for `position`; unlisted partitions of an
     /// explicit position take `default` (earliest for a start, the end for
     /// an end).
-    pub fn resolve(&self, position: &Position, default_to_end: bool) -> Result<Vec<u64>, String> {
+    pub fn resolve(&self, position: &Position, default_to_end: bool) -> Result<Vec<u64>, KafkaProblem> {
         let (earliest, ends) = self.bounds()?;
         let default = if default_to_end { &ends } else { &earliest };
         if let Some(explicit) = position.explicit(&earliest, &ends, default) {
-            return explicit;
+            return explicit.map_err(KafkaProblem::Config);
         }
         match position {
             Position::Earliest => Ok(earliest),
