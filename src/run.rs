@@ -19,7 +19,7 @@ use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSetti
 use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
 use crate::event::{Click, Key};
 use crate::job::{Job, SinkSpec, SourceSpec};
-use crate::log::{Log, LogOptions};
+use crate::log::{Log, LogOptions, LogView};
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
@@ -27,7 +27,8 @@ use crate::sources::generated;
 use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
-use crate::store::settings::{CatalogStamp, RunSettings, SETTINGS_KEY};
+use crate::sources::position::{resolve_range, Bound, LogBounds, Position, PositionError};
+use crate::store::settings::{CatalogStamp, Origin, RunSettings, SETTINGS_KEY};
 use crate::store::{EmbeddedStore, EpochStore, Recovered};
 
 /// Largest worker thread count per process.
@@ -53,6 +54,15 @@ pub struct RunOptions {
     /// open, instead of finalizing every window (SEMANTICS.md, "The end of a
     /// bounded run").
     pub leave_open: bool,
+    /// Where a log run starts when its store has no committed epoch
+    /// (default `earliest`); ignored, with a note, when it has one.
+    pub from: Option<Position>,
+    /// Where a log run ends: bounded at these offsets (`--bounded` is
+    /// `latest`).
+    pub to: Option<Position>,
+    /// Read the log through this view instead of opening (and owning) it:
+    /// a backfill beside a job that owns the log. No retention runs.
+    pub log_view: Option<LogView>,
     /// The embedded log, already open in this process (`tally up`, where
     /// ingest appends to it); opened from the data directory when `None`.
     pub log: Option<Arc<Log>>,
@@ -125,13 +135,16 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     check_shape(job, options)?;
     let (catalog, stamp) = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
-    let output = sink(job, options, job.settings(stamp))?;
-    let (readers, input, clicks_loaded, ends) = load_input(job, options, &output.resume)?;
-    check_resume_offsets(&output.resume, ends.as_deref())?;
+    let mut output = sink(job, options, job.settings(stamp))?;
+    let (readers, input, clicks_loaded, log) = load_input(job, options, &output)?;
+    check_resume_offsets(&output.resume, log.as_ref().map(|l| l.ends.as_slice()))?;
+    let start = log.map(|l| l.start).unwrap_or_default();
+    output.open_store_sink(job.partitions, &start)?;
     let stats = options.stats.clone().unwrap_or_default();
     let errors = dataflow::CommitErrors::default();
     let mut plan = plan(job, readers, attribution, Arc::clone(&stats), Arc::clone(&errors));
     plan.source.resume = Arc::new(output.resume);
+    plan.source.start = Arc::new(start);
     plan.source.resume_epoch = output.resume_epoch;
     plan.source.leave_open = options.leave_open;
     let finish = Arc::clone(&plan.source.finish);
@@ -205,10 +218,18 @@ fn read_hostfile(options: &RunOptions) -> Result<Vec<String>, RunError> {
 }
 
 /// The readers of the job's input, a summary, the number of clicks, and
-/// for the embedded log its end offsets.
-type Input = (ReaderFactory, String, u64, Option<Vec<u64>>);
+/// for the embedded log where the run reads it.
+type Input = (ReaderFactory, String, u64, Option<LogRange>);
 
-fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
+/// Where a run reads the embedded log.
+struct LogRange {
+    /// The log's end offsets when the run started.
+    ends: Vec<u64>,
+    /// Where partitions without a committed checkpoint start.
+    start: Vec<u64>,
+}
+
+fn load_input(job: &Job, options: &RunOptions, output: &Output) -> Result<Input, RunError> {
     let loaded = match (&job.source, &options.input) {
         (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => {
             load_file(path, job.partitions, &file_salt(&options.data_dir, options.processes))?
@@ -223,7 +244,7 @@ fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint
         }
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
-            return open_log(&dir, job, options, resume);
+            return open_log(&dir, job, options, output);
         }
     };
     let (partitions, report) = loaded;
@@ -232,39 +253,111 @@ fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint
     Ok((reader_factory(partitions), report, clicks, None))
 }
 
-/// Readers over the embedded log; bounded ones stop at today's end offsets.
-/// Retention keeps every offset the job reads again from `resume`.
-fn open_log(dir: &Path, job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
+/// Readers over the embedded log from the run's start offsets; bounded ones
+/// stop at the `--to` offsets (today's end offsets for `--bounded`).
+/// Retention keeps every offset the job reads again: from its committed
+/// checkpoints, or before its first commit from its start offsets.
+fn open_log(dir: &Path, job: &Job, options: &RunOptions, output: &Output) -> Result<Input, RunError> {
     let partitions = job.partitions;
-    let bounded = options.bounded;
-    let log = match &options.log {
-        Some(log) if log.partitions() == partitions => Arc::clone(log),
-        Some(log) => {
-            let reason = format!("{}: source.partitions is {partitions} but the log has {}", job.file.display(), log.partitions());
-            return Err(RunError::Usage(reason));
+    let log = match (&options.log, &options.log_view) {
+        (Some(log), _) => Some(Arc::clone(log)),
+        (None, Some(_)) => None,
+        (None, None) => {
+            Some(Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?))
         }
-        None => Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?),
     };
-    let needed: Vec<u64> = (0..partitions).map(|p| resume.get(&p).map_or(0, |c| c.offset.min(c.replay_offset))).collect();
-    let retention = log.enforce_retention(now_ms(), &needed)?;
-    let ends = log.end_offsets();
+    let view = match (&log, &options.log_view) {
+        (Some(log), _) => log.view(),
+        (None, view) => view.clone().expect("a view when no log is open"),
+    };
+    if view.partitions() != partitions {
+        let reason = format!("{}: source.partitions is {partitions} but the log has {}", job.file.display(), view.partitions());
+        return Err(RunError::Usage(reason));
+    }
+    let (start, bound, note) = log_range(&view, options, output)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let needed: Vec<u64> = match output.committed {
+        true => (0..partitions).map(|p| output.resume.get(&p).map_or(0, |c| c.offset.min(c.replay_offset))).collect(),
+        false => start.clone(),
+    };
+    let retention = match &log {
+        Some(log) => Some(log.enforce_retention(now_ms(), &needed)?),
+        None => None,
+    };
+    let ends = view.end_offsets();
     let total: u64 = ends.iter().sum();
     let mut report = format!("input: embedded log {}, {partitions} partitions, {total} clicks", dir.display());
-    if bounded {
-        report.push_str(" (bounded: reading up to these end offsets)");
+    if let Some(bound) = &bound {
+        let from = |p: usize| output.resume.get(&(p as u32)).map_or(start[p], |c| c.offset);
+        let reading: u64 = bound.iter().enumerate().map(|(p, b)| b.saturating_sub(from(p))).sum();
+        report.push_str(&format!(" (bounded: reading {reading} of them, up to the end offsets {})", offsets_text(bound)));
     }
-    if let Some(line) = retention.report(job.log_retention_ms) {
+    if !output.committed && start.iter().any(|&s| s > 0) {
+        report.push_str(&format!("\nstarting at offsets {} (nothing committed yet)", offsets_text(&start)));
+    }
+    if let Some(line) = retention.and_then(|r| r.report(job.log_retention_ms)) {
         report.push_str(&format!("\n{line}"));
     }
-    if !log.recovery().is_clean() {
+    if let Some(log) = log.as_ref().filter(|log| !log.recovery().is_clean()) {
         report.push_str(&format!("\nlog recovery: {:?}", log.recovery()));
     }
-    let bounds = ends.clone();
+    let reading = view.clone();
     let factory: ReaderFactory = Arc::new(move |p, offset| {
-        let reader = log.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
-        Box::new(LogPartitionReader::new(reader, bounded.then(|| bounds[p as usize])))
+        // The open log (if any) stays locked while readers exist.
+        let _owner = &log;
+        let reader = reading.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
+        Box::new(LogPartitionReader::new(reader, bound.as_ref().map(|b| b[p as usize])))
     });
-    Ok((factory, report, total, Some(ends)))
+    let clicks = total;
+    Ok((factory, report, clicks, Some(LogRange { ends, start })))
+}
+
+/// `P:OFFSET,...` of every partition.
+fn offsets_text(offsets: &[u64]) -> String {
+    Position::Offsets((0..).zip(offsets.iter().copied()).collect()).to_string()
+}
+
+/// Where a log run starts and, if bounded, ends; and a note when `--from`
+/// is ignored. A store with a committed epoch resumes from its checkpoints
+/// (`start` then only matters for partitions it never checkpointed, which
+/// start at the log's first offset); `--to` must not be behind them.
+type Bounds = (Vec<u64>, Option<Vec<u64>>, Option<String>);
+
+fn log_range(view: &LogView, options: &RunOptions, output: &Output) -> Result<Bounds, RunError> {
+    let bounds = LogBounds { earliest: view.start_offsets(), ends: view.end_offsets() };
+    let lookup = |time| view.offsets_at_time(time).map_err(|e| e.to_string());
+    let to = options.to.clone().or(options.bounded.then_some(Position::Latest));
+    let usage = |e: PositionError| RunError::Usage(e.to_string());
+    if !output.committed {
+        let from = options.from.clone().unwrap_or(Position::Earliest);
+        return match to {
+            Some(to) => resolve_range(&from, &to, &bounds, lookup).map(|r| (r.start, Some(r.end), None)).map_err(usage),
+            None => {
+                let start = from.resolve(Bound::Start, &bounds, lookup);
+                let start = start.map_err(|reason| usage(PositionError { field: "--from", position: from.to_string(), reason }))?;
+                Ok((start, None, None))
+            }
+        };
+    }
+    let note = options.from.as_ref().map(|from| {
+        format!(
+            "note: --from {from} is ignored: the store has a committed epoch ({}), and a run resumes from its committed offsets",
+            output.resume_epoch
+        )
+    });
+    let Some(to) = to else { return Ok((bounds.earliest, None, note)) };
+    let end = to.resolve(Bound::End, &bounds, lookup);
+    let end = end.map_err(|reason| usage(PositionError { field: "--to", position: to.to_string(), reason }))?;
+    for (&partition, checkpoint) in &output.resume {
+        let bound = end.get(partition as usize).copied().unwrap_or(0);
+        if bound < checkpoint.offset {
+            let reason = format!("partition {partition}: offset {bound} is before the store's committed offset {}", checkpoint.offset);
+            return Err(usage(PositionError { field: "--to", position: to.to_string(), reason }));
+        }
+    }
+    Ok((bounds.earliest, Some(end), note))
 }
 
 /// The data directory's salt if it has one, so that a file run hashes users
@@ -319,9 +412,16 @@ fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
         )));
     }
     let log = matches!(job.source, SourceSpec::Log { .. }) && options.input.is_none();
-    if log && !options.bounded && !store {
+    if log && !options.bounded && options.to.is_none() && !store {
         return Err(RunError::Usage(format!(
             "{}: a live run of the embedded log needs sink.kind = \"store\" (or pass --bounded)",
+            job.file.display()
+        )));
+    }
+    let positions = options.from.is_some() || options.to.is_some();
+    if positions && !log {
+        return Err(RunError::Usage(format!(
+            "{}: --from and --to are places in the embedded log: they need source.kind = \"log\"",
             job.file.display()
         )));
     }
@@ -369,6 +469,27 @@ struct Output {
     restored: RestoredWindows,
     resumed: String,
     committed_windows: Option<Arc<dyn CommittedWindows>>,
+    /// Whether the store has a committed epoch (the run resumes).
+    committed: bool,
+    /// The store and the settings its sink commits, until the run knows
+    /// its origin ([`Output::open_store_sink`]).
+    store: Option<(EmbeddedStore, RunSettings)>,
+}
+
+impl Output {
+    /// Makes the store sink, once the run's start offsets are known: a store
+    /// without a committed epoch records them as its origin with its first
+    /// commit (a source that is not the log starts at offset 0).
+    fn open_store_sink(&mut self, partitions: u32, start: &[u64]) -> Result<(), RunError> {
+        let Some((store, settings)) = self.store.take() else { return Ok(()) };
+        let origin = match (self.committed, start.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some(Origin::zero(partitions)),
+            (false, false) => Some(Origin { offsets: start.to_vec() }),
+        };
+        self.sink = Arc::new(Mutex::new(Some(Box::new(StoreSink::new(store, settings, origin, Fault::from_env())?))));
+        Ok(())
+    }
 }
 
 fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output, RunError> {
@@ -381,6 +502,8 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
         restored: Default::default(),
         resumed: String::new(),
         committed_windows: None,
+        committed: false,
+        store: None,
     };
     match (&options.output, &job.sink) {
         (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => {
@@ -421,9 +544,10 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
                 output.resume = resume;
                 output.resume_epoch = recovered.epoch;
                 output.restored = restored;
+                output.committed = true;
             }
             output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
-            output.sink = shared(Box::new(StoreSink::new(store, settings, Fault::from_env())?));
+            output.store = Some((store, settings));
         }
     }
     Ok(output)
@@ -484,6 +608,7 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
             clock: Arc::clone(&clock),
             stats,
             resume: Default::default(),
+            start: Default::default(),
             resume_epoch: 0,
             leave_open: false,
             finish: Default::default(),

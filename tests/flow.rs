@@ -103,6 +103,7 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
             clock: Arc::new(|| 0),
             stats: Arc::new(SourceStats::default()),
             resume: Default::default(),
+            start: Default::default(),
             resume_epoch: 0,
             leave_open: false,
             finish: Default::default(),

@@ -69,6 +69,7 @@ fn caught_up_partitions_release_the_frontier_and_later_clicks_restate_by_their_o
             clock: Arc::clone(&clock),
             stats: Arc::new(SourceStats::default()),
             resume: Default::default(),
+            start: Default::default(),
             resume_epoch: 0,
             leave_open: false,
             finish: Default::default(),

@@ -84,6 +84,9 @@ pub struct SourceSettings {
     pub stats: Arc<SourceStats>,
     /// Checkpoints of a committed epoch to resume from, by partition.
     pub resume: Arc<BTreeMap<u32, Checkpoint>>,
+    /// Where a partition without a checkpoint starts (its origin), by
+    /// partition; 0 for a partition not listed.
+    pub start: Arc<Vec<u64>>,
     /// The committed epoch resumed from: everything below it is committed,
     /// so the source starts there.
     pub resume_epoch: EventTime,
@@ -229,15 +232,17 @@ pub fn click_source<'scope>(
     .container::<Vec<SourceOut>>()
 }
 
-/// Opens a partition: from scratch, or from a committed checkpoint, re-reading
-/// the clicks since its dedup replay point without counting them.
+/// Opens a partition: at its start offset with no progress and empty dedup
+/// memory, or from a committed checkpoint, re-reading the clicks since its
+/// dedup replay point without counting them.
 fn open(partition: u32, settings: &SourceSettings) -> Owned {
+    let start = settings.start.get(partition as usize).copied().unwrap_or(0);
     let from = settings.resume.get(&partition).copied().unwrap_or(Checkpoint {
         partition,
-        offset: 0,
+        offset: start,
         max_ts: 0,
         floor: 0,
-        replay_offset: 0,
+        replay_offset: start,
         replay_max_ts: 0,
     });
     let mut state = PartitionState::resume(partition, settings.rules, &from);
