@@ -203,7 +203,7 @@ fn log_of(dir: &Path, partitions: u32, clicks: &[Click]) -> (Log, Vec<u64>) {
 fn recount_of(dir: &Path) -> Recount {
     let (log, ends) = log_of(dir, 1, &clicks());
     let catalog = Catalog::parse(CATALOG).unwrap();
-    recount(&log, &ends, &job(), Some(&catalog)).unwrap()
+    recount(&log.view(), &ends, &job(), Some(&catalog)).unwrap()
 }
 
 /// A new store in `dir` holding `contents` (settled rows of one window in
@@ -429,7 +429,7 @@ fn distinct_users_are_not_compared_when_the_job_does_not_measure_them() {
     let dir = tempfile::tempdir().unwrap();
     let (log, ends) = log_of(dir.path(), 1, &clicks());
     let catalog = Catalog::parse(CATALOG).unwrap();
-    let recount = recount(&log, &ends, &Job { distinct_users: false, ..job() }, Some(&catalog)).unwrap();
+    let recount = recount(&log.view(), &ends, &Job { distinct_users: false, ..job() }, Some(&catalog)).unwrap();
     let rows = contract_rows().into_iter().map(|row| Row { distinct_users: 0, ..row }).collect();
     let store = store_with(&dir.path().join("store"), Contents::rows(rows));
     assert!(compare(&recount, &store.snapshot().unwrap(), usize::MAX).unwrap().is_clean());
@@ -440,7 +440,7 @@ fn a_window_counted_only_by_restatement_may_start_final_or_restated() {
     let dir = tempfile::tempdir().unwrap();
     let (log, ends) = log_of(dir.path(), 1, &[click("x", 200_000, 1, 1), click("x", 100_000, 2, 2)]);
     let job = Job { windows_ms: vec![MINUTE], group_by: vec![KeyType::Ad], ..job() };
-    let recount = recount(&log, &ends, &job, None).unwrap();
+    let recount = recount(&log.view(), &ends, &job, None).unwrap();
     let ledger = vec![late(KeyType::Ad, "x", 60_000, 195_000, false, vec![2])];
     for (name, first) in
         [("restated", restated(KeyType::Ad, "x", MINUTE, 60_000, 1, 1, 1)), ("final", fin(KeyType::Ad, "x", MINUTE, 60_000, 1, 1))]
@@ -458,7 +458,7 @@ fn bounded_recount_stops_at_the_given_ends() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = log_of(dir.path(), 1, &clicks());
     let job = Job { windows_ms: vec![MINUTE], group_by: vec![KeyType::Ad], ..job() };
-    let recount = recount(&log, &[2], &job, None).unwrap();
+    let recount = recount(&log.view(), &[2], &job, None).unwrap();
     let window = WindowKey { key_type: KeyType::Ad, key: "a1".into(), granularity_ms: MINUTE, window_start: 0 };
     assert_eq!(recount.windows(), &BTreeMap::from([(window, Totals { clicks: 2, distinct_users: 2 })]));
 }
@@ -468,10 +468,10 @@ fn bad_end_offsets_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = log_of(dir.path(), 2, &clicks());
     let end = log.end_offsets()[0];
-    assert!(matches!(recount(&log, &[0], &job(), None), Err(VerifyError::EndsCount { given: 1, partitions: 2 })));
-    let beyond = recount(&log, &[end + 1, 0], &job(), None);
+    assert!(matches!(recount(&log.view(), &[0], &job(), None), Err(VerifyError::EndsCount { given: 1, partitions: 2 })));
+    let beyond = recount(&log.view(), &[end + 1, 0], &job(), None);
     assert!(matches!(beyond, Err(VerifyError::EndBeyondLog { partition: 0, .. })), "{beyond:?}");
-    let half_minute = recount(&log, &[0, 0], &Job { windows_ms: vec![30_000], ..job() }, None);
+    let half_minute = recount(&log.view(), &[0, 0], &Job { windows_ms: vec![30_000], ..job() }, None);
     assert_eq!(half_minute.unwrap_err().to_string(), "verify: job setting windows.sizes: 30000 ms is not a positive multiple of 1m");
 }
 
@@ -491,7 +491,7 @@ fn verify_data_dir(dir: &Path, job: &Job, catalog: Option<&CatalogFile>) -> Resu
     let data = dir.join("data");
     let log = Log::open(&data.join("log"), 1, LogOptions::default()).unwrap();
     let store = EmbeddedStore::open_read_only(&data.join("store")).unwrap();
-    tally::verify::verify(&log, &store, job, catalog, 10)
+    tally::verify::verify(&log.view(), &store, job, catalog, 10)
 }
 
 /// The settings record of a run of [`job`] with the catalog `stamp`.
