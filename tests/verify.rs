@@ -625,3 +625,54 @@ fn tally_verify_refuses_another_catalog_with_exit_code_2() {
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.ends_with(" 0 mismatches\n"), "{stdout}");
 }
+
+// ---------------------------------------------------------------------------
+// A run started mid-log: the recount starts at the store's origin
+
+/// `tally COMMAND clicks-only.toml ARGS` on `dir/data`: the job of
+/// `tally_verify` without distinct users, so that only clicks are compared.
+fn tally_clicks_only(dir: &Path, command: &str, args: &[&str]) -> (i32, String, String) {
+    let job = JOB_TOML.replace("group_by = [\"ad\", \"campaign\"]", "group_by = [\"ad\", \"campaign\"]\nmeasures = [\"clicks\"]");
+    std::fs::write(dir.join("clicks-only.toml"), job).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg(command)
+        .arg(dir.join("clicks-only.toml"))
+        .args(args)
+        .output()
+        .expect("run tally");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+#[test]
+fn a_run_from_mid_log_is_recounted_from_its_origin_and_a_tampered_origin_mismatches() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(log_of(&dir.path().join("data"), 1, &clicks()));
+    // From offset 2: the retry of click 1 is the first click of the range,
+    // and its original lies before it, so it counts (dedup memory starts
+    // empty at the origin).
+    let (code, _, stderr) = tally_clicks_only(dir.path(), "run", &["--from", "0:2", "--bounded"]);
+    assert_eq!(code, 0, "{stderr}");
+    let store = dir.path().join("data").join("store");
+    let rows = EmbeddedStore::open_read_only(&store).unwrap().all_rows().unwrap();
+    let a1_first_minute = rows.iter().find(|r| r.key == "a1" && r.granularity_ms == MINUTE && r.window_start == 0).unwrap();
+    assert_eq!(a1_first_minute.clicks, 2, "the retry at offset 2 and the restating click 5; clicks 1 and 2 are before the range");
+    let (code, stdout, _) = tally_clicks_only(dir.path(), "verify", &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.ends_with(" 0 mismatches\n"), "{stdout}");
+
+    // The same store claiming to have counted from offset 0.
+    {
+        let mut writer = EmbeddedStore::open(&store).unwrap();
+        let last = writer.last_committed().unwrap().unwrap();
+        let generation = writer.begin_generation().unwrap();
+        let origin = tally::store::settings::Origin::zero(1);
+        let state_upserts = vec![(tally::store::settings::ORIGIN_KEY.to_vec(), origin.to_json())];
+        writer.commit(EpochCommit { epoch: last.epoch + 1, generation, state_upserts, ..Default::default() }).unwrap();
+    }
+    let (code, stdout, _) = tally_clicks_only(dir.path(), "verify", &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("ad a1 1m window 0 version 2: clicks: expected 3, found 2"), "{stdout}");
+}

@@ -191,13 +191,16 @@ pub fn lock(data_dir: &DataDir) -> Result<VersionsLock, VersionError> {
 /// and have a committed epoch (`live` always may be served).
 pub fn switch(data_dir: &DataDir, name: &str) -> Result<String, VersionError> {
     check_name(name)?;
-    let _lock = lock(data_dir)?;
-    if name != LIVE {
-        let reader = open(data_dir, name)?;
-        if reader.last_committed()?.is_none() {
+    let servable = || -> Result<(), VersionError> {
+        if name != LIVE && open(data_dir, name)?.last_committed()?.is_none() {
             return Err(VersionError::Unknown(name.to_owned()));
         }
-    }
+        Ok(())
+    };
+    // Checked before the lock (a refusal writes nothing) and again under it.
+    servable()?;
+    let _lock = lock(data_dir)?;
+    servable()?;
     let previous = serving(data_dir)?;
     publish(&data_dir.root, "serving", format!("{name}\n").as_bytes())?;
     Ok(previous)
@@ -209,8 +212,11 @@ pub fn delete(data_dir: &DataDir, name: &str) -> Result<(), VersionError> {
     if name == LIVE {
         return Err(VersionError::Live);
     }
-    let _lock = lock(data_dir)?;
     let dir = data_dir.versions().join(name);
+    if !dir.is_dir() {
+        return Err(VersionError::Unknown(name.to_owned()));
+    }
+    let _lock = lock(data_dir)?;
     if !dir.is_dir() {
         return Err(VersionError::Unknown(name.to_owned()));
     }
