@@ -28,7 +28,7 @@ use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
 use crate::sources::position::{resolve_range, Bound, LogBounds, Position, PositionError};
-use crate::store::settings::{CatalogStamp, Origin, RunSettings, SETTINGS_KEY};
+use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::{EmbeddedStore, EpochStore, Recovered};
 
 /// Largest worker thread count per process.
@@ -347,7 +347,10 @@ fn log_range(view: &LogView, options: &RunOptions, output: &Output) -> Result<Bo
             output.resume_epoch
         )
     });
-    let Some(to) = to else { return Ok((bounds.earliest, None, note)) };
+    // A partition the store never checkpointed starts at the store's origin.
+    let start = output.origin.clone().unwrap_or_else(|| vec![0; bounds.ends.len()]);
+    check_resume_offsets(&output.resume, Some(&bounds.ends))?;
+    let Some(to) = to else { return Ok((start, None, note)) };
     let end = to.resolve(Bound::End, &bounds, lookup);
     let end = end.map_err(|reason| usage(PositionError { field: "--to", position: to.to_string(), reason }))?;
     for (&partition, checkpoint) in &output.resume {
@@ -357,7 +360,7 @@ fn log_range(view: &LogView, options: &RunOptions, output: &Output) -> Result<Bo
             return Err(usage(PositionError { field: "--to", position: to.to_string(), reason }));
         }
     }
-    Ok((bounds.earliest, Some(end), note))
+    Ok((start, Some(end), note))
 }
 
 /// The data directory's salt if it has one, so that a file run hashes users
@@ -471,6 +474,8 @@ struct Output {
     committed_windows: Option<Arc<dyn CommittedWindows>>,
     /// Whether the store has a committed epoch (the run resumes).
     committed: bool,
+    /// The origin the store recorded, if it has a commit and records one.
+    origin: Option<Vec<u64>>,
     /// The store and the settings its sink commits, until the run knows
     /// its origin ([`Output::open_store_sink`]).
     store: Option<(EmbeddedStore, RunSettings)>,
@@ -503,6 +508,7 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
         resumed: String::new(),
         committed_windows: None,
         committed: false,
+        origin: None,
         store: None,
     };
     match (&options.output, &job.sink) {
@@ -545,12 +551,19 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
                 output.resume_epoch = recovered.epoch;
                 output.restored = restored;
                 output.committed = true;
+                output.origin = recorded_origin(&recovered)?;
             }
             output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
             output.store = Some((store, settings));
         }
     }
     Ok(output)
+}
+
+/// The origin a recovered store recorded with its first commit.
+fn recorded_origin(recovered: &Recovered) -> Result<Option<Vec<u64>>, RunError> {
+    let Some((_, bytes)) = recovered.state.iter().find(|(key, _)| key.as_slice() == ORIGIN_KEY) else { return Ok(None) };
+    Origin::from_json(bytes).map(|origin| Some(origin.offsets)).map_err(RunError::Sink)
 }
 
 /// Refuses settings that would count the committed log differently.
