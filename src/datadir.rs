@@ -2,9 +2,14 @@
 //! and its secret user-hash salt.
 //!
 //! ```text
-//! DIR/salt     16 random bytes, the key of the user-id hash (created once)
-//! DIR/log/     the embedded log (src/log)
-//! DIR/store/   the embedded store (src/store), locked by a running job
+//! DIR/salt                      16 random bytes, the key of the user-id hash (created once)
+//! DIR/log/                      the embedded log (src/log)
+//! DIR/store/                    the embedded store (src/store), locked by a running job: version `live`
+//! DIR/versions/NAME/store/      version NAME of the output, made by `tally backfill` (src/store/versions.rs)
+//! DIR/versions/NAME/version.json  the range of the log it counts
+//! DIR/versions/LOCK             held while a version is put in place, switched to or deleted
+//! DIR/versions/.building-NAME-PID/  a backfill in progress (renamed to NAME when done)
+//! DIR/serving                   the name of the version the query API and export serve (absent: live)
 //! ```
 
 use std::io::{Read, Write};
@@ -32,6 +37,16 @@ impl DataDir {
 
     pub fn store(&self) -> PathBuf {
         self.root.join("store")
+    }
+
+    /// Where backfilled versions of the output live (`store::versions`).
+    pub fn versions(&self) -> PathBuf {
+        self.root.join("versions")
+    }
+
+    /// The name of the version the query API and `tally export` serve.
+    pub fn serving_file(&self) -> PathBuf {
+        self.root.join("serving")
     }
 
     /// The salt of the user-id hash, created from the OS's randomness the

@@ -3,6 +3,7 @@
 //! The module tree follows the pipeline: [`sources`] → [`dataflow`] →
 //! [`sink`], configured by a [`job`] and driven by [`run`].
 
+pub mod backfill;
 pub mod catalog;
 pub mod datadir;
 pub mod dataflow;

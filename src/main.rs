@@ -9,6 +9,8 @@ use tally::datadir::DataDir;
 use tally::job;
 use tally::run::{run, RunOptions, RunReport};
 use tally::sources::generator::{write_catalog, write_ndjson, GeneratorConfig};
+use tally::sources::position::Position;
+use tally::store::versions;
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Exactly-once ad click aggregation on Timely Dataflow")]
@@ -39,6 +41,62 @@ enum Command {
     /// Ingest, the job, the query API and the dashboard on the embedded log
     /// and store, in one process.
     Up(UpArgs),
+    /// Re-aggregate a range of the embedded log into a new version of the
+    /// output, beside the live job.
+    Backfill(BackfillArgs),
+    /// List the versions of the output; `versions delete NAME` deletes one.
+    Versions(VersionsArgs),
+    /// Serve version NAME (`live`: the job's store) in the query API and
+    /// `tally export`, atomically.
+    Switch(SwitchArgs),
+}
+
+#[derive(Args)]
+struct BackfillArgs {
+    /// The job to run over the range (source.kind = "log").
+    job: PathBuf,
+    /// Start of the range: earliest, latest, a time (unix ms or RFC 3339), or P:OFFSET,...
+    #[arg(long, value_name = "POS", default_value = "earliest")]
+    from: String,
+    /// End of the range (exclusive), as --from.
+    #[arg(long, value_name = "POS", default_value = "latest")]
+    to: String,
+    /// Name of the new version (letters, digits, '.', '_', '-'; not "live").
+    #[arg(long, value_name = "NAME")]
+    version: String,
+    /// Build the version again if it exists (never the serving one).
+    #[arg(long)]
+    replace: bool,
+    /// Worker threads.
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    workers: usize,
+    /// Ad catalog CSV; overrides the job's.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
+    #[arg(long)]
+    brokers: Option<String>,
+}
+
+#[derive(Args)]
+struct VersionsArgs {
+    #[command(subcommand)]
+    command: Option<VersionsCommand>,
+}
+
+#[derive(Subcommand)]
+enum VersionsCommand {
+    /// Delete a version (never `live`, never the serving one).
+    Delete {
+        /// The version to delete.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct SwitchArgs {
+    /// The version to serve (`live`: the job's store).
+    name: String,
 }
 
 #[derive(Args)]
@@ -115,6 +173,9 @@ struct VerifyArgs {
     /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
     #[arg(long)]
     brokers: Option<String>,
+    /// The version of the output to check (default: live, the job's store).
+    #[arg(long, value_name = "NAME", default_value = tally::store::versions::LIVE)]
+    version: String,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +203,9 @@ struct ExportArgs {
     /// Where to write the late ledger too (NDJSON, as `rows.late.ndjson`).
     #[arg(long)]
     late: Option<PathBuf>,
+    /// The version of the output to export (default: the one serving).
+    #[arg(long, value_name = "NAME")]
+    version: Option<String>,
 }
 
 #[derive(Args)]
@@ -169,12 +233,13 @@ struct RunArgs {
     /// One host:port per process, in process order.
     #[arg(long)]
     hostfile: Option<PathBuf>,
-    /// Read the log up to the end offsets seen at start, finalize, commit, exit.
-    #[arg(long)]
+    /// Read the log up to the end offsets seen at start, finalize, commit,
+    /// exit (--to latest).
+    #[arg(long, conflicts_with = "to")]
     bounded: bool,
-    /// With --bounded: commit at the data frontier and leave later windows
-    /// open for the next run, instead of finalizing every window.
-    #[arg(long, requires = "bounded")]
+    /// With --bounded or --to: commit at the data frontier and leave later
+    /// windows open for the next run, instead of finalizing every window.
+    #[arg(long)]
     leave_open: bool,
     /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
     #[arg(long)]
@@ -183,6 +248,15 @@ struct RunArgs {
     /// peer for gone and stops (fail-stop; the supervisor restarts all).
     #[arg(long, default_value_t = 60)]
     peer_timeout: u64,
+    /// Where to start reading the log when the store has no committed epoch:
+    /// earliest (default), latest, a time (unix ms or RFC 3339: the first
+    /// offset of each partition whose click time is at or after it), or
+    /// P:OFFSET,... Ignored, with a note, when the store has one.
+    #[arg(long, value_name = "POS")]
+    from: Option<String>,
+    /// Read the log up to here (exclusive), finalize, commit, exit; as --from.
+    #[arg(long, value_name = "POS")]
+    to: Option<String>,
 }
 
 #[derive(Args)]
@@ -246,6 +320,9 @@ fn main() -> ExitCode {
             .and_then(|(config, kafka)| ingest(&config, &data_dir, kafka.as_ref()))
             .unwrap_or_else(|code| code),
         Command::Up(args) => up(args, &data_dir),
+        Command::Backfill(args) => backfill(args, &data_dir),
+        Command::Versions(args) => versions(args, &data_dir),
+        Command::Switch(args) => switch(&args.name, &data_dir),
     };
     ExitCode::from(code as u8)
 }
@@ -269,7 +346,26 @@ fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
             return error.exit_code();
         }
     };
+    let positions = (|| -> Result<_, String> {
+        let parse = |field: &str, text: &Option<String>| -> Result<Option<Position>, String> {
+            text.as_deref().map(|t| t.parse().map_err(|reason| format!("{field} {t}: {reason}"))).transpose()
+        };
+        if args.leave_open && !args.bounded && args.to.is_none() {
+            return Err("--leave-open: it needs --bounded or --to".to_owned());
+        }
+        Ok((parse("--from", &args.from)?, parse("--to", &args.to)?))
+    })();
+    let (from, to) = match positions {
+        Ok(positions) => positions,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return 2;
+        }
+    };
     let options = RunOptions {
+        from,
+        to,
+        log_view: None,
         workers: args.workers,
         processes: args.processes,
         process: args.process,
@@ -480,19 +576,25 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     }
 }
 
-/// Opens the store for reading (repairing it first if a crashed job left
-/// it and no job holds it now).
-fn read_store(data_dir: &DataDir) -> Result<tally::store::EmbeddedReader, String> {
-    tally::store::EmbeddedStore::open_read_only(&data_dir.store()).map_err(|e| e.to_string())
-}
-
 fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
     if let Err(error) = job::load(&args.job) {
         eprintln!("error: {error}");
         return error.exit_code();
     }
+    let name = match &args.version {
+        Some(name) => Ok(name.clone()),
+        None => versions::serving(data_dir),
+    };
+    // Opening the store repairs it first if a crashed job left it and no
+    // job holds it now.
+    let reader = match name.and_then(|name| versions::open(data_dir, &name)) {
+        Ok(reader) => reader,
+        Err(error) => {
+            eprintln!("error: tally export: {error}");
+            return if error.is_usage() { 2 } else { 1 };
+        }
+    };
     let result = (|| -> Result<usize, String> {
-        let reader = read_store(data_dir)?;
         let rows = reader.all_rows().map_err(|e| e.to_string())?;
         tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
         if let Some(path) = &args.late {
@@ -527,7 +629,7 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             Some(path) => Some(tally::verify::CatalogFile::load(path).map_err(|e| format!("verify: {e}"))?),
             None => None,
         };
-        let store = read_store(data_dir).map_err(|e| format!("verify: {e}"))?;
+        let store = versions::open(data_dir, &args.version).map_err(|e| format!("verify: {e}"))?;
         let log: Box<dyn tally::verify::RecountLog> = match &job.source {
             job::SourceSpec::Kafka { brokers, topic } => {
                 let topic =
@@ -535,7 +637,8 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
                 let salt = data_dir.salt().map_err(|e| format!("verify: salt in {}: {e}", data_dir.root.display()))?;
                 Box::new(tally::verify::KafkaRecount::new(topic, salt).map_err(|e| format!("verify: {e}"))?)
             }
-            _ => Box::new(tally::log::Log::open(&data_dir.log(), job.partitions, Default::default()).map_err(|e| format!("verify: {e}"))?),
+            job::SourceSpec::Log { dir: Some(dir) } => Box::new(tally::log::LogView::open(dir).map_err(|e| format!("verify: {e}"))?),
+            _ => Box::new(tally::log::LogView::open(&data_dir.log()).map_err(|e| format!("verify: {e}"))?),
         };
         tally::verify::verify(log.as_ref(), &store, &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
     })();
@@ -551,6 +654,112 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
         Err(error) => {
             eprintln!("error: tally {error}");
             2
+        }
+    }
+}
+
+fn backfill(args: BackfillArgs, data_dir: &DataDir) -> i32 {
+    let job = match job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref())) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let options = tally::backfill::BackfillOptions {
+        name: args.version,
+        from: args.from,
+        to: args.to,
+        replace: args.replace,
+        workers: args.workers,
+        catalog: args.catalog,
+        progress: tally::backfill::Progress::for_stderr(),
+    };
+    match tally::backfill::backfill(&job, data_dir, &options) {
+        Ok(report) => {
+            let s = report.stats;
+            eprintln!(
+                "backfill {}: {} clicks ({} on time, {} duplicates, {} too late) in {:.2} s, {:.0} clicks/s; {} rows, committed epoch {}",
+                report.name,
+                s.read_total(),
+                s.on_time,
+                s.duplicates,
+                s.restating + s.held,
+                report.elapsed.as_secs_f64(),
+                report.clicks_per_s(),
+                report.rows,
+                report.committed_epoch.map_or("none".to_owned(), |e| e.to_string())
+            );
+            eprintln!(
+                "check it with `tally verify {} --version {}`, serve it with `tally switch {}`",
+                args.job.display(),
+                report.name,
+                report.name
+            );
+            0
+        }
+        Err(error) => {
+            eprintln!("error: tally backfill: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+fn versions(args: VersionsArgs, data_dir: &DataDir) -> i32 {
+    let result = match args.command {
+        Some(VersionsCommand::Delete { name }) => versions::delete(data_dir, &name).map(|()| eprintln!("deleted version {name}")),
+        None => versions::list(data_dir).map(|list| print!("{}", versions_table(&list))),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(error) => {
+            eprintln!("error: tally versions: {error}");
+            if error.is_usage() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+/// `tally versions`: one line per version, the serving one marked `*`.
+fn versions_table(list: &[versions::VersionInfo]) -> String {
+    let mut out = format!("{:<2}{:<24} {:<44} {:>12} {:>10} {:>16}\n", "", "NAME", "RANGE", "CLICKS", "ROWS", "COMMITTED EPOCH");
+    for v in list {
+        let range = match (&v.manifest, &v.origin) {
+            (Some(m), _) => format!("{} .. {}", m.from, m.to),
+            (None, Some(origin)) if origin.iter().all(|&o| o == 0) => "0 .. committed offsets (live)".to_owned(),
+            (None, Some(origin)) => {
+                format!("{} .. committed offsets (live)", Position::Offsets((0..).zip(origin.iter().copied()).collect()))
+            }
+            (None, None) => "(nothing committed)".to_owned(),
+        };
+        let clicks = v.clicks().map_or("-".to_owned(), |c| c.to_string());
+        let epoch = v.committed_epoch.map_or("-".to_owned(), |e| e.to_string());
+        let mark = if v.serving { "*" } else { "" };
+        out += &format!("{mark:<2}{:<24} {range:<44} {clicks:>12} {:>10} {epoch:>16}", v.name, v.rows);
+        if let Some(problem) = &v.problem {
+            out += &format!("  ({problem})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn switch(name: &str, data_dir: &DataDir) -> i32 {
+    match versions::switch(data_dir, name) {
+        Ok(previous) => {
+            eprintln!("serving {name} (was {previous})");
+            0
+        }
+        Err(error) => {
+            eprintln!("error: tally switch: {error}");
+            if error.is_usage() {
+                2
+            } else {
+                1
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSetti
 use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
 use crate::event::{Click, EventTime, Key};
 use crate::job::{Job, SinkSpec, SourceSpec};
-use crate::log::{Log, LogOptions};
+use crate::log::{Log, LogOptions, LogView};
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
@@ -28,7 +28,8 @@ use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::kafka::{KafkaProblem, KafkaTopic};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
-use crate::store::settings::{CatalogStamp, RunSettings, SETTINGS_KEY};
+use crate::sources::position::{resolve_range, Bound, LogBounds, Position, PositionError};
+use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::{EmbeddedStore, EpochStore, Recovered};
 
 /// Largest worker thread count per process.
@@ -54,6 +55,15 @@ pub struct RunOptions {
     /// open, instead of finalizing every window (SEMANTICS.md, "The end of a
     /// bounded run").
     pub leave_open: bool,
+    /// Where a log run starts when its store has no committed epoch
+    /// (default `earliest`); ignored, with a note, when it has one.
+    pub from: Option<Position>,
+    /// Where a log run ends: bounded at these offsets (`--bounded` is
+    /// `latest`).
+    pub to: Option<Position>,
+    /// Read the log through this view instead of opening (and owning) it:
+    /// a backfill beside a job that owns the log. No retention runs.
+    pub log_view: Option<LogView>,
     /// The embedded log, already open in this process (`tally up`, where
     /// ingest appends to it); opened from the data directory when `None`.
     pub log: Option<Arc<Log>>,
@@ -152,19 +162,17 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let (catalog, stamp) = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
     let store_cluster = options.processes > 1 && store_sink(job, options);
-    let output = if store_cluster && options.process > 0 { Output::follower() } else { sink(job, options, job.settings(stamp))? };
-    let (readers, input, clicks_loaded, ends, start) = load_input(job, options, &output.resume)?;
-    check_resume_offsets(&output.resume, ends.as_deref())?;
+    let mut output = if store_cluster && options.process > 0 { Output::follower() } else { sink(job, options, job.settings(stamp))? };
+    let (readers, input, clicks_loaded, log) = load_input(job, options, &output)?;
+    check_resume_offsets(&output.resume, log.as_ref().map(|l| l.ends.as_slice()))?;
+    let (start, salt) = log.map(|l| (l.start, l.salt)).unwrap_or_default();
+    output.open_store_sink(job.partitions, &start)?;
     let stats = options.stats.clone().unwrap_or_default();
     let errors = dataflow::CommitErrors::default();
     let placeholder: ReaderFactory = Arc::new(|p, _| panic!("partition {p}: readers are made once the start is known"));
     let mut plan = plan(job, placeholder, attribution, Arc::clone(&stats), Arc::clone(&errors));
-    let boot = Boot {
-        resume: output.resume.clone(),
-        resume_epoch: output.resume_epoch,
-        start_offsets: start.offsets,
-        salt: start.salt.map(UserSalt::to_bytes),
-    };
+    let boot =
+        Boot { resume: output.resume.clone(), resume_epoch: output.resume_epoch, start_offsets: start, salt: salt.map(UserSalt::to_bytes) };
     let boot = bincode::serialize(&boot).map_err(|e| RunError::Cluster(format!("start of the cluster: {e}")))?;
     plan.source.leave_open = options.leave_open;
     let finish = Arc::clone(&plan.source.finish);
@@ -190,7 +198,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         plan.source.readers = readers.factory(boot.salt.map(UserSalt::from_bytes));
         plan.source.resume = Arc::new(boot.resume);
         plan.source.resume_epoch = boot.resume_epoch;
-        plan.source.start_offsets = Arc::new(boot.start_offsets);
+        plan.source.start = Arc::new(boot.start_offsets);
         let errors = Arc::clone(&plan.errors);
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
         let frontier = || probe.with_frontier(|f| f.iter().next().copied());
@@ -305,19 +313,21 @@ impl Readers {
     }
 }
 
-/// Where partitions without a committed checkpoint start, and the salt of
-/// the user hash when the source hashes on read.
-#[derive(Default)]
-struct Start {
-    offsets: Vec<u64>,
+/// The readers of the job's input, a summary, the number of clicks, and
+/// for a log where the run reads it.
+type Input = (Readers, String, u64, Option<LogRange>);
+
+/// Where a run reads a log (the embedded log or a Kafka topic).
+struct LogRange {
+    /// The log's end offsets when the run started.
+    ends: Vec<u64>,
+    /// Where partitions without a committed checkpoint start.
+    start: Vec<u64>,
+    /// The salt a source that hashes on read uses (Kafka: process 0's).
     salt: Option<UserSalt>,
 }
 
-/// The readers of the job's input, a summary, the number of clicks, for
-/// logs their end offsets, and where the source starts.
-type Input = (Readers, String, u64, Option<Vec<u64>>, Start);
-
-fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
+fn load_input(job: &Job, options: &RunOptions, output: &Output) -> Result<Input, RunError> {
     let loaded = match (&job.source, &options.input) {
         (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => {
             load_file(path, job.partitions, &file_salt(&options.data_dir, options.processes))?
@@ -328,36 +338,32 @@ fn load_input(job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint
         (SourceSpec::Generator(config), None) => {
             let config = GeneratorConfig { partitions: job.partitions, ..config.clone() };
             let report = format!("input: {} generated clicks (seed {}), made while the job runs", config.clicks, config.seed);
-            return Ok((Readers::Ready(generated::readers(&config, GENERATOR_SALT)), report, config.clicks, None, Start::default()));
+            return Ok((Readers::Ready(generated::readers(&config, GENERATOR_SALT)), report, config.clicks, None));
         }
         (SourceSpec::Log { dir }, None) => {
             let dir = dir.clone().unwrap_or_else(|| options.data_dir.log());
-            let (factory, report, total, ends) = open_log(&dir, job, options, resume)?;
-            return Ok((Readers::Ready(factory), report, total, ends, Start::default()));
+            let (factory, report, total, range) = open_log(&dir, job, options, output)?;
+            return Ok((Readers::Ready(factory), report, total, range));
         }
         (SourceSpec::Kafka { brokers, topic }, None) => {
-            return open_kafka(
-                KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions },
-                job,
-                options,
-                resume,
-            )
+            let topic = KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions };
+            return open_kafka(topic, job, options, output);
         }
     };
     let (partitions, report) = loaded;
     let clicks = partitions.iter().map(|p| p.len() as u64).sum();
     let partitions: Partitions = Arc::new(partitions.into_iter().map(|p| Mutex::new(Some(p))).collect());
-    Ok((Readers::Ready(reader_factory(partitions)), report, clicks, None, Start::default()))
+    Ok((Readers::Ready(reader_factory(partitions)), report, clicks, None))
 }
 
-/// A Kafka topic as the input: created if missing; partitions without a
-/// committed checkpoint start at the earliest offset still in Kafka; a
-/// bounded run stops at the end offsets seen now. Process 0's start and
-/// salt are the cluster's.
-fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, resume: &BTreeMap<u32, Checkpoint>) -> Result<Input, RunError> {
+/// A Kafka topic as the input: created if missing. Partitions without a
+/// committed checkpoint start at `--from` (default: the earliest offset
+/// Kafka still has); a bounded run stops at `--to` (`--bounded`: the end
+/// offsets seen now). Process 0's start and salt are the cluster's.
+fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, output: &Output) -> Result<Input, RunError> {
     topic.ensure()?;
     let (earliest, ends) = topic.bounds()?;
-    for (partition, checkpoint) in resume {
+    for (partition, checkpoint) in &output.resume {
         let first = earliest.get(*partition as usize).copied().unwrap_or(0);
         let needed = checkpoint.offset.min(checkpoint.replay_offset);
         if needed < first {
@@ -367,10 +373,18 @@ fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, resume: &BTree
             )));
         }
     }
+    let bounds = LogBounds { earliest: earliest.clone(), ends: ends.clone() };
+    let lookup = |time| topic.offsets_at(time, &ends).map_err(String::from);
+    let (start, bound, note) = range_of(&bounds, lookup, options, output)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     let total: u64 = ends.iter().zip(&earliest).map(|(e, f)| e - f).sum();
     let mut report = format!("input: kafka topic {} on {}, {} partitions, {total} records", topic.topic, topic.brokers, topic.partitions);
-    if options.bounded {
-        report.push_str(" (bounded: reading up to these end offsets)");
+    if let Some(bound) = &bound {
+        let from = |p: usize| output.resume.get(&(p as u32)).map_or(start[p], |c| c.offset);
+        let reading: u64 = bound.iter().enumerate().map(|(p, b)| b.saturating_sub(from(p))).sum();
+        report.push_str(&format!(" (bounded: reading {reading} of them, up to the end offsets {})", offsets_text(bound)));
     }
     // Process 0 hands its salt to the cluster; the others need none of their own.
     let salt = match options.process {
@@ -378,49 +392,132 @@ fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, resume: &BTree
         _ => None,
     };
     let group = format!("tally-{}", job.name);
-    let bounded = options.bounded.then(|| ends.clone());
-    let start = Start { offsets: earliest, salt };
-    Ok((Readers::Kafka { topic, group, ends: bounded }, report, total, Some(ends), start))
+    Ok((Readers::Kafka { topic, group, ends: bound }, report, total, Some(LogRange { ends, start, salt })))
 }
 
-/// Readers over the embedded log; bounded ones stop at today's end offsets.
-/// Retention keeps every offset the job reads again from `resume`.
+/// Readers over the embedded log from the run's start offsets; bounded ones
+/// stop at the `--to` offsets (today's end offsets for `--bounded`).
+/// Retention keeps every offset the job reads again: from its committed
+/// checkpoints, or before its first commit from its start offsets.
 fn open_log(
     dir: &Path,
     job: &Job,
     options: &RunOptions,
-    resume: &BTreeMap<u32, Checkpoint>,
-) -> Result<(ReaderFactory, String, u64, Option<Vec<u64>>), RunError> {
+    output: &Output,
+) -> Result<(ReaderFactory, String, u64, Option<LogRange>), RunError> {
     let partitions = job.partitions;
-    let bounded = options.bounded;
-    let log = match &options.log {
-        Some(log) if log.partitions() == partitions => Arc::clone(log),
-        Some(log) => {
-            let reason = format!("{}: source.partitions is {partitions} but the log has {}", job.file.display(), log.partitions());
-            return Err(RunError::Usage(reason));
+    let log = match (&options.log, &options.log_view) {
+        (Some(log), _) => Some(Arc::clone(log)),
+        (None, Some(_)) => None,
+        (None, None) => {
+            Some(Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?))
         }
-        None => Arc::new(Log::open(dir, partitions, LogOptions { retention_ms: job.log_retention_ms, ..LogOptions::default() })?),
     };
-    let needed: Vec<u64> = (0..partitions).map(|p| resume.get(&p).map_or(0, |c| c.offset.min(c.replay_offset))).collect();
-    let retention = log.enforce_retention(now_ms(), &needed)?;
-    let ends = log.end_offsets();
+    let view = match (&log, &options.log_view) {
+        (Some(log), _) => log.view(),
+        (None, view) => view.clone().expect("a view when no log is open"),
+    };
+    if view.partitions() != partitions {
+        let reason = format!("{}: source.partitions is {partitions} but the log has {}", job.file.display(), view.partitions());
+        return Err(RunError::Usage(reason));
+    }
+    let (start, bound, note) = log_range(&view, options, output)?;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
+    let needed: Vec<u64> = match output.committed {
+        true => (0..partitions).map(|p| output.resume.get(&p).map_or(0, |c| c.offset.min(c.replay_offset))).collect(),
+        false => start.clone(),
+    };
+    let retention = match &log {
+        Some(log) => Some(log.enforce_retention(now_ms(), &needed)?),
+        None => None,
+    };
+    let ends = view.end_offsets();
     let total: u64 = ends.iter().sum();
     let mut report = format!("input: embedded log {}, {partitions} partitions, {total} clicks", dir.display());
-    if bounded {
-        report.push_str(" (bounded: reading up to these end offsets)");
+    if let Some(bound) = &bound {
+        let from = |p: usize| output.resume.get(&(p as u32)).map_or(start[p], |c| c.offset);
+        let reading: u64 = bound.iter().enumerate().map(|(p, b)| b.saturating_sub(from(p))).sum();
+        report.push_str(&format!(" (bounded: reading {reading} of them, up to the end offsets {})", offsets_text(bound)));
     }
-    if let Some(line) = retention.report(job.log_retention_ms) {
+    if !output.committed && start.iter().any(|&s| s > 0) {
+        report.push_str(&format!("\nstarting at offsets {} (nothing committed yet)", offsets_text(&start)));
+    }
+    if let Some(line) = retention.and_then(|r| r.report(job.log_retention_ms)) {
         report.push_str(&format!("\n{line}"));
     }
-    if !log.recovery().is_clean() {
+    if let Some(log) = log.as_ref().filter(|log| !log.recovery().is_clean()) {
         report.push_str(&format!("\nlog recovery: {:?}", log.recovery()));
     }
-    let bounds = ends.clone();
+    let reading = view.clone();
     let factory: ReaderFactory = Arc::new(move |p, offset| {
-        let reader = log.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
-        Box::new(LogPartitionReader::new(reader, bounded.then(|| bounds[p as usize])))
+        // The open log (if any) stays locked while readers exist.
+        let _owner = &log;
+        let reader = reading.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
+        Box::new(LogPartitionReader::new(reader, bound.as_ref().map(|b| b[p as usize])))
     });
-    Ok((factory, report, total, Some(ends)))
+    let clicks = total;
+    Ok((factory, report, clicks, Some(LogRange { ends, start, salt: None })))
+}
+
+/// `P:OFFSET,...` of every partition.
+fn offsets_text(offsets: &[u64]) -> String {
+    Position::Offsets((0..).zip(offsets.iter().copied()).collect()).to_string()
+}
+
+/// Where a log run starts and, if bounded, ends; and a note when `--from`
+/// is ignored. A store with a committed epoch resumes from its checkpoints
+/// (`start` then only matters for partitions it never checkpointed, which
+/// start at the log's first offset); `--to` must not be behind them.
+type Bounds = (Vec<u64>, Option<Vec<u64>>, Option<String>);
+
+fn log_range(view: &LogView, options: &RunOptions, output: &Output) -> Result<Bounds, RunError> {
+    let bounds = LogBounds { earliest: view.start_offsets(), ends: view.end_offsets() };
+    range_of(&bounds, |time| view.offsets_at_time(time).map_err(|e| e.to_string()), options, output)
+}
+
+/// [`log_range`] for any log: its bounds and its lookup of offsets by time.
+fn range_of(
+    bounds: &LogBounds,
+    lookup: impl Fn(EventTime) -> Result<Vec<u64>, String>,
+    options: &RunOptions,
+    output: &Output,
+) -> Result<Bounds, RunError> {
+    let bounds = bounds.clone();
+    let to = options.to.clone().or(options.bounded.then_some(Position::Latest));
+    let usage = |e: PositionError| RunError::Usage(e.to_string());
+    if !output.committed {
+        let from = options.from.clone().unwrap_or(Position::Earliest);
+        return match to {
+            Some(to) => resolve_range(&from, &to, &bounds, lookup).map(|r| (r.start, Some(r.end), None)).map_err(usage),
+            None => {
+                let start = from.resolve(Bound::Start, &bounds, lookup);
+                let start = start.map_err(|reason| usage(PositionError { field: "--from", position: from.to_string(), reason }))?;
+                Ok((start, None, None))
+            }
+        };
+    }
+    let note = options.from.as_ref().map(|from| {
+        format!(
+            "note: --from {from} is ignored: the store has a committed epoch ({}), and a run resumes from its committed offsets",
+            output.resume_epoch
+        )
+    });
+    // A partition the store never checkpointed starts at the store's origin.
+    let start = output.origin.clone().unwrap_or_else(|| vec![0; bounds.ends.len()]);
+    check_resume_offsets(&output.resume, Some(&bounds.ends))?;
+    let Some(to) = to else { return Ok((start, None, note)) };
+    let end = to.resolve(Bound::End, &bounds, lookup);
+    let end = end.map_err(|reason| usage(PositionError { field: "--to", position: to.to_string(), reason }))?;
+    for (&partition, checkpoint) in &output.resume {
+        let bound = end.get(partition as usize).copied().unwrap_or(0);
+        if bound < checkpoint.offset {
+            let reason = format!("partition {partition}: offset {bound} is before the store's committed offset {}", checkpoint.offset);
+            return Err(usage(PositionError { field: "--to", position: to.to_string(), reason }));
+        }
+    }
+    Ok((start, Some(end), note))
 }
 
 /// The data directory's salt if it has one, so that a file run hashes users
@@ -469,8 +566,9 @@ fn load_catalog(job: &Job, options: &RunOptions) -> Result<(Option<Catalog>, Opt
 /// - `--leave-open` without a store: nothing would keep the open windows.
 fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
     let store = store_sink(job, options);
-    let log = matches!(job.source, SourceSpec::Log { .. }) && options.input.is_none();
-    if log && options.processes > 1 {
+    let embedded = matches!(job.source, SourceSpec::Log { .. }) && options.input.is_none();
+    let log = (embedded || matches!(job.source, SourceSpec::Kafka { .. })) && options.input.is_none();
+    if embedded && options.processes > 1 {
         return Err(RunError::Usage(format!(
             "{}: source.kind = \"log\" with --processes {}: the embedded log belongs to one process; run a cluster over Kafka (source.kind = \"kafka\"), or one process with -w workers",
             job.file.display(),
@@ -480,9 +578,16 @@ fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
     if options.leave_open && options.processes > 1 {
         return Err(RunError::Usage(format!("{}: --leave-open runs in one process (-w for more workers)", job.file.display())));
     }
-    if log && !options.bounded && !store {
+    if log && !options.bounded && options.to.is_none() && !store {
         return Err(RunError::Usage(format!(
-            "{}: a live run of the embedded log needs sink.kind = \"store\" (or pass --bounded)",
+            "{}: a live run of a log needs sink.kind = \"store\" (or pass --bounded)",
+            job.file.display()
+        )));
+    }
+    let positions = options.from.is_some() || options.to.is_some();
+    if positions && !log {
+        return Err(RunError::Usage(format!(
+            "{}: --from and --to are places in a log: they need source.kind = \"log\" or \"kafka\"",
             job.file.display()
         )));
     }
@@ -535,6 +640,13 @@ struct Output {
     restored: RestoredWindows,
     resumed: String,
     committed_windows: Option<Arc<dyn CommittedWindows>>,
+    /// Whether the store has a committed epoch (the run resumes).
+    committed: bool,
+    /// The origin the store recorded, if it has a commit and records one.
+    origin: Option<Vec<u64>>,
+    /// The store and the settings its sink commits, until the run knows
+    /// its origin ([`Output::open_store_sink`]).
+    store: Option<(EmbeddedStore, RunSettings)>,
 }
 
 impl Output {
@@ -549,7 +661,24 @@ impl Output {
             restored: Default::default(),
             resumed: String::new(),
             committed_windows: None,
+            committed: false,
+            origin: None,
+            store: None,
         }
+    }
+
+    /// Makes the store sink, once the run's start offsets are known: a store
+    /// without a committed epoch records them as its origin with its first
+    /// commit (a source that is not the log starts at offset 0).
+    fn open_store_sink(&mut self, partitions: u32, start: &[u64]) -> Result<(), RunError> {
+        let Some((store, settings)) = self.store.take() else { return Ok(()) };
+        let origin = match (self.committed, start.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some(Origin::zero(partitions)),
+            (false, false) => Some(Origin { offsets: start.to_vec() }),
+        };
+        self.sink = Arc::new(Mutex::new(Some(Box::new(StoreSink::new(store, settings, origin, Fault::from_env())?))));
+        Ok(())
     }
 }
 
@@ -563,6 +692,9 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
         restored: Default::default(),
         resumed: String::new(),
         committed_windows: None,
+        committed: false,
+        origin: None,
+        store: None,
     };
     match (&options.output, &job.sink) {
         (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => {
@@ -604,12 +736,20 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
                 output.resume = resume;
                 output.resume_epoch = recovered.epoch;
                 output.restored = restored;
+                output.committed = true;
+                output.origin = recorded_origin(&recovered)?;
             }
             output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
-            output.sink = shared(Box::new(StoreSink::new(store, settings, Fault::from_env())?));
+            output.store = Some((store, settings));
         }
     }
     Ok(output)
+}
+
+/// The origin a recovered store recorded with its first commit.
+fn recorded_origin(recovered: &Recovered) -> Result<Option<Vec<u64>>, RunError> {
+    let Some((_, bytes)) = recovered.state.iter().find(|(key, _)| key.as_slice() == ORIGIN_KEY) else { return Ok(None) };
+    Origin::from_json(bytes).map(|origin| Some(origin.offsets)).map_err(RunError::Sink)
 }
 
 /// Refuses settings that would count the committed log differently.
@@ -667,8 +807,8 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
             clock: Arc::clone(&clock),
             stats,
             resume: Default::default(),
+            start: Default::default(),
             resume_epoch: 0,
-            start_offsets: Default::default(),
             leave_open: false,
             finish: Default::default(),
         },

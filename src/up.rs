@@ -167,7 +167,8 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     if options.demo {
         start_demo(addr, config.tls.is_some())?;
     }
-    let state = Arc::new(QueryState { store: reader, ingest: Some(Arc::clone(&service.ingest)), job: Some(job_stats), clock: now_ms });
+    let store = crate::query::ServedStore::following(reader, data_dir.clone());
+    let state = Arc::new(QueryState { store, ingest: Some(Arc::clone(&service.ingest)), job: Some(job_stats), clock: now_ms });
     let openapi = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON).to_string();
     serve(service, crate::query::router(state), openapi)?;
     // Stopped by a signal: stop the job as its own handler would (it may

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tally::event::{partition_of, Click};
-use tally::log::{partition_dir_name, record, segment, Log, LogError, LogOptions};
+use tally::log::{partition_dir_name, record, segment, Log, LogError, LogOptions, LogView};
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("log-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
@@ -517,4 +517,44 @@ fn bad_requests_are_clear_errors() {
     assert_eq!(e.to_string(), "log: ad id of 300 bytes does not fit a record (max 255)");
     assert_eq!(log.end_offsets().iter().sum::<u64>(), 10, "nothing of a rejected append is written");
     assert!(log.append(&[]).unwrap().positions.is_empty());
+}
+
+/// Clicks whose times go back and forth, as late and out-of-order clicks do.
+fn jumbled(range: std::ops::Range<u64>) -> Vec<Click> {
+    range.map(|i| Click { ts: 1_000_000 + (i * 7919) % 1_000, ..click(i) }).collect()
+}
+
+#[test]
+fn a_view_beside_the_owner_is_a_snapshot_of_durable_records() {
+    let dir = tempdir();
+    let log = Log::open(dir.path(), 1, small_segments(400)).unwrap();
+    let written = jumbled(0..200);
+    log.append(&written).unwrap();
+    assert!(segment_bases(dir.path(), 0).len() > 3, "several segments");
+
+    // The owner holds the lock; a view opens anyway and writes nothing.
+    let view = LogView::open(dir.path()).unwrap();
+    assert_eq!((view.start_offsets(), view.end_offsets()), (vec![0], vec![200]));
+    let mut read = Vec::new();
+    view.reader(0, 0).unwrap().read(&mut read, 1_000).unwrap();
+    assert_eq!(read, written);
+    // A time is the first offset whose click is at or after it.
+    for time in [0, 1_000_000, 1_000_001, 1_000_500, 1_000_998, 1_000_999, 1_001_000, u64::MAX] {
+        let expected = written.iter().position(|c| c.ts >= time).map_or(200, |p| p as u64);
+        assert_eq!(view.offset_at_time(0, time).unwrap(), expected, "time {time}");
+    }
+
+    // Appends after it opened are not in the snapshot; the owner's own view follows them.
+    log.append(&jumbled(200..210)).unwrap();
+    assert_eq!(view.end_offsets(), vec![200]);
+    assert_eq!(log.view().end_offsets(), vec![210]);
+    // A record being written (a partial tail) ends a fresh view's partition.
+    drop(log);
+    let last = *segment_bases(dir.path(), 0).last().unwrap();
+    let path = segment_path(dir.path(), 0, last);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes.extend_from_slice(&[9, 0, 0]);
+    fs::write(&path, &bytes).unwrap();
+    assert_eq!(LogView::open(dir.path()).unwrap().end_offsets(), vec![210]);
+    assert!(matches!(LogView::open(&dir.path().join("nowhere")), Err(LogError::Meta { .. })));
 }

@@ -203,7 +203,7 @@ fn log_of(dir: &Path, partitions: u32, clicks: &[Click]) -> (Log, Vec<u64>) {
 fn recount_of(dir: &Path) -> Recount {
     let (log, ends) = log_of(dir, 1, &clicks());
     let catalog = Catalog::parse(CATALOG).unwrap();
-    recount(&log, &ends, &job(), Some(&catalog)).unwrap()
+    recount(&log.view(), &ends, &job(), Some(&catalog)).unwrap()
 }
 
 /// A new store in `dir` holding `contents` (settled rows of one window in
@@ -429,7 +429,7 @@ fn distinct_users_are_not_compared_when_the_job_does_not_measure_them() {
     let dir = tempfile::tempdir().unwrap();
     let (log, ends) = log_of(dir.path(), 1, &clicks());
     let catalog = Catalog::parse(CATALOG).unwrap();
-    let recount = recount(&log, &ends, &Job { distinct_users: false, ..job() }, Some(&catalog)).unwrap();
+    let recount = recount(&log.view(), &ends, &Job { distinct_users: false, ..job() }, Some(&catalog)).unwrap();
     let rows = contract_rows().into_iter().map(|row| Row { distinct_users: 0, ..row }).collect();
     let store = store_with(&dir.path().join("store"), Contents::rows(rows));
     assert!(compare(&recount, &store.snapshot().unwrap(), usize::MAX).unwrap().is_clean());
@@ -440,7 +440,7 @@ fn a_window_counted_only_by_restatement_may_start_final_or_restated() {
     let dir = tempfile::tempdir().unwrap();
     let (log, ends) = log_of(dir.path(), 1, &[click("x", 200_000, 1, 1), click("x", 100_000, 2, 2)]);
     let job = Job { windows_ms: vec![MINUTE], group_by: vec![KeyType::Ad], ..job() };
-    let recount = recount(&log, &ends, &job, None).unwrap();
+    let recount = recount(&log.view(), &ends, &job, None).unwrap();
     let ledger = vec![late(KeyType::Ad, "x", 60_000, 195_000, false, vec![2])];
     for (name, first) in
         [("restated", restated(KeyType::Ad, "x", MINUTE, 60_000, 1, 1, 1)), ("final", fin(KeyType::Ad, "x", MINUTE, 60_000, 1, 1))]
@@ -458,7 +458,7 @@ fn bounded_recount_stops_at_the_given_ends() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = log_of(dir.path(), 1, &clicks());
     let job = Job { windows_ms: vec![MINUTE], group_by: vec![KeyType::Ad], ..job() };
-    let recount = recount(&log, &[2], &job, None).unwrap();
+    let recount = recount(&log.view(), &[2], &job, None).unwrap();
     let window = WindowKey { key_type: KeyType::Ad, key: "a1".into(), granularity_ms: MINUTE, window_start: 0 };
     assert_eq!(recount.windows(), &BTreeMap::from([(window, Totals { clicks: 2, distinct_users: 2 })]));
 }
@@ -468,10 +468,10 @@ fn bad_end_offsets_are_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = log_of(dir.path(), 2, &clicks());
     let end = log.end_offsets()[0];
-    assert!(matches!(recount(&log, &[0], &job(), None), Err(VerifyError::EndsCount { given: 1, partitions: 2 })));
-    let beyond = recount(&log, &[end + 1, 0], &job(), None);
+    assert!(matches!(recount(&log.view(), &[0], &job(), None), Err(VerifyError::EndsCount { given: 1, partitions: 2 })));
+    let beyond = recount(&log.view(), &[end + 1, 0], &job(), None);
     assert!(matches!(beyond, Err(VerifyError::EndBeyondLog { partition: 0, .. })), "{beyond:?}");
-    let half_minute = recount(&log, &[0, 0], &Job { windows_ms: vec![30_000], ..job() }, None);
+    let half_minute = recount(&log.view(), &[0, 0], &Job { windows_ms: vec![30_000], ..job() }, None);
     assert_eq!(half_minute.unwrap_err().to_string(), "verify: job setting windows.sizes: 30000 ms is not a positive multiple of 1m");
 }
 
@@ -491,7 +491,7 @@ fn verify_data_dir(dir: &Path, job: &Job, catalog: Option<&CatalogFile>) -> Resu
     let data = dir.join("data");
     let log = Log::open(&data.join("log"), 1, LogOptions::default()).unwrap();
     let store = EmbeddedStore::open_read_only(&data.join("store")).unwrap();
-    tally::verify::verify(&log, &store, job, catalog, 10)
+    tally::verify::verify(&log.view(), &store, job, catalog, 10)
 }
 
 /// The settings record of a run of [`job`] with the catalog `stamp`.
@@ -624,4 +624,55 @@ fn tally_verify_refuses_another_catalog_with_exit_code_2() {
     let (code, stdout, _) = tally_verify(dir.path(), &["--catalog", dir.path().join("ads.csv").to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.ends_with(" 0 mismatches\n"), "{stdout}");
+}
+
+// ---------------------------------------------------------------------------
+// A run started mid-log: the recount starts at the store's origin
+
+/// `tally COMMAND clicks-only.toml ARGS` on `dir/data`: the job of
+/// `tally_verify` without distinct users, so that only clicks are compared.
+fn tally_clicks_only(dir: &Path, command: &str, args: &[&str]) -> (i32, String, String) {
+    let job = JOB_TOML.replace("group_by = [\"ad\", \"campaign\"]", "group_by = [\"ad\", \"campaign\"]\nmeasures = [\"clicks\"]");
+    std::fs::write(dir.join("clicks-only.toml"), job).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg(command)
+        .arg(dir.join("clicks-only.toml"))
+        .args(args)
+        .output()
+        .expect("run tally");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code().unwrap_or(-1), text(output.stdout), text(output.stderr))
+}
+
+#[test]
+fn a_run_from_mid_log_is_recounted_from_its_origin_and_a_tampered_origin_mismatches() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(log_of(&dir.path().join("data"), 1, &clicks()));
+    // From offset 2: the retry of click 1 is the first click of the range,
+    // and its original lies before it, so it counts (dedup memory starts
+    // empty at the origin).
+    let (code, _, stderr) = tally_clicks_only(dir.path(), "run", &["--from", "0:2", "--bounded"]);
+    assert_eq!(code, 0, "{stderr}");
+    let store = dir.path().join("data").join("store");
+    let rows = EmbeddedStore::open_read_only(&store).unwrap().all_rows().unwrap();
+    let a1_first_minute = rows.iter().find(|r| r.key == "a1" && r.granularity_ms == MINUTE && r.window_start == 0).unwrap();
+    assert_eq!(a1_first_minute.clicks, 2, "the retry at offset 2 and the restating click 5; clicks 1 and 2 are before the range");
+    let (code, stdout, _) = tally_clicks_only(dir.path(), "verify", &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.ends_with(" 0 mismatches\n"), "{stdout}");
+
+    // The same store claiming to have counted from offset 0.
+    {
+        let mut writer = EmbeddedStore::open(&store).unwrap();
+        let last = writer.last_committed().unwrap().unwrap();
+        let generation = writer.begin_generation().unwrap();
+        let origin = tally::store::settings::Origin::zero(1);
+        let state_upserts = vec![(tally::store::settings::ORIGIN_KEY.to_vec(), origin.to_json())];
+        writer.commit(EpochCommit { epoch: last.epoch + 1, generation, state_upserts, ..Default::default() }).unwrap();
+    }
+    let (code, stdout, _) = tally_clicks_only(dir.path(), "verify", &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("ad a1 1m window 0 version 2: clicks: expected 3, found 2"), "{stdout}");
 }

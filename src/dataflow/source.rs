@@ -108,12 +108,12 @@ pub struct SourceSettings {
     pub stats: Arc<SourceStats>,
     /// Checkpoints of a committed epoch to resume from, by partition.
     pub resume: Arc<BTreeMap<u32, Checkpoint>>,
+    /// Where a partition without a checkpoint starts (its origin), by
+    /// partition; 0 for a partition not listed.
+    pub start: Arc<Vec<u64>>,
     /// The committed epoch resumed from: everything below it is committed,
     /// so the source starts there.
     pub resume_epoch: EventTime,
-    /// Where a partition without a committed checkpoint starts reading, by
-    /// partition (offset 0 for partitions not listed).
-    pub start_offsets: Arc<Vec<u64>>,
     /// At the end of a bounded input, hold the data frontier instead of
     /// letting the frontier pass every window (`--leave-open`).
     pub leave_open: bool,
@@ -262,10 +262,11 @@ pub fn click_source<'scope>(
     .container::<Vec<SourceOut>>()
 }
 
-/// Opens a partition: from scratch, or from a committed checkpoint, re-reading
-/// the clicks since its dedup replay point without counting them.
+/// Opens a partition: at its start offset with no progress and empty dedup
+/// memory, or from a committed checkpoint, re-reading the clicks since its
+/// dedup replay point without counting them.
 fn open(partition: u32, settings: &SourceSettings) -> Owned {
-    let start = settings.start_offsets.get(partition as usize).copied().unwrap_or(0);
+    let start = settings.start.get(partition as usize).copied().unwrap_or(0);
     let from = settings.resume.get(&partition).copied().unwrap_or(Checkpoint {
         partition,
         offset: start,

@@ -47,6 +47,15 @@ pub fn load_or_create(dir: &Path, partitions: u32) -> Result<bool, LogError> {
     }
 }
 
+/// The partition count of an existing log in `dir`, without creating one.
+pub fn read_existing(dir: &Path) -> Result<u32, LogError> {
+    let path = dir.join(META_FILE);
+    if !path.exists() {
+        return Err(LogError::Meta { path, reason: "no log here (nothing was ever appended to it)".to_owned() });
+    }
+    load(&path)
+}
+
 fn render(partitions: u32) -> String {
     format!("{MAGIC}\nformat {FORMAT_VERSION}\npartitions {partitions}\n")
 }

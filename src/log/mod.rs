@@ -32,6 +32,9 @@
 //! - After a failed write or fsync a partition takes no more appends until
 //!   the log is reopened ([`LogError::Failed`]).
 //!
+//! [`LogView`] reads a log without owning it (a backfill or a recount
+//! beside a running job): a snapshot of its durable records, see `view.rs`.
+//!
 //! One case is refused rather than guessed: if a crash persists a later page
 //! of an unacknowledged batch but not an earlier one, the tail holds a bad
 //! record followed by intact ones. The log cannot tell that from corruption
@@ -71,6 +74,7 @@ mod partition;
 mod reader;
 pub mod record;
 pub mod segment;
+mod view;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -78,13 +82,14 @@ use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::event::{partition_of, Click};
 
 pub use error::LogError;
 pub use meta::FORMAT_VERSION;
 pub use reader::LogReader;
+pub use view::LogView;
 
 use group::RecordInfo;
 use partition::Partition;
@@ -381,6 +386,12 @@ impl Log {
     /// The oldest retained offset of every partition.
     pub fn start_offsets(&self) -> Vec<u64> {
         self.partitions.iter().map(|p| p.shared.start()).collect()
+    }
+
+    /// Read access to this log's partitions as a [`LogView`]; its readers
+    /// follow appends, as [`Log::reader`]'s do.
+    pub fn view(&self) -> LogView {
+        LogView::of_open(&self.dir, self.partitions.iter().map(|p| Arc::clone(&p.shared)).collect())
     }
 
     /// A reader of `partition` from `offset`, which must lie between the

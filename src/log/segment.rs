@@ -165,6 +165,22 @@ pub struct Scan {
 pub fn scan(path: &Path, base: u64, search_after_bad: bool) -> Result<Scan, LogError> {
     let file = File::open(path).map_err(LogError::io(path, "open"))?;
     let file_len = file.metadata().map_err(LogError::io(path, "stat"))?.len();
+    scan_file(file, path, base, file_len, search_after_bad)
+}
+
+/// Reads the first `len` bytes of a segment that a writer in another
+/// process may be appending to: they are made durable first (fsync of the
+/// file, opened read-only), so nothing returned can be lost to a crash. A
+/// record that is not intact ends the scan, as the end of a write in
+/// progress would, and is reported in [`Scan::bad`] without a search after it.
+pub fn scan_durable_prefix(path: &Path, base: u64) -> Result<Scan, LogError> {
+    let file = File::open(path).map_err(LogError::io(path, "open"))?;
+    let len = file.metadata().map_err(LogError::io(path, "stat"))?.len();
+    file.sync_all().map_err(LogError::io(path, "fsync"))?;
+    scan_file(file, path, base, len, false)
+}
+
+fn scan_file(file: File, path: &Path, base: u64, file_len: u64, search_after_bad: bool) -> Result<Scan, LogError> {
     let mut window = Window::new(file);
     let mut meta = SegmentMeta::empty(base, path);
     while meta.bytes < file_len {

@@ -1,7 +1,11 @@
 //! The query API and the dashboard: read-committed views of the store.
 //!
-//! Every answer comes from one redb read transaction, which sees only
-//! committed epochs, so no value from an uncommitted epoch is ever served;
+//! Every answer comes from one redb read transaction of one store, which
+//! sees only committed epochs, so no value from an uncommitted epoch is
+//! ever served, and no answer mixes two versions of the output. Which
+//! version answers follows `DATA/serving` ([`ServedStore`], re-read at most
+//! every [`FOLLOW_SWITCH_MS`]), so a `tally switch` reaches a running `tally
+//! up` within that time;
 //! each carries the `committed_epoch` it was read at and the `watermark`
 //! (the frontier of that epoch: windows ending at least the allowed lateness
 //! before it are final). The dashboard (`dashboard/`) is static HTML, CSS
@@ -10,16 +14,20 @@
 mod api;
 pub mod params;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use crate::datadir::DataDir;
 use crate::dataflow::stats::SourceStats;
 use crate::ingest::server::Ingest;
-use crate::store::embedded::EmbeddedReader;
+use crate::store::embedded::{EmbeddedReader, Snapshot};
+use crate::store::versions::{self, LIVE};
+use crate::store::StoreError;
 
 /// The OpenAPI paths of the query API, merged with ingest's by `tally up`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -43,9 +51,73 @@ const INDEX_HTML: &str = include_str!("dashboard/index.html");
 const APP_JS: &str = include_str!("dashboard/app.js");
 const STYLE_CSS: &str = include_str!("dashboard/style.css");
 
+/// How often the query API looks at which version to serve.
+pub const FOLLOW_SWITCH_MS: u64 = 200;
+
+/// The store the query API answers from: the served version of the output.
+pub struct ServedStore {
+    /// The job's own store (version `live`).
+    live: EmbeddedReader,
+    /// Where `serving` is read; `None`: always `live`.
+    data_dir: Option<DataDir>,
+    current: Mutex<Served>,
+}
+
+struct Served {
+    name: String,
+    reader: EmbeddedReader,
+    checked: Option<Instant>,
+}
+
+impl ServedStore {
+    /// Always the given store.
+    pub fn fixed(live: EmbeddedReader) -> ServedStore {
+        let current = Mutex::new(Served { name: LIVE.to_owned(), reader: live.clone(), checked: None });
+        ServedStore { live, data_dir: None, current }
+    }
+
+    /// The version `data_dir/serving` names, `live` being `live`.
+    pub fn following(live: EmbeddedReader, data_dir: DataDir) -> ServedStore {
+        ServedStore { data_dir: Some(data_dir), ..ServedStore::fixed(live) }
+    }
+
+    /// One consistent view of the served version: every read of an
+    /// answer goes through one snapshot.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.reader()?.snapshot()
+    }
+
+    /// The name of the version served now.
+    pub fn name(&self) -> String {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).name.clone()
+    }
+
+    fn reader(&self) -> Result<EmbeddedReader, StoreError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(data_dir) = &self.data_dir else { return Ok(current.reader.clone()) };
+        if current.checked.is_some_and(|at| at.elapsed() < Duration::from_millis(FOLLOW_SWITCH_MS)) {
+            return Ok(current.reader.clone());
+        }
+        let unavailable = |e: versions::VersionError| StoreError::Io {
+            path: data_dir.serving_file(),
+            source: std::io::Error::other(format!("the version to serve: {e}")),
+        };
+        let name = versions::serving(data_dir).map_err(unavailable)?;
+        if name != current.name {
+            let reader = match name.as_str() {
+                LIVE => self.live.clone(),
+                _ => versions::open(data_dir, &name).map_err(unavailable)?,
+            };
+            *current = Served { name, reader, checked: None };
+        }
+        current.checked = Some(Instant::now());
+        Ok(current.reader.clone())
+    }
+}
+
 /// What the query API reads.
 pub struct QueryState {
-    pub store: EmbeddedReader,
+    pub store: ServedStore,
     /// Ingest counters, when ingest runs in this process.
     pub ingest: Option<Arc<Ingest>>,
     /// The job's source counters, when the job runs in this process.

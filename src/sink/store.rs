@@ -18,7 +18,7 @@ use crate::dataflow::partial::Agg;
 use crate::dataflow::window::{CommittedWindows, KeyedPartial, WinId, WindowValue};
 use crate::dataflow::windowing::PendingKey;
 use crate::dataflow::{Checkpoint, RestoredWindows};
-use crate::store::settings::{RunSettings, SETTINGS_KEY};
+use crate::store::settings::{Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::WindowKey;
 use crate::store::{EmbeddedReader, EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoredRow};
 
@@ -51,6 +51,8 @@ pub struct StoreSink {
     /// The job's settings (JSON), committed with the generation's first
     /// epoch; state keeps them from then on.
     settings: Option<Vec<u8>>,
+    /// The origin (JSON), committed with the store's first epoch only.
+    origin: Option<Vec<u8>>,
     generation: u64,
     staged: Option<EpochCommit>,
     fault: Fault,
@@ -59,10 +61,12 @@ pub struct StoreSink {
 }
 
 impl StoreSink {
-    /// Takes over `store` for a new generation.
-    pub fn new(mut store: EmbeddedStore, settings: RunSettings, fault: Fault) -> Result<StoreSink, StoreError> {
+    /// Takes over `store` for a new generation. `origin` is given when the
+    /// store has no committed epoch yet: its first commit records it.
+    pub fn new(mut store: EmbeddedStore, settings: RunSettings, origin: Option<Origin>, fault: Fault) -> Result<StoreSink, StoreError> {
         let generation = store.begin_generation()?;
-        Ok(StoreSink { store, settings: Some(settings.to_json()), generation, staged: None, fault, deferred: None })
+        let (settings, origin) = (Some(settings.to_json()), origin.map(|o| o.to_json()));
+        Ok(StoreSink { store, settings, origin, generation, staged: None, fault, deferred: None })
     }
 }
 
@@ -113,7 +117,10 @@ impl Sink for StoreSink {
             rows: batch.rows.iter().map(|row| StoredRow { row: row.clone(), sketch: sketch_of(row, batch) }).collect(),
             late: batch.late.clone(),
             partitions: batch.checkpoints.values().map(to_store).collect(),
-            state_upserts: self.settings.take().map(|json| (SETTINGS_KEY.to_vec(), json)).into_iter().collect(),
+            state_upserts: [(SETTINGS_KEY, self.settings.take()), (ORIGIN_KEY, self.origin.take())]
+                .into_iter()
+                .filter_map(|(key, json)| Some((key.to_vec(), json?)))
+                .collect(),
             ..Default::default()
         };
         for (id, value) in &batch.windows {
@@ -218,7 +225,7 @@ pub fn resume(recovered: &Recovered) -> Result<(BTreeMap<u32, Checkpoint>, Resto
                 }
                 restored.windows.push((id, value));
             }
-            Some((b'S', _)) => {} // the settings record: see `crate::store::settings`
+            Some((b'S' | b'O', _)) => {} // the settings and origin records: see `crate::store::settings`
             Some((b'P', id)) => {
                 let id: PendingKey = bincode::deserialize(id).map_err(|_| corrupt("pending key"))?;
                 let partial: KeyedPartial = bincode::deserialize(value).map_err(|_| corrupt("pending partial"))?;

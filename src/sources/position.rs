@@ -96,6 +96,102 @@ impl Position {
     }
 }
 
+/// Which end of a range a position gives: explicit offsets leave the
+/// partitions they do not list at `earliest` for a start and at `latest`
+/// for an end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bound {
+    Start,
+    End,
+}
+
+/// What a log says about itself when a command starts: per partition, the
+/// first offset it still holds and its end offset. Positions resolve
+/// against these, so a range is fixed once resolved, whatever is appended
+/// meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogBounds {
+    pub earliest: Vec<u64>,
+    pub ends: Vec<u64>,
+}
+
+/// A resolved range of offsets, `[start[p], end[p])` per partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub start: Vec<u64>,
+    pub end: Vec<u64>,
+}
+
+impl Range {
+    /// The records in the range (clicks, in a log of clicks).
+    pub fn records(&self) -> u64 {
+        self.start.iter().zip(&self.end).map(|(s, e)| e.saturating_sub(*s)).sum()
+    }
+}
+
+/// A position that does not resolve, naming the flag it came from.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {position}: {reason}")]
+pub struct PositionError {
+    /// `--from` or `--to`.
+    pub field: &'static str,
+    pub position: String,
+    pub reason: String,
+}
+
+impl Position {
+    /// One offset per partition of a log with `bounds`. Each log implements
+    /// only the time lookup: `offsets_at_time(t)` gives, per partition, the
+    /// first offset whose record time is at or after `t` (the end offset
+    /// where there is none), as Kafka's `offsetsForTimes` does; it is
+    /// called only for a time position. Its answers are kept within the
+    /// bounds.
+    pub fn resolve(
+        &self,
+        bound: Bound,
+        bounds: &LogBounds,
+        offsets_at_time: impl FnOnce(EventTime) -> Result<Vec<u64>, String>,
+    ) -> Result<Vec<u64>, String> {
+        let LogBounds { earliest, ends } = bounds;
+        if earliest.len() != ends.len() {
+            return Err(format!("the log reports {} start offsets for {} partitions", earliest.len(), ends.len()));
+        }
+        match self {
+            Position::Earliest => Ok(earliest.clone()),
+            Position::Latest => Ok(ends.clone()),
+            Position::Offsets(_) => {
+                let default = if bound == Bound::Start { earliest } else { ends };
+                self.explicit(earliest, ends, default).expect("explicit offsets")
+            }
+            Position::Time(time) => {
+                let found = offsets_at_time(*time)?;
+                if found.len() != ends.len() {
+                    return Err(format!("the time lookup gave {} offsets for {} partitions", found.len(), ends.len()));
+                }
+                Ok(found.iter().zip(earliest.iter().zip(ends)).map(|(&f, (&e, &end))| f.clamp(e, end.max(e))).collect())
+            }
+        }
+    }
+}
+
+/// Resolves `--from` and `--to` against one view of a log: every
+/// partition's end must not come before its start.
+pub fn resolve_range(
+    from: &Position,
+    to: &Position,
+    bounds: &LogBounds,
+    offsets_at_time: impl Fn(EventTime) -> Result<Vec<u64>, String>,
+) -> Result<Range, PositionError> {
+    let error = |field, position: &Position, reason| PositionError { field, position: position.to_string(), reason };
+    let start = from.resolve(Bound::Start, bounds, &offsets_at_time).map_err(|reason| error("--from", from, reason))?;
+    let end = to.resolve(Bound::End, bounds, &offsets_at_time).map_err(|reason| error("--to", to, reason))?;
+    if let Some(p) = (0..start.len()).find(|&p| end[p] < start[p]) {
+        let reason = format!("partition {p}: offset {} is before the --from offset {} (--to before --from)", end[p], start[p]);
+        return Err(error("--to", to, reason));
+    }
+    Ok(Range { start, end })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +215,39 @@ mod tests {
         assert!(position.explicit(&[0, 6], &[9, 9], &[0, 6]).unwrap().unwrap_err().contains("outside"));
         assert!("3:1".parse::<Position>().unwrap().explicit(&[0], &[9], &[0]).unwrap().unwrap_err().contains("1 partitions"));
         assert_eq!(Position::Latest.explicit(&[0], &[9], &[0]), None);
+    }
+
+    fn bounds() -> LogBounds {
+        LogBounds { earliest: vec![0, 4, 0], ends: vec![10, 9, 0] }
+    }
+
+    fn never(_: EventTime) -> Result<Vec<u64>, String> {
+        panic!("no time lookup for this position")
+    }
+
+    #[test]
+    fn positions_resolve_within_the_log_and_by_role() {
+        let b = bounds();
+        assert_eq!(Position::Earliest.resolve(Bound::End, &b, never), Ok(vec![0, 4, 0]));
+        assert_eq!(Position::Latest.resolve(Bound::Start, &b, never), Ok(vec![10, 9, 0]));
+        let listed: Position = "0:3".parse().unwrap();
+        assert_eq!(listed.resolve(Bound::Start, &b, never), Ok(vec![3, 4, 0]));
+        assert_eq!(listed.resolve(Bound::End, &b, never), Ok(vec![3, 9, 0]));
+        let lookup = |t: EventTime| Ok(vec![t, 0, 7]);
+        assert_eq!(Position::Time(5).resolve(Bound::Start, &b, lookup), Ok(vec![5, 4, 0]), "kept within the bounds");
+        assert!(Position::Time(5).resolve(Bound::Start, &b, |_| Ok(vec![1])).unwrap_err().contains("1 offsets for 3"));
+    }
+
+    #[test]
+    fn a_range_names_the_flag_that_is_wrong() {
+        let b = bounds();
+        let range = resolve_range(&"0:2".parse().unwrap(), &"0:5,1:6".parse().unwrap(), &b, never).unwrap();
+        assert_eq!(range, Range { start: vec![2, 4, 0], end: vec![5, 6, 0] });
+        assert_eq!(range.records(), 5);
+        let backwards = resolve_range(&"0:5".parse().unwrap(), &"0:2".parse().unwrap(), &b, never).unwrap_err();
+        assert_eq!(backwards.field, "--to");
+        assert_eq!(backwards.to_string(), "--to 0:2: partition 0: offset 2 is before the --from offset 5 (--to before --from)");
+        let beyond = resolve_range(&"1:99".parse().unwrap(), &Position::Latest, &b, never).unwrap_err();
+        assert_eq!(beyond.to_string(), "--from 1:99: partition 1: offset 99 is outside the log's offsets 4..=9");
     }
 }

@@ -475,6 +475,11 @@ impl Snapshot {
         }))
     }
 
+    /// How many windows have a row.
+    pub fn row_count(&self) -> Result<u64, StoreError> {
+        redb::ReadableTableMetadata::len(&self.txn.open_table(ROWS).or_store(&self.target)?).or_store(&self.target)
+    }
+
     /// The latest row of every window, in key order.
     pub fn all_rows(&self) -> Result<Vec<Row>, StoreError> {
         self.iter_rows()?.collect()

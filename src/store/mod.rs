@@ -30,6 +30,7 @@
 
 pub mod embedded;
 pub mod settings;
+pub mod versions;
 
 pub use embedded::{EmbeddedReader, EmbeddedStore, Snapshot};
 

@@ -1,17 +1,55 @@
-//! The job settings a store's committed state was made with.
+//! The job settings a store's committed state was made with, and where in
+//! the log its count starts.
 //!
-//! The first epoch commit of every run stores them beside the window state (state
-//! key [`SETTINGS_KEY`], JSON). A restarted job compares its own settings with
-//! them and refuses a change that would count the same log differently
-//! (the committed windows, checkpoints and dedup replay points were made
-//! under the old rules); `tally verify` compares the catalog it is given
-//! with the one the job ran with.
+//! The first epoch commit of every run stores the settings beside the
+//! window state (state key [`SETTINGS_KEY`], JSON). A restarted job compares
+//! its own settings with them and refuses a change that would count the
+//! same log differently (the committed windows, checkpoints and dedup replay
+//! points were made under the old rules); `tally verify` compares the
+//! catalog it is given with the one the job ran with.
+//!
+//! The first commit of a store also records its [`Origin`] (state key
+//! [`ORIGIN_KEY`], JSON): the offset every partition's count started at.
+//! It is never written again. A store without one (made before origins
+//! were recorded) started at offset 0.
 
 use serde::{Deserialize, Serialize};
 
 /// State key of the settings record (a tag byte no window or pending
 /// partial key uses).
 pub const SETTINGS_KEY: &[u8] = b"S";
+
+/// State key of the origin record.
+pub const ORIGIN_KEY: &[u8] = b"O";
+
+/// The start offsets of a store's count, by partition: the job read every
+/// partition from here with empty dedup memory and no progress (SEMANTICS.md,
+/// "Where a count starts").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Offset of partition `p` at index `p`.
+    pub offsets: Vec<u64>,
+}
+
+impl Origin {
+    /// The origin of a store that records none: offset 0 everywhere.
+    pub fn zero(partitions: u32) -> Origin {
+        Origin { offsets: vec![0; partitions as usize] }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("origin serializes")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Origin, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("stored origin: {e}"))
+    }
+
+    /// The origin offset of `partition` (0 for a partition it does not list).
+    pub fn offset(&self, partition: u32) -> u64 {
+        self.offsets.get(partition as usize).copied().unwrap_or(0)
+    }
+}
 
 /// The settings that decide what a click counts toward, and the catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +195,16 @@ mod tests {
         assert_eq!(given.incompatible_with(&stored).map(|c| c.key), Some("source"));
         let old = RunSettings { log: String::new(), ..settings() };
         assert_eq!(given.incompatible_with(&old), None, "stores that did not record their log accept any");
+    }
+
+    #[test]
+    fn origins_round_trip_and_default_to_zero() {
+        let origin = Origin { offsets: vec![3, 0, 7] };
+        assert_eq!(Origin::from_json(&origin.to_json()), Ok(origin.clone()));
+        assert_eq!(String::from_utf8(origin.to_json()).unwrap(), r#"{"offsets":[3,0,7]}"#);
+        assert_eq!((origin.offset(2), origin.offset(9)), (7, 0));
+        assert_eq!(Origin::zero(2).offsets, [0, 0]);
+        assert!(Origin::from_json(b"{}").unwrap_err().starts_with("stored origin: "));
     }
 
     #[test]

@@ -23,8 +23,12 @@
 //!
 //! # What is checked, and how exactly
 //!
-//! The recount reads every partition from offset 0 to the offsets of the
-//! store's last commit, and compares on the same snapshot. A too-late click
+//! The recount reads every partition from the store's origin (the offsets
+//! its first commit recorded, `store::settings::Origin`; 0 for a store that
+//! records none) to the offsets of its last commit, with no progress and
+//! empty dedup memory at the origin, as the job started, and compares on
+//! the same snapshot. The log is read through a [`LogView`], so a recount
+//! runs beside a job that owns the log. A too-late click
 //! whose batch (its partition's watermark when read, rounded down to the
 //! epoch) is at or past the committed epoch is pending in that commit
 //! (SEMANTICS.md, "What a commit holds") and left out of rows and ledger.
@@ -64,8 +68,8 @@
 //!
 //! # What is assumed
 //!
-//! - The log still starts at offset 0 in every partition (else the recount
-//!   refuses: retention deleted what it would need) and the store still
+//! - The log still holds every partition from the origin on (else the
+//!   recount refuses: retention deleted what it would need) and the store still
 //!   holds every window the log's clicks fall in (rows retention is not
 //!   taken into account).
 //! - The catalog given is the one the last commit was made with (checked by
@@ -87,10 +91,10 @@ use thiserror::Error;
 use crate::catalog::Catalog;
 use crate::event::{Click, EventTime, RequestId};
 use crate::job::Job;
-use crate::log::{Log, LogError};
+use crate::log::{LogError, LogView};
 use crate::sources::file::UserSalt;
 use crate::sources::kafka::KafkaTopic;
-use crate::store::{EmbeddedReader, Snapshot, StoreError, WindowKey};
+use crate::store::{versions, EmbeddedReader, Snapshot, StoreError, WindowKey};
 
 pub use compare::{compare, distinct_tolerance, Mismatch, MismatchKind, Report, SUMMARY_MISMATCH_LINES};
 pub use expected::Totals;
@@ -122,9 +126,13 @@ pub enum VerifyError {
     #[error("verify: partition {partition}: end offset {end} is beyond the log's end offset {log_end}")]
     EndBeyondLog { partition: u32, end: u64, log_end: u64 },
     /// Retention deleted the start of a partition: it cannot be recounted
-    /// from offset 0, and a recount from elsewhere would not be exact.
-    #[error("verify: partition {partition}: the log starts at offset {oldest}, a recount needs offset 0")]
-    Retained { partition: u32, oldest: u64 },
+    /// from its origin, and a recount from elsewhere would not be exact.
+    #[error("verify: partition {partition}: the log starts at offset {oldest}, a recount needs offset {origin}")]
+    Retained { partition: u32, oldest: u64, origin: u64 },
+    /// The store's origin is after its committed offset, or names other
+    /// partitions than the log has.
+    #[error("verify: the store's origin {0}")]
+    Origin(String),
     #[error("verify: partition {partition}: the log ended at offset {offset}, before the end offset {end}")]
     ShortRead { partition: u32, offset: u64, end: u64 },
     /// The store's settings record cannot be read.
@@ -191,27 +199,29 @@ impl Recount {
 /// count is authoritative, whatever `job.partitions` says). Without a
 /// catalog every click counts under campaign and advertiser `unknown`.
 pub fn recount(log: &dyn RecountLog, ends: &[u64], job: &Job, catalog: Option<&Catalog>) -> Result<Recount, VerifyError> {
-    recount_through(log, ends, job, catalog, EventTime::MAX)
+    recount_through(log, &vec![0; ends.len()], ends, job, catalog, EventTime::MAX)
 }
 
-/// [`recount`] as of a committed epoch: a too-late click is applied (to
-/// rows and the ledger) in the batch of its partition's watermark rounded
-/// down to the epoch, so one whose batch is at or past `applied_below` is
-/// still pending in that commit and left out.
+/// [`recount`] from `origin[p]` (each partition starting there with no
+/// progress and empty dedup memory), as of a committed epoch: a too-late
+/// click is applied (to rows and the ledger) in the batch of its
+/// partition's watermark rounded down to the epoch, so one whose batch is
+/// at or past `applied_below` is still pending in that commit and left out.
 pub fn recount_through(
     log: &dyn RecountLog,
+    origin: &[u64],
     ends: &[u64],
     job: &Job,
     catalog: Option<&Catalog>,
     applied_below: EventTime,
 ) -> Result<Recount, VerifyError> {
     let rules = Rules::of(job)?;
-    check_ends(log, ends)?;
+    check_ends(log, origin, ends)?;
     let mut counted = expected::Counted::default();
     let mut stats = RecountStats::default();
     let batches = Batches { epoch_ms: job.epoch_ms.max(1), applied_below };
-    for (partition, &end) in (0..).zip(ends) {
-        recount_partition(log, partition, end, &rules, batches, &mut counted, &mut stats)?;
+    for (partition, (&start, &end)) in (0..).zip(origin.iter().zip(ends)) {
+        recount_partition(log, partition, start..end, &rules, batches, &mut counted, &mut stats)?;
     }
     Ok(Recount {
         windows: expected::windows(&counted, job, catalog),
@@ -223,9 +233,9 @@ pub fn recount_through(
 }
 
 /// `tally verify`: checks the store's settings against `job` and `catalog`,
-/// recounts the log up to the offsets of the store's last commit and
-/// compares, all on one snapshot of the store. The report lists the first
-/// `show` mismatches in full.
+/// recounts the log from the store's origin up to the offsets of its last
+/// commit and compares, all on one snapshot of the store. The report lists
+/// the first `show` mismatches in full.
 pub fn verify(
     log: &dyn RecountLog,
     store: &EmbeddedReader,
@@ -236,8 +246,12 @@ pub fn verify(
     let snapshot = store.snapshot()?;
     let note = settings::check(&snapshot, job, catalog.map(|c| &c.stamp))?;
     let ends = committed_ends(&snapshot, log.partitions())?;
+    let origin = versions::origin(&snapshot, log.partitions()).map_err(VerifyError::Settings)?;
+    if origin.offsets.len() != ends.len() {
+        return Err(VerifyError::Origin(format!("lists {} partitions, the log has {}", origin.offsets.len(), ends.len())));
+    }
     let applied_below = snapshot.committed_epoch()?.unwrap_or(0);
-    let recount = recount_through(log, &ends, job, catalog.map(|c| &c.catalog), applied_below)?;
+    let recount = recount_through(log, &origin.offsets, &ends, job, catalog.map(|c| &c.catalog), applied_below)?;
     let mut report = compare(&recount, &snapshot, show)?;
     report.notes.extend(note);
     Ok(report)
@@ -255,17 +269,20 @@ pub fn committed_ends(snapshot: &Snapshot, partitions: u32) -> Result<Vec<u64>, 
     Ok(ends)
 }
 
-fn check_ends(log: &dyn RecountLog, ends: &[u64]) -> Result<(), VerifyError> {
-    if ends.len() != log.partitions() as usize {
+fn check_ends(log: &dyn RecountLog, origin: &[u64], ends: &[u64]) -> Result<(), VerifyError> {
+    if ends.len() != log.partitions() as usize || origin.len() != ends.len() {
         return Err(VerifyError::EndsCount { given: ends.len(), partitions: log.partitions() });
     }
     let (starts, log_ends) = (log.start_offsets(), log.end_offsets());
-    for (partition, ((&end, &log_end), &oldest)) in (0..).zip(ends.iter().zip(&log_ends).zip(&starts)) {
+    for (partition, ((&end, &log_end), (&oldest, &origin))) in (0..).zip(ends.iter().zip(&log_ends).zip(starts.iter().zip(origin))) {
         if end > log_end {
             return Err(VerifyError::EndBeyondLog { partition, end, log_end });
         }
-        if end > 0 && oldest > 0 {
-            return Err(VerifyError::Retained { partition, oldest });
+        if origin > end {
+            return Err(VerifyError::Origin(format!("of partition {partition}, offset {origin}, is past its committed offset {end}")));
+        }
+        if end > origin && oldest > origin {
+            return Err(VerifyError::Retained { partition, oldest, origin });
         }
     }
     Ok(())
@@ -284,14 +301,18 @@ struct Batches {
 fn recount_partition(
     log: &dyn RecountLog,
     partition: u32,
-    end: u64,
+    range: std::ops::Range<u64>,
     rules: &Rules,
     batches: Batches,
     counted: &mut expected::Counted,
     stats: &mut RecountStats,
 ) -> Result<(), VerifyError> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let end = range.end;
     let mut judge = judge::PartitionJudge::new(*rules);
-    log.read_partition(partition, 0, end, &mut |batch| {
+    log.read_partition(partition, range.start, end, &mut |batch| {
         for click in batch {
             stats.clicks_read += 1;
             let watermark = judge.watermark();
@@ -332,17 +353,17 @@ pub trait RecountLog {
     fn read_partition(&self, partition: u32, from: u64, end: u64, each: &mut dyn FnMut(&[Click])) -> Result<(), VerifyError>;
 }
 
-impl RecountLog for Log {
+impl RecountLog for LogView {
     fn partitions(&self) -> u32 {
-        Log::partitions(self)
+        LogView::partitions(self)
     }
 
     fn start_offsets(&self) -> Vec<u64> {
-        Log::start_offsets(self)
+        LogView::start_offsets(self)
     }
 
     fn end_offsets(&self) -> Vec<u64> {
-        Log::end_offsets(self)
+        LogView::end_offsets(self)
     }
 
     fn read_partition(&self, partition: u32, from: u64, end: u64, each: &mut dyn FnMut(&[Click])) -> Result<(), VerifyError> {

@@ -17,7 +17,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::sources::file::UserSalt;
-use crate::sources::position::Position;
 
 pub use reader::KafkaPartitionReader;
 
@@ -199,25 +198,6 @@ impl KafkaTopic {
                 }
             })
             .collect()
-    }
-
-    /// One offset per partition for `position`; unlisted partitions of an
-    /// explicit position take `default` (earliest for a start, the end for
-    /// an end).
-    pub fn resolve(&self, position: &Position, default_to_end: bool) -> Result<Vec<u64>, KafkaProblem> {
-        let (earliest, ends) = self.bounds()?;
-        let default = if default_to_end { &ends } else { &earliest };
-        if let Some(explicit) = position.explicit(&earliest, &ends, default) {
-            return explicit.map_err(KafkaProblem::Config);
-        }
-        match position {
-            Position::Earliest => Ok(earliest),
-            Position::Latest => Ok(ends),
-            Position::Time(time) => {
-                self.offsets_at(*time, &ends).map(|offsets| offsets.iter().zip(&earliest).map(|(o, e)| *o.max(e)).collect())
-            }
-            Position::Offsets(_) => unreachable!("explicit offsets resolved above"),
-        }
     }
 
     /// A reader of `partition` from `offset`, up to `end` when bounded.

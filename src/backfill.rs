@@ -1,0 +1,316 @@
+//! `tally backfill`: re-aggregates a range of the embedded log into a new
+//! version of the output, beside the live job.
+//!
+//! A backfill is a bounded run of the job over `[--from, --to)` into a store
+//! of its own (`store::versions`): it reads the log through a
+//! [`LogView`] (a snapshot of its durable records, without the lock that
+//! the job running on it holds), so it can run while `tally up` or `tally
+//! run` own the log and the live store, and it never touches either. Its
+//! store records the range's start as its origin: every partition starts
+//! there with no progress and empty dedup memory, so `tally verify
+//! --version` recounts exactly that range (SEMANTICS.md, "Where a count
+//! starts"). The version is built in a hidden directory and put in place
+//! only once the run has committed everything; an interrupted or failed
+//! backfill leaves no version (and the next backfill sweeps what it left).
+//!
+//! Everything the user gives is checked before anything is written: the
+//! name, the positions, the range (not empty, `--to` not before `--from`,
+//! offsets within the log), and whether the name is free.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::datadir::DataDir;
+use crate::dataflow::stats::{SourceStats, StatsSnapshot};
+use crate::job::{Job, SinkSpec, SourceSpec};
+use crate::log::LogView;
+use crate::run::{run, RunError, RunOptions};
+use crate::sources::kafka::KafkaTopic;
+use crate::sources::position::{resolve_range, LogBounds, Position, Range};
+use crate::store::versions::{self, Manifest, VersionError};
+use crate::store::EmbeddedStore;
+
+/// How often a progress bar on a terminal is redrawn.
+const BAR_REDRAW: Duration = Duration::from_millis(200);
+/// How often a progress line is written when stderr is not a terminal.
+const LINE_EVERY: Duration = Duration::from_secs(5);
+/// Width of the progress bar, in characters.
+const BAR_WIDTH: usize = 30;
+
+/// What `tally backfill` is asked to do.
+#[derive(Clone, Debug)]
+pub struct BackfillOptions {
+    /// The version to make.
+    pub name: String,
+    /// `--from` and `--to` as given.
+    pub from: String,
+    pub to: String,
+    /// Build it again if it exists (never the serving version).
+    pub replace: bool,
+    pub workers: usize,
+    pub catalog: Option<PathBuf>,
+    pub progress: Progress,
+}
+
+/// How a backfill shows its progress on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A bar redrawn in place (clicks, clicks/s, ETA): stderr is a terminal.
+    Bar,
+    /// A plain line every few seconds: clicks done of the total, rate.
+    Lines,
+    None,
+}
+
+impl Progress {
+    /// A bar on a terminal, lines otherwise.
+    pub fn for_stderr() -> Progress {
+        if std::io::stderr().is_terminal() {
+            Progress::Bar
+        } else {
+            Progress::Lines
+        }
+    }
+}
+
+/// Why a backfill did not make its version.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// Bad input, named by its flag; nothing was written.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Version(#[from] VersionError),
+    #[error("{0}")]
+    Run(#[from] RunError),
+}
+
+impl BackfillError {
+    /// 2 for bad input, 1 for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BackfillError::Usage(_) => 2,
+            BackfillError::Version(e) if e.is_usage() => 2,
+            BackfillError::Version(_) => 1,
+            BackfillError::Run(e) => e.exit_code(),
+        }
+    }
+}
+
+/// What a finished backfill made.
+#[derive(Clone, Debug)]
+pub struct BackfillReport {
+    pub name: String,
+    pub range: Range,
+    pub stats: StatsSnapshot,
+    pub elapsed: Duration,
+    pub rows: u64,
+    pub committed_epoch: Option<u64>,
+}
+
+impl BackfillReport {
+    /// Clicks read per second of the run.
+    pub fn clicks_per_s(&self) -> f64 {
+        self.stats.read_total() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Makes version `options.name` from a bounded run of `job` over the range.
+pub fn backfill(job: &Job, data_dir: &DataDir, options: &BackfillOptions) -> Result<BackfillReport, BackfillError> {
+    versions::check_new_name(&options.name).map_err(|e| BackfillError::Usage(format!("--version {}: {}", options.name, reason(e))))?;
+    let from = parse_position("--from", &options.from)?;
+    let to = parse_position("--to", &options.to)?;
+    let view = open_view(job, data_dir)?;
+    let range = match &view {
+        Some(view) => {
+            let bounds = LogBounds { earliest: view.start_offsets(), ends: view.end_offsets() };
+            resolve_range(&from, &to, &bounds, |time| view.offsets_at_time(time).map_err(|e| e.to_string()))
+        }
+        None => {
+            let SourceSpec::Kafka { brokers, topic } = &job.source else { unreachable!("open_view accepts log and kafka jobs") };
+            let topic = KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions };
+            let (earliest, ends) = topic.bounds().map_err(|e| BackfillError::Run(RunError::from(e)))?;
+            let bounds = LogBounds { earliest, ends: ends.clone() };
+            resolve_range(&from, &to, &bounds, |time| topic.offsets_at(time, &ends).map_err(String::from))
+        }
+    }
+    .map_err(|e| BackfillError::Usage(e.to_string()))?;
+    if range.records() == 0 {
+        let reason = format!("--to {}: the range from --from {} holds no clicks", options.to, options.from);
+        return Err(BackfillError::Usage(reason));
+    }
+    versions::check_replaceable(data_dir, &options.name, options.replace)?;
+    versions::sweep_leftovers(data_dir)?;
+    let building = versions::building_dir(data_dir, &options.name)?;
+    let built = build(job, data_dir, options, view, &range, &building);
+    let report = match built {
+        Ok(report) => report,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&building);
+            return Err(error);
+        }
+    };
+    if let Err(error) = versions::install(data_dir, &building, &options.name, options.replace) {
+        let _ = std::fs::remove_dir_all(&building);
+        return Err(error.into());
+    }
+    Ok(report)
+}
+
+/// The reason of a name error, without the name (the caller names the flag).
+fn reason(error: VersionError) -> String {
+    match error {
+        VersionError::Name { reason, .. } => reason,
+        other => other.to_string(),
+    }
+}
+
+fn parse_position(field: &str, text: &str) -> Result<Position, BackfillError> {
+    text.parse().map_err(|reason| BackfillError::Usage(format!("{field} {text}: {reason}")))
+}
+
+/// The job's embedded log, read without owning it; `None` for a Kafka
+/// topic (any number of consumers read it).
+fn open_view(job: &Job, data_dir: &DataDir) -> Result<Option<LogView>, BackfillError> {
+    let dir = match &job.source {
+        SourceSpec::Log { dir } => dir,
+        SourceSpec::Kafka { .. } => return Ok(None),
+        _ => {
+            let reason = format!(
+                "{}: source.kind: a backfill re-reads a log; the job must have source.kind = \"log\" or \"kafka\"",
+                job.file.display()
+            );
+            return Err(BackfillError::Usage(reason));
+        }
+    };
+    let dir = dir.clone().unwrap_or_else(|| data_dir.log());
+    let view = LogView::open(&dir).map_err(|e| BackfillError::Usage(e.to_string()))?;
+    if view.partitions() != job.partitions {
+        let reason = format!("{}: source.partitions is {} but the log has {}", job.file.display(), job.partitions, view.partitions());
+        return Err(BackfillError::Usage(reason));
+    }
+    Ok(Some(view))
+}
+
+/// The bounded run into a new store in `building`, with its manifest.
+fn build(
+    job: &Job,
+    data_dir: &DataDir,
+    options: &BackfillOptions,
+    view: Option<LogView>,
+    range: &Range,
+    building: &std::path::Path,
+) -> Result<BackfillReport, BackfillError> {
+    let manifest = Manifest {
+        name: options.name.clone(),
+        job: job.file.display().to_string(),
+        from: options.from.clone(),
+        to: options.to.clone(),
+        start: range.start.clone(),
+        end: range.end.clone(),
+        created_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+    };
+    manifest.write(building)?;
+    let store = EmbeddedStore::open(&building.join("store")).map_err(RunError::from)?;
+    let stats = Arc::new(SourceStats::default());
+    let offsets = |offsets: &[u64]| Position::Offsets((0..).zip(offsets.iter().copied()).collect());
+    let run_options = RunOptions {
+        workers: options.workers.max(1),
+        data_dir: data_dir.clone(),
+        catalog: options.catalog.clone(),
+        bounded: true,
+        from: Some(offsets(&range.start)),
+        to: Some(offsets(&range.end)),
+        log_view: view,
+        store: Some(Arc::new(Mutex::new(Some(store)))),
+        stats: Some(Arc::clone(&stats)),
+        ..RunOptions::default()
+    };
+    let job = Job { sink: SinkSpec::Store, ..job.clone() };
+    let started = Instant::now();
+    let running = std::thread::Builder::new()
+        .name("backfill".to_owned())
+        .spawn(move || run(&job, &run_options))
+        .map_err(|e| BackfillError::Usage(format!("backfill thread: {e}")))?;
+    let total = range.records();
+    show_progress(options.progress, &options.name, total, &stats, started, || running.is_finished());
+    let report = running.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let reader = EmbeddedStore::open_read_only(&building.join("store")).map_err(RunError::from)?;
+    let snapshot = reader.snapshot().map_err(RunError::from)?;
+    Ok(BackfillReport {
+        name: options.name.clone(),
+        range: range.clone(),
+        stats: report.stats,
+        elapsed: report.elapsed,
+        rows: snapshot.row_count().map_err(RunError::from)?,
+        committed_epoch: snapshot.committed_epoch().map_err(RunError::from)?,
+    })
+}
+
+/// Shows how far the run is until `done`.
+fn show_progress(style: Progress, name: &str, total: u64, stats: &SourceStats, started: Instant, done: impl Fn() -> bool) {
+    let mut last_line = Instant::now();
+    let mut drew = false;
+    while !done() {
+        std::thread::sleep(BAR_REDRAW);
+        let read = stats.read().read_total();
+        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        let rate = read as f64 / elapsed;
+        match style {
+            Progress::Bar => {
+                eprint!("\r{}", bar_line(name, read, total, rate));
+                drew = true;
+            }
+            Progress::Lines if last_line.elapsed() >= LINE_EVERY => {
+                eprintln!("backfill {name}: {read} / {total} clicks, {} clicks/s", rate.round());
+                last_line = Instant::now();
+            }
+            Progress::Lines | Progress::None => {}
+        }
+        let _ = std::io::stderr().flush();
+    }
+    if drew {
+        eprintln!();
+    }
+}
+
+/// `backfill NAME [#####.....]  45%  450000/1000000 clicks  1.2M clicks/s  ETA 0:03`.
+pub fn bar_line(name: &str, read: u64, total: u64, rate: f64) -> String {
+    let share = if total == 0 { 1.0 } else { (read as f64 / total as f64).min(1.0) };
+    let filled = (share * BAR_WIDTH as f64).round() as usize;
+    let bar: String = "#".repeat(filled) + &".".repeat(BAR_WIDTH - filled);
+    let eta = match rate > 0.0 {
+        true => {
+            let secs = (total.saturating_sub(read) as f64 / rate).ceil() as u64;
+            format!("{}:{:02}", secs / 60, secs % 60)
+        }
+        false => "-:--".to_owned(),
+    };
+    format!("backfill {name} [{bar}] {:>3.0}%  {read}/{total} clicks  {} clicks/s  ETA {eta}  ", share * 100.0, human(rate))
+}
+
+fn human(rate: f64) -> String {
+    match rate {
+        r if r >= 1e6 => format!("{:.2}M", r / 1e6),
+        r if r >= 1e3 => format!("{:.1}k", r / 1e3),
+        r => format!("{r:.0}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_shows_clicks_rate_and_eta() {
+        let line = bar_line("v2", 450_000, 1_000_000, 1_200_000.0);
+        assert!(
+            line.starts_with("backfill v2 [##############................]  45%  450000/1000000 clicks  1.20M clicks/s  ETA 0:01"),
+            "{line}"
+        );
+        assert!(bar_line("v2", 0, 10, 0.0).contains("ETA -:--"));
+        assert!(bar_line("v2", 10, 10, 5.0).contains("100%"));
+    }
+}
