@@ -108,28 +108,66 @@ stats() {
 human() { awk -v n="$1" 'BEGIN { if (n == "-") print "-"; else if (n >= 1e6) printf "%.2fM", n / 1e6; else if (n >= 1e3) printf "%.1fk", n / 1e3; else printf "%d", n }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 
-# Cores other processes kept busy over an interval: busy jiffies of the
-# machine from /proc/stat at two points, less the run's own CPU seconds.
-busy_jiffies() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# CPU accounting, in clock ticks: the machine's busy time (/proc/stat) and
+# the broker's (/proc/PID/stat), read before and after each run.
+ticks_per_s=$(getconf CLK_TCK)
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+broker_ticks() { awk '{ print $14 + $15 }' "/proc/$(cat "$kafka_dir/broker-0/pid")/stat"; }
+
+# Runs a command under GNU time into OUT (stdout and stderr) and sets
+# m_wall (s), m_cpu (CPU-s of the command and everything it waited for),
+# m_rss (largest RSS of one of its processes, MiB), m_broker (cores the
+# broker used meanwhile) and m_other (cores anything else used). Returns
+# the command's status.
+measured() {
+  local out=$1
+  shift
+  local busy0 broker0 start end status=0
+  busy0=$(busy_ticks)
+  broker0=$(broker_ticks)
+  start=$(date +%s%N)
+  /usr/bin/time -f 'time: %e %U %S %M' -o "$out.time" "$@" >"$out" 2>&1 || status=$?
+  end=$(date +%s%N)
+  local busy1 broker1 user sys rss_kib
+  busy1=$(busy_ticks)
+  broker1=$(broker_ticks)
+  read -r _ _ user sys rss_kib < <(grep '^time:' "$out.time")
+  m_wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  m_cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
+  m_rss=$((rss_kib / 1024))
+  m_broker=$(awk -v t="$ticks_per_s" -v d="$((broker1 - broker0))" -v w="$m_wall" 'BEGIN { printf "%.2f", d / t / w }')
+  m_other=$(awk -v t="$ticks_per_s" -v b="$((busy1 - busy0))" -v k="$((broker1 - broker0))" -v c="$m_cpu" -v w="$m_wall" \
+    'BEGIN { l = ((b - k) / t - c) / w; printf "%.2f", l < 0 ? 0 : l }')
+  return "$status"
+}
+
+# One table line and one figures line (events/s, wall, CPU-s, RSS, broker, other).
+report() {
+  local row=$1 run=$2 eps=$3
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$eps" "$m_wall" "$m_cpu" "$m_rss" "$m_broker" "$m_other" >>"$work/$row.tsv"
+  printf '%-9s | %d | %s | %s s | %s | %s MiB | %s | %s\n' "$row" "$run" "$(human "$eps")" "$m_wall" "$m_cpu" "$m_rss" "$m_broker" "$m_other"
+}
 
 # --- the Flink side -----------------------------------------------------------
+#
+# events/s is Flink's own figure (clicks ÷ the job's net run time, as
+# bench/flink/run.sh reports it: deployment included, the JVM's and the
+# MiniCluster's start left out); the other columns cover the whole JVM.
 
 run_flink() {
   local run=$1
   local out=$work/flink-$run.out
   local check=()
   [ "$smoke" = 0 ] || check=(--check)
-  bench/flink/run.sh --mode kafka --runs 1 -- --bootstrap "$bootstrap" --topic "$topic" ${check[@]+"${check[@]}"} >"$out"
-  local eps elapsed rss load lag
-  eps=$(sed -n 's/^flink kafka events\/s: //p' "$out")
-  elapsed=$(sed -n 's/^flink kafka elapsed s: //p' "$out")
-  rss=$(sed -n 's/^flink kafka peak rss mib: //p' "$out")
-  load=$(sed -n 's/^flink kafka other load cores: //p' "$out")
-  lag=$(sed -n 's/^flink lag samples (s:records): //p' "$out")
+  if ! measured "$out" bench/flink/run.sh --mode kafka --runs 1 -- --bootstrap "$bootstrap" --topic "$topic" \
+    ${check[@]+"${check[@]}"}; then
+    tail -n 20 "$out" >&2
+    echo "run-kafka.sh: Flink run $run failed; output: $out" >&2
+    return 1
+  fi
+  report flink "$run" "$(sed -n 's/^flink kafka events\/s: //p' "$out")"
   grep -E '^flink (read|check):' "$out" | sed 's/^/    /'
-  echo "    lag (s:records): $lag"
-  printf '%s\t%s\t%s\t%s\n' "$eps" "$elapsed" "$rss" "$load" >>"$work/flink.tsv"
-  printf 'flink | run %d | %s | %s s | %s MiB | %s\n' "$run" "$(human "$eps")" "$elapsed" "$rss" "$load"
+  echo "    consumer lag (s:records): $(sed -n 's/^flink lag samples (s:records): //p' "$out")"
 }
 
 # --- the tally side -----------------------------------------------------------
@@ -146,49 +184,30 @@ tally_has_kafka() {
   [ -x "$tally" ] && [ -f jobs/kafka.toml ] && "$tally" run --help 2>/dev/null | grep -q -- '--brokers'
 }
 
-# Runs the job once with PROCESSES processes on a fresh data directory;
-# appends "events/s wall-s peak-rss-mib cpu-s other-load" to the row's table.
+# Runs the job once with PROCESSES processes on a fresh data directory.
 run_tally() {
   local processes=$1 run=$2
-  local data=$work/tally-${processes}p-$run out=$work/tally-${processes}p-$run.out
-  rm -rf "$data" "$work/cluster-${processes}p"
-  local cmd
-  local args=(--bounded --data-dir "$data" --brokers "$bootstrap" --catalog "$work/ads.csv")
+  local row=tally-${processes}p
+  local data=$work/$row-$run out=$work/$row-$run.out state=$work/cluster-${processes}p
+  rm -rf "$data" "$state"
+  local args=(--bounded --data-dir "$data" --brokers "$bootstrap" --catalog "$work/ads.csv") cmd
   if [ "$processes" = 1 ]; then
     cmd=("$tally" run jobs/kafka.toml "${args[@]}" -w "$workers")
   else
-    cmd=(scripts/cluster.sh jobs/kafka.toml "$processes" 1 --state "$work/cluster-${processes}p" --tally "$tally"
-      --max-restarts 0 -- "${args[@]}")
+    cmd=(scripts/cluster.sh jobs/kafka.toml "$processes" 1 --state "$state" --tally "$tally" --max-restarts 0 -- "${args[@]}")
   fi
-  local busy_before start status=0
-  busy_before=$(busy_jiffies)
-  start=$(date +%s%N)
-  # GNU time: the CPU of the process and of everything it waited for, and the largest RSS.
-  /usr/bin/time -f 'time: %e %U %S %M' -o "$out.time" "${cmd[@]}" >"$out" 2>&1 || status=$?
-  local end
-  end=$(date +%s%N)
-  if [ "$status" != 0 ]; then
+  if ! measured "$out" "${cmd[@]}"; then
     tail -n 20 "$out" >&2
-    echo "run-kafka.sh: tally ${processes}p run $run failed with status $status; log: $out" >&2
+    echo "run-kafka.sh: tally ${processes}p run $run failed; output: $out" >&2
     return 1
   fi
-  local read_clicks wall eps cpu rss load
+  report "$row" "$run" "$(awk -v n="$clicks" -v w="$m_wall" 'BEGIN { printf "%.0f", n / w }')"
   # Every process prints "read N clicks: ..."; a cluster's are in its logs.
-  if [ "$processes" = 1 ]; then
-    read_clicks=$(sed -n 's/^read \([0-9]*\) clicks.*/\1/p' "$out" | awk '{ s += $1 } END { print s + 0 }')
-  else
-    read_clicks=$(cat "$work/cluster-${processes}p"/p*.log | sed -n 's/^read \([0-9]*\) clicks.*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
-  fi
-  wall=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-  eps=$(awk -v n="$clicks" -v w="$wall" 'BEGIN { printf "%.0f", n / w }')
-  read -r _ _ user sys rss_kib < <(grep '^time:' "$out.time")
-  cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')
-  rss=$((rss_kib / 1024))
-  load=$(awk -v b0="$busy_before" -v b1="$(busy_jiffies)" -v c="$cpu" -v w="$wall" \
-    'BEGIN { l = ((b1 - b0) / 100 - c) / w; printf "%.2f", l < 0 ? 0 : l }')
-  [ "$read_clicks" = "$clicks" ] || echo "    note: tally read $read_clicks clicks, the topic holds $clicks" >&2
-  printf '%s\t%s\t%s\t%s\t%s\n' "$eps" "$wall" "$rss" "$cpu" "$load" >>"$work/tally-${processes}p.tsv"
-  printf 'tally %dp | run %d | %s | %s s | %s MiB | %s | %s CPU-s\n' "$processes" "$run" "$(human "$eps")" "$wall" "$rss" "$load" "$cpu"
+  local logs=("$out")
+  [ "$processes" = 1 ] || logs=("$state"/p*.log)
+  local read_clicks
+  read_clicks=$(cat "${logs[@]}" | sed -n 's/^read \([0-9]*\) clicks.*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
+  echo "    read $read_clicks clicks$([ "$read_clicks" = "$clicks" ] || echo ", NOT the $clicks of the topic")"
 }
 
 # --- runs, interleaved ----------------------------------------------------------
@@ -203,7 +222,7 @@ if [ "$tally_side" = 1 ]; then
   # and advertisers are counted alike on both sides.
   "$tally" gen --clicks 1 --output /dev/null --catalog "$work/ads.csv" 2>/dev/null
 fi
-echo "engine | run | events/s | wall s | peak RSS | other load (cores) | CPU"
+echo "row       | run | events/s | wall s | CPU-s | peak RSS | broker (cores) | other load (cores)"
 for run in $(seq 1 "$runs"); do
   [ "$flink" = 0 ] || run_flink "$run"
   if [ "$tally_side" = 1 ]; then
@@ -212,23 +231,28 @@ for run in $(seq 1 "$runs"); do
   fi
 done
 
-summary() {
-  local file=$1
-  [ -s "$file" ] || { echo "- - -"; return; }
-  cut -f1 "$file" | stats
+# "median (min–max)" of a column of a row's table.
+column() {
+  local row=$1 col=$2
+  [ -s "$work/$row.tsv" ] || { echo "- - -"; return; }
+  cut -f"$col" "$work/$row.tsv" | stats
 }
-read -r flink_eps flink_min flink_max < <(summary "$work/flink.tsv")
-read -r t1_eps t1_min t1_max < <(summary "$work/tally-1p.tsv")
-read -r t2_eps t2_min t2_max < <(summary "$work/tally-2p.tsv")
+row_line() {
+  local row=$1 name=$2 eps lo hi
+  [ -s "$work/$row.tsv" ] || return 0
+  read -r eps lo hi < <(column "$row" 1)
+  echo "| $name | $(human "$eps") ($(human "$lo")–$(human "$hi")) | $(column "$row" 2 | cut -d' ' -f1) | $(column "$row" 3 | cut -d' ' -f1) | $(column "$row" 4 | cut -d' ' -f3) MiB | $(column "$row" 5 | cut -d' ' -f1) | $(column "$row" 6 | cut -d' ' -f3) |"
+}
+read -r flink_eps _ _ < <(column flink 1)
+read -r t1_eps _ _ < <(column tally-1p 1)
+read -r t2_eps _ _ < <(column tally-2p 1)
 echo
-echo "Kafka 4.4 broker on $bootstrap, topic $topic: $clicks clicks in 8 partitions; $runs run(s) per row"
-echo "| engine | events/s median (min–max) |"
-echo "|---|---|"
-[ "$flink" = 0 ] || echo "| Flink $(sed -n 's/^flink kafka version: //p' "$work/flink-1.out") DataStream, parallelism 2 | $(human "$flink_eps") ($(human "$flink_min")–$(human "$flink_max")) |"
-if [ "$tally_side" = 1 ]; then
-  echo "| tally, 1 process, -w $workers | $(human "$t1_eps") ($(human "$t1_min")–$(human "$t1_max")) |"
-  echo "| tally, 2 processes × 1 worker | $(human "$t2_eps") ($(human "$t2_min")–$(human "$t2_max")) |"
-fi
+echo "Kafka 4.4 broker on $bootstrap, topic $topic: $clicks clicks in 8 partitions; $runs run(s) per row, medians"
+echo "| engine | events/s median (min–max) | wall s | CPU-s | peak RSS (max) | broker cores | other load (max) |"
+echo "|---|---|---|---|---|---|---|"
+row_line flink "Flink $(sed -n 's/^flink kafka version: //p' "$work/flink-1.out" 2>/dev/null) DataStream, parallelism 2"
+row_line tally-1p "tally, 1 process, -w $workers"
+row_line tally-2p "tally, 2 processes × 1 worker"
 echo
 echo "kafka load clicks/s: $load_eps"
 echo "kafka flink events/s: $flink_eps"
