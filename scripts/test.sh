@@ -134,6 +134,9 @@ cargo bench --locked --bench ingest -- --smoke
 step "tally vs Flink smoke (bench/run.sh --smoke: Flink from Maven Central, matplotlib from PyPI; plot in target/bench-smoke/)"
 bench/run.sh --smoke
 
+step "tally vs Flink over Kafka smoke (bench/run-kafka.sh --smoke: a broker of its own, 200k clicks)"
+bench/run-kafka.sh --smoke
+
 current_step="summary"
 echo
 echo "test.sh: OK: release build, all tests passed, benchmark smokes ran ($((SECONDS - started)) s)"

@@ -4,11 +4,14 @@
 # in a fresh JVM, and prints every run, the median and min–max, and closing
 # `flink <mode> ...: value` lines for scripts.
 #
-# Usage: bench/flink/run.sh [--mode core|checkpointed|generator] [--clicks N]
+# Usage: bench/flink/run.sh [--mode core|checkpointed|generator|kafka] [--clicks N]
 #          [--runs R] [--rate-per-s R] [--parallelism P] [--heap SIZE]
-#          [--timeout S] [--smoke] [-- ClicksJob flags...]
+#          [--timeout S] [--smoke] [--build-only] [-- job flags...]
 #   --mode       core: no checkpoints (default); checkpointed: exactly-once
-#                checkpoints every 2 s; generator: the source alone
+#                checkpoints every 2 s; generator: the source alone;
+#                kafka: the DataStream job over a Kafka topic (KafkaClicksJob,
+#                flags after -- such as --bootstrap B --topic T; --clicks and
+#                --rate-per-s do not apply: the topic holds the clicks)
 #   --clicks     clicks per run (default 5000000)
 #   --runs       runs (default 3)
 #   --rate-per-s event-time rate of the generated clicks (default 1000000)
@@ -16,6 +19,7 @@
 #   --heap       JVM heap limit, -Xmx (default 8g)
 #   --timeout    seconds per run before the JVM is killed (default 900)
 #   --smoke      200k clicks, 1 run, rows counted and checked (CI)
+#   --build-only build (when the sources changed) and exit
 # Environment: FLINK_BENCH_CACHE overrides the cache folder.
 set -euo pipefail
 
@@ -29,6 +33,7 @@ parallelism=2
 heap=8g
 timeout_s=900
 smoke=0
+build_only=0
 job_flags=()
 
 usage() {
@@ -46,12 +51,13 @@ while [ $# -gt 0 ]; do
     --heap) heap=${2:?--heap needs a value}; shift 2 ;;
     --timeout) timeout_s=${2:?--timeout needs a value}; shift 2 ;;
     --smoke) smoke=1; shift ;;
+    --build-only) build_only=1; shift ;;
     --) shift; job_flags+=("$@"); break ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
 done
-case "$mode" in core|checkpointed|generator) ;; *) echo "run.sh: --mode must be core, checkpointed or generator" >&2; exit 2 ;; esac
+case "$mode" in core|checkpointed|generator|kafka) ;; *) echo "run.sh: --mode must be core, checkpointed, generator or kafka" >&2; exit 2 ;; esac
 for n in "$clicks" "$runs" "$rate" "$parallelism" "$timeout_s"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $n is not a positive integer" >&2; exit 2; }
 done
@@ -91,6 +97,7 @@ if [ ! -f "$stamp" ] || [ ! -f "$cache/classpath.txt" ] ||
   printf 'flink build s: %d.%d\n' $((build_ms / 1000)) $((build_ms % 1000 / 100))
 fi
 classpath="$cache/target/classes:$(cat "$cache/classpath.txt")"
+[ "$build_only" = 0 ] || exit 0
 
 # Flink's JVM options for Java 17 (its own launcher's defaults).
 jvm_opts=(
@@ -125,15 +132,20 @@ stats() {
 }
 human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%.2fM", n / 1e6; else if (n >= 1e3) printf "%.1fk", n / 1e3; else printf "%d", n }'; }
 
-echo "flink bench: mode $mode, $clicks clicks at $rate clicks/s of event time, parallelism $parallelism, $runs run(s), heap $heap"
+if [ "$mode" = kafka ]; then
+  main=(tally.bench.flink.kafka.KafkaClicksJob --parallelism "$parallelism")
+  echo "flink bench: mode kafka, parallelism $parallelism, $runs run(s), heap $heap"
+else
+  main=(tally.bench.flink.ClicksJob --mode "$mode" --clicks "$clicks" --rate-per-s "$rate" --parallelism "$parallelism")
+  echo "flink bench: mode $mode, $clicks clicks at $rate clicks/s of event time, parallelism $parallelism, $runs run(s), heap $heap"
+fi
 echo "run | events/s | elapsed s | startup s | events/s from 1st click | events per task CPU-s | GC s | peak RSS MiB | other load (cores) | checkpoints"
 : >"$logs/summary.tsv"
 for run in $(seq 1 "$runs"); do
   out=$logs/$mode-$run.out
   err=$logs/$mode-$run.log
   status=0
-  timeout -k 10 "$timeout_s" java "${jvm_opts[@]}" -cp "$classpath" tally.bench.flink.ClicksJob \
-    --mode "$mode" --clicks "$clicks" --rate-per-s "$rate" --parallelism "$parallelism" \
+  timeout -k 10 "$timeout_s" java "${jvm_opts[@]}" -cp "$classpath" "${main[@]}" \
     ${job_flags[@]+"${job_flags[@]}"} >"$out" 2>"$err" || status=$?
   if [ "$status" = 124 ] || [ "$status" = 137 ]; then
     echo "run.sh: run $run timed out after ${timeout_s}s and was killed; log: $err" >&2
@@ -152,7 +164,7 @@ for run in $(seq 1 "$runs"); do
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$eps" "$(field 'elapsed s' "$out")" "$(field 'peak rss mib' "$out")" \
     "$(field 'other load cores' "$out")" "$(field 'events per task cpu s' "$out")" \
     "$(field 'events/s processing' "$out")" "$(field 'cpu s' "$out")" "$(field 'checkpoints completed' "$out")" >>"$logs/summary.tsv"
-  grep -E '^flink (rows |generated:|check:)' "$out" || true
+  grep -E '^flink (rows |generated:|read:|check:|lag samples)' "$out" || true
 done
 
 read -r eps_med eps_min eps_max < <(cut -f1 "$logs/summary.tsv" | stats)
@@ -172,6 +184,7 @@ if grep -q '^flink check: FAILED' "$logs"/"$mode"-*.out; then
   exit 1
 fi
 echo "flink $mode version: $version"
+[ "$mode" != kafka ] || clicks=$(field clicks "$out")
 echo "flink $mode clicks: $clicks"
 echo "flink $mode runs: $runs"
 echo "flink $mode events/s: $eps_med"
@@ -181,6 +194,6 @@ echo "flink $mode elapsed s: $el_med"
 echo "flink $mode events/s processing: $proc_med"
 echo "flink $mode events per task cpu s: $task_med"
 echo "flink $mode cpu s: $cpu_med"
-[ "$mode" != checkpointed ] || echo "flink $mode checkpoints: $checkpoints_med"
+[ "$checkpoints_med" = - ] || echo "flink $mode checkpoints: $checkpoints_med"
 echo "flink $mode peak rss mib: $rss_max"
 echo "flink $mode other load cores: $load_max"

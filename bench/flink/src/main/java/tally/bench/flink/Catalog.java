@@ -22,25 +22,43 @@ public final class Catalog {
 
   private Catalog() {}
 
-  /** Ad name to {campaign, advertiser}. */
-  static Map<StringData, StringData[]> build(int ads) {
-    Map<StringData, StringData[]> map = new HashMap<>(2 * ads);
+  /** Ad name to {campaign, advertiser}, as plain strings. */
+  public static Map<String, String[]> names(int ads) {
+    Map<String, String[]> map = new HashMap<>(2 * ads);
     for (int ad = 0; ad < ads; ad++) {
       if (ad % GAP_EVERY == GAP_EVERY - 1) {
         continue;
       }
       int campaign = ad % CAMPAIGNS;
-      map.put(StringData.fromString(ClickGen.adName(ad)), entry(campaign, campaign % ADVERTISERS));
+      map.put(ClickGen.adName(ad), new String[] {campaignName(campaign), advertiserName(campaign % ADVERTISERS)});
     }
-    map.put(StringData.fromString(ClickGen.adName(ClickGen.VIRAL)), entry(0, 0));
+    map.put(ClickGen.adName(ClickGen.VIRAL), new String[] {campaignName(0), advertiserName(0)});
     return map;
   }
 
-  private static StringData[] entry(int campaign, int advertiser) {
-    return new StringData[] {
-      StringData.fromString(String.format("cmp-%04d", campaign)),
-      StringData.fromString(String.format("adv-%03d", advertiser))
-    };
+  /** Campaign name to advertiser name, for clicks that name their campaign. */
+  public static Map<String, String> advertisers() {
+    Map<String, String> map = new HashMap<>(2 * CAMPAIGNS);
+    for (int campaign = 0; campaign < CAMPAIGNS; campaign++) {
+      map.put(campaignName(campaign), advertiserName(campaign % ADVERTISERS));
+    }
+    return map;
+  }
+
+  private static String campaignName(int campaign) {
+    return String.format("cmp-%04d", campaign);
+  }
+
+  private static String advertiserName(int advertiser) {
+    return String.format("adv-%03d", advertiser);
+  }
+
+  /** Ad name to {campaign, advertiser}, in Flink's internal string form. */
+  static Map<StringData, StringData[]> build(int ads) {
+    Map<StringData, StringData[]> map = new HashMap<>(2 * ads);
+    names(ads).forEach((ad, entry) ->
+        map.put(StringData.fromString(ad), new StringData[] {StringData.fromString(entry[0]), StringData.fromString(entry[1])}));
+    return map;
   }
 
   /** {@code campaign_of(ad_id)}. */

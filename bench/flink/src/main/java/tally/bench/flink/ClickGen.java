@@ -139,7 +139,7 @@ public final class ClickGen implements Serializable {
   }
 
   /** SplitMix64's finalizer. */
-  static long mix64(long z) {
+  public static long mix64(long z) {
     z = (z ^ (z >>> 30)) * 0xbf58476d1ce4e5b9L;
     z = (z ^ (z >>> 27)) * 0x94d049bb133111ebL;
     return z ^ (z >>> 31);

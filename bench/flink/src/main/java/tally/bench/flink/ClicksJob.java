@@ -1,8 +1,6 @@
 package tally.bench.flink;
 
 import java.io.IOException;
-import java.lang.management.GarbageCollectorMXBean;
-import java.lang.management.ManagementFactory;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -158,10 +156,10 @@ public final class ClicksJob {
       return;
     }
 
-    TaskCpu taskCpu = new TaskCpu();
+    JvmStats.TaskCpu taskCpu = new JvmStats.TaskCpu();
     taskCpu.start();
-    long cpuBefore = processCpuNanos();
-    long busyBefore = machineBusyJiffies();
+    long cpuBefore = JvmStats.processCpuNanos();
+    long busyBefore = JvmStats.machineBusyJiffies();
     long wallStart = System.nanoTime();
     JobExecutionResult job;
     try {
@@ -175,8 +173,8 @@ public final class ClicksJob {
     long end = System.nanoTime();
     double wall = (end - wallStart) / 1e9;
     double processing = (end - ClickSource.FIRST_CLICK_NANOS.get()) / 1e9;
-    double cpu = (processCpuNanos() - cpuBefore) / 1e9;
-    long busyAfter = machineBusyJiffies();
+    double cpu = (JvmStats.processCpuNanos() - cpuBefore) / 1e9;
+    long busyAfter = JvmStats.machineBusyJiffies();
     double otherLoad = busyBefore < 0 || busyAfter < 0 ? -1 : Math.max(0, ((busyAfter - busyBefore) / 100.0 - cpu) / wall);
     double tasks = taskCpu.finish();
     double runtime = job.getNetRuntime(TimeUnit.MILLISECONDS) / 1e3;
@@ -199,11 +197,11 @@ public final class ClicksJob {
     System.out.printf("flink cpu s: %.2f%n", cpu);
     System.out.printf("flink task cpu s: %.2f%n", tasks);
     System.out.printf("flink events per task cpu s: %.0f%n", clicks / tasks);
-    System.out.printf("flink gc s: %.2f%n", gcSeconds());
+    System.out.printf("flink gc s: %.2f%n", JvmStats.gcSeconds());
     if (mode.equals("checkpointed")) {
       System.out.println("flink checkpoints completed: " + ClickSource.LAST_COMPLETED_CHECKPOINT.get());
     }
-    System.out.println("flink peak rss mib: " + peakRssMib());
+    System.out.println("flink peak rss mib: " + JvmStats.peakRssMib());
     System.out.printf("flink other load cores: %.2f%n", otherLoad);
     boolean failed = false;
     if (check && !mode.equals("generator")) {
@@ -362,99 +360,6 @@ public final class ClicksJob {
             + " [--parallelism P] [--distinct approx|exact|both|none] [--windows 1m,5m,1h]"
             + " [--group-by ad,campaign,advertiser] [--dedup on|off] [--seed N] [--checkpoint-dir DIR]"
             + " [--checkpoint-interval DURATION] [--set KEY=VALUE]... [--check] [--explain]");
-  }
-
-  /**
-   * CPU time of the job's task threads (named {@code "... (i/p)#attempt"}), sampled every 20 ms
-   * while they live: the work of the operators, without planning, JIT compilation or GC threads.
-   */
-  private static final class TaskCpu extends Thread {
-    private static final java.util.regex.Pattern TASK = java.util.regex.Pattern.compile(".* \\(\\d+/\\d+\\)#\\d+$");
-    private final java.lang.management.ThreadMXBean threads = ManagementFactory.getThreadMXBean();
-    private final Map<Long, Long> cpuById = new java.util.HashMap<>();
-    private volatile boolean running = true;
-
-    TaskCpu() {
-      super("task-cpu-sampler");
-      setDaemon(true);
-    }
-
-    @Override
-    public void run() {
-      while (running) {
-        sample();
-        try {
-          Thread.sleep(20);
-        } catch (InterruptedException e) {
-          return;
-        }
-      }
-    }
-
-    private synchronized void sample() {
-      for (java.lang.management.ThreadInfo info : threads.getThreadInfo(threads.getAllThreadIds())) {
-        if (info != null && TASK.matcher(info.getThreadName()).matches()) {
-          long nanos = threads.getThreadCpuTime(info.getThreadId());
-          if (nanos > 0) {
-            cpuById.merge(info.getThreadId(), nanos, Math::max);
-          }
-        }
-      }
-    }
-
-    /** Seconds of task CPU seen. */
-    synchronized double finish() {
-      running = false;
-      sample();
-      return cpuById.values().stream().mapToLong(Long::longValue).sum() / 1e9;
-    }
-  }
-
-  private static long processCpuNanos() {
-    if (ManagementFactory.getOperatingSystemMXBean() instanceof com.sun.management.OperatingSystemMXBean os) {
-      return os.getProcessCpuTime();
-    }
-    return 0;
-  }
-
-  private static double gcSeconds() {
-    long millis = 0;
-    for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
-      millis += Math.max(0, gc.getCollectionTime());
-    }
-    return millis / 1e3;
-  }
-
-  /**
-   * Busy time of all cores so far from /proc/stat, in jiffies (1/100 s), or -1 where it is
-   * missing: with this process's CPU time it gives the load other processes put on the machine.
-   */
-  private static long machineBusyJiffies() {
-    try {
-      String[] fields = Files.readAllLines(Path.of("/proc/stat")).get(0).trim().split("\\s+");
-      // cpu user nice system idle iowait irq softirq steal ...
-      long busy = 0;
-      for (int i : new int[] {1, 2, 3, 6, 7, 8}) {
-        busy += Long.parseLong(fields[i]);
-      }
-      return busy;
-    } catch (IOException | RuntimeException e) {
-      return -1;
-    }
-  }
-
-  /** VmHWM of this process, or -1 where /proc is missing. */
-  private static long peakRssMib() {
-    try {
-      for (String line : Files.readAllLines(Path.of("/proc/self/status"))) {
-        if (line.startsWith("VmHWM:")) {
-          return Long.parseLong(line.replaceAll("[^0-9]", "")) / 1024;
-        }
-      }
-    } catch (IOException | NumberFormatException e) {
-      return -1;
-    }
-    return -1;
   }
 
   private static void deleteTree(Path root) throws IOException {

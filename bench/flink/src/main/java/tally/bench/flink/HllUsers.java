@@ -31,36 +31,50 @@ public final class HllUsers extends AggregateFunction<Long, HllUsers.Acc> {
   }
 
   public void accumulate(Acc acc, Long user) {
-    if (user == null) {
-      return;
+    if (user != null) {
+      addUser(acc, user);
     }
+  }
+
+  /** Adds one user to a sketch: the unboxed {@link #accumulate}, for the DataStream jobs. */
+  public static void addUser(Acc acc, long user) {
     long hash = ClickGen.mix64(user);
     int index = (int) (hash >>> (64 - P));
     int rank = Long.numberOfLeadingZeros((hash << P) | (1L << (P - 1))) + 1;
     add(acc, index, rank);
   }
 
-  public void merge(Acc acc, Iterable<Acc> others) {
-    for (Acc other : others) {
-      if (other.dense != null) {
-        toDense(acc);
-        byte[] into = acc.dense;
-        byte[] from = other.dense;
-        for (int i = 0; i < M; i++) {
-          if (from[i] > into[i]) {
-            into[i] = from[i];
-          }
-        }
-      } else {
-        for (int at = 0; at < other.n * 3; at += 3) {
-          add(acc, index(other.sparse, at), other.sparse[at + 2]);
+  /** Merges {@code other} into {@code acc}: the single-sketch {@link #merge}. */
+  public static void mergeInto(Acc acc, Acc other) {
+    if (other.dense != null) {
+      toDense(acc);
+      byte[] into = acc.dense;
+      byte[] from = other.dense;
+      for (int i = 0; i < M; i++) {
+        if (from[i] > into[i]) {
+          into[i] = from[i];
         }
       }
+    } else {
+      for (int at = 0; at < other.n * 3; at += 3) {
+        add(acc, index(other.sparse, at), other.sparse[at + 2]);
+      }
+    }
+  }
+
+  public void merge(Acc acc, Iterable<Acc> others) {
+    for (Acc other : others) {
+      mergeInto(acc, other);
     }
   }
 
   @Override
   public Long getValue(Acc acc) {
+    return estimate(acc);
+  }
+
+  /** The sketch's estimate of distinct users. */
+  public static long estimate(Acc acc) {
     byte[] registers = acc.dense;
     if (registers == null) {
       registers = new byte[M];
@@ -72,7 +86,7 @@ public final class HllUsers extends AggregateFunction<Long, HllUsers.Acc> {
     double sum = 0;
     int zeros = 0;
     for (byte register : registers) {
-      sum += Math.scalb(1.0, -register);
+      sum += INVERSE_POWERS[register];
       if (register == 0) {
         zeros++;
       }
@@ -83,6 +97,15 @@ public final class HllUsers extends AggregateFunction<Long, HllUsers.Acc> {
       estimate = M * Math.log((double) M / zeros);
     }
     return Math.round(estimate);
+  }
+
+  /** 2^-r for every rank r a register can hold (at most 64 - P + 1). */
+  private static final double[] INVERSE_POWERS = new double[66];
+
+  static {
+    for (int r = 0; r < INVERSE_POWERS.length; r++) {
+      INVERSE_POWERS[r] = Math.scalb(1.0, -r);
+    }
   }
 
   private static int index(byte[] sparse, int at) {
