@@ -707,10 +707,10 @@ fn file_cluster_hashes_users_alike_whatever_each_process_data_dir() {
     assert_rows_equal(&settled_rows(&single), &settled_rows(&outputs[0]), "2 processes with their own salts vs one run");
 }
 
-/// A store belongs to one process, and a live log run needs a store: both
-/// are refused before anything starts, naming the reason.
+/// The embedded log belongs to one process, and a live log run needs a
+/// store: both are refused before anything starts, naming the reason.
 #[test]
-fn a_store_sink_in_a_cluster_and_a_live_log_run_without_a_store_are_refused() {
+fn the_embedded_log_in_a_cluster_and_a_live_log_run_without_a_store_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let hostfile = two_process_hostfile(dir.path());
     let mut command = tally();
@@ -718,14 +718,14 @@ fn a_store_sink_in_a_cluster_and_a_live_log_run_without_a_store_are_refused() {
     command.args(["--bounded", "--processes", "2", "--process", "1"]).arg("--hostfile").arg(&hostfile);
     let done = run_to_end(command);
     assert_eq!(done.code(), Some(2), "{}", done.stderr);
-    assert!(done.stderr.contains("--processes 2") && done.stderr.contains("one process"), "{}", done.stderr);
+    assert!(done.stderr.contains("--processes 2") && done.stderr.contains("the embedded log belongs to one process"), "{}", done.stderr);
     assert_no_panic(&done.stderr);
 
     let mut command = tally();
     command.arg("--data-dir").arg(dir.path().join("d")).arg("run").arg(EMBEDDED_JOB).arg("--output").arg(dir.path().join("rows.ndjson"));
     let done = run_to_end(command);
     assert_eq!(done.code(), Some(2), "{}", done.stderr);
-    assert!(done.stderr.contains("live run of the embedded log needs"), "{}", done.stderr);
+    assert!(done.stderr.contains("live run of a log needs"), "{}", done.stderr);
 }
 
 /// A store committed from a longer log than the one found at start: an

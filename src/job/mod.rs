@@ -176,9 +176,9 @@ impl Job {
             restate_within_ms: self.late.restate_within_ms(),
             catalog,
             log: match &self.source {
-                SourceSpec::File { .. } => "file".to_owned(),
-                SourceSpec::Generator(_) => "generator".to_owned(),
-                SourceSpec::Log { .. } => "log".to_owned(),
+                // Offsets of a local input count its clicks in partition
+                // order, as `tally log import` would have appended them.
+                SourceSpec::File { .. } | SourceSpec::Generator(_) | SourceSpec::Log { .. } => "local".to_owned(),
                 SourceSpec::Kafka { topic, .. } => format!("kafka topic {topic}"),
             },
         }

@@ -173,8 +173,43 @@ fn name_must_be_safe() {
 
 #[test]
 fn kind_must_be_known() {
-    assert_refused("[source]\nkind = \"kafka\"", "source.kind", "\"kafka\" is not one of file | generator | log");
+    assert_refused("[source]\nkind = \"s3\"", "source.kind", "\"s3\" is not one of file | generator | log | kafka");
     assert_refused("[sink]\nkind = \"s3\"", "sink.kind", "\"s3\" is not one of file | memory | store");
+}
+
+#[test]
+fn a_kafka_source_has_brokers_and_a_topic() {
+    let job = parse_ok("[source]\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092,h2:9093\"\ntopic = \"clicks.v2\"\npartitions = 4");
+    assert_eq!(job.source, SourceSpec::Kafka { brokers: "127.0.0.1:9092,h2:9093".into(), topic: "clicks.v2".into() });
+    let defaults = parse_ok("[source]\nkind = \"kafka\"");
+    assert_eq!(defaults.source, SourceSpec::Kafka { brokers: DEFAULT_KAFKA_BROKERS.into(), topic: DEFAULT_KAFKA_TOPIC.into() });
+    assert_refused(
+        "[source]\nkind = \"kafka\"\nbrokers = \"localhost\"",
+        "source.brokers",
+        "\"localhost\" is not a list of host:port separated by commas",
+    );
+    assert_refused(
+        "[source]\nkind = \"kafka\"\ntopic = \"a b\"",
+        "source.topic",
+        "\"a b\" is not a Kafka topic name (1–249 of [A-Za-z0-9._-])",
+    );
+    assert_refused(
+        "[source]\nkind = \"log\"\ntopic = \"t\"",
+        "source.topic",
+        "only valid with kind = \"kafka\" (this source is kind = \"log\")",
+    );
+    assert_refused(
+        "[source]\nkind = \"kafka\"\npath = \"x\"",
+        "source.path",
+        "only valid with kind = \"file\" (this source is kind = \"kafka\")",
+    );
+    let job = parse_ok("[source]\nkind = \"kafka\"");
+    assert_eq!(
+        with_brokers(job.clone(), Some("10.0.0.1:9092")).unwrap().source,
+        SourceSpec::Kafka { brokers: "10.0.0.1:9092".into(), topic: DEFAULT_KAFKA_TOPIC.into() }
+    );
+    assert!(with_brokers(job, Some("nope")).unwrap_err().to_string().contains("source.brokers"));
+    assert!(with_brokers(parse_ok(""), Some("h:1")).unwrap_err().to_string().contains("only valid for a job with source.kind = \"kafka\""));
 }
 
 #[test]

@@ -74,9 +74,9 @@ pub struct RunSettings {
     pub restate_within_ms: Option<u64>,
     /// The catalog the job ran with, if any.
     pub catalog: Option<CatalogStamp>,
-    /// The log the offsets belong to: `log` (the embedded log), `kafka
-    /// topic NAME`, `file`, `generator`; empty in stores written before it
-    /// was recorded.
+    /// The log the offsets belong to: `local` (the embedded log, a file or
+    /// the generator, whose offsets count clicks alike) or `kafka topic
+    /// NAME`; empty in stores written before it was recorded.
     #[serde(default)]
     pub log: String,
 }
@@ -174,7 +174,7 @@ mod tests {
             distinct_users: true,
             restate_within_ms: Some(3_600_000),
             catalog: None,
-            log: "log".into(),
+            log: "local".into(),
         }
     }
 
