@@ -41,7 +41,7 @@ impl Row {
 
 /// Spells a window length: whole hours as `Nh`, else whole minutes as `Nm`.
 pub fn granularity_label(ms: u64) -> String {
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
     } else {
         format!("{}m", ms / 60_000)

@@ -685,7 +685,7 @@ impl Output {
 fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output, RunError> {
     let shared = |sink: Box<dyn Sink + Send>| Arc::new(Mutex::new(Some(sink)));
     let mut output = Output {
-        sink: shared(Box::new(MemorySink::default())),
+        sink: shared(Box::<MemorySink>::default()),
         memory: None,
         resume: BTreeMap::new(),
         resume_epoch: 0,

@@ -204,7 +204,7 @@ fn a_corrupt_record_followed_by_valid_data_fails_the_open() {
     for within in [1, 5, 9, 16, 40] {
         fs::write(&path, &pristine).unwrap();
         corrupt_byte(&path, start_of_30 + within);
-        let e = Log::open(dir.path(), 1, LogOptions::default()).err().expect("corruption fails the open");
+        let e = Log::open(dir.path(), 1, LogOptions::default()).expect_err("corruption fails the open");
         assert!(matches!(e, LogError::Corrupt { partition: 0, offset: 30, .. }), "{e}");
         let message = e.to_string();
         let prefix = format!("log partition 0: corrupt record at offset 30 (byte {start_of_30} of {}): ", path.display());

@@ -53,8 +53,6 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
-/// Command-line settings.
-
 pub fn register_signals() -> Result<(), String> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         signal_hook::flag::register(signal, Arc::clone(&INTERRUPTED)).map_err(|e| format!("signal handler: {e}"))?;

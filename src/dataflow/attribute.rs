@@ -68,10 +68,10 @@ pub fn attribute<'scope>(
     let catalog = intervals
         .into_iter()
         .map(|(ad, interval)| ((AdKey::new(ad), interval), 0, 1isize))
-        .to_stream(scope.clone())
+        .to_stream(scope)
         .container::<Vec<_>>()
         .as_collection();
-    let known = ads.into_iter().map(|ad| (AdKey::new(ad), 0, 1isize)).to_stream(scope.clone()).container::<Vec<_>>().as_collection();
+    let known = ads.into_iter().map(|ad| (AdKey::new(ad), 0, 1isize)).to_stream(scope).container::<Vec<_>>().as_collection();
 
     let entered = partials.unary(Pipeline, "TransientPartials", |_, _| {
         move |input, output| {

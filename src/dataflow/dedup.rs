@@ -326,7 +326,7 @@ mod tests {
         for step in 0..600_000u64 {
             rng = mix64(rng);
             let busy = (step / 150_000) % 2 == 0;
-            max_ts += u64::from(rng % if busy { 32 } else { 1 } == 0);
+            max_ts += u64::from(rng.is_multiple_of(if busy { 32 } else { 1 }));
             // Ids from a small space, so that both fresh ids and retries
             // (within and beyond the horizon) are common; high bits vary too.
             let id = u128::from(rng >> 46) * 0x0001_0000_0000_0001_0000_0000_0000_0001;

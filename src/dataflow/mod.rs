@@ -72,26 +72,18 @@ pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<B
     let out = source::click_source(scope, plan.source, committed.clone());
     let (partials, checkpoints) = split(out);
     let keyed = attribute::attribute(partials, plan.attribution, stats);
-    let committed_state = windowing::Committed { probe: committed.clone(), windows: plan.committed_windows };
-    let effects = windowing::windows(
-        keyed,
-        plan.windows,
-        plan.early_results_ms,
-        plan.clock,
-        plan.restored,
-        resumed_epoch,
-        committed_state,
-        plan.window_workers,
-    );
+    let committed_state = windowing::Committed { probe: committed.clone(), windows: plan.committed_windows, owners: plan.window_workers };
+    let effects = windowing::windows(keyed, plan.windows, plan.early_results_ms, plan.clock, plan.restored, resumed_epoch, committed_state);
     let records = effects.concat(checkpoints);
     commit::commit(records, sink, plan.errors, plan.commit_lock, resumed_epoch).probe_with(&committed);
     committed
 }
 
+/// The source's partials, and what it sends the commit.
+type Split<'scope> = (Stream<'scope, EventTime, Vec<(Key, AdPartial)>>, Stream<'scope, EventTime, Vec<Commitable>>);
+
 /// Separates the source's partials from its checkpoints.
-fn split<'scope>(
-    out: Stream<'scope, EventTime, Vec<SourceOut>>,
-) -> (Stream<'scope, EventTime, Vec<(Key, AdPartial)>>, Stream<'scope, EventTime, Vec<Commitable>>) {
+fn split<'scope>(out: Stream<'scope, EventTime, Vec<SourceOut>>) -> Split<'scope> {
     let partials = out.clone().unary(Pipeline, "Partials", |_, _| {
         |input, output| {
             input.for_each_stamp(|cap, data| {

@@ -184,7 +184,7 @@ pub fn click_source<'scope>(
 ) -> Stream<'scope, EventTime, Vec<SourceOut>> {
     let index = scope.index() as u32;
     let peers = scope.peers() as u32;
-    source(scope.clone(), "ClickSource", move |capability, info| {
+    source(scope, "ClickSource", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut owned: Vec<Owned> = (0..settings.partitions).filter(|p| p % peers == index).map(|p| open(p, &settings)).collect();
         let mut capability = capability;

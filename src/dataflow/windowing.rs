@@ -71,6 +71,10 @@ pub fn route_key(key_type: KeyType, key: &str) -> u64 {
 pub struct Committed {
     pub probe: ProbeHandle<EventTime>,
     pub windows: Option<Arc<dyn CommittedWindows>>,
+    /// How many workers own windows, the first ones (process 0's in a
+    /// cluster whose committed windows only process 0 can read); `None`
+    /// for all.
+    pub owners: Option<usize>,
 }
 
 /// Builds the window operator.
@@ -82,12 +86,11 @@ pub fn windows<'scope>(
     restored: Arc<RestoredWindows>,
     resumed_epoch: EventTime,
     committed: Committed,
-    owners: Option<usize>,
 ) -> Stream<'scope, EventTime, Vec<Commitable>> {
     let (index, peers) = (partials.scope().index() as u64, partials.scope().peers() as u64);
     // The workers that own windows: all, or the first `owners` (process 0's,
     // beside the store that holds the committed windows).
-    let owners = owners.map_or(peers, |o| (o as u64).clamp(1, peers));
+    let owners = committed.owners.map_or(peers, |o| (o as u64).clamp(1, peers));
     let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % owners == index;
     partials
         .unary_frontier(

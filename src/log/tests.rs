@@ -27,7 +27,7 @@ fn options_are_checked() {
         ),
     ];
     for (partitions, options, message) in cases {
-        let e = Log::open(dir.path(), partitions, options).err().expect("an error");
+        let Err(e) = Log::open(dir.path(), partitions, options) else { panic!("an error") };
         assert_eq!(e.to_string(), message);
     }
     assert!(!dir.path().join(meta::META_FILE).exists(), "nothing created for bad options");
