@@ -30,7 +30,7 @@ use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
 use crate::sources::position::{resolve_range, Bound, LogBounds, Position, PositionError};
 use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
-use crate::store::{EmbeddedStore, EpochStore, Recovered};
+use crate::store::{EmbeddedStore, EpochStore, Recovered, StoreReader};
 
 /// Largest worker thread count per process.
 pub const MAX_WORKERS: usize = 256;
@@ -644,9 +644,9 @@ struct Output {
     committed: bool,
     /// The origin the store recorded, if it has a commit and records one.
     origin: Option<Vec<u64>>,
-    /// The store and the settings its sink commits, until the run knows
-    /// its origin ([`Output::open_store_sink`]).
-    store: Option<(EmbeddedStore, RunSettings)>,
+    /// The store, the generation this run began and the settings its sink
+    /// commits, until the run knows its origin ([`Output::open_store_sink`]).
+    store: Option<(Box<dyn EpochStore + Send>, u64, RunSettings)>,
 }
 
 impl Output {
@@ -671,13 +671,13 @@ impl Output {
     /// without a committed epoch records them as its origin with its first
     /// commit (a source that is not the log starts at offset 0).
     fn open_store_sink(&mut self, partitions: u32, start: &[u64]) -> Result<(), RunError> {
-        let Some((store, settings)) = self.store.take() else { return Ok(()) };
+        let Some((store, generation, settings)) = self.store.take() else { return Ok(()) };
         let origin = match (self.committed, start.is_empty()) {
             (true, _) => None,
             (false, true) => Some(Origin::zero(partitions)),
             (false, false) => Some(Origin { offsets: start.to_vec() }),
         };
-        self.sink = Arc::new(Mutex::new(Some(Box::new(StoreSink::new(store, settings, origin, Fault::from_env())?))));
+        self.sink = Arc::new(Mutex::new(Some(Box::new(StoreSink::new(store, generation, settings, origin, Fault::from_env())))));
         Ok(())
     }
 }
@@ -718,32 +718,60 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
             if swept > 0 {
                 output.resumed.push_str(&format!("\nstore retention: swept {swept} rows, versions and ledger entries"));
             }
-            // Every worker that owns windows runs in this process (in a
-            // cluster, process 0's: `Plan::window_workers`) and reads final
-            // windows' sketches back from the store, so they are neither
-            // restored nor kept in memory.
-            if let Some(recovered) = store.last_committed()? {
-                check_settings(job, options, &recovered, &settings)?;
-                let (resume, restored) = crate::sink::store::resume(&recovered)?;
-                output.resumed += &format!(
-                    "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
-                    recovered.epoch,
-                    recovered.generation,
-                    resume.len(),
-                    restored.windows.len(),
-                    restored.pending.len()
-                );
-                output.resume = resume;
-                output.resume_epoch = recovered.epoch;
-                output.restored = restored;
-                output.committed = true;
-                output.origin = recorded_origin(&recovered)?;
-            }
-            output.committed_windows = Some(Arc::new(StoreWindows::new(store.reader())));
-            output.store = Some((store, settings));
+            let reader = Box::new(store.reader());
+            let target = StoreTarget {
+                name: format!("the store in {}", options.data_dir.store().display()),
+                anew: format!("move {} aside (the log stays) and run the job again", options.data_dir.store().display()),
+            };
+            output.take_over(Box::new(store), reader, job, settings, &target)?;
         }
     }
     Ok(output)
+}
+
+/// How messages name a store, and how to count anew in it.
+struct StoreTarget {
+    name: String,
+    anew: String,
+}
+
+impl Output {
+    /// Begins a new generation of `store` (fencing every older one), then
+    /// resumes from its last committed epoch, if any.
+    fn take_over(
+        &mut self,
+        mut store: Box<dyn EpochStore + Send>,
+        reader: Box<dyn StoreReader>,
+        job: &Job,
+        settings: RunSettings,
+        target: &StoreTarget,
+    ) -> Result<(), RunError> {
+        let generation = store.begin_generation()?;
+        // Every worker that owns windows runs in this process (in a
+        // cluster, process 0's: `Plan::window_workers`) and reads final
+        // windows' sketches back from the store, so they are neither
+        // restored nor kept in memory.
+        if let Some(recovered) = store.last_committed()? {
+            check_settings(job, target, &recovered, &settings)?;
+            let (resume, restored) = crate::sink::store::resume(&recovered)?;
+            self.resumed += &format!(
+                "\nresuming from epoch {} (generation {}): {} partitions, {} windows, {} pending late partials",
+                recovered.epoch,
+                recovered.generation,
+                resume.len(),
+                restored.windows.len(),
+                restored.pending.len()
+            );
+            self.resume = resume;
+            self.resume_epoch = recovered.epoch;
+            self.restored = restored;
+            self.committed = true;
+            self.origin = recorded_origin(&recovered)?;
+        }
+        self.committed_windows = Some(Arc::new(StoreWindows::new(reader)));
+        self.store = Some((store, generation, settings));
+        Ok(())
+    }
 }
 
 /// The origin a recovered store recorded with its first commit.
@@ -753,7 +781,7 @@ fn recorded_origin(recovered: &Recovered) -> Result<Option<Vec<u64>>, RunError> 
 }
 
 /// Refuses settings that would count the committed log differently.
-fn check_settings(job: &Job, options: &RunOptions, recovered: &Recovered, settings: &RunSettings) -> Result<(), RunError> {
+fn check_settings(job: &Job, target: &StoreTarget, recovered: &Recovered, settings: &RunSettings) -> Result<(), RunError> {
     let Some((_, bytes)) = recovered.state.iter().find(|(key, _)| key.as_slice() == SETTINGS_KEY) else {
         return Ok(());
     };
@@ -761,13 +789,13 @@ fn check_settings(job: &Job, options: &RunOptions, recovered: &Recovered, settin
     match settings.incompatible_with(&stored) {
         None => Ok(()),
         Some(change) => Err(RunError::Usage(format!(
-            "{}: key '{}' is {} but the store in {} was committed with {}: committed windows, offsets and dedup replay points follow the old setting. Keep it, or count the log anew under the new one: move {} aside (the log stays) and run the job again",
+            "{}: key '{}' is {} but {} was committed with {}: committed windows, offsets and dedup replay points follow the old setting. Keep it, or count the log anew under the new one: {}",
             job.file.display(),
             change.key,
             change.given,
-            options.data_dir.store().display(),
+            target.name,
             change.stored,
-            options.data_dir.store().display(),
+            target.anew,
         ))),
     }
 }

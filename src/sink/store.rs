@@ -1,7 +1,8 @@
-//! Store sink: each epoch batch becomes one [`EpochCommit`] of the embedded
-//! store — rows, ledger, window state and partition checkpoints in one
-//! transaction — and the state and checkpoints of the last commit are what a
-//! restarted job resumes from ([`resume`]).
+//! Store sink: each epoch batch becomes one [`EpochCommit`] of an
+//! [`EpochStore`] (the embedded store or Cassandra) — rows, ledger, window
+//! state and partition checkpoints, all or nothing — and the state and
+//! checkpoints of the last commit are what a restarted job resumes from
+//! ([`resume`]).
 //!
 //! State keys: `W` + bincode([`WinId`]) for windows, `P` + bincode
 //! ([`PendingKey`]) for too-late partials waiting for their batch; values are
@@ -20,7 +21,7 @@ use crate::dataflow::windowing::PendingKey;
 use crate::dataflow::{Checkpoint, RestoredWindows};
 use crate::store::settings::{Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::WindowKey;
-use crate::store::{EmbeddedReader, EmbeddedStore, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoredRow};
+use crate::store::{EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoreReader, StoredRow};
 
 /// Deliberate protocol breakages, for the crash test's own test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,19 +36,24 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Reads `TALLY_FAULT` (`offsets-before-rows` | `drop-state`).
+    /// Reads `TALLY_FAULT`, a comma-separated list of faults, for
+    /// `offsets-before-rows` or `drop-state` (the stores read their own).
     pub fn from_env() -> Fault {
-        match std::env::var("TALLY_FAULT").as_deref() {
-            Ok("offsets-before-rows") => Fault::OffsetsBeforeRows,
-            Ok("drop-state") => Fault::DropState,
-            _ => Fault::None,
+        let faults = std::env::var("TALLY_FAULT").unwrap_or_default();
+        let named = |name: &str| faults.split(',').any(|fault| fault.trim() == name);
+        if named("offsets-before-rows") {
+            Fault::OffsetsBeforeRows
+        } else if named("drop-state") {
+            Fault::DropState
+        } else {
+            Fault::None
         }
     }
 }
 
-/// The embedded store as the job's sink.
+/// A store as the job's sink.
 pub struct StoreSink {
-    store: EmbeddedStore,
+    store: Box<dyn EpochStore + Send>,
     /// The job's settings (JSON), committed with the generation's first
     /// epoch; state keeps them from then on.
     settings: Option<Vec<u8>>,
@@ -61,12 +67,18 @@ pub struct StoreSink {
 }
 
 impl StoreSink {
-    /// Takes over `store` for a new generation. `origin` is given when the
-    /// store has no committed epoch yet: its first commit records it.
-    pub fn new(mut store: EmbeddedStore, settings: RunSettings, origin: Option<Origin>, fault: Fault) -> Result<StoreSink, StoreError> {
-        let generation = store.begin_generation()?;
+    /// Commits to `store` as `generation`, which the caller began
+    /// ([`EpochStore::begin_generation`]). `origin` is given when the store
+    /// has no committed epoch yet: its first commit records it.
+    pub fn new(
+        store: Box<dyn EpochStore + Send>,
+        generation: u64,
+        settings: RunSettings,
+        origin: Option<Origin>,
+        fault: Fault,
+    ) -> StoreSink {
         let (settings, origin) = (Some(settings.to_json()), origin.map(|o| o.to_json()));
-        Ok(StoreSink { store, settings, origin, generation, staged: None, fault, deferred: None })
+        StoreSink { store, settings, origin, generation, staged: None, fault, deferred: None }
     }
 }
 
@@ -165,11 +177,11 @@ impl Sink for StoreSink {
 /// too-late click restates a final window whose sketch left memory (see
 /// [`CommittedWindows`]).
 pub struct StoreWindows {
-    reader: EmbeddedReader,
+    reader: Box<dyn StoreReader>,
 }
 
 impl StoreWindows {
-    pub fn new(reader: EmbeddedReader) -> StoreWindows {
+    pub fn new(reader: Box<dyn StoreReader>) -> StoreWindows {
         StoreWindows { reader }
     }
 }

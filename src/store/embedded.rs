@@ -64,6 +64,7 @@ use redb::{
 };
 
 use self::codec::{decode_last, decode_row, encode_last, encode_row, key_type_code, key_type_of, LastCommit};
+use super::read::{RowIter, StoreReader, StoreSnapshot};
 use super::{EpochCommit, EpochStore, PartitionCheckpoint, Recovered, RowFilter, StoreError, StoredRow, WindowKey};
 use crate::event::{EventTime, KeyType};
 use crate::lockfile::LockError;
@@ -583,6 +584,62 @@ impl Snapshot {
 
     fn corrupt(&self, what: String) -> StoreError {
         StoreError::Corrupt { target: self.target.to_string(), what }
+    }
+}
+
+impl StoreSnapshot for Snapshot {
+    fn rows(&self, filter: &RowFilter) -> Result<Vec<Row>, StoreError> {
+        Snapshot::rows(self, filter)
+    }
+
+    fn window_rows(&self, key_type: KeyType, granularity_ms: u64, window_start: EventTime) -> Result<Vec<Row>, StoreError> {
+        Snapshot::window_rows(self, key_type, granularity_ms, window_start)
+    }
+
+    fn latest_window(&self, key_type: KeyType, granularity_ms: u64, at_most: EventTime) -> Result<Option<EventTime>, StoreError> {
+        Snapshot::latest_window(self, key_type, granularity_ms, at_most)
+    }
+
+    fn committed_epoch(&self) -> Result<Option<u64>, StoreError> {
+        Snapshot::committed_epoch(self)
+    }
+
+    fn iter_rows(&self) -> Result<RowIter<'_>, StoreError> {
+        Ok(Box::new(Snapshot::iter_rows(self)?))
+    }
+
+    fn row_history(&self, window: &WindowKey) -> Result<Vec<Row>, StoreError> {
+        Snapshot::row_history(self, window)
+    }
+
+    fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
+        Snapshot::late_entries(self, from, to)
+    }
+
+    fn settled_row(&self, window: &WindowKey) -> Result<Option<(Row, Vec<u8>)>, StoreError> {
+        Snapshot::settled_row(self, window)
+    }
+
+    fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Snapshot::state(self, key)
+    }
+
+    fn last_committed(&self) -> Result<Option<Recovered>, StoreError> {
+        Snapshot::last_committed(self)
+    }
+
+    fn row_count(&self) -> Result<u64, StoreError> {
+        Snapshot::row_count(self)
+    }
+
+    fn all_rows(&self) -> Result<Vec<Row>, StoreError> {
+        Snapshot::all_rows(self)
+    }
+}
+
+impl StoreReader for EmbeddedReader {
+    fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
+        Ok(Box::new(EmbeddedReader::snapshot(self)?))
     }
 }
 

@@ -29,10 +29,12 @@
 //!   history until retention removes its window.
 
 pub mod embedded;
+pub mod read;
 pub mod settings;
 pub mod versions;
 
 pub use embedded::{EmbeddedReader, EmbeddedStore, Snapshot};
+pub use read::{StoreReader, StoreSnapshot};
 
 use std::path::PathBuf;
 

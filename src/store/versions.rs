@@ -279,7 +279,7 @@ pub fn open(data_dir: &DataDir, name: &str) -> Result<EmbeddedReader, VersionErr
 
 /// The origin of a store's count: its recorded [`Origin`], or offset 0
 /// everywhere for a store that records none.
-pub fn origin(snapshot: &super::Snapshot, partitions: u32) -> Result<Origin, String> {
+pub fn origin(snapshot: &dyn super::StoreSnapshot, partitions: u32) -> Result<Origin, String> {
     match snapshot.state(ORIGIN_KEY).map_err(|e| e.to_string())? {
         Some(bytes) => Origin::from_json(&bytes),
         None => Ok(Origin::zero(partitions)),

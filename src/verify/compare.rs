@@ -17,7 +17,7 @@ use std::fmt;
 
 use crate::event::{EventTime, RequestId};
 use crate::row::{format_uuid, granularity_label, Row, Status};
-use crate::store::{Snapshot, WindowKey};
+use crate::store::{StoreSnapshot, WindowKey};
 
 use super::{Recount, Totals, VerifyError};
 
@@ -134,7 +134,7 @@ impl Report {
 
 /// Compares the recount with one snapshot of the store; the report keeps
 /// the first `keep` mismatches in full and counts the rest.
-pub fn compare(recount: &Recount, snapshot: &Snapshot, keep: usize) -> Result<Report, VerifyError> {
+pub fn compare(recount: &Recount, snapshot: &dyn StoreSnapshot, keep: usize) -> Result<Report, VerifyError> {
     let committed = snapshot.committed_epoch()?;
     let mut stored = BTreeSet::new();
     for row in snapshot.iter_rows()? {
@@ -256,7 +256,7 @@ fn label(status: Status) -> &'static str {
 
 /// Per key and 1m window, the ledger's request ids (any batch, held or
 /// restating) against the recount's too-late clicks.
-fn compare_ledger(recount: &Recount, snapshot: &Snapshot, report: &mut Report) -> Result<(), VerifyError> {
+fn compare_ledger(recount: &Recount, snapshot: &dyn StoreSnapshot, report: &mut Report) -> Result<(), VerifyError> {
     let mut stored: BTreeMap<WindowKey, BTreeSet<RequestId>> = BTreeMap::new();
     for entry in snapshot.late_entries(0, EventTime::MAX)? {
         let window = WindowKey {

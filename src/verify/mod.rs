@@ -94,7 +94,7 @@ use crate::job::Job;
 use crate::log::{LogError, LogView};
 use crate::sources::file::UserSalt;
 use crate::sources::kafka::KafkaTopic;
-use crate::store::{versions, EmbeddedReader, Snapshot, StoreError, WindowKey};
+use crate::store::{versions, StoreError, StoreReader, StoreSnapshot, WindowKey};
 
 pub use compare::{compare, distinct_tolerance, Mismatch, MismatchKind, Report, SUMMARY_MISMATCH_LINES};
 pub use expected::Totals;
@@ -238,28 +238,29 @@ pub fn recount_through(
 /// the first `show` mismatches in full.
 pub fn verify(
     log: &dyn RecountLog,
-    store: &EmbeddedReader,
+    store: &dyn StoreReader,
     job: &Job,
     catalog: Option<&CatalogFile>,
     show: usize,
 ) -> Result<Report, VerifyError> {
     let snapshot = store.snapshot()?;
-    let note = settings::check(&snapshot, job, catalog.map(|c| &c.stamp))?;
-    let ends = committed_ends(&snapshot, log.partitions())?;
-    let origin = versions::origin(&snapshot, log.partitions()).map_err(VerifyError::Settings)?;
+    let snapshot = snapshot.as_ref();
+    let note = settings::check(snapshot, job, catalog.map(|c| &c.stamp))?;
+    let ends = committed_ends(snapshot, log.partitions())?;
+    let origin = versions::origin(snapshot, log.partitions()).map_err(VerifyError::Settings)?;
     if origin.offsets.len() != ends.len() {
         return Err(VerifyError::Origin(format!("lists {} partitions, the log has {}", origin.offsets.len(), ends.len())));
     }
     let applied_below = snapshot.committed_epoch()?.unwrap_or(0);
     let recount = recount_through(log, &origin.offsets, &ends, job, catalog.map(|c| &c.catalog), applied_below)?;
-    let mut report = compare(&recount, &snapshot, show)?;
+    let mut report = compare(&recount, snapshot, show)?;
     report.notes.extend(note);
     Ok(report)
 }
 
 /// The offsets of the last commit, per partition of a log of `partitions`
 /// (0 for a partition never checkpointed).
-pub fn committed_ends(snapshot: &Snapshot, partitions: u32) -> Result<Vec<u64>, VerifyError> {
+pub fn committed_ends(snapshot: &dyn StoreSnapshot, partitions: u32) -> Result<Vec<u64>, VerifyError> {
     let committed = snapshot.last_committed()?.ok_or(VerifyError::NothingCommitted)?;
     let mut ends = vec![0; partitions as usize];
     for checkpoint in &committed.partitions {

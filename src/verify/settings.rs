@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::catalog::{Catalog, CatalogError};
 use crate::job::Job;
 use crate::store::settings::{CatalogStamp, RunSettings, SETTINGS_KEY};
-use crate::store::Snapshot;
+use crate::store::StoreSnapshot;
 
 use super::VerifyError;
 
@@ -39,7 +39,7 @@ impl CatalogFile {
 
 /// Refuses a job or catalog the store's last commit was not made with.
 /// Returns the note for the report when the store records no settings.
-pub fn check(snapshot: &Snapshot, job: &Job, catalog: Option<&CatalogStamp>) -> Result<Option<String>, VerifyError> {
+pub fn check(snapshot: &dyn StoreSnapshot, job: &Job, catalog: Option<&CatalogStamp>) -> Result<Option<String>, VerifyError> {
     let Some(bytes) = snapshot.state(SETTINGS_KEY)? else {
         return Ok(Some(UNCHECKED_NOTE.to_string()));
     };

@@ -1,0 +1,76 @@
+//! Reading committed epochs, whatever the store.
+//!
+//! Export, verify, the window operator's read-back of final windows
+//! (`sink::store::StoreWindows`) and the version listing read a store
+//! through these two traits, so they work on the embedded store and on
+//! Cassandra alike.
+//!
+//! A [`StoreSnapshot`] is one committed point: every read through it sees
+//! the rows, versions, ledger entries and checkpoints of the same epochs
+//! and nothing of a later one. The embedded store gives this with a redb
+//! read transaction; Cassandra by reading as of the applied epoch it read
+//! first (`store::cassandra`). Open-window state ([`StoreSnapshot::state`])
+//! is the latest committed value of its key, which only the job itself
+//! needs to be exact, since it reads its own commits.
+
+use super::{Recovered, RowFilter, StoreError, WindowKey};
+use crate::event::{EventTime, KeyType};
+use crate::row::{LateEntry, Row};
+
+/// The rows of a snapshot, one by one (the latest row of every window).
+pub type RowIter<'a> = Box<dyn Iterator<Item = Result<Row, StoreError>> + 'a>;
+
+/// One consistent view of what a store has committed.
+pub trait StoreSnapshot {
+    /// The latest row of each window matching `filter`, by window start.
+    fn rows(&self, filter: &RowFilter) -> Result<Vec<Row>, StoreError>;
+    /// The latest rows of every key of `key_type` in one window, by key.
+    fn window_rows(&self, key_type: KeyType, granularity_ms: u64, window_start: EventTime) -> Result<Vec<Row>, StoreError>;
+    /// The newest window start of `key_type` rows at `granularity_ms` that is
+    /// at most `at_most`, if any.
+    fn latest_window(&self, key_type: KeyType, granularity_ms: u64, at_most: EventTime) -> Result<Option<EventTime>, StoreError>;
+    /// The epoch this snapshot shows, if any.
+    fn committed_epoch(&self) -> Result<Option<u64>, StoreError>;
+    /// The latest row of every window, streamed, in an order of the store's
+    /// choosing.
+    fn iter_rows(&self) -> Result<RowIter<'_>, StoreError>;
+    /// Every final and restated version of one window, oldest first.
+    fn row_history(&self, window: &WindowKey) -> Result<Vec<Row>, StoreError>;
+    /// Ledger entries of 1m windows starting in `[from, to)`: one entry per
+    /// key, window, batch and held flag, request ids ascending, ordered by
+    /// key type, key, window, batch.
+    fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError>;
+    /// The latest row of one window with its stored sketch, if that row is
+    /// settled (final or restated).
+    fn settled_row(&self, window: &WindowKey) -> Result<Option<(Row, Vec<u8>)>, StoreError>;
+    /// One state entry, by its key (its latest committed value).
+    fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The snapshot's epoch with every checkpoint and all state.
+    fn last_committed(&self) -> Result<Option<Recovered>, StoreError>;
+
+    /// How many windows have a row.
+    fn row_count(&self) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for row in self.iter_rows()? {
+            row?;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    /// The latest row of every window, in key order.
+    fn all_rows(&self) -> Result<Vec<Row>, StoreError> {
+        let mut rows = self.iter_rows()?.collect::<Result<Vec<_>, _>>()?;
+        rows.sort_by(|a, b| {
+            let key = |r: &Row| (r.key_type, r.key.clone(), r.granularity_ms, r.window_start);
+            key(a).cmp(&key(b))
+        });
+        Ok(rows)
+    }
+}
+
+/// A store to take snapshots of; shared by threads (the window operators
+/// of every worker, the query API).
+pub trait StoreReader: Send + Sync {
+    fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;
+}
