@@ -10,7 +10,8 @@ use tally::job;
 use tally::run::{run, RunOptions, RunReport};
 use tally::sources::generator::{write_catalog, write_ndjson, GeneratorConfig};
 use tally::sources::position::Position;
-use tally::store::versions;
+use tally::store::cassandra::CassandraReader;
+use tally::store::{versions, StoreReader};
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Exactly-once ad click aggregation on Timely Dataflow")]
@@ -173,6 +174,9 @@ struct VerifyArgs {
     /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
     #[arg(long)]
     brokers: Option<String>,
+    /// Cassandra contact points (host:port,...); overrides the job's sink.hosts.
+    #[arg(long, value_name = "HOSTS")]
+    cassandra: Option<String>,
     /// The version of the output to check (default: live, the job's store).
     #[arg(long, value_name = "NAME", default_value = tally::store::versions::LIVE)]
     version: String,
@@ -206,6 +210,9 @@ struct ExportArgs {
     /// The version of the output to export (default: the one serving).
     #[arg(long, value_name = "NAME")]
     version: Option<String>,
+    /// Cassandra contact points (host:port,...); overrides the job's sink.hosts.
+    #[arg(long, value_name = "HOSTS")]
+    cassandra: Option<String>,
 }
 
 #[derive(Args)]
@@ -244,6 +251,9 @@ struct RunArgs {
     /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
     #[arg(long)]
     brokers: Option<String>,
+    /// Cassandra contact points (host:port,...); overrides the job's sink.hosts.
+    #[arg(long, value_name = "HOSTS")]
+    cassandra: Option<String>,
     /// In a cluster: seconds without progress before this process takes a
     /// peer for gone and stops (fail-stop; the supervisor restarts all).
     #[arg(long, default_value_t = 60)]
@@ -339,7 +349,8 @@ fn fail_stop_on_panic() {
 }
 
 fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
-    let job = match job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref())) {
+    let job = job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
+    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
@@ -576,29 +587,50 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     }
 }
 
-fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
-    if let Err(error) = job::load(&args.job) {
-        eprintln!("error: {error}");
-        return error.exit_code();
+/// The store a job's committed epochs are read from: its Cassandra
+/// keyspace, or version `name` (default: the serving one) of the embedded
+/// store. `Err` holds the message and the exit code.
+fn open_reader(job: &job::Job, data_dir: &DataDir, name: Option<&str>) -> Result<Box<dyn StoreReader>, (String, i32)> {
+    if let job::SinkSpec::Cassandra(config) = &job.sink {
+        if let Some(name) = name.filter(|&name| name != versions::LIVE) {
+            let reason = format!("--version {name}: versions are built in the embedded store; a Cassandra job has only its live output");
+            return Err((reason, 2));
+        }
+        return CassandraReader::open(config, &job.name).map(|r| Box::new(r) as Box<dyn StoreReader>).map_err(|e| (e.to_string(), 1));
     }
-    let name = match &args.version {
-        Some(name) => Ok(name.clone()),
+    let name = match name {
+        Some(name) => Ok(name.to_owned()),
         None => versions::serving(data_dir),
     };
     // Opening the store repairs it first if a crashed job left it and no
     // job holds it now.
-    let reader = match name.and_then(|name| versions::open(data_dir, &name)) {
-        Ok(reader) => reader,
+    match name.and_then(|name| versions::open(data_dir, &name)) {
+        Ok(reader) => Ok(Box::new(reader)),
+        Err(error) => Err((error.to_string(), if error.is_usage() { 2 } else { 1 })),
+    }
+}
+
+fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
+    let job = match job::load(&args.job).and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+        Ok(job) => job,
         Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let reader = match open_reader(&job, data_dir, args.version.as_deref()) {
+        Ok(reader) => reader,
+        Err((error, code)) => {
             eprintln!("error: tally export: {error}");
-            return if error.is_usage() { 2 } else { 1 };
+            return code;
         }
     };
     let result = (|| -> Result<usize, String> {
-        let rows = reader.all_rows().map_err(|e| e.to_string())?;
+        let snapshot = reader.snapshot().map_err(|e| e.to_string())?;
+        let rows = snapshot.all_rows().map_err(|e| e.to_string())?;
         tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
         if let Some(path) = &args.late {
-            let entries = reader.late_entries(0, u64::MAX).map_err(|e| e.to_string())?;
+            let entries = snapshot.late_entries(0, u64::MAX).map_err(|e| e.to_string())?;
             tally::sink::file::write_late(path, &entries).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         Ok(rows.len())
@@ -616,7 +648,8 @@ fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
 }
 
 fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
-    let job = match job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref())) {
+    let job = job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
+    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
@@ -629,7 +662,7 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             Some(path) => Some(tally::verify::CatalogFile::load(path).map_err(|e| format!("verify: {e}"))?),
             None => None,
         };
-        let store = versions::open(data_dir, &args.version).map_err(|e| format!("verify: {e}"))?;
+        let store = open_reader(&job, data_dir, Some(&args.version)).map_err(|(e, _)| format!("verify: {e}"))?;
         let log: Box<dyn tally::verify::RecountLog> = match &job.source {
             job::SourceSpec::Kafka { brokers, topic } => {
                 let topic =
@@ -640,7 +673,7 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             job::SourceSpec::Log { dir: Some(dir) } => Box::new(tally::log::LogView::open(dir).map_err(|e| format!("verify: {e}"))?),
             _ => Box::new(tally::log::LogView::open(&data_dir.log()).map_err(|e| format!("verify: {e}"))?),
         };
-        tally::verify::verify(log.as_ref(), &store, &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
+        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
     })();
     match result {
         Ok(report) => {

@@ -29,6 +29,7 @@ use crate::sources::kafka::{KafkaProblem, KafkaTopic};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
 use crate::sources::position::{resolve_range, Bound, LogBounds, Position, PositionError};
+use crate::store::cassandra::{CassandraStore, Faults};
 use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::{EmbeddedStore, EpochStore, Recovered, StoreReader};
 
@@ -580,7 +581,7 @@ fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
     }
     if log && !options.bounded && options.to.is_none() && !store {
         return Err(RunError::Usage(format!(
-            "{}: a live run of a log needs sink.kind = \"store\" (or pass --bounded)",
+            "{}: a live run of a log needs sink.kind = \"store\" or \"cassandra\" (or pass --bounded)",
             job.file.display()
         )));
     }
@@ -593,16 +594,16 @@ fn check_shape(job: &Job, options: &RunOptions) -> Result<(), RunError> {
     }
     if options.leave_open && !store {
         return Err(RunError::Usage(format!(
-            "{}: --leave-open keeps windows open in the store: it needs sink.kind = \"store\"",
+            "{}: --leave-open keeps windows open in the store: it needs sink.kind = \"store\" or \"cassandra\"",
             job.file.display()
         )));
     }
     Ok(())
 }
 
-/// Whether the job commits to the embedded store.
+/// Whether the job commits to a store (embedded or Cassandra).
 fn store_sink(job: &Job, options: &RunOptions) -> bool {
-    matches!(job.sink, SinkSpec::Store) && options.output.is_none()
+    matches!(job.sink, SinkSpec::Store | SinkSpec::Cassandra(_)) && options.output.is_none()
 }
 
 /// A committed offset beyond the log's end means the store was committed
@@ -722,6 +723,15 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
             let target = StoreTarget {
                 name: format!("the store in {}", options.data_dir.store().display()),
                 anew: format!("move {} aside (the log stays) and run the job again", options.data_dir.store().display()),
+            };
+            output.take_over(Box::new(store), reader, job, settings, &target)?;
+        }
+        (None, SinkSpec::Cassandra(config)) => {
+            let store = CassandraStore::open(config, &job.name, job.rows_retention_ms, Faults::from_env())?;
+            let reader = Box::new(store.reader());
+            let target = StoreTarget {
+                name: format!("job {} in Cassandra keyspace {}", job.name, config.keyspace),
+                anew: format!("give the job another name (the store keys everything by it), or drop the keyspace {}", config.keyspace),
             };
             output.take_over(Box::new(store), reader, job, settings, &target)?;
         }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
+use crate::store::cassandra::CassandraConfig;
 use crate::store::settings::{CatalogStamp, RunSettings};
 
 pub use duration::{format_duration, parse_duration};
@@ -158,6 +159,9 @@ pub enum SinkSpec {
     /// The embedded store in the data directory: one transaction per epoch,
     /// resumable after a crash.
     Store,
+    /// A Cassandra (or ScyllaDB) keyspace: staged epochs and a fenced
+    /// commit record (`store::cassandra`), resumable after a crash.
+    Cassandra(CassandraConfig),
 }
 
 impl Job {
@@ -243,6 +247,19 @@ pub fn parse(text: &str, file: &Path) -> Result<Job, JobError> {
 
 /// `job` with its Kafka source's bootstrap servers replaced by `brokers`
 /// (a `--brokers` flag). Refused for other sources, naming the key.
+/// The job with `--cassandra HOSTS` in place of its `sink.hosts`.
+pub fn with_cassandra(mut job: Job, hosts: Option<&str>) -> Result<Job, JobError> {
+    let Some(hosts) = hosts else { return Ok(job) };
+    let error = |reason: String| JobError::Key { file: job.file.clone(), key: "sink.hosts".into(), reason };
+    match &mut job.sink {
+        SinkSpec::Cassandra(config) => {
+            config.hosts = crate::store::cassandra::config::parse_hosts(hosts).map_err(|reason| error(format!("--cassandra {reason}")))?;
+            Ok(job)
+        }
+        _ => Err(error("--cassandra is only valid for a job with sink.kind = \"cassandra\"".into())),
+    }
+}
+
 pub fn with_brokers(mut job: Job, brokers: Option<&str>) -> Result<Job, JobError> {
     let Some(brokers) = brokers else { return Ok(job) };
     let error = |reason: String| JobError::Key { file: job.file.clone(), key: "source.brokers".into(), reason };

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
+use crate::store::cassandra::{self, config::MAX_REPLICATION_FACTOR, CassandraConfig};
 
 /// Longest job name, in bytes.
 const MAX_NAME_BYTES: usize = 64;
@@ -429,9 +430,22 @@ fn read_late(mut s: Section, time: &Time) -> Result<LatePolicy, KeyError> {
 fn read_sink(mut s: Section, base: &Path) -> Result<SinkSpec, KeyError> {
     let kind = s.string("kind")?;
     let path = s.string("path")?;
+    let cassandra = CassandraKeys {
+        hosts: s.string("hosts")?,
+        keyspace: s.string("keyspace")?,
+        replication_factor: s.integer("replication_factor")?,
+        consistency: s.string("consistency")?,
+        serial_consistency: s.string("serial_consistency")?,
+    };
     s.finish()?;
 
-    match kind.as_deref().unwrap_or("file") {
+    let kind = kind.as_deref().unwrap_or("file");
+    if kind != "cassandra" {
+        if let Some(key) = cassandra.given() {
+            return Err(s.error(key, format!("only valid with kind = \"cassandra\" (this sink is kind = \"{kind}\")")));
+        }
+    }
+    match kind {
         "file" => Ok(SinkSpec::File { path: resolve(&s, "path", path, base)? }),
         "memory" => match path {
             Some(_) => Err(s.error("path", "only valid with kind = \"file\" (this sink is kind = \"memory\")")),
@@ -441,7 +455,59 @@ fn read_sink(mut s: Section, base: &Path) -> Result<SinkSpec, KeyError> {
             Some(_) => Err(s.error("path", "only valid with kind = \"file\" (the store lives in the data directory)")),
             None => Ok(SinkSpec::Store),
         },
-        other => Err(s.error("kind", format!("{other:?} is not one of file | memory | store"))),
+        "cassandra" => match path {
+            Some(_) => Err(s.error("path", "only valid with kind = \"file\" (this sink is kind = \"cassandra\")")),
+            None => Ok(SinkSpec::Cassandra(cassandra.read(&s)?)),
+        },
+        other => Err(s.error("kind", format!("{other:?} is not one of file | memory | store | cassandra"))),
+    }
+}
+
+/// The keys of a Cassandra sink, as given.
+struct CassandraKeys {
+    hosts: Option<String>,
+    keyspace: Option<String>,
+    replication_factor: Option<i64>,
+    consistency: Option<String>,
+    serial_consistency: Option<String>,
+}
+
+impl CassandraKeys {
+    /// The first key given, if any.
+    fn given(&self) -> Option<&'static str> {
+        [
+            ("hosts", self.hosts.is_some()),
+            ("keyspace", self.keyspace.is_some()),
+            ("replication_factor", self.replication_factor.is_some()),
+            ("consistency", self.consistency.is_some()),
+            ("serial_consistency", self.serial_consistency.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(key, given)| given.then_some(key))
+    }
+
+    fn read(self, s: &Section) -> Result<CassandraConfig, KeyError> {
+        let defaults = CassandraConfig::default();
+        let hosts = match self.hosts {
+            Some(text) => cassandra::config::parse_hosts(&text).map_err(|reason| s.error("hosts", reason))?,
+            None => defaults.hosts,
+        };
+        let keyspace = self.keyspace.unwrap_or(defaults.keyspace);
+        cassandra::config::check_keyspace(&keyspace).map_err(|reason| s.error("keyspace", reason))?;
+        let replication_factor = match self.replication_factor {
+            Some(n) if (1..=i64::from(MAX_REPLICATION_FACTOR)).contains(&n) => n as u32,
+            Some(n) => return Err(s.error("replication_factor", format!("{n} is not in 1..={MAX_REPLICATION_FACTOR}"))),
+            None => defaults.replication_factor,
+        };
+        let consistency = match self.consistency {
+            Some(text) => text.parse().map_err(|reason| s.error("consistency", reason))?,
+            None => defaults.consistency,
+        };
+        let serial_consistency = match self.serial_consistency {
+            Some(text) => text.parse().map_err(|reason| s.error("serial_consistency", reason))?,
+            None => defaults.serial_consistency,
+        };
+        Ok(CassandraConfig { hosts, keyspace, replication_factor, consistency, serial_consistency })
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::store::cassandra::CassandraConfig;
 
 const FILE: &str = "jobs/x.toml";
 
@@ -52,6 +53,57 @@ fn shipped_clicks_job_lists_the_defaults() {
         ..Job::defaults(&file)
     };
     assert_eq!(job, expected);
+}
+
+#[test]
+fn shipped_cassandra_job_reads_the_log_into_cassandra() {
+    let file = jobs_dir().join("cassandra.toml");
+    let job = load(&file).expect("jobs/cassandra.toml loads");
+    assert_eq!(job.source, SourceSpec::Log { dir: None });
+    assert_eq!(job.sink, SinkSpec::Cassandra(CassandraConfig::default()));
+    let moved = with_cassandra(job, Some("127.0.0.2:9042,127.0.0.3:9042")).unwrap();
+    let SinkSpec::Cassandra(config) = &moved.sink else { panic!("{:?}", moved.sink) };
+    assert_eq!(config.hosts, ["127.0.0.2:9042", "127.0.0.3:9042"]);
+    let refused = with_cassandra(moved.clone(), Some("nohost")).unwrap_err().to_string();
+    assert!(refused.ends_with("key 'sink.hosts': --cassandra \"nohost\" is not host:port"), "{refused}");
+    let not_cassandra = with_cassandra(load(&jobs_dir().join("embedded.toml")).unwrap(), Some("h:1")).unwrap_err().to_string();
+    assert!(not_cassandra.ends_with("--cassandra is only valid for a job with sink.kind = \"cassandra\""), "{not_cassandra}");
+}
+
+#[test]
+fn cassandra_sink_keys_are_checked() {
+    let job = parse_ok(
+        "[sink]\nkind = \"cassandra\"\nhosts = \"10.0.0.1:9042\"\nkeyspace = \"ads_1\"\nreplication_factor = 3\n\
+         consistency = \"local_quorum\"\nserial_consistency = \"local_serial\"",
+    );
+    let expected = CassandraConfig {
+        hosts: vec!["10.0.0.1:9042".into()],
+        keyspace: "ads_1".into(),
+        replication_factor: 3,
+        consistency: crate::store::cassandra::Level::LocalQuorum,
+        serial_consistency: crate::store::cassandra::SerialLevel::LocalSerial,
+    };
+    assert_eq!(job.sink, SinkSpec::Cassandra(expected));
+    let sink = |keys: &str| format!("[sink]\nkind = \"cassandra\"\n{keys}");
+    assert_refused(&sink("hosts = \"db\""), "sink.hosts", "\"db\" is not host:port");
+    assert_refused(
+        &sink("keyspace = \"Ads\""),
+        "sink.keyspace",
+        "\"Ads\" is not a keyspace name (a lowercase letter, then lowercase letters, digits and '_', at most 48 bytes)",
+    );
+    assert_refused(&sink("replication_factor = 0"), "sink.replication_factor", "0 is not in 1..=9");
+    assert_refused(
+        &sink("consistency = \"most\""),
+        "sink.consistency",
+        "\"most\" is not one of one | two | three | quorum | all | local_quorum | each_quorum | local_one",
+    );
+    assert_refused(&sink("serial_consistency = \"quorum\""), "sink.serial_consistency", "\"quorum\" is not one of serial | local_serial");
+    assert_refused(&sink("path = \"x\""), "sink.path", "only valid with kind = \"file\" (this sink is kind = \"cassandra\")");
+    assert_refused(
+        "[sink]\nkind = \"store\"\nkeyspace = \"k\"",
+        "sink.keyspace",
+        "only valid with kind = \"cassandra\" (this sink is kind = \"store\")",
+    );
 }
 
 #[test]
@@ -174,7 +226,7 @@ fn name_must_be_safe() {
 #[test]
 fn kind_must_be_known() {
     assert_refused("[source]\nkind = \"s3\"", "source.kind", "\"s3\" is not one of file | generator | log | kafka");
-    assert_refused("[sink]\nkind = \"s3\"", "sink.kind", "\"s3\" is not one of file | memory | store");
+    assert_refused("[sink]\nkind = \"s3\"", "sink.kind", "\"s3\" is not one of file | memory | store | cassandra");
 }
 
 #[test]

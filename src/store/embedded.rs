@@ -63,9 +63,11 @@ use redb::{
     TableDefinition, WriteTransaction,
 };
 
-use self::codec::{decode_last, decode_row, encode_last, encode_row, key_type_code, key_type_of, LastCommit};
+use self::codec::{decode_last, decode_row, encode_last, encode_row, LastCommit};
+use super::codes::{key_type_code, key_type_of};
 use super::read::{RowIter, StoreReader, StoreSnapshot};
-use super::{EpochCommit, EpochStore, PartitionCheckpoint, Recovered, RowFilter, StoreError, StoredRow, WindowKey};
+use super::{advance_checkpoints, assert_version_matches_status};
+use super::{EpochCommit, EpochStore, Recovered, RowFilter, StoreError, StoredRow, WindowKey};
 use crate::event::{EventTime, KeyType};
 use crate::lockfile::LockError;
 use crate::row::{LateEntry, Row, Status};
@@ -712,28 +714,6 @@ fn read_last(epochs: &impl ReadableTable<&'static str, &'static [u8]>, target: &
     last.map(Some).ok_or_else(|| StoreError::Corrupt { target: target.to_string(), what: "last commit record".into() })
 }
 
-/// The stored checkpoints with this epoch's applied: every listed partition
-/// moves forward (asserted), the others keep theirs.
-fn advance_checkpoints(stored: Vec<PartitionCheckpoint>, advanced: &[PartitionCheckpoint]) -> Vec<PartitionCheckpoint> {
-    let mut by_partition: BTreeMap<u32, PartitionCheckpoint> = stored.into_iter().map(|c| (c.partition, c)).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    for next in advanced {
-        assert!(seen.insert(next.partition), "partition {} checkpointed twice in one epoch", next.partition);
-        assert!(
-            next.dedup_replay_offset <= next.offset,
-            "partition {}: dedup replay offset {} beyond offset {}",
-            next.partition,
-            next.dedup_replay_offset,
-            next.offset
-        );
-        if let Some(prev) = by_partition.get(&next.partition) {
-            assert!(next.offset >= prev.offset, "partition {}: offset went back from {} to {}", next.partition, prev.offset, next.offset);
-        }
-        by_partition.insert(next.partition, *next);
-    }
-    by_partition.into_values().collect()
-}
-
 /// Applies rows in order. Partial rows only overwrite the latest row, and
 /// never a settled one; final and restated rows also go to the history.
 fn write_rows(txn: &WriteTransaction, epoch: u64, rows: &[StoredRow], target: &str) -> Result<(), StoreError> {
@@ -777,17 +757,6 @@ fn write_rows(txn: &WriteTransaction, epoch: u64, rows: &[StoredRow], target: &s
         }
     }
     Ok(())
-}
-
-fn assert_version_matches_status(row: &Row) {
-    let ok = match row.status {
-        Status::Partial => row.version == 0,
-        Status::Final => row.version == 1,
-        // A window whose first clicks were all too late has no final row:
-        // its first restatement is version 1 (SEMANTICS.md).
-        Status::Restated => row.version >= 1,
-    };
-    assert!(ok, "row with status {:?} and version {}: {row:?}", row.status, row.version);
 }
 
 fn write_late(txn: &WriteTransaction, late: &[LateEntry], target: &str) -> Result<(), StoreError> {

@@ -28,6 +28,8 @@
 //!   or `restated` one, and every settled version stays readable in the
 //!   history until retention removes its window.
 
+pub mod cassandra;
+pub mod codes;
 pub mod embedded;
 pub mod read;
 pub mod settings;
@@ -36,17 +38,20 @@ pub mod versions;
 pub use embedded::{EmbeddedReader, EmbeddedStore, Snapshot};
 pub use read::{StoreReader, StoreSnapshot};
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use serde::{Deserialize, Serialize};
+
 use crate::event::{EventTime, Key, KeyType};
-use crate::row::{LateEntry, Row};
+use crate::row::{LateEntry, Row, Status};
 
 /// How long the job keeps rows, versions and ledger entries by default: two
 /// years of event time (365-day years).
 pub const DEFAULT_RETENTION_MS: u64 = 2 * 365 * 24 * 3_600_000;
 
 /// Everything one epoch commits, all or nothing.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochCommit {
     /// Strictly increasing across commits (asserted).
     pub epoch: u64,
@@ -68,7 +73,7 @@ pub struct EpochCommit {
 }
 
 /// A window row as stored: the row and its distinct-user sketch.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredRow {
     pub row: Row,
     /// Opaque sketch bytes; may be empty.
@@ -76,7 +81,7 @@ pub struct StoredRow {
 }
 
 /// Where one log partition stands after an epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PartitionCheckpoint {
     pub partition: u32,
     /// Offset of the next click to read; never moves backwards.
@@ -164,4 +169,38 @@ pub trait EpochStore {
     fn commit(&mut self, commit: EpochCommit) -> Result<(), StoreError>;
     /// The last committed epoch, or `None` if nothing was ever committed.
     fn last_committed(&self) -> Result<Option<Recovered>, StoreError>;
+}
+
+/// The stored checkpoints with this epoch's applied: every listed partition
+/// moves forward (asserted), the others keep theirs.
+pub(crate) fn advance_checkpoints(stored: Vec<PartitionCheckpoint>, advanced: &[PartitionCheckpoint]) -> Vec<PartitionCheckpoint> {
+    let mut by_partition: BTreeMap<u32, PartitionCheckpoint> = stored.into_iter().map(|c| (c.partition, c)).collect();
+    let mut seen = BTreeSet::new();
+    for next in advanced {
+        assert!(seen.insert(next.partition), "partition {} checkpointed twice in one epoch", next.partition);
+        assert!(
+            next.dedup_replay_offset <= next.offset,
+            "partition {}: dedup replay offset {} beyond offset {}",
+            next.partition,
+            next.dedup_replay_offset,
+            next.offset
+        );
+        if let Some(prev) = by_partition.get(&next.partition) {
+            assert!(next.offset >= prev.offset, "partition {}: offset went back from {} to {}", next.partition, prev.offset, next.offset);
+        }
+        by_partition.insert(next.partition, *next);
+    }
+    by_partition.into_values().collect()
+}
+
+/// A row's version fits its status (asserted on every commit path).
+pub(crate) fn assert_version_matches_status(row: &Row) {
+    let ok = match row.status {
+        Status::Partial => row.version == 0,
+        Status::Final => row.version == 1,
+        // A window whose first clicks were all too late has no final row:
+        // its first restatement is version 1 (SEMANTICS.md).
+        Status::Restated => row.version >= 1,
+    };
+    assert!(ok, "row with status {:?} and version {}: {row:?}", row.status, row.version);
 }

@@ -16,46 +16,12 @@
 //! - key type: ad 0, campaign 1, advertiser 2; status: partial 0, final 1,
 //!   restated 2
 
-use crate::event::KeyType;
 use crate::row::{Row, Status};
+use crate::store::codes::{status_code, status_of};
 use crate::store::PartitionCheckpoint;
 
 const ROW_HEADER_BYTES: usize = 8 + 8 + 1 + 4 + 8;
 const CHECKPOINT_BYTES: usize = 4 + 8 * 5;
-
-pub(super) fn key_type_code(key_type: KeyType) -> u8 {
-    match key_type {
-        KeyType::Ad => 0,
-        KeyType::Campaign => 1,
-        KeyType::Advertiser => 2,
-    }
-}
-
-pub(super) fn key_type_of(code: u8) -> Option<KeyType> {
-    match code {
-        0 => Some(KeyType::Ad),
-        1 => Some(KeyType::Campaign),
-        2 => Some(KeyType::Advertiser),
-        _ => None,
-    }
-}
-
-fn status_code(status: Status) -> u8 {
-    match status {
-        Status::Partial => 0,
-        Status::Final => 1,
-        Status::Restated => 2,
-    }
-}
-
-fn status_of(code: u8) -> Option<Status> {
-    match code {
-        0 => Some(Status::Partial),
-        1 => Some(Status::Final),
-        2 => Some(Status::Restated),
-        _ => None,
-    }
-}
 
 /// A decoded row value; the key fields live in the table key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +109,7 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::KeyType;
 
     fn row(status: Status, version: u32) -> Row {
         Row {
@@ -183,7 +150,6 @@ mod tests {
         let mut bad_status = bytes.clone();
         bad_status[16] = 3;
         assert_eq!(decode_row(&bad_status), None);
-        assert_eq!(key_type_of(3), None);
     }
 
     #[test]
@@ -199,15 +165,5 @@ mod tests {
         let bytes = encode_last(&last);
         assert_eq!(decode_last(&bytes), Some(last));
         assert_eq!(decode_last(&bytes[..bytes.len() - 1]), None);
-    }
-
-    #[test]
-    fn codes_round_trip() {
-        for key_type in [KeyType::Ad, KeyType::Campaign, KeyType::Advertiser] {
-            assert_eq!(key_type_of(key_type_code(key_type)), Some(key_type));
-        }
-        for status in [Status::Partial, Status::Final, Status::Restated] {
-            assert_eq!(status_of(status_code(status)), Some(status));
-        }
     }
 }

@@ -2,7 +2,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::*;
 use crate::event::KeyType;
-use crate::store::DEFAULT_RETENTION_MS;
+use crate::store::{PartitionCheckpoint, DEFAULT_RETENTION_MS};
 
 const MINUTE: u64 = 60_000;
 
