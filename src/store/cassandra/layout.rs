@@ -59,6 +59,12 @@ pub fn signed(value: u64) -> i64 {
     i64::try_from(value).expect("stored values are below 2^63")
 }
 
+/// A bound of a range read as a `bigint`: a bound past every stored value
+/// (`u64::MAX` for "no end") reads as the largest one.
+pub fn saturating_signed(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use scylla::response::PagingState;
 
 use super::config::CassandraConfig;
 use super::db::{Access, Db};
-use super::layout::{bucket, late_day, shard, signed, unsigned, SERIES_BUCKET_WINDOWS, STATE_SHARDS};
+use super::layout::{bucket, late_day, saturating_signed, shard, unsigned, SERIES_BUCKET_WINDOWS, STATE_SHARDS};
 use super::protocol::{AppliedRecord, JobColumns, JobRow};
 use crate::event::{EventTime, Key, KeyType};
 use crate::row::{LateEntry, Row, Status};
@@ -142,10 +142,18 @@ impl StoreSnapshot for CassandraSnapshot {
                 .db
                 .error(format!("rows of {} partitions asked at once, at most {MAX_BUCKETS_PER_READ}", (last - first) / span + 1)));
         }
-        let (kt, g) = (key_type_code(filter.key_type) as i8, signed(filter.granularity_ms));
+        let (kt, g) = (key_type_code(filter.key_type) as i8, saturating_signed(filter.granularity_ms));
         let mut by_start: BTreeMap<EventTime, Vec<Written>> = BTreeMap::new();
         for b in (first..=last).step_by(span as usize) {
-            let values = (self.job(), kt, filter.key.as_str(), g, signed(b), signed(filter.from), signed(filter.to));
+            let values = (
+                self.job(),
+                kt,
+                filter.key.as_str(),
+                g,
+                saturating_signed(b),
+                saturating_signed(filter.from),
+                saturating_signed(filter.to),
+            );
             let found: Vec<(i64, i64, i64, i64, i8, i32)> = self.db.read_all(&self.db.st.rows_in_range, values)?;
             for (start, epoch, clicks, users, status, version) in found {
                 let window = WindowKey {
@@ -163,7 +171,7 @@ impl StoreSnapshot for CassandraSnapshot {
 
     fn window_rows(&self, key_type: KeyType, granularity_ms: u64, window_start: EventTime) -> Result<Vec<Row>, StoreError> {
         let Some(bound) = self.bound() else { return Ok(Vec::new()) };
-        let values = (self.job(), key_type_code(key_type) as i8, signed(granularity_ms), signed(window_start));
+        let values = (self.job(), key_type_code(key_type) as i8, saturating_signed(granularity_ms), saturating_signed(window_start));
         let found: Vec<(String, i64, i64, i64, i8, i32)> = self.db.read_all(&self.db.st.rows_by_window, values)?;
         let mut by_key: BTreeMap<String, Vec<Written>> = BTreeMap::new();
         for (key, epoch, clicks, users, status, version) in found {
@@ -178,11 +186,12 @@ impl StoreSnapshot for CassandraSnapshot {
         if self.bound().is_none() {
             return Ok(None);
         }
-        let (kt, g) = (key_type_code(key_type) as i8, signed(granularity_ms));
+        let (kt, g) = (key_type_code(key_type) as i8, saturating_signed(granularity_ms));
         let buckets: Vec<(i64,)> =
-            self.db.read_all(&self.db.st.window_buckets, (self.job(), kt, g, signed(bucket(granularity_ms, at_most))))?;
+            self.db.read_all(&self.db.st.window_buckets, (self.job(), kt, g, saturating_signed(bucket(granularity_ms, at_most))))?;
         for (b,) in buckets {
-            let starts: Vec<(i64,)> = self.db.read_all(&self.db.st.windows_in_bucket, (self.job(), kt, g, b, signed(at_most)))?;
+            let starts: Vec<(i64,)> =
+                self.db.read_all(&self.db.st.windows_in_bucket, (self.job(), kt, g, b, saturating_signed(at_most)))?;
             for (start,) in starts {
                 let start = self.start(start)?;
                 if !self.window_rows(key_type, granularity_ms, start)?.is_empty() {
@@ -214,9 +223,9 @@ impl StoreSnapshot for CassandraSnapshot {
             self.job(),
             key_type_code(window.key_type) as i8,
             window.key.as_str(),
-            signed(window.granularity_ms),
-            signed(bucket(window.granularity_ms, window.window_start)),
-            signed(window.window_start),
+            saturating_signed(window.granularity_ms),
+            saturating_signed(bucket(window.granularity_ms, window.window_start)),
+            saturating_signed(window.window_start),
         );
         let found: Vec<(i32, i64, i64, i64, i8)> = self.db.read_all(&self.db.st.versions, values)?;
         let mut history = Vec::new();
@@ -240,7 +249,7 @@ impl StoreSnapshot for CassandraSnapshot {
             if day < late_day(from) || day >= to {
                 continue;
             }
-            let values = (self.job(), signed(day), signed(from), signed(to));
+            let values = (self.job(), saturating_signed(day), saturating_signed(from), saturating_signed(to));
             let found: Vec<LateColumns> = self.db.read_all(&self.db.st.late_in_day, values)?;
             for (start, kt, key, batch, id, held, epoch) in found {
                 if self.epoch_of(epoch)? > bound {
@@ -264,9 +273,9 @@ impl StoreSnapshot for CassandraSnapshot {
             self.job(),
             key_type_code(window.key_type) as i8,
             window.key.as_str(),
-            signed(window.granularity_ms),
-            signed(bucket(window.granularity_ms, window.window_start)),
-            signed(window.window_start),
+            saturating_signed(window.granularity_ms),
+            saturating_signed(bucket(window.granularity_ms, window.window_start)),
+            saturating_signed(window.window_start),
         );
         let found: Vec<WindowColumns> = self.db.read_all(&self.db.st.rows_of_window, values)?;
         for (epoch, clicks, users, status, version, sketch) in found {
