@@ -191,7 +191,7 @@ impl CassandraStore {
         let previous = self.tip.as_ref().map(|(epoch, _)| *epoch);
         let blob = encode_checkpoints(checkpoints);
         let mut pause = LWT_RETRY_FIRST;
-        for _ in 0..LWT_ATTEMPTS {
+        for attempt in 1..=LWT_ATTEMPTS {
             let values = (
                 signed(epoch),
                 signed(generation),
@@ -204,7 +204,7 @@ impl CassandraStore {
                 epoch_column(previous),
                 epoch_column(previous),
             );
-            let answer = self.commit_transaction(values);
+            let answer = self.commit_transaction(values, attempt == 1);
             let unknown = match answer {
                 Ok(true) => return Ok(()),
                 Ok(false) => None,
@@ -229,9 +229,10 @@ impl CassandraStore {
         Err(self.db.error(format!("epoch {epoch} was not committed in {LWT_ATTEMPTS} attempts")))
     }
 
-    /// The commit transaction, with the faults a test asked for.
-    fn commit_transaction(&self, values: impl SerializeRow) -> Result<bool, Box<ExecutionError>> {
-        let number = self.commits;
+    /// The commit transaction, with the faults a test asked for (on the
+    /// first attempt of a commit only).
+    fn commit_transaction(&self, values: impl SerializeRow, first: bool) -> Result<bool, Box<ExecutionError>> {
+        let number = if first { self.commits } else { 0 };
         match self.faults.commit_timeout {
             Some((n, timeout)) if n == number => {
                 let mut statement = self.db.st.commit.clone();

@@ -1,0 +1,364 @@
+//! tally against a real Apache Cassandra node: the epoch commit protocol of
+//! `store::cassandra` under crashes, zombies and lost answers.
+//!
+//! The first test to need it starts one node with `scripts/cassandra.sh`
+//! (its jars come from Maven Central into a git-ignored cache on first use)
+//! in `target/test-cassandra/`, shared by every test of this binary, each
+//! under a job name of its own; a watchdog stops the node when the test
+//! process ends, however it ends. `TALLY_TEST_CASSANDRA=host:port` uses a
+//! node that is already running instead.
+//!
+//! - SIGKILLs at random moments and aborts at the protocol's own seams
+//!   (after staging, after the commit record, halfway through an apply),
+//!   then `tally verify` finds 0 mismatches; a recovery that skips the
+//!   re-apply of a committed epoch is caught.
+//! - A job paused with SIGSTOP while a new generation takes over and
+//!   finishes, then resumed, changes no committed row and is fenced.
+//! - A commit whose answer is lost, or which times out, is decided by
+//!   reading the commit record back: the job finishes and verifies clean.
+//! - Two writers of one job: the older generation's commit is refused.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tally::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
+use tally::store::{EpochCommit, EpochStore, PartitionCheckpoint, StoreError};
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// Longest a child may run.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(300);
+/// The keyspace of every test.
+const KEYSPACE: &str = "tally_test";
+
+/// The contact point of the node every test shares.
+fn cassandra() -> &'static str {
+    static NODE: OnceLock<String> = OnceLock::new();
+    NODE.get_or_init(|| match std::env::var("TALLY_TEST_CASSANDRA") {
+        Ok(hosts) => hosts,
+        Err(_) => start_node(),
+    })
+}
+
+/// Starts a node for this test process and a watchdog that stops it once
+/// the process is gone.
+fn start_node() -> String {
+    let dir = Path::new(ROOT).join("target/test-cassandra").join(format!("node-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let script = Path::new(ROOT).join("scripts/cassandra.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["start", "--dir"])
+        .arg(&dir)
+        .args(["--port", &free_ports(3).to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/cassandra.sh");
+    let watchdog = format!(
+        "while kill -0 {} 2>/dev/null; do sleep 1; done; bash '{}' stop --dir '{}'",
+        std::process::id(),
+        script.display(),
+        dir.display()
+    );
+    Command::new("bash").args(["-c", &watchdog]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    assert!(
+        out.status.success(),
+        "cassandra.sh start failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().last().expect("cassandra.sh prints the contact points").trim().to_owned()
+}
+
+/// A port `p` with `p + 1 .. p + n` free too.
+fn free_ports(n: u16) -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if port < 60_000 && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok()) {
+            return port;
+        }
+    }
+}
+
+/// A tiny seeded generator for kill times.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A data directory with a log of generated clicks, a catalog, and a job
+/// file committing to the shared node under `name`.
+struct Setup {
+    dir: PathBuf,
+    data: PathBuf,
+    catalog: PathBuf,
+    job: PathBuf,
+}
+
+fn setup(name: &str, clicks: u64, seed: u64) -> Setup {
+    let dir = Path::new(ROOT).join("target/test-cassandra").join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, catalog, data) = (dir.join("clicks.ndjson"), dir.join("ads.csv"), dir.join("data"));
+    checked(
+        Command::new(TALLY)
+            .args(["gen", "--clicks", &clicks.to_string(), "--seed", &seed.to_string(), "--rate-per-s", "2000", "--ads", "500"])
+            .args(["--campaigns", "50", "--advertisers", "10", "--too-late-share", "0.005"])
+            .arg("--output")
+            .arg(&input)
+            .arg("--catalog")
+            .arg(&catalog),
+    );
+    checked(tally(&data).args(["log", "import"]).arg(&input));
+    let job = dir.join("job.toml");
+    let text = format!(
+        "name = \"{name}_{}\"\n[source]\nkind = \"log\"\npartitions = 8\n\
+         [sink]\nkind = \"cassandra\"\nhosts = \"{}\"\nkeyspace = \"{KEYSPACE}\"\nreplication_factor = 1\n",
+        std::process::id(),
+        cassandra()
+    );
+    std::fs::write(&job, text).unwrap();
+    Setup { dir, data, catalog, job }
+}
+
+fn tally(data: &Path) -> Command {
+    let mut command = Command::new(TALLY);
+    command.arg("--data-dir").arg(data).stdin(Stdio::null());
+    command
+}
+
+fn finish(mut child: Child) -> Output {
+    let started = Instant::now();
+    while child.try_wait().expect("child status").is_none() {
+        if started.elapsed() > CHILD_TIMEOUT {
+            let _ = child.kill();
+            panic!("a child ran for more than {CHILD_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("child output")
+}
+
+fn checked(command: &mut Command) -> Output {
+    let out = finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tally"));
+    assert!(out.status.success(), "{command:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `tally run JOB --bounded` on `data`, with `TALLY_FAULT` if given.
+fn run_job(setup: &Setup, data: &Path, workers: u64, fault: Option<&str>) -> Command {
+    let mut command = tally(data);
+    command.args(["run", "--bounded", "-w", &workers.to_string()]).arg(&setup.job).arg("--catalog").arg(&setup.catalog);
+    if let Some(fault) = fault {
+        command.env("TALLY_FAULT", fault);
+    }
+    command.stdout(Stdio::null()).stderr(Stdio::piped());
+    command
+}
+
+/// `tally verify`: whether it found no mismatch, and its summary.
+fn verify(setup: &Setup) -> (bool, String) {
+    let out = finish(
+        tally(&setup.data)
+            .arg("verify")
+            .arg(&setup.job)
+            .arg("--catalog")
+            .arg(&setup.catalog)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.starts_with("verify: "), "verify printed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), stdout)
+}
+
+/// `tally export` of the job's rows and late ledger.
+fn export(setup: &Setup, name: &str) -> (String, String) {
+    let (rows, late) = (setup.dir.join(format!("{name}.ndjson")), setup.dir.join(format!("{name}.late.ndjson")));
+    checked(tally(&setup.data).arg("export").arg(&setup.job).arg("--output").arg(&rows).arg("--late").arg(&late));
+    (std::fs::read_to_string(rows).unwrap(), std::fs::read_to_string(late).unwrap())
+}
+
+/// Whether a run ended by a signal (a kill, or a fault's abort).
+fn killed(out: &Output) -> bool {
+    out.status.signal().is_some()
+}
+
+/// Runs the job `rounds` times, each one stopped by SIGKILL at a random
+/// moment or by the fault named for the round, then once to the end.
+/// Returns how many runs were stopped, and the stderr of the first run that
+/// failed by itself, if any.
+fn crash_and_finish(setup: &Setup, rng: &mut Rng, faults: &[Option<String>], final_fault: Option<&str>) -> (usize, Option<String>) {
+    let (mut stopped, mut failed) = (0, None);
+    for fault in faults {
+        let mut child = run_job(setup, &setup.data, 1 + rng.below(2), fault.as_deref()).spawn().expect("spawn tally run");
+        if fault.is_none() {
+            std::thread::sleep(Duration::from_millis(500 + rng.below(5_000)));
+            let _ = child.kill();
+        }
+        let out = finish(child);
+        if killed(&out) {
+            stopped += 1;
+        } else if !out.status.success() {
+            failed.get_or_insert(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+    }
+    let out = finish(run_job(setup, &setup.data, 2, final_fault).spawn().unwrap());
+    if !out.status.success() {
+        failed.get_or_insert(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    (stopped, failed)
+}
+
+#[test]
+fn kills_at_random_and_at_every_seam_of_the_commit_then_verify_finds_no_mismatch() {
+    let setup = setup("kills", 300_000, 21);
+    let mut rng = Rng(0x5eed_ca55_0001);
+    let seams = ["crash:staged", "crash:committed", "crash:half-applied"];
+    let faults: Vec<Option<String>> = (0..14).map(|i| seams.get(i % 5).map(|seam| format!("{seam}:{}", 1 + rng.below(3)))).collect();
+    let (stopped, failed) = crash_and_finish(&setup, &mut rng, &faults, None);
+    if let Some(stderr) = failed {
+        panic!("a run failed:\n{stderr}");
+    }
+    assert!(stopped >= 10, "only {stopped} runs were stopped");
+    let (clean, summary) = verify(&setup);
+    assert!(clean && summary.contains(", 0 mismatches"), "{summary}");
+    let checked: u64 = summary.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap();
+    assert!(checked > 1_000, "{summary}");
+}
+
+#[test]
+fn a_recovery_that_skips_the_committed_epoch_is_caught() {
+    let setup = setup("skip", 200_000, 22);
+    let mut rng = Rng(0x5eed_ca55_0002);
+    // Stop after the commit record of the 3rd commit, then recover without
+    // applying that epoch.
+    let (stopped, failed) = crash_and_finish(&setup, &mut rng, &[Some("crash:committed:3".into())], Some("skip-reapply"));
+    assert_eq!(stopped, 1, "the fault stops the first run");
+    match failed {
+        Some(stderr) => {
+            let invariant = ["src/store/", "src/dataflow/"].iter().any(|at| stderr.contains(&format!("panicked at {at}")));
+            assert!(invariant, "the run failed for another reason:\n{stderr}");
+        }
+        None => {
+            let (clean, summary) = verify(&setup);
+            assert!(!clean && !summary.contains(", 0 mismatches"), "a skipped epoch must not verify:\n{summary}");
+        }
+    }
+}
+
+#[test]
+fn a_paused_zombie_changes_no_committed_row_and_is_fenced() {
+    let setup = setup("zombie", 300_000, 23);
+    // The new generation reads a copy of the same log (a log belongs to one
+    // process, and the zombie keeps holding its own).
+    let copy = setup.dir.join("data-copy");
+    let status = Command::new("cp").arg("-r").arg(&setup.data).arg(&copy).status().unwrap();
+    assert!(status.success());
+    let mut rng = Rng(0x5eed_ca55_0003);
+    let mut paused = 0;
+    for round in 0..3 {
+        // The zombie runs live (it never finishes by itself) and is paused
+        // while it works through the backlog, most likely mid-commit.
+        let mut zombie = tally(&setup.data);
+        zombie.arg("run").arg(&setup.job).arg("--catalog").arg(&setup.catalog).stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut zombie = zombie.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(3_000 + rng.below(4_000)));
+        signal(&zombie, "STOP");
+        paused += 1;
+        checked(&mut run_job(&setup, &copy, 2, None));
+        let before = export(&setup, &format!("before-{round}"));
+        signal(&zombie, "CONT");
+        let out = wait_for(&mut zombie, Duration::from_secs(120));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains("refused, generation"), "the zombie was not fenced:\n{stderr}");
+        let after = export(&setup, &format!("after-{round}"));
+        assert!(before == after, "round {round}: the zombie changed committed rows");
+    }
+    assert_eq!(paused, 3);
+    let (clean, summary) = verify(&setup);
+    assert!(clean, "{summary}");
+}
+
+/// A commit whose answer is dropped after it applied, and one run with a
+/// 1 ms client-side timeout, are both decided by the record read back.
+#[test]
+fn commits_of_unknown_outcome_are_read_back_not_retried() {
+    let setup = setup("unknown", 100_000, 24);
+    let out = finish(run_job(&setup, &setup.data, 2, Some("lost-answer:2,commit-timeout:3:1")).spawn().unwrap());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The lost answer is read back as committed; the timeout, depending on
+    // whether the request reached the node in 1 ms, as committed or not
+    // yet (then tried again), or it did not time out at all.
+    let resolved: Vec<&str> = stderr.lines().filter(|l| l.contains("had an unknown outcome")).collect();
+    assert!(resolved.iter().any(|l| l.ends_with("read back with SERIAL: Committed")), "no commit was read back:\n{stderr}");
+    let (clean, summary) = verify(&setup);
+    assert!(clean, "{summary}");
+}
+
+/// The store's own API: a writer of an older generation is fenced by the
+/// commit transaction, and the epochs of the newer one stand.
+#[test]
+fn an_older_generation_cannot_commit() {
+    let job = format!("fence_{}", std::process::id());
+    let config = CassandraConfig { hosts: vec![cassandra().to_owned()], keyspace: KEYSPACE.into(), ..CassandraConfig::default() };
+    let open = || CassandraStore::open(&config, &job, 3_600_000, Faults::default()).unwrap();
+    let checkpoint =
+        |offset| PartitionCheckpoint { partition: 0, offset, max_ts: offset, floor: 0, dedup_replay_offset: 0, dedup_replay_max_ts: 0 };
+    let epoch = |epoch: u64, generation: u64| EpochCommit {
+        epoch,
+        generation,
+        partitions: vec![checkpoint(epoch / 1_000)],
+        state_upserts: vec![(b"Pk".to_vec(), epoch.to_le_bytes().to_vec())],
+        ..Default::default()
+    };
+    let (mut old, mut new) = (open(), open());
+    let first = old.begin_generation().unwrap();
+    old.commit(epoch(1_000, first)).unwrap();
+    let second = new.begin_generation().unwrap();
+    assert_eq!(second, first + 1);
+    match old.commit(epoch(2_000, first)) {
+        Err(StoreError::Fenced { generation, current, .. }) => assert_eq!((generation, current), (first, second)),
+        other => panic!("the older generation committed: {other:?}"),
+    }
+    new.commit(epoch(2_000, second)).unwrap();
+    let reader = CassandraReader::open(&config, &job).unwrap();
+    let recovered = reader.snapshot_now().unwrap();
+    let recovered = tally::store::StoreSnapshot::last_committed(&recovered).unwrap().unwrap();
+    assert_eq!((recovered.epoch, recovered.generation), (2_000, second));
+    assert_eq!(recovered.partitions, [checkpoint(2)]);
+    assert_eq!(recovered.state, [(b"Pk".to_vec(), 2_000u64.to_le_bytes().to_vec())]);
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+fn wait_for(child: &mut Child, timeout: Duration) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
+    }
+    Output { status: child.wait().unwrap(), stdout: Vec::new(), stderr: stderr.into_bytes() }
+}
