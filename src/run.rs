@@ -778,7 +778,7 @@ impl Output {
             self.committed = true;
             self.origin = recorded_origin(&recovered)?;
         }
-        self.committed_windows = Some(Arc::new(StoreWindows::new(reader)));
+        self.committed_windows = Some(Arc::new(StoreWindows::new(reader, generation)));
         self.store = Some((store, generation, settings));
         Ok(())
     }

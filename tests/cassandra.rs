@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tally::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
-use tally::store::{EpochCommit, EpochStore, PartitionCheckpoint, StoreError};
+use tally::store::{EpochCommit, EpochStore, PartitionCheckpoint, StoreError, StoreSnapshot};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -63,7 +63,9 @@ fn start_node() -> String {
         script.display(),
         dir.display()
     );
-    Command::new("bash").args(["-c", &watchdog]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Detached (the shell forks it and returns), so it outlives this process.
+    let detached = format!("({watchdog}) >/dev/null 2>&1 &");
+    Command::new("bash").args(["-c", &detached]).stdin(Stdio::null()).status().unwrap();
     assert!(
         out.status.success(),
         "cassandra.sh start failed:\n{}{}",
@@ -98,6 +100,8 @@ impl Rng {
 /// A data directory with a log of generated clicks, a catalog, and a job
 /// file committing to the shared node under `name`.
 struct Setup {
+    /// The job's name: its row in Cassandra.
+    name: String,
     dir: PathBuf,
     data: PathBuf,
     catalog: PathBuf,
@@ -105,6 +109,13 @@ struct Setup {
 }
 
 fn setup(name: &str, clicks: u64, seed: u64) -> Setup {
+    let setup = generate(name, clicks, seed);
+    checked(tally(&setup.data).args(["log", "import"]).arg(setup.dir.join("clicks.ndjson")));
+    setup
+}
+
+/// [`setup`] with nothing imported yet: the clicks are in `clicks.ndjson`.
+fn generate(name: &str, clicks: u64, seed: u64) -> Setup {
     let dir = Path::new(ROOT).join("target/test-cassandra").join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -118,16 +129,39 @@ fn setup(name: &str, clicks: u64, seed: u64) -> Setup {
             .arg("--catalog")
             .arg(&catalog),
     );
-    checked(tally(&data).args(["log", "import"]).arg(&input));
     let job = dir.join("job.toml");
+    let name = format!("{name}_{}", std::process::id());
     let text = format!(
-        "name = \"{name}_{}\"\n[source]\nkind = \"log\"\npartitions = 8\n\
+        "name = \"{name}\"\n[source]\nkind = \"log\"\npartitions = 8\n\
          [sink]\nkind = \"cassandra\"\nhosts = \"{}\"\nkeyspace = \"{KEYSPACE}\"\nreplication_factor = 1\n",
-        std::process::id(),
         cassandra()
     );
     std::fs::write(&job, text).unwrap();
-    Setup { dir, data, catalog, job }
+    Setup { name, dir, data, catalog, job }
+}
+
+fn config() -> CassandraConfig {
+    CassandraConfig { hosts: vec![cassandra().to_owned()], keyspace: KEYSPACE.into(), ..CassandraConfig::default() }
+}
+
+/// The newest generation of a job and its applied epoch, as a reader sees them.
+fn progress(name: &str) -> (Option<u64>, Option<u64>) {
+    let snapshot = CassandraReader::open(&config(), name).unwrap().snapshot_now().unwrap();
+    (snapshot.newest_generation().unwrap(), snapshot.committed_epoch().unwrap())
+}
+
+/// Waits until job `name` has a generation newer than `than` that has
+/// applied an epoch after `after`.
+fn wait_for_commit(name: &str, than: Option<u64>, after: Option<u64>) {
+    let started = Instant::now();
+    loop {
+        let (generation, epoch) = progress(name);
+        if generation > than && epoch > after {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "job {name} did not commit (generation {generation:?}, epoch {epoch:?})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn tally(data: &Path) -> Command {
@@ -195,16 +229,27 @@ fn killed(out: &Output) -> bool {
     out.status.signal().is_some()
 }
 
-/// Runs the job `rounds` times, each one stopped by SIGKILL at a random
-/// moment or by the fault named for the round, then once to the end.
-/// Returns how many runs were stopped, and the stderr of the first run that
-/// failed by itself, if any.
-fn crash_and_finish(setup: &Setup, rng: &mut Rng, faults: &[Option<String>], final_fault: Option<&str>) -> (usize, Option<String>) {
+/// Runs the job until `stops` runs were stopped, each by SIGKILL at a
+/// random moment or by the fault `fault(round)` names, then once to the
+/// end with `final_fault`. Returns the stderr of the first run that failed
+/// by itself, if any.
+fn crash_and_finish(
+    setup: &Setup,
+    rng: &mut Rng,
+    stops: usize,
+    fault: impl Fn(usize, &mut Rng) -> Option<String>,
+    final_fault: Option<&str>,
+) -> Option<String> {
     let (mut stopped, mut failed) = (0, None);
-    for fault in faults {
+    for round in 0.. {
+        if stopped == stops {
+            break;
+        }
+        assert!(round < stops * 4, "only {stopped} of {round} runs were stopped: the job ends too soon");
+        let fault = fault(round, rng);
         let mut child = run_job(setup, &setup.data, 1 + rng.below(2), fault.as_deref()).spawn().expect("spawn tally run");
         if fault.is_none() {
-            std::thread::sleep(Duration::from_millis(500 + rng.below(5_000)));
+            std::thread::sleep(Duration::from_millis(300 + rng.below(3_000)));
             let _ = child.kill();
         }
         let out = finish(child);
@@ -218,20 +263,20 @@ fn crash_and_finish(setup: &Setup, rng: &mut Rng, faults: &[Option<String>], fin
     if !out.status.success() {
         failed.get_or_insert(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    (stopped, failed)
+    failed
 }
 
 #[test]
 fn kills_at_random_and_at_every_seam_of_the_commit_then_verify_finds_no_mismatch() {
-    let setup = setup("kills", 300_000, 21);
+    let setup = setup("kills", 1_000_000, 21);
     let mut rng = Rng(0x5eed_ca55_0001);
+    // Rounds 0, 1, 2 of every 5 stop at a seam of their 1st to 3rd commit,
+    // rounds 3 and 4 by SIGKILL.
     let seams = ["crash:staged", "crash:committed", "crash:half-applied"];
-    let faults: Vec<Option<String>> = (0..14).map(|i| seams.get(i % 5).map(|seam| format!("{seam}:{}", 1 + rng.below(3)))).collect();
-    let (stopped, failed) = crash_and_finish(&setup, &mut rng, &faults, None);
-    if let Some(stderr) = failed {
+    let fault = |round: usize, rng: &mut Rng| seams.get(round % 5).map(|seam| format!("{seam}:{}", 1 + rng.below(3)));
+    if let Some(stderr) = crash_and_finish(&setup, &mut rng, 12, fault, None) {
         panic!("a run failed:\n{stderr}");
     }
-    assert!(stopped >= 10, "only {stopped} runs were stopped");
     let (clean, summary) = verify(&setup);
     assert!(clean && summary.contains(", 0 mismatches"), "{summary}");
     let checked: u64 = summary.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap();
@@ -244,9 +289,8 @@ fn a_recovery_that_skips_the_committed_epoch_is_caught() {
     let mut rng = Rng(0x5eed_ca55_0002);
     // Stop after the commit record of the 3rd commit, then recover without
     // applying that epoch.
-    let (stopped, failed) = crash_and_finish(&setup, &mut rng, &[Some("crash:committed:3".into())], Some("skip-reapply"));
-    assert_eq!(stopped, 1, "the fault stops the first run");
-    match failed {
+    let fault = |_: usize, _: &mut Rng| Some("crash:committed:3".to_owned());
+    match crash_and_finish(&setup, &mut rng, 1, fault, Some("skip-reapply")) {
         Some(stderr) => {
             let invariant = ["src/store/", "src/dataflow/"].iter().any(|at| stderr.contains(&format!("panicked at {at}")));
             assert!(invariant, "the run failed for another reason:\n{stderr}");
@@ -260,33 +304,53 @@ fn a_recovery_that_skips_the_committed_epoch_is_caught() {
 
 #[test]
 fn a_paused_zombie_changes_no_committed_row_and_is_fenced() {
-    let setup = setup("zombie", 300_000, 23);
+    let setup = generate("zombie", 300_000, 23);
+    // Three parts of the clicks, one per round: the zombie always has a
+    // backlog to commit when it is paused and when it resumes.
+    let text = std::fs::read_to_string(setup.dir.join("clicks.ndjson")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let part = setup.dir.join(format!("part-{i}.ndjson"));
+            std::fs::write(&part, lines[i * lines.len() / 3..(i + 1) * lines.len() / 3].join("\n") + "\n").unwrap();
+            part
+        })
+        .collect();
     // The new generation reads a copy of the same log (a log belongs to one
-    // process, and the zombie keeps holding its own).
+    // process, and the zombie keeps holding its own), salt included.
     let copy = setup.dir.join("data-copy");
-    let status = Command::new("cp").arg("-r").arg(&setup.data).arg(&copy).status().unwrap();
-    assert!(status.success());
+    checked(tally(&setup.data).args(["log", "import"]).arg(&parts[0]));
+    assert!(Command::new("cp").arg("-r").arg(&setup.data).arg(&copy).status().unwrap().success());
     let mut rng = Rng(0x5eed_ca55_0003);
-    let mut paused = 0;
-    for round in 0..3 {
+    for (round, part) in parts.iter().enumerate() {
+        if round > 0 {
+            checked(tally(&setup.data).args(["log", "import"]).arg(part));
+            checked(tally(&copy).args(["log", "import"]).arg(part));
+        }
         // The zombie runs live (it never finishes by itself) and is paused
-        // while it works through the backlog, most likely mid-commit.
+        // soon after its first commit, while it works through the part.
         let mut zombie = tally(&setup.data);
         zombie.arg("run").arg(&setup.job).arg("--catalog").arg(&setup.catalog).stdout(Stdio::null()).stderr(Stdio::piped());
+        let before_start = progress(&setup.name);
         let mut zombie = zombie.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(3_000 + rng.below(4_000)));
+        wait_for_commit(&setup.name, before_start.0, before_start.1);
+        std::thread::sleep(Duration::from_millis(rng.below(800)));
+        if zombie.try_wait().unwrap().is_some() {
+            let out = wait_for(&mut zombie, Duration::ZERO);
+            panic!("round {round}: the job ended before it was paused:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
         signal(&zombie, "STOP");
-        paused += 1;
+        // The new generation takes over and counts the same log to its end.
         checked(&mut run_job(&setup, &copy, 2, None));
         let before = export(&setup, &format!("before-{round}"));
         signal(&zombie, "CONT");
         let out = wait_for(&mut zombie, Duration::from_secs(120));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && stderr.contains("refused, generation"), "the zombie was not fenced:\n{stderr}");
+        // Fenced by its next commit, or by its next read of committed state.
+        assert!(!out.status.success() && stderr.contains("has started since"), "round {round}: the zombie was not fenced:\n{stderr}");
         let after = export(&setup, &format!("after-{round}"));
         assert!(before == after, "round {round}: the zombie changed committed rows");
     }
-    assert_eq!(paused, 3);
     let (clean, summary) = verify(&setup);
     assert!(clean, "{summary}");
 }
@@ -313,7 +377,7 @@ fn commits_of_unknown_outcome_are_read_back_not_retried() {
 #[test]
 fn an_older_generation_cannot_commit() {
     let job = format!("fence_{}", std::process::id());
-    let config = CassandraConfig { hosts: vec![cassandra().to_owned()], keyspace: KEYSPACE.into(), ..CassandraConfig::default() };
+    let config = config();
     let open = || CassandraStore::open(&config, &job, 3_600_000, Faults::default()).unwrap();
     let checkpoint =
         |offset| PartitionCheckpoint { partition: 0, offset, max_ts: offset, floor: 0, dedup_replay_offset: 0, dedup_replay_max_ts: 0 };
@@ -335,8 +399,7 @@ fn an_older_generation_cannot_commit() {
     }
     new.commit(epoch(2_000, second)).unwrap();
     let reader = CassandraReader::open(&config, &job).unwrap();
-    let recovered = reader.snapshot_now().unwrap();
-    let recovered = tally::store::StoreSnapshot::last_committed(&recovered).unwrap().unwrap();
+    let recovered = reader.snapshot_now().unwrap().last_committed().unwrap().unwrap();
     assert_eq!((recovered.epoch, recovered.generation), (2_000, second));
     assert_eq!(recovered.partitions, [checkpoint(2)]);
     assert_eq!(recovered.state, [(b"Pk".to_vec(), 2_000u64.to_le_bytes().to_vec())]);

@@ -178,11 +178,14 @@ impl Sink for StoreSink {
 /// [`CommittedWindows`]).
 pub struct StoreWindows {
     reader: Box<dyn StoreReader>,
+    /// The generation of the job reading: once a newer one has begun, the
+    /// committed state is no longer this job's to read (a zombie stops).
+    generation: u64,
 }
 
 impl StoreWindows {
-    pub fn new(reader: Box<dyn StoreReader>) -> StoreWindows {
-        StoreWindows { reader }
+    pub fn new(reader: Box<dyn StoreReader>, generation: u64) -> StoreWindows {
+        StoreWindows { reader, generation }
     }
 }
 
@@ -190,6 +193,14 @@ impl CommittedWindows for StoreWindows {
     /// The window's committed state or, once that was evicted, its latest
     /// settled row with the sketch stored beside it.
     fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
+        let value = self.read(id)?;
+        self.check_fence()?;
+        Ok(value)
+    }
+}
+
+impl StoreWindows {
+    fn read(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
         let snapshot = self.reader.snapshot().map_err(|e| e.to_string())?;
         if let Some(bytes) = snapshot.state(&encode(b'W', id)).map_err(|e| e.to_string())? {
             return bincode::deserialize(&bytes).map(Some).map_err(|e| format!("window state of {id:?}: {e}"));
@@ -203,6 +214,18 @@ impl CommittedWindows for StoreWindows {
             bincode::deserialize(&sketch).map_err(|e| format!("stored sketch of {id:?}: {e}"))?
         };
         Ok(Some(WindowValue { agg: Agg { clicks: row.clicks, users }, version: row.version }))
+    }
+
+    /// Refuses what was read once a newer generation has begun: it may be
+    /// that generation's state, not this job's. Checked after the read: a
+    /// newer generation begins before it writes anything, so a read that
+    /// saw any of its writes is followed by a check that sees it began.
+    fn check_fence(&self) -> Result<(), String> {
+        let newest = self.reader.snapshot().and_then(|s| s.newest_generation()).map_err(|e| e.to_string())?;
+        match newest.filter(|&newest| newest > self.generation) {
+            Some(newest) => Err(format!("generation {} is fenced: generation {newest} has started since", self.generation)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -630,6 +630,11 @@ impl StoreSnapshot for Snapshot {
         Snapshot::last_committed(self)
     }
 
+    fn newest_generation(&self) -> Result<Option<u64>, StoreError> {
+        let meta = self.txn.open_table(META).or_store(&self.target)?;
+        stored_generation(&meta, &self.target).map(Some)
+    }
+
     fn row_count(&self) -> Result<u64, StoreError> {
         Snapshot::row_count(self)
     }

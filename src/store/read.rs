@@ -47,6 +47,9 @@ pub trait StoreSnapshot {
     fn state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// The snapshot's epoch with every checkpoint and all state.
     fn last_committed(&self) -> Result<Option<Recovered>, StoreError>;
+    /// The newest generation begun, if any: a job of an older one is
+    /// fenced.
+    fn newest_generation(&self) -> Result<Option<u64>, StoreError>;
 
     /// How many windows have a row.
     fn row_count(&self) -> Result<u64, StoreError> {

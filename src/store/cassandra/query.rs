@@ -47,7 +47,8 @@ impl CassandraReader {
     pub fn snapshot_now(&self) -> Result<CassandraSnapshot, StoreError> {
         let rows: Vec<JobColumns> = self.db.read_all(&self.db.st.read_job, (self.db.job.as_str(),))?;
         let row = rows.into_iter().next().map(JobRow::from_columns).transpose().map_err(|e| self.db.corrupt(e))?;
-        Ok(CassandraSnapshot { db: Arc::clone(&self.db), applied: row.and_then(|r| r.applied) })
+        let generation = row.as_ref().map(|r| r.generation);
+        Ok(CassandraSnapshot { db: Arc::clone(&self.db), generation, applied: row.and_then(|r| r.applied) })
     }
 }
 
@@ -60,6 +61,8 @@ impl StoreReader for CassandraReader {
 /// What a reader sees: everything up to one applied epoch.
 pub struct CassandraSnapshot {
     db: Arc<Db>,
+    /// The newest generation begun when the snapshot was taken.
+    generation: Option<u64>,
     applied: Option<AppliedRecord>,
 }
 
@@ -301,6 +304,10 @@ impl StoreSnapshot for CassandraSnapshot {
         }
         state.sort();
         Ok(Some(Recovered { epoch: applied.epoch, generation: applied.generation, partitions: applied.checkpoints.clone(), state }))
+    }
+
+    fn newest_generation(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.generation)
     }
 }
 
