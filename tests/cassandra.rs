@@ -229,18 +229,25 @@ fn killed(out: &Output) -> bool {
     out.status.signal().is_some()
 }
 
+/// What [`crash_and_finish`] saw.
+struct Runs {
+    /// The stderr of the first run that failed by itself.
+    failed: Option<String>,
+    /// Runs that found a committed epoch not applied and applied it.
+    recoveries: usize,
+}
+
 /// Runs the job until `stops` runs were stopped, each by SIGKILL at a
 /// random moment or by the fault `fault(round)` names, then once to the
-/// end with `final_fault`. Returns the stderr of the first run that failed
-/// by itself, if any.
+/// end with `final_fault`.
 fn crash_and_finish(
     setup: &Setup,
     rng: &mut Rng,
     stops: usize,
     fault: impl Fn(usize, &mut Rng) -> Option<String>,
     final_fault: Option<&str>,
-) -> Option<String> {
-    let (mut stopped, mut failed) = (0, None);
+) -> Runs {
+    let (mut stopped, mut failed, mut recoveries) = (0, None, 0);
     for round in 0.. {
         if stopped == stops {
             break;
@@ -253,6 +260,7 @@ fn crash_and_finish(
             let _ = child.kill();
         }
         let out = finish(child);
+        recoveries += usize::from(String::from_utf8_lossy(&out.stderr).contains("is committed but not applied"));
         if killed(&out) {
             stopped += 1;
         } else if !out.status.success() {
@@ -260,10 +268,11 @@ fn crash_and_finish(
         }
     }
     let out = finish(run_job(setup, &setup.data, 2, final_fault).spawn().unwrap());
+    recoveries += usize::from(String::from_utf8_lossy(&out.stderr).contains("is committed but not applied"));
     if !out.status.success() {
         failed.get_or_insert(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    failed
+    Runs { failed, recoveries }
 }
 
 #[test]
@@ -274,9 +283,13 @@ fn kills_at_random_and_at_every_seam_of_the_commit_then_verify_finds_no_mismatch
     // rounds 3 and 4 by SIGKILL.
     let seams = ["crash:staged", "crash:committed", "crash:half-applied"];
     let fault = |round: usize, rng: &mut Rng| seams.get(round % 5).map(|seam| format!("{seam}:{}", 1 + rng.below(3)));
-    if let Some(stderr) = crash_and_finish(&setup, &mut rng, 12, fault, None) {
+    let runs = crash_and_finish(&setup, &mut rng, 12, fault, None);
+    if let Some(stderr) = runs.failed {
         panic!("a run failed:\n{stderr}");
     }
+    // Every stop after a commit record and before its apply was marked
+    // (crash:committed, crash:half-applied) leaves an epoch to recover.
+    assert!(runs.recoveries >= 2, "{} recoveries of a committed epoch", runs.recoveries);
     let (clean, summary) = verify(&setup);
     assert!(clean && summary.contains(", 0 mismatches"), "{summary}");
     let checked: u64 = summary.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap();
@@ -290,7 +303,7 @@ fn a_recovery_that_skips_the_committed_epoch_is_caught() {
     // Stop after the commit record of the 3rd commit, then recover without
     // applying that epoch.
     let fault = |_: usize, _: &mut Rng| Some("crash:committed:3".to_owned());
-    match crash_and_finish(&setup, &mut rng, 1, fault, Some("skip-reapply")) {
+    match crash_and_finish(&setup, &mut rng, 1, fault, Some("skip-reapply")).failed {
         Some(stderr) => {
             let invariant = ["src/store/", "src/dataflow/"].iter().any(|at| stderr.contains(&format!("panicked at {at}")));
             assert!(invariant, "the run failed for another reason:\n{stderr}");
