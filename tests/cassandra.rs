@@ -4,8 +4,8 @@
 //! The first test to need it starts one node with `scripts/cassandra.sh`
 //! (its jars come from Maven Central into a git-ignored cache on first use)
 //! in `target/test-cassandra/`, shared by every test of this binary, each
-//! under a job name of its own; a watchdog stops the node when the test
-//! process ends, however it ends. `TALLY_TEST_CASSANDRA=host:port` uses a
+//! under a job name of its own; a watchdog stops the node (and deletes its
+//! folder) when the test process ends, however it ends. `TALLY_TEST_CASSANDRA=host:port` uses a
 //! node that is already running instead.
 //!
 //! - SIGKILLs at random moments and aborts at the protocol's own seams
@@ -37,9 +37,13 @@ const KEYSPACE: &str = "tally_test";
 /// The contact point of the node every test shares.
 fn cassandra() -> &'static str {
     static NODE: OnceLock<String> = OnceLock::new();
-    NODE.get_or_init(|| match std::env::var("TALLY_TEST_CASSANDRA") {
-        Ok(hosts) => hosts,
-        Err(_) => start_node(),
+    NODE.get_or_init(|| {
+        let hosts = std::env::var("TALLY_TEST_CASSANDRA").unwrap_or_else(|_| start_node());
+        // The tables, made once before the tests' jobs start side by side
+        // (two clients creating one table at once may disagree).
+        let config = CassandraConfig { hosts: vec![hosts.clone()], keyspace: KEYSPACE.into(), ..CassandraConfig::default() };
+        CassandraStore::open(&config, "schema", 3_600_000, Faults::default()).expect("the test keyspace and its tables");
+        hosts
     })
 }
 
@@ -58,10 +62,10 @@ fn start_node() -> String {
         .output()
         .expect("run scripts/cassandra.sh");
     let watchdog = format!(
-        "while kill -0 {} 2>/dev/null; do sleep 1; done; bash '{}' stop --dir '{}'",
+        "while kill -0 {} 2>/dev/null; do sleep 1; done; bash '{}' stop --dir '{dir}' && rm -rf '{dir}'",
         std::process::id(),
         script.display(),
-        dir.display()
+        dir = dir.display()
     );
     // Detached (the shell forks it and returns), so it outlives this process.
     let detached = format!("({watchdog}) >/dev/null 2>&1 &");
