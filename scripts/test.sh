@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: release build, unit and integration tests
-# (with a redis-server it installs if missing, and Apache Kafka brokers the
-# tests start from Maven Central jars), the dashboard in headless
+# (with a redis-server it installs if missing, and Apache Kafka brokers and
+# a Cassandra node the tests start from Maven Central jars), the dashboard in headless
 # Chromium (installed if missing), a short run of the fuzzers, and a smoke
 # run of the benchmarks, tally against Apache Flink included (Flink comes
 # from Maven Central, matplotlib from PyPI, into git-ignored caches). One
@@ -73,6 +73,14 @@ ensure_kafka() {
     scripts/kafka.sh fetch
 }
 
+# The Cassandra tests (tests/cassandra.rs) start one node for the test
+# binary with scripts/cassandra.sh (Cassandra 5.0 from Maven Central jars,
+# on the same JDK). Fetch the jars once, before the tests.
+ensure_cassandra() {
+    rm -rf target/test-cassandra
+    scripts/cassandra.sh fetch
+}
+
 # Starts `tally up --demo` on a scratch data directory and runs the browser
 # test against its dashboard; the screenshot stays in target/test-output/.
 dashboard_test() {
@@ -110,9 +118,10 @@ step "toolchain"
 ensure_cargo
 print_versions
 
-step "services for the tests (redis-server; Apache Kafka jars from Maven Central)"
+step "services for the tests (redis-server; Apache Kafka and Cassandra jars from Maven Central)"
 ensure_redis
 ensure_kafka
+ensure_cassandra
 
 step "build (release binaries)"
 cargo build --locked --release --bins
