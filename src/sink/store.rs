@@ -191,41 +191,25 @@ impl StoreWindows {
 
 impl CommittedWindows for StoreWindows {
     /// The window's committed state or, once that was evicted, its latest
-    /// settled row with the sketch stored beside it.
+    /// settled row with the sketch stored beside it; refused once a newer
+    /// generation has begun, as it may be that generation's.
     fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
-        let value = self.read(id)?;
-        self.check_fence()?;
-        Ok(value)
-    }
-}
-
-impl StoreWindows {
-    fn read(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
-        let snapshot = self.reader.snapshot().map_err(|e| e.to_string())?;
-        if let Some(bytes) = snapshot.state(&encode(b'W', id)).map_err(|e| e.to_string())? {
-            return bincode::deserialize(&bytes).map(Some).map_err(|e| format!("window state of {id:?}: {e}"));
-        }
         let key =
             WindowKey { key_type: id.key_type, key: id.key.clone(), granularity_ms: id.granularity, window_start: id.end - id.granularity };
-        let Some((row, sketch)) = snapshot.settled_row(&key).map_err(|e| e.to_string())? else { return Ok(None) };
+        let read = self.reader.read_back(&encode(b'W', id), &key).map_err(|e| e.to_string())?;
+        if let Some(newest) = read.newest_generation.filter(|&newest| newest > self.generation) {
+            return Err(format!("generation {} is fenced: generation {newest} has started since", self.generation));
+        }
+        if let Some(bytes) = read.state {
+            return bincode::deserialize(&bytes).map(Some).map_err(|e| format!("window state of {id:?}: {e}"));
+        }
+        let Some((row, sketch)) = read.settled else { return Ok(None) };
         let users = if sketch.is_empty() {
             Default::default()
         } else {
             bincode::deserialize(&sketch).map_err(|e| format!("stored sketch of {id:?}: {e}"))?
         };
         Ok(Some(WindowValue { agg: Agg { clicks: row.clicks, users }, version: row.version }))
-    }
-
-    /// Refuses what was read once a newer generation has begun: it may be
-    /// that generation's state, not this job's. Checked after the read: a
-    /// newer generation begins before it writes anything, so a read that
-    /// saw any of its writes is followed by a check that sees it began.
-    fn check_fence(&self) -> Result<(), String> {
-        let newest = self.reader.snapshot().and_then(|s| s.newest_generation()).map_err(|e| e.to_string())?;
-        match newest.filter(|&newest| newest > self.generation) {
-            Some(newest) => Err(format!("generation {} is fenced: generation {newest} has started since", self.generation)),
-            None => Ok(()),
-        }
     }
 }
 

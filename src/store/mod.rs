@@ -36,7 +36,7 @@ pub mod settings;
 pub mod versions;
 
 pub use embedded::{EmbeddedReader, EmbeddedStore, Snapshot};
-pub use read::{StoreReader, StoreSnapshot};
+pub use read::{ReadBack, StoreReader, StoreSnapshot};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

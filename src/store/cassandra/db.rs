@@ -16,6 +16,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::deserialize::row::DeserializeRow;
 use scylla::errors::ExecutionError;
+use scylla::response::query_result::QueryResult;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
@@ -114,6 +115,16 @@ impl Db {
                 None => return Ok(out),
             }
         }
+    }
+
+    /// The rows of one answer.
+    pub fn decode<R>(&self, answer: Result<QueryResult, ExecutionError>) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f> DeserializeRow<'f, 'f>,
+    {
+        let rows = answer.map_err(|e| self.error(e))?.into_rows_result().map_err(|e| self.error(e))?;
+        let rows = rows.rows::<R>().map_err(|e| self.error(e))?;
+        rows.collect::<Result<Vec<R>, _>>().map_err(|e| self.error(e))
     }
 
     /// One page of a read, and where the next one starts.

@@ -19,7 +19,7 @@ use super::protocol::{AppliedRecord, JobColumns, JobRow};
 use crate::event::{EventTime, Key, KeyType};
 use crate::row::{LateEntry, Row, Status};
 use crate::store::codes::{key_type_code, key_type_of, status_of};
-use crate::store::read::{RowIter, StoreReader, StoreSnapshot};
+use crate::store::read::{ReadBack, RowIter, StoreReader, StoreSnapshot};
 use crate::store::{Recovered, RowFilter, StoreError, WindowKey};
 
 /// Most series partitions one [`StoreSnapshot::rows`] call reads (a year of
@@ -56,6 +56,35 @@ impl StoreReader for CassandraReader {
     fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
         Ok(Box::new(self.snapshot_now()?))
     }
+
+    /// The state entry and the window's rows in parallel, then, if either
+    /// was found, the `jobs` row: two round trips, one for a window never
+    /// committed (most read-backs: every new window is looked up). The
+    /// settled row is the newest whatever epoch wrote it: a job reads back
+    /// what it committed itself, and the generation read after the rows
+    /// says whether a newer one wrote them.
+    fn read_back(&self, state_key: &[u8], window: &WindowKey) -> Result<ReadBack, StoreError> {
+        let db = &self.db;
+        let state = db.session.execute_unpaged(&db.st.state_get, (db.job.as_str(), shard(state_key), state_key));
+        let rows = db.session.execute_unpaged(&db.st.rows_of_window, window_values(&db.job, window));
+        let (state, rows) = db.block_on(futures::future::join(state, rows));
+        let state: Vec<(Option<Vec<u8>>,)> = db.decode(state)?;
+        let mut read = ReadBack { state: state.into_iter().next().map(|(value,)| value.unwrap_or_default()), ..ReadBack::default() };
+        if read.state.is_none() {
+            let rows: Vec<WindowColumns> = db.decode(rows)?;
+            for (_, clicks, users, status, version, sketch) in rows {
+                let row = row(db, window, (clicks, users, status, version))?;
+                if row.status != Status::Partial {
+                    read.settled = Some((row, sketch.unwrap_or_default()));
+                    break;
+                }
+            }
+        }
+        if read.state.is_some() || read.settled.is_some() {
+            read.newest_generation = self.snapshot_now()?.generation;
+        }
+        Ok(read)
+    }
 }
 
 /// What a reader sees: everything up to one applied epoch.
@@ -90,20 +119,8 @@ impl CassandraSnapshot {
         unsigned(value).ok_or_else(|| self.db.corrupt(format!("epoch {value}")))
     }
 
-    /// A row from the columns every row read selects.
     fn row(&self, window: &WindowKey, values: (i64, i64, i8, i32)) -> Result<Row, StoreError> {
-        let (clicks, distinct_users, status, version) = values;
-        let bad = || self.db.corrupt(format!("row of {} {} at {}", window.key_type.as_str(), window.key, window.window_start));
-        Ok(Row {
-            key_type: window.key_type,
-            key: window.key.clone(),
-            granularity_ms: window.granularity_ms,
-            window_start: window.window_start,
-            clicks: unsigned(clicks).ok_or_else(bad)?,
-            distinct_users: unsigned(distinct_users).ok_or_else(bad)?,
-            status: u8::try_from(status).ok().and_then(status_of).ok_or_else(bad)?,
-            version: u32::try_from(version).map_err(|_| bad())?,
-        })
+        row(&self.db, window, values)
     }
 
     fn key_type(&self, code: i8) -> Result<KeyType, StoreError> {
@@ -113,6 +130,34 @@ impl CassandraSnapshot {
     fn start(&self, value: i64) -> Result<EventTime, StoreError> {
         unsigned(value).ok_or_else(|| self.db.corrupt(format!("window start {value}")))
     }
+}
+
+/// A row from the columns every row read selects.
+fn row(db: &Db, window: &WindowKey, values: (i64, i64, i8, i32)) -> Result<Row, StoreError> {
+    let (clicks, distinct_users, status, version) = values;
+    let bad = || db.corrupt(format!("row of {} {} at {}", window.key_type.as_str(), window.key, window.window_start));
+    Ok(Row {
+        key_type: window.key_type,
+        key: window.key.clone(),
+        granularity_ms: window.granularity_ms,
+        window_start: window.window_start,
+        clicks: unsigned(clicks).ok_or_else(bad)?,
+        distinct_users: unsigned(distinct_users).ok_or_else(bad)?,
+        status: u8::try_from(status).ok().and_then(status_of).ok_or_else(bad)?,
+        version: u32::try_from(version).map_err(|_| bad())?,
+    })
+}
+
+/// The values that name one window's rows in `window_rows`.
+fn window_values<'a>(job: &'a str, window: &'a WindowKey) -> (&'a str, i8, &'a str, i64, i64, i64) {
+    (
+        job,
+        key_type_code(window.key_type) as i8,
+        window.key.as_str(),
+        saturating_signed(window.granularity_ms),
+        saturating_signed(bucket(window.granularity_ms, window.window_start)),
+        saturating_signed(window.window_start),
+    )
 }
 
 /// The row a reader at `bound` sees of one window, from the window's rows
@@ -222,15 +267,7 @@ impl StoreSnapshot for CassandraSnapshot {
 
     fn row_history(&self, window: &WindowKey) -> Result<Vec<Row>, StoreError> {
         let Some(bound) = self.bound() else { return Ok(Vec::new()) };
-        let values = (
-            self.job(),
-            key_type_code(window.key_type) as i8,
-            window.key.as_str(),
-            saturating_signed(window.granularity_ms),
-            saturating_signed(bucket(window.granularity_ms, window.window_start)),
-            saturating_signed(window.window_start),
-        );
-        let found: Vec<(i32, i64, i64, i64, i8)> = self.db.read_all(&self.db.st.versions, values)?;
+        let found: Vec<(i32, i64, i64, i64, i8)> = self.db.read_all(&self.db.st.versions, window_values(self.job(), window))?;
         let mut history = Vec::new();
         for (version, epoch, clicks, users, status) in found {
             if self.epoch_of(epoch)? <= bound {
@@ -272,15 +309,7 @@ impl StoreSnapshot for CassandraSnapshot {
 
     fn settled_row(&self, window: &WindowKey) -> Result<Option<(Row, Vec<u8>)>, StoreError> {
         let Some(bound) = self.bound() else { return Ok(None) };
-        let values = (
-            self.job(),
-            key_type_code(window.key_type) as i8,
-            window.key.as_str(),
-            saturating_signed(window.granularity_ms),
-            saturating_signed(bucket(window.granularity_ms, window.window_start)),
-            saturating_signed(window.window_start),
-        );
-        let found: Vec<WindowColumns> = self.db.read_all(&self.db.st.rows_of_window, values)?;
+        let found: Vec<WindowColumns> = self.db.read_all(&self.db.st.rows_of_window, window_values(self.job(), window))?;
         for (epoch, clicks, users, status, version, sketch) in found {
             let row = self.row(window, (clicks, users, status, version))?;
             if self.epoch_of(epoch)? <= bound && row.status != Status::Partial {
