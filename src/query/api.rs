@@ -17,8 +17,7 @@ use super::QueryState;
 use crate::event::KeyType;
 use crate::row::{format_uuid, granularity_label, Row};
 use crate::sources::file::check_key;
-use crate::store::embedded::Snapshot;
-use crate::store::{RowFilter, StoreError};
+use crate::store::{RowFilter, StoreError, StoreSnapshot};
 
 const ONE_MINUTE_MS: u64 = 60_000;
 
@@ -89,7 +88,7 @@ pub async fn advertiser_clicks(state: State<Arc<QueryState>>, id: Path<String>, 
 
 /// `committed_epoch` and `watermark` of a snapshot: the epoch is the
 /// frontier it was committed at, so both are the same time.
-fn freshness(snapshot: &Snapshot) -> Result<Option<u64>, StoreError> {
+fn freshness(snapshot: &dyn StoreSnapshot) -> Result<Option<u64>, StoreError> {
     snapshot.committed_epoch()
 }
 
@@ -110,7 +109,7 @@ fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>
     let params = params(query, &["window", "from", "to"])?;
     let window = params.window(ONE_MINUTE_MS)?;
     let snapshot = state.store.snapshot()?;
-    let epoch = freshness(&snapshot)?;
+    let epoch = freshness(snapshot.as_ref())?;
     let default_to = (epoch.unwrap_or_else(state.clock) / window + 1) * window;
     let to = params.time("to")?.unwrap_or(default_to);
     let from = params.time("from")?.unwrap_or(to.saturating_sub(DEFAULT_WINDOWS * window));
@@ -150,7 +149,7 @@ fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
     let k = params.count("k", DEFAULT_TOP_K, MAX_TOP_K)?;
     let at = params.time("at")?;
     let snapshot = state.store.snapshot()?;
-    let epoch = freshness(&snapshot)?;
+    let epoch = freshness(snapshot.as_ref())?;
     let start = match at {
         Some(at) => Some(at / window * window),
         None => snapshot.latest_window(KeyType::Ad, window, epoch.unwrap_or_else(state.clock))?,
@@ -186,7 +185,7 @@ fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> 
     let params = params(query, &["from", "to", "limit"])?;
     let limit = params.count("limit", DEFAULT_LATE_LIMIT, MAX_LATE_LIMIT)?;
     let snapshot = state.store.snapshot()?;
-    let epoch = freshness(&snapshot)?;
+    let epoch = freshness(snapshot.as_ref())?;
     let to = params.time("to")?.unwrap_or_else(|| epoch.unwrap_or_else(state.clock) + 1);
     let from = params.time("from")?.unwrap_or(to.saturating_sub(3_600_000));
     if from >= to {
@@ -226,7 +225,7 @@ pub async fn stats(state: State<Arc<QueryState>>) -> Response {
 }
 
 fn stats_of(state: &QueryState) -> Result<Value, Failure> {
-    let epoch = freshness(&state.store.snapshot()?)?;
+    let epoch = freshness(state.store.snapshot()?.as_ref())?;
     let now = (state.clock)();
     let ingest = state.ingest.as_ref().map(|ingest| {
         let s = &ingest.stats;

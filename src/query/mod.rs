@@ -25,9 +25,9 @@ use axum::Router;
 use crate::datadir::DataDir;
 use crate::dataflow::stats::SourceStats;
 use crate::ingest::server::Ingest;
-use crate::store::embedded::{EmbeddedReader, Snapshot};
+use crate::store::embedded::EmbeddedReader;
 use crate::store::versions::{self, LIVE};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreReader, StoreSnapshot};
 
 /// The OpenAPI paths of the query API, merged with ingest's by `tally up`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -83,8 +83,8 @@ impl ServedStore {
 
     /// One consistent view of the served version: every read of an
     /// answer goes through one snapshot.
-    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.reader()?.snapshot()
+    pub fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
+        StoreReader::snapshot(&self.reader()?)
     }
 
     /// The name of the version served now.
