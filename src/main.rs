@@ -32,7 +32,7 @@ enum Command {
     /// The embedded log.
     #[command(subcommand)]
     Log(LogCommand),
-    /// Write the committed rows of the embedded store as NDJSON.
+    /// Write the committed rows of the job's store (embedded or Cassandra) as NDJSON.
     Export(ExportArgs),
     /// Recount the log independently of the dataflow and compare it with the
     /// committed windows and late ledger; exit 0 only without mismatches.

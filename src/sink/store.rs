@@ -10,7 +10,8 @@
 //!
 //! A fault switch for tests only (`TALLY_FAULT`, see [`Fault`]) breaks the
 //! protocol on purpose, so the crash test can show that `tally verify`
-//! catches a broken commit.
+//! catches a broken commit. The Cassandra store reads its own faults from
+//! the same variable (`store::cassandra::Faults`).
 
 use std::collections::BTreeMap;
 

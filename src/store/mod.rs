@@ -8,9 +8,10 @@
 //! either all of an epoch or none of it.
 //!
 //! The types here are backend-neutral: the embedded store ([`embedded`], one
-//! redb transaction per epoch) implements [`EpochStore`], and a Cassandra store
-//! (staged batches plus a commit record, see DESIGN.md "Exactly-once") is meant
-//! to implement the same trait.
+//! redb transaction per epoch) and the Cassandra store ([`cassandra`], a
+//! staged payload, one fenced commit transaction, an apply under the epoch's
+//! timestamp) implement [`EpochStore`], and both are read through
+//! [`StoreReader`] / [`StoreSnapshot`] ([`read`]).
 //!
 //! What every store guarantees to the job:
 //!
