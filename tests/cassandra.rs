@@ -12,6 +12,7 @@
 //!   (after staging, after the commit record, halfway through an apply),
 //!   then `tally verify` finds 0 mismatches; a recovery that skips the
 //!   re-apply of a committed epoch is caught.
+//! - Half of an epoch applied is not seen by readers.
 //! - A job paused with SIGSTOP while a new generation takes over and
 //!   finishes, then resumed, changes no committed row and is fenced.
 //! - A commit whose answer is lost, or which times out, is decided by
