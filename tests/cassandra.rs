@@ -18,6 +18,8 @@
 //! - A commit whose answer is lost, or which times out, is decided by
 //!   reading the commit record back: the job finishes and verifies clean.
 //! - Two writers of one job: the older generation's commit is refused.
+//! - After the same commits, every read of the store trait answers as the
+//!   embedded store's does.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -515,4 +517,117 @@ fn wait_for(child: &mut Child, timeout: Duration) -> Output {
         std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
     }
     Output { status: child.wait().unwrap(), stdout: Vec::new(), stderr: stderr.into_bytes() }
+}
+
+/// Every read of the store trait answers the same from Cassandra as from
+/// the embedded store, after the same commits: rows by key and by window,
+/// the latest window, versions, the ledger, settled rows with their
+/// sketches, state and checkpoints.
+#[test]
+fn cassandra_answers_every_read_as_the_embedded_store_does() {
+    use tally::event::KeyType;
+    use tally::row::{LateEntry, Row, Status};
+    use tally::store::{EmbeddedStore, RowFilter, StoredRow, WindowKey};
+
+    const MINUTE: u64 = 60_000;
+    let row = |key_type, key: &str, start, clicks, status, version| {
+        let row =
+            Row { key_type, key: key.into(), granularity_ms: MINUTE, window_start: start, clicks, distinct_users: clicks, status, version };
+        let sketch = if status == Status::Partial { Vec::new() } else { vec![clicks as u8; 5] };
+        StoredRow { row, sketch }
+    };
+    let late = |key: &str, start, batch, held, ids: &[u128]| LateEntry {
+        key_type: KeyType::Ad,
+        key: key.into(),
+        window_start: start,
+        batch,
+        held,
+        request_ids: ids.to_vec(),
+    };
+    let checkpoint = |partition, offset| PartitionCheckpoint {
+        partition,
+        offset,
+        max_ts: offset,
+        floor: 0,
+        dedup_replay_offset: 0,
+        dedup_replay_max_ts: 0,
+    };
+    let epochs = |generation| {
+        vec![
+            EpochCommit {
+                epoch: 10_000,
+                generation,
+                rows: vec![
+                    row(KeyType::Ad, "a", 0, 1, Status::Partial, 0),
+                    row(KeyType::Ad, "b", 0, 2, Status::Partial, 0),
+                    row(KeyType::Campaign, "c", 0, 3, Status::Partial, 0),
+                ],
+                late: vec![late("a", 0, 10_000, false, &[7, 3])],
+                partitions: vec![checkpoint(0, 5), checkpoint(1, 2)],
+                state_upserts: vec![(b"W1".to_vec(), b"one".to_vec()), (b"S".to_vec(), b"settings".to_vec())],
+                ..Default::default()
+            },
+            EpochCommit {
+                epoch: 70_000,
+                generation,
+                rows: vec![row(KeyType::Ad, "a", 0, 3, Status::Final, 1), row(KeyType::Ad, "a", MINUTE, 1, Status::Partial, 0)],
+                late: vec![late("a", 0, 70_000, true, &[9])],
+                partitions: vec![checkpoint(0, 9)],
+                state_upserts: vec![(b"W2".to_vec(), b"two".to_vec())],
+                state_deletes: vec![b"W1".to_vec()],
+            },
+            EpochCommit {
+                epoch: 130_000,
+                generation,
+                rows: vec![
+                    row(KeyType::Ad, "a", 0, 4, Status::Restated, 2),
+                    row(KeyType::Ad, "a", 0, 4, Status::Partial, 0),
+                    row(KeyType::Ad, "b", 0, 2, Status::Final, 1),
+                    row(KeyType::Ad, "a", MINUTE, 5, Status::Final, 1),
+                ],
+                partitions: vec![checkpoint(1, 4)],
+                ..Default::default()
+            },
+        ]
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut embedded = EmbeddedStore::open(dir.path()).unwrap();
+    let mut cassandra = CassandraStore::open(&config(), &format!("alike_{}", std::process::id()), 3_600_000, Faults::default()).unwrap();
+    for store in [&mut embedded as &mut dyn EpochStore, &mut cassandra] {
+        let generation = store.begin_generation().unwrap();
+        for commit in epochs(generation) {
+            store.commit(commit).unwrap();
+        }
+    }
+    let snapshots: Vec<Box<dyn StoreSnapshot>> = vec![
+        tally::store::StoreReader::snapshot(&embedded.reader()).unwrap(),
+        tally::store::StoreReader::snapshot(&cassandra.reader()).unwrap(),
+    ];
+    let window = |key: &str, start| WindowKey { key_type: KeyType::Ad, key: key.into(), granularity_ms: MINUTE, window_start: start };
+    let answers = |s: &dyn StoreSnapshot| {
+        let filter = RowFilter { key_type: KeyType::Ad, key: "a".into(), granularity_ms: MINUTE, from: 0, to: 3 * MINUTE };
+        let mut last = s.last_committed().unwrap().unwrap();
+        last.generation = 0; // each store counts its own
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            s.rows(&filter).unwrap(),
+            s.window_rows(KeyType::Ad, MINUTE, 0).unwrap(),
+            s.window_rows(KeyType::Campaign, MINUTE, 0).unwrap(),
+            s.latest_window(KeyType::Ad, MINUTE, 30_000).unwrap(),
+            s.latest_window(KeyType::Ad, MINUTE, 10_000_000_000_000).unwrap(),
+            s.latest_window(KeyType::Advertiser, MINUTE, 10_000_000_000_000).unwrap(),
+            s.committed_epoch().unwrap(),
+            s.all_rows().unwrap(),
+            s.row_count().unwrap(),
+            s.row_history(&window("a", 0)).unwrap(),
+            s.late_entries(0, u64::MAX).unwrap(),
+            s.settled_row(&window("a", 0)).unwrap(),
+            s.settled_row(&window("a", 2 * MINUTE)).unwrap(),
+            (s.state(b"W1").unwrap(), s.state(b"W2").unwrap()),
+            last,
+        )
+    };
+    let (embedded_answers, cassandra_answers) = (answers(snapshots[0].as_ref()), answers(snapshots[1].as_ref()));
+    assert!(embedded_answers.contains("Restated") && embedded_answers.contains("[3, 7]"), "{embedded_answers}");
+    assert_eq!(cassandra_answers, embedded_answers);
 }
