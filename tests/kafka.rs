@@ -658,3 +658,48 @@ fn a_peer_that_stops_answering_ends_the_cluster_after_the_peer_timeout() {
     assert!(text.contains("no progress for 5 s"), "{text}");
     assert!(waited < Duration::from_secs(60), "process 0 waited {waited:?} for a silent peer");
 }
+
+#[test]
+fn only_committed_transactions_count_and_a_bounded_run_ends_past_their_markers() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let dir = scratch("txn");
+    let kafka = Kafka::start(&dir);
+    kafka.topic("txn", 2).ensure().unwrap();
+    let producer: BaseProducer = tally::sources::kafka::client_config(&kafka.bootstrap)
+        .set("transactional.id", "tally-test-txn")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .unwrap();
+    producer.init_transactions(Duration::from_secs(30)).unwrap();
+    let now = now_ms();
+    let transaction = |first: u32, count: u32, commit: bool| {
+        producer.begin_transaction().unwrap();
+        for id in first..first + count {
+            let key = format!("00000000-0000-4000-8000-{id:012x}");
+            let value =
+                format!(r#"{{"ad_id":"txn-ad","timestamp":{},"user_id":"u{id}","request_id":"{key}"}}"#, now - 60_000 + u64::from(id));
+            producer.send(BaseRecord::to("txn").key(&key).payload(&value)).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+        if commit {
+            producer.commit_transaction(Duration::from_secs(30)).unwrap();
+        } else {
+            producer.abort_transaction(Duration::from_secs(30)).unwrap();
+        }
+    };
+    transaction(1, 10, true);
+    transaction(100, 5, false);
+    transaction(200, 10, true);
+    let data = dir.join("data");
+    let job = job_file(&dir, &kafka, "txn", 2, None);
+    // The topic ends with commit markers: a bounded run must see past them.
+    checked(tally(&data).arg("run").arg(&job).args(["--bounded", "-w", "2"]));
+    verify_clean(&data, &job);
+    let rows = exported(&data, &job, &dir.join("rows.ndjson"));
+    let clicks: u64 = rows
+        .iter()
+        .filter(|((kt, key, g, _), _)| kt == "ad" && key == "txn-ad" && g == "1m")
+        .map(|(_, r)| r["clicks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(clicks, 20, "the committed transactions' clicks, not the aborted one's");
+}

@@ -159,8 +159,19 @@ impl PartitionReader for KafkaPartitionReader {
             let wait = if out.len() == start && !waited && self.peeked.is_none() { FETCH_WAIT } else { Duration::ZERO };
             waited = true;
             let Some((offset, click)) = self.next(wait) else { break };
-            if self.limit().is_some_and(|limit| offset >= limit) || (out.len() > start && (offset != self.position || click.is_err())) {
-                // Past the limit, or the batch would stop being consecutive.
+            if let Some(limit) = self.limit().filter(|&limit| offset >= limit) {
+                // Past the limit: every offset below it was handed out, so
+                // any left between here and the limit holds no click (a
+                // transaction marker). Moved past only while this batch is
+                // empty, so that a batch still ends at the position.
+                if out.len() == start {
+                    self.position = self.position.max(limit);
+                }
+                self.peeked = Some((offset, click));
+                break;
+            }
+            if out.len() > start && (offset != self.position || click.is_err()) {
+                // The batch would stop being consecutive.
                 self.peeked = Some((offset, click));
                 break;
             }
