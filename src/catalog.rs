@@ -140,6 +140,12 @@ impl Catalog {
         Ok((catalog, text.into_bytes()))
     }
 
+    /// Every version of every ad, in ad and `valid_from` order: `(ad,
+    /// valid_from, campaign, advertiser)`.
+    pub fn versions(&self) -> impl Iterator<Item = (&Key, u64, &Key, &Key)> {
+        self.ads.iter().flat_map(|(ad, versions)| versions.iter().map(move |v| (ad, v.valid_from, &v.campaign, &v.advertiser)))
+    }
+
     /// Number of distinct ads.
     pub fn len_ads(&self) -> usize {
         self.ads.len()

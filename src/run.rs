@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::catalog::{Catalog, CatalogError};
@@ -17,7 +17,7 @@ use crate::dataflow::partition::TimeRules;
 use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
-use crate::event::{Click, EventTime, Key};
+use crate::event::{Click, EventTime, Key, KeyType};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions, LogView};
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
@@ -29,9 +29,9 @@ use crate::sources::kafka::{KafkaProblem, KafkaTopic};
 use crate::sources::log::LogPartitionReader;
 use crate::sources::memory::VecReader;
 use crate::sources::position::{resolve_range, Bound, LogBounds, Position, PositionError};
-use crate::store::cassandra::{CassandraStore, Faults};
+use crate::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
 use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
-use crate::store::{EmbeddedStore, EpochStore, Recovered, StoreReader};
+use crate::store::{EmbeddedStore, EpochStore, Recovered, StoreReader, StoreSnapshot};
 
 /// Largest worker thread count per process.
 pub const MAX_WORKERS: usize = 256;
@@ -153,17 +153,28 @@ type Partitions = Arc<Vec<Mutex<Option<Vec<Click>>>>>;
 /// Runs `job`: to completion for bounded sources, or until stopped.
 ///
 /// In a cluster (`--processes N`), a store sink lives with process 0: it
-/// resumes from the store and hands the start (checkpoints, resume epoch,
-/// the user-hash salt) to every worker of every process
-/// ([`dataflow::bootstrap`]); the windows live on its workers, where the
-/// committed windows are read back.
+/// begins a generation, resumes from the store and hands the start
+/// (checkpoints, resume epoch, generation, the user-hash salt) to every
+/// worker of every process ([`dataflow::bootstrap`]). With the embedded
+/// store the windows live on process 0's workers, beside the store they
+/// read committed windows back from. With Cassandra, which every process
+/// reaches, the windows are spread over all workers, and every process
+/// restores its own workers' windows from Cassandra ([`ClusterRestore`]).
 pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let config = timely_config(options)?;
     check_shape(job, options)?;
     let (catalog, stamp) = load_catalog(job, options)?;
     let attribution = Arc::new(attribution(job, catalog.as_ref()));
     let store_cluster = options.processes > 1 && store_sink(job, options);
-    let mut output = if store_cluster && options.process > 0 { Output::follower() } else { sink(job, options, job.settings(stamp))? };
+    let cassandra_cluster = match &job.sink {
+        SinkSpec::Cassandra(config) if store_cluster => Some(config.clone()),
+        _ => None,
+    };
+    let mut output = if store_cluster && options.process > 0 {
+        Output::empty(Arc::new(Mutex::new(None)))
+    } else {
+        sink(job, options, job.settings(stamp), catalog.as_ref())?
+    };
     let (readers, input, clicks_loaded, log) = load_input(job, options, &output)?;
     check_resume_offsets(&output.resume, log.as_ref().map(|l| l.ends.as_slice()))?;
     let (start, salt) = log.map(|l| (l.start, l.salt)).unwrap_or_default();
@@ -172,16 +183,26 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let errors = dataflow::CommitErrors::default();
     let placeholder: ReaderFactory = Arc::new(|p, _| panic!("partition {p}: readers are made once the start is known"));
     let mut plan = plan(job, placeholder, attribution, Arc::clone(&stats), Arc::clone(&errors));
-    let boot =
-        Boot { resume: output.resume.clone(), resume_epoch: output.resume_epoch, start_offsets: start, salt: salt.map(UserSalt::to_bytes) };
+    let boot = Boot {
+        resume: output.resume.clone(),
+        resume_epoch: output.resume_epoch,
+        committed: output.committed,
+        generation: output.generation,
+        start_offsets: start,
+        salt: salt.map(UserSalt::to_bytes),
+    };
     let boot = bincode::serialize(&boot).map_err(|e| RunError::Cluster(format!("start of the cluster: {e}")))?;
     plan.source.leave_open = options.leave_open;
     let finish = Arc::clone(&plan.source.finish);
     let sources = options.workers.max(1);
     let leave_open = options.leave_open;
+    let restore = cassandra_cluster.map(|config| Arc::new(ClusterRestore::new(config, job.name.clone(), options)));
+    if let Some(restore) = &restore {
+        output.restored.retain(|key_type, key| restore.owns(key_type, key));
+    }
     plan.restored = Arc::new(output.restored);
     plan.committed_windows = output.committed_windows;
-    plan.window_workers = store_cluster.then_some(options.workers.max(1));
+    plan.window_workers = (store_cluster && restore.is_none()).then_some(options.workers.max(1));
     if !output.resumed.is_empty() {
         eprintln!("{}", output.resumed.trim_start());
     }
@@ -201,6 +222,19 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         plan.source.resume_epoch = boot.resume_epoch;
         plan.source.start = Arc::new(boot.start_offsets);
         let errors = Arc::clone(&plan.errors);
+        if let Some(restore) = restore.as_ref().filter(|_| worker.index() >= sources) {
+            match restore.windows(boot.committed, boot.resume_epoch, boot.generation) {
+                Ok((restored, committed)) => {
+                    plan.restored = restored;
+                    plan.committed_windows = Some(committed);
+                }
+                Err(error) => {
+                    // Fail-stop: this process ends, and its peers with it.
+                    errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error);
+                    return;
+                }
+            }
+        }
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
         let frontier = || probe.with_frontier(|f| f.iter().next().copied());
         let settled = || probe.done() || (leave_open && finish.committed(sources, frontier()));
@@ -234,8 +268,75 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
 struct Boot {
     resume: BTreeMap<u32, Checkpoint>,
     resume_epoch: u64,
+    /// Whether the store had a committed epoch (`resume_epoch`).
+    committed: bool,
+    /// The generation process 0 began.
+    generation: u64,
     start_offsets: Vec<u64>,
     salt: Option<[u8; 16]>,
+}
+
+/// How the workers of a Cassandra cluster get their windows: each process
+/// keeps only the windows its own workers own; process 0 from the epoch it
+/// resumed (`Output::take_over`), the others read them from Cassandra once
+/// process 0 has begun its generation and applied its last committed epoch
+/// (they learn that from the boot). The state read is that epoch's: no
+/// later epoch can be committed before every worker of every process has
+/// built its dataflow.
+struct ClusterRestore {
+    config: CassandraConfig,
+    job: String,
+    /// This process's workers are `first_worker..first_worker + workers`.
+    first_worker: u64,
+    workers: u64,
+    peers: u64,
+    /// Read once per process, by its first worker to get there.
+    read: OnceLock<Result<(Arc<RestoredWindows>, Arc<dyn CommittedWindows>), String>>,
+}
+
+impl ClusterRestore {
+    fn new(config: CassandraConfig, job: String, options: &RunOptions) -> ClusterRestore {
+        let workers = options.workers.max(1) as u64;
+        ClusterRestore {
+            config,
+            job,
+            first_worker: options.process as u64 * workers,
+            workers,
+            peers: options.processes as u64 * workers,
+            read: OnceLock::new(),
+        }
+    }
+
+    /// Whether one of this process's workers owns the windows of a key.
+    fn owns(&self, key_type: KeyType, key: &str) -> bool {
+        let worker = dataflow::windowing::route_key(key_type, key) % self.peers;
+        (self.first_worker..self.first_worker + self.workers).contains(&worker)
+    }
+
+    /// This process's windows of epoch `epoch` (if `committed`), and the
+    /// read-back of committed windows for generation `generation`.
+    fn windows(&self, committed: bool, epoch: u64, generation: u64) -> Result<(Arc<RestoredWindows>, Arc<dyn CommittedWindows>), String> {
+        let read = || {
+            let reader = CassandraReader::open(&self.config, &self.job).map_err(|e| e.to_string())?;
+            let mut restored = RestoredWindows::default();
+            if committed {
+                let recovered = reader.snapshot_now().and_then(|s| s.last_committed()).map_err(|e| e.to_string())?;
+                let recovered = recovered.filter(|r| r.epoch == epoch).ok_or_else(|| {
+                    format!("job {} in Cassandra: epoch {epoch}, which process 0 resumed from, is no longer the applied one: a newer generation has taken over", self.job)
+                })?;
+                restored = crate::sink::store::resume(&recovered).map_err(|e| e.to_string())?.1;
+                restored.retain(|key_type, key| self.owns(key_type, key));
+                eprintln!(
+                    "restored from epoch {epoch} in Cassandra: {} windows and {} pending late partials of this process's workers",
+                    restored.windows.len(),
+                    restored.pending.len()
+                );
+            }
+            let committed: Arc<dyn CommittedWindows> = Arc::new(StoreWindows::new(Box::new(reader), generation));
+            Ok((Arc::new(restored), committed))
+        };
+        self.read.get_or_init(read).clone()
+    }
 }
 
 /// Fail-stop for a peer that vanished without closing its sockets: Timely
@@ -643,6 +744,8 @@ struct Output {
     committed_windows: Option<Arc<dyn CommittedWindows>>,
     /// Whether the store has a committed epoch (the run resumes).
     committed: bool,
+    /// The generation this run began in the store (0 without one).
+    generation: u64,
     /// The origin the store recorded, if it has a commit and records one.
     origin: Option<Vec<u64>>,
     /// The store, the generation this run began and the settings its sink
@@ -651,11 +754,12 @@ struct Output {
 }
 
 impl Output {
-    /// A process of a store cluster other than process 0: it never commits
-    /// (worker 0 does) and gets its start from process 0.
-    fn follower() -> Output {
+    /// `sink`, without a store to resume from. A process of a store cluster
+    /// other than process 0 has no sink at all: it never commits (worker 0
+    /// does) and gets its start from process 0.
+    fn empty(sink: SharedSink) -> Output {
         Output {
-            sink: Arc::new(Mutex::new(None)),
+            sink,
             memory: None,
             resume: BTreeMap::new(),
             resume_epoch: 0,
@@ -663,6 +767,7 @@ impl Output {
             resumed: String::new(),
             committed_windows: None,
             committed: false,
+            generation: 0,
             origin: None,
             store: None,
         }
@@ -683,20 +788,9 @@ impl Output {
     }
 }
 
-fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output, RunError> {
+fn sink(job: &Job, options: &RunOptions, settings: RunSettings, catalog: Option<&Catalog>) -> Result<Output, RunError> {
     let shared = |sink: Box<dyn Sink + Send>| Arc::new(Mutex::new(Some(sink)));
-    let mut output = Output {
-        sink: shared(Box::<MemorySink>::default()),
-        memory: None,
-        resume: BTreeMap::new(),
-        resume_epoch: 0,
-        restored: Default::default(),
-        resumed: String::new(),
-        committed_windows: None,
-        committed: false,
-        origin: None,
-        store: None,
-    };
+    let mut output = Output::empty(shared(Box::<MemorySink>::default()));
     match (&options.output, &job.sink) {
         (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => {
             output.sink = shared(Box::new(FileSink::create(path).map_err(|e| RunError::Sink(e.to_string()))?));
@@ -733,6 +827,13 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings) -> Result<Output
                 name: format!("job {} in Cassandra keyspace {}", job.name, config.keyspace),
                 anew: format!("give the job another name (the store keys everything by it), or drop the keyspace {}", config.keyspace),
             };
+            // Readers attribute with the catalog the committed settings
+            // name; one published for a run refused below is never named.
+            if let Some((catalog, stamp)) = catalog.zip(settings.catalog.as_ref()) {
+                if store.publish_catalog(stamp, catalog)? {
+                    output.resumed += &format!("\npublished catalog {} ({}) to Cassandra", stamp.path, stamp.fingerprint);
+                }
+            }
             output.take_over(Box::new(store), reader, job, settings, &target)?;
         }
     }
@@ -757,10 +858,12 @@ impl Output {
         target: &StoreTarget,
     ) -> Result<(), RunError> {
         let generation = store.begin_generation()?;
-        // Every worker that owns windows runs in this process (in a
-        // cluster, process 0's: `Plan::window_workers`) and reads final
-        // windows' sketches back from the store, so they are neither
-        // restored nor kept in memory.
+        self.generation = generation;
+        // The workers that own windows read final windows' sketches back
+        // from the store, so they are neither restored nor kept in memory.
+        // In a cluster they all run in this process (`Plan::window_workers`),
+        // or with Cassandra, the other processes read their own windows
+        // ([`ClusterRestore`]).
         if let Some(recovered) = store.last_committed()? {
             check_settings(job, target, &recovered, &settings)?;
             let (resume, restored) = crate::sink::store::resume(&recovered)?;

@@ -703,3 +703,135 @@ fn only_committed_transactions_count_and_a_bounded_run_ends_past_their_markers()
         .sum();
     assert_eq!(clicks, 20, "the committed transactions' clicks, not the aborted one's");
 }
+
+/// One Cassandra node of the test's own, stopped on drop.
+struct Cassandra {
+    dir: PathBuf,
+    hosts: String,
+}
+
+impl Cassandra {
+    fn start(dir: &Path) -> Cassandra {
+        let dir = dir.join("cassandra");
+        let port = loop {
+            let port = free_port();
+            if port < 60_000 && (1..3).all(|i| TcpListener::bind(("127.0.0.1", port + i)).is_ok()) {
+                break port;
+            }
+        };
+        let out = Command::new("bash")
+            .arg(script("cassandra.sh"))
+            .args(["start", "--dir"])
+            .arg(&dir)
+            .args(["--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/cassandra.sh");
+        let cassandra = Cassandra { dir, hosts: String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").trim().to_owned() };
+        assert!(out.status.success(), "cassandra.sh start failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        cassandra
+    }
+}
+
+impl Drop for Cassandra {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script("cassandra.sh")).arg("stop").arg("--dir").arg(&self.dir).stdin(Stdio::null()).output();
+    }
+}
+
+/// `job_file`'s job committing to `cassandra` instead of the embedded store.
+fn cassandra_job_file(dir: &Path, kafka: &Kafka, cassandra: &Cassandra, topic: &str, partitions: u32) -> PathBuf {
+    let file = job_file(dir, kafka, topic, partitions, None);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let sink = format!("[sink]\nkind = \"cassandra\"\nhosts = \"{}\"\nkeyspace = \"tally_kafka\"\n", cassandra.hosts);
+    std::fs::write(&file, text.replace("[sink]\nkind = \"store\"\n", &sink)).unwrap();
+    file
+}
+
+/// Every line of the processes' logs of a supervised cluster.
+fn cluster_logs(state: &Path) -> String {
+    (0..4).filter_map(|p| std::fs::read_to_string(state.join(format!("p{p}.log"))).ok()).collect()
+}
+
+#[test]
+fn a_cassandra_cluster_restores_each_process_from_cassandra_through_kills_and_a_new_shape() {
+    let dir = scratch("cassandra-cluster");
+    let kafka = Kafka::start(&dir);
+    let cassandra = Cassandra::start(&dir);
+    let data = dir.join("data");
+    let job = cassandra_job_file(&dir, &kafka, &cassandra, "cc", 8);
+    let (ingest, addr) = start_ingest(&data, &kafka, "cc", &dir.join("ingest.log"));
+    // A live 2 × 2 cluster: its windows spread over both processes, and
+    // every generation after a kill restores them from Cassandra.
+    let live = dir.join("cluster-2x2");
+    let supervisor = Command::new("bash")
+        .arg(script("cluster.sh"))
+        .arg(&job)
+        .args(["2", "2", "--state"])
+        .arg(&live)
+        .args(["--tally", TALLY, "--", "--data-dir"])
+        .arg(&data)
+        .args(["--peer-timeout", "20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("cluster.log")).unwrap())
+        .spawn()
+        .expect("start scripts/cluster.sh");
+    let sent = clicks(6_000, 11, 20_000);
+    let sender = {
+        let sent = sent.clone();
+        std::thread::spawn(move || {
+            for part in sent.chunks(400) {
+                post_all(addr, part, 100);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    let started = Instant::now();
+    for kill in 0..4u32 {
+        let log = || std::fs::read_to_string(dir.join("cluster.log")).unwrap_or_default();
+        let (generation, pids) = loop {
+            assert!(started.elapsed() < Duration::from_secs(200), "kill {kill}: no cluster to kill:\n{}", log());
+            let (generation, pids) = read_pids(&live);
+            if pids.len() == 2 {
+                break (generation, pids);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // Long enough for a generation to start and commit epochs.
+        std::thread::sleep(Duration::from_millis(3_000 + 500 * u64::from(kill)));
+        signal(pids[kill as usize % 2], "KILL");
+        while read_pids(&live).0 == generation {
+            assert!(started.elapsed() < Duration::from_secs(200), "the supervisor did not restart the cluster:\n{}", log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    sender.join().expect("every click acknowledged");
+    std::thread::sleep(Duration::from_secs(3));
+    stop(supervisor);
+    stop(ingest);
+    let logs = cluster_logs(&live);
+    assert!(logs.contains("restored from epoch"), "process 1 never restored its windows from Cassandra:\n{logs}");
+    // Finished by 3 processes × 1 worker: each restores the open windows
+    // its worker now owns, and the bounded end settles them all.
+    let bounded = dir.join("cluster-3x1");
+    checked(
+        Command::new("bash")
+            .arg(script("cluster.sh"))
+            .arg(&job)
+            .args(["3", "1", "--state"])
+            .arg(&bounded)
+            .args(["--tally", TALLY, "--", "--bounded", "--data-dir"])
+            .arg(&data)
+            .stdin(Stdio::null()),
+    );
+    let logs = cluster_logs(&bounded);
+    let restored: Vec<u64> = logs
+        .lines()
+        .filter_map(|l| l.strip_prefix("restored from epoch "))
+        .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(restored.len() == 2 && restored.iter().all(|&windows| windows > 0), "processes 1 and 2 restore open windows: {logs}");
+    verify_clean(&data, &job);
+    assert_minutes(&exported(&data, &job, &dir.join("rows.ndjson")), &sent, "after 4 kills and 2x2 to 3x1");
+}

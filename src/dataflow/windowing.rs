@@ -58,6 +58,14 @@ pub struct RestoredWindows {
     pub pending: Vec<(PendingKey, KeyedPartial)>,
 }
 
+impl RestoredWindows {
+    /// Keeps the windows and pending partials whose keys `keep` says.
+    pub fn retain(&mut self, keep: impl Fn(KeyType, &str) -> bool) {
+        self.windows.retain(|(id, _)| keep(id.key_type, &id.key));
+        self.pending.retain(|(key, _)| keep(key.key_type, &key.key));
+    }
+}
+
 /// The worker owning a key, as a hash (shared by routing and restore).
 pub fn route_key(key_type: KeyType, key: &str) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();

@@ -22,7 +22,9 @@ use super::protocol::{
     began, commit_outcome, encode_checkpoints, epoch_column, mark_outcome, CommitOutcome, CommitRecord, JobColumns, JobRow, MarkOutcome,
 };
 use super::query::CassandraReader;
+use crate::catalog::Catalog;
 use crate::store::read::StoreReader;
+use crate::store::settings::CatalogStamp;
 use crate::store::{advance_checkpoints, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError};
 
 /// How long a staged payload lives if no apply deletes it: an epoch whose
@@ -119,6 +121,12 @@ impl CassandraStore {
     pub fn open(config: &CassandraConfig, job: &str, retention_ms: u64, faults: Faults) -> Result<CassandraStore, StoreError> {
         let db = Arc::new(Db::connect(config, job, Access::Write)?);
         Ok(CassandraStore { db, ttl_s: ttl_seconds(retention_ms), owner: owner_token(), generation: None, tip: None, faults, commits: 0 })
+    }
+
+    /// Publishes the catalog the job counts with (`catalog.rs`), once per
+    /// fingerprint; whether it wrote it.
+    pub fn publish_catalog(&self, stamp: &CatalogStamp, catalog: &Catalog) -> Result<bool, StoreError> {
+        super::catalog::publish(&self.db, stamp, catalog)
     }
 
     /// A reader sharing this store's session.

@@ -214,6 +214,10 @@ pub struct Statements {
     pub late_in_day: PreparedStatement,
     pub state_get: PreparedStatement,
     pub state_shard: PreparedStatement,
+    pub put_ad_version: PreparedStatement,
+    pub put_catalog: PreparedStatement,
+    pub catalog: PreparedStatement,
+    pub ad_version: PreparedStatement,
 }
 
 const JOB_COLUMNS: &str = "generation, owner, committed_epoch, committed_generation, chunks, payload_bytes, payload_crc, checkpoints, applied_epoch, applied_generation, applied_checkpoints";
@@ -387,6 +391,24 @@ impl Statements {
             .await?,
             state_get: prepare("SELECT value FROM state WHERE job = ? AND shard = ? AND key = ?".into(), Kind::Read).await?,
             state_shard: prepare("SELECT key, value FROM state WHERE job = ? AND shard = ?".into(), Kind::Read).await?,
+            put_ad_version: prepare(
+                "INSERT INTO ad_catalog (job, catalog, ad, valid_from, campaign, advertiser) VALUES (?, ?, ?, ?, ?, ?)".into(),
+                Kind::Write,
+            )
+            .await?,
+            put_catalog: prepare(
+                "INSERT INTO catalogs (job, catalog, path, ads, versions) VALUES (?, ?, ?, ?, ?)".into(),
+                Kind::Write,
+            )
+            .await?,
+            catalog: prepare("SELECT path, ads, versions FROM catalogs WHERE job = ? AND catalog = ?".into(), Kind::Read).await?,
+            ad_version: prepare(
+                "SELECT valid_from, campaign, advertiser FROM ad_catalog \
+                 WHERE job = ? AND catalog = ? AND ad = ? AND valid_from <= ? LIMIT 1"
+                    .into(),
+                Kind::Read,
+            )
+            .await?,
         })
     }
 }

@@ -26,13 +26,15 @@
 //! 5. **Read.** A reader reads `applied_epoch` first and sees of every
 //!    window the newest row at or below it (`query.rs`): never half an epoch.
 //!
-//! `commit.rs` is the writer ([`CassandraStore`], an
+//! `catalog.rs` keeps the ad catalog the job counted with, for readers
+//! beside Cassandra. `commit.rs` is the writer ([`CassandraStore`], an
 //! [`EpochStore`](crate::store::EpochStore)), `query.rs` the reader
 //! ([`CassandraReader`], a [`StoreReader`](crate::store::StoreReader)),
 //! `schema.cql` the tables, `layout.rs` partitions and timestamps, `db.rs`
 //! the session and its prepared statements.
 
 mod apply;
+pub mod catalog;
 mod commit;
 pub mod config;
 mod db;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use scylla::response::PagingState;
 
+use super::catalog::{self, AdVersion, PublishedCatalog};
 use super::config::CassandraConfig;
 use super::db::{Access, Db};
 use super::layout::{bucket, late_day, saturating_signed, shard, unsigned, SERIES_BUCKET_WINDOWS, STATE_SHARDS};
@@ -41,6 +42,17 @@ impl CassandraReader {
 
     pub(super) fn of(db: Arc<Db>) -> CassandraReader {
         CassandraReader { db }
+    }
+
+    /// The published catalog of a fingerprint (`catalog.rs`), if whole.
+    pub fn catalog(&self, fingerprint: &str) -> Result<Option<PublishedCatalog>, StoreError> {
+        catalog::published(&self.db, fingerprint)
+    }
+
+    /// The version of `ad` in catalog `fingerprint` for the 1m window
+    /// starting at `window_start`.
+    pub fn ad_version(&self, fingerprint: &str, ad: &str, window_start: EventTime) -> Result<Option<AdVersion>, StoreError> {
+        catalog::ad_version(&self.db, fingerprint, ad, window_start)
     }
 
     /// A snapshot as of the epoch applied now.

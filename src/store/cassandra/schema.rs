@@ -17,7 +17,7 @@ use super::config::CassandraConfig;
 use super::db::Access;
 
 /// Version of `schema.cql` and of what tally stores in it.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 const SCHEMA: &str = include_str!("schema.cql");
 /// The `schema_version` row of tally's tables.
 const COMPONENT: &str = "tally";
@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn the_schema_is_idempotent_table_creations_without_comments() {
         let statements = statements(SCHEMA);
-        assert_eq!(statements.len(), 11);
+        assert_eq!(statements.len(), 13);
         for statement in &statements {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS "), "{statement}");
             assert!(!statement.contains("--"), "{statement}");
