@@ -631,3 +631,45 @@ fn cassandra_answers_every_read_as_the_embedded_store_does() {
     assert!(embedded_answers.contains("Restated") && embedded_answers.contains("[3, 7]"), "{embedded_answers}");
     assert_eq!(cassandra_answers, embedded_answers);
 }
+
+/// The campaign and advertiser of `ad` at `at` in the catalog a job's
+/// committed settings name, as Cassandra answers.
+fn attributed(reader: &CassandraReader, ad: &str, at: u64) -> Option<(String, String)> {
+    let settings = reader.snapshot_now().unwrap().state(tally::store::settings::SETTINGS_KEY).unwrap().expect("committed settings");
+    let settings = tally::store::settings::RunSettings::from_json(&settings).unwrap();
+    let fingerprint = settings.catalog.expect("the job ran with a catalog").fingerprint;
+    assert!(reader.catalog(&fingerprint).unwrap().is_some(), "catalog {fingerprint} named by the settings is not published whole");
+    reader.ad_version(&fingerprint, ad, at).unwrap().map(|v| (v.campaign.to_string(), v.advertiser.to_string()))
+}
+
+/// Every ad of `file` at its versions' edges, as the file says.
+fn assert_catalog_is(reader: &CassandraReader, file: &Path) {
+    let catalog = tally::catalog::Catalog::load(file).unwrap();
+    let mut checked = 0;
+    for (ad, valid_from, _, _) in catalog.versions() {
+        for at in [0, valid_from.saturating_sub(1), valid_from, valid_from + 3_600_000] {
+            let want = catalog.lookup(ad, at).map(|(c, a)| (c.to_string(), a.to_string()));
+            assert_eq!(attributed(reader, ad, at), want, "ad {ad} at {at}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 400, "{checked} lookups");
+    assert_eq!(attributed(reader, "no-such-ad", u64::MAX / 2), None);
+}
+
+#[test]
+fn the_catalog_a_job_counted_with_is_published_whole_and_followed_when_it_changes() {
+    let setup = setup("catalog", 4_000, 31);
+    checked(&mut run_job(&setup, &setup.data, 1, None));
+    let reader = CassandraReader::open(&config(), &setup.name).unwrap();
+    assert_catalog_is(&reader, &setup.catalog);
+    // A new catalog version for an ad, from a time after the counted
+    // clicks: the next run publishes it, and its settings name it.
+    let text = std::fs::read_to_string(&setup.catalog).unwrap();
+    let ad = text.lines().find_map(|l| l.split(',').next().filter(|a| a.starts_with("ad-"))).unwrap().to_owned();
+    let changed = setup.dir.join("ads-2.csv");
+    std::fs::write(&changed, format!("{text}{ad},moved-campaign,moved-advertiser,4102444800000\n")).unwrap();
+    checked(tally(&setup.data).args(["run", "--bounded", "-w", "1"]).arg(&setup.job).arg("--catalog").arg(&changed));
+    assert_catalog_is(&reader, &changed);
+    assert_eq!(attributed(&reader, &ad, 4_102_444_800_000), Some(("moved-campaign".into(), "moved-advertiser".into())));
+}
