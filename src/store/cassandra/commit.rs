@@ -36,6 +36,11 @@ pub const STAGING_TTL_S: i32 = 30 * 24 * 3_600;
 const LWT_ATTEMPTS: u32 = 5;
 /// First pause before such a new attempt; doubles each time.
 const LWT_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// Attempts of the SERIAL read of the `jobs` row before the step that
+/// needed it fails. The driver never retries a serial read, and one fails
+/// when its coordinator dies or while the cluster has not yet noticed a
+/// dead replica; it is a read, so repeating it is always safe.
+const SERIAL_READ_ATTEMPTS: u32 = 6;
 
 /// Where a commit can be made to stop (`Faults::crash`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,15 +131,31 @@ impl CassandraStore {
         CassandraReader::of(Arc::clone(&self.db))
     }
 
-    fn read_job(&self, serial: bool) -> Result<Option<JobRow>, StoreError> {
-        let statement = if serial { &self.db.st.read_job_serial } else { &self.db.st.read_job };
-        let rows: Vec<JobColumns> = self.db.read_all(statement, (self.db.job.as_str(),))?;
-        rows.into_iter().next().map(|columns| JobRow::from_columns(columns).map_err(|e| self.db.corrupt(e))).transpose()
+    /// The `jobs` row read with SERIAL consistency, tried again after a
+    /// failure ([`SERIAL_READ_ATTEMPTS`]).
+    fn read_job(&self) -> Result<Option<JobRow>, StoreError> {
+        let mut pause = LWT_RETRY_FIRST;
+        let mut attempt = 1;
+        loop {
+            match self.db.read_all::<JobColumns>(&self.db.st.read_job_serial, (self.db.job.as_str(),)) {
+                Ok(rows) => {
+                    let row = rows.into_iter().next().map(JobRow::from_columns);
+                    return row.transpose().map_err(|e| self.db.corrupt(e));
+                }
+                Err(error) if attempt < SERIAL_READ_ATTEMPTS => {
+                    eprintln!("cassandra: reading the jobs row with SERIAL consistency: {error}; trying again in {pause:?}");
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The row read back with SERIAL consistency, which must exist.
     fn read_back(&self) -> Result<JobRow, StoreError> {
-        self.read_job(true)?.ok_or_else(|| self.db.corrupt("the jobs row of this job is gone"))
+        self.read_job()?.ok_or_else(|| self.db.corrupt("the jobs row of this job is gone"))
     }
 
     /// Runs a lightweight transaction: whether it applied, or the error
@@ -149,7 +170,7 @@ impl CassandraStore {
     fn begin(&self) -> Result<u64, StoreError> {
         let job = self.db.job.as_str();
         for _ in 0..LWT_ATTEMPTS {
-            let row = self.read_job(true)?;
+            let row = self.read_job()?;
             let generation = row.as_ref().map_or(1, |r| r.generation + 1);
             let answer = match &row {
                 None => self.transaction(&self.db.st.create_job, (job, signed(generation), self.owner.as_str())),
@@ -159,7 +180,7 @@ impl CassandraStore {
                 Ok(true) => return Ok(generation),
                 Ok(false) => continue,
                 Err(error) => {
-                    if began(self.read_job(true)?.as_ref(), generation, &self.owner) {
+                    if began(self.read_job()?.as_ref(), generation, &self.owner) {
                         eprintln!("cassandra: beginning generation {generation}: {error}; read back: begun");
                         return Ok(generation);
                     }
