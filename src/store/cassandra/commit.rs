@@ -22,6 +22,7 @@ use super::protocol::{
     began, commit_outcome, encode_checkpoints, epoch_column, mark_outcome, CommitOutcome, CommitRecord, JobColumns, JobRow, MarkOutcome,
 };
 use super::query::CassandraReader;
+use super::timing::{CommitClock, CommitSize, CommitTimes, Step};
 use crate::store::read::StoreReader;
 use crate::store::{advance_checkpoints, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError};
 
@@ -115,6 +116,8 @@ pub struct CassandraStore {
     faults: Faults,
     /// Commits made by this process.
     commits: u32,
+    /// Where each commit's timings go, if anywhere (`timing.rs`).
+    times: CommitTimes,
 }
 
 impl CassandraStore {
@@ -122,8 +125,10 @@ impl CassandraStore {
     /// versions and ledger entries live `retention_ms` after they are
     /// written.
     pub fn open(config: &CassandraConfig, job: &str, retention_ms: u64, faults: Faults) -> Result<CassandraStore, StoreError> {
+        let times = CommitTimes::from_env()?;
         let db = Arc::new(Db::connect(config, job, Access::Write)?);
-        Ok(CassandraStore { db, ttl_s: ttl_seconds(retention_ms), owner: owner_token(), generation: None, tip: None, faults, commits: 0 })
+        let ttl_s = ttl_seconds(retention_ms);
+        Ok(CassandraStore { db, ttl_s, owner: owner_token(), generation: None, tip: None, faults, commits: 0, times })
     }
 
     /// A reader sharing this store's session.
@@ -292,15 +297,17 @@ impl CassandraStore {
         Err(self.db.error(format!("epoch {epoch} was not marked applied in {LWT_ATTEMPTS} attempts")))
     }
 
-    /// Writes `commit` to the serving tables and the state.
-    fn apply(&self, commit: &EpochCommit, crash_halfway: bool) -> Result<(), StoreError> {
+    /// Writes `commit` to the serving tables and the state; how many rows.
+    fn apply(&self, commit: &EpochCommit, crash_halfway: bool) -> Result<usize, StoreError> {
         let mut writes = apply::writes(&self.db, commit, self.ttl_s);
         if crash_halfway {
             let _never_written = writes.split_off(writes.len() / 2);
             self.db.write_all(writes)?;
             crash("half of its apply");
         }
-        self.db.write_all(writes)
+        let rows = writes.len();
+        self.db.write_all(writes)?;
+        Ok(rows)
     }
 
     /// Deletes an applied epoch's staging. A failure leaves it to its TTL.
@@ -360,18 +367,25 @@ impl EpochStore for CassandraStore {
         self.commits += 1;
         let stored = self.tip.as_ref().map(|(_, checkpoints)| checkpoints.clone()).unwrap_or_default();
         let checkpoints = advance_checkpoints(stored, &commit.partitions);
+        let mut clock = CommitClock::start();
         let staged = payload::encode(&commit);
         self.stage(commit.epoch, generation, &staged)?;
+        clock.done(Step::Stage);
         if self.crash_point(CrashPoint::Staged) {
             crash("staging, before its commit record");
         }
         self.write_commit_record(commit.epoch, generation, staged.summary(), &checkpoints)?;
+        clock.done(Step::Commit);
         if self.crash_point(CrashPoint::Committed) {
             crash("its commit record, before its apply");
         }
-        self.apply(&commit, self.crash_point(CrashPoint::HalfApplied))?;
+        let rows = self.apply(&commit, self.crash_point(CrashPoint::HalfApplied))?;
+        clock.done(Step::Apply);
         self.mark_applied(commit.epoch, generation, &checkpoints)?;
         self.drop_staging(commit.epoch, generation);
+        clock.done(Step::Mark);
+        let size = CommitSize { epoch: commit.epoch, chunks: staged.chunks.len(), payload_bytes: staged.bytes, rows };
+        self.times.record(&clock, size);
         self.tip = Some((commit.epoch, checkpoints));
         Ok(())
     }
