@@ -25,8 +25,10 @@
 //! 3. Node 1 is started again; the job finishes by itself, and `tally
 //!    verify` recounts the log: 0 mismatches, nothing lost or counted twice.
 //! 4. After `nodetool repair` on node 1, the other two nodes are stopped:
-//!    every table of the keyspace read from node 1 alone (consistency ONE)
-//!    holds the same rows as QUORUM read with all three nodes up.
+//!    read from node 1 alone at consistency ONE, every table of the
+//!    keyspace holds the same rows as QUORUM read with all three nodes up,
+//!    `tally export` gives the same rows and ledger, and `tally verify`
+//!    finds 0 mismatches.
 
 mod common;
 
@@ -100,17 +102,24 @@ fn a_job_at_quorum_keeps_committing_with_one_node_of_three_killed_and_counts_exa
     assert!(out.status.success(), "the job failed:\n{stderr}");
     // What the store went through (retried reads, outcomes read back).
     stderr.lines().filter(|line| line.starts_with("cassandra:")).for_each(|line| eprintln!("job: {line}"));
-    let (clean, summary) = setup.verify();
+    let (clean, summary) = setup.verify(&setup.job);
     assert!(clean && summary.contains(", 0 mismatches"), "{summary}");
     eprintln!("{outage_commits} commits with node {KILLED_NODE} down (epochs {at_kill}..={before_restart}); {}", summary.trim());
 
-    // 4. Repaired, the restarted node alone answers as the whole cluster did.
+    // 4. Repaired, the restarted node alone answers as the whole cluster
+    // did: the same rows in every table, the same export, and a clean
+    // recount, read at ONE with the other two nodes stopped.
     script_ok("nodetool", &cluster_dir, &["--node", &KILLED_NODE.to_string(), "--", "repair", "-full", KEYSPACE]);
     let quorum = table_rows(nodes[0], None);
+    let exported = setup.export(&setup.job, "quorum");
     for other in (0..nodes.len()).filter(|&i| i != KILLED_NODE) {
         script_ok("stop", &cluster_dir, &["--node", &other.to_string()]);
     }
     let alone = table_rows(nodes[KILLED_NODE], Some(nodes[KILLED_NODE]));
+    let one = setup.job_file("one", nodes[KILLED_NODE], "one");
+    assert!(setup.export(&one, "one") == exported, "the export from node {KILLED_NODE} alone differs");
+    let (clean, summary) = setup.verify(&one);
+    assert!(clean && summary.contains(", 0 mismatches"), "node {KILLED_NODE} alone: {summary}");
     assert_eq!(quorum.keys().collect::<Vec<_>>(), alone.keys().collect::<Vec<_>>(), "the tables");
     for (table, rows) in &quorum {
         assert!(
@@ -128,6 +137,7 @@ fn a_job_at_quorum_keeps_committing_with_one_node_of_three_killed_and_counts_exa
 struct Setup {
     name: String,
     hosts: String,
+    dir: PathBuf,
     data: PathBuf,
     catalog: PathBuf,
     job: PathBuf,
@@ -147,13 +157,23 @@ impl Setup {
         );
         checked(Command::new(TALLY).arg("--data-dir").arg(&data).args(["log", "import"]).arg(&clicks));
         let name = format!("cluster_{}", std::process::id());
+        let mut setup = Setup { name, hosts: hosts.to_owned(), dir: dir.to_owned(), data, catalog, job };
+        setup.job = setup.job_file("job", hosts, "quorum");
+        setup
+    }
+
+    /// Writes the job file `LABEL.toml`: this job, on `hosts`, reading and
+    /// writing at `consistency`.
+    fn job_file(&self, label: &str, hosts: &str, consistency: &str) -> PathBuf {
         let text = format!(
-            "name = \"{name}\"\n[source]\nkind = \"log\"\npartitions = 8\n\
+            "name = \"{}\"\n[source]\nkind = \"log\"\npartitions = 8\n\
              [sink]\nkind = \"cassandra\"\nhosts = \"{hosts}\"\nkeyspace = \"{KEYSPACE}\"\nreplication_factor = 3\n\
-             consistency = \"quorum\"\nserial_consistency = \"serial\"\n"
+             consistency = \"{consistency}\"\nserial_consistency = \"serial\"\n",
+            self.name
         );
-        std::fs::write(&job, text).unwrap();
-        Setup { name, hosts: hosts.to_owned(), data, catalog, job }
+        let path = self.dir.join(format!("{label}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     fn config(&self) -> CassandraConfig {
@@ -175,14 +195,21 @@ impl Setup {
         command.spawn().expect("spawn tally run")
     }
 
-    /// `tally verify`: whether it found no mismatch, and its summary.
-    fn verify(&self) -> (bool, String) {
+    /// `tally verify` of `job`: whether it found no mismatch, and its summary.
+    fn verify(&self, job: &Path) -> (bool, String) {
         let mut command = self.tally();
-        command.arg("verify").arg(&self.job).arg("--catalog").arg(&self.catalog);
+        command.arg("verify").arg(job).arg("--catalog").arg(&self.catalog);
         let out = finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(stdout.starts_with("verify: "), "verify printed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
         (out.status.success(), stdout)
+    }
+
+    /// `tally export` of `job`: its rows and late ledger.
+    fn export(&self, job: &Path, label: &str) -> (String, String) {
+        let (rows, late) = (self.dir.join(format!("{label}.ndjson")), self.dir.join(format!("{label}.late.ndjson")));
+        checked(self.tally().arg("export").arg(job).arg("--output").arg(&rows).arg("--late").arg(&late));
+        (std::fs::read_to_string(rows).unwrap(), std::fs::read_to_string(late).unwrap())
     }
 }
 
