@@ -12,8 +12,22 @@
 # Everything shares one release build in ./target. Extra arguments are
 # passed to `cargo test` (e.g. `scripts/test.sh model` runs only tests whose
 # name contains "model").
+#
+#     scripts/test.sh --long
+#
+# also runs the long tests, marked #[ignore] (the test binaries in
+# LONG_TESTS, e.g. a three-node Cassandra cluster with a node killed), after
+# the integration tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Test binaries (tests/NAME.rs) whose #[ignore] tests only --long runs.
+readonly LONG_TESTS=(cassandra_cluster)
+long=0
+if [ "${1:-}" = "--long" ]; then
+    long=1
+    shift
+fi
 
 started=$SECONDS
 current_step="setup"
@@ -77,7 +91,7 @@ ensure_kafka() {
 # binary with scripts/cassandra.sh (Cassandra 5.0 from Maven Central jars,
 # on the same JDK). Fetch the jars once, before the tests.
 ensure_cassandra() {
-    rm -rf target/test-cassandra
+    rm -rf target/test-cassandra target/test-cassandra-cluster
     scripts/cassandra.sh fetch
 }
 
@@ -129,6 +143,13 @@ cargo build --locked --release --bins
 step "tests (unit and integration, release profile)"
 cargo test --locked --release "$@"
 
+if [ "$long" = 1 ]; then
+    for name in "${LONG_TESTS[@]}"; do
+        step "long tests: tests/$name.rs (#[ignore]d)"
+        cargo test --locked --release --test "$name" -- --ignored
+    done
+fi
+
 step "dashboard in headless Chromium (screenshot: target/test-output/dashboard.png)"
 dashboard_test
 
@@ -146,6 +167,9 @@ bench/run.sh --smoke
 step "tally vs Flink over Kafka smoke (bench/run-kafka.sh --smoke: a broker of its own, 200k clicks)"
 bench/run-kafka.sh --smoke
 
+step "Cassandra store vs embedded store smoke (bench/run-cassandra.sh --smoke: a node of its own, 20k clicks, verified)"
+bench/run-cassandra.sh --smoke
+
 current_step="summary"
 echo
-echo "test.sh: OK: release build, all tests passed, benchmark smokes ran ($((SECONDS - started)) s)"
+echo "test.sh: OK: release build, all tests$([ "$long" = 1 ] && echo ", long ones included,") passed, benchmark smokes ran ($((SECONDS - started)) s)"

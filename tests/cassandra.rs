@@ -28,6 +28,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use tally::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
 use tally::store::{EpochCommit, EpochStore, PartitionCheckpoint, StoreError, StoreSnapshot};
 
@@ -51,46 +53,11 @@ fn cassandra() -> &'static str {
     })
 }
 
-/// Starts a node for this test process and a watchdog that stops it once
-/// the process is gone.
+/// Starts a node for this test process; a watchdog stops it once the
+/// process is gone.
 fn start_node() -> String {
     let dir = Path::new(ROOT).join("target/test-cassandra").join(format!("node-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let script = Path::new(ROOT).join("scripts/cassandra.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .args(["start", "--dir"])
-        .arg(&dir)
-        .args(["--port", &free_ports(3).to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/cassandra.sh");
-    let watchdog = format!(
-        "while kill -0 {} 2>/dev/null; do sleep 1; done; bash '{}' stop --dir '{dir}' && rm -rf '{dir}'",
-        std::process::id(),
-        script.display(),
-        dir = dir.display()
-    );
-    // Detached (the shell forks it and returns), so it outlives this process.
-    let detached = format!("({watchdog}) >/dev/null 2>&1 &");
-    Command::new("bash").args(["-c", &detached]).stdin(Stdio::null()).status().unwrap();
-    assert!(
-        out.status.success(),
-        "cassandra.sh start failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).lines().last().expect("cassandra.sh prints the contact points").trim().to_owned()
-}
-
-/// A port `p` with `p + 1 .. p + n` free too.
-fn free_ports(n: u16) -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if port < 60_000 && (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok()) {
-            return port;
-        }
-    }
+    common::start_cassandra(1, &dir)
 }
 
 /// A tiny seeded generator for kill times.

@@ -23,6 +23,7 @@ use super::protocol::{
 };
 use super::query::CassandraReader;
 use crate::catalog::Catalog;
+use super::timing::{CommitClock, CommitSize, CommitTimes, Step};
 use crate::store::read::StoreReader;
 use crate::store::settings::CatalogStamp;
 use crate::store::{advance_checkpoints, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError};
@@ -38,6 +39,11 @@ pub const STAGING_TTL_S: i32 = 30 * 24 * 3_600;
 const LWT_ATTEMPTS: u32 = 5;
 /// First pause before such a new attempt; doubles each time.
 const LWT_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// Attempts of the SERIAL read of the `jobs` row before the step that
+/// needed it fails. The driver never retries a serial read, and one fails
+/// when its coordinator dies or while the cluster has not yet noticed a
+/// dead replica; it is a read, so repeating it is always safe.
+const SERIAL_READ_ATTEMPTS: u32 = 6;
 
 /// Where a commit can be made to stop (`Faults::crash`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +118,8 @@ pub struct CassandraStore {
     faults: Faults,
     /// Commits made by this process.
     commits: u32,
+    /// Where each commit's timings go, if anywhere (`timing.rs`).
+    times: CommitTimes,
 }
 
 impl CassandraStore {
@@ -119,8 +127,10 @@ impl CassandraStore {
     /// versions and ledger entries live `retention_ms` after they are
     /// written.
     pub fn open(config: &CassandraConfig, job: &str, retention_ms: u64, faults: Faults) -> Result<CassandraStore, StoreError> {
+        let times = CommitTimes::from_env()?;
         let db = Arc::new(Db::connect(config, job, Access::Write)?);
-        Ok(CassandraStore { db, ttl_s: ttl_seconds(retention_ms), owner: owner_token(), generation: None, tip: None, faults, commits: 0 })
+        let ttl_s = ttl_seconds(retention_ms);
+        Ok(CassandraStore { db, ttl_s, owner: owner_token(), generation: None, tip: None, faults, commits: 0, times })
     }
 
     /// Publishes the catalog the job counts with (`catalog.rs`), once per
@@ -134,15 +144,31 @@ impl CassandraStore {
         CassandraReader::of(Arc::clone(&self.db))
     }
 
-    fn read_job(&self, serial: bool) -> Result<Option<JobRow>, StoreError> {
-        let statement = if serial { &self.db.st.read_job_serial } else { &self.db.st.read_job };
-        let rows: Vec<JobColumns> = self.db.read_all(statement, (self.db.job.as_str(),))?;
-        rows.into_iter().next().map(|columns| JobRow::from_columns(columns).map_err(|e| self.db.corrupt(e))).transpose()
+    /// The `jobs` row read with SERIAL consistency, tried again after a
+    /// failure ([`SERIAL_READ_ATTEMPTS`]).
+    fn read_job(&self) -> Result<Option<JobRow>, StoreError> {
+        let mut pause = LWT_RETRY_FIRST;
+        let mut attempt = 1;
+        loop {
+            match self.db.read_all::<JobColumns>(&self.db.st.read_job_serial, (self.db.job.as_str(),)) {
+                Ok(rows) => {
+                    let row = rows.into_iter().next().map(JobRow::from_columns);
+                    return row.transpose().map_err(|e| self.db.corrupt(e));
+                }
+                Err(error) if attempt < SERIAL_READ_ATTEMPTS => {
+                    eprintln!("cassandra: reading the jobs row with SERIAL consistency: {error}; trying again in {pause:?}");
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The row read back with SERIAL consistency, which must exist.
     fn read_back(&self) -> Result<JobRow, StoreError> {
-        self.read_job(true)?.ok_or_else(|| self.db.corrupt("the jobs row of this job is gone"))
+        self.read_job()?.ok_or_else(|| self.db.corrupt("the jobs row of this job is gone"))
     }
 
     /// Runs a lightweight transaction: whether it applied, or the error
@@ -157,7 +183,7 @@ impl CassandraStore {
     fn begin(&self) -> Result<u64, StoreError> {
         let job = self.db.job.as_str();
         for _ in 0..LWT_ATTEMPTS {
-            let row = self.read_job(true)?;
+            let row = self.read_job()?;
             let generation = row.as_ref().map_or(1, |r| r.generation + 1);
             let answer = match &row {
                 None => self.transaction(&self.db.st.create_job, (job, signed(generation), self.owner.as_str())),
@@ -167,7 +193,7 @@ impl CassandraStore {
                 Ok(true) => return Ok(generation),
                 Ok(false) => continue,
                 Err(error) => {
-                    if began(self.read_job(true)?.as_ref(), generation, &self.owner) {
+                    if began(self.read_job()?.as_ref(), generation, &self.owner) {
                         eprintln!("cassandra: beginning generation {generation}: {error}; read back: begun");
                         return Ok(generation);
                     }
@@ -279,15 +305,17 @@ impl CassandraStore {
         Err(self.db.error(format!("epoch {epoch} was not marked applied in {LWT_ATTEMPTS} attempts")))
     }
 
-    /// Writes `commit` to the serving tables and the state.
-    fn apply(&self, commit: &EpochCommit, crash_halfway: bool) -> Result<(), StoreError> {
+    /// Writes `commit` to the serving tables and the state; how many rows.
+    fn apply(&self, commit: &EpochCommit, crash_halfway: bool) -> Result<usize, StoreError> {
         let mut writes = apply::writes(&self.db, commit, self.ttl_s);
         if crash_halfway {
             let _never_written = writes.split_off(writes.len() / 2);
             self.db.write_all(writes)?;
             crash("half of its apply");
         }
-        self.db.write_all(writes)
+        let rows = writes.len();
+        self.db.write_all(writes)?;
+        Ok(rows)
     }
 
     /// Deletes an applied epoch's staging. A failure leaves it to its TTL.
@@ -347,18 +375,25 @@ impl EpochStore for CassandraStore {
         self.commits += 1;
         let stored = self.tip.as_ref().map(|(_, checkpoints)| checkpoints.clone()).unwrap_or_default();
         let checkpoints = advance_checkpoints(stored, &commit.partitions);
+        let mut clock = CommitClock::start();
         let staged = payload::encode(&commit);
         self.stage(commit.epoch, generation, &staged)?;
+        clock.done(Step::Stage);
         if self.crash_point(CrashPoint::Staged) {
             crash("staging, before its commit record");
         }
         self.write_commit_record(commit.epoch, generation, staged.summary(), &checkpoints)?;
+        clock.done(Step::Commit);
         if self.crash_point(CrashPoint::Committed) {
             crash("its commit record, before its apply");
         }
-        self.apply(&commit, self.crash_point(CrashPoint::HalfApplied))?;
+        let rows = self.apply(&commit, self.crash_point(CrashPoint::HalfApplied))?;
+        clock.done(Step::Apply);
         self.mark_applied(commit.epoch, generation, &checkpoints)?;
         self.drop_staging(commit.epoch, generation);
+        clock.done(Step::Mark);
+        let size = CommitSize { epoch: commit.epoch, chunks: staged.chunks.len(), payload_bytes: staged.bytes, rows };
+        self.times.record(&clock, size);
         self.tip = Some((commit.epoch, checkpoints));
         Ok(())
     }

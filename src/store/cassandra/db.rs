@@ -226,9 +226,12 @@ const SERVING: &str = "USING TTL ? AND TIMESTAMP ?";
 /// How a statement is run.
 #[derive(Clone, Copy)]
 enum Kind {
-    /// A read at the configured consistency.
+    /// A read at the configured consistency: idempotent, so the driver
+    /// tries another node when the connection to one breaks (a node that
+    /// dies while a read is in flight).
     Read,
     /// A read at the serial level: it completes any Paxos round in flight.
+    /// The driver never retries a serial read; `commit.rs` does.
     SerialRead,
     /// An idempotent write at the configured consistency.
     Write,
@@ -245,6 +248,7 @@ impl Statements {
                 Kind::Read => {
                     statement.set_consistency(config.consistency.driver());
                     statement.set_page_size(PAGE_ROWS);
+                    statement.set_is_idempotent(true);
                 }
                 Kind::SerialRead => statement.set_consistency(config.serial_consistency.read()),
                 Kind::Write => {

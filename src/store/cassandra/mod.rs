@@ -31,7 +31,8 @@
 //! [`EpochStore`](crate::store::EpochStore)), `query.rs` the reader
 //! ([`CassandraReader`], a [`StoreReader`](crate::store::StoreReader)),
 //! `schema.cql` the tables, `layout.rs` partitions and timestamps, `db.rs`
-//! the session and its prepared statements.
+//! the session and its prepared statements, `timing.rs` the optional
+//! record of each commit's timings (`TALLY_COMMIT_TIMES`).
 
 mod apply;
 pub mod catalog;
@@ -43,6 +44,7 @@ mod payload;
 mod protocol;
 mod query;
 mod schema;
+mod timing;
 
 pub use commit::{CassandraStore, CrashPoint, Faults, STAGING_TTL_S};
 pub use config::{CassandraConfig, Level, SerialLevel};

@@ -12,6 +12,8 @@
 //! the same moment, so only the job (one process per job) creates them.
 
 use scylla::client::session::Session;
+use scylla::statement::unprepared::Statement;
+use scylla::statement::Consistency;
 
 use super::config::CassandraConfig;
 use super::db::Access;
@@ -32,7 +34,7 @@ pub async fn prepare_keyspace(session: &Session, config: &CassandraConfig, acces
         session.query_unpaged(create, &[]).await.map_err(|e| format!("creating keyspace {keyspace}: {e}"))?;
     }
     session.use_keyspace(keyspace.as_str(), false).await.map_err(|e| format!("keyspace {keyspace}: {e}"))?;
-    match (stored_version(session, keyspace).await?, access) {
+    match (stored_version(session, keyspace, config.consistency.driver()).await?, access) {
         (Some(SCHEMA_VERSION), _) => Ok(()),
         (Some(newer), _) if newer > SCHEMA_VERSION => {
             Err(format!("keyspace {keyspace} holds schema version {newer}, this build reads version {SCHEMA_VERSION}"))
@@ -54,21 +56,32 @@ async fn create_tables(session: &Session) -> Result<(), String> {
     Ok(())
 }
 
-/// The schema version recorded in `keyspace`, if it has the table and the row.
-async fn stored_version(session: &Session, keyspace: &str) -> Result<Option<i32>, String> {
-    let tables = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'schema_version'";
+/// The schema version recorded in `keyspace`, if it has the table and the
+/// row, read at `consistency` (the job's, so that export and verify at ONE
+/// work with one replica up).
+async fn stored_version(session: &Session, keyspace: &str, consistency: Consistency) -> Result<Option<i32>, String> {
+    let tables = read("SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'schema_version'", consistency);
     let found = session.query_unpaged(tables, (keyspace,)).await.map_err(|e| format!("reading the schema of {keyspace}: {e}"))?;
     let rows = found.into_rows_result().map_err(|e| e.to_string())?;
     if rows.rows_num() == 0 {
         return Ok(None);
     }
     let version = session
-        .query_unpaged("SELECT version FROM schema_version WHERE component = ?", (COMPONENT,))
+        .query_unpaged(read("SELECT version FROM schema_version WHERE component = ?", consistency), (COMPONENT,))
         .await
         .map_err(|e| format!("reading the schema version of {keyspace}: {e}"))?;
     let rows = version.into_rows_result().map_err(|e| e.to_string())?;
     let row = rows.maybe_first_row::<(Option<i32>,)>().map_err(|e| e.to_string())?;
     Ok(row.and_then(|(version,)| version))
+}
+
+/// A read at `consistency`, which the driver may send to another node when
+/// a node is down.
+fn read(cql: &str, consistency: Consistency) -> Statement {
+    let mut statement = Statement::new(cql);
+    statement.set_consistency(consistency);
+    statement.set_is_idempotent(true);
+    statement
 }
 
 /// The statements of a CQL file: `--` comments dropped, split at `;`.
