@@ -13,6 +13,12 @@
 //! only once the run has committed everything; an interrupted or failed
 //! backfill leaves no version (and the next backfill sweeps what it left).
 //!
+//! A job with `sink.kind = "cassandra"` keeps its versions in its keyspace
+//! (`store::cassandra::CassandraVersions`): the run commits into a build of
+//! its own under a claim on the name, and the version is published once
+//! the run has committed everything; a failed backfill deletes its build,
+//! an interrupted one's is deleted by the next backfill.
+//!
 //! Everything the user gives is checked before anything is written: the
 //! name, the positions, the range (not empty, `--to` not before `--from`,
 //! offsets within the log), and whether the name is free.
@@ -26,11 +32,12 @@ use crate::datadir::DataDir;
 use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::LogView;
-use crate::run::{run, RunError, RunOptions};
+use crate::run::{run, RunError, RunOptions, RunReport, SharedStore};
 use crate::sources::kafka::KafkaTopic;
 use crate::sources::position::{resolve_range, LogBounds, Position, Range};
+use crate::store::cassandra::{CassandraConfig, CassandraManifest, CassandraVersions, Claim, Served};
 use crate::store::versions::{self, Manifest, VersionError};
-use crate::store::EmbeddedStore;
+use crate::store::{EmbeddedStore, StoreReader};
 
 /// How often a progress bar on a terminal is redrawn.
 const BAR_REDRAW: Duration = Duration::from_millis(200);
@@ -141,10 +148,24 @@ pub fn backfill(job: &Job, data_dir: &DataDir, options: &BackfillOptions) -> Res
         let reason = format!("--to {}: the range from --from {} holds no clicks", options.to, options.from);
         return Err(BackfillError::Usage(reason));
     }
+    match &job.sink {
+        SinkSpec::Cassandra(config) => into_cassandra(job, config, data_dir, options, view, &range),
+        _ => into_embedded(job, data_dir, options, view, &range),
+    }
+}
+
+/// The version as a store in `DATA/versions/NAME`.
+fn into_embedded(
+    job: &Job,
+    data_dir: &DataDir,
+    options: &BackfillOptions,
+    view: Option<LogView>,
+    range: &Range,
+) -> Result<BackfillReport, BackfillError> {
     versions::check_replaceable(data_dir, &options.name, options.replace)?;
     versions::sweep_leftovers(data_dir)?;
     let building = versions::building_dir(data_dir, &options.name)?;
-    let built = build(job, data_dir, options, view, &range, &building);
+    let built = build(job, data_dir, options, view, range, &building);
     let report = match built {
         Ok(report) => report,
         Err(error) => {
@@ -203,40 +224,10 @@ fn build(
     range: &Range,
     building: &std::path::Path,
 ) -> Result<BackfillReport, BackfillError> {
-    let manifest = Manifest {
-        name: options.name.clone(),
-        job: job.file.display().to_string(),
-        from: options.from.clone(),
-        to: options.to.clone(),
-        start: range.start.clone(),
-        end: range.end.clone(),
-        created_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-    };
-    manifest.write(building)?;
+    manifest(job, options, range).write(building)?;
     let store = EmbeddedStore::open(&building.join("store")).map_err(RunError::from)?;
-    let stats = Arc::new(SourceStats::default());
-    let offsets = |offsets: &[u64]| Position::Offsets((0..).zip(offsets.iter().copied()).collect());
-    let run_options = RunOptions {
-        workers: options.workers.max(1),
-        data_dir: data_dir.clone(),
-        catalog: options.catalog.clone(),
-        bounded: true,
-        from: Some(offsets(&range.start)),
-        to: Some(offsets(&range.end)),
-        log_view: view,
-        store: Some(Arc::new(Mutex::new(Some(store)))),
-        stats: Some(Arc::clone(&stats)),
-        ..RunOptions::default()
-    };
     let job = Job { sink: SinkSpec::Store, ..job.clone() };
-    let started = Instant::now();
-    let running = std::thread::Builder::new()
-        .name("backfill".to_owned())
-        .spawn(move || run(&job, &run_options))
-        .map_err(|e| BackfillError::Usage(format!("backfill thread: {e}")))?;
-    let total = range.records();
-    show_progress(options.progress, &options.name, total, &stats, started, || running.is_finished());
-    let report = running.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let report = run_range(&job, data_dir, options, view, range, Some(Arc::new(Mutex::new(Some(store)))))?;
     let reader = EmbeddedStore::open_read_only(&building.join("store")).map_err(RunError::from)?;
     let snapshot = reader.snapshot().map_err(RunError::from)?;
     Ok(BackfillReport {
@@ -247,6 +238,122 @@ fn build(
         rows: snapshot.row_count().map_err(RunError::from)?,
         committed_epoch: snapshot.committed_epoch().map_err(RunError::from)?,
     })
+}
+
+/// What the version counts, as the user gave it and as resolved.
+fn manifest(job: &Job, options: &BackfillOptions, range: &Range) -> Manifest {
+    Manifest {
+        name: options.name.clone(),
+        job: job.file.display().to_string(),
+        from: options.from.clone(),
+        to: options.to.clone(),
+        start: range.start.clone(),
+        end: range.end.clone(),
+        created_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+    }
+}
+
+/// The bounded run of `job` over `range` (into `store`, or the job's own
+/// sink), showing its progress.
+fn run_range(
+    job: &Job,
+    data_dir: &DataDir,
+    options: &BackfillOptions,
+    view: Option<LogView>,
+    range: &Range,
+    store: Option<SharedStore>,
+) -> Result<RunReport, BackfillError> {
+    let stats = Arc::new(SourceStats::default());
+    let offsets = |offsets: &[u64]| Position::Offsets((0..).zip(offsets.iter().copied()).collect());
+    let run_options = RunOptions {
+        workers: options.workers.max(1),
+        data_dir: data_dir.clone(),
+        catalog: options.catalog.clone(),
+        bounded: true,
+        from: Some(offsets(&range.start)),
+        to: Some(offsets(&range.end)),
+        log_view: view,
+        store,
+        stats: Some(Arc::clone(&stats)),
+        ..RunOptions::default()
+    };
+    let job = job.clone();
+    let started = Instant::now();
+    let running = std::thread::Builder::new()
+        .name("backfill".to_owned())
+        .spawn(move || run(&job, &run_options))
+        .map_err(|e| BackfillError::Usage(format!("backfill thread: {e}")))?;
+    let total = range.records();
+    show_progress(options.progress, &options.name, total, &stats, started, || running.is_finished());
+    Ok(running.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?)
+}
+
+/// The version as a build in the job's keyspace: claimed, built, then
+/// published, or deleted.
+fn into_cassandra(
+    job: &Job,
+    config: &CassandraConfig,
+    data_dir: &DataDir,
+    options: &BackfillOptions,
+    view: Option<LogView>,
+    range: &Range,
+) -> Result<BackfillReport, BackfillError> {
+    let versions = CassandraVersions::open_to_build(config, &job.name)?;
+    versions.check_buildable(&options.name, options.replace)?;
+    let manifest = CassandraManifest { manifest: manifest(job, options, range), source: source(job, data_dir), rows: 0, committed_epoch: None };
+    let claim = versions.claim(&options.name, options.replace)?;
+    if let Some(earlier) = &claim.took_over {
+        eprintln!(
+            "backfill {}: taking the name over from the backfill of {} (build {}, last heard of at unix ms {}); its rows are deleted",
+            options.name, earlier.owner, earlier.build, earlier.beat_ms
+        );
+    }
+    let built = versions.while_claimed(&claim, || {
+        versions.sweep()?;
+        let report = build_in_cassandra(&versions, job, &claim, data_dir, options, view, range)?;
+        let manifest = CassandraManifest { rows: report.rows, committed_epoch: report.committed_epoch, ..manifest };
+        versions.publish(&claim, &manifest, options.replace)?;
+        Ok(report)
+    });
+    if built.is_err() {
+        if let Err(error) = versions.abandon(&claim) {
+            eprintln!("backfill {}: deleting build {}: {error} (the next backfill deletes it)", options.name, claim.build);
+        }
+    }
+    built
+}
+
+/// The bounded run into the build of `claim`.
+fn build_in_cassandra(
+    versions: &CassandraVersions,
+    job: &Job,
+    claim: &Claim,
+    data_dir: &DataDir,
+    options: &BackfillOptions,
+    view: Option<LogView>,
+    range: &Range,
+) -> Result<BackfillReport, BackfillError> {
+    let job = Job { name: claim.job.clone(), ..job.clone() };
+    let report = run_range(&job, data_dir, options, view, range, None)?;
+    let reader = versions.reader_of(&Served { name: claim.name.clone(), build: Some(claim.build.clone()) });
+    let snapshot = reader.snapshot().map_err(RunError::from)?;
+    Ok(BackfillReport {
+        name: options.name.clone(),
+        range: range.clone(),
+        stats: report.stats,
+        elapsed: report.elapsed,
+        rows: snapshot.row_count().map_err(RunError::from)?,
+        committed_epoch: snapshot.committed_epoch().map_err(RunError::from)?,
+    })
+}
+
+/// The log a version counts, as its manifest names it.
+fn source(job: &Job, data_dir: &DataDir) -> String {
+    match &job.source {
+        SourceSpec::Log { dir } => format!("log {}", dir.clone().unwrap_or_else(|| data_dir.log()).display()),
+        SourceSpec::Kafka { brokers, topic } => format!("kafka {brokers} topic {topic}"),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Shows how far the run is until `done`.

@@ -10,7 +10,7 @@ use tally::job;
 use tally::run::{run, RunOptions, RunReport};
 use tally::sources::generator::{write_catalog, write_ndjson, GeneratorConfig};
 use tally::sources::position::Position;
-use tally::store::cassandra::CassandraReader;
+use tally::store::cassandra::CassandraVersions;
 use tally::store::{versions, StoreReader};
 
 #[derive(Parser)]
@@ -42,8 +42,9 @@ enum Command {
     /// Ingest, the job, the query API and the dashboard on the embedded log
     /// and store, in one process.
     Up(UpArgs),
-    /// Re-aggregate a range of the embedded log into a new version of the
-    /// output, beside the live job.
+    /// Re-aggregate a range of the log into a new version of the output
+    /// (in the embedded store, or in Cassandra for a Cassandra job), beside
+    /// the live job.
     Backfill(BackfillArgs),
     /// List the versions of the output; `versions delete NAME` deletes one.
     Versions(VersionsArgs),
@@ -77,12 +78,30 @@ struct BackfillArgs {
     /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
     #[arg(long)]
     brokers: Option<String>,
+    /// Cassandra contact points (host:port,...); overrides the job's sink.hosts.
+    #[arg(long, value_name = "HOSTS")]
+    cassandra: Option<String>,
 }
 
 #[derive(Args)]
 struct VersionsArgs {
     #[command(subcommand)]
     command: Option<VersionsCommand>,
+    #[command(flatten)]
+    target: VersionsTarget,
+}
+
+/// Whose versions: the embedded store's in the data directory, or a
+/// Cassandra job's.
+#[derive(Args)]
+struct VersionsTarget {
+    /// The job file of a job with sink.kind = "cassandra", whose versions
+    /// live in its keyspace (without it: the embedded store's).
+    #[arg(long, value_name = "JOB", global = true)]
+    job: Option<PathBuf>,
+    /// Cassandra contact points (host:port,...); overrides the job's sink.hosts.
+    #[arg(long, value_name = "HOSTS", global = true)]
+    cassandra: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +117,8 @@ enum VersionsCommand {
 struct SwitchArgs {
     /// The version to serve (`live`: the job's store).
     name: String,
+    #[command(flatten)]
+    target: VersionsTarget,
 }
 
 #[derive(Args)]
@@ -332,7 +353,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up(args, &data_dir),
         Command::Backfill(args) => backfill(args, &data_dir),
         Command::Versions(args) => versions(args, &data_dir),
-        Command::Switch(args) => switch(&args.name, &data_dir),
+        Command::Switch(args) => switch(&args.name, &args.target, &data_dir),
     };
     ExitCode::from(code as u8)
 }
@@ -587,16 +608,19 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     }
 }
 
-/// The store a job's committed epochs are read from: its Cassandra
-/// keyspace, or version `name` (default: the serving one) of the embedded
-/// store. `Err` holds the message and the exit code.
+/// The store a job's committed epochs are read from: version `name`
+/// (default: the serving one) in its Cassandra keyspace, or of the
+/// embedded store. `Err` holds the message and the exit code.
 fn open_reader(job: &job::Job, data_dir: &DataDir, name: Option<&str>) -> Result<Box<dyn StoreReader>, (String, i32)> {
     if let job::SinkSpec::Cassandra(config) = &job.sink {
-        if let Some(name) = name.filter(|&name| name != versions::LIVE) {
-            let reason = format!("--version {name}: versions are built in the embedded store; a Cassandra job has only its live output");
-            return Err((reason, 2));
-        }
-        return CassandraReader::open(config, &job.name).map(|r| Box::new(r) as Box<dyn StoreReader>).map_err(|e| (e.to_string(), 1));
+        let reader = CassandraVersions::open(config, &job.name).and_then(|versions| match name {
+            Some(name) => versions.reader(name),
+            None => versions.serving_reader().map(|(_, reader)| reader),
+        });
+        return reader.map(|r| Box::new(r) as Box<dyn StoreReader>).map_err(|e| {
+            let code = if e.is_usage() { 2 } else { 1 };
+            (e.to_string(), code)
+        });
     }
     let name = match name {
         Some(name) => Ok(name.to_owned()),
@@ -692,7 +716,8 @@ fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
 }
 
 fn backfill(args: BackfillArgs, data_dir: &DataDir) -> i32 {
-    let job = match job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref())) {
+    let job = job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
+    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");
@@ -723,8 +748,13 @@ fn backfill(args: BackfillArgs, data_dir: &DataDir) -> i32 {
                 report.rows,
                 report.committed_epoch.map_or("none".to_owned(), |e| e.to_string())
             );
+            // A Cassandra job's versions are found through its job file.
+            let whose = match job.sink {
+                job::SinkSpec::Cassandra(_) => format!(" --job {}", args.job.display()),
+                _ => String::new(),
+            };
             eprintln!(
-                "check it with `tally verify {} --version {}`, serve it with `tally switch {}`",
+                "check it with `tally verify {} --version {}`, serve it with `tally switch {}{whose}`",
                 args.job.display(),
                 report.name,
                 report.name
@@ -739,9 +769,15 @@ fn backfill(args: BackfillArgs, data_dir: &DataDir) -> i32 {
 }
 
 fn versions(args: VersionsArgs, data_dir: &DataDir) -> i32 {
-    let result = match args.command {
-        Some(VersionsCommand::Delete { name }) => versions::delete(data_dir, &name).map(|()| eprintln!("deleted version {name}")),
-        None => versions::list(data_dir).map(|list| print!("{}", versions_table(&list))),
+    let cassandra = match cassandra_versions(&args.target, "versions") {
+        Ok(cassandra) => cassandra,
+        Err(code) => return code,
+    };
+    let result = match (args.command, &cassandra) {
+        (Some(VersionsCommand::Delete { name }), Some(cassandra)) => cassandra.delete(&name).map(|()| eprintln!("deleted version {name}")),
+        (Some(VersionsCommand::Delete { name }), None) => versions::delete(data_dir, &name).map(|()| eprintln!("deleted version {name}")),
+        (None, Some(cassandra)) => cassandra.list().map(|list| print!("{}", versions_table(&list))),
+        (None, None) => versions::list(data_dir).map(|list| print!("{}", versions_table(&list))),
     };
     match result {
         Ok(()) => 0,
@@ -754,6 +790,35 @@ fn versions(args: VersionsArgs, data_dir: &DataDir) -> i32 {
             }
         }
     }
+}
+
+/// The versions of `--job` in Cassandra, for a job with sink.kind =
+/// "cassandra"; `None` for the embedded store's. `Err` is the exit code,
+/// the message written.
+fn cassandra_versions(target: &VersionsTarget, command: &str) -> Result<Option<CassandraVersions>, i32> {
+    let Some(path) = &target.job else {
+        if target.cassandra.is_some() {
+            eprintln!("error: tally {command}: --cassandra: it needs --job (the job whose keyspace it overrides)");
+            return Err(2);
+        }
+        return Ok(None);
+    };
+    let job = match job::load(path).and_then(|job| job::with_cassandra(job, target.cassandra.as_deref())) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Err(error.exit_code());
+        }
+    };
+    let job::SinkSpec::Cassandra(config) = &job.sink else { return Ok(None) };
+    CassandraVersions::open(config, &job.name).map(Some).map_err(|error| {
+        eprintln!("error: tally {command}: {error}");
+        if error.is_usage() {
+            2
+        } else {
+            1
+        }
+    })
 }
 
 /// `tally versions`: one line per version, the serving one marked `*`.
@@ -780,8 +845,13 @@ fn versions_table(list: &[versions::VersionInfo]) -> String {
     out
 }
 
-fn switch(name: &str, data_dir: &DataDir) -> i32 {
-    match versions::switch(data_dir, name) {
+fn switch(name: &str, target: &VersionsTarget, data_dir: &DataDir) -> i32 {
+    let switched = match cassandra_versions(target, "switch") {
+        Ok(Some(cassandra)) => cassandra.switch(name),
+        Ok(None) => versions::switch(data_dir, name),
+        Err(code) => return code,
+    };
+    match switched {
         Ok(previous) => {
             eprintln!("serving {name} (was {previous})");
             0

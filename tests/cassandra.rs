@@ -639,4 +639,388 @@ fn the_catalog_a_job_counted_with_is_published_whole_and_followed_when_it_change
     checked(tally(&setup.data).args(["run", "--bounded", "-w", "1"]).arg(&setup.job).arg("--catalog").arg(&changed));
     assert_catalog_is(&reader, &changed);
     assert_eq!(attributed(&reader, &ad, 4_102_444_800_000), Some(("moved-campaign".into(), "moved-advertiser".into())));
+
+// ---------------------------------------------------------------------------
+// Versions of a Cassandra job's output: `tally backfill`, `versions`,
+// `switch`, `export --version`, `verify --version`, as in tests/backfill.rs
+// for the embedded store.
+
+/// Event time of the first generated click (`tally gen`'s default).
+const GEN_START_MS: u64 = 1_767_225_600_000;
+
+/// Runs `tally --data-dir DATA ARGS` for `setup`: exit code, stdout, stderr.
+fn run_tally(setup: &Setup, args: &[&str]) -> (i32, String, String) {
+    let out = finish(tally(&setup.data).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tally"));
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+/// `tally COMMAND JOB REST` (the job file in second place), which must
+/// succeed: its stdout and stderr.
+fn with_job(setup: &Setup, command: &str, rest: &[&str]) -> String {
+    let job = setup.job.to_str().unwrap();
+    let args = [&[command, job][..], rest].concat();
+    let (code, stdout, stderr) = run_tally(setup, &args);
+    assert_eq!(code, 0, "tally {args:?}:\n{stdout}{stderr}");
+    stdout + &stderr
+}
+
+/// `tally COMMAND ARGS --job JOB`, for `versions` and `switch`, which must
+/// succeed.
+fn on_versions(setup: &Setup, args: &[&str]) -> String {
+    let args = [args, &["--job", setup.job.to_str().unwrap()]].concat();
+    let (code, stdout, stderr) = run_tally(setup, &args);
+    assert_eq!(code, 0, "tally {args:?}:\n{stdout}{stderr}");
+    stdout + &stderr
+}
+
+/// A backfill of `setup`'s job with its catalog.
+fn backfill(setup: &Setup, rest: &[&str]) -> String {
+    with_job(setup, "backfill", &[&["--catalog", setup.catalog.to_str().unwrap()][..], rest].concat())
+}
+
+/// The rows `tally export` writes of `version` (or of the serving one),
+/// sorted.
+fn export_rows(setup: &Setup, version: Option<&str>) -> Vec<String> {
+    let out = setup.dir.join("export.ndjson");
+    let mut args = vec!["--output", out.to_str().unwrap()];
+    args.extend(version.iter().flat_map(|v| ["--version", v]));
+    with_job(setup, "export", &args);
+    let mut rows: Vec<String> = std::fs::read_to_string(out).unwrap().lines().map(str::to_owned).collect();
+    rows.sort();
+    rows
+}
+
+/// `tally verify --version NAME`: exit code and stdout.
+fn verify_version(setup: &Setup, version: &str) -> (i32, String) {
+    let args = ["verify", setup.job.to_str().unwrap(), "--catalog", setup.catalog.to_str().unwrap(), "--version", version];
+    let (code, stdout, stderr) = run_tally(setup, &args);
+    assert!(stdout.starts_with("verify: "), "verify printed:\n{stdout}{stderr}");
+    (code, stdout)
+}
+
+/// Clicks of the `ad` rows at 1h in exported rows.
+fn hourly_clicks(rows: &[String]) -> u64 {
+    rows.iter()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|row| row["key_type"] == "ad" && row["granularity"] == "1h")
+        .map(|row| row["clicks"].as_u64().unwrap())
+        .sum()
+}
+
+/// An event time `seconds` into the generated clicks.
+fn at(seconds: u64) -> String {
+    (GEN_START_MS + seconds * 1_000).to_string()
+}
+
+/// Runs one CQL statement on the test node; its rows.
+fn cql<R>(statement: &str, values: impl scylla::serialize::row::SerializeRow) -> Vec<R>
+where
+    R: for<'f> scylla::deserialize::row::DeserializeRow<'f, 'f>,
+{
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let session = scylla::client::session_builder::SessionBuilder::new().known_node(cassandra()).build().await.unwrap();
+        let answer = session.query_unpaged(statement, values).await.unwrap();
+        match answer.into_rows_result() {
+            Ok(rows) => rows.rows::<R>().unwrap().map(Result::unwrap).collect(),
+            Err(_) => Vec::new(),
+        }
+    })
+}
+
+/// Every row of the job's versions partition: name, published build,
+/// pending build, retired builds, and the pointer.
+type VersionRow = (Option<String>, Option<String>, Option<String>, Option<Vec<String>>, Option<String>, Option<String>);
+
+fn version_rows(job: &str) -> Vec<VersionRow> {
+    let statement =
+        format!("SELECT name, build, pending, retired, serving, serving_build FROM {KEYSPACE}.output_versions WHERE job = ? AND name > ''");
+    cql(&statement, (job,))
+}
+
+/// The internal job names of the builds of `job` that have a `jobs` row.
+fn build_jobs(job: &str) -> Vec<String> {
+    let prefix = format!("{job}/");
+    let jobs: Vec<(String,)> = cql(&format!("SELECT job FROM {KEYSPACE}.jobs"), ());
+    jobs.into_iter().map(|(name,)| name).filter(|name| name.starts_with(&prefix)).collect()
+}
+
+/// The published build of version `name`.
+fn published_build(job: &str, name: &str) -> String {
+    let row = version_rows(job).into_iter().find(|row| row.0.as_deref() == Some(name)).expect("a row for the version");
+    row.1.expect("a published build")
+}
+
+/// A backfilled version counts exactly its range: `tally verify --version`
+/// recounts that range from the log and finds every row right; one row of
+/// the version changed in the table is then a mismatch, and the live
+/// output is untouched.
+#[test]
+fn a_cassandra_version_counts_its_range_and_verify_catches_a_changed_row() {
+    let setup = setup("vcount", 100_000, 31);
+    checked(&mut run_job(&setup, &setup.data, 2, None));
+    let out = backfill(&setup, &["--from", &at(5), "--to", &at(35), "--version", "v1"]);
+    assert!(out.contains("backfill v1: ") && out.contains(&format!("--job {}", setup.job.display())), "{out}");
+    let (code, summary) = verify_version(&setup, "v1");
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary.contains(", 0 mismatches"), "{summary}");
+    let windows: u64 = summary.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap();
+    assert!(windows > 1_000, "{summary}");
+    // The listing counts the range's clicks: the log's offsets between the times.
+    let listed = on_versions(&setup, &["versions"]);
+    let line = listed.lines().find(|l| l.starts_with("  v1 ")).unwrap_or_else(|| panic!("{listed}"));
+    let log = tally::log::LogView::open(&setup.data.join("log")).unwrap();
+    let range: u64 = log
+        .offsets_at_time(GEN_START_MS + 35_000)
+        .unwrap()
+        .iter()
+        .zip(log.offsets_at_time(GEN_START_MS + 5_000).unwrap())
+        .map(|(end, start)| end - start)
+        .sum();
+    assert!(line.split_whitespace().any(|field| field == range.to_string()), "{range} clicks in: {line}");
+
+    // The newest version of one window of the version, one click more (at a
+    // timestamp just above its epoch's), as a broken apply would leave it.
+    let build = tally::store::cassandra::build_job(&setup.name, "v1", &published_build(&setup.name, "v1"));
+    let versions: Vec<(i8, String, i64, i64, i64, i32, i64, i64)> = cql(
+        &format!(
+            "SELECT key_type, key, granularity, bucket, window_start, version, epoch, clicks FROM {KEYSPACE}.row_versions WHERE job = ? ALLOW FILTERING"
+        ),
+        (build.as_str(),),
+    );
+    let window = |v: &(i8, String, i64, i64, i64, i32, i64, i64)| (v.0, v.1.clone(), v.2, v.3, v.4);
+    let chosen = window(versions.iter().find(|v| v.2 == 60_000).expect("settled 1m windows"));
+    let (kt, key, g, bucket, start, version, epoch, clicks) =
+        versions.into_iter().filter(|v| window(v) == chosen).max_by_key(|v| v.5).unwrap();
+    cql::<(bool,)>(
+        &format!(
+            "UPDATE {KEYSPACE}.row_versions USING TIMESTAMP ? SET clicks = ? WHERE job = ? AND key_type = ? AND key = ? AND granularity = ? AND bucket = ? AND window_start = ? AND version = ?"
+        ),
+        (epoch * 1_000 + 1, clicks + 1, build.as_str(), kt, key.as_str(), g, bucket, start, version),
+    );
+    let (code, summary) = verify_version(&setup, "v1");
+    assert_eq!(code, 1, "{summary}");
+    assert!(summary.contains(", 1 mismatches") && summary.contains("clicks: expected"), "{summary}");
+    let (clean, summary) = verify(&setup);
+    assert!(clean, "the live output is untouched:\n{summary}");
+}
+
+/// Two backfills of one range, with 1 and 2 workers, export the same rows,
+/// and so does a backfill of that range into the embedded store.
+#[test]
+fn two_cassandra_backfills_of_one_range_export_the_rows_of_an_embedded_backfill() {
+    let setup = setup("vsame", 100_000, 32);
+    let (from, to) = (at(10), at(40));
+    backfill(&setup, &["--from", &from, "--to", &to, "--version", "a"]);
+    backfill(&setup, &["--from", &from, "--to", &to, "--version", "b", "-w", "2"]);
+    let (a, b) = (export_rows(&setup, Some("a")), export_rows(&setup, Some("b")));
+    assert!(a.len() > 1_000, "{} rows", a.len());
+    assert!(a == b, "two backfills of one range differ");
+    let embedded = setup.dir.join("embedded.toml");
+    std::fs::write(&embedded, "[source]\nkind = \"log\"\npartitions = 8\n[sink]\nkind = \"store\"\n").unwrap();
+    let catalog = setup.catalog.to_str().unwrap();
+    let embedded = embedded.to_str().unwrap();
+    let args = ["backfill", embedded, "--catalog", catalog, "--from", &from, "--to", &to, "--version", "e"];
+    assert_eq!(run_tally(&setup, &args).0, 0);
+    let out = setup.dir.join("embedded.ndjson");
+    assert_eq!(run_tally(&setup, &["export", embedded, "--version", "e", "--output", out.to_str().unwrap()]).0, 0);
+    let mut e: Vec<String> = std::fs::read_to_string(out).unwrap().lines().map(str::to_owned).collect();
+    e.sort();
+    assert!(a == e, "the Cassandra version differs from the embedded one");
+    // Neither touched the live output: the job has none.
+    assert!(progress(&setup.name).1.is_none());
+}
+
+/// A backfill killed midway leaves no version, only its claim; the next
+/// backfill of the name takes the claim over, deletes the killed build's
+/// rows and makes the version.
+#[test]
+fn a_killed_cassandra_backfill_leaves_no_version_and_the_next_one_succeeds() {
+    let setup = setup("vkill", 300_000, 33);
+    let mut child = tally(&setup.data)
+        .args(["backfill"])
+        .arg(&setup.job)
+        .args(["--catalog", setup.catalog.to_str().unwrap(), "--version", "v"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let killed_build = loop {
+        let pending = version_rows(&setup.name).into_iter().find_map(|row| row.2);
+        if let Some(build) = pending.filter(|b| progress(&tally::store::cassandra::build_job(&setup.name, "v", b)).1.is_some()) {
+            break build;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the backfill ended before it was killed");
+        assert!(started.elapsed() < Duration::from_secs(120), "the backfill never committed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    let out = wait_for(&mut child, Duration::from_secs(30));
+    assert!(killed(&out), "{}", String::from_utf8_lossy(&out.stderr));
+    let killed_job = tally::store::cassandra::build_job(&setup.name, "v", &killed_build);
+    assert!(!window_rows(&killed_job).is_empty(), "the killed build had applied rows");
+
+    let listed = on_versions(&setup, &["versions"]);
+    assert!(!listed.contains(" v "), "{listed}");
+    let (code, _, stderr) = run_tally(&setup, &["export", setup.job.to_str().unwrap(), "--version", "v", "--output", "/dev/null"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("version \"v\" does not exist"), "{stderr}");
+
+    let out = backfill(&setup, &["--version", "v"]);
+    assert!(out.contains("taking the name over from the backfill of") && out.contains(&killed_build), "{out}");
+    let (code, summary) = verify_version(&setup, "v");
+    assert!(code == 0 && summary.contains(", 0 mismatches"), "{summary}");
+    assert!(window_rows(&killed_job).is_empty(), "the killed build's rows are deleted");
+    assert_eq!(build_jobs(&setup.name), [tally::store::cassandra::build_job(&setup.name, "v", &published_build(&setup.name, "v"))]);
+}
+
+/// Export follows the pointer; the serving version can be neither deleted
+/// nor replaced; a replaced or deleted version's rows are deleted.
+#[test]
+fn cassandra_versions_are_switched_and_deleted_but_never_the_serving_one() {
+    let setup = setup("vswitch", 100_000, 34);
+    checked(&mut run_job(&setup, &setup.data, 1, None));
+    backfill(&setup, &["--to", &at(25), "--version", "first-half"]);
+    let listed = on_versions(&setup, &["versions"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    assert!(lines[1].starts_with("* live ") && lines[2].starts_with("  first-half ") && lines[2].contains("earliest .. "), "{listed}");
+
+    let (live, half) = (export_rows(&setup, None), export_rows(&setup, Some("first-half")));
+    assert!(hourly_clicks(&half) < hourly_clicks(&live), "{} vs {}", hourly_clicks(&half), hourly_clicks(&live));
+    assert!(on_versions(&setup, &["switch", "first-half"]).contains("serving first-half (was live)"));
+    assert!(export_rows(&setup, None) == half, "export serves the serving version");
+    assert!(export_rows(&setup, Some("live")) == live);
+    assert!(on_versions(&setup, &["versions"]).lines().any(|l| l.starts_with("* first-half ")));
+    let job = setup.job.to_str().unwrap();
+    let (code, _, stderr) = run_tally(&setup, &["versions", "--job", job, "delete", "first-half"]);
+    assert_eq!((code, stderr.lines().count()), (2, 1), "{stderr}");
+    assert!(stderr.contains("is serving"), "{stderr}");
+    let (code, _, stderr) = run_tally(&setup, &["backfill", job, "--version", "first-half", "--replace"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is serving"), "{stderr}");
+
+    on_versions(&setup, &["switch", "live"]);
+    assert!(export_rows(&setup, None) == live);
+    let old = published_build(&setup.name, "first-half");
+    backfill(&setup, &["--to", &at(15), "--version", "first-half", "--replace"]);
+    let replaced = export_rows(&setup, Some("first-half"));
+    assert!(hourly_clicks(&replaced) < hourly_clicks(&half), "replaced");
+    assert!(window_rows(&tally::store::cassandra::build_job(&setup.name, "first-half", &old)).is_empty(), "the old build is deleted");
+    on_versions(&setup, &["versions", "delete", "first-half"]);
+    assert!(!on_versions(&setup, &["versions"]).contains("first-half"));
+    assert!(version_rows(&setup.name).is_empty(), "{:?}", version_rows(&setup.name));
+    assert!(build_jobs(&setup.name).is_empty());
+    let (clean, summary) = verify(&setup);
+    assert!(clean, "the live output is untouched:\n{summary}");
+}
+
+/// Bad input is one line naming the field, exit 2, and nothing is written:
+/// not in Cassandra, not in the data directory.
+#[test]
+fn bad_input_to_cassandra_versions_is_refused_and_writes_nothing() {
+    let setup = setup("vbad", 20_000, 35);
+    backfill(&setup, &["--to", &at(5), "--version", "old"]);
+    let written = || (version_rows(&setup.name), build_jobs(&setup.name), setup.data.join("versions").exists());
+    let before = written();
+    let job = setup.job.to_str().unwrap();
+    let long = "x".repeat(65);
+    let cases: [(&[&str], &str); 15] = [
+        (&["backfill", job, "--version", "bad/name"], "--version bad/name: '/' is not allowed"),
+        (&["backfill", job, "--version", "live"], "--version live: \"live\" is reserved"),
+        (&["backfill", job, "--version", &long], "at most 64"),
+        (&["backfill", job, "--version", "v", "--from", "0:50", "--to", "0:10"], "--to 0:10: partition 0: offset 10 is before the --from offset 50"),
+        (&["backfill", job, "--version", "v", "--from", "0:99999999"], "--from 0:99999999: partition 0: offset 99999999 is outside the log's offsets"),
+        (&["backfill", job, "--version", "v", "--from", "latest"], "holds no clicks"),
+        (&["backfill", job, "--version", "old"], "version \"old\" exists; pass --replace"),
+        (&["backfill", job, "--version", "v", "--cassandra", "nohost"], "sink.hosts"),
+        (&["switch", "nope", "--job", job], "version \"nope\" does not exist"),
+        (&["switch", "a/b", "--job", job], "version name \"a/b\""),
+        (&["switch", "old", "--cassandra", "127.0.0.1:9"], "--cassandra: it needs --job"),
+        (&["verify", job, "--version", "nope"], "version \"nope\" does not exist"),
+        (&["export", job, "--version", "nope", "--output", "/dev/null"], "version \"nope\" does not exist"),
+        (&["versions", "--job", job, "delete", "live"], "never deleted"),
+        (&["versions", "--job", job, "delete", "nope"], "version \"nope\" does not exist"),
+    ];
+    for (args, reason) in cases {
+        let (code, stdout, stderr) = run_tally(&setup, args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.starts_with("error: ") && stderr.contains(reason), "{args:?}: wanted {reason:?} in {stderr}");
+        assert_eq!(written(), before, "{args:?} wrote nothing");
+    }
+}
+
+/// Switches, deletes and replacing publishes racing each other, through
+/// the store's API: whatever wins, the pointer names a published version
+/// and its build.
+#[test]
+fn racing_switches_deletes_and_publishes_never_serve_a_missing_version() {
+    use tally::store::cassandra::{CassandraManifest, CassandraVersions, Served};
+    use tally::store::versions::{Manifest, VersionError};
+    let job = format!("race_{}", std::process::id());
+    let versions = CassandraVersions::open_to_build(&config(), &job).unwrap();
+    let manifest = |name: &str| CassandraManifest {
+        manifest: Manifest {
+            name: name.into(),
+            job: "job.toml".into(),
+            from: "earliest".into(),
+            to: "latest".into(),
+            start: vec![0],
+            end: vec![0],
+            created_ms: 0,
+        },
+        source: "test".into(),
+        rows: 0,
+        committed_epoch: None,
+    };
+    // Empty builds: the race is about the partition, not the rows.
+    let publish = |name: &str, replace: bool| {
+        let claim = versions.claim(name, replace).unwrap();
+        versions.publish(&claim, &manifest(name), replace).map(|()| claim.build)
+    };
+    let check = |versions: &CassandraVersions| {
+        let served = versions.serving().unwrap();
+        if served.name != tally::store::versions::LIVE {
+            let published = published_build(&job, &served.name);
+            assert_eq!(served.build.as_deref(), Some(published.as_str()), "the pointer's build is the one published");
+        }
+        served
+    };
+    for round in 0..3 {
+        let name = format!("r{round}");
+        publish(&name, false).unwrap();
+        let (switched, deleted) = std::thread::scope(|scope| {
+            let switching = scope.spawn(|| versions.switch(&name));
+            let deleting = scope.spawn(|| versions.delete(&name));
+            (switching.join().unwrap(), deleting.join().unwrap())
+        });
+        let served = check(&versions);
+        match (switched, deleted) {
+            (Ok(_), Err(VersionError::Serving { .. })) => assert_eq!(served.name, name),
+            (Err(VersionError::Unknown(_)), Ok(())) => assert_eq!(served.name, "live"),
+            other => panic!("round {round}: both or neither won: {other:?}"),
+        }
+        versions.switch("live").unwrap();
+    }
+    // A replacing publish racing a switch to the name.
+    let first = publish("p", false).unwrap();
+    let claim = versions.claim("p", true).unwrap();
+    let (published, switched) = std::thread::scope(|scope| {
+        let publishing = scope.spawn(|| versions.publish(&claim, &manifest("p"), true));
+        let switching = scope.spawn(|| versions.switch("p"));
+        (publishing.join().unwrap(), switching.join().unwrap())
+    });
+    switched.unwrap();
+    let served = check(&versions);
+    match published {
+        Ok(()) => assert_eq!(served, Served { name: "p".into(), build: Some(claim.build.clone()) }),
+        Err(VersionError::Serving { .. }) => {
+            assert_eq!(served, Served { name: "p".into(), build: Some(first) });
+            versions.abandon(&claim).unwrap();
+        }
+        Err(other) => panic!("{other}"),
+    }
+    assert!(matches!(versions.delete("p"), Err(VersionError::Serving { .. })));
 }

@@ -51,6 +51,9 @@ pub enum VersionError {
     Serving { name: String, action: &'static str },
     #[error("version {LIVE:?} is the job's own store: it is never deleted or replaced")]
     Live,
+    /// A backfill whose claim on the name went to another backfill.
+    #[error("version {0:?}: another backfill of this name took over, and this one's rows are deleted")]
+    TakenOver(String),
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{}: {reason}", path.display())]
@@ -349,25 +352,31 @@ fn info(data_dir: &DataDir, name: &str, serving: bool) -> Result<VersionInfo, Ve
         let reader = EmbeddedStore::open_read_only(&store_dir(data_dir, name)).map_err(|e| e.to_string())?;
         let snapshot = reader.snapshot().map_err(|e| e.to_string())?;
         info.rows = snapshot.row_count().map_err(|e| e.to_string())?;
-        if let Some(last) = snapshot.last_committed().map_err(|e| e.to_string())? {
-            let partitions = last.partitions.iter().map(|c| c.partition + 1).max().unwrap_or(0);
-            let origin = origin(&snapshot, partitions)?;
-            let partitions = partitions.max(origin.offsets.len() as u32);
-            let mut committed = origin.offsets.clone();
-            committed.resize(partitions as usize, 0);
-            for checkpoint in &last.partitions {
-                committed[checkpoint.partition as usize] = checkpoint.offset;
-            }
-            info.origin = Some(origin.offsets);
-            info.committed_offsets = Some(committed);
-            info.committed_epoch = Some(last.epoch);
-        }
-        Ok(())
+        fill_committed(&snapshot, &mut info)
     };
     if let Err(problem) = read() {
         info.problem = Some(problem);
     }
     Ok(info)
+}
+
+/// Fills in `info`'s origin, committed offsets and committed epoch from
+/// `snapshot`, if it has a commit (either store).
+pub fn fill_committed(snapshot: &dyn super::StoreSnapshot, info: &mut VersionInfo) -> Result<(), String> {
+    if let Some(last) = snapshot.last_committed().map_err(|e| e.to_string())? {
+        let partitions = last.partitions.iter().map(|c| c.partition + 1).max().unwrap_or(0);
+        let origin = origin(snapshot, partitions)?;
+        let partitions = partitions.max(origin.offsets.len() as u32);
+        let mut committed = origin.offsets.clone();
+        committed.resize(partitions as usize, 0);
+        for checkpoint in &last.partitions {
+            committed[checkpoint.partition as usize] = checkpoint.offset;
+        }
+        info.origin = Some(origin.offsets);
+        info.committed_offsets = Some(committed);
+        info.committed_epoch = Some(last.epoch);
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `dir/name` by rename of a fsynced temporary file,

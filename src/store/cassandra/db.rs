@@ -41,15 +41,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// back).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 
-/// A session to one keyspace, for one job.
+/// A session to one keyspace, for one job. [`Db::for_job`] gives another
+/// job (a version's build) the same session.
 pub struct Db {
     // Dropped after the session, whose tasks run on it.
-    pub session: Session,
-    pub st: Statements,
+    pub session: Arc<Session>,
+    pub st: Arc<Statements>,
     pub job: String,
     /// How messages name this store.
     pub target: Arc<str>,
-    runtime: tokio::runtime::Runtime,
+    /// The cluster and keyspace, as messages name them.
+    place: Arc<str>,
+    runtime: Arc<tokio::runtime::Runtime>,
 }
 
 /// Whether a connection may create the keyspace and tables.
@@ -63,7 +66,8 @@ pub enum Access {
 
 impl Db {
     pub fn connect(config: &CassandraConfig, job: &str, access: Access) -> Result<Db, StoreError> {
-        let target: Arc<str> = format!("cassandra {} keyspace {} job {job}", config.hosts_text(), config.keyspace).into();
+        let place: Arc<str> = format!("cassandra {} keyspace {}", config.hosts_text(), config.keyspace).into();
+        let target: Arc<str> = format!("{place} job {job}").into();
         let fail = |what: &str, e: &dyn std::fmt::Display| StoreError::Backend {
             target: target.to_string(),
             source: format!("{what}: {e}").into(),
@@ -85,7 +89,19 @@ impl Db {
             Ok::<_, StoreError>(session)
         })?;
         let st = runtime.block_on(Statements::prepare(&session, config)).map_err(|e| fail("prepare", &e))?;
-        Ok(Db { session, st, job: job.to_owned(), target, runtime })
+        Ok(Db { session: Arc::new(session), st: Arc::new(st), job: job.to_owned(), target, place, runtime: Arc::new(runtime) })
+    }
+
+    /// The same session, runtime and statements, for the rows of `job`.
+    pub fn for_job(&self, job: &str) -> Db {
+        Db {
+            session: Arc::clone(&self.session),
+            st: Arc::clone(&self.st),
+            job: job.to_owned(),
+            target: format!("{} job {job}", self.place).into(),
+            place: Arc::clone(&self.place),
+            runtime: Arc::clone(&self.runtime),
+        }
     }
 
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
@@ -220,12 +236,36 @@ pub struct Statements {
     pub ad_version: PreparedStatement,
 }
 
+/// Prepares `cql` to run as `kind` says, at the levels of `config`.
+pub async fn prepare(session: &Session, config: &CassandraConfig, cql: String, kind: Kind) -> Result<PreparedStatement, ExecutionError> {
+    let mut statement = session.prepare(cql).await?;
+    statement.set_request_timeout(Some(REQUEST_TIMEOUT));
+    match kind {
+        Kind::Read => {
+            statement.set_consistency(config.consistency.driver());
+            statement.set_page_size(PAGE_ROWS);
+            statement.set_is_idempotent(true);
+        }
+        Kind::SerialRead => statement.set_consistency(config.serial_consistency.read()),
+        Kind::Write => {
+            statement.set_consistency(config.consistency.driver());
+            statement.set_is_idempotent(true);
+        }
+        Kind::Lwt => {
+            statement.set_consistency(config.consistency.driver());
+            statement.set_serial_consistency(Some(config.serial_consistency.driver()));
+            statement.set_is_idempotent(false);
+        }
+    }
+    Ok(statement)
+}
+
 const JOB_COLUMNS: &str = "generation, owner, committed_epoch, committed_generation, chunks, payload_bytes, payload_crc, checkpoints, applied_epoch, applied_generation, applied_checkpoints";
 const SERVING: &str = "USING TTL ? AND TIMESTAMP ?";
 
 /// How a statement is run.
 #[derive(Clone, Copy)]
-enum Kind {
+pub enum Kind {
     /// A read at the configured consistency: idempotent, so the driver
     /// tries another node when the connection to one breaks (a node that
     /// dies while a read is in flight).
@@ -241,28 +281,7 @@ enum Kind {
 
 impl Statements {
     async fn prepare(session: &Session, config: &CassandraConfig) -> Result<Statements, ExecutionError> {
-        let prepare = |cql: String, kind: Kind| async move {
-            let mut statement = session.prepare(cql).await?;
-            statement.set_request_timeout(Some(REQUEST_TIMEOUT));
-            match kind {
-                Kind::Read => {
-                    statement.set_consistency(config.consistency.driver());
-                    statement.set_page_size(PAGE_ROWS);
-                    statement.set_is_idempotent(true);
-                }
-                Kind::SerialRead => statement.set_consistency(config.serial_consistency.read()),
-                Kind::Write => {
-                    statement.set_consistency(config.consistency.driver());
-                    statement.set_is_idempotent(true);
-                }
-                Kind::Lwt => {
-                    statement.set_consistency(config.consistency.driver());
-                    statement.set_serial_consistency(Some(config.serial_consistency.driver()));
-                    statement.set_is_idempotent(false);
-                }
-            }
-            Ok::<_, ExecutionError>(statement)
-        };
+        let prepare = |cql: String, kind: Kind| prepare(session, config, cql, kind);
         let read_job = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job = ?");
         Ok(Statements {
             read_job: prepare(read_job.clone(), Kind::Read).await?,

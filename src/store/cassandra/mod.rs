@@ -32,7 +32,10 @@
 //! ([`CassandraReader`], a [`StoreReader`](crate::store::StoreReader)),
 //! `schema.cql` the tables, `layout.rs` partitions and timestamps, `db.rs`
 //! the session and its prepared statements, `timing.rs` the optional
-//! record of each commit's timings (`TALLY_COMMIT_TIMES`).
+//! record of each commit's timings (`TALLY_COMMIT_TIMES`). `versions.rs`
+//! ([`CassandraVersions`]) keeps backfilled versions of the output beside
+//! the job's own rows and the pointer to the one served; `purge.rs`
+//! deletes a version's rows.
 
 mod apply;
 pub mod catalog;
@@ -42,11 +45,14 @@ mod db;
 mod layout;
 mod payload;
 mod protocol;
+mod purge;
 mod query;
 mod schema;
 mod timing;
+mod versions;
 
 pub use commit::{CassandraStore, CrashPoint, Faults, STAGING_TTL_S};
 pub use config::{CassandraConfig, Level, SerialLevel};
 pub use query::{CassandraReader, CassandraSnapshot};
 pub use schema::SCHEMA_VERSION;
+pub use versions::{build_job, CassandraManifest, CassandraVersions, Claim, Pending, Served, CLAIM_LEASE, PURGE_GRACE};

@@ -5,8 +5,10 @@
 //! NetworkTopologyStrategy, is kept as it is), then the tables, every
 //! statement `IF NOT EXISTS`, then records [`SCHEMA_VERSION`] in
 //! `schema_version`. A keyspace already at this version is left alone; one
-//! at a newer version is refused. Export and verify create nothing: they
-//! refuse a keyspace without tally's tables.
+//! at an older version gets the tables it lacks (every statement is
+//! idempotent, and a version only ever adds tables) and then records this
+//! one; one at a newer version is refused. Export and verify create
+//! nothing: they refuse a keyspace without tally's tables of this version.
 //!
 //! Cassandra may disagree with itself when two clients create one table at
 //! the same moment, so only the job (one process per job) creates them.
@@ -18,7 +20,8 @@ use scylla::statement::Consistency;
 use super::config::CassandraConfig;
 use super::db::Access;
 
-/// Version of `schema.cql` and of what tally stores in it.
+/// Version of `schema.cql` and of what tally stores in it: 2 added
+/// `output_versions`, `ad_catalog` and `catalogs`.
 pub const SCHEMA_VERSION: i32 = 2;
 const SCHEMA: &str = include_str!("schema.cql");
 /// The `schema_version` row of tally's tables.
@@ -39,10 +42,12 @@ pub async fn prepare_keyspace(session: &Session, config: &CassandraConfig, acces
         (Some(newer), _) if newer > SCHEMA_VERSION => {
             Err(format!("keyspace {keyspace} holds schema version {newer}, this build reads version {SCHEMA_VERSION}"))
         }
-        (found, Access::Read) => Err(format!(
-            "keyspace {keyspace} has no tally tables of version {SCHEMA_VERSION} (found {}): nothing was committed there",
-            found.map_or("none".to_owned(), |v| v.to_string())
+        (Some(older), Access::Read) => Err(format!(
+            "keyspace {keyspace} holds schema version {older}, this build reads version {SCHEMA_VERSION}: a `tally run` or `tally backfill` of a job there adds what is missing"
         )),
+        (None, Access::Read) => {
+            Err(format!("keyspace {keyspace} has no tally tables of version {SCHEMA_VERSION} (found none): nothing was committed there"))
+        }
         (_, Access::Write) => create_tables(session).await,
     }
 }
@@ -97,7 +102,7 @@ mod tests {
     #[test]
     fn the_schema_is_idempotent_table_creations_without_comments() {
         let statements = statements(SCHEMA);
-        assert_eq!(statements.len(), 13);
+        assert_eq!(statements.len(), 14);
         for statement in &statements {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS "), "{statement}");
             assert!(!statement.contains("--"), "{statement}");
