@@ -30,8 +30,9 @@
 //! committed everything (`build`, if `pending` is still its build). An
 //! interrupted backfill leaves its claim, which nobody publishes: the next
 //! backfill of the name takes it over at once, the next backfill of any
-//! name sweeps it once its heartbeat is [`CLAIM_LEASE`](super::CLAIM_LEASE) old, and in both
-//! cases deletes its rows (`purge.rs`).
+//! name sweeps it once its heartbeat is
+//! [`CLAIM_LEASE`](super::CLAIM_LEASE) old, and in both cases deletes its
+//! rows (`purge.rs`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -155,7 +156,7 @@ impl CassandraVersions {
     /// when it was published.
     pub fn list(&self) -> Result<Vec<VersionInfo>, VersionError> {
         let partition = self.read(false)?;
-        let served = partition.served().map_err(|e| self.db.corrupt(e))?;
+        let served = self.served_in(&partition)?;
         let mut out = vec![self.info(LIVE, None, served.name == LIVE)];
         for (name, row) in &partition.names {
             if let Some(published) = &row.published {
