@@ -300,7 +300,8 @@ fn into_cassandra(
 ) -> Result<BackfillReport, BackfillError> {
     let versions = CassandraVersions::open_to_build(config, &job.name)?;
     versions.check_buildable(&options.name, options.replace)?;
-    let manifest = CassandraManifest { manifest: manifest(job, options, range), source: source(job, data_dir), rows: 0, committed_epoch: None };
+    let manifest =
+        CassandraManifest { manifest: manifest(job, options, range), source: source(job, data_dir), rows: 0, committed_epoch: None };
     let claim = versions.claim(&options.name, options.replace)?;
     if let Some(earlier) = &claim.took_over {
         eprintln!(

@@ -752,6 +752,10 @@ fn published_build(job: &str, name: &str) -> String {
     row.1.expect("a published build")
 }
 
+/// `key_type, key, granularity, bucket, window_start, version, epoch,
+/// clicks` of `row_versions`.
+type VersionColumns = (i8, String, i64, i64, i64, i32, i64, i64);
+
 /// A backfilled version counts exactly its range: `tally verify --version`
 /// recounts that range from the log and finds every row right; one row of
 /// the version changed in the table is then a mismatch, and the live
@@ -783,13 +787,13 @@ fn a_cassandra_version_counts_its_range_and_verify_catches_a_changed_row() {
     // The newest version of one window of the version, one click more (at a
     // timestamp just above its epoch's), as a broken apply would leave it.
     let build = tally::store::cassandra::build_job(&setup.name, "v1", &published_build(&setup.name, "v1"));
-    let versions: Vec<(i8, String, i64, i64, i64, i32, i64, i64)> = cql(
+    let versions: Vec<VersionColumns> = cql(
         &format!(
             "SELECT key_type, key, granularity, bucket, window_start, version, epoch, clicks FROM {KEYSPACE}.row_versions WHERE job = ? ALLOW FILTERING"
         ),
         (build.as_str(),),
     );
-    let window = |v: &(i8, String, i64, i64, i64, i32, i64, i64)| (v.0, v.1.clone(), v.2, v.3, v.4);
+    let window = |v: &VersionColumns| (v.0, v.1.clone(), v.2, v.3, v.4);
     let chosen = window(versions.iter().find(|v| v.2 == 60_000).expect("settled 1m windows"));
     let (kt, key, g, bucket, start, version, epoch, clicks) =
         versions.into_iter().filter(|v| window(v) == chosen).max_by_key(|v| v.5).unwrap();
@@ -930,8 +934,14 @@ fn bad_input_to_cassandra_versions_is_refused_and_writes_nothing() {
         (&["backfill", job, "--version", "bad/name"], "--version bad/name: '/' is not allowed"),
         (&["backfill", job, "--version", "live"], "--version live: \"live\" is reserved"),
         (&["backfill", job, "--version", &long], "at most 64"),
-        (&["backfill", job, "--version", "v", "--from", "0:50", "--to", "0:10"], "--to 0:10: partition 0: offset 10 is before the --from offset 50"),
-        (&["backfill", job, "--version", "v", "--from", "0:99999999"], "--from 0:99999999: partition 0: offset 99999999 is outside the log's offsets"),
+        (
+            &["backfill", job, "--version", "v", "--from", "0:50", "--to", "0:10"],
+            "--to 0:10: partition 0: offset 10 is before the --from offset 50",
+        ),
+        (
+            &["backfill", job, "--version", "v", "--from", "0:99999999"],
+            "--from 0:99999999: partition 0: offset 99999999 is outside the log's offsets",
+        ),
         (&["backfill", job, "--version", "v", "--from", "latest"], "holds no clicks"),
         (&["backfill", job, "--version", "old"], "version \"old\" exists; pass --replace"),
         (&["backfill", job, "--version", "v", "--cassandra", "nohost"], "sink.hosts"),

@@ -34,8 +34,9 @@
 //! the session and its prepared statements, `timing.rs` the optional
 //! record of each commit's timings (`TALLY_COMMIT_TIMES`). `versions.rs`
 //! ([`CassandraVersions`]) keeps backfilled versions of the output beside
-//! the job's own rows and the pointer to the one served; `purge.rs`
-//! deletes a version's rows.
+//! the job's own rows and the pointer to the one served
+//! (`version_rows.rs`: that table as read, and the decisions on it);
+//! `purge.rs` deletes a version's rows.
 
 mod apply;
 pub mod catalog;
@@ -49,10 +50,12 @@ mod purge;
 mod query;
 mod schema;
 mod timing;
+mod version_rows;
 mod versions;
 
 pub use commit::{CassandraStore, CrashPoint, Faults, STAGING_TTL_S};
 pub use config::{CassandraConfig, Level, SerialLevel};
 pub use query::{CassandraReader, CassandraSnapshot};
 pub use schema::SCHEMA_VERSION;
-pub use versions::{build_job, CassandraManifest, CassandraVersions, Claim, Pending, Served, CLAIM_LEASE, PURGE_GRACE};
+pub use version_rows::{build_job, CassandraManifest, Pending, Served, CLAIM_LEASE};
+pub use versions::{CassandraVersions, Claim, PURGE_GRACE};

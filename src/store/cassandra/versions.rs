@@ -30,11 +30,11 @@
 //! committed everything (`build`, if `pending` is still its build). An
 //! interrupted backfill leaves its claim, which nobody publishes: the next
 //! backfill of the name takes it over at once, the next backfill of any
-//! name sweeps it once its heartbeat is [`CLAIM_LEASE`] old, and in both
-//! cases deletes its rows (`purge.rs`).
+//! name sweeps it once its heartbeat is
+//! [`CLAIM_LEASE`](super::CLAIM_LEASE) old, and in both cases deletes its
+//! rows (`purge.rs`).
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -46,16 +46,16 @@ use scylla::value::{CqlValue, Row as CqlRow};
 
 use super::config::CassandraConfig;
 use super::db::{prepare, Access, Db, Kind};
-use super::layout::{signed, unsigned};
+use super::layout::signed;
 use super::purge::purge;
 use super::query::CassandraReader;
-use crate::store::versions::{check_name, fill_committed, Manifest, VersionError, VersionInfo, LIVE};
+use super::version_rows::{
+    build_job, buildable, publish, served, stale, switch_to, unpublish, CassandraManifest, Columns, Decision, Partition, Pending,
+    Published, Served, COLUMNS,
+};
+use crate::store::versions::{check_name, fill_committed, VersionError, VersionInfo, LIVE};
 use crate::store::StoreError;
 
-/// How long a backfill's claim on a name holds without a heartbeat: after
-/// that, a backfill of another name takes it for interrupted and deletes
-/// its build (a backfill of the same name takes it over at once).
-pub const CLAIM_LEASE: Duration = Duration::from_secs(60);
 /// How often a running backfill renews its claim.
 pub const CLAIM_HEARTBEAT: Duration = Duration::from_secs(10);
 /// How long a build replaced or deleted stays readable before its rows
@@ -69,28 +69,6 @@ const CHANGE_ATTEMPTS: u32 = 8;
 /// First pause after a transaction whose outcome is unknown; doubles.
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 
-/// The version served, as the pointer names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Served {
-    pub name: String,
-    /// The build serving it; `None` for `live`. A name replaced by a new
-    /// build is another `Served`.
-    pub build: Option<String>,
-}
-
-/// What a published version counts, and what it holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CassandraManifest {
-    /// Name, job file, range as given and resolved (its start is the
-    /// build's origin), creation time: as the embedded store's.
-    pub manifest: Manifest,
-    /// The log counted: `log DIR` or `kafka BROKERS topic TOPIC`.
-    pub source: String,
-    /// Windows with a row, and the last epoch, when it was published.
-    pub rows: u64,
-    pub committed_epoch: Option<u64>,
-}
-
 /// A backfill's claim on a version name, until it publishes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claim {
@@ -100,16 +78,6 @@ pub struct Claim {
     pub job: String,
     /// The claim of an earlier backfill of the name this one took over.
     pub took_over: Option<Pending>,
-}
-
-/// A build in progress, as its claim records it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pending {
-    pub build: String,
-    /// Host and process of the backfill.
-    pub owner: String,
-    /// Unix ms of its last heartbeat.
-    pub beat_ms: u64,
 }
 
 /// The versions of one job's output in Cassandra.
@@ -188,7 +156,7 @@ impl CassandraVersions {
     /// when it was published.
     pub fn list(&self) -> Result<Vec<VersionInfo>, VersionError> {
         let partition = self.read(false)?;
-        let served = partition.served().map_err(|e| self.db.corrupt(e))?;
+        let served = self.served_in(&partition)?;
         let mut out = vec![self.info(LIVE, None, served.name == LIVE)];
         for (name, row) in &partition.names {
             if let Some(published) = &row.published {
@@ -230,21 +198,18 @@ impl CassandraVersions {
         let job = self.db.job.clone();
         let mut previous = None;
         self.change(|partition| {
-            let served = partition.served().map_err(|e| self.db.corrupt(e))?;
+            let served = self.served_in(partition)?;
             let previous = previous.get_or_insert_with(|| served.name.clone()).clone();
-            if name == LIVE {
-                if served.name == LIVE {
-                    return Ok(Step::Done(previous));
+            Ok(match switch_to(partition, &served, name)? {
+                Decision::Done => Step::Done(previous),
+                Decision::Write(None) => {
+                    Step::Write(&self.st.switch_live, Box::new((LIVE, job.clone(), partition.serving.clone())), previous)
                 }
-                let values = (LIVE, job.clone(), partition.serving.clone());
-                return Ok(Step::Write(&self.st.switch_live, Box::new(values), previous));
-            }
-            let build = partition.published(name).ok_or_else(|| VersionError::Unknown(name.to_owned()))?.to_owned();
-            if served == (Served { name: name.to_owned(), build: Some(build.clone()) }) {
-                return Ok(Step::Done(previous));
-            }
-            let values = (name.to_owned(), build.clone(), build.clone(), job.clone(), name.to_owned(), build);
-            Ok(Step::Write(&self.st.switch_to, Box::new(values), previous))
+                Decision::Write(Some(build)) => {
+                    let values = (name.to_owned(), build.clone(), build.clone(), job.clone(), name.to_owned(), build);
+                    Step::Write(&self.st.switch_to, Box::new(values), previous)
+                }
+            })
         })
     }
 
@@ -256,19 +221,17 @@ impl CassandraVersions {
             return Err(VersionError::Live);
         }
         let job = self.db.job.clone();
-        let mut unpublished: Option<String> = None;
+        let mut attempted: Option<String> = None;
         let build = self.change(|partition| {
-            let published = partition.published(name);
-            if let Some(build) = unpublished.as_ref().filter(|&b| published != Some(b.as_str())) {
-                return Ok(Step::Done(build.clone()));
-            }
-            let build = published.ok_or_else(|| VersionError::Unknown(name.to_owned()))?.to_owned();
-            if partition.served().map_err(|e| self.db.corrupt(e))?.name == name {
-                return Err(VersionError::Serving { name: name.to_owned(), action: "switch to another version first" });
-            }
-            unpublished = Some(build.clone());
-            let values = (vec![build.clone()], job.clone(), name.to_owned(), build.clone(), partition.serving.clone());
-            Ok(Step::Write(&self.st.unpublish, Box::new(values), build))
+            let served = self.served_in(partition)?;
+            Ok(match unpublish(partition, &served, name, attempted.as_deref())? {
+                Decision::Done => Step::Done(attempted.clone().expect("only an attempt is done")),
+                Decision::Write(build) => {
+                    attempted = Some(build.clone());
+                    let values = (vec![build.clone()], job.clone(), name.to_owned(), build.clone(), partition.serving.clone());
+                    Step::Write(&self.st.unpublish, Box::new(values), build)
+                }
+            })
         })?;
         std::thread::sleep(PURGE_GRACE);
         self.purge_build(name, &build)
@@ -277,7 +240,8 @@ impl CassandraVersions {
     /// Refuses to build `name` when it exists (unless `replace`) or is
     /// served; writes nothing.
     pub fn check_buildable(&self, name: &str, replace: bool) -> Result<(), VersionError> {
-        buildable(&self.read(true)?, name, replace)
+        let partition = self.read(true)?;
+        buildable(&partition, &self.served_in(&partition)?, name, replace)
     }
 
     /// Claims `name` for a new build, taking the claim over from an earlier
@@ -293,7 +257,7 @@ impl CassandraVersions {
             if row.pending.as_ref().is_some_and(|p| p.build == build) {
                 return Ok(Step::Done(claim));
             }
-            buildable(partition, name, replace)?;
+            buildable(partition, &self.served_in(partition)?, name, replace)?;
             let previous = row.pending.as_ref().map(|p| p.build.clone());
             let values = (
                 build.clone(),
@@ -354,16 +318,14 @@ impl CassandraVersions {
         let job = self.db.job.clone();
         let m = &manifest.manifest;
         let offsets = |offsets: &[u64]| offsets.iter().map(|&o| signed(o)).collect::<Vec<i64>>();
+        // The build an attempt whose outcome is unknown replaced.
+        let mut attempted: Option<String> = None;
         let replaced = self.change(|partition| {
-            let row = partition.names.get(&claim.name).cloned().unwrap_or_default();
-            let old = row.published.map(|p| p.build);
-            if old.as_deref() == Some(claim.build.as_str()) {
-                return Ok(Step::Done(None));
-            }
-            if row.pending.as_ref().is_none_or(|p| p.build != claim.build) {
-                return Err(VersionError::TakenOver(claim.name.clone()));
-            }
-            buildable(partition, &claim.name, replace)?;
+            let old = match publish(partition, &self.served_in(partition)?, &claim.name, &claim.build, replace)? {
+                Decision::Done => return Ok(Step::Done(attempted.clone())),
+                Decision::Write(old) => old,
+            };
+            attempted.clone_from(&old);
             let values = (
                 claim.build.clone(),
                 m.job.clone(),
@@ -398,7 +360,7 @@ impl CassandraVersions {
     }
 
     /// Deletes what interrupted backfills, replacements and deletions
-    /// left: the builds of claims whose heartbeat is [`CLAIM_LEASE`] old,
+    /// left: the builds of claims whose heartbeat is [`CLAIM_LEASE`](super::CLAIM_LEASE) old,
     /// and every retired build. Returns how many builds it deleted.
     pub fn sweep(&self) -> Result<usize, VersionError> {
         let now = now_ms();
@@ -465,13 +427,19 @@ impl CassandraVersions {
                 Ok(true) => return Ok(result),
                 Ok(false) => {}
                 Err(error) => {
-                    eprintln!("cassandra: a change to the versions of job {} had an unknown outcome ({error}); reading it back", self.db.job);
+                    eprintln!(
+                        "cassandra: a change to the versions of job {} had an unknown outcome ({error}); reading it back",
+                        self.db.job
+                    );
                     std::thread::sleep(pause);
                     pause *= 2;
                 }
             }
         }
-        let reason = format!("the versions of job {} did not settle in {CHANGE_ATTEMPTS} attempts (others change them at the same time)", self.db.job);
+        let reason = format!(
+            "the versions of job {} did not settle in {CHANGE_ATTEMPTS} attempts (others change them at the same time)",
+            self.db.job
+        );
         Err(self.db.error(reason).into())
     }
 
@@ -486,6 +454,11 @@ impl CassandraVersions {
     fn served(&self, serving: Option<String>, build: Option<String>) -> Result<Served, StoreError> {
         served(serving, build).map_err(|e| self.db.corrupt(e))
     }
+
+    /// The pointer of a partition read.
+    fn served_in(&self, partition: &Partition) -> Result<Served, VersionError> {
+        Ok(partition.served().map_err(|e| self.db.corrupt(e))?)
+    }
 }
 
 /// What one read of the versions partition decides.
@@ -494,87 +467,6 @@ enum Step<'s, T> {
     Done(T),
     /// Run this transaction; if it applies, the change is done with `T`.
     Write(&'s PreparedStatement, Box<dyn SerializeRow + Send + Sync>, T),
-}
-
-/// The versions partition of a job.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Partition {
-    /// The static columns as stored (`None`: never switched).
-    serving: Option<String>,
-    serving_build: Option<String>,
-    names: BTreeMap<String, NameRow>,
-}
-
-/// One name's row.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct NameRow {
-    published: Option<Published>,
-    pending: Option<Pending>,
-    retired: BTreeSet<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Published {
-    build: String,
-    manifest: CassandraManifest,
-}
-
-impl Partition {
-    fn served(&self) -> Result<Served, String> {
-        served(self.serving.clone(), self.serving_build.clone())
-    }
-
-    /// The build published as `name`.
-    fn published(&self, name: &str) -> Option<&str> {
-        self.names.get(name)?.published.as_ref().map(|p| p.build.as_str())
-    }
-
-    fn from_rows(rows: Vec<Columns>) -> Result<Partition, String> {
-        let mut partition = Partition::default();
-        for row in rows {
-            partition.serving = row.serving.clone();
-            partition.serving_build = row.serving_build.clone();
-            // A partition with static columns only reads as one row without a name.
-            let Some(name) = row.name.clone() else { continue };
-            let parsed = row.into_name_row(&name).map_err(|reason| format!("output_versions row {name:?}: {reason}"))?;
-            partition.names.insert(name, parsed);
-        }
-        Ok(partition)
-    }
-}
-
-/// The pointer as stored, checked.
-fn served(serving: Option<String>, build: Option<String>) -> Result<Served, String> {
-    match (serving, build) {
-        (None, _) => Ok(Served { name: LIVE.to_owned(), build: None }),
-        (Some(name), None) if name == LIVE => Ok(Served { name, build: None }),
-        (Some(name), Some(build)) if name != LIVE && check_name(&name).is_ok() => Ok(Served { name, build: Some(build) }),
-        (serving, build) => Err(format!("serving pointer {serving:?} with build {build:?}")),
-    }
-}
-
-/// May `name` be built: not existing (unless `replace`), and not served.
-fn buildable(partition: &Partition, name: &str, replace: bool) -> Result<(), VersionError> {
-    if partition.published(name).is_none() {
-        return Ok(());
-    }
-    if !replace {
-        return Err(VersionError::Exists(name.to_owned()));
-    }
-    if partition.served().is_ok_and(|s| s.name == name) {
-        return Err(VersionError::Serving { name: name.to_owned(), action: "switch to another version before replacing it" });
-    }
-    Ok(())
-}
-
-/// Whether a claim's backfill has not renewed it for [`CLAIM_LEASE`].
-fn stale(pending: &Pending, now_ms: u64) -> bool {
-    now_ms.saturating_sub(pending.beat_ms) > CLAIM_LEASE.as_millis() as u64
-}
-
-/// The internal job name of a version's build.
-pub fn build_job(job: &str, name: &str, build: &str) -> String {
-    format!("{job}/{name}/{build}")
 }
 
 /// Whether a lightweight transaction applied: its first column.
@@ -600,67 +492,6 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The columns of `output_versions`, as [`Statements`] selects them.
-#[derive(scylla::DeserializeRow)]
-struct Columns {
-    name: Option<String>,
-    build: Option<String>,
-    job_file: Option<String>,
-    source: Option<String>,
-    from_pos: Option<String>,
-    to_pos: Option<String>,
-    start_offsets: Option<Vec<i64>>,
-    end_offsets: Option<Vec<i64>>,
-    created_ms: Option<i64>,
-    rows: Option<i64>,
-    committed_epoch: Option<i64>,
-    pending: Option<String>,
-    pending_owner: Option<String>,
-    pending_beat: Option<i64>,
-    retired: Option<Vec<String>>,
-    serving: Option<String>,
-    serving_build: Option<String>,
-}
-
-impl Columns {
-    fn into_name_row(self, name: &str) -> Result<NameRow, String> {
-        let number = |column: &str, value: Option<i64>| value.and_then(unsigned).ok_or_else(|| format!("{column} is {value:?}"));
-        let offsets = |column: &str, values: Option<Vec<i64>>| -> Result<Vec<u64>, String> {
-            values.unwrap_or_default().into_iter().map(|v| unsigned(v).ok_or_else(|| format!("{column} holds {v}"))).collect()
-        };
-        let text = |column: &str, value: Option<String>| value.ok_or_else(|| format!("{column} is null"));
-        let published = match self.build {
-            None => None,
-            Some(build) => Some(Published {
-                build,
-                manifest: CassandraManifest {
-                    manifest: Manifest {
-                        name: name.to_owned(),
-                        job: text("job_file", self.job_file)?,
-                        from: text("from_pos", self.from_pos)?,
-                        to: text("to_pos", self.to_pos)?,
-                        start: offsets("start_offsets", self.start_offsets)?,
-                        end: offsets("end_offsets", self.end_offsets)?,
-                        created_ms: number("created_ms", self.created_ms)?,
-                    },
-                    source: text("source", self.source)?,
-                    rows: number("rows", self.rows)?,
-                    committed_epoch: self.committed_epoch.map(|e| number("committed_epoch", Some(e))).transpose()?,
-                },
-            }),
-        };
-        let pending = match self.pending {
-            None => None,
-            Some(build) => Some(Pending {
-                build,
-                owner: self.pending_owner.unwrap_or_default(),
-                beat_ms: number("pending_beat", self.pending_beat)?,
-            }),
-        };
-        Ok(NameRow { published, pending, retired: self.retired.unwrap_or_default().into_iter().collect() })
-    }
-}
-
 /// The statements on `output_versions`, prepared once per handle.
 struct Statements {
     read: PreparedStatement,
@@ -677,8 +508,6 @@ struct Statements {
     drop_empty: PreparedStatement,
 }
 
-const COLUMNS: &str = "name, build, job_file, source, from_pos, to_pos, start_offsets, end_offsets, created_ms, rows, committed_epoch, \
-                       pending, pending_owner, pending_beat, retired, serving, serving_build";
 const ROW: &str = "WHERE job = ? AND name = ?";
 
 impl Statements {
@@ -715,8 +544,11 @@ impl Statements {
                 Kind::Lwt,
             )
             .await?,
-            switch_to: prepare(format!("UPDATE output_versions SET serving = ?, serving_build = ?, build = ? {ROW} IF build = ?"), Kind::Lwt)
-                .await?,
+            switch_to: prepare(
+                format!("UPDATE output_versions SET serving = ?, serving_build = ?, build = ? {ROW} IF build = ?"),
+                Kind::Lwt,
+            )
+            .await?,
             switch_live: prepare(
                 "UPDATE output_versions SET serving = ?, serving_build = null WHERE job = ? IF serving = ?".into(),
                 Kind::Lwt,
@@ -740,59 +572,6 @@ impl Statements {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn published(build: &str) -> NameRow {
-        let manifest = Manifest {
-            name: String::new(),
-            job: "job.toml".into(),
-            from: "earliest".into(),
-            to: "latest".into(),
-            start: vec![0],
-            end: vec![5],
-            created_ms: 1,
-        };
-        let manifest = CassandraManifest { manifest, source: "log d".into(), rows: 3, committed_epoch: Some(9) };
-        NameRow { published: Some(Published { build: build.into(), manifest }), ..NameRow::default() }
-    }
-
-    fn partition(serving: Option<(&str, Option<&str>)>, names: &[(&str, NameRow)]) -> Partition {
-        Partition {
-            serving: serving.map(|(name, _)| name.to_owned()),
-            serving_build: serving.and_then(|(_, build)| build.map(str::to_owned)),
-            names: names.iter().map(|(name, row)| (name.to_string(), row.clone())).collect(),
-        }
-    }
-
-    #[test]
-    fn the_pointer_reads_as_live_until_switched_and_a_version_always_has_its_build() {
-        let live = Served { name: LIVE.into(), build: None };
-        assert_eq!(served(None, None), Ok(live.clone()));
-        assert_eq!(served(Some(LIVE.into()), None), Ok(live));
-        assert_eq!(served(Some("v1".into()), Some("b".into())), Ok(Served { name: "v1".into(), build: Some("b".into()) }));
-        assert!(served(Some("v1".into()), None).is_err(), "a version without its build");
-        assert!(served(Some(LIVE.into()), Some("b".into())).is_err());
-        assert!(served(Some("../x".into()), Some("b".into())).is_err());
-    }
-
-    #[test]
-    fn a_name_is_buildable_when_new_or_replaced_and_never_while_served() {
-        let p = partition(Some(("v1", Some("b1"))), &[("v1", published("b1")), ("v2", published("b2"))]);
-        assert!(buildable(&p, "v3", false).is_ok());
-        assert!(matches!(buildable(&p, "v2", false), Err(VersionError::Exists(_))));
-        assert!(buildable(&p, "v2", true).is_ok());
-        assert!(matches!(buildable(&p, "v1", true), Err(VersionError::Serving { .. })));
-        let pending = NameRow { pending: Some(Pending { build: "b9".into(), owner: String::new(), beat_ms: 0 }), ..NameRow::default() };
-        assert!(buildable(&partition(None, &[("v4", pending)]), "v4", false).is_ok(), "a claim alone is no version");
-    }
-
-    #[test]
-    fn a_claim_is_stale_only_past_its_lease() {
-        let pending = Pending { build: "b".into(), owner: String::new(), beat_ms: 1_000_000 };
-        let lease = CLAIM_LEASE.as_millis() as u64;
-        assert!(!stale(&pending, 1_000_000 + lease));
-        assert!(stale(&pending, 1_000_001 + lease));
-        assert!(!stale(&pending, 0), "a heartbeat from a clock ahead is fresh");
-    }
 
     #[test]
     fn builds_are_stored_apart_from_jobs_and_from_each_other() {
