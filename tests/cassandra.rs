@@ -639,6 +639,7 @@ fn the_catalog_a_job_counted_with_is_published_whole_and_followed_when_it_change
     checked(tally(&setup.data).args(["run", "--bounded", "-w", "1"]).arg(&setup.job).arg("--catalog").arg(&changed));
     assert_catalog_is(&reader, &changed);
     assert_eq!(attributed(&reader, &ad, 4_102_444_800_000), Some(("moved-campaign".into(), "moved-advertiser".into())));
+}
 
 // ---------------------------------------------------------------------------
 // Versions of a Cassandra job's output: `tally backfill`, `versions`,
