@@ -5,15 +5,14 @@
 //! The line is tab-separated, under a header line written when the file is
 //! new: the epoch, the microseconds of each step (encode and stage, the
 //! commit transaction with any read-back, apply, mark applied and drop the
-//! staging) and of the whole, the staged chunks
-//! and bytes, and the rows the apply wrote (one per statement: serving
-//! tables, ledger and state). A figure, never a decision: a file that
-//! cannot be written is reported once and recording stops; the commit goes
-//! on.
+//! staging) and of the whole, the staged chunks and bytes, and the rows the
+//! apply wrote (one per statement: serving tables, ledger and state). A
+//! figure, never a decision: a file that cannot be written is reported
+//! once and recording stops; the commit goes on.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::store::StoreError;
@@ -32,18 +31,17 @@ pub enum Step {
     Mark,
 }
 
-/// The timings of the commit in progress.
+/// The timings of the commit in progress: its steps follow one another,
+/// so together they are the whole.
 #[derive(Debug)]
 pub struct CommitClock {
-    started: Instant,
     last: Instant,
     steps: [Duration; 4],
 }
 
 impl CommitClock {
     pub fn start() -> CommitClock {
-        let now = Instant::now();
-        CommitClock { started: now, last: now, steps: [Duration::ZERO; 4] }
+        CommitClock { last: Instant::now(), steps: [Duration::ZERO; 4] }
     }
 
     /// Ends `step`: the time since the previous step ended is its own.
@@ -73,37 +71,59 @@ impl CommitTimes {
     /// Opens the file `TALLY_COMMIT_TIMES` names for appending (none if
     /// unset), writing the header if it is new.
     pub fn from_env() -> Result<CommitTimes, StoreError> {
-        let Some(path) = std::env::var_os(COMMIT_TIMES_ENV).map(PathBuf::from) else {
-            return Ok(CommitTimes::default());
-        };
-        let io = |source| StoreError::Io { path: path.clone(), source };
-        let mut file = OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+        match std::env::var_os(COMMIT_TIMES_ENV) {
+            Some(path) => CommitTimes::open(Path::new(&path)),
+            None => Ok(CommitTimes::default()),
+        }
+    }
+
+    /// Opens `path` for appending, writing the header if it is new.
+    fn open(path: &Path) -> Result<CommitTimes, StoreError> {
+        let io = |source| StoreError::Io { path: path.to_owned(), source };
+        let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
         if file.metadata().map_err(io)?.len() == 0 {
             file.write_all(HEADER.as_bytes()).map_err(io)?;
         }
-        Ok(CommitTimes { file: Some((path, file)) })
+        Ok(CommitTimes { file: Some((path.to_owned(), file)) })
     }
 
     /// Appends the line of one commit.
     pub fn record(&mut self, clock: &CommitClock, size: CommitSize) {
         let Some((path, file)) = &mut self.file else { return };
-        let us = |d: Duration| d.as_micros();
-        let [stage, commit, apply, mark] = clock.steps;
+        let [stage, commit, apply, mark] = clock.steps.map(|step| step.as_micros());
+        let whole = stage + commit + apply + mark;
         let line = format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            size.epoch,
-            us(stage),
-            us(commit),
-            us(apply),
-            us(mark),
-            us(clock.last - clock.started),
-            size.chunks,
-            size.payload_bytes,
-            size.rows
+            "{}\t{stage}\t{commit}\t{apply}\t{mark}\t{whole}\t{}\t{}\t{}\n",
+            size.epoch, size.chunks, size.payload_bytes, size.rows
         );
         if let Err(error) = file.write_all(line.as_bytes()) {
             eprintln!("cassandra: {COMMIT_TIMES_ENV}: writing {}: {error}; no more commits are recorded", path.display());
             self.file = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_commit_is_one_line_under_one_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("times.tsv");
+        let size = |epoch| CommitSize { epoch, chunks: 2, payload_bytes: 300, rows: 40 };
+        let mut clock = CommitClock::start();
+        [Step::Stage, Step::Commit, Step::Apply, Step::Mark].into_iter().for_each(|step| clock.done(step));
+        CommitTimes::open(&path).unwrap().record(&clock, size(1_000));
+        CommitTimes::open(&path).unwrap().record(&clock, size(2_000));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<Vec<&str>> = text.lines().map(|line| line.split('\t').collect()).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], HEADER.trim_end().split('\t').collect::<Vec<_>>());
+        for (line, epoch) in lines[1..].iter().zip(["1000", "2000"]) {
+            assert_eq!((line.len(), line[0], &line[6..]), (9, epoch, &["2", "300", "40"][..]));
+            let steps: u128 = line[1..5].iter().map(|us| us.parse::<u128>().unwrap()).sum();
+            assert_eq!(steps, line[5].parse::<u128>().unwrap(), "the steps add up to the whole");
         }
     }
 }
