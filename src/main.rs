@@ -40,7 +40,7 @@ enum Command {
     /// Serve the HTTP ingest API in front of the embedded log.
     Ingest(IngestArgs),
     /// Ingest, the job, the query API and the dashboard on the embedded log
-    /// and store, in one process.
+    /// (or Kafka) and store (or Cassandra), in one process.
     Up(UpArgs),
     /// Re-aggregate a range of the log into a new version of the output
     /// (in the embedded store, or in Cassandra for a Cassandra job), beside
@@ -167,9 +167,15 @@ struct IngestArgs {
 struct UpArgs {
     #[command(flatten)]
     service: ServiceArgs,
-    /// The job to run (source: log, sink: store); default: the built-in jobs/embedded.toml.
+    /// The job to run (source: log, sink: store or cassandra); default: the
+    /// built-in jobs/embedded.toml, or jobs/cassandra.toml with --cassandra.
     #[arg(long)]
     job: Option<PathBuf>,
+    /// Commit to Cassandra (contact points host:port,...) and serve the
+    /// query API from it: the job's sink.hosts (default job:
+    /// jobs/cassandra.toml, keyspace tally).
+    #[arg(long, value_name = "HOSTS")]
+    cassandra: Option<String>,
     /// Worker threads of the job.
     #[arg(short = 'w', long = "workers", default_value_t = 1)]
     workers: usize,
@@ -551,11 +557,7 @@ fn up(args: UpArgs, data_dir: &DataDir) -> i32 {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let job = match &args.job {
-        Some(path) => job::load(path),
-        None => tally::up::embedded_job(),
-    };
-    let job = match job {
+    let job = match tally::up::up_job(args.job.as_deref(), args.cassandra.as_deref()) {
         Ok(job) => job,
         Err(error) => {
             eprintln!("error: {error}");

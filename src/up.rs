@@ -6,7 +6,10 @@
 //! One process owns the embedded log and the store (both are locked), so the
 //! job of `tally up` reads the very `Log` that ingest appends to, and the
 //! query API reads the very store the job commits to (through read
-//! transactions, which see only committed epochs).
+//! transactions, which see only committed epochs). With `--kafka` ingest
+//! and the job share a topic instead; with a Cassandra sink (`--cassandra`)
+//! the job commits to Cassandra and the query API reads the job's keyspace
+//! through a session of its own, as of the applied epoch.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::ingest::service::{now_ms, stop_signal, Service};
 use crate::job::{format_duration, Job, JobError, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::query::{merge_openapi, QueryState};
+use crate::query::{LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
 use crate::sources::file::UserSalt;
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
@@ -34,6 +38,9 @@ use crate::store::embedded::EmbeddedStore;
 
 /// The job `tally up` runs unless given another: `jobs/embedded.toml`.
 pub const EMBEDDED_JOB: &str = include_str!("../jobs/embedded.toml");
+/// The job `tally up --cassandra HOSTS` runs unless given another:
+/// `jobs/cassandra.toml`.
+pub const CASSANDRA_JOB: &str = include_str!("../jobs/cassandra.toml");
 
 /// Threads of the HTTP runtime.
 pub const HTTP_THREADS: usize = 2;
@@ -89,6 +96,25 @@ pub fn embedded_job() -> Result<Job, JobError> {
     crate::job::parse(EMBEDDED_JOB, Path::new("jobs/embedded.toml (built in)"))
 }
 
+/// The built-in Cassandra job (the embedded log, committing to keyspace
+/// `tally` as job `cassandra`).
+pub fn cassandra_job() -> Result<Job, JobError> {
+    crate::job::parse(CASSANDRA_JOB, Path::new("jobs/cassandra.toml (built in)"))
+}
+
+/// The job of `tally up`: `path`, else the built-in one (`jobs/cassandra.toml`
+/// with `--cassandra`, `jobs/embedded.toml` without), with `--cassandra
+/// HOSTS` in place of its `sink.hosts` (refused for a job whose sink is not
+/// Cassandra, as by `run`, `export` and `verify`).
+pub fn up_job(path: Option<&Path>, cassandra: Option<&str>) -> Result<Job, JobError> {
+    let job = match (path, cassandra) {
+        (Some(path), _) => crate::job::load(path)?,
+        (None, Some(_)) => cassandra_job()?,
+        (None, None) => embedded_job()?,
+    };
+    crate::job::with_cassandra(job, cassandra)
+}
+
 /// Runs the ingest service until SIGINT or SIGTERM.
 pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTarget>) -> Result<(), String> {
     let (log, described) = ingest_log(kafka, data_dir, config.partitions, crate::log::DEFAULT_RETENTION_MS)?;
@@ -98,14 +124,15 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTar
     serve(service, axum::Router::new(), OPENAPI_JSON.to_owned())
 }
 
-/// Runs ingest, `job` on the same embedded log, and the query API with the
+/// Runs ingest, `job` on the same log, and the query API with the
 /// dashboard, until SIGINT or SIGTERM, which end the process after the
 /// commit in flight with the store closed cleanly (or until the job fails,
 /// which ends the process: restart it to resume from the last committed
-/// epoch).
+/// epoch). The job commits to the embedded store or to Cassandra, and the
+/// query API reads what it committed.
 pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOptions) -> Result<(), String> {
     let job = &on_kafka(job, options.kafka.as_ref())?;
-    check_embedded(job)?;
+    check_up_job(job)?;
     let config = &with_job_horizon(config, job)?;
     let (ingest_log, log) = match &options.kafka {
         Some(target) => (ingest_log(Some(target), data_dir, job.partitions, job.log_retention_ms)?.0, None),
@@ -114,9 +141,23 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
             (Arc::clone(&log) as Arc<dyn ClickLog>, Some(log))
         }
     };
-    std::fs::create_dir_all(data_dir.store()).map_err(|e| format!("{}: {e}", data_dir.store().display()))?;
-    let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| e.to_string())?;
-    let reader = store.reader();
+    // The store the job commits to, and what the query API serves of it.
+    let (store, served, committing_to) = match &job.sink {
+        SinkSpec::Cassandra(cassandra) => {
+            // The job opens its store itself (and creates the tables); the
+            // query API connects once they exist, with a session of its
+            // own. A Cassandra job has only its live output: versions of
+            // it plug in as a `query::Versions` (`ServedStore::following`).
+            let served = ServedStore::fixed(Arc::new(LazyReader::cassandra(cassandra, &job.name)));
+            (None, served, format!("cassandra {} keyspace {}", cassandra.hosts_text(), cassandra.keyspace))
+        }
+        _ => {
+            std::fs::create_dir_all(data_dir.store()).map_err(|e| format!("{}: {e}", data_dir.store().display()))?;
+            let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| e.to_string())?;
+            let served = ServedStore::embedded(store.reader(), data_dir.clone());
+            (Some(Arc::new(Mutex::new(Some(store)))), served, data_dir.store().display().to_string())
+        }
+    };
     let service = Service::bind(config, ingest_log, salt(config, data_dir)?)?;
     let addr = service.local_addr();
     let catalog = match (&options.catalog, options.demo) {
@@ -130,7 +171,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         data_dir: data_dir.clone(),
         catalog,
         log,
-        store: Some(Arc::new(Mutex::new(Some(store)))),
+        store,
         stats: Some(Arc::clone(&job_stats)),
         ..RunOptions::default()
     };
@@ -141,11 +182,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     };
     eprintln!(
         "job: {} on {} ({} partitions, {} workers), committing to {}",
-        job.name,
-        source,
-        job.partitions,
-        run_options.workers,
-        data_dir.store().display()
+        job.name, source, job.partitions, run_options.workers, committing_to
     );
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     eprintln!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");
@@ -167,10 +204,12 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     if options.demo {
         start_demo(addr, config.tls.is_some())?;
     }
-    let store = crate::query::ServedStore::following(reader, data_dir.clone());
-    let state = Arc::new(QueryState { store, ingest: Some(Arc::clone(&service.ingest)), job: Some(job_stats), clock: now_ms });
+    let state = Arc::new(QueryState { store: served, ingest: Some(Arc::clone(&service.ingest)), job: Some(job_stats), clock: now_ms });
     let openapi = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON).to_string();
-    serve(service, crate::query::router(state), openapi)?;
+    // `state` outlives the HTTP runtime: the last reference to a store
+    // reader must not be dropped on a runtime thread (a Cassandra session
+    // owns a runtime, which may not be dropped there).
+    serve(service, crate::query::router(Arc::clone(&state)), openapi)?;
     // Stopped by a signal: stop the job as its own handler would (it may
     // not have seen the signal yet), so that the store is closed cleanly.
     crate::run::stop_cleanly()
@@ -255,11 +294,11 @@ fn with_job_horizon(config: &IngestConfig, job: &Job) -> Result<IngestConfig, St
     Ok(config)
 }
 
-fn check_embedded(job: &Job) -> Result<(), String> {
+fn check_up_job(job: &Job) -> Result<(), String> {
     match (&job.source, &job.sink) {
-        (SourceSpec::Log { dir: None } | SourceSpec::Kafka { .. }, SinkSpec::Store) => Ok(()),
+        (SourceSpec::Log { dir: None } | SourceSpec::Kafka { .. }, SinkSpec::Store | SinkSpec::Cassandra(_)) => Ok(()),
         _ => Err(format!(
-            "{}: `tally up` runs jobs with source.kind = \"log\" (or \"kafka\") and sink.kind = \"store\" on the data directory",
+            "{}: `tally up` runs jobs with source.kind = \"log\" (or \"kafka\") and sink.kind = \"store\" (or \"cassandra\") on the data directory",
             job.file.display()
         )),
     }
@@ -305,4 +344,35 @@ fn serve(service: Service, extra: axum::Router, openapi: String) -> Result<(), S
     runtime.block_on(service.serve(extra, openapi, stop_signal())).map_err(|e| format!("http: {e}"))?;
     eprintln!("stopped by signal: every acknowledged click is durable in the log");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cassandra_runs_the_built_in_cassandra_job_at_the_hosts_given() {
+        let job = up_job(None, Some("127.0.0.2:9142,127.0.0.3:9142")).unwrap();
+        assert_eq!(job.name, "cassandra");
+        let SinkSpec::Cassandra(config) = &job.sink else { panic!("{:?}", job.sink) };
+        assert_eq!(config.hosts, ["127.0.0.2:9142", "127.0.0.3:9142"]);
+        assert_eq!(config.keyspace, crate::store::cassandra::CassandraConfig::default().keyspace);
+        check_up_job(&job).unwrap();
+        // With --kafka too: Kafka in, Cassandra out.
+        let target = KafkaTarget { brokers: "127.0.0.1:9092".into(), topic: "clicks".into() };
+        let both = on_kafka(&job, Some(&target)).unwrap();
+        assert!(matches!(both.source, SourceSpec::Kafka { ref topic, .. } if topic == "clicks"));
+        assert!(matches!(both.sink, SinkSpec::Cassandra(_)));
+        check_up_job(&both).unwrap();
+    }
+
+    #[test]
+    fn without_cassandra_the_embedded_job_and_a_store_job_refuses_cassandra() {
+        let job = up_job(None, None).unwrap();
+        assert_eq!((job.name.as_str(), &job.sink), ("embedded", &SinkSpec::Store));
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/embedded.toml"));
+        let error = up_job(Some(path), Some("127.0.0.1:9042")).unwrap_err().to_string();
+        assert!(error.contains("sink.hosts") && error.contains("only valid for a job with sink.kind = \"cassandra\""), "{error}");
+        assert!(up_job(None, Some("no-port")).unwrap_err().to_string().contains("--cassandra"));
+    }
 }

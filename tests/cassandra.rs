@@ -1034,4 +1034,705 @@ fn racing_switches_deletes_and_publishes_never_serve_a_missing_version() {
         Err(other) => panic!("{other}"),
     }
     assert!(matches!(versions.delete("p"), Err(VersionError::Serving { .. })));
+
+/// `tally up` on Cassandra: ingest, the live job committing to the
+/// shared node, and the query API and dashboard reading it.
+///
+/// - `tally up --cassandra HOSTS` fed known clicks over HTTP (retries and
+///   too-late clicks among them): once the query API shows a recount of
+///   them, every route answers what the store holds, as `tally export
+///   --cassandra` writes it after a clean stop, never past the applied
+///   epoch; `tally verify --cassandra` then finds 0 mismatches.
+/// - `tally up --kafka BROKERS --cassandra HOSTS` (a broker of the test's
+///   own): Kafka in, Cassandra out, recounted and verified alike.
+/// - A Cassandra that cannot be reached, never or after the query API
+///   connected (a proxy in front of the node cut and restored): every
+///   route that reads the store answers `503 {"field":"store"}` within the
+///   driver's request timeout, and answers again once it is back.
+mod up {
+    use std::collections::BTreeSet;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use serde_json::{json, Value};
+    use tally::ingest::client::HttpClient;
+
+    use super::*;
+
+    const HOUR_MS: u64 = 3_600_000;
+    const GRANULARITIES: [(&str, u64); 3] = [("1m", 60_000), ("5m", 300_000), ("1h", HOUR_MS)];
+    /// ad → (campaign, advertiser).
+    const CATALOG: [(&str, &str, &str); 5] = [
+        ("cu-ad-0", "cu-cmp-0", "cu-adv-0"),
+        ("cu-ad-1", "cu-cmp-0", "cu-adv-0"),
+        ("cu-ad-2", "cu-cmp-1", "cu-adv-0"),
+        ("cu-ad-3", "cu-cmp-1", "cu-adv-0"),
+        ("cu-ad-4", "cu-cmp-2", "cu-adv-1"),
+    ];
+    /// Every read route of the query API, with parameters that are valid.
+    const READ_ROUTES: [&str; 7] = [
+        "/v1/ads/cu-ad-0/clicks",
+        "/v1/campaigns/cu-cmp-0/clicks",
+        "/v1/advertisers/cu-adv-0/clicks?window=1h",
+        "/v1/top",
+        "/v1/late",
+        "/v1/stats",
+        "/readyz",
+    ];
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    struct Click {
+        ad: usize,
+        ts: u64,
+        user: u64,
+        id: u64,
+    }
+
+    impl Click {
+        fn json(&self) -> String {
+            format!(
+                r#"{{"ad_id":"{}","timestamp":{},"user_id":"u{}","request_id":"00000000-0000-0000-0000-{:012x}"}}"#,
+                CATALOG[self.ad].0, self.ts, self.user, self.id
+            )
+        }
+    }
+
+    /// Seeded clicks, 10 per second of event time from 10 minutes into
+    /// `hour`, up to 2 s out of order.
+    fn clicks(hour: u64, ids: std::ops::Range<u64>) -> Vec<Click> {
+        ids.map(|id| {
+            let mix = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let ts = hour + 600_000 + id * 100 + (mix >> 20) % 2_000;
+            Click { ad: (mix >> 7) as usize % 5, ts, user: (mix >> 40) % 300, id }
+        })
+        .collect()
+    }
+
+    /// Key type, key, granularity label, window start.
+    type Window = (String, String, String, u64);
+
+    /// Distinct request ids per window, from the clicks sent.
+    fn recount(sent: &[&Click]) -> BTreeMap<Window, u64> {
+        let mut ids: BTreeMap<Window, BTreeSet<u64>> = BTreeMap::new();
+        for click in sent {
+            let (ad, campaign, advertiser) = CATALOG[click.ad];
+            for (key_type, key) in [("ad", ad), ("campaign", campaign), ("advertiser", advertiser)] {
+                for (label, ms) in GRANULARITIES {
+                    let start = click.ts / ms * ms;
+                    ids.entry((key_type.to_owned(), key.to_owned(), label.to_owned(), start)).or_default().insert(click.id);
+                }
+            }
+        }
+        ids.into_iter().map(|(window, ids)| (window, ids.len() as u64)).collect()
+    }
+
+    /// The fields of a row both the query API and `tally export` write.
+    fn row_fields(row: &Value) -> Value {
+        json!({
+            "window_end": row["window_end"],
+            "clicks": row["clicks"],
+            "distinct_users": row["distinct_users"],
+            "status": row["status"],
+            "version": row["version"],
+        })
+    }
+
+    /// What the series routes answer for every key and granularity of the
+    /// catalog over `[from, to)`, and the largest `committed_epoch` seen.
+    fn series(http: &mut HttpClient, from: u64, to: u64) -> (BTreeMap<Window, Value>, u64) {
+        let keys: BTreeSet<(&str, &str)> =
+            CATALOG.iter().flat_map(|(ad, cmp, adv)| [("ads", *ad), ("campaigns", *cmp), ("advertisers", *adv)]).collect();
+        let (mut rows, mut epoch) = (BTreeMap::new(), 0);
+        for (path, key) in keys {
+            for (label, _) in GRANULARITIES {
+                let reply = http.get(&format!("/v1/{path}/{key}/clicks?window={label}&from={from}&to={to}")).unwrap();
+                assert_eq!(reply.status, 200, "{}", reply.text());
+                let body = reply.json();
+                assert_eq!(body["committed_epoch"], body["watermark"], "{body}");
+                epoch = epoch.max(body["committed_epoch"].as_u64().unwrap_or(0));
+                let key_type = body["key_type"].as_str().unwrap().to_owned();
+                for row in body["rows"].as_array().unwrap() {
+                    let window = (key_type.clone(), key.to_owned(), label.to_owned(), row["window_start"].as_u64().unwrap());
+                    rows.insert(window, row_fields(row));
+                }
+            }
+        }
+        (rows, epoch)
+    }
+
+    /// Settled clicks per window, as the series routes answer them.
+    fn settled(rows: &BTreeMap<Window, Value>) -> BTreeMap<Window, u64> {
+        rows.iter().filter(|(_, row)| row["status"] != "partial").map(|(w, row)| (w.clone(), row["clicks"].as_u64().unwrap())).collect()
+    }
+
+    /// Polls the series routes until they show `expected` (all settled).
+    fn wait_for_recount(up: &mut Up, http: &mut HttpClient, expected: &BTreeMap<Window, u64>, from: u64, to: u64) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = up.child.try_wait().unwrap() {
+                panic!("tally up ended ({status}):\n{}", up.stderr());
+            }
+            let (rows, _) = series(http, from, to);
+            if &settled(&rows) == expected && rows.len() == expected.len() {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                let wrong: Vec<_> =
+                    expected.iter().filter(|(k, v)| rows.get(*k).map(|r| &r["clicks"]) != Some(&json!(v))).take(5).collect();
+                let answered: Vec<_> = wrong.iter().map(|(k, _)| rows.get(*k)).collect();
+                panic!(
+                    "the query API never matched the recount: {} windows expected, {} answered; first differences: {wrong:?}, \
+                     answered {answered:?}; stats {}\n{}",
+                    expected.len(),
+                    rows.len(),
+                    http.get("/v1/stats").map(|r| r.text()).unwrap_or_default(),
+                    up.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// `tally up` as a child, killed when dropped.
+    struct Up {
+        child: Child,
+        addr: SocketAddr,
+        log: PathBuf,
+    }
+
+    impl Up {
+        /// `tally up --no-auth` on `data` with `args`, once it listens.
+        fn start(data: &Path, log: PathBuf, args: &[&std::ffi::OsStr]) -> Up {
+            let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let child = tally(data)
+                .args(["up", "--no-auth", "--addr", &addr.to_string()])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn tally up");
+            let mut up = Up { child, addr, log };
+            let started = Instant::now();
+            while TcpStream::connect(addr).is_err() {
+                if let Some(status) = up.child.try_wait().unwrap() {
+                    panic!("tally up ended ({status}):\n{}", up.stderr());
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "tally up did not listen:\n{}", up.stderr());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            up
+        }
+
+        fn stderr(&self) -> String {
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        }
+
+        /// SIGTERM; the process must stop cleanly (exit 0).
+        fn stop(mut self) -> String {
+            signal(&self.child, "TERM");
+            let started = Instant::now();
+            let status = loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(started.elapsed() < Duration::from_secs(60), "tally up did not stop on SIGTERM:\n{}", self.stderr());
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let stderr = self.stderr();
+            assert!(status.success(), "tally up did not stop cleanly ({status}):\n{stderr}");
+            stderr
+        }
+    }
+
+    impl Drop for Up {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn post(http: &mut HttpClient, batch: &[Click]) {
+        let body = batch.iter().map(Click::json).collect::<Vec<_>>().join("\n");
+        let reply = http.post_until_accepted("/v1/clicks/batch", "application/x-ndjson", body.as_bytes(), 30).unwrap();
+        assert_eq!(reply.status, 202, "{}", reply.text());
+    }
+
+    /// A scratch folder with the catalog, and a job file committing to the
+    /// shared node's test keyspace as job `name` (hosts given by
+    /// `--cassandra`: the file names a closed port) from `source`.
+    fn scratch(name: &str, source: &str) -> (PathBuf, PathBuf, PathBuf, String) {
+        let dir = Path::new(ROOT).join("target/test-cassandra").join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let catalog = dir.join("ads.csv");
+        let csv: String = CATALOG.iter().map(|(ad, cmp, adv)| format!("{ad},{cmp},{adv}\n")).collect();
+        std::fs::write(&catalog, format!("ad_id,campaign_id,advertiser_id\n{csv}")).unwrap();
+        let job_name = format!("{name}_{}", std::process::id());
+        let job = dir.join("job.toml");
+        let text = format!(
+            "name = \"{job_name}\"\n{source}\n[sink]\nkind = \"cassandra\"\nhosts = \"127.0.0.1:1\"\nkeyspace = \"{KEYSPACE}\"\n\
+             [late]\nrestate_within = \"3h\"\n"
+        );
+        std::fs::write(&job, text).unwrap();
+        (dir, catalog, job, job_name)
+    }
+
+    /// Rows of a `tally export` file by window.
+    fn exported_rows(file: &Path) -> BTreeMap<Window, Value> {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let row: Value = serde_json::from_str(line).unwrap();
+                let text = |key: &str| row[key].as_str().unwrap().to_owned();
+                ((text("key_type"), text("key"), text("granularity"), row["window_start"].as_u64().unwrap()), row_fields(&row))
+            })
+            .collect()
+    }
+
+    /// Ranked as `/v1/top` ranks: clicks descending, then key.
+    fn ranked(rows: &BTreeMap<Window, Value>, key_type: &str, label: &str, start: u64) -> Vec<Value> {
+        let mut of_window: Vec<(&Window, &Value)> = rows.iter().filter(|(w, _)| w.0 == key_type && w.2 == label && w.3 == start).collect();
+        of_window.sort_by(|a, b| b.1["clicks"].as_u64().cmp(&a.1["clicks"].as_u64()).then_with(|| a.0 .1.cmp(&b.0 .1)));
+        of_window
+            .into_iter()
+            .map(|(w, row)| {
+                json!({ "key": w.1, "clicks": row["clicks"], "distinct_users": row["distinct_users"], "status": row["status"], "version": row["version"] })
+            })
+            .collect()
+    }
+
+    /// `/v1/top` of every window the rows have, and without `at`.
+    fn tops(http: &mut HttpClient, rows: &BTreeMap<Window, Value>) -> BTreeMap<(String, Option<u64>), Value> {
+        let mut out = BTreeMap::new();
+        let windows: BTreeSet<(String, u64)> = rows.keys().filter(|w| w.0 == "ad").map(|w| (w.2.clone(), w.3)).collect();
+        for (label, start) in windows.iter().map(|(l, s)| (l.clone(), Some(*s))).chain([("1m".to_owned(), None)]) {
+            let at = start.map_or(String::new(), |s| format!("&at={s}"));
+            let reply = http.get(&format!("/v1/top?window={label}&k=100{at}")).unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            out.insert((label, start), reply.json());
+        }
+        out
+    }
+
+    /// The whole late ledger of `[from, to)` from `/v1/late`, checked to
+    /// read the same in pages of 3 entries.
+    fn ledger(http: &mut HttpClient, from: u64, to: u64) -> Vec<Value> {
+        let whole = http.get(&format!("/v1/late?from={from}&to={to}&limit=1000")).unwrap();
+        assert_eq!(whole.status, 200, "{}", whole.text());
+        let whole = whole.json();
+        assert!(whole["next_from"].is_null(), "{whole}");
+        let whole = whole["entries"].as_array().unwrap().clone();
+        let (mut paged, mut page_from) = (Vec::new(), from);
+        loop {
+            let body = http.get(&format!("/v1/late?from={page_from}&to={to}&limit=3")).unwrap().json();
+            paged.extend(body["entries"].as_array().unwrap().iter().cloned());
+            match body["next_from"].as_u64() {
+                Some(next) => page_from = next,
+                None => break,
+            }
+        }
+        assert!(paged == whole, "the ledger in pages differs from the ledger read whole");
+        whole
+    }
+
+    /// Everything `tally up` on Cassandra serves, compared with `tally
+    /// export --cassandra` after a clean stop, and verified.
+    #[test]
+    fn tally_up_on_cassandra_answers_every_route_as_the_store_holds_and_verifies() {
+        let (dir, catalog, job, name) = scratch("up", "[source]\nkind = \"log\"\npartitions = 8");
+        let data = dir.join("data");
+        let mut up = Up::start(
+            &data,
+            dir.join("up.log"),
+            &["--job".as_ref(), job.as_os_str(), "--cassandra".as_ref(), cassandra().as_ref(), "--catalog".as_ref(), catalog.as_os_str()],
+        );
+        let mut http = HttpClient::new(up.addr, None);
+        assert_eq!(http.get("/healthz").unwrap().status, 200);
+        for asset in ["/", "/app.js", "/style.css"] {
+            assert_eq!(http.get(asset).unwrap().status, 200, "{asset}");
+        }
+
+        // Clicks of the last complete hour, so every window they fall in
+        // has ended; retries of some; and clicks 14 minutes older than
+        // their partitions' progress (too late: restating, in the ledger).
+        let hour = now_ms() / HOUR_MS * HOUR_MS - HOUR_MS;
+        let (from, to) = (hour, hour + HOUR_MS);
+        let first = clicks(hour, 0..1_500);
+        for batch in first.chunks(250) {
+            post(&mut http, batch);
+        }
+        post(&mut http, &first[1_200..1_300]);
+        let late = clicks(hour - 840_000, 3_000..3_600);
+        for batch in late.chunks(200) {
+            post(&mut http, batch);
+        }
+        let sent: Vec<&Click> = first.iter().chain(&late).collect();
+        wait_for_recount(&mut up, &mut http, &recount(&sent), from, to);
+
+        // Every route, read while the job runs.
+        let (rows, series_epoch) = series(&mut http, from, to);
+        let tops = tops(&mut http, &rows);
+        let entries = ledger(&mut http, from, to);
+        let stats = http.get("/v1/stats").unwrap().json();
+        let ready = http.get("/readyz").unwrap();
+        assert_eq!(ready.status, 200, "{}", ready.text());
+        let ready = ready.json();
+        // Only applied epochs are served: none of the answers is past the
+        // epoch applied in Cassandra after them.
+        let applied = progress(&name).1.expect("the job applied epochs");
+        for epoch in [Some(series_epoch), stats["committed_epoch"].as_u64(), ready["committed_epoch"].as_u64()]
+            .into_iter()
+            .chain(tops.values().map(|t| t["committed_epoch"].as_u64()))
+        {
+            assert!(epoch.is_some_and(|e| e > 0 && e <= applied), "an answer at epoch {epoch:?}, applied: {applied}");
+        }
+        assert_eq!(stats["watermark"], stats["committed_epoch"]);
+        assert_eq!(stats["ingest"]["accepted"], 1_500 + 100 + 600, "{stats}");
+        let job_stats = &stats["job"];
+        assert_eq!(job_stats["duplicates"], 100, "{stats}");
+        let counted: u64 = ["on_time", "restating", "held"].iter().map(|k| job_stats[k].as_u64().unwrap()).sum();
+        assert_eq!(counted, 2_100, "{stats}");
+        assert!(job_stats["restating"].as_u64().unwrap() + job_stats["held"].as_u64().unwrap() > 0, "no click was too late: {stats}");
+
+        let stderr = up.stop();
+        assert!(stderr.contains(&format!("committing to cassandra {} keyspace {KEYSPACE}", cassandra())), "{stderr}");
+
+        // The store as `tally export --cassandra` reads it after the stop.
+        let (rows_file, late_file) = (dir.join("rows.ndjson"), dir.join("rows.late.ndjson"));
+        checked(
+            tally(&data)
+                .arg("export")
+                .arg(&job)
+                .args(["--cassandra", cassandra(), "--output"])
+                .arg(&rows_file)
+                .arg("--late")
+                .arg(&late_file),
+        );
+        let exported = exported_rows(&rows_file);
+        assert!(
+            exported.len() > 30 && exported == rows,
+            "the series routes ({} rows) differ from the export ({} rows)",
+            rows.len(),
+            exported.len()
+        );
+        for ((label, start), top) in &tops {
+            let start = start.unwrap_or_else(|| exported.keys().filter(|w| w.0 == "ad" && w.2 == *label).map(|w| w.3).max().unwrap());
+            let ads = ranked(&exported, "ad", label, start);
+            let total: u64 = ads.iter().map(|a| a["clicks"].as_u64().unwrap()).sum();
+            let want = json!({
+                "window_start": start,
+                "window_end": start + GRANULARITIES.iter().find(|g| g.0 == label).unwrap().1,
+                "total_clicks": total,
+                "ads": ads,
+                "campaigns": ranked(&exported, "campaign", label, start),
+            });
+            let got = json!({
+                "window_start": top["window_start"],
+                "window_end": top["window_end"],
+                "total_clicks": top["total_clicks"],
+                "ads": top["ads"],
+                "campaigns": top["campaigns"],
+            });
+            assert_eq!(got, want, "/v1/top?window={label} at {start}");
+        }
+        let mut exported_late: Vec<Value> =
+            std::fs::read_to_string(&late_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let mut answered = entries.clone();
+        let order = |e: &Value| e.to_string();
+        exported_late.sort_by_key(order);
+        answered.sort_by_key(order);
+        assert!(!answered.is_empty() && answered == exported_late, "/v1/late differs from the exported ledger");
+
+        let out = checked(tally(&data).arg("verify").arg(&job).args(["--cassandra", cassandra(), "--catalog"]).arg(&catalog));
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(summary.contains(", 0 mismatches"), "{summary}");
+    }
+
+    /// Kafka in, Cassandra out: `tally up --kafka BROKERS --cassandra HOSTS`.
+    #[test]
+    fn tally_up_with_kafka_in_and_cassandra_out_counts_and_verifies() {
+        let (dir, catalog, job, name) = scratch("upkafka", "[source]\nkind = \"log\"\npartitions = 4");
+        let kafka = Kafka::start(&dir);
+        let data = dir.join("data");
+        let mut up = Up::start(
+            &data,
+            dir.join("up.log"),
+            &[
+                "--job".as_ref(),
+                job.as_os_str(),
+                "--kafka".as_ref(),
+                kafka.bootstrap.as_ref(),
+                "--topic".as_ref(),
+                "up_clicks".as_ref(),
+                "--cassandra".as_ref(),
+                cassandra().as_ref(),
+                "--catalog".as_ref(),
+                catalog.as_os_str(),
+            ],
+        );
+        let mut http = HttpClient::new(up.addr, None);
+        let hour = now_ms() / HOUR_MS * HOUR_MS - HOUR_MS;
+        let sent = clicks(hour, 0..800);
+        for batch in sent.chunks(200) {
+            post(&mut http, batch);
+        }
+        // Retries within the dedup horizon (of partition progress) of
+        // their originals: dropped as duplicates.
+        post(&mut http, &sent[750..]);
+        wait_for_recount(&mut up, &mut http, &recount(&sent.iter().collect::<Vec<_>>()), hour, hour + HOUR_MS);
+        let started = Instant::now();
+        loop {
+            let stats = http.get("/v1/stats").unwrap().json();
+            let job = &stats["job"];
+            let counted: u64 = ["on_time", "restating", "held"].iter().map(|k| job[k].as_u64().unwrap()).sum();
+            if job["duplicates"] == 50 {
+                assert_eq!(counted, 800, "{stats}");
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the retries were not read as duplicates: {stats}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(progress(&name).1.is_some());
+        let stderr = up.stop();
+        assert!(stderr.contains("kafka topic up_clicks") && stderr.contains("committing to cassandra"), "{stderr}");
+        // The same job as verify reads it: on the topic, in Cassandra.
+        let verify_job = dir.join("verify.toml");
+        let text = std::fs::read_to_string(&job).unwrap().replace(
+            "[source]\nkind = \"log\"\n",
+            &format!("[source]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"up_clicks\"\n", kafka.bootstrap),
+        );
+        std::fs::write(&verify_job, text).unwrap();
+        let out = checked(tally(&data).arg("verify").arg(&verify_job).args(["--cassandra", cassandra(), "--catalog"]).arg(&catalog));
+        let summary = String::from_utf8_lossy(&out.stdout);
+        assert!(summary.contains(", 0 mismatches"), "{summary}");
+    }
+
+    /// One broker of the test's own (`scripts/kafka.sh`), stopped on drop.
+    struct Kafka {
+        dir: PathBuf,
+        bootstrap: String,
+    }
+
+    impl Kafka {
+        fn start(dir: &Path) -> Kafka {
+            let dir = dir.join("kafka");
+            let script = Path::new(ROOT).join("scripts/kafka.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .args(["start", "--dir"])
+                .arg(&dir)
+                .args(["--port", &free_ports(2).to_string()])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run scripts/kafka.sh");
+            assert!(
+                out.status.success(),
+                "kafka.sh start failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let bootstrap = String::from_utf8_lossy(&out.stdout).lines().last().expect("kafka.sh prints the brokers").trim().to_owned();
+            Kafka { dir, bootstrap }
+        }
+    }
+
+    impl Drop for Kafka {
+        fn drop(&mut self) {
+            let script = Path::new(ROOT).join("scripts/kafka.sh");
+            let _ = Command::new("bash").arg(script).arg("stop").arg("--dir").arg(&self.dir).stdin(Stdio::null()).output();
+        }
+    }
+
+    /// The query API in this process over `store`, on a runtime of its
+    /// own; the runtime is shut down before the state is dropped.
+    struct Query {
+        runtime: Option<tokio::runtime::Runtime>,
+        _state: Arc<tally::query::QueryState>,
+        addr: SocketAddr,
+    }
+
+    impl Query {
+        fn serve(store: tally::query::ServedStore) -> Query {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let state = Arc::new(tally::query::QueryState { store, ingest: None, job: None, clock: tally::ingest::service::now_ms });
+            let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+            let addr = listener.local_addr().unwrap();
+            let router = tally::query::router(Arc::clone(&state));
+            runtime.spawn(tally::http::serve(listener, router, None, 64, std::future::pending()));
+            Query { runtime: Some(runtime), _state: state, addr }
+        }
+    }
+
+    impl Drop for Query {
+        fn drop(&mut self) {
+            if let Some(runtime) = self.runtime.take() {
+                runtime.shutdown_timeout(Duration::from_secs(30));
+            }
+        }
+    }
+
+    /// A TCP proxy to `upstream` on `port` that can cut every connection.
+    struct Proxy {
+        stop: Arc<AtomicBool>,
+        streams: Arc<Mutex<Vec<TcpStream>>>,
+        accept: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Proxy {
+        fn start(port: u16, upstream: &str) -> Proxy {
+            let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let (stop, streams) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+            let (stopped, open, upstream) = (Arc::clone(&stop), Arc::clone(&streams), upstream.to_owned());
+            let accept = std::thread::spawn(move || {
+                while !stopped.load(Ordering::SeqCst) {
+                    let client = match listener.accept() {
+                        Ok((client, _)) => client,
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(5));
+                            continue;
+                        }
+                    };
+                    client.set_nonblocking(false).unwrap();
+                    let Ok(server) = TcpStream::connect(&upstream) else { continue };
+                    let mut open = open.lock().unwrap();
+                    for (from, to) in [(&client, &server), (&server, &client)] {
+                        let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                    open.extend([client, server]);
+                }
+            });
+            Proxy { stop, streams, accept: Some(accept) }
+        }
+
+        /// Stops listening and closes every connection.
+        fn cut(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(accept) = self.accept.take() {
+                accept.join().unwrap();
+            }
+            for stream in self.streams.lock().unwrap().drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            self.cut();
+        }
+    }
+
+    /// Every read route answers 503 naming the store, each within the
+    /// driver's request timeout, and `/healthz` and the dashboard 200.
+    fn all_unavailable(addr: SocketAddr, target: &str) {
+        let mut http = HttpClient::new(addr, None);
+        for route in READ_ROUTES {
+            let started = Instant::now();
+            let reply = http.get(route).unwrap_or_else(|e| panic!("{route}: no answer ({e}): a store call on a runtime thread?"));
+            let took = started.elapsed();
+            let body = reply.json();
+            assert_eq!(reply.status, 503, "{route}: {body}");
+            assert_eq!(body["field"], "store", "{route}: {body}");
+            let reason = body["reason"].as_str().unwrap();
+            assert!(reason.contains(target), "{route}: {reason}");
+            assert!(took <= tally::query::CONNECT_WAIT + Duration::from_secs(2), "{route} took {took:?}");
+        }
+        assert_eq!(http.get("/healthz").unwrap().status, 200);
+        assert_eq!(http.get("/").unwrap().status, 200);
+    }
+
+    /// A Cassandra the query API cannot reach gives 503, whether it never
+    /// connected (a closed port) or lost the node after it did (a proxy in
+    /// front of the shared node, cut); once the node is back, it answers
+    /// again.
+    #[test]
+    fn an_unreachable_cassandra_gives_503_naming_the_store() {
+        use tally::event::KeyType;
+        use tally::query::{LazyReader, ServedStore};
+        use tally::row::{Row, Status};
+        use tally::store::StoredRow;
+
+        // Never connected: nothing listens on the port.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let nowhere =
+            CassandraConfig { hosts: vec![format!("127.0.0.1:{closed}")], keyspace: KEYSPACE.into(), ..CassandraConfig::default() };
+        let query = Query::serve(ServedStore::fixed(Arc::new(LazyReader::cassandra(&nowhere, "nobody"))));
+        all_unavailable(query.addr, &format!("cassandra 127.0.0.1:{closed} keyspace {KEYSPACE} job nobody"));
+        drop(query);
+
+        // A job with one committed epoch, read through a proxy. The node
+        // must announce 127.0.0.1 (as scripts/cassandra.sh's single node
+        // does), or the driver would go around the proxy.
+        let Some(port) = cassandra().strip_prefix("127.0.0.1:") else {
+            eprintln!("skipping the proxy half: the node is not on 127.0.0.1");
+            return;
+        };
+        let name = format!("down_{}", std::process::id());
+        let mut store = CassandraStore::open(&config(), &name, 3_600_000, Faults::default()).unwrap();
+        let generation = store.begin_generation().unwrap();
+        let row = Row {
+            key_type: KeyType::Ad,
+            key: "cu-ad-0".into(),
+            granularity_ms: 60_000,
+            window_start: 60_000,
+            clicks: 7,
+            distinct_users: 5,
+            status: Status::Final,
+            version: 1,
+        };
+        store
+            .commit(EpochCommit {
+                epoch: 180_000,
+                generation,
+                rows: vec![StoredRow { row, sketch: vec![1, 2, 3] }],
+                partitions: vec![PartitionCheckpoint {
+                    partition: 0,
+                    offset: 1,
+                    max_ts: 60_000,
+                    floor: 0,
+                    dedup_replay_offset: 0,
+                    dedup_replay_max_ts: 0,
+                }],
+                ..Default::default()
+            })
+            .unwrap();
+        let proxy_port = free_ports(1);
+        let upstream = format!("127.0.0.1:{port}");
+        let mut proxy = Proxy::start(proxy_port, &upstream);
+        let through = CassandraConfig { hosts: vec![format!("127.0.0.1:{proxy_port}")], ..config() };
+        let query = Query::serve(ServedStore::fixed(Arc::new(LazyReader::cassandra(&through, &name))));
+        let mut http = HttpClient::new(query.addr, None);
+        let answers = |http: &mut HttpClient| {
+            let reply = http.get("/v1/ads/cu-ad-0/clicks?window=1m&from=0&to=120000").unwrap();
+            (reply.status == 200).then(|| {
+                let body = reply.json();
+                (body["committed_epoch"].clone(), body["rows"][0]["clicks"].clone())
+            })
+        };
+        assert_eq!(answers(&mut http), Some((json!(180_000), json!(7))));
+        for route in READ_ROUTES {
+            let reply = http.get(route).unwrap();
+            assert_eq!(reply.status, 200, "{route}: {}", reply.text());
+        }
+
+        proxy.cut();
+        all_unavailable(query.addr, &format!("cassandra 127.0.0.1:{proxy_port} keyspace {KEYSPACE} job {name}"));
+
+        let _proxy = Proxy::start(proxy_port, &upstream);
+        let started = Instant::now();
+        while answers(&mut http) != Some((json!(180_000), json!(7))) {
+            assert!(started.elapsed() < Duration::from_secs(90), "the query API did not answer again once the node was back");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }

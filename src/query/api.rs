@@ -250,10 +250,16 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// Ready once the store answers a read.
+/// Ready once the store answers a read (read on a blocking thread, as
+/// every store call: a Cassandra read must not run on a runtime worker).
 pub async fn readyz(state: State<Arc<QueryState>>) -> Response {
-    match state.store.snapshot().and_then(|s| s.committed_epoch()) {
-        Ok(epoch) => Json(json!({ "status": "ready", "committed_epoch": epoch })).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "reason": e.to_string() }))).into_response(),
+    let state = state.0;
+    match tokio::task::spawn_blocking(move || state.store.snapshot().and_then(|s| s.committed_epoch())).await {
+        Ok(Ok(epoch)) => Json(json!({ "status": "ready", "committed_epoch": epoch })).into_response(),
+        Ok(Err(e)) => {
+            let body = json!({ "status": "unavailable", "field": "store", "reason": e.to_string() });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "field": "query", "reason": e.to_string() }))).into_response(),
     }
 }

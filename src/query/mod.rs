@@ -1,18 +1,30 @@
 //! The query API and the dashboard: read-committed views of the store.
 //!
-//! Every answer comes from one redb read transaction of one store, which
-//! sees only committed epochs, so no value from an uncommitted epoch is
-//! ever served, and no answer mixes two versions of the output. Which
-//! version answers follows `DATA/serving` ([`ServedStore`], re-read at most
-//! every [`FOLLOW_SWITCH_MS`]), so a `tally switch` reaches a running `tally
-//! up` within that time;
+//! Every answer comes from one snapshot of one store ([`StoreSnapshot`]):
+//! a redb read transaction of the embedded store, or a Cassandra read as
+//! of the applied epoch. Either sees only committed epochs, so no value
+//! from an uncommitted epoch is ever served, and no answer mixes two
+//! versions of the output. Which version answers follows `DATA/serving` on
+//! the embedded store ([`ServedStore`] with [`EmbeddedVersions`], re-read at
+//! most every [`FOLLOW_SWITCH_MS`]), so a `tally switch` reaches a running
+//! `tally up` within that time; a Cassandra job serves its live output
+//! ([`ServedStore::fixed`] over a [`LazyReader`]);
 //! each carries the `committed_epoch` it was read at and the `watermark`
 //! (the frontier of that epoch: windows ending at least the allowed lateness
 //! before it are final). The dashboard (`dashboard/`) is static HTML, CSS
 //! and JS built into the binary that polls these endpoints.
+//!
+//! **Store calls never run on an async runtime worker.** A Cassandra
+//! reader blocks on the store's own Tokio runtime, which panics inside
+//! another runtime ("Cannot start a runtime from within a runtime"), and
+//! an embedded read may take long: every handler that reads the store does
+//! so through `tokio::task::spawn_blocking`, and so must any new one.
 
 mod api;
+mod lazy;
 pub mod params;
+
+pub use lazy::{LazyReader, CONNECT_WAIT, RETRY_AFTER};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -54,37 +66,88 @@ const STYLE_CSS: &str = include_str!("dashboard/style.css");
 /// How often the query API looks at which version to serve.
 pub const FOLLOW_SWITCH_MS: u64 = 200;
 
-/// The store the query API answers from: the served version of the output.
+/// Where the query API learns which version of the output to serve, and
+/// opens it: the seam between [`ServedStore`] and a store's versions. The
+/// embedded store keeps them in the data directory ([`EmbeddedVersions`]);
+/// a store that keeps its serving pointer elsewhere implements this.
+///
+/// Both are called on a blocking thread (never on an async runtime
+/// worker), at most every [`FOLLOW_SWITCH_MS`].
+pub trait Versions: Send + Sync {
+    /// The name of the version to serve now ([`LIVE`]: the job's own store).
+    fn serving(&self) -> Result<String, StoreError>;
+    /// A reader of version `name`, which is never [`LIVE`].
+    fn open(&self, name: &str) -> Result<Arc<dyn StoreReader>, StoreError>;
+}
+
+/// The versions of the embedded store: the pointer `DATA/serving`, and
+/// `DATA/versions/NAME/store`.
+pub struct EmbeddedVersions {
+    data_dir: DataDir,
+}
+
+impl EmbeddedVersions {
+    pub fn new(data_dir: DataDir) -> EmbeddedVersions {
+        EmbeddedVersions { data_dir }
+    }
+
+    fn unavailable(&self, e: versions::VersionError) -> StoreError {
+        StoreError::Io { path: self.data_dir.serving_file(), source: std::io::Error::other(format!("the version to serve: {e}")) }
+    }
+}
+
+impl Versions for EmbeddedVersions {
+    fn serving(&self) -> Result<String, StoreError> {
+        versions::serving(&self.data_dir).map_err(|e| self.unavailable(e))
+    }
+
+    fn open(&self, name: &str) -> Result<Arc<dyn StoreReader>, StoreError> {
+        let reader: EmbeddedReader = versions::open(&self.data_dir, name).map_err(|e| self.unavailable(e))?;
+        Ok(Arc::new(reader))
+    }
+}
+
+/// The store the query API answers from: the served version of the output,
+/// of whatever store ([`StoreReader`]).
+///
+/// Every method may block on the store (a Cassandra reader blocks on its
+/// own runtime): call them on a blocking thread, never on an async runtime
+/// worker.
 pub struct ServedStore {
     /// The job's own store (version `live`).
-    live: EmbeddedReader,
-    /// Where `serving` is read; `None`: always `live`.
-    data_dir: Option<DataDir>,
+    live: Arc<dyn StoreReader>,
+    /// Where the version to serve is read; `None`: always `live`.
+    versions: Option<Box<dyn Versions>>,
     current: Mutex<Served>,
 }
 
 struct Served {
     name: String,
-    reader: EmbeddedReader,
+    reader: Arc<dyn StoreReader>,
     checked: Option<Instant>,
 }
 
 impl ServedStore {
     /// Always the given store.
-    pub fn fixed(live: EmbeddedReader) -> ServedStore {
-        let current = Mutex::new(Served { name: LIVE.to_owned(), reader: live.clone(), checked: None });
-        ServedStore { live, data_dir: None, current }
+    pub fn fixed(live: Arc<dyn StoreReader>) -> ServedStore {
+        let current = Mutex::new(Served { name: LIVE.to_owned(), reader: Arc::clone(&live), checked: None });
+        ServedStore { live, versions: None, current }
     }
 
-    /// The version `data_dir/serving` names, `live` being `live`.
-    pub fn following(live: EmbeddedReader, data_dir: DataDir) -> ServedStore {
-        ServedStore { data_dir: Some(data_dir), ..ServedStore::fixed(live) }
+    /// The version `versions` names, `live` being `live`.
+    pub fn following(live: Arc<dyn StoreReader>, versions: Box<dyn Versions>) -> ServedStore {
+        ServedStore { versions: Some(versions), ..ServedStore::fixed(live) }
+    }
+
+    /// The embedded store `live` of `data_dir`, following `DATA/serving`.
+    pub fn embedded(live: EmbeddedReader, data_dir: DataDir) -> ServedStore {
+        ServedStore::following(Arc::new(live), Box::new(EmbeddedVersions::new(data_dir)))
     }
 
     /// One consistent view of the served version: every read of an
     /// answer goes through one snapshot.
     pub fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
-        StoreReader::snapshot(&self.reader()?)
+        self.reader()?.snapshot()
     }
 
     /// The name of the version served now.
@@ -92,26 +155,22 @@ impl ServedStore {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).name.clone()
     }
 
-    fn reader(&self) -> Result<EmbeddedReader, StoreError> {
+    fn reader(&self) -> Result<Arc<dyn StoreReader>, StoreError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(data_dir) = &self.data_dir else { return Ok(current.reader.clone()) };
+        let Some(versions) = &self.versions else { return Ok(Arc::clone(&current.reader)) };
         if current.checked.is_some_and(|at| at.elapsed() < Duration::from_millis(FOLLOW_SWITCH_MS)) {
-            return Ok(current.reader.clone());
+            return Ok(Arc::clone(&current.reader));
         }
-        let unavailable = |e: versions::VersionError| StoreError::Io {
-            path: data_dir.serving_file(),
-            source: std::io::Error::other(format!("the version to serve: {e}")),
-        };
-        let name = versions::serving(data_dir).map_err(unavailable)?;
+        let name = versions.serving()?;
         if name != current.name {
             let reader = match name.as_str() {
-                LIVE => self.live.clone(),
-                _ => versions::open(data_dir, &name).map_err(unavailable)?,
+                LIVE => Arc::clone(&self.live),
+                _ => versions.open(&name)?,
             };
             *current = Served { name, reader, checked: None };
         }
         current.checked = Some(Instant::now());
-        Ok(current.reader.clone())
+        Ok(Arc::clone(&current.reader))
     }
 }
 

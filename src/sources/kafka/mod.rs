@@ -141,9 +141,17 @@ impl KafkaTopic {
     /// Another client created the topic first: check its partition count.
     fn ensure_exists_as_created(&self) -> Result<(), KafkaProblem> {
         let consumer = consumer(&self.brokers, "tally-admin").map_err(KafkaProblem::Config)?;
-        let metadata =
-            retrying(|| consumer.fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT).map_err(|e| format!("kafka {}: {e}", self.brokers)))?;
-        let partitions = metadata.topics().iter().find(|t| t.name() == self.topic).map_or(0, |t| t.partitions().len() as u32);
+        // A topic another client has just created may be listed with an
+        // error and no partitions until its metadata has settled (`tally
+        // up --kafka`: ingest creates it, then the job checks it): ask again.
+        let partitions = retrying(|| {
+            let metadata =
+                consumer.fetch_metadata(Some(&self.topic), REQUEST_TIMEOUT).map_err(|e| format!("kafka {}: {e}", self.brokers))?;
+            match metadata.topics().iter().find(|t| t.name() == self.topic) {
+                Some(found) if found.error().is_none() && !found.partitions().is_empty() => Ok(found.partitions().len() as u32),
+                _ => Err(format!("kafka topic {}: created, but its partitions are not listed yet", self.topic)),
+            }
+        })?;
         if partitions != self.partitions {
             return Err(KafkaProblem::Config(format!(
                 "kafka topic {}: it has {partitions} partitions but the job says {}",
