@@ -1034,6 +1034,7 @@ fn racing_switches_deletes_and_publishes_never_serve_a_missing_version() {
         Err(other) => panic!("{other}"),
     }
     assert!(matches!(versions.delete("p"), Err(VersionError::Serving { .. })));
+}
 
 /// `tally up` on Cassandra: ingest, the live job committing to the
 /// shared node, and the query API and dashboard reading it.
@@ -1526,7 +1527,7 @@ mod up {
                 .arg(&script)
                 .args(["start", "--dir"])
                 .arg(&dir)
-                .args(["--port", &free_ports(2).to_string()])
+                .args(["--port", &common::free_ports(1).to_string()])
                 .stdin(Stdio::null())
                 .output()
                 .expect("run scripts/kafka.sh");
@@ -1706,7 +1707,7 @@ mod up {
                 ..Default::default()
             })
             .unwrap();
-        let proxy_port = free_ports(1);
+        let proxy_port = common::free_ports(1);
         let upstream = format!("127.0.0.1:{port}");
         let mut proxy = Proxy::start(proxy_port, &upstream);
         let through = CassandraConfig { hosts: vec![format!("127.0.0.1:{proxy_port}")], ..config() };

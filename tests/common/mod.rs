@@ -55,7 +55,7 @@ pub fn start_cassandra(nodes: u8, dir: &Path) -> String {
 
 /// A port `p` with `p .. p + CLUSTER_PORTS` free on 127.0.0.1 and, for
 /// three nodes, `p` and `p + 1` free on each node's address too.
-fn free_ports(nodes: u8) -> u16 {
+pub fn free_ports(nodes: u8) -> u16 {
     let free = |address: &str, port: u16| std::net::TcpListener::bind((address, port)).is_ok();
     let addresses: Vec<String> = if nodes == 1 { vec![] } else { (2..2 + nodes).map(|i| format!("127.0.0.{i}")).collect() };
     loop {
