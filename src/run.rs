@@ -276,6 +276,9 @@ struct Boot {
     salt: Option<[u8; 16]>,
 }
 
+/// A process's restored windows and its read-back of committed ones.
+type ProcessWindows = (Arc<RestoredWindows>, Arc<dyn CommittedWindows>);
+
 /// How the workers of a Cassandra cluster get their windows: each process
 /// keeps only the windows its own workers own; process 0 from the epoch it
 /// resumed (`Output::take_over`), the others read them from Cassandra once
@@ -291,7 +294,7 @@ struct ClusterRestore {
     workers: u64,
     peers: u64,
     /// Read once per process, by its first worker to get there.
-    read: OnceLock<Result<(Arc<RestoredWindows>, Arc<dyn CommittedWindows>), String>>,
+    read: OnceLock<Result<ProcessWindows, String>>,
 }
 
 impl ClusterRestore {
@@ -315,7 +318,7 @@ impl ClusterRestore {
 
     /// This process's windows of epoch `epoch` (if `committed`), and the
     /// read-back of committed windows for generation `generation`.
-    fn windows(&self, committed: bool, epoch: u64, generation: u64) -> Result<(Arc<RestoredWindows>, Arc<dyn CommittedWindows>), String> {
+    fn windows(&self, committed: bool, epoch: u64, generation: u64) -> Result<ProcessWindows, String> {
         let read = || {
             let reader = CassandraReader::open(&self.config, &self.job).map_err(|e| e.to_string())?;
             let mut restored = RestoredWindows::default();

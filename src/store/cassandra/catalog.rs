@@ -48,14 +48,7 @@ pub fn publish(db: &Db, stamp: &CatalogStamp, catalog: &Catalog) -> Result<bool,
     let writes: Vec<BoxFuture<'_, Result<(), ExecutionError>>> = catalog
         .versions()
         .map(|(ad, valid_from, campaign, advertiser)| {
-            let values = (
-                db.job.as_str(),
-                fingerprint,
-                ad.as_str(),
-                saturating_signed(valid_from),
-                campaign.as_str(),
-                advertiser.as_str(),
-            );
+            let values = (db.job.as_str(), fingerprint, ad.as_str(), saturating_signed(valid_from), campaign.as_str(), advertiser.as_str());
             db.write(&db.st.put_ad_version, values)
         })
         .collect();

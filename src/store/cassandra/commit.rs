@@ -22,8 +22,8 @@ use super::protocol::{
     began, commit_outcome, encode_checkpoints, epoch_column, mark_outcome, CommitOutcome, CommitRecord, JobColumns, JobRow, MarkOutcome,
 };
 use super::query::CassandraReader;
-use crate::catalog::Catalog;
 use super::timing::{CommitClock, CommitSize, CommitTimes, Step};
+use crate::catalog::Catalog;
 use crate::store::read::StoreReader;
 use crate::store::settings::CatalogStamp;
 use crate::store::{advance_checkpoints, EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError};
