@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -301,6 +302,69 @@ fn post_all(addr: SocketAddr, clicks: &[Sent], per_request: usize) {
     }
 }
 
+/// `scripts/cluster.sh JOB 2 2` on the embedded data dir `data`, live,
+/// with its events in `log`, in a process group of its own.
+struct Supervisor {
+    child: Child,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+impl Supervisor {
+    fn start(job: &Path, state: &Path, data: &Path, log: &Path) -> Supervisor {
+        let child = Command::new("bash")
+            .arg(script("cluster.sh"))
+            .arg(job)
+            .args(["2", "2", "--state"])
+            .arg(state)
+            .args(["--tally", TALLY, "--", "--data-dir"])
+            .arg(data)
+            .args(["--peer-timeout", "20"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("start scripts/cluster.sh");
+        Supervisor { child, state: state.to_owned(), log: log.to_owned() }
+    }
+
+    /// SIGTERM, which stops the supervisor and its processes; then waits
+    /// until no process of its last generation is alive, so that the next
+    /// command may take the store. Should the supervisor not end within
+    /// 60 s, its whole process group is killed, so nothing outlives it.
+    fn stop(mut self) {
+        let started = Instant::now();
+        signal(self.child.id(), "TERM");
+        while self.child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(60) {
+                eprintln!("scripts/cluster.sh did not stop within 60 s of SIGTERM: its process group is killed");
+                signal_group(self.child.id(), "KILL");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (_, pids) = read_pids(&self.state);
+        while let Some(pid) = pids.iter().find(|&&pid| alive(pid)) {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "process {pid} of the cluster outlived its supervisor:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+fn signal_group(pgid: u32, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), "--", &format!("-{pgid}")]).status();
+}
+
 fn read_pids(state: &Path) -> (u64, Vec<u32>) {
     let generation = std::fs::read_to_string(state.join("generation")).ok().and_then(|g| g.trim().parse().ok()).unwrap_or(0);
     let pids = std::fs::read_to_string(state.join("pids")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
@@ -315,19 +379,7 @@ fn a_killed_cluster_and_a_restarted_broker_count_every_accepted_click_once() {
     let job = job_file(&dir, &kafka, "clicks", 8, None);
     let (ingest, addr) = start_ingest(&data, &kafka, "clicks", &dir.join("ingest.log"));
     let state = dir.join("cluster");
-    let supervisor = Command::new("bash")
-        .arg(script("cluster.sh"))
-        .arg(&job)
-        .args(["2", "2", "--state"])
-        .arg(&state)
-        .args(["--tally", TALLY, "--", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-timeout", "20"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("cluster.log")).unwrap())
-        .spawn()
-        .expect("start scripts/cluster.sh");
+    let supervisor = Supervisor::start(&job, &state, &data, &dir.join("cluster.log"));
     let sent = clicks(12_000, 7, 20_000);
     let sender = {
         let sent = sent.clone();
@@ -367,7 +419,7 @@ fn a_killed_cluster_and_a_restarted_broker_count_every_accepted_click_once() {
     }
     sender.join().expect("every click acknowledged");
     std::thread::sleep(Duration::from_secs(3));
-    stop(supervisor);
+    supervisor.stop();
     stop(ingest);
     let log = std::fs::read_to_string(dir.join("cluster.log")).unwrap();
     assert!(log.matches("restarting all").count() >= 10, "{log}");
@@ -764,19 +816,7 @@ fn a_cassandra_cluster_restores_each_process_from_cassandra_through_kills_and_a_
     // A live 2 × 2 cluster: its windows spread over both processes, and
     // every generation after a kill restores them from Cassandra.
     let live = dir.join("cluster-2x2");
-    let supervisor = Command::new("bash")
-        .arg(script("cluster.sh"))
-        .arg(&job)
-        .args(["2", "2", "--state"])
-        .arg(&live)
-        .args(["--tally", TALLY, "--", "--data-dir"])
-        .arg(&data)
-        .args(["--peer-timeout", "20"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("cluster.log")).unwrap())
-        .spawn()
-        .expect("start scripts/cluster.sh");
+    let supervisor = Supervisor::start(&job, &live, &data, &dir.join("cluster.log"));
     let sent = clicks(6_000, 11, 20_000);
     let sender = {
         let sent = sent.clone();
@@ -808,7 +848,7 @@ fn a_cassandra_cluster_restores_each_process_from_cassandra_through_kills_and_a_
     }
     sender.join().expect("every click acknowledged");
     std::thread::sleep(Duration::from_secs(3));
-    stop(supervisor);
+    supervisor.stop();
     stop(ingest);
     let logs = cluster_logs(&live);
     assert!(logs.contains("restored from epoch"), "process 1 never restored its windows from Cassandra:\n{logs}");
