@@ -29,7 +29,7 @@ use crate::ingest::service::{now_ms, stop_signal, Service};
 use crate::job::{format_duration, Job, JobError, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::query::{merge_openapi, QueryState};
-use crate::query::{LazyReader, ServedStore};
+use crate::query::{CassandraFollowed, LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
 use crate::sources::file::UserSalt;
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
@@ -145,10 +145,10 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     let (store, served, committing_to) = match &job.sink {
         SinkSpec::Cassandra(cassandra) => {
             // The job opens its store itself (and creates the tables); the
-            // query API connects once they exist, with a session of its
-            // own. A Cassandra job has only its live output: versions of
-            // it plug in as a `query::Versions` (`ServedStore::following`).
-            let served = ServedStore::fixed(Arc::new(LazyReader::cassandra(cassandra, &job.name)));
+            // query API connects once they exist, with sessions of its
+            // own, and follows the serving pointer in the keyspace.
+            let live = Arc::new(LazyReader::cassandra(cassandra, &job.name));
+            let served = ServedStore::following(live, Box::new(CassandraFollowed::new(cassandra, &job.name)));
             (None, served, format!("cassandra {} keyspace {}", cassandra.hosts_text(), cassandra.keyspace))
         }
         _ => {

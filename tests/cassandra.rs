@@ -1044,6 +1044,8 @@ fn racing_switches_deletes_and_publishes_never_serve_a_missing_version() {
 ///   them, every route answers what the store holds, as `tally export
 ///   --cassandra` writes it after a clean stop, never past the applied
 ///   epoch; `tally verify --cassandra` then finds 0 mismatches.
+/// - A `tally switch` of its job reaches the running `tally up`, and a
+///   reader polling across it sees one version, then the other.
 /// - `tally up --kafka BROKERS --cassandra HOSTS` (a broker of the test's
 ///   own): Kafka in, Cassandra out, recounted and verified alike.
 /// - A Cassandra that cannot be reached, never or after the query API
@@ -1452,6 +1454,94 @@ mod up {
         let out = checked(tally(&data).arg("verify").arg(&job).args(["--cassandra", cassandra(), "--catalog"]).arg(&catalog));
         let summary = String::from_utf8_lossy(&out.stdout);
         assert!(summary.contains(", 0 mismatches"), "{summary}");
+    }
+
+    /// `(window_start, clicks)` of one series answer: what differs between
+    /// two versions of the output.
+    fn clicks_by_window(http: &mut HttpClient, path: &str) -> Vec<(u64, u64)> {
+        let reply = http.get(path).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        body["rows"].as_array().unwrap().iter().map(|r| (r["window_start"].as_u64().unwrap(), r["clicks"].as_u64().unwrap())).collect()
+    }
+
+    /// A `tally switch` of a Cassandra job reaches its running `tally up`:
+    /// the query API serves the version the keyspace's pointer names, then
+    /// live again, and a reader polling meanwhile sees the old answer, then
+    /// the new one, never a mix or a way back.
+    #[test]
+    fn tally_up_on_cassandra_follows_a_switch_and_no_answer_mixes_versions() {
+        let (dir, catalog, job, _) = scratch("upswitch", "[source]\nkind = \"log\"\npartitions = 4");
+        let data = dir.join("data");
+        let hosts = cassandra();
+        let args = ["--job".as_ref(), job.as_os_str(), "--cassandra".as_ref(), hosts.as_ref(), "--catalog".as_ref(), catalog.as_os_str()];
+        let mut up = Up::start(&data, dir.join("up.log"), &args);
+        let mut http = HttpClient::new(up.addr, None);
+        let hour = now_ms() / HOUR_MS * HOUR_MS - HOUR_MS;
+        let sent = clicks(hour, 0..1_200);
+        for batch in sent.chunks(300) {
+            post(&mut http, batch);
+        }
+        wait_for_recount(&mut up, &mut http, &recount(&sent.iter().collect::<Vec<_>>()), hour, hour + HOUR_MS);
+
+        // Version `half`: the first minute of the clicks only, built while
+        // `tally up` runs the live job.
+        let half_end = (hour + 660_000).to_string();
+        let (job_arg, catalog_arg) = (job.to_str().unwrap(), catalog.to_str().unwrap());
+        let (to, from) = ("--to", "--cassandra");
+        checked(tally(&data).args(["backfill", job_arg, from, hosts, "--catalog", catalog_arg, to, &half_end, "--version", "half"]));
+        let path = format!("/v1/ads/{}/clicks?window=1m&from={hour}&to={}", CATALOG[0].0, hour + HOUR_MS);
+        let old = clicks_by_window(&mut http, &path);
+        let exported = dir.join("half.ndjson");
+        checked(tally(&data).args(["export", job_arg, from, hosts, "--version", "half", "--output"]).arg(&exported));
+        let mut new: Vec<(u64, u64)> = exported_rows(&exported)
+            .into_iter()
+            .filter(|((kt, key, g, start), _)| kt == "ad" && key == CATALOG[0].0 && g == "1m" && (hour..hour + HOUR_MS).contains(start))
+            .map(|((_, _, _, start), row)| (start, row["clicks"].as_u64().unwrap()))
+            .collect();
+        new.sort();
+        let sum = |rows: &[(u64, u64)]| rows.iter().map(|r| r.1).sum::<u64>();
+        assert!(sum(&new) > 0 && sum(&new) < sum(&old), "the versions differ visibly: {} vs {}", sum(&new), sum(&old));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (stop, path, old, new, addr) = (Arc::clone(&stop), path.clone(), old.clone(), new.clone(), up.addr);
+            std::thread::spawn(move || {
+                let mut http = HttpClient::new(addr, None);
+                let (mut olds, mut news) = (0u64, 0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    let rows = clicks_by_window(&mut http, &path);
+                    if rows == old {
+                        assert_eq!(news, 0, "an old answer after a new one");
+                        olds += 1;
+                    } else {
+                        assert_eq!(rows, new, "an answer that is neither version");
+                        news += 1;
+                    }
+                }
+                (olds, news)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let switch = |name: &str| checked(tally(&data).args(["switch", name, "--job", job_arg, from, hosts]));
+        switch("half");
+        let switched = Instant::now();
+        while clicks_by_window(&mut http, &path) != new {
+            assert!(switched.elapsed() < Duration::from_secs(30), "the query API never served version half:\n{}", up.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::SeqCst);
+        let (olds, news) = poller.join().expect("every polled answer was one version");
+        assert!(olds > 0 && news > 0, "the poller saw both versions: {olds} old, {news} new answers");
+
+        switch("live");
+        let switched = Instant::now();
+        while clicks_by_window(&mut http, &path) != old {
+            assert!(switched.elapsed() < Duration::from_secs(30), "the query API never went back to live:\n{}", up.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        up.stop();
     }
 
     /// Kafka in, Cassandra out: `tally up --kafka BROKERS --cassandra HOSTS`.

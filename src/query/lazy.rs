@@ -1,5 +1,4 @@
-//! A store reader that connects on first use, and again after a failed
-//! connection.
+//! Connections made on first use, and again after a failed one.
 //!
 //! `tally up` on Cassandra starts its query API beside the job, which
 //! creates the keyspace and tables as it starts: the API's reader cannot
@@ -14,8 +13,9 @@
 //! failure at once), so a database that is down is not asked once per
 //! request.
 //!
-//! Like the reader it makes, [`LazyReader`] blocks: call it on a blocking
-//! thread, never on an async runtime worker.
+//! [`Lazy`] makes any connection so ([`LazyReader`]: a store reader, the
+//! Cassandra versions of `query::versions`). Like what it makes, it
+//! blocks: call it on a blocking thread, never on an async runtime worker.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -30,24 +30,23 @@ pub const CONNECT_WAIT: Duration = Duration::from_secs(12);
 /// Least time between two connection attempts.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-type Connect = dyn Fn() -> Result<Arc<dyn StoreReader>, StoreError> + Send + Sync;
+type Connect<T> = dyn Fn() -> Result<Arc<T>, StoreError> + Send + Sync;
 
-/// A [`StoreReader`] made by `connect` when first needed.
-pub struct LazyReader {
+/// A `T` made by `connect` when first needed, and kept.
+pub struct Lazy<T: ?Sized + Send + Sync + 'static> {
     /// How messages name the store.
     target: String,
-    connect: Arc<Connect>,
-    shared: Arc<Shared>,
+    connect: Arc<Connect<T>>,
+    shared: Arc<Shared<T>>,
 }
 
-struct Shared {
-    state: Mutex<Attempts>,
+struct Shared<T: ?Sized> {
+    state: Mutex<Attempts<T>>,
     done: Condvar,
 }
 
-#[derive(Default)]
-struct Attempts {
-    reader: Option<Arc<dyn StoreReader>>,
+struct Attempts<T: ?Sized> {
+    made: Option<Arc<T>>,
     /// A connection attempt is under way.
     running: bool,
     /// Attempts that ended.
@@ -56,33 +55,22 @@ struct Attempts {
     failed: Option<(Instant, String)>,
 }
 
-impl LazyReader {
-    /// A reader that `connect` makes; `target` names the store in messages.
-    pub fn new(
-        target: impl Into<String>,
-        connect: impl Fn() -> Result<Arc<dyn StoreReader>, StoreError> + Send + Sync + 'static,
-    ) -> LazyReader {
-        let shared = Arc::new(Shared { state: Mutex::new(Attempts::default()), done: Condvar::new() });
-        LazyReader { target: target.into(), connect: Arc::new(connect), shared }
+impl<T: ?Sized + Send + Sync + 'static> Lazy<T> {
+    /// A `T` that `connect` makes; `target` names the store in messages.
+    pub fn new(target: impl Into<String>, connect: impl Fn() -> Result<Arc<T>, StoreError> + Send + Sync + 'static) -> Lazy<T> {
+        let attempts = Attempts { made: None, running: false, finished: 0, failed: None };
+        let shared = Arc::new(Shared { state: Mutex::new(attempts), done: Condvar::new() });
+        Lazy { target: target.into(), connect: Arc::new(connect), shared }
     }
 
-    /// Job `job`'s committed epochs in Cassandra, read only: a keyspace
-    /// without tally's tables is refused (and tried again later), nothing
-    /// is created.
-    pub fn cassandra(config: &CassandraConfig, job: &str) -> LazyReader {
-        let target = format!("cassandra {} keyspace {} job {job}", config.hosts_text(), config.keyspace);
-        let (config, job) = (config.clone(), job.to_owned());
-        LazyReader::new(target, move || Ok(Arc::new(CassandraReader::open(&config, &job)?) as Arc<dyn StoreReader>))
-    }
-
-    /// The reader, once connected; else the reason there is none.
-    pub fn reader(&self) -> Result<Arc<dyn StoreReader>, StoreError> {
+    /// The `T`, once connected; else the reason there is none.
+    pub fn get(&self) -> Result<Arc<T>, StoreError> {
         let deadline = Instant::now() + CONNECT_WAIT;
         let mut state = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let seen = state.finished;
         loop {
-            if let Some(reader) = &state.reader {
-                return Ok(Arc::clone(reader));
+            if let Some(made) = &state.made {
+                return Ok(Arc::clone(made));
             }
             let fresh_failure = match &state.failed {
                 // An attempt ended while this caller waited, or one failed
@@ -119,8 +107,8 @@ impl LazyReader {
             state.running = false;
             state.finished += 1;
             match outcome {
-                Ok(reader) => {
-                    state.reader = Some(reader);
+                Ok(made) => {
+                    state.made = Some(made);
                     state.failed = None;
                 }
                 Err(error) => state.failed = Some((Instant::now(), reason(error))),
@@ -130,13 +118,14 @@ impl LazyReader {
         Ok(())
     }
 
-    fn error(&self, reason: String) -> StoreError {
+    /// An error of this store: `reason` with the store's name.
+    pub fn error(&self, reason: String) -> StoreError {
         StoreError::Backend { target: self.target.clone(), source: reason.into() }
     }
 }
 
-/// What went wrong, without the store's name (the [`LazyReader`]'s errors
-/// carry it).
+/// What went wrong, without the store's name (the [`Lazy`]'s errors carry
+/// it).
 fn reason(error: StoreError) -> String {
     match error {
         StoreError::Backend { source, .. } => source.to_string(),
@@ -144,9 +133,38 @@ fn reason(error: StoreError) -> String {
     }
 }
 
+/// A [`StoreReader`] connected when first used.
+pub struct LazyReader(Lazy<dyn StoreReader>);
+
+impl LazyReader {
+    /// A reader that `connect` makes; `target` names the store in messages.
+    pub fn new(
+        target: impl Into<String>,
+        connect: impl Fn() -> Result<Arc<dyn StoreReader>, StoreError> + Send + Sync + 'static,
+    ) -> LazyReader {
+        LazyReader(Lazy::new(target, connect))
+    }
+
+    /// Job `job`'s committed epochs in Cassandra, read only: a keyspace
+    /// without tally's tables is refused (and tried again later), nothing
+    /// is created.
+    pub fn cassandra(config: &CassandraConfig, job: &str) -> LazyReader {
+        let (config, job) = (config.clone(), job.to_owned());
+        LazyReader::new(
+            cassandra_target(&config, &job),
+            move || Ok(Arc::new(CassandraReader::open(&config, &job)?) as Arc<dyn StoreReader>),
+        )
+    }
+}
+
+/// How messages name job `job`'s store in Cassandra.
+pub fn cassandra_target(config: &CassandraConfig, job: &str) -> String {
+    format!("cassandra {} keyspace {} job {job}", config.hosts_text(), config.keyspace)
+}
+
 impl StoreReader for LazyReader {
     fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
-        self.reader()?.snapshot()
+        self.0.get()?.snapshot()
     }
 }
 

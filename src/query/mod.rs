@@ -7,8 +7,9 @@
 //! versions of the output. Which version answers follows `DATA/serving` on
 //! the embedded store ([`ServedStore`] with [`EmbeddedVersions`], re-read at
 //! most every [`FOLLOW_SWITCH_MS`]), so a `tally switch` reaches a running
-//! `tally up` within that time; a Cassandra job serves its live output
-//! ([`ServedStore::fixed`] over a [`LazyReader`]);
+//! `tally up` within that time; a Cassandra job's query API follows the
+//! serving pointer in its keyspace alike ([`CassandraFollowed`], its live
+//! output read through a [`LazyReader`]);
 //! each carries the `committed_epoch` it was read at and the `watermark`
 //! (the frontier of that epoch: windows ending at least the allowed lateness
 //! before it are final). The dashboard (`dashboard/`) is static HTML, CSS
@@ -23,8 +24,10 @@
 mod api;
 mod lazy;
 pub mod params;
+mod versions;
 
-pub use lazy::{LazyReader, CONNECT_WAIT, RETRY_AFTER};
+pub use lazy::{Lazy, LazyReader, CONNECT_WAIT, RETRY_AFTER};
+pub use versions::{CassandraFollowed, EmbeddedVersions, Serving, Versions};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +41,7 @@ use crate::datadir::DataDir;
 use crate::dataflow::stats::SourceStats;
 use crate::ingest::server::Ingest;
 use crate::store::embedded::EmbeddedReader;
-use crate::store::versions::{self, LIVE};
+use crate::store::versions::LIVE;
 use crate::store::{StoreError, StoreReader, StoreSnapshot};
 
 /// The OpenAPI paths of the query API, merged with ingest's by `tally up`.
@@ -66,47 +69,6 @@ const STYLE_CSS: &str = include_str!("dashboard/style.css");
 /// How often the query API looks at which version to serve.
 pub const FOLLOW_SWITCH_MS: u64 = 200;
 
-/// Where the query API learns which version of the output to serve, and
-/// opens it: the seam between [`ServedStore`] and a store's versions. The
-/// embedded store keeps them in the data directory ([`EmbeddedVersions`]);
-/// a store that keeps its serving pointer elsewhere implements this.
-///
-/// Both are called on a blocking thread (never on an async runtime
-/// worker), at most every [`FOLLOW_SWITCH_MS`].
-pub trait Versions: Send + Sync {
-    /// The name of the version to serve now ([`LIVE`]: the job's own store).
-    fn serving(&self) -> Result<String, StoreError>;
-    /// A reader of version `name`, which is never [`LIVE`].
-    fn open(&self, name: &str) -> Result<Arc<dyn StoreReader>, StoreError>;
-}
-
-/// The versions of the embedded store: the pointer `DATA/serving`, and
-/// `DATA/versions/NAME/store`.
-pub struct EmbeddedVersions {
-    data_dir: DataDir,
-}
-
-impl EmbeddedVersions {
-    pub fn new(data_dir: DataDir) -> EmbeddedVersions {
-        EmbeddedVersions { data_dir }
-    }
-
-    fn unavailable(&self, e: versions::VersionError) -> StoreError {
-        StoreError::Io { path: self.data_dir.serving_file(), source: std::io::Error::other(format!("the version to serve: {e}")) }
-    }
-}
-
-impl Versions for EmbeddedVersions {
-    fn serving(&self) -> Result<String, StoreError> {
-        versions::serving(&self.data_dir).map_err(|e| self.unavailable(e))
-    }
-
-    fn open(&self, name: &str) -> Result<Arc<dyn StoreReader>, StoreError> {
-        let reader: EmbeddedReader = versions::open(&self.data_dir, name).map_err(|e| self.unavailable(e))?;
-        Ok(Arc::new(reader))
-    }
-}
-
 /// The store the query API answers from: the served version of the output,
 /// of whatever store ([`StoreReader`]).
 ///
@@ -122,15 +84,18 @@ pub struct ServedStore {
 }
 
 struct Served {
-    name: String,
+    serving: Serving,
     reader: Arc<dyn StoreReader>,
+    /// When the pointer was last read; `None`: never.
     checked: Option<Instant>,
+    /// A caller is reading the pointer (the others answer from `reader`).
+    checking: bool,
 }
 
 impl ServedStore {
     /// Always the given store.
     pub fn fixed(live: Arc<dyn StoreReader>) -> ServedStore {
-        let current = Mutex::new(Served { name: LIVE.to_owned(), reader: Arc::clone(&live), checked: None });
+        let current = Mutex::new(Served { serving: Serving::live(), reader: Arc::clone(&live), checked: None, checking: false });
         ServedStore { live, versions: None, current }
     }
 
@@ -152,25 +117,65 @@ impl ServedStore {
 
     /// The name of the version served now.
     pub fn name(&self) -> String {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).name.clone()
+        self.lock().serving.name.clone()
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Served> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The reader of the version to serve. The pointer is read at most
+    /// every [`FOLLOW_SWITCH_MS`], by one caller at a time and outside the
+    /// lock, so a slow read (a store over the network) holds up only that
+    /// caller; the others answer from the version held meanwhile. Until
+    /// the pointer has been read once, every caller waits for it.
     fn reader(&self) -> Result<Arc<dyn StoreReader>, StoreError> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(versions) = &self.versions else { return Ok(Arc::clone(&current.reader)) };
-        if current.checked.is_some_and(|at| at.elapsed() < Duration::from_millis(FOLLOW_SWITCH_MS)) {
-            return Ok(Arc::clone(&current.reader));
+        let Some(versions) = &self.versions else { return Ok(Arc::clone(&self.lock().reader)) };
+        let mut current = self.lock();
+        match current.checked {
+            None => {
+                // The first look: under the lock, so nobody is answered
+                // from a version that may not be the served one.
+                let (serving, reader) = self.look(versions.as_ref(), None)?;
+                *current = Served {
+                    serving,
+                    reader: reader.unwrap_or_else(|| Arc::clone(&self.live)),
+                    checked: Some(Instant::now()),
+                    checking: false,
+                };
+                return Ok(Arc::clone(&current.reader));
+            }
+            Some(at) if current.checking || at.elapsed() < Duration::from_millis(FOLLOW_SWITCH_MS) => {
+                return Ok(Arc::clone(&current.reader));
+            }
+            Some(_) => current.checking = true,
         }
-        let name = versions.serving()?;
-        if name != current.name {
-            let reader = match name.as_str() {
-                LIVE => Arc::clone(&self.live),
-                _ => versions.open(&name)?,
-            };
-            *current = Served { name, reader, checked: None };
+        let held = current.serving.clone();
+        drop(current);
+        let looked = self.look(versions.as_ref(), Some(&held));
+        let mut current = self.lock();
+        current.checking = false;
+        let (serving, reader) = looked?;
+        if let Some(reader) = reader {
+            current.serving = serving;
+            current.reader = reader;
         }
         current.checked = Some(Instant::now());
         Ok(Arc::clone(&current.reader))
+    }
+
+    /// Reads the pointer; with the reader of what it names when that is not
+    /// `held`.
+    fn look(&self, versions: &dyn Versions, held: Option<&Serving>) -> Result<(Serving, Option<Arc<dyn StoreReader>>), StoreError> {
+        let serving = versions.serving()?;
+        if held == Some(&serving) {
+            return Ok((serving, None));
+        }
+        let reader = match serving.name.as_str() {
+            LIVE => Arc::clone(&self.live),
+            _ => versions.open(&serving)?,
+        };
+        Ok((serving, Some(reader)))
     }
 }
 
@@ -222,4 +227,76 @@ pub fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
         }
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::store::EmbeddedStore;
+
+    /// A pointer that names `name`; from the second look on, each look
+    /// waits for a word on `gate`.
+    struct Gated {
+        name: Mutex<String>,
+        looks: AtomicU32,
+        gate: Mutex<mpsc::Receiver<()>>,
+        version: Arc<dyn StoreReader>,
+    }
+
+    impl Versions for Arc<Gated> {
+        fn serving(&self) -> Result<Serving, StoreError> {
+            if self.looks.fetch_add(1, Ordering::SeqCst) > 0 {
+                self.gate.lock().unwrap().recv().unwrap();
+            }
+            Ok(Serving { name: self.name.lock().unwrap().clone(), build: None })
+        }
+
+        fn open(&self, _: &Serving) -> Result<Arc<dyn StoreReader>, StoreError> {
+            Ok(Arc::clone(&self.version))
+        }
+    }
+
+    #[test]
+    fn a_slow_look_at_the_pointer_holds_up_only_its_own_caller_and_a_switch_is_followed() {
+        let (live_dir, version_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let live = EmbeddedStore::open(live_dir.path()).unwrap();
+        let version = EmbeddedStore::open(version_dir.path()).unwrap();
+        let (open, gate) = mpsc::channel();
+        let versions = Arc::new(Gated {
+            name: Mutex::new(LIVE.to_owned()),
+            looks: AtomicU32::new(0),
+            gate: Mutex::new(gate),
+            version: Arc::new(version.reader()),
+        });
+        let served = Arc::new(ServedStore::following(Arc::new(live.reader()), Box::new(Arc::clone(&versions))));
+        served.snapshot().unwrap();
+        assert_eq!(served.name(), LIVE);
+
+        // The pointer now names `v`; the next look waits at the gate.
+        *versions.name.lock().unwrap() = "v".to_owned();
+        std::thread::sleep(Duration::from_millis(FOLLOW_SWITCH_MS + 50));
+        let looking = {
+            let served = Arc::clone(&served);
+            std::thread::spawn(move || served.snapshot().map(|_| ()))
+        };
+        while versions.looks.load(Ordering::SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        // Another caller answers meanwhile, from the version held.
+        let (done, answered) = mpsc::channel();
+        {
+            let served = Arc::clone(&served);
+            std::thread::spawn(move || done.send((served.snapshot().is_ok(), served.name())).unwrap());
+        }
+        let other = answered.recv_timeout(Duration::from_secs(30)).expect("a second caller waited for the first one's look");
+        assert_eq!(other, (true, LIVE.to_owned()));
+        assert_eq!(versions.looks.load(Ordering::SeqCst), 2, "one look at a time");
+
+        open.send(()).unwrap();
+        looking.join().unwrap().unwrap();
+        assert_eq!(served.name(), "v");
+    }
 }
