@@ -68,43 +68,16 @@ lib=$cache/lib
 venv=$cache/venv
 heap=${CASSANDRA_HEAP:-1g}
 
-die() { echo "cassandra.sh: $*" >&2; exit 1; }
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    exit "${1:-0}"
-}
-bad_usage() { echo "cassandra.sh: $*" >&2; usage 2 >&2; }
-positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || bad_usage "$1 must be a positive integer, not '$2'"; }
-absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+name=cassandra.sh
+# shellcheck source=scripts/lib/jvm-service.sh
+source "$root/scripts/lib/jvm-service.sh"
 
 # --- jars and the Python driver ---------------------------------------------
 
-# Downloads the jars once. Concurrent first uses wait on one lock; the jars
-# go to a scratch folder that is renamed into place only when complete.
+# The jars, and the command-line tools' logging configuration.
 ensure_jars() {
-    [ -f "$lib/.complete" ] && return 0
-    command -v mvn >/dev/null || die "mvn not found (needs Maven 3.6+ and a JDK 17)"
-    mkdir -p "$cache"
-    exec 9>"$cache/fetch.lock"
-    flock 9
-    if [ ! -f "$lib/.complete" ]; then
-        echo "cassandra.sh: fetching Cassandra $CASSANDRA_VERSION jars from Maven Central into $lib ..." >&2
-        local work
-        work=$(mktemp -d "$cache/fetch.XXXXXX")
-        write_pom >"$work/pom.xml"
-        if ! mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
-            -DoutputDirectory="$work/lib" -DincludeScope=runtime >"$work/mvn.log" 2>&1; then
-            tail -n 30 "$work/mvn.log" >&2
-            die "Maven could not fetch the Cassandra jars (log: $work/mvn.log)"
-        fi
-        touch "$work/lib/.complete"
-        rm -rf "$lib"
-        mv "$work/lib" "$lib"
-        rm -rf "$work"
-    fi
+    fetch_jars "Cassandra $CASSANDRA_VERSION"
     write_tools_logback
-    flock -u 9
-    exec 9>&-
 }
 
 write_pom() {
@@ -148,9 +121,7 @@ EOF
 ensure_driver() {
     [ -f "$venv/.complete" ] && return 0
     command -v python3 >/dev/null || die "python3 not found (cql needs it)"
-    mkdir -p "$cache"
-    exec 9>"$cache/fetch.lock"
-    flock 9
+    lock_cache
     if [ ! -f "$venv/.complete" ]; then
         echo "cassandra.sh: installing cassandra-driver $DRIVER_VERSION from PyPI into $venv ..." >&2
         rm -rf "$venv"
@@ -159,8 +130,7 @@ ensure_driver() {
             die "pip could not install cassandra-driver $DRIVER_VERSION"
         touch "$venv/.complete"
     fi
-    flock -u 9
-    exec 9>&-
+    unlock_cache
 }
 
 # --- the cluster's folder ---------------------------------------------------
@@ -350,16 +320,7 @@ write_node_config() {
 # --- processes --------------------------------------------------------------
 
 # The node's pid if it is running (and is Cassandra: pids are reused).
-running_pid() {
-    local pidfile pid
-    pidfile="$(node_dir "$1")/pid"
-    [ -f "$pidfile" ] || return 1
-    pid=$(cat "$pidfile")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'org\.apache\.cassandra\.service\.CassandraDaemon' || return 1
-    echo "$pid"
-}
+running_pid() { pid_running "$(node_dir "$1")/pid" 'org\.apache\.cassandra\.service\.CassandraDaemon'; }
 
 # Where node I's log ends now: readiness is judged on what comes after.
 mark_log() {
@@ -462,29 +423,7 @@ show_tail() {
     fi
 }
 
-# TERM to every node given, wait up to STOP_WAIT_S for all, then KILL.
-stop_nodes() {
-    local i pid entry pids=() deadline=$((SECONDS + STOP_WAIT_S))
-    for i in "$@"; do
-        if pid=$(running_pid "$i"); then
-            kill -TERM "$pid" 2>/dev/null || true
-            pids+=("$i:$pid")
-        else
-            rm -f "$(node_dir "$i")/pid"
-        fi
-    done
-    for entry in ${pids[@]+"${pids[@]}"}; do
-        i=${entry%%:*} pid=${entry#*:}
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "cassandra.sh: node $i (pid $pid) still running after ${STOP_WAIT_S}s: KILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-        fi
-        rm -f "$(node_dir "$i")/pid"
-        echo "cassandra.sh: node $i (pid $pid) stopped" >&2
-    done
-}
+stop_nodes() { stop_each node node_dir "$@"; }
 
 all_nodes() { seq 0 $((nodes - 1)); }
 

@@ -63,43 +63,16 @@ cache=${KAFKA_CACHE:-$root/.cache/kafka}
 lib=$cache/lib
 heap=${KAFKA_HEAP:-512m}
 
-die() { echo "kafka.sh: $*" >&2; exit 1; }
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    exit "${1:-0}"
-}
-bad_usage() { echo "kafka.sh: $*" >&2; usage 2 >&2; }
-positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || bad_usage "$1 must be a positive integer, not '$2'"; }
-absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+name=kafka.sh
+# shellcheck source=scripts/lib/jvm-service.sh
+source "$root/scripts/lib/jvm-service.sh"
 
 # --- jars -------------------------------------------------------------------
 
-# Downloads the jars once. Concurrent first uses wait on one lock; the jars
-# go to a scratch folder that is renamed into place only when complete.
+# The jars, and the command-line tools' logging configuration.
 ensure_jars() {
-    [ -f "$lib/.complete" ] && return 0
-    command -v mvn >/dev/null || die "mvn not found (needs Maven 3.6+ and a JDK 17+)"
-    mkdir -p "$cache"
-    exec 9>"$cache/fetch.lock"
-    flock 9
-    if [ ! -f "$lib/.complete" ]; then
-        echo "kafka.sh: fetching Kafka $KAFKA_VERSION jars from Maven Central into $lib ..." >&2
-        local work
-        work=$(mktemp -d "$cache/fetch.XXXXXX")
-        write_pom >"$work/pom.xml"
-        if ! mvn -q -B -f "$work/pom.xml" dependency:copy-dependencies \
-            -DoutputDirectory="$work/lib" -DincludeScope=runtime >"$work/mvn.log" 2>&1; then
-            tail -n 30 "$work/mvn.log" >&2
-            die "Maven could not fetch the Kafka jars (log: $work/mvn.log)"
-        fi
-        touch "$work/lib/.complete"
-        rm -rf "$lib"
-        mv "$work/lib" "$lib"
-        rm -rf "$work"
-    fi
+    fetch_jars "Kafka $KAFKA_VERSION"
     write_tools_log4j
-    flock -u 9
-    exec 9>&-
 }
 
 write_pom() {
@@ -276,16 +249,7 @@ format_cluster() {
 # --- processes --------------------------------------------------------------
 
 # The broker's pid if it is running (and is a Kafka broker: pids are reused).
-running_pid() {
-    local pidfile pid
-    pidfile="$(broker_dir "$1")/pid"
-    [ -f "$pidfile" ] || return 1
-    pid=$(cat "$pidfile")
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka ' || return 1
-    echo "$pid"
-}
+running_pid() { pid_running "$(broker_dir "$1")/pid" 'kafka\.Kafka '; }
 
 # Starts broker I in the background, in a session of its own, so that it
 # outlives this script and a Ctrl-C meant for the caller. The shell writes
@@ -343,29 +307,7 @@ show_tail() {
     tail -n 10 "$bdir/stdout.log" >&2
 }
 
-# TERM to every broker given, wait up to STOP_WAIT_S for all, then KILL.
-stop_brokers() {
-    local i pid pids=() deadline=$((SECONDS + STOP_WAIT_S))
-    for i in "$@"; do
-        if pid=$(running_pid "$i"); then
-            kill -TERM "$pid" 2>/dev/null || true
-            pids+=("$i:$pid")
-        else
-            rm -f "$(broker_dir "$i")/pid"
-        fi
-    done
-    for entry in ${pids[@]+"${pids[@]}"}; do
-        i=${entry%%:*} pid=${entry#*:}
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-        if kill -0 "$pid" 2>/dev/null; then
-            echo "kafka.sh: broker $i (pid $pid) still running after ${STOP_WAIT_S}s: KILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-        fi
-        rm -f "$(broker_dir "$i")/pid"
-        echo "kafka.sh: broker $i (pid $pid) stopped" >&2
-    done
-}
+stop_brokers() { stop_each broker broker_dir "$@"; }
 
 # --- commands ---------------------------------------------------------------
 
