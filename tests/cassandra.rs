@@ -33,10 +33,12 @@ mod common;
 use tally::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
 use tally::store::{EpochCommit, EpochStore, PartitionCheckpoint, StoreError, StoreSnapshot};
 
+#[path = "common/child.rs"]
+mod child;
+use child::{checked, finish};
+
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-/// Longest a child may run.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(300);
 /// The keyspace of every test.
 const KEYSPACE: &str = "tally_test";
 
@@ -143,24 +145,6 @@ fn tally(data: &Path) -> Command {
     let mut command = Command::new(TALLY);
     command.arg("--data-dir").arg(data).stdin(Stdio::null());
     command
-}
-
-fn finish(mut child: Child) -> Output {
-    let started = Instant::now();
-    while child.try_wait().expect("child status").is_none() {
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            panic!("a child ran for more than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("child output")
-}
-
-fn checked(command: &mut Command) -> Output {
-    let out = finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tally"));
-    assert!(out.status.success(), "{command:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
 }
 
 /// `tally run JOB --bounded` on `data`, with `TALLY_FAULT` if given.

@@ -34,7 +34,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,10 @@ use scylla::statement::Consistency;
 use scylla::value::Row;
 use tally::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
 use tally::store::StoreSnapshot;
+
+#[path = "common/child.rs"]
+mod child;
+use child::{checked, finish};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -258,31 +262,6 @@ fn exited(child: &mut Child) -> bool {
 
 fn stderr_of(child: Child) -> String {
     String::from_utf8_lossy(&finish(child).stderr).into_owned()
-}
-
-fn finish(mut child: Child) -> Output {
-    let mut stderr = String::new();
-    let pipe = child.stderr.take();
-    // Read while it runs: a full pipe would block the child.
-    let reading = std::thread::spawn(move || {
-        if let Some(mut pipe) = pipe {
-            std::io::Read::read_to_string(&mut pipe, &mut stderr).unwrap();
-        }
-        stderr
-    });
-    let mut stdout = Vec::new();
-    if let Some(mut pipe) = child.stdout.take() {
-        std::io::Read::read_to_end(&mut pipe, &mut stdout).unwrap();
-    }
-    wait_until("the child to exit", || exited(&mut child));
-    let status = child.wait().unwrap();
-    Output { status, stdout, stderr: reading.join().unwrap().into_bytes() }
-}
-
-fn checked(command: &mut Command) -> Output {
-    let out = finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tally"));
-    assert!(out.status.success(), "{command:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
 }
 
 fn script_ok(command: &str, dir: &Path, args: &[&str]) {

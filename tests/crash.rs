@@ -8,13 +8,15 @@
 //! proves the check can fail.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "common/child.rs"]
+mod child;
+use child::{checked, finish};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const JOB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/embedded.toml");
-/// Longest a single child may run before the test gives up on it.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A tiny seeded generator for kill times and worker counts.
 struct Rng(u64);
@@ -42,27 +44,6 @@ fn tally(data: &Path) -> Command {
     let mut command = Command::new(TALLY);
     command.arg("--data-dir").arg(data).stdin(Stdio::null());
     command
-}
-
-fn finish(child: Child) -> Output {
-    let started = Instant::now();
-    let mut child = child;
-    loop {
-        if child.try_wait().expect("child status").is_some() {
-            return child.wait_with_output().expect("child output");
-        }
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            panic!("a child ran for more than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn checked(command: &mut Command) -> Output {
-    let output = finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tally"));
-    assert!(output.status.success(), "{command:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    output
 }
 
 /// A log of `clicks` generated clicks (duplicates, jitter, too-late clicks,

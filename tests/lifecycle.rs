@@ -23,11 +23,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tally::ingest::client::HttpClient;
 
+#[path = "common/child.rs"]
+mod child;
+use child::{checked, finish};
+
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const JOB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/embedded.toml");
 const MINUTE_MS: u64 = 60_000;
-/// Longest a child may run.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
@@ -88,26 +90,8 @@ fn tally(data: &Path) -> Command {
     command
 }
 
-fn finish(mut child: Child) -> Output {
-    let started = Instant::now();
-    while child.try_wait().expect("child status").is_none() {
-        if started.elapsed() > CHILD_TIMEOUT {
-            let _ = child.kill();
-            panic!("a child ran for more than {CHILD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("child output")
-}
-
 fn output(command: &mut Command) -> Output {
     finish(command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tally"))
-}
-
-fn checked(command: &mut Command) -> Output {
-    let out = output(command);
-    assert!(out.status.success(), "{command:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
 }
 
 fn import(data: &Path, dir: &Path, name: &str, batch: &[Click]) {
