@@ -229,7 +229,12 @@ fn build(
     let job = Job { sink: SinkSpec::Store, ..job.clone() };
     let report = run_range(&job, data_dir, options, view, range, Some(Arc::new(Mutex::new(Some(store)))))?;
     let reader = EmbeddedStore::open_read_only(&building.join("store")).map_err(RunError::from)?;
-    let snapshot = reader.snapshot().map_err(RunError::from)?;
+    built(options, range, report, &reader)
+}
+
+/// The report of a build that ran, with what its store holds.
+fn built(options: &BackfillOptions, range: &Range, report: RunReport, store: &dyn StoreReader) -> Result<BackfillReport, BackfillError> {
+    let snapshot = store.snapshot().map_err(RunError::from)?;
     Ok(BackfillReport {
         name: options.name.clone(),
         range: range.clone(),
@@ -337,15 +342,7 @@ fn build_in_cassandra(
     let job = Job { name: claim.job.clone(), ..job.clone() };
     let report = run_range(&job, data_dir, options, view, range, None)?;
     let reader = versions.reader_of(&Served { name: claim.name.clone(), build: Some(claim.build.clone()) });
-    let snapshot = reader.snapshot().map_err(RunError::from)?;
-    Ok(BackfillReport {
-        name: options.name.clone(),
-        range: range.clone(),
-        stats: report.stats,
-        elapsed: report.elapsed,
-        rows: snapshot.row_count().map_err(RunError::from)?,
-        committed_epoch: snapshot.committed_epoch().map_err(RunError::from)?,
-    })
+    built(options, range, report, &reader)
 }
 
 /// The log a version counts, as its manifest names it.
