@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::datadir::DataDir;
-use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::LogView;
 use crate::run::{run, RunError, RunOptions, RunReport, SharedStore};
@@ -38,6 +37,7 @@ use crate::sources::position::{resolve_range, LogBounds, Position, Range};
 use crate::store::cassandra::{CassandraConfig, CassandraManifest, CassandraVersions, Claim, Served};
 use crate::store::versions::{self, Manifest, VersionError};
 use crate::store::{EmbeddedStore, StoreReader};
+use crate::telemetry::{SourceStats, StatsSnapshot};
 
 /// How often a progress bar on a terminal is redrawn.
 const BAR_REDRAW: Duration = Duration::from_millis(200);

@@ -19,6 +19,7 @@ pub mod run;
 pub mod sink;
 pub mod sources;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod up;
 pub mod verify;

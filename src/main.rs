@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -12,6 +13,7 @@ use tally::sources::generator::{write_catalog, write_ndjson, GeneratorConfig};
 use tally::sources::position::Position;
 use tally::store::cassandra::CassandraVersions;
 use tally::store::{versions, StoreReader};
+use tally::telemetry::{serve_metrics, CommitStats, SourceStats, Telemetry};
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Exactly-once ad click aggregation on Timely Dataflow")]
@@ -294,6 +296,10 @@ struct RunArgs {
     /// Read the log up to here (exclusive), finalize, commit, exit; as --from.
     #[arg(long, value_name = "POS")]
     to: Option<String>,
+    /// Serve the job's figures on GET /metrics (Prometheus text format) at
+    /// this address while it runs, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -400,6 +406,20 @@ fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
             return 2;
         }
     };
+    let (stats, commits) = (Arc::new(SourceStats::default()), Arc::new(CommitStats::default()));
+    if let Some(addr) = args.metrics_addr {
+        let served = Telemetry::new()
+            .with_job(Arc::clone(&stats), Arc::clone(&commits))
+            .map_err(|e| format!("metrics: {e}"))
+            .and_then(|telemetry| serve_metrics(addr, Arc::new(telemetry)));
+        match served {
+            Ok(bound) => eprintln!("metrics: http://{bound}/metrics"),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return 2;
+            }
+        }
+    }
     let options = RunOptions {
         from,
         to,
@@ -416,7 +436,8 @@ fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         leave_open: args.leave_open,
         log: None,
         store: None,
-        stats: None,
+        stats: Some(stats),
+        commits: Some(commits),
         peer_timeout: Some(std::time::Duration::from_secs(args.peer_timeout.max(1))),
     };
     match run(&job, &options) {

@@ -19,6 +19,17 @@ pub enum Status {
     Restated,
 }
 
+impl Status {
+    /// The status as rows spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Partial => "partial",
+            Status::Final => "final",
+            Status::Restated => "restated",
+        }
+    }
+}
+
 /// One emitted window row.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Row {

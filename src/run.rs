@@ -14,12 +14,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::catalog::{Catalog, CatalogError};
 use crate::datadir::DataDir;
 use crate::dataflow::partition::TimeRules;
-use crate::dataflow::stats::{SourceStats, StatsSnapshot};
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
 use crate::event::{Click, EventTime, Key, KeyType};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions, LogView};
+use crate::sink::metered::MeteredSink;
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
 use crate::sources::file::{read_clicks_path, UserSalt};
@@ -32,6 +32,7 @@ use crate::sources::position::{resolve_range, Bound, LogBounds, Position, Positi
 use crate::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
 use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::{EmbeddedStore, EpochStore, Recovered, StoreReader, StoreSnapshot};
+use crate::telemetry::{CommitStats, SourceStats, StatsSnapshot};
 
 /// Largest worker thread count per process.
 pub const MAX_WORKERS: usize = 256;
@@ -75,6 +76,8 @@ pub struct RunOptions {
     /// Where the sources count clicks (`tally up` shows them); a fresh set
     /// when `None`.
     pub stats: Option<Arc<SourceStats>>,
+    /// Where the epoch commits are reported (`/metrics`); `None`: nowhere.
+    pub commits: Option<Arc<CommitStats>>,
     /// In a cluster: how long the committed frontier may stand still before
     /// this process takes a peer for gone and stops (fail-stop); `None`
     /// for [`DEFAULT_PEER_TIMEOUT`].
@@ -211,11 +214,15 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let cluster = options.processes > 1;
     let peer_timeout = options.peer_timeout.unwrap_or(DEFAULT_PEER_TIMEOUT);
     let started = Instant::now();
+    let commits = options.commits.clone();
     let guards = timely::execute(config, move |worker| {
         let boot = if cluster { dataflow::bootstrap::from_worker_zero(worker, boot.clone()) } else { boot.clone() };
         let boot: Boot = bincode::deserialize(&boot).expect("every process runs the same tally");
-        let sink =
-            if worker.index() == 0 { sink.lock().unwrap_or_else(|e| e.into_inner()).take().map(|s| s as Box<dyn Sink>) } else { None };
+        let sink = if worker.index() == 0 { sink.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
+        let sink = sink.map(|sink| match &commits {
+            Some(stats) => Box::new(MeteredSink::new(sink, Arc::clone(stats), system_clock())) as Box<dyn Sink>,
+            None => sink,
+        });
         let mut plan = plan.clone();
         plan.source.readers = readers.factory(boot.salt.map(UserSalt::from_bytes));
         plan.source.resume = Arc::new(boot.resume);
@@ -538,6 +545,10 @@ fn open_log(
         Some(log) => Some(log.enforce_retention(now_ms(), &needed)?),
         None => None,
     };
+    if let (Some(log), Some(commits)) = (&log, &options.commits) {
+        let log = Arc::clone(log);
+        commits.watch_end_offsets(Arc::new(move || Some(log.end_offsets())));
+    }
     let ends = view.end_offsets();
     let total: u64 = ends.iter().sum();
     let mut report = format!("input: embedded log {}, {partitions} partitions, {total} clicks", dir.display());

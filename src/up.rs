@@ -19,7 +19,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::datadir::DataDir;
-use crate::dataflow::stats::SourceStats;
 use crate::ingest::client::HttpClient;
 use crate::ingest::config::IngestConfig;
 use crate::ingest::kafka::KafkaLog;
@@ -35,6 +34,7 @@ use crate::sources::file::UserSalt;
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::kafka::KafkaTopic;
 use crate::store::embedded::EmbeddedStore;
+use crate::telemetry::{CommitStats, SourceStats, Telemetry};
 
 /// The job `tally up` runs unless given another: `jobs/embedded.toml`.
 pub const EMBEDDED_JOB: &str = include_str!("../jobs/embedded.toml");
@@ -165,7 +165,12 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         (None, true) => Some(demo_catalog(data_dir)?),
         (None, false) => None,
     };
-    let job_stats = Arc::new(SourceStats::default());
+    let (job_stats, commits) = (Arc::new(SourceStats::default()), Arc::new(CommitStats::default()));
+    let telemetry = Telemetry::new()
+        .with_ingest(Arc::clone(&service.ingest.stats))
+        .and_then(|t| t.with_job(Arc::clone(&job_stats), Arc::clone(&commits)))
+        .map_err(|e| format!("metrics: {e}"))?;
+    let telemetry = Arc::new(telemetry);
     let run_options = RunOptions {
         workers: options.workers.max(1),
         data_dir: data_dir.clone(),
@@ -173,6 +178,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         log,
         store,
         stats: Some(Arc::clone(&job_stats)),
+        commits: Some(commits),
         ..RunOptions::default()
     };
     eprintln!("{}", service.summary());
@@ -204,7 +210,8 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     if options.demo {
         start_demo(addr, config.tls.is_some())?;
     }
-    let state = Arc::new(QueryState { store: served, ingest: Some(Arc::clone(&service.ingest)), job: Some(job_stats), clock: now_ms });
+    let state = Arc::new(QueryState { store: served, telemetry: Arc::clone(&telemetry), clock: now_ms });
+    let service = service.with_telemetry(telemetry);
     let openapi = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON).to_string();
     // `state` outlives the HTTP runtime: the last reference to a store
     // reader must not be dropped on a runtime thread (a Cassandra session

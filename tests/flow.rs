@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use tally::dataflow::partition::TimeRules;
 use tally::dataflow::source::{MAX_EPOCHS_AHEAD, READ_BATCH_CLICKS};
-use tally::dataflow::stats::SourceStats;
 use tally::dataflow::{self, Attribution, EpochBatch, PartitionReader, Plan, ReadStatus, SourceSettings, WindowRules};
 use tally::event::{Click, KeyType};
 use tally::sink::{Epoch, Sink, SinkError};
+use tally::telemetry::SourceStats;
 
 const EPOCH_MS: u64 = 1_000;
 const SLACK_MS: u64 = 5_000;

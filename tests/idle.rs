@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tally::dataflow::partition::TimeRules;
-use tally::dataflow::stats::SourceStats;
 use tally::dataflow::{self, Attribution, PartitionReader, Plan, ReadStatus, SourceSettings, WindowRules};
 use tally::event::{Click, KeyType};
 use tally::row::{Row, Status};
 use tally::sink::{MemorySink, Sink};
+use tally::telemetry::SourceStats;
 
 /// A live partition: reads what the test appended, then reports caught up;
 /// finished once closed, so the dataflow can shut down.

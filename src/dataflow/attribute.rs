@@ -27,8 +27,8 @@ use crate::catalog::{CatalogInterval, UNKNOWN};
 use crate::event::{EventTime, Key, KeyType};
 
 use super::partial::{AdPartial, Lateness};
-use super::stats::SourceStats;
 use super::window::KeyedPartial;
+use crate::telemetry::SourceStats;
 
 /// The join key: an ad with a hash in front, so that the sorts inside the
 /// join's arrangements compare one integer instead of two strings.

@@ -18,7 +18,6 @@ pub mod hll;
 pub mod partial;
 pub mod partition;
 pub mod source;
-pub mod stats;
 pub mod window;
 pub mod windowing;
 

@@ -25,7 +25,7 @@ use crate::event::{Click, EventTime, Key};
 
 use super::partial::{AdPartial, PreAggregator};
 use super::partition::{Checkpoint, PartitionState, TimeRules, Verdict};
-use super::stats::SourceStats;
+use crate::telemetry::SourceStats;
 
 /// Where a reader stands after a read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,6 @@
 //! only in the request buffer: decoding replaces it by its keyed hash, and
 //! nothing here logs a request or a client address.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +42,7 @@ use super::prefilter::PreFilter;
 use crate::event::{Click, RequestId};
 use crate::log::Log;
 use crate::sources::file::{check_key, UserSalt};
+use crate::telemetry::IngestStats;
 
 /// The OpenAPI document of this API, served at `GET /openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -70,18 +70,6 @@ impl ClickLog for Log {
     }
 }
 
-/// Counters since start.
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    pub requests: AtomicU64,
-    /// Clicks acknowledged with 202 (written or found by the pre-filter).
-    pub accepted: AtomicU64,
-    /// Clicks written to the log.
-    pub written: AtomicU64,
-    /// Clicks rejected by validation.
-    pub rejected: AtomicU64,
-}
-
 /// The ingest service: everything a request needs, shared by connections.
 pub struct Ingest {
     log: Arc<dyn ClickLog>,
@@ -94,7 +82,7 @@ pub struct Ingest {
     prefilter: Option<Arc<PreFilter>>,
     inflight: Semaphore,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
-    pub stats: IngestStats,
+    pub stats: Arc<IngestStats>,
 }
 
 impl Ingest {
@@ -118,7 +106,7 @@ impl Ingest {
             prefilter: prefilter.map(Arc::new),
             inflight: Semaphore::new(config.max_inflight_requests),
             clock,
-            stats: IngestStats::default(),
+            stats: Arc::new(IngestStats::default()),
         }
     }
 
@@ -198,7 +186,7 @@ impl IntoResponse for Refused {
 }
 
 async fn handle(ingest: &Ingest, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Result<Response, Refused> {
-    ingest.stats.requests.fetch_add(1, Ordering::Relaxed);
+    ingest.stats.request();
     let kind = match body_kind(endpoint, headers) {
         Ok(kind) => kind,
         Err(refused) => {
@@ -214,7 +202,7 @@ async fn handle(ingest: &Ingest, endpoint: Endpoint, headers: &HeaderMap, body: 
     let decoded = decode_body(kind, &body, &ingest.limits, now_ms, &ingest.salt).map_err(|e| body_refused(e, kind))?;
     drop(body);
     let items = decoded.clicks.len() + decoded.rejected.len();
-    ingest.stats.rejected.fetch_add(decoded.rejected.len() as u64, Ordering::Relaxed);
+    ingest.stats.decoded(decoded.clicks.len(), decoded.rejected.iter().map(|r| &r.field));
     if decoded.clicks.is_empty() {
         return Err(nothing_valid(endpoint, items, decoded.rejected));
     }
@@ -353,11 +341,11 @@ async fn write(ingest: &Ingest, decoded: Decoded) -> Result<(usize, Vec<ItemErro
     .await
     .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log writer failed: {e}")))?;
     appended.map_err(|e| {
+        ingest.stats.log_error();
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log cannot accept clicks: {e}"))
             .retry_after(Duration::from_secs(1))
     })?;
-    ingest.stats.written.fetch_add(written as u64, Ordering::Relaxed);
-    ingest.stats.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
+    ingest.stats.acknowledged(accepted, written);
     if let Some(prefilter) = &ingest.prefilter {
         let prefilter = Arc::clone(prefilter);
         let ids: Vec<RequestId> = fresh.iter().map(|c| c.request_id).collect();

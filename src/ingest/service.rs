@@ -11,6 +11,7 @@ use super::config::{Auth, IngestConfig};
 use super::prefilter::PreFilter;
 use super::server::{openapi_route, router, ClickLog, Ingest};
 use crate::sources::file::UserSalt;
+use crate::telemetry::{metrics_route, tracked, Telemetry};
 
 /// The wall clock in unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -24,6 +25,9 @@ pub struct Service {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     summary: String,
+    /// What `GET /metrics` serves: ingest's figures, and what else runs in
+    /// this process ([`Service::with_telemetry`]).
+    telemetry: Arc<Telemetry>,
 }
 
 impl Service {
@@ -45,7 +49,14 @@ impl Service {
         let addr = listener.local_addr().map_err(|e| format!("ingest: {e}"))?;
         let summary = summary(config, addr);
         let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
-        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary })
+        let telemetry = Telemetry::new().with_ingest(Arc::clone(&ingest.stats)).map_err(|e| format!("metrics: {e}"))?;
+        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary, telemetry: Arc::new(telemetry) })
+    }
+
+    /// Serves `telemetry` on `GET /metrics` (it must hold this service's
+    /// ingest figures, `self.ingest.stats`) and counts requests in it.
+    pub fn with_telemetry(self, telemetry: Arc<Telemetry>) -> Service {
+        Service { telemetry, ..self }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -57,11 +68,13 @@ impl Service {
         &self.summary
     }
 
-    /// Serves the ingest routes, `extra` routes and `GET /openapi.json`
-    /// (`openapi`, the document of all of them) until `shutdown`.
+    /// Serves the ingest routes, `extra` routes, `GET /openapi.json`
+    /// (`openapi`, the document of all of them) and `GET /metrics` until
+    /// `shutdown`, every request counted by route and status.
     pub async fn serve(self, extra: Router, openapi: String, shutdown: impl std::future::Future<Output = ()>) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
-        let app = router(Arc::clone(&self.ingest)).merge(extra).merge(openapi_route(openapi));
+        let routes = router(Arc::clone(&self.ingest)).merge(extra).merge(openapi_route(openapi));
+        let app = tracked(routes.merge(metrics_route(Arc::clone(&self.telemetry))), &self.telemetry.http);
         crate::http::serve(listener, app, self.tls, self.max_connections, shutdown).await
     }
 }

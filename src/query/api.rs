@@ -227,12 +227,11 @@ pub async fn stats(state: State<Arc<QueryState>>) -> Response {
 fn stats_of(state: &QueryState) -> Result<Value, Failure> {
     let epoch = freshness(state.store.snapshot()?.as_ref())?;
     let now = (state.clock)();
-    let ingest = state.ingest.as_ref().map(|ingest| {
-        let s = &ingest.stats;
-        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
-        json!({ "requests": load(&s.requests), "accepted": load(&s.accepted), "rejected": load(&s.rejected), "written": load(&s.written) })
+    let ingest = state.telemetry.ingest.as_ref().map(|ingest| {
+        let s = ingest.read();
+        json!({ "requests": s.requests, "accepted": s.accepted, "rejected": s.rejected, "written": s.written })
     });
-    let job = state.job.as_ref().map(|job| {
+    let job = state.telemetry.job.as_ref().map(|job| {
         let s = job.read();
         json!({ "on_time": s.on_time, "duplicates": s.duplicates, "restating": s.restating, "held": s.held })
     });

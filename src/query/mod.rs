@@ -38,11 +38,10 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::datadir::DataDir;
-use crate::dataflow::stats::SourceStats;
-use crate::ingest::server::Ingest;
 use crate::store::embedded::EmbeddedReader;
 use crate::store::versions::LIVE;
 use crate::store::{StoreError, StoreReader, StoreSnapshot};
+use crate::telemetry::Telemetry;
 
 /// The OpenAPI paths of the query API, merged with ingest's by `tally up`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
@@ -182,10 +181,9 @@ impl ServedStore {
 /// What the query API reads.
 pub struct QueryState {
     pub store: ServedStore,
-    /// Ingest counters, when ingest runs in this process.
-    pub ingest: Option<Arc<Ingest>>,
-    /// The job's source counters, when the job runs in this process.
-    pub job: Option<Arc<SourceStats>>,
+    /// What this process reports about itself (ingest's and the job's
+    /// figures, when they run in it).
+    pub telemetry: Arc<Telemetry>,
     /// The wall clock, unix ms.
     pub clock: fn() -> u64,
 }

@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod memory;
+pub mod metered;
 pub mod store;
 
 pub use file::FileSink;

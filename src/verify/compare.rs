@@ -208,7 +208,7 @@ impl WindowCheck<'_> {
         let newest = history.last().expect("a settled window has a version");
         let Some(want) = expected else {
             let reason =
-                format!("unexpected: {} with {} clicks, the recount counts no click in this window", label(newest.status), newest.clicks);
+                format!("unexpected: {} with {} clicks, the recount counts no click in this window", newest.status.as_str(), newest.clicks);
             report.push(self.window, MismatchKind::Unexpected, Some(newest.version), reason);
             return;
         };
@@ -239,19 +239,10 @@ fn version_problem(row: &Row, number: u32, previous: Option<&Row>) -> Option<Str
         });
     }
     if row.status == Status::Partial || (number > 1 && row.status != Status::Restated) {
-        return Some(format!("status {}: version 1 is final or restated, every later version restated", label(row.status)));
+        return Some(format!("status {}: version 1 is final or restated, every later version restated", row.status.as_str()));
     }
     let fewer = previous.filter(|p| row.clicks < p.clicks)?;
     Some(format!("clicks go down from {} (version {}) to {}", fewer.clicks, fewer.version, row.clicks))
-}
-
-/// A status as rows spell it.
-fn label(status: Status) -> &'static str {
-    match status {
-        Status::Partial => "partial",
-        Status::Final => "final",
-        Status::Restated => "restated",
-    }
 }
 
 /// Per key and 1m window, the ledger's request ids (any batch, held or
