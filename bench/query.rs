@@ -18,7 +18,7 @@
 //! are the catalog's. Each run sends batches of 1,000 generated clicks
 //! (JSON arrays, from two keep-alive connections) paced at `--rate` clicks/s,
 //! stamped with the wall clock (`common::http_load`'s bodies and pacing);
-//! once the query API shows the first committed rows, `--query-clients`
+//! once every path they ask for shows committed rows, `--query-clients`
 //! closed-loop clients (a keep-alive `HttpClient` each) cycle for
 //! `--seconds` over four read routes — an ad's 1m series, a campaign's 5m
 //! series, the top list of the latest 1m window, the late ledger — asking
@@ -75,8 +75,8 @@ const INGEST_CONNECTIONS: usize = 2;
 const POOL_SECONDS: u64 = 30;
 /// At most this many clicks are rendered (~140 B each).
 const MAX_POOL_CLICKS: u64 = 1_000_000;
-/// Longest wait, after the server starts, for the first committed rows
-/// (the Cassandra job creates its keyspace and tables first).
+/// Longest wait, after the server starts, until every queried path shows
+/// committed rows (the Cassandra job creates its keyspace and tables first).
 const FIRST_ROWS_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_ROWS_POLL: Duration = Duration::from_millis(100);
 /// The query clients ask for this many of the most clicked ads.
@@ -205,8 +205,6 @@ enum Route {
 }
 
 const ROUTES: [Route; 4] = [Route::Ad, Route::Campaign, Route::Top, Route::Late];
-/// The top list of the latest 1m window: also what shows the first rows.
-const TOP_PATH: &str = "/v1/top?window=1m";
 
 impl Route {
     fn label(self) -> &'static str {
@@ -223,7 +221,7 @@ impl Route {
         match self {
             Route::Ad => format!("/v1/ads/{}/clicks?window=1m", keys.ads[n % keys.ads.len()]),
             Route::Campaign => format!("/v1/campaigns/{}/clicks?window=5m", keys.campaigns[n % keys.campaigns.len()]),
-            Route::Top => TOP_PATH.to_owned(),
+            Route::Top => "/v1/top?window=1m".to_owned(),
             Route::Late => "/v1/late".to_owned(),
         }
     }
@@ -392,7 +390,7 @@ fn job_file(name: &str, hosts: &str) -> String {
 }
 
 /// One run of `store`: a fresh server, the paced ingest load, the wait for
-/// the first committed rows, the query interval, the stop.
+/// committed rows on every queried path, the query interval, the stop.
 fn run_once(args: &Args, setup: &Setup, store: Store, run: usize) -> Result<Sample, String> {
     let mut extra: Vec<OsString> = vec!["--catalog".into(), setup.catalog.clone().into()];
     if let (Store::Cassandra, Some(hosts)) = (store, &args.cassandra) {
@@ -430,12 +428,12 @@ fn run_once(args: &Args, setup: &Setup, store: Store, run: usize) -> Result<Samp
     Ok(sample)
 }
 
-/// Waits for the first committed rows, then runs the query clients for
-/// `--seconds` and reads the counters around them.
+/// Waits until every queried path shows committed rows, then runs the
+/// query clients for `--seconds` and reads the counters around them.
 fn measure(args: &Args, setup: &Setup, server: &mut Server) -> Result<Sample, String> {
     let stat = format!("/proc/{}/stat", server.pid());
     let mut client = HttpClient::new(server.addr, None);
-    wait_for_rows(server, &mut client)?;
+    wait_for_rows(server, &mut client, &setup.keys)?;
     let (accepted_before, _) = ingest_stats(&mut client)?;
     let before = Usage::read(&stat, &setup.nodes);
     let start = Instant::now();
@@ -470,19 +468,36 @@ fn measure(args: &Args, setup: &Setup, server: &mut Server) -> Result<Sample, St
     })
 }
 
-/// Polls the top list until it shows committed rows.
-fn wait_for_rows(server: &mut Server, client: &mut HttpClient) -> Result<(), String> {
+/// Polls every path the query clients ask for until each has answered 200
+/// with rows: the first epochs hold rows of some ads only.
+fn wait_for_rows(server: &mut Server, client: &mut HttpClient, keys: &Keys) -> Result<(), String> {
+    let mut pending: Vec<(Route, String)> = ROUTES
+        .iter()
+        .flat_map(|&route| {
+            let ids = match route {
+                Route::Ad => keys.ads.len(),
+                Route::Campaign => keys.campaigns.len(),
+                Route::Top | Route::Late => 1,
+            };
+            (0..ids).map(move |n| (route, route.path(keys, n)))
+        })
+        .collect();
     let deadline = Instant::now() + FIRST_ROWS_TIMEOUT;
     loop {
         let next = Instant::now() + FIRST_ROWS_POLL;
-        if let Ok(reply) = client.get(TOP_PATH) {
-            if reply.status == 200 && Route::Top.has_rows(&reply.json()) {
-                return Ok(());
-            }
+        pending.retain(|(route, path)| !client.get(path).is_ok_and(|reply| reply.status == 200 && route.has_rows(&reply.json())));
+        if pending.is_empty() {
+            return Ok(());
         }
         server.check_alive()?;
         if next >= deadline {
-            return Err(format!("no committed rows within {} s:\n{}", FIRST_ROWS_TIMEOUT.as_secs(), server.tail()));
+            return Err(format!(
+                "{} path(s) without committed rows {} s after the start, e.g. {}:\n{}",
+                pending.len(),
+                FIRST_ROWS_TIMEOUT.as_secs(),
+                pending[0].1,
+                server.tail()
+            ));
         }
         sleep_until(next)?;
     }
@@ -627,7 +642,7 @@ fn print_report(args: &Args, setup: &Setup, stores: &[Store], samples: &[Vec<Sam
     println!();
     println!(
         "tally query API under ingest load: {} clicks/s (batches of {BATCH_CLICKS}, JSON array, {INGEST_CONNECTIONS} paced keep-alive connections), \
-         {} closed-loop query clients for {} s once the first rows are committed; {} run(s) per row, interleaved, fresh data dir per run; \
+         {} closed-loop query clients for {} s once every queried path shows committed rows; {} run(s) per row, interleaved, fresh data dir per run; \
          `tally up -w {}`; {cores} cores; load average {}",
         args.rate_per_s,
         args.query_clients,
