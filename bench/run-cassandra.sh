@@ -16,9 +16,18 @@
 #                3, QUORUM, lightweight transactions at SERIAL
 #
 # Every Cassandra run records its epoch commits (TALLY_COMMIT_TIMES, one
-# line per commit: src/store/cassandra/timing.rs). Prints a table, then
+# line per commit: src/store/cassandra/timing.rs). Then, while the single
+# node still runs, the query API's latency under ingest load, `tally up` on
+# the embedded store against `tally up --cassandra` on the node
+# (`cargo bench --bench query`, bench/query.rs; its defaults, or its
+# --smoke with --smoke; the same tally binary). Prints the tables, then
 # lines for scripts:
 #
+#     embedded query p50 ms: X
+#     embedded query p99 ms: X
+#     cassandra query p50 ms: X
+#     cassandra query p99 ms: X
+#     ratio query p99 cassandra/embedded: X
 #     embedded clicks/s: N
 #     cassandra clicks/s: N
 #     cassandra commit p50 ms: X
@@ -27,12 +36,14 @@
 #     ratio throughput embedded/cassandra: X
 #
 # (with --three also the cassandra3 lines). --smoke also runs `tally
-# verify` on the last Cassandra run and fails on a mismatch; no figure is
-# ever checked.
+# verify` on the last Cassandra run and fails on a mismatch, and the query
+# bench fails if a read route never answered with rows; no figure is ever
+# checked.
 #
 # Usage: bench/run-cassandra.sh [--smoke] [--clicks N] [--rate-per-s N] [--runs R]
 #                               [--port P] [--workers W] [--three]
-#   --smoke       20k clicks, 1 run, verified (CI; no thresholds)
+#   --smoke       20k clicks, 1 run, verified; the query bench's --smoke (CI;
+#                 no thresholds)
 #   --clicks      clicks in the log (default 300000)
 #   --rate-per-s  clicks per second of event time (default 2000: an epoch of
 #                 1 s holds 2,000 clicks, and a run catching up commits up to
@@ -40,7 +51,8 @@
 #   --runs        runs of each row (default 3)
 #   --port        the node's CQL port (default 29142; it takes P..P+2, and the
 #                 three nodes take P+5..P+9)
-#   --workers     worker threads of every run (default 2)
+#   --workers     worker threads of every run, the query bench's included
+#                 (default 2)
 #   --three       also the three-node rows
 # Environment: TALLY overrides the tally binary (default target/release/tally,
 # built here); CASSANDRA_HEAP the nodes' heap (scripts/cassandra.sh).
@@ -87,6 +99,9 @@ if [ -z "${TALLY:-}" ]; then
   echo "run-cassandra.sh: building tally (release) ..."
   cargo build --locked --release --bins
 fi
+# Built now, so that nothing is compiled between measured runs.
+echo "run-cassandra.sh: building the query bench (bench/query.rs) ..."
+cargo bench --locked --bench query --no-run
 
 # Fresh clusters every invocation; stopped however this script ends.
 clusters=("$work/node" "$work/three")
@@ -99,7 +114,7 @@ rm -rf "${clusters[@]}"
 trap stop_all EXIT
 
 echo "run-cassandra.sh: $clicks clicks at $rate/s of event time into a log of 8 partitions ..."
-rm -rf "$work/base" "$work"/data-* "$work"/*.tsv "$work"/*.out "$work"/*.times "$work"/*.toml
+rm -rf "$work/base" "$work"/data-* "$work"/*.tsv "$work"/*.out "$work"/*.times "$work"/*.toml "$work/query.txt"
 "$tally" gen --clicks "$clicks" --rate-per-s "$rate" --output "$work/clicks.ndjson" --catalog "$work/ads.csv" 2>/dev/null
 "$tally" --data-dir "$work/base" log import "$work/clicks.ndjson" >/dev/null
 
@@ -247,6 +262,16 @@ for run in $(seq 1 "$runs"); do
   run_embedded "$run"
   run_cassandra cassandra "$run" "$node_hosts" 1
 done
+# Query API latency under load, on the same node; its tables and lines go
+# into the summary.
+echo "run-cassandra.sh: query API latency under ingest load (bench/query.rs) ..."
+query_args=(--cassandra "$node_hosts" --workers "$workers")
+[ "$smoke" = 0 ] || query_args+=(--smoke)
+if ! TALLY=$tally cargo bench --locked --bench query -- "${query_args[@]}" >"$work/query.txt"; then
+  cat "$work/query.txt"
+  echo "run-cassandra.sh: the query bench failed" >&2
+  exit 1
+fi
 scripts/cassandra.sh stop --dir "$work/node" >/dev/null 2>&1
 if [ "$three" = 1 ]; then
   three_hosts=$(scripts/cassandra.sh start --nodes 3 --dir "$work/three" --port $((port + 5)) | tail -n 1)
@@ -302,6 +327,7 @@ echo "| store | commits | whole | stage | commit LWT | apply | mark applied | ro
 echo "|---|---|---|---|---|---|---|---|---|"
 commit_line cassandra "1 node"
 commit_line cassandra3 "3 nodes"
+cat "$work/query.txt"
 echo
 embedded_eps=$(median_of embedded 1)
 cassandra_eps=$(median_of cassandra 1)

@@ -4,6 +4,7 @@
 //! benchmark and the side-by-side comparison.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -183,7 +184,9 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn start(bin: &Path, mode: Mode, workers: usize, max_inflight: usize) -> Result<Server, String> {
+    /// Starts `bin` in `mode`, with `extra` arguments after the bench's own
+    /// (e.g. `--job FILE --catalog FILE` of `tally up`).
+    pub fn start(bin: &Path, mode: Mode, workers: usize, max_inflight: usize, extra: &[OsString]) -> Result<Server, String> {
         let work = tempfile::Builder::new().prefix("tally-bench-ingest").tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let config = work.path().join("ingest.toml");
         let text = format!(
@@ -198,7 +201,7 @@ impl Server {
             Mode::Up => command.args(["up", "-w", &workers.to_string()]),
             Mode::IngestOnly => command.arg("ingest"),
         };
-        command.args(["--no-auth", "--addr", "127.0.0.1:0"]).arg("--config").arg(&config);
+        command.args(["--no-auth", "--addr", "127.0.0.1:0"]).arg("--config").arg(&config).args(extra);
         command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut guard = Guard::spawn(&mut command, "tally")?;
         let stderr = guard.child.stderr.take().expect("stderr is piped");
@@ -313,9 +316,15 @@ pub const TS_DIGITS: usize = 13;
 pub const ID_PATCH_DIGITS: usize = 8;
 
 impl Pool {
+    /// `clicks` at [`EVENT_RATE_PER_S`] of event time.
     pub fn render(clicks: u64) -> Result<Pool, String> {
-        let cfg =
-            GeneratorConfig { clicks, partitions: LOG_PARTITIONS, rate_per_s: EVENT_RATE_PER_S, start_ms: now_ms(), ..Default::default() };
+        Pool::render_at(clicks, EVENT_RATE_PER_S)
+    }
+
+    /// `clicks` at `rate_per_s` of event time: sent paced at that rate, their
+    /// timestamps keep up with the wall clock.
+    pub fn render_at(clicks: u64, rate_per_s: u64) -> Result<Pool, String> {
+        let cfg = GeneratorConfig { clicks, partitions: LOG_PARTITIONS, rate_per_s, start_ms: now_ms(), ..Default::default() };
         let mut text = Vec::with_capacity(clicks as usize * 140);
         let mut lines = Vec::with_capacity(clicks as usize);
         for click in Generator::new(&cfg) {
@@ -480,19 +489,26 @@ pub struct Ack {
 
 /// Sends `bodies` round and round on one connection until `end`; counts
 /// what completes in `[measure_from, end)`.
-pub fn load(
+pub fn load(addr: SocketAddr, shape: Shape, bodies: Vec<Body>, start_ms: u64, window: (Instant, Instant), every: Option<Duration>) -> Load {
+    load_until(addr, shape, bodies, start_ms, window, every, &AtomicBool::new(false))
+}
+
+/// [`load`] that also stops once `stop` is set: for a load whose end is
+/// not known when it starts.
+pub fn load_until(
     addr: SocketAddr,
     shape: Shape,
     mut bodies: Vec<Body>,
     start_ms: u64,
     (measure_from, end): (Instant, Instant),
     every: Option<Duration>,
+    stop: &AtomicBool,
 ) -> Load {
     let mut client = HttpClient::new(addr, None);
     let mut out = Load::default();
     let (mut next, mut pass, mut shift_ms) = (0, 0, 0);
     let mut slot = Instant::now();
-    while !bodies.is_empty() && Instant::now() < end && !interrupted() {
+    while !bodies.is_empty() && Instant::now() < end && !interrupted() && !stop.load(Ordering::Relaxed) {
         if let Some(every) = every {
             // Paced: one request per slot, never catching up a backlog of
             // slots in a burst.
@@ -771,7 +787,7 @@ pub fn sample_usage(server_stat: &str, at: Instant) -> Result<(Duration, Duratio
 pub fn run_http(bin: &Path, pool: &Pool, row: Row, timing: Timing) -> Result<HttpSample, String> {
     let bodies = bodies(pool, row.shape, row.connections);
     let max_inflight = DEFAULT_MAX_INFLIGHT.max(2 * row.connections);
-    let mut server = Server::start(bin, row.mode, timing.workers, max_inflight)?;
+    let mut server = Server::start(bin, row.mode, timing.workers, max_inflight, &[])?;
     let stat = format!("/proc/{}/stat", server.pid());
     let started = Instant::now();
     let measure_from = started + timing.warmup;
