@@ -167,7 +167,7 @@ bench/run.sh --smoke
 step "tally vs Flink over Kafka smoke (bench/run-kafka.sh --smoke: a broker of its own, 200k clicks)"
 bench/run-kafka.sh --smoke
 
-step "Cassandra store vs embedded store smoke (bench/run-cassandra.sh --smoke: a node of its own, 20k clicks, verified)"
+step "Cassandra store vs embedded store smoke (bench/run-cassandra.sh --smoke: a node of its own, 20k clicks, verified; query API latency under load)"
 bench/run-cassandra.sh --smoke
 
 current_step="summary"
