@@ -116,7 +116,7 @@ impl Ingest {
 }
 
 /// Every route of the ingest API (method, path), as `openapi.json` lists them.
-pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/clicks"), ("POST", "/v1/clicks/batch"), ("GET", "/openapi.json")];
+pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/clicks"), ("POST", "/v1/clicks/batch"), ("GET", "/openapi.json"), ("GET", "/metrics")];
 
 /// The POST routes of the ingest API; `GET /openapi.json` is added by
 /// whoever serves them ([`openapi_route`]), since `tally up` serves one
