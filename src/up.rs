@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use crate::datadir::DataDir;
 use crate::dataflow::stats::SourceStats;
+use crate::event::salt::UserSalt;
 use crate::ingest::client::HttpClient;
 use crate::ingest::config::IngestConfig;
 use crate::ingest::kafka::KafkaLog;
@@ -31,7 +32,6 @@ use crate::log::{Log, LogOptions};
 use crate::query::{merge_openapi, QueryState};
 use crate::query::{CassandraFollowed, LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
-use crate::sources::file::UserSalt;
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::kafka::KafkaTopic;
 use crate::store::embedded::EmbeddedStore;

@@ -12,10 +12,11 @@ use toml::Value;
 use super::auth::{Secret, Verifier, MIN_SECRET_BYTES};
 use super::decode::DecodeLimits;
 use super::limit::{Rate, RateLimiter};
+use crate::event::salt::UserSalt;
+use crate::event::validate::check_key;
 use crate::job::error::KeyError;
 use crate::job::section::{Section, Spelled};
 use crate::job::JobError;
-use crate::sources::file::{check_key, UserSalt};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_PARTITIONS: u32 = 8;

@@ -28,9 +28,11 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Serialize;
 
+use crate::event::salt::UserSalt;
+use crate::event::validate::{ClickError, LINE};
 use crate::event::{Click, EventTime};
 use crate::job::format_duration;
-use crate::sources::file::{decode_click, decode_click_serde, fast, ArrayItem, ClickError, UserSalt, LINE};
+use crate::sources::file::{decode_click, decode_click_serde, fast, ArrayItem};
 
 /// What a body holds, from the endpoint and its content type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +299,7 @@ mod tests {
         assert_eq!(out.rejected, vec![]);
         assert_eq!(out.clicks.len(), 1);
         assert_eq!(out.clicks[0].ad, "ad-1");
-        assert_eq!(out.clicks[0].user, crate::sources::file::user_key(&SALT, "u1"));
+        assert_eq!(out.clicks[0].user, crate::event::salt::user_key(&SALT, "u1"));
         assert_eq!(out.clicks[0].request_id, 1);
     }
 

@@ -10,7 +10,7 @@ use tokio_rustls::TlsAcceptor;
 use super::config::{Auth, IngestConfig};
 use super::prefilter::PreFilter;
 use super::server::{openapi_route, router, ClickLog, Ingest};
-use crate::sources::file::UserSalt;
+use crate::event::salt::UserSalt;
 
 /// The wall clock in unix milliseconds.
 pub fn now_ms() -> u64 {

@@ -29,18 +29,13 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use siphasher::sip::SipHasher13;
 use thiserror::Error;
 
+use crate::event::salt::{user_key, UserSalt};
+use crate::event::validate::{check_key, parse_uuid, ClickError, MAX_USER_ID_BYTES};
 use crate::event::{partition_of, Click, EventTime, Key, RequestId, UserKey, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_REASON};
 
 pub(crate) mod fast;
-
-/// Longest ad or campaign id, in bytes.
-pub const MAX_KEY_BYTES: usize = 64;
-
-/// Longest `user_id`, in bytes.
-pub const MAX_USER_ID_BYTES: usize = 128;
 
 /// Longest line the decoder looks at, in bytes (newline excluded). A valid
 /// click is a few hundred bytes even with escapes; the cap bounds the memory
@@ -56,127 +51,6 @@ pub const MAX_REJECTED_REPORTED: usize = 10;
 
 /// Read buffer of [`read_clicks_path`], in bytes.
 const READ_BUFFER_BYTES: usize = 1 << 20;
-
-/// Longest unknown field name echoed back in an error, in chars: the name is
-/// untrusted input.
-const MAX_SHOWN_NAME_CHARS: usize = 64;
-
-/// The error "field" of problems that belong to the whole line (not JSON, not
-/// an object, empty, too long).
-pub const LINE: &str = "line";
-
-/// The secret key of the user hash.
-///
-/// The salt makes [`UserKey`]s useless for joining against other data sets or
-/// for guessing user ids offline. `Debug` does not print it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct UserSalt([u8; 16]);
-
-impl UserSalt {
-    /// The salt of file runs that configure none.
-    ///
-    /// It is fixed so that two runs over the same file (and `tally verify`)
-    /// produce the same user keys and thus the same `distinct_users`. It is
-    /// public, so it does not hide user ids from anyone who can read this
-    /// source: configure a secret salt for real traffic.
-    pub const FILE_DEFAULT: UserSalt = UserSalt(*b"tally.file.salt1");
-
-    pub const fn from_bytes(bytes: [u8; 16]) -> UserSalt {
-        UserSalt(bytes)
-    }
-
-    /// The key's bytes, for handing it to the other processes of a cluster.
-    pub const fn to_bytes(self) -> [u8; 16] {
-        self.0
-    }
-}
-
-impl fmt::Debug for UserSalt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("UserSalt(..)")
-    }
-}
-
-/// The scrubbed user: keyed SipHash-1-3 (64-bit) of the `user_id` bytes.
-pub fn user_key(salt: &UserSalt, user_id: &str) -> UserKey {
-    SipHasher13::new_with_key(&salt.0).hash(user_id.as_bytes())
-}
-
-/// Why a click line was rejected: the field at fault and the reason.
-///
-/// `field` is a JSON field name, or [`LINE`] when the line as a whole is bad.
-/// It is a `Cow` because an unknown field is named as found in the input.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-#[error("field '{field}': {reason}")]
-pub struct ClickError {
-    pub field: Cow<'static, str>,
-    pub reason: String,
-}
-
-impl ClickError {
-    fn new(field: &'static str, reason: impl Into<String>) -> ClickError {
-        ClickError { field: Cow::Borrowed(field), reason: reason.into() }
-    }
-
-    fn line(reason: impl Into<String>) -> ClickError {
-        ClickError::new(LINE, reason)
-    }
-
-    fn unknown_field(name: &str) -> ClickError {
-        let mut shown: String = name.chars().take(MAX_SHOWN_NAME_CHARS).flat_map(char::escape_debug).collect();
-        if name.chars().nth(MAX_SHOWN_NAME_CHARS).is_some() {
-            shown.push('…');
-        }
-        ClickError {
-            field: Cow::Owned(shown),
-            reason: "unknown field (allowed: ad_id, timestamp, user_id, request_id, campaign_id)".to_owned(),
-        }
-    }
-}
-
-/// Why a string is not a valid ad, campaign or advertiser id.
-#[derive(Clone, Debug, PartialEq, Eq, Error)]
-pub enum KeyError {
-    #[error("empty")]
-    Empty,
-    #[error("too long: {0} bytes (max {MAX_KEY_BYTES})")]
-    TooLong(usize),
-    #[error("invalid character {ch:?} at byte {at} (allowed: A-Z a-z 0-9 . _ : -)")]
-    BadChar { ch: char, at: usize },
-}
-
-/// Checks the id rule shared by clicks and the catalog: 1–64 bytes of
-/// `[A-Za-z0-9._:-]`. The charset keeps ids safe to print, to put in CSV
-/// without quoting and to use as store keys.
-pub fn check_key(s: &str) -> Result<(), KeyError> {
-    if s.is_empty() {
-        return Err(KeyError::Empty);
-    }
-    if s.len() > MAX_KEY_BYTES {
-        return Err(KeyError::TooLong(s.len()));
-    }
-    match s.bytes().position(|b| !is_key_byte(b)) {
-        // Every byte before `at` is ASCII, so `at` starts a char.
-        Some(at) => Err(KeyError::BadChar { ch: s[at..].chars().next().unwrap_or('?'), at }),
-        None => Ok(()),
-    }
-}
-
-fn is_key_byte(b: u8) -> bool {
-    KEY_BYTES[usize::from(b)]
-}
-
-/// The id charset as a table: it is looked up for every byte of every id.
-static KEY_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < table.len() {
-        let byte = b as u8;
-        table[b] = byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-');
-        b += 1;
-    }
-    table
-};
 
 /// Decodes one NDJSON click line (without its newline).
 pub fn decode_click(line: &[u8], salt: &UserSalt) -> Result<Click, ClickError> {
@@ -531,48 +405,6 @@ fn request_id_value(value: Scalar<'_>) -> Result<RequestId, ClickError> {
     parse_uuid(s.as_bytes()).ok_or_else(|| ClickError::new(Field::RequestId.name(), "not a UUID (expected 8-4-4-4-12 hex)"))
 }
 
-/// Parses a canonical `8-4-4-4-12` hex UUID, any case, as its big-endian
-/// 128-bit value.
-///
-/// Every click carries one, so the digits are read eight at a time as one
-/// `u64` ([`hex8`]) instead of one by one.
-pub(crate) fn parse_uuid(s: &[u8]) -> Option<RequestId> {
-    let s: &[u8; 36] = s.try_into().ok()?;
-    if s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
-        return None;
-    }
-    let word = |at: usize| s.get(at..at + 8).and_then(|w| w.try_into().ok()).map(u64::from_be_bytes);
-    let half = |at: usize| s.get(at..at + 4).and_then(|w| w.try_into().ok()).map(u32::from_be_bytes).map(u64::from);
-    let digits = [word(0)?, (half(9)? << 32) | half(14)?, (half(19)? << 32) | half(24)?, word(28)?];
-    digits.iter().try_fold(0, |value: RequestId, &eight| Some((value << 32) | RequestId::from(hex8(eight)?)))
-}
-
-/// The value of eight ASCII hex digits, any case, packed in `x` with the
-/// first digit in the top byte; `None` if any byte is not a hex digit.
-///
-/// Each byte is classified in parallel (SWAR): for a byte `b < 0x80`, the top
-/// bit of `b + (0x80 - c)` says `b >= c`, and the sum never carries into the
-/// next byte. Bytes `>= 0x80` would carry, so they are refused first.
-fn hex8(x: u64) -> Option<u32> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const TOPS: u64 = ONES * 0x80;
-    let at_least = |v: u64, c: u8| v.wrapping_add(ONES * u64::from(0x80 - c)) & TOPS;
-    if x & TOPS != 0 {
-        return None;
-    }
-    let digit = at_least(x, b'0') & !at_least(x, b'9' + 1);
-    let folded = x | (ONES * 0x20); // 'A'..='F' to 'a'..='f'
-    let letter = at_least(folded, b'a') & !at_least(folded, b'f' + 1);
-    if digit | letter != TOPS {
-        return None;
-    }
-    // '0'..='9' end in 0..9, 'a'..='f' and 'A'..='F' in 1..6 (+ 9).
-    let nibbles = (x & (ONES * 0x0f)) + (letter >> 7) * 9;
-    let pairs = (nibbles | (nibbles >> 4)) & 0x00ff_00ff_00ff_00ff;
-    let quads = (pairs | (pairs >> 8)) & 0x0000_ffff_0000_ffff;
-    Some(((quads | (quads >> 16)) & 0xffff_ffff) as u32)
-}
-
 /// A line that was skipped, with its 1-based line number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
@@ -709,6 +541,9 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    use crate::event::validate::{LINE, MAX_KEY_BYTES, MAX_SHOWN_NAME_CHARS};
+    use crate::event::XorShift;
+
     const UUID: &str = "0123abcd-4567-89ef-0123-456789abcdef";
     const UUID_VALUE: u128 = 0x0123abcd_4567_89ef_0123_456789abcdef;
 
@@ -771,74 +606,6 @@ mod tests {
         assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
     }
 
-    #[test]
-    fn uuid_is_big_endian_and_any_case() {
-        assert_eq!(parse_uuid(b"00000000-0000-0000-0000-000000000001"), Some(1));
-        assert_eq!(parse_uuid(UUID.to_uppercase().as_bytes()), Some(UUID_VALUE));
-        assert_eq!(parse_uuid(b"ffffffff-ffff-ffff-ffff-ffffffffffff"), Some(u128::MAX));
-        assert_eq!(parse_uuid(b"fEdCbA98-7654-3210-aBcD-eF0123456789"), Some(0xfedcba98_7654_3210_abcd_ef0123456789));
-    }
-
-    /// The UUID rule one byte at a time, as plainly as it can be said.
-    fn parse_uuid_bytewise(s: &[u8]) -> Option<RequestId> {
-        if s.len() != 36 {
-            return None;
-        }
-        let mut value: RequestId = 0;
-        for (i, &b) in s.iter().enumerate() {
-            if [8, 13, 18, 23].contains(&i) {
-                if b != b'-' {
-                    return None;
-                }
-                continue;
-            }
-            let digit = (b as char).to_digit(16)?;
-            value = (value << 4) | RequestId::from(digit);
-        }
-        Some(value)
-    }
-
-    /// Guards the eight-digits-at-a-time parser: every byte value at every
-    /// position of several UUIDs, and every length around 36, give what the
-    /// bytewise rule gives.
-    #[test]
-    fn uuid_parser_matches_the_bytewise_rule_for_every_single_byte_change() {
-        let uuids = [
-            UUID.to_owned(),
-            UUID.to_uppercase(),
-            "00000000-0000-0000-0000-000000000000".to_owned(),
-            "ffffffff-FFFF-9999-aaaa-AAAAAAAAAAAA".to_owned(),
-        ];
-        for uuid in &uuids {
-            let bytes = uuid.as_bytes();
-            assert!(parse_uuid(bytes).is_some());
-            for at in 0..bytes.len() {
-                for b in 0..=u8::MAX {
-                    let mut changed = bytes.to_vec();
-                    changed[at] = b;
-                    assert_eq!(parse_uuid(&changed), parse_uuid_bytewise(&changed), "{:?}", String::from_utf8_lossy(&changed));
-                }
-                let mut shorter = bytes.to_vec();
-                shorter.remove(at);
-                assert_eq!(parse_uuid(&shorter), None);
-                let mut longer = bytes.to_vec();
-                longer.insert(at, b'0');
-                assert_eq!(parse_uuid(&longer), None);
-            }
-        }
-        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-        let alphabet = b"0123456789abcdefABCDEFgG-/:@`{\x7f\x80\xff";
-        for _ in 0..20_000 {
-            let mut s = uuids[rng.below(uuids.len())].as_bytes().to_vec();
-            for _ in 0..=rng.below(3) {
-                let at = rng.below(s.len());
-                s[at] = alphabet[rng.below(alphabet.len())];
-            }
-            assert_eq!(parse_uuid(&s), parse_uuid_bytewise(&s), "{:?}", String::from_utf8_lossy(&s));
-        }
-    }
-
-    #[test]
     fn campaign_id_is_checked_then_ignored() {
         let line = with_field("campaign_id", Some(r#""camp:7""#));
         assert_eq!(decode(&line).unwrap(), decode(&good_line()).unwrap());
@@ -966,37 +733,6 @@ mod tests {
         assert_eq!(e.to_string(), "field 'ad_id': expected a string, got an object");
         let unclosed = rejected(&with_field("ad_id", Some(&"[".repeat(n))));
         assert_eq!(unclosed.field, LINE);
-    }
-
-    #[test]
-    fn salt_keys_the_user_hash() {
-        let other = UserSalt::from_bytes([7; 16]);
-        assert_ne!(user_key(&other, "u1"), user_key(&UserSalt::FILE_DEFAULT, "u1"));
-        assert_ne!(user_key(&other, "u1"), user_key(&other, "u2"));
-        assert_eq!(format!("{other:?}"), "UserSalt(..)");
-    }
-
-    /// Guards the keys of file runs: changing the default salt or the hash
-    /// would change every `distinct_users` of every stored file run.
-    #[test]
-    fn file_default_user_key_is_pinned() {
-        assert_eq!(user_key(&UserSalt::FILE_DEFAULT, "u1"), PINNED_U1);
-    }
-    const PINNED_U1: u64 = 18_194_875_764_523_507_851;
-
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
     }
 
     #[test]
