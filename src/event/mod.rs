@@ -6,12 +6,14 @@
 //!
 //! Every way into the job makes its clicks with the parts below, so a click
 //! means the same whichever way it came: [`validate`] (the rules of each
-//! field and the [`validate::ClickError`] that names the one broken) and
-//! [`salt`] (the keyed hash that replaces the `user_id`).
+//! field and the [`validate::ClickError`] that names the one broken),
+//! [`salt`] (the keyed hash that replaces the `user_id`) and [`json`] (a
+//! click line or array element into a checked click).
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
+pub mod json;
 pub mod salt;
 pub mod validate;
 

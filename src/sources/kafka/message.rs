@@ -15,10 +15,10 @@ use std::io::Write;
 
 use serde::Deserialize;
 
+use crate::event::json::decode_click;
 use crate::event::salt::UserSalt;
 use crate::event::validate::{check_key, parse_uuid, ClickError};
 use crate::event::{Click, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_REASON};
-use crate::sources::file::decode_click;
 
 /// The message key of a click: its request id, as the API writes it.
 pub fn key(click: &Click) -> String {

@@ -255,8 +255,8 @@ fn fill<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::json::{decode_click, decode_click_serde};
     use crate::event::validate::ClickError;
-    use crate::sources::file::{decode_click, decode_click_serde};
 
     const SALT: UserSalt = UserSalt::from_bytes(*b"fast.path.salt16");
 
