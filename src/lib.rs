@@ -5,6 +5,7 @@
 
 pub mod backfill;
 pub mod catalog;
+pub mod config;
 pub mod datadir;
 pub mod dataflow;
 pub mod event;

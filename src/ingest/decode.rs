@@ -28,11 +28,11 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Serialize;
 
+use crate::config::format_duration;
 use crate::event::json::{decode_click, decode_click_serde, fast, ArrayItem};
 use crate::event::salt::UserSalt;
 use crate::event::validate::{ClickError, LINE};
 use crate::event::{Click, EventTime};
-use crate::job::format_duration;
 
 /// What a body holds, from the endpoint and its content type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
