@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::event::validate::check_key;
 use crate::event::Key;
-use crate::sources::file::check_key;
 
 /// Campaign and advertiser of an ad at a time no catalog version covers.
 pub const UNKNOWN: &str = "unknown";

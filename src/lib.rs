@@ -1,10 +1,12 @@
 //! tally: exactly-once ad click aggregation on Timely Dataflow.
 //!
-//! The module tree follows the pipeline: [`sources`] → [`dataflow`] →
-//! [`sink`], configured by a [`job`] and driven by [`run`].
+//! The module tree follows the pipeline: [`sources`] and [`ingest`] make
+//! clicks by the rules of [`event`] → [`dataflow`] → [`sink`], configured by
+//! a [`job`] (read through [`config`]) and driven by [`run`].
 
 pub mod backfill;
 pub mod catalog;
+pub mod config;
 pub mod datadir;
 pub mod dataflow;
 pub mod event;

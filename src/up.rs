@@ -18,19 +18,20 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::config::{format_duration, ConfigError};
 use crate::datadir::DataDir;
+use crate::event::salt::UserSalt;
 use crate::ingest::client::HttpClient;
 use crate::ingest::config::IngestConfig;
 use crate::ingest::kafka::KafkaLog;
 use crate::ingest::server::ClickLog;
 use crate::ingest::server::OPENAPI_JSON;
 use crate::ingest::service::{now_ms, stop_signal, Service};
-use crate::job::{format_duration, Job, JobError, SinkSpec, SourceSpec};
+use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
 use crate::query::{merge_openapi, QueryState};
 use crate::query::{CassandraFollowed, LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
-use crate::sources::file::UserSalt;
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::kafka::KafkaTopic;
 use crate::store::embedded::EmbeddedStore;
@@ -92,13 +93,13 @@ fn ingest_log(
 }
 
 /// The built-in embedded job.
-pub fn embedded_job() -> Result<Job, JobError> {
+pub fn embedded_job() -> Result<Job, ConfigError> {
     crate::job::parse(EMBEDDED_JOB, Path::new("jobs/embedded.toml (built in)"))
 }
 
 /// The built-in Cassandra job (the embedded log, committing to keyspace
 /// `tally` as job `cassandra`).
-pub fn cassandra_job() -> Result<Job, JobError> {
+pub fn cassandra_job() -> Result<Job, ConfigError> {
     crate::job::parse(CASSANDRA_JOB, Path::new("jobs/cassandra.toml (built in)"))
 }
 
@@ -106,7 +107,7 @@ pub fn cassandra_job() -> Result<Job, JobError> {
 /// with `--cassandra`, `jobs/embedded.toml` without), with `--cassandra
 /// HOSTS` in place of its `sink.hosts` (refused for a job whose sink is not
 /// Cassandra, as by `run`, `export` and `verify`).
-pub fn up_job(path: Option<&Path>, cassandra: Option<&str>) -> Result<Job, JobError> {
+pub fn up_job(path: Option<&Path>, cassandra: Option<&str>) -> Result<Job, ConfigError> {
     let job = match (path, cassandra) {
         (Some(path), _) => crate::job::load(path)?,
         (None, Some(_)) => cassandra_job()?,

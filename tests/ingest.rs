@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tally::event::salt::{user_key, UserSalt};
 use tally::event::Click;
 use tally::ingest::auth::{Secret, Verifier};
 use tally::ingest::client::{HttpClient, Reply, Signer, Stream};
@@ -24,7 +25,6 @@ use tally::ingest::limit::Rate;
 use tally::ingest::server::{ClickLog, Ingest, NDJSON, OPENAPI_JSON};
 use tally::ingest::service::Service;
 use tally::log::Log;
-use tally::sources::file::{user_key, UserSalt};
 
 const JSON: &str = "application/json";
 const SALT: UserSalt = UserSalt::from_bytes(*b"ingest-test-salt");
@@ -374,8 +374,8 @@ fn openapi_document_matches_the_api() {
         assert_eq!(codes, ["202", "400", "401", "413", "415", "429", "503"], "{path}");
     }
     let click = &doc["components"]["schemas"]["Click"];
-    assert_eq!(click["properties"]["ad_id"]["maxLength"], tally::sources::file::MAX_KEY_BYTES);
-    assert_eq!(click["properties"]["user_id"]["maxLength"], tally::sources::file::MAX_USER_ID_BYTES);
+    assert_eq!(click["properties"]["ad_id"]["maxLength"], tally::event::validate::MAX_KEY_BYTES);
+    assert_eq!(click["properties"]["user_id"]["maxLength"], tally::event::validate::MAX_USER_ID_BYTES);
     assert_eq!(click["properties"]["timestamp"]["maximum"], tally::event::MAX_EVENT_TIME_MS);
     let mut required: Vec<&str> = click["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     required.sort();

@@ -117,8 +117,10 @@ fn tally_up_reports_what_it_was_sent() {
     // invalid ones (a bad timestamp, no ad id); then 50 of them again
     // (retries: duplicates); then 40 from 20 minutes ago (too late).
     let fresh: Vec<String> = (0..600).map(|i| click(i % 7, now - 5_000 + i * 5, i)).collect();
-    let invalid = [r#"{"ad_id":"m-ad-1","timestamp":"yesterday","user_id":"u1","request_id":"00000000-0000-0000-0001-000000000001"}"#,
-        r#"{"timestamp":1,"user_id":"u1","request_id":"00000000-0000-0000-0001-000000000002"}"#];
+    let invalid = [
+        r#"{"ad_id":"m-ad-1","timestamp":"yesterday","user_id":"u1","request_id":"00000000-0000-0000-0001-000000000001"}"#,
+        r#"{"timestamp":1,"user_id":"u1","request_id":"00000000-0000-0000-0001-000000000002"}"#,
+    ];
     let mut batches = 0;
     let mut post = |lines: Vec<String>| {
         let reply = http.post_until_accepted("/v1/clicks/batch", "application/x-ndjson", lines.join("\n").as_bytes(), 500).unwrap();
@@ -190,10 +192,8 @@ fn a_live_run_serves_metrics_at_its_metrics_addr() {
     checked(Command::new(TALLY).arg("--data-dir").arg(&data).args(["log", "import"]).arg(&file));
     let addr = free_addr();
     let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/embedded.toml");
-    let _run = spawn(
-        Command::new(TALLY).arg("--data-dir").arg(&data).arg("run").arg(&job).args(["--metrics-addr", &addr.to_string()]),
-        addr,
-    );
+    let _run =
+        spawn(Command::new(TALLY).arg("--data-dir").arg(&data).arg("run").arg(&job).args(["--metrics-addr", &addr.to_string()]), addr);
     let mut http = HttpClient::new(addr, None);
     let text = scrape_until(&mut http, "every imported click committed", |s| sum(s, "tally_partition_committed_offset") >= 300.0);
     let s = samples(&text);

@@ -26,8 +26,7 @@ use crate::row::{LateEntry, Row};
 use crate::sink::{Epoch, Sink};
 
 use super::partition::Checkpoint;
-use super::window::{Effect, KeyedPartial, WinId, WindowValue};
-use super::windowing::PendingKey;
+use super::window::{Effect, KeyedPartial, PendingKey, WinId, WindowValue};
 
 /// The first sink error of any worker.
 pub type CommitErrors = Arc<Mutex<Option<String>>>;

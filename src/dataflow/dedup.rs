@@ -33,6 +33,15 @@ use std::hash::BuildHasher;
 
 use crate::event::{mix64, EventTime, RequestId};
 
+/// Shortest dedup horizon: below this, ordinary retries slip through.
+pub const MIN_DEDUP_HORIZON_MS: u64 = 1_000;
+/// Longest dedup horizon: a restart re-reads this much of every partition
+/// (without counting) to rebuild the dedup memory.
+pub const MAX_DEDUP_HORIZON_MS: u64 = 7 * 86_400_000;
+/// Default `dedup.horizon`; also the Redis pre-filter's TTL when no job
+/// tells it another (`tally ingest`).
+pub const DEFAULT_DEDUP_HORIZON_MS: u64 = 60_000;
+
 /// Ids per ring chunk.
 const CHUNK_IDS: usize = 8_192;
 /// Smallest index, in slots.

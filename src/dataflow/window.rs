@@ -14,6 +14,10 @@
 //! restate_within − 1`. An epoch commit through frontier `F` takes exactly the
 //! effects at times below `F`, so the stored state is a consistent cut: it
 //! contains the effect of every input below `F` and of nothing at or above it.
+//!
+//! The keys window state is committed under live here too, below both
+//! operators that send and commit it: [`WinId`] for a window, [`PendingKey`]
+//! for a too-late partial waiting for its batch time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -53,6 +57,25 @@ pub struct WinId {
 impl WinId {
     fn start(&self) -> EventTime {
         self.end - self.granularity
+    }
+}
+
+/// A too-late partial waiting for its batch time. `seq` is unique within a
+/// run only, so `run` (the epoch the run resumed from, which grows from one
+/// committing run to the next) keeps the partials of different runs apart.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PendingKey {
+    pub batch: EventTime,
+    pub key_type: KeyType,
+    pub key: Key,
+    pub window: EventTime,
+    pub run: EventTime,
+    pub seq: u64,
+}
+
+impl PendingKey {
+    pub(crate) fn of(partial: &KeyedPartial, batch: EventTime, run: EventTime) -> PendingKey {
+        PendingKey { batch, key_type: partial.key_type, key: partial.key.clone(), window: partial.window, run, seq: partial.seq }
     }
 }
 

@@ -17,35 +17,15 @@ use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{ProbeHandle, Stream};
 
-use crate::event::{mix64, EventTime, Key, KeyType};
+use crate::event::{mix64, EventTime, KeyType};
 
 use super::commit::Commitable;
 use super::source::Clock;
-use super::window::{CommittedWindows, Effect, Emitted, KeyedPartial, WinId, WindowBook, WindowRules, WindowValue};
-
-/// A too-late partial waiting for its batch time. `seq` is unique within a
-/// run only, so `run` (the epoch the run resumed from, which grows from one
-/// committing run to the next) keeps the partials of different runs apart.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct PendingKey {
-    pub batch: EventTime,
-    pub key_type: KeyType,
-    pub key: Key,
-    pub window: EventTime,
-    pub run: EventTime,
-    pub seq: u64,
-}
-
-impl PendingKey {
-    fn of(partial: &KeyedPartial, batch: EventTime, run: EventTime) -> PendingKey {
-        PendingKey { batch, key_type: partial.key_type, key: partial.key.clone(), window: partial.window, run, seq: partial.seq }
-    }
-}
+use super::window::{CommittedWindows, Effect, Emitted, KeyedPartial, PendingKey, WinId, WindowBook, WindowRules, WindowValue};
 
 /// Partials waiting for their time, with the key they are committed under
 /// while they wait (if they wait).

@@ -20,7 +20,7 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::job::format_duration;
+use crate::config::format_duration;
 
 pub const CLIENT_HEADER: &str = "x-tally-client";
 pub const TIMESTAMP_HEADER: &str = "x-tally-timestamp";

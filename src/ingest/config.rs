@@ -12,10 +12,12 @@ use toml::Value;
 use super::auth::{Secret, Verifier, MIN_SECRET_BYTES};
 use super::decode::DecodeLimits;
 use super::limit::{Rate, RateLimiter};
-use crate::job::error::KeyError;
-use crate::job::section::{Section, Spelled};
-use crate::job::JobError;
-use crate::sources::file::{check_key, UserSalt};
+use crate::config::error::KeyError;
+use crate::config::section::{Section, Spelled};
+use crate::config::{format_duration, parse_table, read_text, ConfigError};
+use crate::dataflow::dedup::{DEFAULT_DEDUP_HORIZON_MS, MAX_DEDUP_HORIZON_MS};
+use crate::event::salt::UserSalt;
+use crate::event::validate::check_key;
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_PARTITIONS: u32 = 8;
@@ -65,7 +67,7 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// The pre-filter's TTL without a job to ask.
     pub fn ttl_ms(&self) -> u64 {
-        self.horizon_ms.unwrap_or(crate::job::DEFAULT_DEDUP_HORIZON_MS)
+        self.horizon_ms.unwrap_or(DEFAULT_DEDUP_HORIZON_MS)
     }
 }
 
@@ -113,9 +115,8 @@ impl IngestConfig {
 }
 
 /// Reads and checks a config file; relative paths in it are relative to it.
-pub fn load(path: &Path) -> Result<IngestConfig, JobError> {
-    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read { file: path.to_path_buf(), source })?;
-    let table: toml::Table = toml::from_str(&text).map_err(|err| JobError::syntax(path.to_path_buf(), &text, &err))?;
+pub fn load(path: &Path) -> Result<IngestConfig, ConfigError> {
+    let table = parse_table(&read_text(path)?, path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     read(table, base).map_err(|err| err.in_file(path.to_path_buf()))
 }
@@ -264,11 +265,9 @@ fn redis(root: &mut Section) -> Result<Option<RedisConfig>, KeyError> {
     if horizon_ms == Some(0) {
         return Err(section.error("horizon", "must be positive"));
     }
-    if let Some(ms) = horizon_ms.filter(|&ms| ms > crate::job::MAX_DEDUP_HORIZON_MS) {
-        let max = crate::job::format_duration(crate::job::MAX_DEDUP_HORIZON_MS);
-        return Err(
-            section.error("horizon", format!("{} is longer than any job's dedup horizon (at most {max})", crate::job::format_duration(ms)))
-        );
+    if let Some(ms) = horizon_ms.filter(|&ms| ms > MAX_DEDUP_HORIZON_MS) {
+        let max = format_duration(MAX_DEDUP_HORIZON_MS);
+        return Err(section.error("horizon", format!("{} is longer than any job's dedup horizon (at most {max})", format_duration(ms))));
     }
     section.finish()?;
     Ok(url.map(|url| RedisConfig { url, horizon_ms, timeout_ms }))
@@ -329,7 +328,7 @@ mod tests {
         let tls = config.tls.unwrap();
         assert_eq!((tls.cert, tls.key), (PathBuf::from("/etc/tally/cert.pem"), PathBuf::from("/keys/key.pem")));
         let redis = config.redis.unwrap();
-        assert_eq!((redis.timeout_ms, redis.horizon_ms, redis.ttl_ms()), (5, None, crate::job::DEFAULT_DEDUP_HORIZON_MS));
+        assert_eq!((redis.timeout_ms, redis.horizon_ms, redis.ttl_ms()), (5, None, DEFAULT_DEDUP_HORIZON_MS));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! A body is one click (a JSON object), or a batch: a JSON array of click
 //! objects, or NDJSON (one object per line). Each click is checked exactly
-//! as a line of a click file is (`sources::file`: fields, charsets, lengths,
+//! as a line of a click file is (`event::json`: fields, charsets, lengths,
 //! UUID; the user id is replaced by its keyed hash here), plus one check only
 //! live traffic needs: its timestamp must lie within a window around the
 //! server's clock.
@@ -15,7 +15,7 @@
 //!
 //! A body has one answer however it is read. A single click, and an array
 //! whose elements are all plain valid clicks, are read by the fast path of
-//! the file source (`sources::file::fast`); NDJSON lines pick their path one
+//! the click's decoder (`event::json::fast`); NDJSON lines pick their path one
 //! by one in [`decode_click`]. Any other body, every one with an error in
 //! it, is read whole by serde, so error positions and the batch cap stay
 //! serde's. [`decode_body_serde`] skips the fast path, for the tests that
@@ -28,9 +28,11 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Serialize;
 
+use crate::config::format_duration;
+use crate::event::json::{decode_click, decode_click_serde, fast, ArrayItem};
+use crate::event::salt::UserSalt;
+use crate::event::validate::{ClickError, LINE};
 use crate::event::{Click, EventTime};
-use crate::job::format_duration;
-use crate::sources::file::{decode_click, decode_click_serde, fast, ArrayItem, ClickError, UserSalt, LINE};
 
 /// What a body holds, from the endpoint and its content type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +299,7 @@ mod tests {
         assert_eq!(out.rejected, vec![]);
         assert_eq!(out.clicks.len(), 1);
         assert_eq!(out.clicks[0].ad, "ad-1");
-        assert_eq!(out.clicks[0].user, crate::sources::file::user_key(&SALT, "u1"));
+        assert_eq!(out.clicks[0].user, crate::event::salt::user_key(&SALT, "u1"));
         assert_eq!(out.clicks[0].request_id, 1);
     }
 

@@ -3,9 +3,10 @@
 
 use std::io::BufRead;
 
+use crate::event::json::{decode_click, Rejected, MAX_REJECTED_KEPT};
+use crate::event::salt::UserSalt;
 use crate::event::Click;
 use crate::log::{Log, LogError};
-use crate::sources::file::{decode_click, Rejected, UserSalt, MAX_REJECTED_KEPT};
 
 /// Clicks appended to the log per batch (one group commit).
 pub const IMPORT_BATCH_CLICKS: usize = 16_384;

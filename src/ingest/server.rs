@@ -39,9 +39,10 @@ use super::config::{Auth, IngestConfig};
 use super::decode::{decode_body, BodyError, BodyKind, DecodeLimits, Decoded, ItemError};
 use super::limit::RateLimiter;
 use super::prefilter::PreFilter;
+use crate::event::salt::UserSalt;
+use crate::event::validate::check_key;
 use crate::event::{Click, RequestId};
 use crate::log::Log;
-use crate::sources::file::{check_key, UserSalt};
 use crate::telemetry::IngestStats;
 
 /// The OpenAPI document of this API, served at `GET /openapi.json`.

@@ -10,7 +10,7 @@ use tokio_rustls::TlsAcceptor;
 use super::config::{Auth, IngestConfig};
 use super::prefilter::PreFilter;
 use super::server::{openapi_route, router, ClickLog, Ingest};
-use crate::sources::file::UserSalt;
+use crate::event::salt::UserSalt;
 use crate::telemetry::{metrics_route, tracked, Telemetry};
 
 /// The wall clock in unix milliseconds.
@@ -86,7 +86,7 @@ fn summary(config: &IngestConfig, addr: SocketAddr) -> String {
         Auth::Off => "request signatures OFF: anyone who can reach this address can send clicks (local use only)".to_owned(),
     };
     let redis = config.redis.as_ref().map_or(String::new(), |r| {
-        let ttl = crate::job::format_duration(r.ttl_ms());
+        let ttl = crate::config::format_duration(r.ttl_ms());
         format!(", Redis pre-filter {} (a retry within {ttl} of its id's last sighting is answered without a write)", r.url)
     });
     format!("ingest: {scheme}://{addr}/v1/clicks and /v1/clicks/batch; {auth}{redis}")

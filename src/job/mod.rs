@@ -4,32 +4,29 @@
 //! its default). [`load`] reads one, checks every key, and returns a [`Job`]
 //! in engine units: all durations in milliseconds, all paths resolved
 //! against the job file's directory, the window list sorted. Anything wrong
-//! becomes a one-line [`JobError`] naming the file, the dotted key and the
-//! reason; nothing in here panics on input.
+//! becomes a one-line [`ConfigError`] naming the file, the dotted key and the
+//! reason (the reader is [`crate::config`], shared with the ingest config);
+//! nothing in here panics on input.
 //!
 //! The rules checked here are the ones the counting contract
 //! (`SEMANTICS.md`) relies on: every window is a whole number of 1m windows
 //! and ends on an epoch boundary, and lateness and restatement horizons are
 //! whole epochs, so every decision falls on an epoch tick.
 
-mod duration;
-pub(crate) mod error;
 mod read;
 
 pub use read::{check_brokers, check_topic};
-pub(crate) mod section;
 #[cfg(test)]
 mod tests;
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{parse_table, read_text, ConfigError};
+use crate::dataflow::dedup::DEFAULT_DEDUP_HORIZON_MS;
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
 use crate::store::cassandra::CassandraConfig;
 use crate::store::settings::{CatalogStamp, RunSettings};
-
-pub use duration::{format_duration, parse_duration};
-pub use error::{JobError, JOB_ERROR_EXIT_CODE};
 
 /// Most partitions a source may have (a limit on per-partition state).
 pub const MAX_PARTITIONS: u32 = 4096;
@@ -47,11 +44,6 @@ pub const MAX_WINDOW_MS: u64 = 86_400_000;
 /// year. With timestamps bounded by `MAX_EVENT_TIME_MS`, window ends plus
 /// any of them stay far inside `u64`.
 pub const MAX_LATENESS_MS: u64 = 366 * 86_400_000;
-/// Shortest dedup horizon: below this, ordinary retries slip through.
-pub const MIN_DEDUP_HORIZON_MS: u64 = 1_000;
-/// Longest dedup horizon: a restart re-reads this much of every partition
-/// (without counting) to rebuild the dedup memory.
-pub const MAX_DEDUP_HORIZON_MS: u64 = 7 * 86_400_000;
 /// Shortest interval between early (partial) results.
 pub const MIN_EARLY_RESULTS_MS: u64 = 100;
 
@@ -59,9 +51,6 @@ const DEFAULT_PARTITIONS: u32 = 8;
 const DEFAULT_EPOCH_MS: u64 = 1_000;
 const DEFAULT_SLACK_MS: u64 = 5_000;
 const DEFAULT_ALLOWED_LATENESS_MS: u64 = 10_000;
-/// Default `dedup.horizon`; also the Redis pre-filter's TTL when no job
-/// tells it another (`tally ingest`).
-pub const DEFAULT_DEDUP_HORIZON_MS: u64 = 60_000;
 const DEFAULT_WINDOWS_MS: [u64; 3] = [MINUTE_MS, 5 * MINUTE_MS, 60 * MINUTE_MS];
 const DEFAULT_EARLY_RESULTS_MS: u64 = 2_000;
 const DEFAULT_RESTATE_WITHIN_MS: u64 = 3_600_000;
@@ -215,7 +204,7 @@ impl Job {
     ///
     /// Input and output paths are not checked here, since the CLI may
     /// override them.
-    pub fn check_files(&self) -> Result<(), JobError> {
+    pub fn check_files(&self) -> Result<(), ConfigError> {
         let Some(catalog) = &self.catalog else {
             return Ok(());
         };
@@ -225,32 +214,30 @@ impl Job {
         let shown = std::path::absolute(catalog).unwrap_or_else(|_| catalog.clone());
         let reason =
             if shown.exists() { format!("not a file: {}", shown.display()) } else { format!("file not found: {}", shown.display()) };
-        Err(JobError::Key { file: self.file.clone(), key: "catalog.path".to_string(), reason })
+        Err(ConfigError::Key { file: self.file.clone(), key: "catalog.path".to_string(), reason })
     }
 }
 
 /// Reads, parses and checks the job file at `path`, including that the
 /// catalog file exists.
-pub fn load(path: &Path) -> Result<Job, JobError> {
-    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read { file: path.to_path_buf(), source })?;
-    let job = parse(&text, path)?;
+pub fn load(path: &Path) -> Result<Job, ConfigError> {
+    let job = parse(&read_text(path)?, path)?;
     job.check_files()?;
     Ok(job)
 }
 
 /// Parses and checks job text as if read from `file` (used for messages and
 /// to resolve relative paths). Touches no files.
-pub fn parse(text: &str, file: &Path) -> Result<Job, JobError> {
-    let table: toml::Table = toml::from_str(text).map_err(|err| JobError::syntax(file.to_path_buf(), text, &err))?;
-    read::job(table, file).map_err(|err| err.in_file(file.to_path_buf()))
+pub fn parse(text: &str, file: &Path) -> Result<Job, ConfigError> {
+    read::job(parse_table(text, file)?, file).map_err(|err| err.in_file(file.to_path_buf()))
 }
 
 /// `job` with its Kafka source's bootstrap servers replaced by `brokers`
 /// (a `--brokers` flag). Refused for other sources, naming the key.
 /// The job with `--cassandra HOSTS` in place of its `sink.hosts`.
-pub fn with_cassandra(mut job: Job, hosts: Option<&str>) -> Result<Job, JobError> {
+pub fn with_cassandra(mut job: Job, hosts: Option<&str>) -> Result<Job, ConfigError> {
     let Some(hosts) = hosts else { return Ok(job) };
-    let error = |reason: String| JobError::Key { file: job.file.clone(), key: "sink.hosts".into(), reason };
+    let error = |reason: String| ConfigError::Key { file: job.file.clone(), key: "sink.hosts".into(), reason };
     match &mut job.sink {
         SinkSpec::Cassandra(config) => {
             config.hosts = crate::store::cassandra::config::parse_hosts(hosts).map_err(|reason| error(format!("--cassandra {reason}")))?;
@@ -260,9 +247,9 @@ pub fn with_cassandra(mut job: Job, hosts: Option<&str>) -> Result<Job, JobError
     }
 }
 
-pub fn with_brokers(mut job: Job, brokers: Option<&str>) -> Result<Job, JobError> {
+pub fn with_brokers(mut job: Job, brokers: Option<&str>) -> Result<Job, ConfigError> {
     let Some(brokers) = brokers else { return Ok(job) };
-    let error = |reason: String| JobError::Key { file: job.file.clone(), key: "source.brokers".into(), reason };
+    let error = |reason: String| ConfigError::Key { file: job.file.clone(), key: "source.brokers".into(), reason };
     match &mut job.source {
         SourceSpec::Kafka { brokers: current, .. } => {
             read::check_brokers(brokers).map_err(|reason| error(format!("--brokers {reason}")))?;

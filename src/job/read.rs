@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::duration::format_duration;
-use super::error::{one_line, KeyError};
-use super::section::{string_entry, Section, Spelled};
 use super::{
-    Job, LatePolicy, SinkSpec, SourceSpec, DEFAULT_KAFKA_BROKERS, DEFAULT_KAFKA_TOPIC, MAX_DEDUP_HORIZON_MS, MAX_LATENESS_MS,
-    MAX_PARTITIONS, MAX_WINDOW_MS, MIN_DEDUP_HORIZON_MS, MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
+    Job, LatePolicy, SinkSpec, SourceSpec, DEFAULT_KAFKA_BROKERS, DEFAULT_KAFKA_TOPIC, MAX_LATENESS_MS, MAX_PARTITIONS, MAX_WINDOW_MS,
+    MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
 };
+use crate::config::error::{one_line, KeyError};
+use crate::config::format_duration;
+use crate::config::section::{string_entry, Section, Spelled};
+use crate::dataflow::dedup::{MAX_DEDUP_HORIZON_MS, MIN_DEDUP_HORIZON_MS};
 use crate::event::{KeyType, MINUTE_MS};
 use crate::sources::generator::GeneratorConfig;
 use crate::store::cassandra::{self, config::MAX_REPLICATION_FACTOR, CassandraConfig};

@@ -206,7 +206,7 @@ impl Retention {
         if self.deleted.is_empty() && self.kept_needed == 0 {
             return None;
         }
-        let age = crate::job::format_duration(retention_ms);
+        let age = crate::config::format_duration(retention_ms);
         let mut line = format!("log retention: deleted {} segments older than {age}", self.deleted.len());
         if self.kept_needed > 0 {
             line += &format!(

@@ -14,9 +14,9 @@ use super::params::{
     MAX_WINDOWS_PER_REQUEST,
 };
 use super::QueryState;
+use crate::event::validate::check_key;
 use crate::event::KeyType;
 use crate::row::{format_uuid, granularity_label, Row};
-use crate::sources::file::check_key;
 use crate::store::{RowFilter, StoreError, StoreSnapshot};
 
 const ONE_MINUTE_MS: u64 = 60_000;

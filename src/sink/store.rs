@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 use super::{Epoch, EpochBatch, Sink, SinkError};
 use crate::dataflow::partial::Agg;
+use crate::dataflow::window::PendingKey;
 use crate::dataflow::window::{CommittedWindows, KeyedPartial, WinId, WindowValue};
-use crate::dataflow::windowing::PendingKey;
 use crate::dataflow::{Checkpoint, RestoredWindows};
 use crate::store::settings::{Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::WindowKey;

@@ -89,10 +89,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 use crate::catalog::Catalog;
+use crate::event::salt::UserSalt;
 use crate::event::{Click, EventTime, RequestId};
 use crate::job::Job;
 use crate::log::{LogError, LogView};
-use crate::sources::file::UserSalt;
 use crate::sources::kafka::KafkaTopic;
 use crate::store::{versions, StoreError, StoreReader, StoreSnapshot, WindowKey};
 

@@ -15,8 +15,10 @@ use std::io::Write;
 
 use serde::Deserialize;
 
+use crate::event::json::decode_click;
+use crate::event::salt::UserSalt;
+use crate::event::validate::{check_key, parse_uuid, ClickError};
 use crate::event::{Click, MAX_EVENT_TIME_MS, MAX_EVENT_TIME_REASON};
-use crate::sources::file::{check_key, decode_click, parse_uuid, ClickError, UserSalt};
 
 /// The message key of a click: its request id, as the API writes it.
 pub fn key(click: &Click) -> String {
@@ -110,7 +112,7 @@ mod tests {
     fn foreign_messages_with_raw_user_ids_are_hashed_with_the_salt() {
         let value = br#"{"ad_id":"ad-1","timestamp":5,"user_id":"u-1","request_id":"83cb6702-89d0-4e11-8be7-092645f884ed"}"#;
         let click = decode(value, &SALT).unwrap();
-        assert_eq!(click.user, crate::sources::file::user_key(&SALT, "u-1"));
+        assert_eq!(click.user, crate::event::salt::user_key(&SALT, "u-1"));
     }
 
     #[test]

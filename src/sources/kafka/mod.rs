@@ -16,7 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::sources::file::UserSalt;
+use crate::event::salt::UserSalt;
 
 pub use reader::KafkaPartitionReader;
 

@@ -22,8 +22,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::dataflow::{PartitionReader, ReadStatus};
+use crate::event::salt::UserSalt;
+use crate::event::validate::ClickError;
 use crate::event::Click;
-use crate::sources::file::{ClickError, UserSalt};
 
 use super::message;
 

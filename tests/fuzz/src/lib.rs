@@ -15,7 +15,7 @@
 
 use serde::de::IgnoredAny;
 use tally::ingest::decode::{decode_body, decode_body_serde, BodyError, BodyKind, DecodeLimits, Decoded};
-use tally::sources::file::UserSalt;
+use tally::event::salt::UserSalt;
 
 /// The server's clock in every run (2025-11-29T00:00:00Z), so a timestamp
 /// that is inside the window once is inside it on every replay of the input.

@@ -20,7 +20,9 @@
 //! its check (ad and campaign charset and length, user id length, UUID);
 //! any other syntax.
 
-use super::{is_key_byte, parse_uuid, user_key, Field, UserSalt, MAX_KEY_BYTES, MAX_USER_ID_BYTES};
+use super::Field;
+use crate::event::salt::{user_key, UserSalt};
+use crate::event::validate::{is_key_byte, parse_uuid, MAX_KEY_BYTES, MAX_USER_ID_BYTES};
 use crate::event::{Click, EventTime, Key, RequestId, MAX_EVENT_TIME_MS};
 
 /// Length of the shortest click object this path accepts
@@ -253,7 +255,8 @@ fn fill<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::file::{decode_click, decode_click_serde, ClickError};
+    use crate::event::json::{decode_click, decode_click_serde};
+    use crate::event::validate::ClickError;
 
     const SALT: UserSalt = UserSalt::from_bytes(*b"fast.path.salt16");
 

@@ -1,4 +1,4 @@
-//! Durations as job files spell them: `"250ms"`, `"5s"`, `"1m"`, `"1h"`,
+//! Durations as config files spell them: `"250ms"`, `"5s"`, `"1m"`, `"1h"`,
 //! `"1d"`, or a bare integer meaning milliseconds.
 //!
 //! One integer and one unit, nothing else: no fractions, no compound forms
@@ -13,7 +13,7 @@ const UNITS: [(&str, u64); 5] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3
 /// The error is a reason fit for `key '<key>': <reason>`.
 ///
 /// ```
-/// # use tally::job::parse_duration;
+/// # use tally::config::parse_duration;
 /// assert_eq!(parse_duration("250ms"), Ok(250));
 /// assert_eq!(parse_duration("1h"), Ok(3_600_000));
 /// assert_eq!(parse_duration("-5s"), Err("negative duration \"-5s\"".to_string()));
@@ -37,7 +37,7 @@ pub(crate) fn duration_from_int(ms: i64) -> Result<u64, String> {
 }
 
 /// Formats milliseconds in the largest unit that divides them exactly, so
-/// that error messages echo the job file's own spelling: `60_000` → `1m`.
+/// that error messages echo the file's own spelling: `60_000` → `1m`.
 pub fn format_duration(ms: u64) -> String {
     let (suffix, per_unit) = UNITS.iter().rev().find(|(_, per_unit)| ms != 0 && ms.is_multiple_of(*per_unit)).copied().unwrap_or(("ms", 1));
     format!("{}{suffix}", ms / per_unit)

@@ -3,9 +3,19 @@
 //! A [`Click`] is already validated and scrubbed: the user is a keyed 64-bit
 //! hash ([`UserKey`]), never the raw `user_id`, and the request id is the
 //! 128-bit UUID value. Everything downstream of a source sees only this type.
+//!
+//! Every way into the job makes its clicks with the parts below, so a click
+//! means the same whichever way it came: [`validate`] (the rules of each
+//! field and the [`validate::ClickError`] that names the one broken),
+//! [`salt`] (the keyed hash that replaces the `user_id`) and [`json`] (a
+//! click line or array element into a checked click).
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
+
+pub mod json;
+pub mod salt;
+pub mod validate;
 
 /// An ad, campaign or advertiser identifier (1–64 bytes, safe charset).
 pub type Key = CompactString;
@@ -88,6 +98,25 @@ pub fn mix64(mut z: u64) -> u64 {
 /// file accepts below `u64::MAX - MAX_EVENT_TIME_MS` (~584,000 years).
 pub fn minute_start(ts: EventTime) -> EventTime {
     ts - ts % MINUTE_MS
+}
+
+/// A seeded xorshift generator, for the tests that throw random bytes at
+/// the decoders.
+#[cfg(test)]
+pub(crate) struct XorShift(pub u64);
+
+#[cfg(test)]
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! Keys are *taken* out of the table as they are read; whatever is left when
 //! the section is finished is an unknown key, reported with its full dotted
-//! path (`source.colour`). This is why the job file is read through
+//! path (`source.colour`). This is why a config file is read through
 //! `toml::Table` and not `#[derive(Deserialize)]`: serde's
 //! `deny_unknown_fields` names the field but not where it sits.
 
@@ -43,7 +43,7 @@ pub(crate) fn spell(value: &Value) -> String {
     }
 }
 
-/// One table of the job file and its dotted path.
+/// One table of a config file and its dotted path.
 pub(crate) struct Section {
     path: String,
     table: Table,

@@ -1,4 +1,5 @@
-//! Why a job file was refused, in one line that names the file and the key.
+//! Why a config file (a job file, the ingest config) was refused, in one
+//! line that names the file and the key.
 //!
 //! Every message has the shape `<file>: key '<dotted.key>': <reason>` (or
 //! `<file>: line L, column C: …` for TOML syntax), so a user can jump straight
@@ -6,12 +7,12 @@
 
 use std::path::PathBuf;
 
-/// Exit status of the CLI when a job file is refused (usage error).
-pub const JOB_ERROR_EXIT_CODE: i32 = 2;
+/// Exit status of the CLI when a config file is refused (usage error).
+pub const CONFIG_ERROR_EXIT_CODE: i32 = 2;
 
-/// A job file that cannot be run.
+/// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum JobError {
+pub enum ConfigError {
     /// The file could not be read at all.
     #[error("{}: cannot read job file: {source}", file.display())]
     Read {
@@ -27,16 +28,16 @@ pub enum JobError {
     Key { file: PathBuf, key: String, reason: String },
 }
 
-impl JobError {
+impl ConfigError {
     /// The process exit status for this error: 2, as for any usage error.
     pub fn exit_code(&self) -> i32 {
-        JOB_ERROR_EXIT_CODE
+        CONFIG_ERROR_EXIT_CODE
     }
 
-    /// Builds a [`JobError::Syntax`] from the TOML parser's error, turning
+    /// Builds a [`ConfigError::Syntax`] from the TOML parser's error, turning
     /// its byte span into a 1-based line and column and its message into one
     /// line.
-    pub(crate) fn syntax(file: PathBuf, text: &str, err: &toml::de::Error) -> JobError {
+    pub(crate) fn syntax(file: PathBuf, text: &str, err: &toml::de::Error) -> ConfigError {
         let mut offset = err.span().map_or(0, |span| span.start).min(text.len());
         while !text.is_char_boundary(offset) {
             offset -= 1;
@@ -45,7 +46,7 @@ impl JobError {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        JobError::Syntax { file, line, column, message: one_line(err.message()) }
+        ConfigError::Syntax { file, line, column, message: one_line(err.message()) }
     }
 }
 
@@ -67,7 +68,7 @@ impl KeyError {
         KeyError { key: key.into(), reason: reason.into() }
     }
 
-    pub fn in_file(self, file: PathBuf) -> JobError {
-        JobError::Key { file, key: self.key, reason: self.reason }
+    pub fn in_file(self, file: PathBuf) -> ConfigError {
+        ConfigError::Key { file, key: self.key, reason: self.reason }
     }
 }
