@@ -46,7 +46,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http_load::{self, Mode, Pool, Row, Shape, Timing};
-use common::{cpu_time, human, machine_busy, median, min_max, number, peak_rss_kb, percentile};
+use common::{at_most, cpu_time, human, machine_busy, median, min_max, number, peak_rss_kb, percentile};
 use serde_json::{json, Value};
 use tally::datadir::DataDir;
 use tally::job::{Job, SinkSpec, SourceSpec};
@@ -186,15 +186,9 @@ fn parse_args() -> Result<Args, String> {
     args.clicks = clicks.unwrap_or(if args.smoke { SMOKE_CLICKS } else { DEFAULT_CLICKS });
     args.e2e_seconds = e2e.unwrap_or(if args.smoke { SMOKE_E2E_SECONDS } else { DEFAULT_E2E_SECONDS });
     args.memory_seconds = memory.unwrap_or(if args.smoke { SMOKE_MEMORY_SECONDS } else { DEFAULT_MEMORY_SECONDS });
-    if !(1..=MAX_RUNS).contains(&args.runs) {
-        return Err(format!("--runs: must be in 1..={MAX_RUNS}, got {}", args.runs));
-    }
-    if !(1..=MAX_CLICKS).contains(&args.clicks) {
-        return Err(format!("--clicks: must be in 1..={MAX_CLICKS}, got {}", args.clicks));
-    }
-    if !(1..=tally::run::MAX_WORKERS).contains(&args.parallelism) {
-        return Err(format!("--parallelism: must be in 1..={}, got {}", tally::run::MAX_WORKERS, args.parallelism));
-    }
+    at_most("--runs", args.runs, MAX_RUNS)?;
+    at_most("--clicks", args.clicks, MAX_CLICKS)?;
+    at_most("--parallelism", args.parallelism, tally::run::MAX_WORKERS)?;
     if !(1..=600).contains(&args.e2e_seconds) || !(1..=600).contains(&args.memory_seconds) {
         return Err("--e2e-seconds and --memory-seconds: must be in 1..=600".to_owned());
     }

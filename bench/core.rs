@@ -37,7 +37,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cpu_time, median, min_max, number, peak_rss_kb, CLOCK_TICKS_PER_S};
+use common::{at_most, cpu_time, median, min_max, number, peak_rss_kb, CLOCK_TICKS_PER_S};
 use tally::event::KeyType;
 use tally::job::{Job, SinkSpec, SourceSpec};
 use tally::run::{run, RunOptions};
@@ -151,15 +151,9 @@ fn parse_args() -> Result<Args, String> {
     }
     args.clicks = clicks.unwrap_or(if args.smoke { SMOKE_CLICKS } else { DEFAULT_CLICKS });
     args.runs = runs.unwrap_or(if args.smoke { 1 } else { DEFAULT_RUNS });
-    if !(1..=MAX_CLICKS).contains(&args.clicks) {
-        return Err(format!("--clicks: must be in 1..={MAX_CLICKS}, got {}", args.clicks));
-    }
-    if !(1..=MAX_RUNS).contains(&args.runs) {
-        return Err(format!("--runs: must be in 1..={MAX_RUNS}, got {}", args.runs));
-    }
-    if !(1..=tally::run::MAX_WORKERS).contains(&args.workers) {
-        return Err(format!("--workers: must be in 1..={}, got {}", tally::run::MAX_WORKERS, args.workers));
-    }
+    at_most("--clicks", args.clicks, MAX_CLICKS)?;
+    at_most("--runs", args.runs, MAX_RUNS)?;
+    at_most("--workers", args.workers, tally::run::MAX_WORKERS)?;
     Ok(args)
 }
 

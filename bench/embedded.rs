@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cpu_time, human, median, min_max, number, peak_rss_kb, tally_binary};
+use common::{at_most, cpu_time, human, median, min_max, number, peak_rss_kb, tally_binary};
 use tally::log::{Log, LogOptions};
 use tally::sources::generator::{Generator, GeneratorConfig};
 
@@ -99,12 +99,8 @@ fn parse_args() -> Result<Args, String> {
         smoke,
         child_log,
     };
-    if !(1..=MAX_CLICKS).contains(&args.clicks) {
-        return Err(format!("--clicks: must be in 1..={MAX_CLICKS}, got {}", args.clicks));
-    }
-    if !(1..=MAX_RUNS).contains(&args.runs) {
-        return Err(format!("--runs: must be in 1..={MAX_RUNS}, got {}", args.runs));
-    }
+    at_most("--clicks", args.clicks, MAX_CLICKS)?;
+    at_most("--runs", args.runs, MAX_RUNS)?;
     Ok(args)
 }
 

@@ -37,7 +37,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http_load::*;
-use common::{cpu_time, human, machine_busy, median, min_max, number, peak_rss_kb, percentile, tally_binary};
+use common::{at_most, cpu_time, human, machine_busy, median, min_max, number, peak_rss_kb, percentile, tally_binary};
 use tally::event::Click;
 use tally::log::{Log, LogOptions};
 use tally::sources::generator::{Generator, GeneratorConfig};
@@ -135,20 +135,12 @@ fn parse_args() -> Result<Args, String> {
         smoke,
         child_log,
     };
-    if !(1..=MAX_SECONDS).contains(&args.seconds) {
-        return Err(format!("--seconds: must be in 1..={MAX_SECONDS}, got {}", args.seconds));
-    }
-    if !(1..=MAX_RUNS).contains(&args.runs) {
-        return Err(format!("--runs: must be in 1..={MAX_RUNS}, got {}", args.runs));
-    }
+    at_most("--seconds", args.seconds, MAX_SECONDS)?;
+    at_most("--runs", args.runs, MAX_RUNS)?;
     for (flag, value) in [("--connections", args.connections), ("--single-connections", args.single_connections)] {
-        if !(1..=MAX_CONNECTIONS).contains(&value) {
-            return Err(format!("{flag}: must be in 1..={MAX_CONNECTIONS}, got {value}"));
-        }
+        at_most(flag, value, MAX_CONNECTIONS)?;
     }
-    if !(1..=tally::run::MAX_WORKERS).contains(&args.workers) {
-        return Err(format!("--workers: must be in 1..={}, got {}", tally::run::MAX_WORKERS, args.workers));
-    }
+    at_most("--workers", args.workers, tally::run::MAX_WORKERS)?;
     Ok(args)
 }
 

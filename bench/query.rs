@@ -48,7 +48,7 @@ use common::http_load::{
     bodies, interrupted, load_until, now_ms, register_signals, sleep_until, Load, Mode, Pool, Server, Shape, BATCH_CLICKS,
     DEFAULT_MAX_INFLIGHT, ERROR_PAUSE, LOG_PARTITIONS,
 };
-use common::{cpu_time, human, machine_busy, median, min_max, number, percentile, tally_binary};
+use common::{at_most, cpu_time, human, machine_busy, median, min_max, number, percentile, tally_binary};
 use serde_json::Value;
 use tally::ingest::client::HttpClient;
 use tally::sources::generator::{write_catalog, GeneratorConfig};
@@ -133,18 +133,10 @@ fn parse_args() -> Result<Args, String> {
     if !(MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&args.rate_per_s) {
         return Err(format!("--rate: must be in {MIN_RATE_PER_S}..={MAX_RATE_PER_S} clicks/s, got {}", args.rate_per_s));
     }
-    if !(1..=MAX_SECONDS).contains(&args.seconds) {
-        return Err(format!("--seconds: must be in 1..={MAX_SECONDS}, got {}", args.seconds));
-    }
-    if !(1..=MAX_QUERY_CLIENTS).contains(&args.query_clients) {
-        return Err(format!("--query-clients: must be in 1..={MAX_QUERY_CLIENTS}, got {}", args.query_clients));
-    }
-    if !(1..=MAX_RUNS).contains(&args.runs) {
-        return Err(format!("--runs: must be in 1..={MAX_RUNS}, got {}", args.runs));
-    }
-    if !(1..=tally::run::MAX_WORKERS).contains(&args.workers) {
-        return Err(format!("--workers: must be in 1..={}, got {}", tally::run::MAX_WORKERS, args.workers));
-    }
+    at_most("--seconds", args.seconds, MAX_SECONDS)?;
+    at_most("--query-clients", args.query_clients, MAX_QUERY_CLIENTS)?;
+    at_most("--runs", args.runs, MAX_RUNS)?;
+    at_most("--workers", args.workers, tally::run::MAX_WORKERS)?;
     Ok(args)
 }
 

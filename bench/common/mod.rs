@@ -19,6 +19,14 @@ pub fn number(flag: &str, value: Option<String>) -> Result<u64, String> {
     value.replace('_', "").parse().map_err(|_| format!("{flag}: not a number: {value:?}"))
 }
 
+/// `value` of `flag` if it is in `1..=max`, else the error that says so.
+pub fn at_most<T: PartialOrd + From<u8> + std::fmt::Display>(flag: &str, value: T, max: T) -> Result<T, String> {
+    match value >= T::from(1) && value <= max {
+        true => Ok(value),
+        false => Err(format!("{flag}: must be in 1..={max}, got {value}")),
+    }
+}
+
 /// User + system CPU time of a process or thread (`/proc/…/stat` fields 14
 /// and 15); zero if unreadable. A process's figure includes its exited threads.
 pub fn cpu_time(stat_path: &str) -> Duration {
