@@ -475,6 +475,12 @@ fn load_input(job: &Job, options: &RunOptions, output: &Output) -> Result<Input,
 /// offsets seen now). Process 0's start and salt are the cluster's.
 fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, output: &Output) -> Result<Input, RunError> {
     topic.ensure()?;
+    if let Some(commits) = &options.commits {
+        // Without a reader the metrics lack end offsets and lag, nothing else.
+        if let Ok(read) = topic.end_offsets_reader() {
+            commits.watch_end_offsets(Arc::new(read));
+        }
+    }
     let (earliest, ends) = topic.bounds()?;
     for (partition, checkpoint) in &output.resume {
         let first = earliest.get(*partition as usize).copied().unwrap_or(0);

@@ -652,6 +652,27 @@ fn up_with_kafka_serves_what_it_counted_from_the_topic() {
     }
     let text = std::fs::read_to_string(dir.join("up.log")).unwrap();
     assert!(text.contains("kafka topic up"), "{text}");
+    // Its metrics read the topic's end offsets: every partition has one, and
+    // together they hold at least every click sent (transaction markers
+    // take offsets too); the lag of each is what lies past its committed
+    // offset.
+    let metrics = http.get("/metrics").unwrap().text();
+    let gauge = |name: &str| -> BTreeMap<String, u64> {
+        let prefix = format!("{name}{{partition=\"");
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|l| l.split_once("\"} "))
+            .map(|(p, v)| (p.to_owned(), v.parse().unwrap()))
+            .collect()
+    };
+    let (ends, committed, lags) =
+        (gauge("tally_partition_end_offset"), gauge("tally_partition_committed_offset"), gauge("tally_partition_lag"));
+    assert_eq!(ends.len(), 8, "{metrics}");
+    assert!(ends.values().sum::<u64>() >= sent.len() as u64, "{metrics}");
+    for (partition, lag) in &lags {
+        assert_eq!(*lag, ends[partition] - committed[partition], "partition {partition}: {metrics}");
+    }
     stop(up);
 }
 

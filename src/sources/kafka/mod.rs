@@ -22,6 +22,8 @@ pub use reader::KafkaPartitionReader;
 
 /// How long a metadata or offset request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a metrics scrape waits for one partition's end offset.
+pub const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a metadata or offset request is retried while the brokers are
 /// unavailable or electing leaders (a broker restart), before giving up.
 pub const UNAVAILABLE_FOR: Duration = Duration::from_secs(60);
@@ -176,6 +178,20 @@ impl KafkaTopic {
             ends.push(high.max(0) as u64);
         }
         Ok((earliest, ends))
+    }
+
+    /// A reader of every partition's end offset for the metrics: one
+    /// consumer kept open, each request bounded by [`END_OFFSETS_TIMEOUT`]
+    /// and never retried (`None` when Kafka does not answer in time, so a
+    /// scrape never waits long). An end offset counts transaction markers.
+    pub fn end_offsets_reader(&self) -> Result<impl Fn() -> Option<Vec<u64>> + Send + Sync + 'static, KafkaProblem> {
+        let consumer = consumer(&self.brokers, "tally-metrics").map_err(KafkaProblem::Config)?;
+        let (topic, partitions) = (self.topic.clone(), self.partitions);
+        Ok(move || {
+            (0..partitions)
+                .map(|p| consumer.fetch_watermarks(&topic, p as i32, END_OFFSETS_TIMEOUT).ok().map(|(_, high)| high.max(0) as u64))
+                .collect()
+        })
     }
 
     /// Per partition, the first offset whose record timestamp is at or
