@@ -95,6 +95,14 @@ ensure_cassandra() {
     scripts/cassandra.sh fetch
 }
 
+# The Prometheus test (tests/metrics.rs) starts Debian's prometheus with
+# scripts/prometheus.sh; `check` installs the package if missing and checks
+# the alert rules and the example configuration with promtool.
+ensure_prometheus() {
+    scripts/prometheus.sh check
+    prometheus --version 2>&1 | head -1
+}
+
 # Starts `tally up --demo` on a scratch data directory and runs the browser
 # test against its dashboard; the screenshot stays in target/test-output/.
 dashboard_test() {
@@ -132,8 +140,9 @@ step "toolchain"
 ensure_cargo
 print_versions
 
-step "services for the tests (redis-server; Apache Kafka and Cassandra jars from Maven Central)"
+step "services for the tests (redis-server, prometheus; Apache Kafka and Cassandra jars from Maven Central)"
 ensure_redis
+ensure_prometheus
 ensure_kafka
 ensure_cassandra
 

@@ -104,19 +104,23 @@ fn scrape_until(http: &mut HttpClient, what: &str, done: impl Fn(&BTreeMap<Strin
     }
 }
 
-#[test]
-fn tally_up_reports_what_it_was_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let data = dir.path().join("data");
-    let _up = spawn(Command::new(TALLY).arg("--data-dir").arg(&data).args(["up", "--no-auth", "--addr", &addr.to_string()]), addr);
+/// What [`send_known`] sent: every click is counted from here.
+const FRESH: u64 = 600;
+const RETRIES: u64 = 50;
+const LATE: u64 = 40;
+/// Invalid clicks per batch of fresh ones (a bad timestamp, no ad id).
+const INVALID_PER_BATCH: u64 = 2;
+const FRESH_BATCHES: u64 = 6;
+
+/// Sends `tally up` at `addr` known clicks: 600 of the last few seconds in
+/// 6 batches, each with 2 invalid ones (a bad timestamp, no ad id); then 50
+/// of them again (retries: duplicates); then, once the job has read those,
+/// 40 from 20 minutes ago (too late). Returns the batches posted and the
+/// last scrape, once the job has read every click.
+fn send_known(addr: SocketAddr) -> (u64, String) {
     let mut http = HttpClient::new(addr, None);
     let now = now_ms();
-
-    // 600 clicks of the last few seconds in 6 batches, each with 2
-    // invalid ones (a bad timestamp, no ad id); then 50 of them again
-    // (retries: duplicates); then 40 from 20 minutes ago (too late).
-    let fresh: Vec<String> = (0..600).map(|i| click(i % 7, now - 5_000 + i * 5, i)).collect();
+    let fresh: Vec<String> = (0..FRESH).map(|i| click(i % 7, now - 5_000 + i * 5, i)).collect();
     let invalid = [
         r#"{"ad_id":"m-ad-1","timestamp":"yesterday","user_id":"u1","request_id":"00000000-0000-0000-0001-000000000001"}"#,
         r#"{"timestamp":1,"user_id":"u1","request_id":"00000000-0000-0000-0001-000000000002"}"#,
@@ -127,38 +131,50 @@ fn tally_up_reports_what_it_was_sent() {
         assert_eq!(reply.status, 202, "{}", reply.text());
         batches += 1;
     };
-    for chunk in fresh.chunks(100) {
+    for chunk in fresh.chunks((FRESH / FRESH_BATCHES) as usize) {
         post(chunk.iter().cloned().chain(invalid.iter().map(|s| s.to_string())).collect());
     }
-    post(fresh[100..150].to_vec());
+    post(fresh[100..100 + RETRIES as usize].to_vec());
     // The partitions must have seen the fresh clicks before these are too
     // late: wait for every fresh click to be read.
+    let mut scraper = HttpClient::new(addr, None);
+    scrape_until(&mut scraper, "the fresh clicks read", |s| sum(s, "tally_job_clicks_total") >= (FRESH + RETRIES) as f64);
+    post((0..LATE).map(|i| click(i % 7, now - 1_200_000 + i * 10, 10_000 + i)).collect());
+    let text = scrape_until(&mut scraper, "every click read", |s| sum(s, "tally_job_clicks_total") >= (FRESH + RETRIES + LATE) as f64);
+    (batches, text)
+}
+
+#[test]
+fn tally_up_reports_what_it_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let data = dir.path().join("data");
+    let _up = spawn(Command::new(TALLY).arg("--data-dir").arg(&data).args(["up", "--no-auth", "--addr", &addr.to_string()]), addr);
     let mut http = HttpClient::new(addr, None);
-    scrape_until(&mut http, "the fresh clicks read", |s| sum(s, "tally_job_clicks_total") >= 650.0);
-    post((0..40).map(|i| click(i % 7, now - 1_200_000 + i * 10, 10_000 + i)).collect());
-    let text = scrape_until(&mut http, "every click read", |s| sum(s, "tally_job_clicks_total") >= 690.0);
+    let (batches, text) = send_known(addr);
     let s = samples(&text);
 
-    assert_eq!(value(&s, "tally_clicks_received_total"), 690.0 + 12.0);
-    assert_eq!(value(&s, "tally_clicks_accepted_total"), 690.0);
-    assert_eq!(value(&s, "tally_clicks_written_total"), 690.0);
-    assert_eq!(value(&s, r#"tally_clicks_rejected_total{field="timestamp"}"#), 6.0);
-    assert_eq!(value(&s, r#"tally_clicks_rejected_total{field="ad_id"}"#), 6.0);
-    assert_eq!(value(&s, "tally_ingest_requests_total"), f64::from(batches));
-    assert_eq!(value(&s, r#"tally_http_requests_total{method="POST",route="/v1/clicks/batch",status="202"}"#), f64::from(batches));
-    assert_eq!(value(&s, r#"tally_job_clicks_total{verdict="on_time"}"#), 600.0);
-    assert_eq!(value(&s, r#"tally_job_clicks_total{verdict="duplicate"}"#), 50.0);
+    let (sent, invalid) = ((FRESH + RETRIES + LATE) as f64, (FRESH_BATCHES * INVALID_PER_BATCH) as f64);
+    assert_eq!(value(&s, "tally_clicks_received_total"), sent + invalid);
+    assert_eq!(value(&s, "tally_clicks_accepted_total"), sent);
+    assert_eq!(value(&s, "tally_clicks_written_total"), sent);
+    assert_eq!(value(&s, r#"tally_clicks_rejected_total{field="timestamp"}"#), invalid / 2.0);
+    assert_eq!(value(&s, r#"tally_clicks_rejected_total{field="ad_id"}"#), invalid / 2.0);
+    assert_eq!(value(&s, "tally_ingest_requests_total"), batches as f64);
+    assert_eq!(value(&s, r#"tally_http_requests_total{method="POST",route="/v1/clicks/batch",status="202"}"#), batches as f64);
+    assert_eq!(value(&s, r#"tally_job_clicks_total{verdict="on_time"}"#), FRESH as f64);
+    assert_eq!(value(&s, r#"tally_job_clicks_total{verdict="duplicate"}"#), RETRIES as f64);
     let late = value(&s, r#"tally_job_clicks_total{verdict="restating"}"#) + value(&s, r#"tally_job_clicks_total{verdict="held"}"#);
-    assert_eq!(late, 40.0);
+    assert_eq!(late, LATE as f64);
     assert_eq!(value(&s, "tally_log_errors_total"), 0.0);
     assert!(value(&s, "process_resident_memory_bytes") > 0.0);
 
     // Once every click is committed: the partitions' committed offsets
     // add up to the clicks written, and no partition lags.
-    let text = scrape_until(&mut http, "every click committed", |s| sum(s, "tally_partition_committed_offset") >= 690.0);
+    let text = scrape_until(&mut http, "every click committed", |s| sum(s, "tally_partition_committed_offset") >= sent);
     let s = samples(&text);
-    assert_eq!(sum(&s, "tally_partition_committed_offset"), 690.0);
-    assert_eq!(sum(&s, "tally_partition_end_offset"), 690.0);
+    assert_eq!(sum(&s, "tally_partition_committed_offset"), sent);
+    assert_eq!(sum(&s, "tally_partition_end_offset"), sent);
     assert_eq!(sum(&s, "tally_partition_lag"), 0.0);
     assert!(value(&s, "tally_epoch_commit_duration_seconds_count") > 0.0);
     assert_eq!(value(&s, "tally_epoch_commit_failures_total"), 0.0);
@@ -201,4 +217,122 @@ fn a_live_run_serves_metrics_at_its_metrics_addr() {
     assert_eq!(sum(&s, "tally_partition_end_offset"), 300.0);
     assert_eq!(sum(&s, "tally_partition_lag"), 0.0);
     assert!(!s.keys().any(|k| k.starts_with("tally_clicks_received")), "no ingest runs in `tally run`");
+}
+
+/// Prometheus (Debian's package) started by `scripts/prometheus.sh`,
+/// stopped when dropped.
+struct Prometheus {
+    dir: std::path::PathBuf,
+    url: SocketAddr,
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: SocketAddr) -> Prometheus {
+        let port = free_addr().port().to_string();
+        let out = checked(
+            Command::new("bash")
+                .arg(script("prometheus.sh"))
+                .args(["start", "--target", &target.to_string(), "--port", &port, "--dir"])
+                .arg(dir),
+        );
+        let url = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
+        let url = url.strip_prefix("http://").unwrap_or_else(|| panic!("no URL on the last line: {url:?}")).parse().unwrap();
+        Prometheus { dir: dir.to_owned(), url }
+    }
+
+    /// The value of an instant query that must answer one sample (`None`
+    /// while it answers none); panics on a query Prometheus refuses.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let answer = self.answer(promql);
+        let result = answer["data"]["result"].as_array().unwrap_or_else(|| panic!("{promql}: {answer}"));
+        assert!(result.len() <= 1, "{promql}: more than one sample: {answer}");
+        result.first().map(|sample| sample["value"][1].as_str().unwrap().parse().unwrap())
+    }
+
+    /// The whole answer of an instant query, which must succeed.
+    fn answer(&self, promql: &str) -> serde_json::Value {
+        let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("query", promql).finish();
+        let reply = HttpClient::new(self.url, None).get(&format!("/api/v1/query?{query}")).unwrap();
+        let answer = reply.json();
+        assert!(reply.status == 200 && answer["status"] == "success", "{promql}: {} {answer}", reply.status);
+        answer
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script("prometheus.sh")).args(["stop", "--dir"]).arg(&self.dir).output();
+    }
+}
+
+fn script(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)
+}
+
+/// Prometheus scraping `tally up` sees what the test sent; `promtool`
+/// accepts the exposition and the alert rules; every query of the Grafana
+/// dashboard runs.
+#[test]
+fn prometheus_scrapes_what_tally_up_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let data = dir.path().join("data");
+    let _up = spawn(Command::new(TALLY).arg("--data-dir").arg(&data).args(["up", "--no-auth", "--addr", &addr.to_string()]), addr);
+    let prometheus = Prometheus::start(&dir.path().join("prometheus"), addr);
+    let (_, exposition) = send_known(addr);
+
+    // What Prometheus scraped, once a scrape saw every click read.
+    let started = Instant::now();
+    let read = format!("sum(tally_job_clicks_total) == {}", FRESH + RETRIES + LATE);
+    while prometheus.query(&read).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "Prometheus never scraped every click: {}",
+            prometheus.answer("sum(tally_job_clicks_total)")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(prometheus.query("sum(tally_clicks_accepted_total)"), Some((FRESH + RETRIES + LATE) as f64));
+    assert_eq!(prometheus.query(r#"sum(tally_job_clicks_total{verdict="duplicate"})"#), Some(RETRIES as f64));
+    assert_eq!(prometheus.query(r#"sum(tally_job_clicks_total{verdict=~"restating|held"})"#), Some(LATE as f64));
+    assert_eq!(prometheus.query("sum(tally_clicks_rejected_total)"), Some((FRESH_BATCHES * INVALID_PER_BATCH) as f64));
+    assert_eq!(prometheus.query(r#"up{job="tally"}"#), Some(1.0));
+
+    // promtool on the exposition and on the rules.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), exposition.as_bytes()).unwrap();
+    let checked_metrics = promtool.wait_with_output().unwrap();
+    assert!(
+        checked_metrics.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&checked_metrics.stdout),
+        String::from_utf8_lossy(&checked_metrics.stderr)
+    );
+    checked(Command::new("bash").arg(script("prometheus.sh")).arg("check"));
+
+    // Every query of the Grafana dashboard is valid PromQL over these
+    // metrics, and each panel has data once Prometheus holds two scrapes
+    // or more of them (rates need two).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/tally.json")).unwrap())
+            .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 6);
+    let started = Instant::now();
+    for panel in panels {
+        let answered = || -> usize {
+            let targets = panel["targets"].as_array().unwrap().iter();
+            targets.map(|target| prometheus.answer(target["expr"].as_str().unwrap())["data"]["result"].as_array().map_or(0, Vec::len)).sum()
+        };
+        while answered() == 0 {
+            assert!(started.elapsed() < Duration::from_secs(60), "panel {}: no query has data", panel["title"]);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
 }
