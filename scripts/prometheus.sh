@@ -30,14 +30,8 @@ readonly STOP_WAIT_S=20
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 name=prometheus.sh
-die() { echo "$name: $*" >&2; exit 1; }
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-    exit "${1:-0}"
-}
-bad_usage() { echo "$name: $*" >&2; usage 2 >&2; }
-positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || bad_usage "$1 must be a positive integer, not '$2'"; }
-absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+# shellcheck source=scripts/lib/cli.sh
+source "$root/scripts/lib/cli.sh"
 
 # Debian's prometheus package (it brings promtool).
 ensure_prometheus() {

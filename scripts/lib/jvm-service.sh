@@ -9,14 +9,8 @@
 # and defines write_pom (the POM whose runtime dependencies are the jars)
 # and running_pid I (node I's pid, when it runs).
 
-die() { echo "$name: $*" >&2; exit 1; }
-usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[-1]}" | sed '$d; s/^# \{0,1\}//'
-    exit "${1:-0}"
-}
-bad_usage() { echo "$name: $*" >&2; usage 2 >&2; }
-positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || bad_usage "$1 must be a positive integer, not '$2'"; }
-absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+# shellcheck source=scripts/lib/cli.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cli.sh"
 
 # Holds the cache's fetch lock (fd 9) until unlock_cache: concurrent first
 # uses wait for one download.
