@@ -1,0 +1,65 @@
+//! `tally export`: the committed rows of a store as NDJSON.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use tally::datadir::DataDir;
+use tally::job;
+
+use super::open_reader;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The job file (names the store's job; rows come from the data directory).
+    job: PathBuf,
+    /// Where to write the rows.
+    #[arg(long)]
+    output: PathBuf,
+    /// Where to write the late ledger too (NDJSON, as `rows.late.ndjson`).
+    #[arg(long)]
+    late: Option<PathBuf>,
+    /// The version of the output to export (default: the one serving).
+    #[arg(long, value_name = "NAME")]
+    version: Option<String>,
+    /// Cassandra contact points (host:port,...); overrides the job's sink.hosts.
+    #[arg(long, value_name = "HOSTS")]
+    cassandra: Option<String>,
+}
+
+pub fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
+    let job = match job::load(&args.job).and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    let reader = match open_reader(&job, data_dir, args.version.as_deref()) {
+        Ok(reader) => reader,
+        Err((error, code)) => {
+            eprintln!("error: tally export: {error}");
+            return code;
+        }
+    };
+    let result = (|| -> Result<usize, String> {
+        let snapshot = reader.snapshot().map_err(|e| e.to_string())?;
+        let rows = snapshot.all_rows().map_err(|e| e.to_string())?;
+        tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
+        if let Some(path) = &args.late {
+            let entries = snapshot.late_entries(0, u64::MAX).map_err(|e| e.to_string())?;
+            tally::sink::file::write_late(path, &entries).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(rows.len())
+    })();
+    match result {
+        Ok(rows) => {
+            eprintln!("exported {rows} rows to {}", args.output.display());
+            0
+        }
+        Err(error) => {
+            eprintln!("error: tally export: {error}");
+            1
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The subcommands of the `tally` binary, one module each.
+
+use tally::datadir::DataDir;
+use tally::job;
+use tally::store::cassandra::CassandraVersions;
+use tally::store::{self, StoreReader};
+
+pub mod export;
+pub mod gen;
+pub mod log;
+pub mod run;
+pub mod service;
+pub mod verify;
+pub mod versions;
+
+/// The store a job's committed epochs are read from: version `name`
+/// (default: the serving one) in its Cassandra keyspace, or of the
+/// embedded store. `Err` holds the message and the exit code.
+pub fn open_reader(job: &job::Job, data_dir: &DataDir, name: Option<&str>) -> Result<Box<dyn StoreReader>, (String, i32)> {
+    if let job::SinkSpec::Cassandra(config) = &job.sink {
+        let reader = CassandraVersions::open(config, &job.name).and_then(|versions| match name {
+            Some(name) => versions.reader(name),
+            None => versions.serving_reader().map(|(_, reader)| reader),
+        });
+        return reader.map(|r| Box::new(r) as Box<dyn StoreReader>).map_err(|e| {
+            let code = if e.is_usage() { 2 } else { 1 };
+            (e.to_string(), code)
+        });
+    }
+    let name = match name {
+        Some(name) => Ok(name.to_owned()),
+        None => store::versions::serving(data_dir),
+    };
+    // Opening the store repairs it first if a crashed job left it and no
+    // job holds it now.
+    match name.and_then(|name| store::versions::open(data_dir, &name)) {
+        Ok(reader) => Ok(Box::new(reader)),
+        Err(error) => Err((error.to_string(), if error.is_usage() { 2 } else { 1 })),
+    }
+}

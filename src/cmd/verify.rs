@@ -1,0 +1,76 @@
+//! `tally verify`: an independent recount of the log against the store.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use tally::datadir::DataDir;
+use tally::job;
+
+use super::open_reader;
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The job whose committed rows to check.
+    job: PathBuf,
+    /// Ad catalog CSV; overrides the job's. Must be the catalog the store's
+    /// last commit was made with.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// List the first N mismatches in full (0: only the counts).
+    #[arg(long, value_name = "N", default_value_t = tally::verify::SUMMARY_MISMATCH_LINES)]
+    show: usize,
+    /// Kafka bootstrap servers (host:port,...); overrides the job's source.brokers.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Cassandra contact points (host:port,...); overrides the job's sink.hosts.
+    #[arg(long, value_name = "HOSTS")]
+    cassandra: Option<String>,
+    /// The version of the output to check (default: live, the job's store).
+    #[arg(long, value_name = "NAME", default_value = tally::store::versions::LIVE)]
+    version: String,
+}
+
+pub fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
+    let job = job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
+    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return error.exit_code();
+        }
+    };
+    // Every error reads `verify: …` (a VerifyError says so itself).
+    let result = (|| -> Result<tally::verify::Report, String> {
+        let catalog = match args.catalog.as_ref().or(job.catalog.as_ref()) {
+            Some(path) => Some(tally::verify::CatalogFile::load(path).map_err(|e| format!("verify: {e}"))?),
+            None => None,
+        };
+        let store = open_reader(&job, data_dir, Some(&args.version)).map_err(|(e, _)| format!("verify: {e}"))?;
+        let log: Box<dyn tally::verify::RecountLog> = match &job.source {
+            job::SourceSpec::Kafka { brokers, topic } => {
+                let topic =
+                    tally::sources::kafka::KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions };
+                let salt = data_dir.salt().map_err(|e| format!("verify: salt in {}: {e}", data_dir.root.display()))?;
+                Box::new(tally::verify::KafkaRecount::new(topic, salt).map_err(|e| format!("verify: {e}"))?)
+            }
+            job::SourceSpec::Log { dir: Some(dir) } => Box::new(tally::log::LogView::open(dir).map_err(|e| format!("verify: {e}"))?),
+            _ => Box::new(tally::log::LogView::open(&data_dir.log()).map_err(|e| format!("verify: {e}"))?),
+        };
+        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(report) => {
+            println!("{}", report.summary());
+            if report.is_clean() {
+                0
+            } else {
+                1
+            }
+        }
+        Err(error) => {
+            eprintln!("error: tally {error}");
+            2
+        }
+    }
+}
