@@ -95,12 +95,11 @@ pub enum BackfillError {
 }
 
 impl BackfillError {
-    /// 2 for bad input, 1 for failures while running.
+    /// The status of [`crate::exit`].
     pub fn exit_code(&self) -> i32 {
         match self {
-            BackfillError::Usage(_) => 2,
-            BackfillError::Version(e) if e.is_usage() => 2,
-            BackfillError::Version(_) => 1,
+            BackfillError::Usage(_) => crate::exit::USAGE,
+            BackfillError::Version(e) => e.exit_code(),
             BackfillError::Run(e) => e.exit_code(),
         }
     }

@@ -23,7 +23,7 @@ use crate::log::{Log, LogOptions, LogView};
 use crate::sink::metered::MeteredSink;
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
-use crate::sources::file::read_clicks_path;
+use crate::sources::file::{read_clicks_path, MaxRejected};
 use crate::sources::generated;
 use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::kafka::{KafkaProblem, KafkaTopic};
@@ -50,6 +50,11 @@ pub struct RunOptions {
     pub input: Option<PathBuf>,
     pub catalog: Option<PathBuf>,
     pub output: Option<PathBuf>,
+    /// Where a file sink writes the late ledger (default: beside `output`,
+    /// see [`crate::sink::file::late_path`]).
+    pub late: Option<PathBuf>,
+    /// How many rejected lines of a click file the run accepts.
+    pub max_rejected: MaxRejected,
     /// Where the embedded log and store live.
     pub data_dir: DataDir,
     /// Read the log only up to the end offsets seen at start, then finish.
@@ -129,11 +134,14 @@ impl From<KafkaProblem> for RunError {
 }
 
 impl RunError {
-    /// 2 for bad input or configuration, 1 for failures while running.
+    /// The status of [`crate::exit`]: bad input or configuration is a
+    /// usage error, a held lock is busy, the rest failed while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Usage(_) | RunError::Input(_) | RunError::Catalog(_) => 2,
-            RunError::Sink(_) | RunError::Cluster(_) | RunError::Store(_) | RunError::Log(_) | RunError::Unavailable(_) => 1,
+            RunError::Usage(_) | RunError::Input(_) | RunError::Catalog(_) => crate::exit::USAGE,
+            RunError::Store(e) => e.exit_code(),
+            RunError::Log(e) => e.exit_code(),
+            RunError::Sink(_) | RunError::Cluster(_) | RunError::Unavailable(_) => crate::exit::FAILED,
         }
     }
 }
@@ -174,12 +182,15 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         SinkSpec::Cassandra(config) if store_cluster => Some(config.clone()),
         _ => None,
     };
+    // A click file is read (and refused, if it must be) before the sink
+    // creates anything.
+    let file = load_file_input(job, options)?;
     let mut output = if store_cluster && options.process > 0 {
         Output::empty(Arc::new(Mutex::new(None)))
     } else {
         sink(job, options, job.settings(stamp), catalog.as_ref())?
     };
-    let (readers, input, clicks_loaded, log) = load_input(job, options, &output)?;
+    let (readers, input, clicks_loaded, log) = load_input(job, options, &output, file)?;
     check_resume_offsets(&output.resume, log.as_ref().map(|l| l.ends.as_slice()))?;
     let (start, salt) = log.map(|l| (l.start, l.salt)).unwrap_or_default();
     output.open_store_sink(job.partitions, &start)?;
@@ -374,13 +385,13 @@ fn timely_config(options: &RunOptions) -> Result<timely::Config, RunError> {
     if workers > MAX_WORKERS {
         return Err(RunError::Usage(format!("-w {workers}: at most {MAX_WORKERS} workers per process")));
     }
+    if options.process >= options.processes.max(1) {
+        return Err(RunError::Usage(format!("--process {}: must be below --processes {}", options.process, options.processes.max(1))));
+    }
     let communication = if options.processes <= 1 {
         timely::CommunicationConfig::Process(workers)
     } else {
         let addresses = read_hostfile(options)?;
-        if options.process >= options.processes {
-            return Err(RunError::Usage(format!("--process {}: must be below --processes {}", options.process, options.processes)));
-        }
         timely::CommunicationConfig::Cluster { threads: workers, process: options.process, addresses, report: false, zerocopy: false }
     };
     Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
@@ -440,14 +451,32 @@ struct LogRange {
     salt: Option<UserSalt>,
 }
 
-fn load_input(job: &Job, options: &RunOptions, output: &Output) -> Result<Input, RunError> {
-    let loaded = match (&job.source, &options.input) {
+/// The job's click file (`--input`, or `source.path`), read whole and
+/// checked against `--max-rejected`; `None` when the input is not a file.
+fn load_file_input(job: &Job, options: &RunOptions) -> Result<Option<(Vec<Vec<Click>>, String)>, RunError> {
+    match (&job.source, &options.input) {
         (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => {
-            load_file(path, job.partitions, &file_salt(&options.data_dir, options.processes))?
+            let salt = file_salt(&options.data_dir, options.processes);
+            let input = read_clicks_path(path, job.partitions, &salt).map_err(|e| RunError::Input(e.to_string()))?;
+            let report = input.report();
+            options
+                .max_rejected
+                .check(input.rejected_total, input.lines)
+                .map_err(|reason| RunError::Input(format!("{report}\n{}: {reason}", crate::stdio::describe(path, "standard input"))))?;
+            Ok(Some((input.partitions, report)))
         }
         (SourceSpec::File { path: None }, None) => {
-            return Err(RunError::Usage(format!("{}: source.path is not set; pass --input FILE", job.file.display())))
+            Err(RunError::Usage(format!("{}: source.path is not set; pass --input FILE", job.file.display())))
         }
+        _ => Ok(None),
+    }
+}
+
+fn load_input(job: &Job, options: &RunOptions, output: &Output, file: Option<(Vec<Vec<Click>>, String)>) -> Result<Input, RunError> {
+    let loaded = match (&job.source, file) {
+        (_, Some(loaded)) => loaded,
+        // load_file_input read every file it was given.
+        (SourceSpec::File { .. }, None) => return Err(RunError::Usage(format!("{}: no click file", job.file.display()))),
         (SourceSpec::Generator(config), None) => {
             let config = GeneratorConfig { partitions: job.partitions, ..config.clone() };
             let report = format!("input: {} generated clicks (seed {}), made while the job runs", config.clicks, config.seed);
@@ -656,12 +685,6 @@ fn file_salt(data_dir: &DataDir, processes: usize) -> UserSalt {
     }
 }
 
-fn load_file(path: &Path, partitions: u32, salt: &UserSalt) -> Result<(Vec<Vec<Click>>, String), RunError> {
-    let input = read_clicks_path(path, partitions, salt).map_err(|e| RunError::Input(e.to_string()))?;
-    let report = input.report();
-    Ok((input.partitions, report))
-}
-
 /// The catalog, and the stamp of its file that commits record.
 fn load_catalog(job: &Job, options: &RunOptions) -> Result<(Option<Catalog>, Option<CatalogStamp>), RunError> {
     if let Some(path) = options.catalog.as_ref().or(job.catalog.as_ref()) {
@@ -814,7 +837,8 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings, catalog: Option<
     let mut output = Output::empty(shared(Box::<MemorySink>::default()));
     match (&options.output, &job.sink) {
         (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => {
-            output.sink = shared(Box::new(FileSink::create(path).map_err(|e| RunError::Sink(e.to_string()))?));
+            let sink = FileSink::create(path, options.late.as_deref()).map_err(|e| RunError::Sink(e.to_string()))?;
+            output.sink = shared(Box::new(sink));
         }
         (None, SinkSpec::File { path: None }) => {
             return Err(RunError::Usage(format!("{}: sink.path is not set; pass --output FILE", job.file.display())))

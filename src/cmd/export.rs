@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use tally::datadir::DataDir;
+use tally::exit;
 use tally::job;
+use tally::stdio::{describe, is_std};
 
 use super::open_reader;
 
@@ -13,10 +15,11 @@ use super::open_reader;
 pub struct ExportArgs {
     /// The job file (names the store's job; rows come from the data directory).
     job: PathBuf,
-    /// Where to write the rows.
+    /// Where to write the rows ("-" for stdout).
     #[arg(long)]
     output: PathBuf,
-    /// Where to write the late ledger too (NDJSON, as `rows.late.ndjson`).
+    /// Where to write the late ledger too (NDJSON, as `rows.late.ndjson`;
+    /// "-" for stdout).
     #[arg(long)]
     late: Option<PathBuf>,
     /// The version of the output to export (default: the one serving).
@@ -42,24 +45,33 @@ pub fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
             return code;
         }
     };
-    let result = (|| -> Result<usize, String> {
-        let snapshot = reader.snapshot().map_err(|e| e.to_string())?;
-        let rows = snapshot.all_rows().map_err(|e| e.to_string())?;
-        tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
+    if is_std(&args.output) && args.late.as_deref().is_some_and(is_std) {
+        eprintln!("error: tally export: --output and --late cannot both be standard output");
+        return exit::USAGE;
+    }
+    let result = (|| -> Result<usize, (String, i32)> {
+        let store = |e: tally::store::StoreError| (e.to_string(), e.exit_code());
+        let file = |path: &std::path::Path| {
+            let path = describe(path, "standard output");
+            move |e: std::io::Error| (format!("{path}: {e}"), exit::FAILED)
+        };
+        let snapshot = reader.snapshot().map_err(store)?;
+        let rows = snapshot.all_rows().map_err(store)?;
+        tally::sink::file::write_rows(&args.output, &rows).map_err(file(&args.output))?;
         if let Some(path) = &args.late {
-            let entries = snapshot.late_entries(0, u64::MAX).map_err(|e| e.to_string())?;
-            tally::sink::file::write_late(path, &entries).map_err(|e| format!("{}: {e}", path.display()))?;
+            let entries = snapshot.late_entries(0, u64::MAX).map_err(store)?;
+            tally::sink::file::write_late(path, &entries).map_err(file(path))?;
         }
         Ok(rows.len())
     })();
     match result {
         Ok(rows) => {
-            eprintln!("exported {rows} rows to {}", args.output.display());
-            0
+            eprintln!("exported {rows} rows to {}", describe(&args.output, "standard output"));
+            exit::OK
         }
-        Err(error) => {
+        Err((error, code)) => {
             eprintln!("error: tally export: {error}");
-            1
+            code
         }
     }
 }

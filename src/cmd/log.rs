@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use tally::datadir::DataDir;
+use tally::exit;
+use tally::sources::file::MaxRejected;
+use tally::stdio;
 
 #[derive(Subcommand)]
 pub enum LogCommand {
@@ -28,33 +31,30 @@ pub fn log(command: LogCommand, data_dir: &DataDir) -> i32 {
 }
 
 fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
-    let result = (|| -> Result<tally::ingest::ImportReport, String> {
-        let salt = data_dir.salt().map_err(|e| format!("salt in {}: {e}", data_dir.root.display()))?;
-        let log = tally::log::Log::open(&data_dir.log(), args.partitions, Default::default()).map_err(|e| e.to_string())?;
-        let input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
-            Box::new(std::io::BufReader::new(std::io::stdin()))
-        } else {
-            let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
-            Box::new(std::io::BufReader::with_capacity(1 << 20, file))
-        };
+    let result = (|| -> Result<tally::ingest::ImportReport, (String, i32)> {
+        let salt = data_dir.salt().map_err(|e| (format!("salt in {}: {e}", data_dir.root.display()), exit::FAILED))?;
+        let input = stdio::reader(&args.file).map_err(|e| (format!("{}: {e}", args.file.display()), exit::USAGE))?;
+        let log =
+            tally::log::Log::open(&data_dir.log(), args.partitions, Default::default()).map_err(|e| (e.to_string(), e.exit_code()))?;
         // No retention here: it runs where the job runs, with its offsets.
-        tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())
+        tally::ingest::import(input, &log, &salt).map_err(|e| (e.to_string(), exit::FAILED))
     })();
-    match result {
-        Ok(report) => {
-            println!("appended {} clicks, rejected {} lines (of {})", report.appended, report.rejected_total, report.lines);
-            for rejected in report.rejected.iter().take(10) {
-                eprintln!("  line {}: {}", rejected.line, rejected.error);
-            }
-            0
-        }
-        Err(error) => {
+    let report = match result {
+        Ok(report) => report,
+        Err((error, code)) => {
             eprintln!("error: tally log import: {error}");
-            if error.contains("cannot read") || error.contains("No such file") {
-                2
-            } else {
-                1
-            }
+            return code;
+        }
+    };
+    println!("appended {} clicks, rejected {} lines (of {})", report.appended, report.rejected_total, report.lines);
+    for rejected in report.rejected.iter().take(10) {
+        eprintln!("  line {}: {}", rejected.line, rejected.error);
+    }
+    match MaxRejected::NotAll.check(report.rejected_total, report.lines) {
+        Ok(()) => exit::OK,
+        Err(reason) => {
+            eprintln!("error: tally log import: {}: {reason}", stdio::describe(&args.file, "standard input"));
+            exit::USAGE
         }
     }
 }

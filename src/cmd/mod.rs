@@ -22,10 +22,7 @@ pub fn open_reader(job: &job::Job, data_dir: &DataDir, name: Option<&str>) -> Re
             Some(name) => versions.reader(name),
             None => versions.serving_reader().map(|(_, reader)| reader),
         });
-        return reader.map(|r| Box::new(r) as Box<dyn StoreReader>).map_err(|e| {
-            let code = if e.is_usage() { 2 } else { 1 };
-            (e.to_string(), code)
-        });
+        return reader.map(|r| Box::new(r) as Box<dyn StoreReader>).map_err(|e| (e.to_string(), e.exit_code()));
     }
     let name = match name {
         Some(name) => Ok(name.to_owned()),
@@ -35,6 +32,24 @@ pub fn open_reader(job: &job::Job, data_dir: &DataDir, name: Option<&str>) -> Re
     // job holds it now.
     match name.and_then(|name| store::versions::open(data_dir, &name)) {
         Ok(reader) => Ok(Box::new(reader)),
-        Err(error) => Err((error.to_string(), if error.is_usage() { 2 } else { 1 })),
+        Err(error) => Err((error.to_string(), error.exit_code())),
+    }
+}
+
+/// A clap value parser for counts that must be at least 1 (`-w`, `--processes`).
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `N thing` or `N things`.
+pub fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
     }
 }

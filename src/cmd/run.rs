@@ -6,8 +6,10 @@ use std::sync::Arc;
 use clap::Args;
 
 use tally::datadir::DataDir;
+use tally::exit;
 use tally::job;
 use tally::run::{run, RunOptions, RunReport};
+use tally::sources::file::MaxRejected;
 use tally::sources::position::Position;
 use tally::telemetry::{serve_metrics, CommitStats, SourceStats, Telemetry};
 
@@ -21,14 +23,24 @@ pub struct RunArgs {
     /// Ad catalog CSV (ad_id,campaign_id,advertiser_id[,valid_from]); overrides the job's.
     #[arg(long)]
     catalog: Option<PathBuf>,
-    /// Rows NDJSON file; overrides the job's sink. The late ledger goes next to it.
+    /// Rows NDJSON file ("-" for stdout); overrides the job's sink. The
+    /// late ledger goes next to it (rows.late.ndjson), or to --late.
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Worker threads in this process.
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    /// Late-ledger NDJSON file of a file sink ("-" for stdout); default:
+    /// beside --output, none when the rows go to stdout.
+    #[arg(long, value_name = "FILE")]
+    late: Option<PathBuf>,
+    /// Refuse a click file with more rejected lines than N (a count) or
+    /// RATIO (a share, e.g. 0.01); by default only a file whose every line
+    /// is rejected is refused. A refused file runs nothing.
+    #[arg(long, value_name = "N|RATIO")]
+    max_rejected: Option<MaxRejected>,
+    /// Worker threads in this process (at least 1).
+    #[arg(short = 'w', long = "workers", default_value_t = 1, value_parser = super::at_least_one)]
     workers: usize,
-    /// Processes in the cluster.
-    #[arg(long, default_value_t = 1)]
+    /// Processes in the cluster (at least 1).
+    #[arg(long, default_value_t = 1, value_parser = super::at_least_one)]
     processes: usize,
     /// Index of this process in the cluster.
     #[arg(long, default_value_t = 0)]
@@ -91,7 +103,7 @@ pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         Ok(positions) => positions,
         Err(error) => {
             eprintln!("error: {error}");
-            return 2;
+            return exit::USAGE;
         }
     };
     let (stats, commits) = (Arc::new(SourceStats::default()), Arc::new(CommitStats::default()));
@@ -104,7 +116,7 @@ pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
             Ok(bound) => eprintln!("metrics: http://{bound}/metrics"),
             Err(error) => {
                 eprintln!("error: {error}");
-                return 2;
+                return exit::USAGE;
             }
         }
     }
@@ -119,6 +131,8 @@ pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         input: args.input,
         catalog: args.catalog,
         output: args.output,
+        late: args.late,
+        max_rejected: args.max_rejected.unwrap_or_default(),
         data_dir,
         bounded: args.bounded,
         leave_open: args.leave_open,
@@ -131,7 +145,7 @@ pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
     match run(&job, &options) {
         Ok(report) => {
             print_report(&report, args.workers);
-            0
+            exit::OK
         }
         Err(error) => {
             eprintln!("error: {error}");
@@ -163,9 +177,9 @@ pub fn print_report(report: &RunReport, workers: usize) {
         );
     }
     eprintln!(
-        "done in {:.2} s with {} workers: {:.0} clicks/s, dedup memory at most {} ids (all partitions)",
+        "done in {:.2} s with {}: {:.0} clicks/s, dedup memory at most {} ids (all partitions)",
         secs,
-        workers,
+        super::count(workers, "worker"),
         s.read_total() as f64 / secs.max(1e-9),
         s.remembered_max
     );

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use tally::datadir::DataDir;
+use tally::exit;
 
 #[derive(Args)]
 pub struct ServiceArgs {
@@ -37,7 +38,7 @@ pub fn kafka_target(args: &ServiceArgs) -> Result<Option<tally::up::KafkaTarget>
         Ok(()) => Ok(Some(tally::up::KafkaTarget { brokers: brokers.clone(), topic: args.topic.clone() })),
         Err(reason) => {
             eprintln!("error: --kafka/--topic: {reason}");
-            Err(2)
+            Err(exit::USAGE)
         }
     }
 }
@@ -62,7 +63,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "HOSTS")]
     cassandra: Option<String>,
     /// Worker threads of the job.
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    #[arg(short = 'w', long = "workers", default_value_t = 1, value_parser = super::at_least_one)]
     workers: usize,
     /// Ad catalog CSV of the job (ad_id,campaign_id,advertiser_id[,valid_from]).
     #[arg(long)]
@@ -104,7 +105,7 @@ pub fn ingest(args: &IngestArgs, data_dir: &DataDir) -> i32 {
         Err(code) => return code,
     };
     match tally::up::ingest(&config, data_dir, kafka.as_ref()) {
-        Ok(()) => 0,
+        Ok(()) => exit::OK,
         Err(error) => {
             eprintln!("error: tally ingest: {error}");
             2
@@ -130,7 +131,7 @@ pub fn up(args: UpArgs, data_dir: &DataDir) -> i32 {
     };
     let options = tally::up::UpOptions { workers: args.workers, catalog: args.catalog, demo: args.demo, kafka };
     match tally::up::up(&config, data_dir, &job, &options) {
-        Ok(()) => 0,
+        Ok(()) => exit::OK,
         Err(error) => {
             eprintln!("error: tally up: {error}");
             2

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use tally::datadir::DataDir;
+use tally::exit;
 use tally::job;
 
 use super::open_reader;
@@ -41,36 +42,38 @@ pub fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
         }
     };
     // Every error reads `verify: …` (a VerifyError says so itself).
-    let result = (|| -> Result<tally::verify::Report, String> {
+    let result = (|| -> Result<tally::verify::Report, (String, i32)> {
+        let usage = |e: String| (format!("verify: {e}"), exit::USAGE);
         let catalog = match args.catalog.as_ref().or(job.catalog.as_ref()) {
-            Some(path) => Some(tally::verify::CatalogFile::load(path).map_err(|e| format!("verify: {e}"))?),
+            Some(path) => Some(tally::verify::CatalogFile::load(path).map_err(|e| usage(e.to_string()))?),
             None => None,
         };
-        let store = open_reader(&job, data_dir, Some(&args.version)).map_err(|(e, _)| format!("verify: {e}"))?;
+        let store = open_reader(&job, data_dir, Some(&args.version)).map_err(|(e, code)| (format!("verify: {e}"), code))?;
+        let log_error = |e: tally::log::LogError| (format!("verify: {e}"), e.exit_code());
         let log: Box<dyn tally::verify::RecountLog> = match &job.source {
             job::SourceSpec::Kafka { brokers, topic } => {
                 let topic =
                     tally::sources::kafka::KafkaTopic { brokers: brokers.clone(), topic: topic.clone(), partitions: job.partitions };
-                let salt = data_dir.salt().map_err(|e| format!("verify: salt in {}: {e}", data_dir.root.display()))?;
-                Box::new(tally::verify::KafkaRecount::new(topic, salt).map_err(|e| format!("verify: {e}"))?)
+                let salt = data_dir.salt().map_err(|e| (format!("verify: salt in {}: {e}", data_dir.root.display()), exit::FAILED))?;
+                Box::new(tally::verify::KafkaRecount::new(topic, salt).map_err(|e| (format!("verify: {e}"), exit::FAILED))?)
             }
-            job::SourceSpec::Log { dir: Some(dir) } => Box::new(tally::log::LogView::open(dir).map_err(|e| format!("verify: {e}"))?),
-            _ => Box::new(tally::log::LogView::open(&data_dir.log()).map_err(|e| format!("verify: {e}"))?),
+            job::SourceSpec::Log { dir: Some(dir) } => Box::new(tally::log::LogView::open(dir).map_err(log_error)?),
+            _ => Box::new(tally::log::LogView::open(&data_dir.log()).map_err(log_error)?),
         };
-        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
+        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show).map_err(|e| (e.to_string(), e.exit_code()))
     })();
     match result {
         Ok(report) => {
             println!("{}", report.summary());
             if report.is_clean() {
-                0
+                exit::OK
             } else {
-                1
+                exit::FAILED
             }
         }
-        Err(error) => {
+        Err((error, code)) => {
             eprintln!("error: tally {error}");
-            2
+            code
         }
     }
 }

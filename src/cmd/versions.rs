@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use tally::datadir::DataDir;
+use tally::exit;
 use tally::job;
 use tally::sources::position::Position;
 use tally::store::cassandra::CassandraVersions;
@@ -27,7 +28,7 @@ pub struct BackfillArgs {
     #[arg(long)]
     replace: bool,
     /// Worker threads.
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    #[arg(short = 'w', long = "workers", default_value_t = 1, value_parser = super::at_least_one)]
     workers: usize,
     /// Ad catalog CSV; overrides the job's.
     #[arg(long)]
@@ -122,7 +123,7 @@ pub fn backfill(args: BackfillArgs, data_dir: &DataDir) -> i32 {
                 report.name,
                 report.name
             );
-            0
+            exit::OK
         }
         Err(error) => {
             eprintln!("error: tally backfill: {error}");
@@ -143,14 +144,10 @@ pub fn versions(args: VersionsArgs, data_dir: &DataDir) -> i32 {
         (None, None) => versions::list(data_dir).map(|list| print!("{}", versions_table(&list))),
     };
     match result {
-        Ok(()) => 0,
+        Ok(()) => exit::OK,
         Err(error) => {
             eprintln!("error: tally versions: {error}");
-            if error.is_usage() {
-                2
-            } else {
-                1
-            }
+            error.exit_code()
         }
     }
 }
@@ -162,7 +159,7 @@ pub fn cassandra_versions(target: &VersionsTarget, command: &str) -> Result<Opti
     let Some(path) = &target.job else {
         if target.cassandra.is_some() {
             eprintln!("error: tally {command}: --cassandra: it needs --job (the job whose keyspace it overrides)");
-            return Err(2);
+            return Err(exit::USAGE);
         }
         return Ok(None);
     };
@@ -176,11 +173,7 @@ pub fn cassandra_versions(target: &VersionsTarget, command: &str) -> Result<Opti
     let job::SinkSpec::Cassandra(config) = &job.sink else { return Ok(None) };
     CassandraVersions::open(config, &job.name).map(Some).map_err(|error| {
         eprintln!("error: tally {command}: {error}");
-        if error.is_usage() {
-            2
-        } else {
-            1
-        }
+        error.exit_code()
     })
 }
 
@@ -218,15 +211,11 @@ pub fn switch(args: &SwitchArgs, data_dir: &DataDir) -> i32 {
     match switched {
         Ok(previous) => {
             eprintln!("serving {name} (was {previous})");
-            0
+            exit::OK
         }
         Err(error) => {
             eprintln!("error: tally switch: {error}");
-            if error.is_usage() {
-                2
-            } else {
-                1
-            }
+            error.exit_code()
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 /// Exit status of the CLI when a config file is refused (usage error).
-pub const CONFIG_ERROR_EXIT_CODE: i32 = 2;
+pub const CONFIG_ERROR_EXIT_CODE: i32 = crate::exit::USAGE;
 
 /// A config file that cannot be used.
 #[derive(Debug, thiserror::Error)]

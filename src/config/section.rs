@@ -89,6 +89,16 @@ impl Section {
         }
     }
 
+    /// Takes `key` if its value is the string `word` (e.g. `"off"` where a
+    /// duration is expected), and says whether it was.
+    pub fn take_word(&mut self, key: &str, word: &str) -> bool {
+        let is_word = matches!(self.table.get(key), Some(Value::String(text)) if text == word);
+        if is_word {
+            self.table.remove(key);
+        }
+        is_word
+    }
+
     pub fn integer(&mut self, key: &str) -> Result<Option<i64>, KeyError> {
         match self.take(key) {
             None => Ok(None),

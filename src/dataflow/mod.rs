@@ -45,7 +45,8 @@ pub struct Plan {
     pub source: SourceSettings,
     pub attribution: Arc<Attribution>,
     pub windows: WindowRules,
-    pub early_results_ms: u64,
+    /// Wall-clock interval of partial rows; `None`: none.
+    pub early_results_ms: Option<u64>,
     pub clock: Clock,
     pub errors: CommitErrors,
     pub commit_lock: CommitLock,

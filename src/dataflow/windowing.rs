@@ -69,7 +69,7 @@ pub struct Committed {
 pub fn windows<'scope>(
     partials: Stream<'scope, EventTime, Vec<KeyedPartial>>,
     rules: WindowRules,
-    early_results_ms: u64,
+    early_results_ms: Option<u64>,
     clock: Clock,
     restored: Arc<RestoredWindows>,
     resumed_epoch: EventTime,
@@ -132,7 +132,7 @@ pub fn windows<'scope>(
                     }
                     book.finalize_through(limit, &mut out);
                     let now = clock();
-                    if now >= last_early + early_results_ms {
+                    if early_results_ms.is_some_and(|every| now >= last_early + every) {
                         book.early_results(*held.time(), &mut out);
                         last_early = now;
                     }

@@ -46,6 +46,8 @@ pub const MAX_WINDOW_MS: u64 = 86_400_000;
 pub const MAX_LATENESS_MS: u64 = 366 * 86_400_000;
 /// Shortest interval between early (partial) results.
 pub const MIN_EARLY_RESULTS_MS: u64 = 100;
+/// `windows.early_results` that switches partial rows off.
+pub const EARLY_RESULTS_OFF: &str = "off";
 
 const DEFAULT_PARTITIONS: u32 = 8;
 const DEFAULT_EPOCH_MS: u64 = 1_000;
@@ -77,8 +79,10 @@ pub struct Job {
     /// `windows.sizes`: sorted ascending, distinct, multiples of 1m, at most
     /// 1d; the first is always 1m.
     pub windows_ms: Vec<u64>,
-    /// `windows.early_results`: wall-clock interval of partial rows.
-    pub early_results_ms: u64,
+    /// `windows.early_results`: wall-clock interval of partial rows; `None`
+    /// (`"off"`) emits none, so a file run's output depends on its input
+    /// alone, byte for byte.
+    pub early_results_ms: Option<u64>,
     /// `aggregate.group_by`, in the order listed, without duplicates.
     pub group_by: Vec<KeyType>,
     /// Whether `aggregate.measures` includes `distinct_users` (`clicks` is
@@ -189,7 +193,7 @@ impl Job {
             allowed_lateness_ms: DEFAULT_ALLOWED_LATENESS_MS,
             dedup_horizon_ms: DEFAULT_DEDUP_HORIZON_MS,
             windows_ms: DEFAULT_WINDOWS_MS.to_vec(),
-            early_results_ms: DEFAULT_EARLY_RESULTS_MS,
+            early_results_ms: Some(DEFAULT_EARLY_RESULTS_MS),
             group_by: vec![KeyType::Ad, KeyType::Campaign, KeyType::Advertiser],
             distinct_users: true,
             late: LatePolicy::Restate { within_ms: DEFAULT_RESTATE_WITHIN_MS },

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 use super::{
-    Job, LatePolicy, SinkSpec, SourceSpec, DEFAULT_KAFKA_BROKERS, DEFAULT_KAFKA_TOPIC, MAX_LATENESS_MS, MAX_PARTITIONS, MAX_WINDOW_MS,
-    MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
+    Job, LatePolicy, SinkSpec, SourceSpec, DEFAULT_KAFKA_BROKERS, DEFAULT_KAFKA_TOPIC, EARLY_RESULTS_OFF, MAX_LATENESS_MS, MAX_PARTITIONS,
+    MAX_WINDOW_MS, MIN_EARLY_RESULTS_MS, MIN_EPOCH_MS,
 };
 use crate::config::error::{one_line, KeyError};
 use crate::config::format_duration;
@@ -294,25 +294,27 @@ fn read_retention(mut s: Section, defaults: &Job, dedup_horizon_ms: u64) -> Resu
     Ok((log.ms, rows.ms))
 }
 
-fn read_windows(mut s: Section, defaults: &Job) -> Result<(Vec<u64>, u64), KeyError> {
+fn read_windows(mut s: Section, defaults: &Job) -> Result<(Vec<u64>, Option<u64>), KeyError> {
     let sizes = s.array("sizes", |value, position| {
         Spelled::from_value(value).map_err(|reason| match value {
             Value::String(_) | Value::Integer(_) => reason,
             _ => format!("entry {position}: {reason}"),
         })
     })?;
-    let early = s.duration("early_results")?;
+    // `"off"`: no partial rows; absent: the default.
+    let early = if s.take_word("early_results", EARLY_RESULTS_OFF) { None } else { Some(s.duration("early_results")?) };
     s.finish()?;
 
     let windows_ms = match sizes {
         None => defaults.windows_ms.clone(),
         Some(sizes) => check_windows(&sizes).map_err(|reason| s.error("sizes", reason))?,
     };
-    let early = early.unwrap_or_else(|| Spelled::default_ms(defaults.early_results_ms));
+    let Some(early) = early else { return Ok((windows_ms, None)) };
+    let Some(early) = early.or_else(|| defaults.early_results_ms.map(Spelled::default_ms)) else { return Ok((windows_ms, None)) };
     if early.ms < MIN_EARLY_RESULTS_MS {
         return Err(s.error("early_results", format!("{} is shorter than {}", early.text, format_duration(MIN_EARLY_RESULTS_MS))));
     }
-    Ok((windows_ms, early.ms))
+    Ok((windows_ms, Some(early.ms)))
 }
 
 /// Every window is a whole number of 1m windows, at most a day, listed

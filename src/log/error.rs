@@ -81,6 +81,21 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// The status of [`crate::exit`]: busy while another process writes the
+    /// log, usage when it was asked for what it does not have, failed
+    /// otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LogError::Locked { .. } => crate::exit::BUSY,
+            LogError::Options(_)
+            | LogError::PartitionCount { .. }
+            | LogError::NoSuchPartition { .. }
+            | LogError::OffsetRetained { .. }
+            | LogError::OffsetBeyondEnd { .. } => crate::exit::USAGE,
+            _ => crate::exit::FAILED,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str) -> impl FnOnce(io::Error) -> LogError {
         let path = path.into();
         move |source| LogError::Io { path, op, source }

@@ -5,7 +5,6 @@
 //! Ledger line: `{"key_type":…,"key":…,"window_start":…,"batch":…,"held":false,
 //! "request_ids":["…"]}`. Lines of a committed epoch are flushed at `commit`.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -15,8 +14,9 @@ use super::{Epoch, EpochBatch, Sink, SinkError};
 use crate::row::{format_uuid, granularity_label, LateEntry, Row, Status};
 
 struct Files {
-    rows: BufWriter<File>,
-    late: BufWriter<File>,
+    rows: BufWriter<Box<dyn Write + Send>>,
+    /// None when the rows go to standard output and no ledger file is named.
+    late: Option<BufWriter<Box<dyn Write + Send>>>,
     rows_path: PathBuf,
 }
 
@@ -50,40 +50,47 @@ struct LateLine<'a> {
     request_ids: Vec<String>,
 }
 
-/// The ledger's path next to the rows file: `rows.ndjson` → `rows.late.ndjson`.
-pub fn late_path(rows: &Path) -> PathBuf {
+/// The ledger's path next to the rows file: `rows.ndjson` → `rows.late.ndjson`;
+/// none for rows on standard output (`-`).
+pub fn late_path(rows: &Path) -> Option<PathBuf> {
+    (!crate::stdio::is_std(rows)).then(|| sibling_late_path(rows))
+}
+
+fn sibling_late_path(rows: &Path) -> PathBuf {
     let stem = rows.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     rows.with_file_name(format!("{stem}.late.ndjson"))
 }
 
 impl FileSink {
-    /// Creates (truncates) the rows file and its ledger file.
-    pub fn create(rows_path: &Path) -> Result<FileSink, SinkError> {
+    /// Creates (truncates) the rows file and the ledger file: `late`, else
+    /// the rows file's sibling ([`late_path`]). `-` is standard output.
+    pub fn create(rows_path: &Path, late: Option<&Path>) -> Result<FileSink, SinkError> {
         let open = |path: &Path| {
-            File::create(path).map(BufWriter::new).map_err(|source| SinkError::Io { target: path.display().to_string(), source })
+            crate::stdio::writer(path)
+                .map(BufWriter::new)
+                .map_err(|source| SinkError::Io { target: crate::stdio::describe(path, "standard output"), source })
         };
-        let files = Files { rows: open(rows_path)?, late: open(&late_path(rows_path))?, rows_path: rows_path.to_path_buf() };
+        let late = late.map(Path::to_path_buf).or_else(|| late_path(rows_path));
+        let late = late.map(|path| open(&path)).transpose()?;
+        let files = Files { rows: open(rows_path)?, late, rows_path: rows_path.to_path_buf() };
         Ok(FileSink { files, staged: Vec::new(), staged_late: Vec::new() })
     }
 }
 
-/// Writes `rows` to a new file at `path`, one line each, durably.
+/// Writes `rows` to a new file at `path` (standard output for `-`), one
+/// line each, durably.
 pub fn write_rows(path: &Path, rows: &[Row]) -> std::io::Result<()> {
     let mut out = Vec::new();
     rows.iter().for_each(|row| row_line(row, &mut out));
-    let mut file = File::create(path)?;
-    file.write_all(&out)?;
-    file.sync_all()
+    crate::stdio::write_durably(path, &out)
 }
 
 /// Writes late-ledger entries as NDJSON (the format of `rows.late.ndjson`)
-/// and syncs the file.
+/// to `path` (standard output for `-`) and syncs the file.
 pub fn write_late(path: &Path, entries: &[LateEntry]) -> std::io::Result<()> {
     let mut out = Vec::new();
     entries.iter().for_each(|entry| late_line(entry, &mut out));
-    let mut file = File::create(path)?;
-    file.write_all(&out)?;
-    file.sync_all()
+    crate::stdio::write_durably(path, &out)
 }
 
 fn row_line(row: &Row, out: &mut Vec<u8>) {
@@ -127,9 +134,11 @@ impl Sink for FileSink {
         let target = files.rows_path.display().to_string();
         let io = |source| SinkError::Io { target: target.clone(), source };
         files.rows.write_all(&self.staged).map_err(io)?;
-        files.late.write_all(&self.staged_late).map_err(io)?;
         files.rows.flush().map_err(io)?;
-        files.late.flush().map_err(io)?;
+        if let Some(late) = &mut files.late {
+            late.write_all(&self.staged_late).map_err(io)?;
+            late.flush().map_err(io)?;
+        }
         self.staged.clear();
         self.staged_late.clear();
         Ok(())

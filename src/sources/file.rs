@@ -12,8 +12,7 @@
 //! partition, which is the order every per-partition decision depends on.
 
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -31,8 +30,56 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// Rejected lines listed by [`FileInput::report`].
 pub const MAX_REJECTED_REPORTED: usize = 10;
 
-/// Read buffer of [`read_clicks_path`], in bytes.
-const READ_BUFFER_BYTES: usize = 1 << 20;
+/// How many rejected lines a batch run accepts before it refuses the
+/// whole input (`--max-rejected`). Each rejected line is reported either
+/// way; a refused input runs nothing and writes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum MaxRejected {
+    /// Any number, unless every line is rejected (the default): a file of
+    /// only bad lines is the wrong file, not a day with bad lines.
+    #[default]
+    NotAll,
+    /// At most this many lines.
+    Lines(u64),
+    /// At most this share of the lines (0 ≤ ratio < 1).
+    Ratio(f64),
+}
+
+impl std::str::FromStr for MaxRejected {
+    type Err = String;
+
+    /// `N` (a count of lines) or `RATIO` (a share with a decimal point,
+    /// below 1, e.g. `0.01`).
+    fn from_str(text: &str) -> Result<MaxRejected, String> {
+        if text.contains('.') {
+            let ratio: f64 = text.parse().map_err(|_| format!("{text:?} is not a count of lines or a ratio (e.g. 100 or 0.01)"))?;
+            if !(0.0..1.0).contains(&ratio) {
+                return Err(format!("ratio {text} is not in [0, 1)"));
+            }
+            return Ok(MaxRejected::Ratio(ratio));
+        }
+        text.parse().map(MaxRejected::Lines).map_err(|_| format!("{text:?} is not a count of lines or a ratio (e.g. 100 or 0.01)"))
+    }
+}
+
+impl MaxRejected {
+    /// Why `rejected` of `lines` is too many, if it is.
+    pub fn check(self, rejected: u64, lines: u64) -> Result<(), String> {
+        let refused = match self {
+            MaxRejected::NotAll => rejected > 0 && rejected == lines,
+            MaxRejected::Lines(max) => rejected > max,
+            MaxRejected::Ratio(max) => lines > 0 && rejected as f64 > max * lines as f64,
+        };
+        if !refused {
+            return Ok(());
+        }
+        Err(match self {
+            MaxRejected::NotAll => format!("every line of the input was rejected ({rejected} lines); is it a click file?"),
+            MaxRejected::Lines(max) => format!("{rejected} of {lines} lines rejected, more than --max-rejected {max}"),
+            MaxRejected::Ratio(max) => format!("{rejected} of {lines} lines rejected, more than --max-rejected {max} of them"),
+        })
+    }
+}
 
 /// A click file, decoded and split into log partitions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,8 +201,8 @@ pub struct FileSourceError {
 pub fn read_clicks_path(path: impl AsRef<Path>, partitions: u32, salt: &UserSalt) -> Result<FileInput, FileSourceError> {
     let path = path.as_ref();
     let with_path = |source| FileSourceError { path: path.to_owned(), source };
-    let file = File::open(path).map_err(with_path)?;
-    read_clicks(BufReader::with_capacity(READ_BUFFER_BYTES, file), partitions, salt).map_err(with_path)
+    let input = crate::stdio::reader(path).map_err(with_path)?;
+    read_clicks(input, partitions, salt).map_err(with_path)
 }
 
 #[cfg(test)]

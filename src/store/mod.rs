@@ -154,6 +154,20 @@ pub enum StoreError {
     Backend { target: String, source: Box<dyn std::error::Error + Send + Sync> },
 }
 
+impl StoreError {
+    /// The status of [`crate::exit`]: busy while another process holds the
+    /// store, usage when there is no store or it is of another format,
+    /// failed otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StoreError::Locked { .. } | StoreError::NeedsRepair { .. } => crate::exit::BUSY,
+            StoreError::Format { .. } => crate::exit::USAGE,
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => crate::exit::USAGE,
+            _ => crate::exit::FAILED,
+        }
+    }
+}
+
 fn holder(pid: Option<u32>) -> String {
     match pid {
         Some(pid) => format!(" by process {pid}"),

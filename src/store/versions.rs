@@ -63,8 +63,18 @@ pub enum VersionError {
 }
 
 impl VersionError {
-    /// Whether the user asked for something that cannot be (exit 2), rather
-    /// than the disk failing (exit 1).
+    /// The status of [`crate::exit`]: usage when the user asked for
+    /// something that cannot be, the store's own otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VersionError::Store(e) => e.exit_code(),
+            _ if self.is_usage() => crate::exit::USAGE,
+            _ => crate::exit::FAILED,
+        }
+    }
+
+    /// Whether the user asked for something that cannot be, rather than the
+    /// disk failing.
     pub fn is_usage(&self) -> bool {
         matches!(
             self,

@@ -148,6 +148,19 @@ pub enum VerifyError {
     Catalog(String),
 }
 
+impl VerifyError {
+    /// The status of [`crate::exit`]: a recount that cannot be made as
+    /// asked is a usage error; the log, the store or Kafka failing is not.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            VerifyError::Log(e) => e.exit_code(),
+            VerifyError::Store(e) => e.exit_code(),
+            VerifyError::Kafka(_) | VerifyError::ShortRead { .. } | VerifyError::Settings(_) => crate::exit::FAILED,
+            _ => crate::exit::USAGE,
+        }
+    }
+}
+
 /// How the recount judged the clicks it read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecountStats {
