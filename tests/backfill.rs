@@ -219,7 +219,7 @@ fn two_backfills_of_one_range_export_identical_rows() {
     assert_eq!(a, b, "a replay of the same range gives the same rows, versions and statuses included");
     // Neither touched the live output: there is none.
     let (code, _, stderr) = setup.tally(&["export", setup.job().to_str().unwrap(), "--output", "/dev/null"]);
-    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(code, 2, "a missing store is a usage error: {stderr}");
     assert!(stderr.contains("no store here"), "{stderr}");
 }
 

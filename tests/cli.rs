@@ -386,7 +386,7 @@ fn malformed_lines_are_reported_and_skipped() {
 }
 
 #[test]
-fn file_of_only_garbage_runs_and_writes_no_rows() {
+fn file_of_only_garbage_is_refused_and_writes_no_rows() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("clicks.ndjson");
     let mut bytes = Vec::new();
@@ -399,10 +399,13 @@ fn file_of_only_garbage_runs_and_writes_no_rows() {
     }
     std::fs::write(&input, bytes).unwrap();
     let output = dir.path().join("rows.ndjson");
-    let done = run_ok(run_job(&input, &output, &[]));
+    let done = run_to_end(run_job(&input, &output, &[]));
+    assert_eq!(done.code(), Some(2), "{}", done.stderr);
+    assert_no_panic(&done.stderr);
     assert!(done.stderr.contains("input: 300 lines, 0 clicks, 300 rejected"), "{}", done.stderr);
     assert!(done.stderr.contains("... and 290 more rejected lines"), "{}", done.stderr);
-    assert_eq!(read_rows(&output).len(), 0);
+    assert!(done.stderr.contains("every line of the input was rejected"), "{}", done.stderr);
+    assert!(!output.exists(), "a refused run wrote its output");
 }
 
 // -------------------------------------------------------- 3. row format
