@@ -451,9 +451,12 @@ struct LogRange {
     salt: Option<UserSalt>,
 }
 
+/// A click file read whole: its clicks by partition, and its summary.
+type LoadedFile = (Vec<Vec<Click>>, String);
+
 /// The job's click file (`--input`, or `source.path`), read whole and
 /// checked against `--max-rejected`; `None` when the input is not a file.
-fn load_file_input(job: &Job, options: &RunOptions) -> Result<Option<(Vec<Vec<Click>>, String)>, RunError> {
+fn load_file_input(job: &Job, options: &RunOptions) -> Result<Option<LoadedFile>, RunError> {
     match (&job.source, &options.input) {
         (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => {
             let salt = file_salt(&options.data_dir, options.processes);
@@ -472,7 +475,7 @@ fn load_file_input(job: &Job, options: &RunOptions) -> Result<Option<(Vec<Vec<Cl
     }
 }
 
-fn load_input(job: &Job, options: &RunOptions, output: &Output, file: Option<(Vec<Vec<Click>>, String)>) -> Result<Input, RunError> {
+fn load_input(job: &Job, options: &RunOptions, output: &Output, file: Option<LoadedFile>) -> Result<Input, RunError> {
     let loaded = match (&job.source, file) {
         (_, Some(loaded)) => loaded,
         // load_file_input read every file it was given.
