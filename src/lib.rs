@@ -21,6 +21,7 @@ pub mod row;
 pub mod run;
 pub mod sink;
 pub mod sources;
+pub mod status;
 pub mod stdio;
 pub mod store;
 pub mod telemetry;

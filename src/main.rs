@@ -12,6 +12,7 @@ use cmd::gen::GenArgs;
 use cmd::log::LogCommand;
 use cmd::run::RunArgs;
 use cmd::service::{IngestArgs, UpArgs};
+use cmd::status::StatusArgs;
 use cmd::verify::VerifyArgs;
 use cmd::versions::{BackfillArgs, SwitchArgs, VersionsArgs};
 use tally::datadir::DataDir;
@@ -54,6 +55,10 @@ enum Command {
     /// Serve version NAME (`live`: the job's store) in the query API and
     /// `tally export`, atomically.
     Switch(SwitchArgs),
+    /// Where a job stands: its last committed epoch and its age, each
+    /// partition's offsets, lag and watermark, its settings, the late
+    /// ledger and the versions; beside a running job or without one.
+    Status(StatusArgs),
 }
 fn main() -> ExitCode {
     fail_stop_on_panic();
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         Command::Up(args) => cmd::service::up(args, &data_dir),
         Command::Backfill(args) => cmd::versions::backfill(args, &data_dir),
         Command::Versions(args) => cmd::versions::versions(args, &data_dir),
+        Command::Status(args) => cmd::status::status(args, &data_dir),
         Command::Switch(args) => cmd::versions::switch(&args, &data_dir),
     };
     ExitCode::from(code as u8)

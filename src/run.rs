@@ -968,7 +968,7 @@ fn reader_factory(partitions: Partitions) -> ReaderFactory {
     })
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 

@@ -40,7 +40,11 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     }
     let mut file = File::create(path)?;
     file.write_all(bytes)?;
-    file.sync_all()
+    // A device or a pipe (`/dev/null`, `/dev/stdout`) cannot be synced.
+    if file.metadata()?.is_file() {
+        file.sync_all()?;
+    }
+    Ok(())
 }
 
 /// How `path` reads in a message: `standard output` / `standard input`

@@ -73,9 +73,40 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of unix milliseconds.
+pub fn format_rfc3339(ms: u64) -> String {
+    let (days, in_day) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let (h, m, s, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1_000 % 60, in_day % 1_000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+/// The proleptic Gregorian date of a day since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`), the inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formatted_times_parse_back_to_themselves() {
+        assert_eq!(format_rfc3339(1_764_385_200_250), "2025-11-29T03:00:00.250Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        for ms in [0, 1, 951_782_400_000, 1_709_164_800_000, 1_709_251_199_999, 4_102_444_800_000, 253_402_300_799_999] {
+            assert_eq!(parse_time(&format_rfc3339(ms)), Ok(ms), "{ms}");
+        }
+    }
 
     #[test]
     fn times_parse_as_millis_or_rfc3339() {

@@ -10,6 +10,7 @@ pub mod gen;
 pub mod log;
 pub mod run;
 pub mod service;
+pub mod status;
 pub mod verify;
 pub mod versions;
 

@@ -36,6 +36,10 @@ pub enum LogError {
     Options(String),
 
     /// `dir/meta` is missing a field, malformed, or of another format version.
+    /// There is no log in this directory.
+    #[error("log {}: no log here (nothing was ever appended to it)", path.display())]
+    Missing { path: PathBuf },
+
     #[error("log meta {}: {reason}", path.display())]
     Meta { path: PathBuf, reason: String },
 
@@ -88,6 +92,7 @@ impl LogError {
         match self {
             LogError::Locked { .. } => crate::exit::BUSY,
             LogError::Options(_)
+            | LogError::Missing { .. }
             | LogError::PartitionCount { .. }
             | LogError::NoSuchPartition { .. }
             | LogError::OffsetRetained { .. }

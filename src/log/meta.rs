@@ -51,7 +51,7 @@ pub fn load_or_create(dir: &Path, partitions: u32) -> Result<bool, LogError> {
 pub fn read_existing(dir: &Path) -> Result<u32, LogError> {
     let path = dir.join(META_FILE);
     if !path.exists() {
-        return Err(LogError::Meta { path, reason: "no log here (nothing was ever appended to it)".to_owned() });
+        return Err(LogError::Missing { path: dir.to_path_buf() });
     }
     load(&path)
 }

@@ -89,7 +89,7 @@ use crate::event::{partition_of, Click};
 pub use error::LogError;
 pub use meta::FORMAT_VERSION;
 pub use reader::LogReader;
-pub use view::LogView;
+pub use view::{LogView, SegmentInfo};
 
 use group::RecordInfo;
 use partition::Partition;

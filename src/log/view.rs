@@ -27,6 +27,20 @@ use super::partition::Shared;
 use super::segment::{self, SegmentMeta};
 use super::{meta, partition_dir_name, read, sync_dir, LogError, LogReader};
 
+/// One segment file of a partition.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SegmentInfo {
+    /// Offset of its first record.
+    pub base: u64,
+    /// One past its last record's offset.
+    pub end: u64,
+    /// Length of its intact records, in bytes.
+    pub bytes: u64,
+    /// Newest click time in it (ms); retention deletes a segment by it.
+    pub newest_ms: Option<u64>,
+    pub file: String,
+}
+
 /// Clicks read per call while looking for a time.
 const TIME_SCAN_BATCH: usize = 4_096;
 
@@ -116,6 +130,17 @@ impl LogView {
                 return Ok(at + i as u64);
             }
         }
+    }
+
+    /// The segment files of `partition`, oldest first: what `tally log
+    /// describe` lists.
+    pub fn segments(&self, partition: u32) -> Result<Vec<SegmentInfo>, LogError> {
+        let p = self.partitions.get(partition as usize).ok_or(LogError::NoSuchPartition { partition, partitions: self.partitions() })?;
+        let segments = read(&p.published);
+        Ok(segments
+            .iter()
+            .map(|s| SegmentInfo { base: s.base, end: s.end, bytes: s.bytes, newest_ms: s.max_ts, file: s.path.display().to_string() })
+            .collect())
     }
 
     /// [`LogView::offset_at_time`] of every partition.
