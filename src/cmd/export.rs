@@ -45,7 +45,8 @@ pub fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
     let result = (|| -> Result<usize, String> {
         let snapshot = reader.snapshot().map_err(|e| e.to_string())?;
         let rows = snapshot.all_rows().map_err(|e| e.to_string())?;
-        tally::sink::file::write_rows(&args.output, &rows).map_err(|e| e.to_string())?;
+        let progress = tally::telemetry::progress::ProgressOptions::for_stderr("export");
+        tally::sink::file::write_rows(&args.output, &rows, &progress).map_err(|e| e.to_string())?;
         if let Some(path) = &args.late {
             let entries = snapshot.late_entries(0, u64::MAX).map_err(|e| e.to_string())?;
             tally::sink::file::write_late(path, &entries).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -31,14 +31,9 @@ fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     let result = (|| -> Result<tally::ingest::ImportReport, String> {
         let salt = data_dir.salt().map_err(|e| format!("salt in {}: {e}", data_dir.root.display()))?;
         let log = tally::log::Log::open(&data_dir.log(), args.partitions, Default::default()).map_err(|e| e.to_string())?;
-        let input: Box<dyn std::io::BufRead> = if args.file.as_os_str() == "-" {
-            Box::new(std::io::BufReader::new(std::io::stdin()))
-        } else {
-            let file = std::fs::File::open(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
-            Box::new(std::io::BufReader::with_capacity(1 << 20, file))
-        };
         // No retention here: it runs where the job runs, with its offsets.
-        tally::ingest::import(input, &log, &salt).map_err(|e| e.to_string())
+        let progress = tally::telemetry::progress::ProgressOptions::for_stderr("import");
+        tally::ingest::import_path(&args.file, &log, &salt, &progress).map_err(|e| e.to_string())
     })();
     match result {
         Ok(report) => {

@@ -57,7 +57,8 @@ pub fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             job::SourceSpec::Log { dir: Some(dir) } => Box::new(tally::log::LogView::open(dir).map_err(|e| format!("verify: {e}"))?),
             _ => Box::new(tally::log::LogView::open(&data_dir.log()).map_err(|e| format!("verify: {e}"))?),
         };
-        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show).map_err(|e| e.to_string())
+        let progress = tally::telemetry::progress::ProgressOptions::for_stderr("verify");
+        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show, &progress).map_err(|e| e.to_string())
     })();
     match result {
         Ok(report) => {

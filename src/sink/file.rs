@@ -8,11 +8,13 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
 use super::{Epoch, EpochBatch, Sink, SinkError};
 use crate::row::{format_uuid, granularity_label, LateEntry, Row, Status};
+use crate::telemetry::progress::{self, Amount, ProgressOptions, Work};
 
 struct Files {
     rows: BufWriter<File>,
@@ -67,13 +69,30 @@ impl FileSink {
     }
 }
 
-/// Writes `rows` to a new file at `path`, one line each, durably.
-pub fn write_rows(path: &Path, rows: &[Row]) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    rows.iter().for_each(|row| row_line(row, &mut out));
-    let mut file = File::create(path)?;
-    file.write_all(&out)?;
-    file.sync_all()
+/// Rows serialized and written at a time by [`write_rows`].
+const WRITE_CHUNK_ROWS: usize = 65_536;
+
+/// Writes `rows` to a new file at `path`, one line each, durably, showing
+/// the rows written as `progress` says.
+pub fn write_rows(path: &Path, rows: &[Row], progress: &ProgressOptions) -> std::io::Result<()> {
+    let written = AtomicU64::new(0);
+    let work = Work { unit: "rows", total: Some(rows.len() as u64) };
+    progress::show(
+        progress,
+        work,
+        || Amount::items(written.load(Ordering::Relaxed)),
+        || {
+            let mut file = File::create(path)?;
+            let mut out = Vec::new();
+            for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
+                out.clear();
+                chunk.iter().for_each(|row| row_line(row, &mut out));
+                file.write_all(&out)?;
+                written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            file.sync_all()
+        },
+    )
 }
 
 /// Writes late-ledger entries as NDJSON (the format of `rows.late.ndjson`)
