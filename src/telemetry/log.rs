@@ -145,7 +145,7 @@ mod tests {
     fn the_flag_overrides_rust_log_which_overrides_the_default() {
         let shown = |level, rust_log| filter(level, rust_log).unwrap().to_string();
         assert_eq!(shown(Some(LogLevel::Debug), Some("tally=trace")), "debug");
-        assert_eq!(shown(None, Some("tally=trace,scylla=warn")), "tally=trace,scylla=warn");
+        assert_eq!(shown(None, Some("tally=trace,scylla=warn")), "scylla=warn,tally=trace");
         assert_eq!(shown(None, Some("  ")), "info");
         assert_eq!(shown(None, None), "info");
         assert!(filter(None, Some("tally=loud")).is_err());
