@@ -23,10 +23,9 @@
 //! name, the positions, the range (not empty, `--to` not before `--from`,
 //! offsets within the log), and whether the name is free.
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::datadir::DataDir;
 use crate::job::{Job, SinkSpec, SourceSpec};
@@ -37,14 +36,8 @@ use crate::sources::position::{resolve_range, LogBounds, Position, Range};
 use crate::store::cassandra::{CassandraConfig, CassandraManifest, CassandraVersions, Claim, Served};
 use crate::store::versions::{self, Manifest, VersionError};
 use crate::store::{EmbeddedStore, StoreReader};
-use crate::telemetry::{SourceStats, StatsSnapshot};
-
-/// How often a progress bar on a terminal is redrawn.
-const BAR_REDRAW: Duration = Duration::from_millis(200);
-/// How often a progress line is written when stderr is not a terminal.
-const LINE_EVERY: Duration = Duration::from_secs(5);
-/// Width of the progress bar, in characters.
-const BAR_WIDTH: usize = 30;
+use crate::telemetry::progress::{ProgressOptions, Style};
+use crate::telemetry::StatsSnapshot;
 
 /// What `tally backfill` is asked to do.
 #[derive(Clone, Debug)]
@@ -58,28 +51,8 @@ pub struct BackfillOptions {
     pub replace: bool,
     pub workers: usize,
     pub catalog: Option<PathBuf>,
-    pub progress: Progress,
-}
-
-/// How a backfill shows its progress on stderr.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Progress {
-    /// A bar redrawn in place (clicks, clicks/s, ETA): stderr is a terminal.
-    Bar,
-    /// A plain line every few seconds: clicks done of the total, rate.
-    Lines,
-    None,
-}
-
-impl Progress {
-    /// A bar on a terminal, lines otherwise.
-    pub fn for_stderr() -> Progress {
-        if std::io::stderr().is_terminal() {
-            Progress::Bar
-        } else {
-            Progress::Lines
-        }
-    }
+    /// How the run shows its progress on stderr, as `backfill NAME`.
+    pub progress: Style,
 }
 
 /// Why a backfill did not make its version.
@@ -267,7 +240,6 @@ fn run_range(
     range: &Range,
     store: Option<SharedStore>,
 ) -> Result<RunReport, BackfillError> {
-    let stats = Arc::new(SourceStats::default());
     let offsets = |offsets: &[u64]| Position::Offsets((0..).zip(offsets.iter().copied()).collect());
     let run_options = RunOptions {
         workers: options.workers.max(1),
@@ -278,18 +250,10 @@ fn run_range(
         to: Some(offsets(&range.end)),
         log_view: view,
         store,
-        stats: Some(Arc::clone(&stats)),
+        progress: ProgressOptions { style: options.progress, label: format!("backfill {}", options.name) },
         ..RunOptions::default()
     };
-    let job = job.clone();
-    let started = Instant::now();
-    let running = std::thread::Builder::new()
-        .name("backfill".to_owned())
-        .spawn(move || run(&job, &run_options))
-        .map_err(|e| BackfillError::Usage(format!("backfill thread: {e}")))?;
-    let total = range.records();
-    show_progress(options.progress, &options.name, total, &stats, started, || running.is_finished());
-    Ok(running.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?)
+    Ok(run(job, &run_options)?)
 }
 
 /// The version as a build in the job's keyspace: claimed, built, then
@@ -308,9 +272,12 @@ fn into_cassandra(
         CassandraManifest { manifest: manifest(job, options, range), source: source(job, data_dir), rows: 0, committed_epoch: None };
     let claim = versions.claim(&options.name, options.replace)?;
     if let Some(earlier) = &claim.took_over {
-        eprintln!(
+        tracing::warn!(
             "backfill {}: taking the name over from the backfill of {} (build {}, last heard of at unix ms {}); its rows are deleted",
-            options.name, earlier.owner, earlier.build, earlier.beat_ms
+            options.name,
+            earlier.owner,
+            earlier.build,
+            earlier.beat_ms
         );
     }
     let built = versions.while_claimed(&claim, || {
@@ -322,7 +289,7 @@ fn into_cassandra(
     });
     if built.is_err() {
         if let Err(error) = versions.abandon(&claim) {
-            eprintln!("backfill {}: deleting build {}: {error} (the next backfill deletes it)", options.name, claim.build);
+            tracing::warn!("backfill {}: deleting build {}: {error} (the next backfill deletes it)", options.name, claim.build);
         }
     }
     built
@@ -350,71 +317,5 @@ fn source(job: &Job, data_dir: &DataDir) -> String {
         SourceSpec::Log { dir } => format!("log {}", dir.clone().unwrap_or_else(|| data_dir.log()).display()),
         SourceSpec::Kafka { brokers, topic } => format!("kafka {brokers} topic {topic}"),
         other => format!("{other:?}"),
-    }
-}
-
-/// Shows how far the run is until `done`.
-fn show_progress(style: Progress, name: &str, total: u64, stats: &SourceStats, started: Instant, done: impl Fn() -> bool) {
-    let mut last_line = Instant::now();
-    let mut drew = false;
-    while !done() {
-        std::thread::sleep(BAR_REDRAW);
-        let read = stats.read().read_total();
-        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
-        let rate = read as f64 / elapsed;
-        match style {
-            Progress::Bar => {
-                eprint!("\r{}", bar_line(name, read, total, rate));
-                drew = true;
-            }
-            Progress::Lines if last_line.elapsed() >= LINE_EVERY => {
-                eprintln!("backfill {name}: {read} / {total} clicks, {} clicks/s", rate.round());
-                last_line = Instant::now();
-            }
-            Progress::Lines | Progress::None => {}
-        }
-        let _ = std::io::stderr().flush();
-    }
-    if drew {
-        eprintln!();
-    }
-}
-
-/// `backfill NAME [#####.....]  45%  450000/1000000 clicks  1.2M clicks/s  ETA 0:03`.
-pub fn bar_line(name: &str, read: u64, total: u64, rate: f64) -> String {
-    let share = if total == 0 { 1.0 } else { (read as f64 / total as f64).min(1.0) };
-    let filled = (share * BAR_WIDTH as f64).round() as usize;
-    let bar: String = "#".repeat(filled) + &".".repeat(BAR_WIDTH - filled);
-    let eta = match rate > 0.0 {
-        true => {
-            let secs = (total.saturating_sub(read) as f64 / rate).ceil() as u64;
-            format!("{}:{:02}", secs / 60, secs % 60)
-        }
-        false => "-:--".to_owned(),
-    };
-    format!("backfill {name} [{bar}] {:>3.0}%  {read}/{total} clicks  {} clicks/s  ETA {eta}  ", share * 100.0, human(rate))
-}
-
-fn human(rate: f64) -> String {
-    match rate {
-        r if r >= 1e6 => format!("{:.2}M", r / 1e6),
-        r if r >= 1e3 => format!("{:.1}k", r / 1e3),
-        r => format!("{r:.0}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bar_shows_clicks_rate_and_eta() {
-        let line = bar_line("v2", 450_000, 1_000_000, 1_200_000.0);
-        assert!(
-            line.starts_with("backfill v2 [##############................]  45%  450000/1000000 clicks  1.20M clicks/s  ETA 0:01"),
-            "{line}"
-        );
-        assert!(bar_line("v2", 0, 10, 0.0).contains("ETA -:--"));
-        assert!(bar_line("v2", 10, 10, 5.0).contains("100%"));
     }
 }

@@ -16,6 +16,7 @@ use cmd::status::StatusArgs;
 use cmd::verify::VerifyArgs;
 use cmd::versions::{BackfillArgs, SwitchArgs, VersionsArgs};
 use tally::datadir::DataDir;
+use tally::telemetry::log::{LogFormat, LogLevel};
 
 #[derive(Parser)]
 #[command(name = "tally", version, about = "Exactly-once ad click aggregation on Timely Dataflow")]
@@ -23,6 +24,14 @@ struct Cli {
     /// Where the embedded log, store and salt live.
     #[arg(long, global = true, default_value = tally::datadir::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// How log events are written to stderr: text (for a person) or json
+    /// (one object a line, for a log pipeline).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The least severe log events written [default: info; without this
+    /// flag, RUST_LOG is read as a filter, e.g. tally=debug].
+    #[arg(long, global = true, value_enum, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +72,10 @@ enum Command {
 fn main() -> ExitCode {
     fail_stop_on_panic();
     let cli = Cli::parse();
+    if let Err(error) = tally::telemetry::log::init(cli.log_format, cli.log_level) {
+        eprintln!("error: {error}");
+        return ExitCode::from(2);
+    }
     let data_dir = DataDir::new(&cli.data_dir);
     let code = match cli.command {
         Command::Run(args) => cmd::run::run_job(args, data_dir),

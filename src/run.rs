@@ -19,7 +19,7 @@ use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
 use crate::event::salt::UserSalt;
 use crate::event::{Click, EventTime, Key, KeyType};
 use crate::job::{Job, SinkSpec, SourceSpec};
-use crate::log::{Log, LogOptions, LogView};
+use crate::log::{Log, LogOptions, LogView, Retention};
 use crate::sink::metered::MeteredSink;
 use crate::sink::store::{Fault, StoreSink, StoreWindows};
 use crate::sink::{FileSink, MemorySink, Sink};
@@ -33,6 +33,7 @@ use crate::sources::position::{resolve_range, Bound, LogBounds, Position, Positi
 use crate::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
 use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::{EmbeddedStore, EpochStore, Recovered, StoreReader, StoreSnapshot};
+use crate::telemetry::progress::{self, Amount, ProgressOptions, Work};
 use crate::telemetry::{CommitStats, SourceStats, StatsSnapshot};
 
 /// Largest worker thread count per process.
@@ -88,6 +89,12 @@ pub struct RunOptions {
     /// this process takes a peer for gone and stops (fail-stop); `None`
     /// for [`DEFAULT_PEER_TIMEOUT`].
     pub peer_timeout: Option<Duration>,
+    /// How a run with an end (a file, a generator, a bounded range of a
+    /// log) shows its progress; a live run shows none.
+    pub progress: ProgressOptions,
+    /// The caller has logged the run's start-up event ([`describe`]):
+    /// `tally up`, before it serves.
+    pub announced: bool,
 }
 
 /// How long a cluster waits for progress before it takes a peer for gone.
@@ -192,6 +199,8 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     };
     let (readers, input, clicks_loaded, log) = load_input(job, options, &output, file)?;
     check_resume_offsets(&output.resume, log.as_ref().map(|l| l.ends.as_slice()))?;
+    // A live run of a log has no end to show progress towards.
+    let reading = log.as_ref().map_or(Some(clicks_loaded), |l| l.reading);
     let (start, salt) = log.map(|l| (l.start, l.salt)).unwrap_or_default();
     output.open_store_sink(job.partitions, &start)?;
     let stats = options.stats.clone().unwrap_or_default();
@@ -218,60 +227,67 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     plan.restored = Arc::new(output.restored);
     plan.committed_windows = output.committed_windows;
     plan.window_workers = (store_cluster && restore.is_none()).then_some(options.workers.max(1));
-    if !output.resumed.is_empty() {
-        eprintln!("{}", output.resumed.trim_start());
+    for note in output.resumed.lines().filter(|line| !line.is_empty()) {
+        tracing::info!("{note}");
     }
     let sink = output.sink;
+    if !options.announced {
+        tracing::info!("{}", describe(job, options));
+    }
     stop_cleanly_on_signal(Arc::clone(&plan.commit_lock))?;
     let cluster = options.processes > 1;
     let peer_timeout = options.peer_timeout.unwrap_or(DEFAULT_PEER_TIMEOUT);
     let started = Instant::now();
     let commits = options.commits.clone();
-    let guards = timely::execute(config, move |worker| {
-        let boot = if cluster { dataflow::bootstrap::from_worker_zero(worker, boot.clone()) } else { boot.clone() };
-        let boot: Boot = bincode::deserialize(&boot).expect("every process runs the same tally");
-        let sink = if worker.index() == 0 { sink.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
-        let sink = sink.map(|sink| match &commits {
-            Some(stats) => Box::new(MeteredSink::new(sink, Arc::clone(stats), system_clock())) as Box<dyn Sink>,
-            None => sink,
-        });
-        let mut plan = plan.clone();
-        plan.source.readers = readers.factory(boot.salt.map(UserSalt::from_bytes));
-        plan.source.resume = Arc::new(boot.resume);
-        plan.source.resume_epoch = boot.resume_epoch;
-        plan.source.start = Arc::new(boot.start_offsets);
-        let errors = Arc::clone(&plan.errors);
-        if let Some(restore) = restore.as_ref().filter(|_| worker.index() >= sources) {
-            match restore.windows(boot.committed, boot.resume_epoch, boot.generation) {
-                Ok((restored, committed)) => {
-                    plan.restored = restored;
-                    plan.committed_windows = Some(committed);
-                }
-                Err(error) => {
-                    // Fail-stop: this process ends, and its peers with it.
-                    errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error);
-                    return;
+    let live = reading.is_none();
+    let shown = if live { ProgressOptions::default() } else { options.progress.clone() };
+    // In a cluster each process reads only its own partitions.
+    let work = Work { unit: "clicks", total: reading.filter(|_| !cluster) };
+    let read = || Amount::items(stats.read().read_total());
+    progress::show(&shown, work, read, || {
+        execute(config, move |worker| {
+            let boot = if cluster { dataflow::bootstrap::from_worker_zero(worker, boot.clone()) } else { boot.clone() };
+            let boot: Boot = bincode::deserialize(&boot).expect("every process runs the same tally");
+            let sink = if worker.index() == 0 { sink.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
+            let sink = sink.map(|sink| match &commits {
+                Some(stats) => Box::new(MeteredSink::new(sink, Arc::clone(stats), system_clock(), live)) as Box<dyn Sink>,
+                None => sink,
+            });
+            let mut plan = plan.clone();
+            plan.source.readers = readers.factory(boot.salt.map(UserSalt::from_bytes));
+            plan.source.resume = Arc::new(boot.resume);
+            plan.source.resume_epoch = boot.resume_epoch;
+            plan.source.start = Arc::new(boot.start_offsets);
+            let errors = Arc::clone(&plan.errors);
+            if let Some(restore) = restore.as_ref().filter(|_| worker.index() >= sources) {
+                match restore.windows(boot.committed, boot.resume_epoch, boot.generation) {
+                    Ok((restored, committed)) => {
+                        plan.restored = restored;
+                        plan.committed_windows = Some(committed);
+                    }
+                    Err(error) => {
+                        // Fail-stop: this process ends, and its peers with it.
+                        errors.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(error);
+                        return;
+                    }
                 }
             }
+            let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
+            let frontier = || probe.with_frontier(|f| f.iter().next().copied());
+            let settled = || probe.done() || (leave_open && finish.committed(sources, frontier()));
+            let mut progress = (frontier(), Instant::now());
+            worker.step_or_park_while(Some(Duration::from_millis(20)), || {
+                if cluster {
+                    watch_peers(&mut progress, frontier(), peer_timeout);
+                }
+                !settled() && errors.lock().map(|e| e.is_none()).unwrap_or(false)
+            });
+        })?;
+        match errors.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(error) => Err(RunError::Sink(error)),
+            None => Ok(()),
         }
-        let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
-        let frontier = || probe.with_frontier(|f| f.iter().next().copied());
-        let settled = || probe.done() || (leave_open && finish.committed(sources, frontier()));
-        let mut progress = (frontier(), Instant::now());
-        worker.step_or_park_while(Some(Duration::from_millis(20)), || {
-            if cluster {
-                watch_peers(&mut progress, frontier(), peer_timeout);
-            }
-            !settled() && errors.lock().map(|e| e.is_none()).unwrap_or(false)
-        });
-    })
-    .map_err(RunError::Cluster)?;
-    for result in guards.join() {
-        result.map_err(RunError::Cluster)?;
-    }
-    if let Some(error) = errors.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        return Err(RunError::Sink(error));
-    }
+    })?;
     Ok(RunReport {
         input,
         clicks_loaded,
@@ -280,6 +296,42 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
         memory: output.memory.map(|m| m.take()),
         unknown_ads: stats.unknown_ads(),
     })
+}
+
+/// Runs `worker` on every worker thread of `config` until all are done.
+fn execute(config: timely::Config, worker: impl Fn(&mut timely::worker::Worker) + Send + Sync + 'static) -> Result<(), RunError> {
+    let guards = timely::execute(config, worker).map_err(RunError::Cluster)?;
+    guards.join().into_iter().try_for_each(|result| result.map_err(RunError::Cluster))
+}
+
+/// A run for its start-up event: the job, what it reads, its workers, and
+/// where it commits.
+pub fn describe(job: &Job, options: &RunOptions) -> String {
+    let source = match (&options.input, &job.source) {
+        (Some(path), _) | (None, SourceSpec::File { path: Some(path) }) => format!("file {}", path.display()),
+        (None, SourceSpec::File { path: None }) => "a file".to_owned(),
+        (None, SourceSpec::Generator(config)) => format!("{} generated clicks (seed {})", config.clicks, config.seed),
+        (None, SourceSpec::Log { dir }) => dir.clone().unwrap_or_else(|| options.data_dir.log()).display().to_string(),
+        (None, SourceSpec::Kafka { brokers, topic }) => format!("kafka topic {topic} on {brokers}"),
+    };
+    let sink = match (&options.output, &job.sink) {
+        (Some(path), _) | (None, SinkSpec::File { path: Some(path) }) => format!("file {}", path.display()),
+        (None, SinkSpec::File { path: None }) => "a file".to_owned(),
+        (None, SinkSpec::Memory) => "memory".to_owned(),
+        (None, SinkSpec::Store) => format!("the embedded store in {}", options.data_dir.store().display()),
+        (None, SinkSpec::Cassandra(config)) => format!("cassandra {} keyspace {}", config.hosts_text(), config.keyspace),
+    };
+    let process = match options.processes {
+        0 | 1 => String::new(),
+        n => format!(", process {} of {n}", options.process),
+    };
+    let bounded = if options.bounded || options.to.is_some() { ", bounded" } else { "" };
+    format!(
+        "job: {} on {source} ({} partitions, {} workers{process}{bounded}), committing to {sink}",
+        job.name,
+        job.partitions,
+        options.workers.max(1)
+    )
 }
 
 /// What every worker of a cluster starts from, as process 0 knows it.
@@ -348,7 +400,7 @@ impl ClusterRestore {
                 })?;
                 restored = crate::sink::store::resume(&recovered).map_err(|e| e.to_string())?.1;
                 restored.retain(|key_type, key| self.owns(key_type, key));
-                eprintln!(
+                tracing::info!(
                     "restored from epoch {epoch} in Cassandra: {} windows and {} pending late partials of this process's workers",
                     restored.windows.len(),
                     restored.pending.len()
@@ -370,8 +422,8 @@ fn watch_peers(progress: &mut (Option<EventTime>, Instant), now: Option<EventTim
     if now != progress.0 {
         *progress = (now, Instant::now());
     } else if progress.1.elapsed() > timeout {
-        eprintln!(
-            "error: no progress for {} s (committed frontier {:?}): a peer process is unreachable or stalled; stopping this process so the cluster can restart (fail-stop)",
+        tracing::error!(
+            "no progress for {} s (committed frontier {:?}): a peer process is unreachable or stalled; stopping this process so the cluster can restart (fail-stop)",
             timeout.as_secs(),
             now
         );
@@ -449,6 +501,8 @@ struct LogRange {
     start: Vec<u64>,
     /// The salt a source that hashes on read uses (Kafka: process 0's).
     salt: Option<UserSalt>,
+    /// Clicks a bounded run reads; `None` for a live run.
+    reading: Option<u64>,
 }
 
 /// A click file read whole: its clicks by partition, and its summary.
@@ -528,13 +582,12 @@ fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, output: &Outpu
     let lookup = |time| topic.offsets_at(time, &ends).map_err(String::from);
     let (start, bound, note) = range_of(&bounds, lookup, options, output)?;
     if let Some(note) = note {
-        eprintln!("{note}");
+        tracing::info!("{note}");
     }
     let total: u64 = ends.iter().zip(&earliest).map(|(e, f)| e - f).sum();
     let mut report = format!("input: kafka topic {} on {}, {} partitions, {total} records", topic.topic, topic.brokers, topic.partitions);
-    if let Some(bound) = &bound {
-        let from = |p: usize| output.resume.get(&(p as u32)).map_or(start[p], |c| c.offset);
-        let reading: u64 = bound.iter().enumerate().map(|(p, b)| b.saturating_sub(from(p))).sum();
+    let reading = bound.as_ref().map(|bound| bounded_reading(bound, &start, output));
+    if let (Some(bound), Some(reading)) = (&bound, reading) {
         report.push_str(&format!(" (bounded: reading {reading} of them, up to the end offsets {})", offsets_text(bound)));
     }
     // Process 0 hands its salt to the cluster; the others need none of their own.
@@ -543,7 +596,7 @@ fn open_kafka(topic: KafkaTopic, job: &Job, options: &RunOptions, output: &Outpu
         _ => None,
     };
     let group = format!("tally-{}", job.name);
-    Ok((Readers::Kafka { topic, group, ends: bound }, report, total, Some(LogRange { ends, start, salt })))
+    Ok((Readers::Kafka { topic, group, ends: bound }, report, total, Some(LogRange { ends, start, salt, reading })))
 }
 
 /// Readers over the embedded log from the run's start offsets; bounded ones
@@ -574,7 +627,7 @@ fn open_log(
     }
     let (start, bound, note) = log_range(&view, options, output)?;
     if let Some(note) = note {
-        eprintln!("{note}");
+        tracing::info!("{note}");
     }
     let needed: Vec<u64> = match output.committed {
         true => (0..partitions).map(|p| output.resume.get(&p).map_or(0, |c| c.offset.min(c.replay_offset))).collect(),
@@ -591,29 +644,49 @@ fn open_log(
     let ends = view.end_offsets();
     let total: u64 = ends.iter().sum();
     let mut report = format!("input: embedded log {}, {partitions} partitions, {total} clicks", dir.display());
-    if let Some(bound) = &bound {
-        let from = |p: usize| output.resume.get(&(p as u32)).map_or(start[p], |c| c.offset);
-        let reading: u64 = bound.iter().enumerate().map(|(p, b)| b.saturating_sub(from(p))).sum();
+    let reading = bound.as_ref().map(|bound| bounded_reading(bound, &start, output));
+    if let (Some(bound), Some(reading)) = (&bound, reading) {
         report.push_str(&format!(" (bounded: reading {reading} of them, up to the end offsets {})", offsets_text(bound)));
     }
     if !output.committed && start.iter().any(|&s| s > 0) {
         report.push_str(&format!("\nstarting at offsets {} (nothing committed yet)", offsets_text(&start)));
     }
-    if let Some(line) = retention.and_then(|r| r.report(job.log_retention_ms)) {
-        report.push_str(&format!("\n{line}"));
+    if let Some(retention) = &retention {
+        log_retention(retention, job.log_retention_ms, output.committed);
     }
     if let Some(log) = log.as_ref().filter(|log| !log.recovery().is_clean()) {
-        report.push_str(&format!("\nlog recovery: {:?}", log.recovery()));
+        tracing::warn!("log recovery: {:?}", log.recovery());
     }
-    let reading = view.clone();
+    let readers = view.clone();
     let factory: ReaderFactory = Arc::new(move |p, offset| {
         // The open log (if any) stays locked while readers exist.
         let _owner = &log;
-        let reader = reading.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
+        let reader = readers.reader(p, offset).unwrap_or_else(|e| panic!("log partition {p} at offset {offset}: {e}"));
         Box::new(LogPartitionReader::new(reader, bound.as_ref().map(|b| b[p as usize])))
     });
     let clicks = total;
-    Ok((factory, report, clicks, Some(LogRange { ends, start, salt: None })))
+    Ok((factory, report, clicks, Some(LogRange { ends, start, salt: None, reading })))
+}
+
+/// Logs what retention did at the start of the run: a warning when it kept
+/// segments old enough to delete because a job that has committed still
+/// needs them (its committed or dedup replay offsets lie in them: the job
+/// is more than the retention behind, and the log grows until it catches
+/// up); before the first commit every segment from the start is needed.
+fn log_retention(retention: &Retention, retention_ms: u64, committed: bool) {
+    let Some(line) = retention.report(retention_ms) else { return };
+    if committed && retention.kept_needed > 0 {
+        tracing::warn!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
+}
+
+/// Clicks a bounded run reads: from each partition's committed offset (or
+/// its start) up to its bound.
+fn bounded_reading(bound: &[u64], start: &[u64], output: &Output) -> u64 {
+    let from = |p: usize| output.resume.get(&(p as u32)).map_or(start[p], |c| c.offset);
+    bound.iter().enumerate().map(|(p, b)| b.saturating_sub(from(p))).sum()
 }
 
 /// `P:OFFSET,...` of every partition.
@@ -1042,8 +1115,8 @@ pub fn stop_cleanly() -> ! {
     let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
     let _no_commit_in_flight: Vec<_> = running.iter().map(|lock| lock.lock().unwrap_or_else(|e| e.into_inner())).collect();
     match crate::store::embedded::close_all() {
-        Ok(_) => eprintln!("stopped by signal: every committed epoch is durable; the epoch in progress is read again on restart"),
-        Err(error) => eprintln!("stopped by signal: every committed epoch is durable, but closing the store failed: {error}"),
+        Ok(_) => tracing::info!("stopped by signal: every committed epoch is durable; the epoch in progress is read again on restart"),
+        Err(error) => tracing::error!("stopped by signal: every committed epoch is durable, but closing the store failed: {error}"),
     }
     std::process::exit(0);
 }

@@ -33,18 +33,52 @@ pub fn writer(path: &Path) -> io::Result<Box<dyn Write + Send>> {
 /// Writes `bytes` to `path` (standard output for `-`) and makes them
 /// durable: a file is synced, standard output flushed.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if is_std(path) {
-        let mut out = io::stdout().lock();
-        out.write_all(bytes)?;
-        return out.flush();
+    let mut out = DurableOutput::create(path)?;
+    out.write_all(bytes)?;
+    out.finish()
+}
+
+/// A new file, or standard output for `-`, that [`DurableOutput::finish`]
+/// makes durable.
+pub enum DurableOutput {
+    Stdout(io::Stdout),
+    File(File),
+}
+
+impl DurableOutput {
+    /// Creates (truncates) `path`, or takes standard output for `-`.
+    pub fn create(path: &Path) -> io::Result<DurableOutput> {
+        if is_std(path) {
+            return Ok(DurableOutput::Stdout(io::stdout()));
+        }
+        File::create(path).map(DurableOutput::File)
     }
-    let mut file = File::create(path)?;
-    file.write_all(bytes)?;
-    // A device or a pipe (`/dev/null`, `/dev/stdout`) cannot be synced.
-    if file.metadata()?.is_file() {
-        file.sync_all()?;
+
+    /// Flushes standard output, or syncs a regular file (a device or a
+    /// pipe, such as `/dev/null`, cannot be synced).
+    pub fn finish(mut self) -> io::Result<()> {
+        self.flush()?;
+        match self {
+            DurableOutput::File(file) if file.metadata()?.is_file() => file.sync_all(),
+            _ => Ok(()),
+        }
     }
-    Ok(())
+}
+
+impl Write for DurableOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            DurableOutput::Stdout(out) => out.write(buf),
+            DurableOutput::File(file) => file.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            DurableOutput::Stdout(out) => out.flush(),
+            DurableOutput::File(file) => file.flush(),
+        }
+    }
 }
 
 /// How `path` reads in a message: `standard output` / `standard input`

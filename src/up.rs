@@ -120,8 +120,8 @@ pub fn up_job(path: Option<&Path>, cassandra: Option<&str>) -> Result<Job, Confi
 pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTarget>) -> Result<(), String> {
     let (log, described) = ingest_log(kafka, data_dir, config.partitions, crate::log::DEFAULT_RETENTION_MS)?;
     let service = Service::bind(config, log, salt(config, data_dir)?)?;
-    eprintln!("{}", service.summary());
-    eprintln!("{described}");
+    tracing::info!("{}", service.summary());
+    tracing::info!("{described}");
     serve(service, axum::Router::new(), OPENAPI_JSON.to_owned())
 }
 
@@ -143,20 +143,20 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         }
     };
     // The store the job commits to, and what the query API serves of it.
-    let (store, served, committing_to) = match &job.sink {
+    let (store, served) = match &job.sink {
         SinkSpec::Cassandra(cassandra) => {
             // The job opens its store itself (and creates the tables); the
             // query API connects once they exist, with sessions of its
             // own, and follows the serving pointer in the keyspace.
             let live = Arc::new(LazyReader::cassandra(cassandra, &job.name));
             let served = ServedStore::following(live, Box::new(CassandraFollowed::new(cassandra, &job.name)));
-            (None, served, format!("cassandra {} keyspace {}", cassandra.hosts_text(), cassandra.keyspace))
+            (None, served)
         }
         _ => {
             std::fs::create_dir_all(data_dir.store()).map_err(|e| format!("{}: {e}", data_dir.store().display()))?;
             let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| e.to_string())?;
             let served = ServedStore::embedded(store.reader(), data_dir.clone());
-            (Some(Arc::new(Mutex::new(Some(store)))), served, data_dir.store().display().to_string())
+            (Some(Arc::new(Mutex::new(Some(store)))), served)
         }
     };
     let service = Service::bind(config, ingest_log, salt(config, data_dir)?)?;
@@ -180,20 +180,14 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         store,
         stats: Some(Arc::clone(&job_stats)),
         commits: Some(commits),
+        announced: true,
         ..RunOptions::default()
     };
-    eprintln!("{}", service.summary());
-    let source = match &job.source {
-        SourceSpec::Kafka { brokers, topic } => format!("kafka topic {topic} on {brokers}"),
-        _ => data_dir.log().display().to_string(),
-    };
-    eprintln!(
-        "job: {} on {} ({} partitions, {} workers), committing to {}",
-        job.name, source, job.partitions, run_options.workers, committing_to
-    );
+    tracing::info!("{}", service.summary());
+    tracing::info!("{}", crate::run::describe(job, &run_options));
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    eprintln!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");
-    eprintln!("dashboard: {scheme}://{addr}/");
+    tracing::info!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");
+    tracing::info!("dashboard: {scheme}://{addr}/");
     let job = job.clone();
     std::thread::Builder::new()
         .name("job".to_owned())
@@ -201,7 +195,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
             let code = match run(&job, &run_options) {
                 Ok(_) => 0,
                 Err(error) => {
-                    eprintln!("error: job {}: {error}", job.name);
+                    tracing::error!("job {}: {error}", job.name);
                     error.exit_code()
                 }
             };
@@ -251,7 +245,7 @@ fn start_demo(addr: std::net::SocketAddr, tls: bool) -> Result<(), String> {
         return Err("--demo posts over plain HTTP; run it without [tls]".to_owned());
     }
     let config = GeneratorConfig { seed: now_ms(), start_ms: now_ms(), ..demo_config() };
-    eprintln!("demo: posting ~{DEMO_CLICKS_PER_S} generated clicks/s (200 ads, one viral) to http://{addr}/v1/clicks/batch");
+    tracing::info!("demo: posting ~{DEMO_CLICKS_PER_S} generated clicks/s (200 ads, one viral) to http://{addr}/v1/clicks/batch");
     std::thread::Builder::new()
         .name("demo".to_owned())
         .spawn(move || {
@@ -330,7 +324,7 @@ fn open_log(data_dir: &DataDir, partitions: u32, retention_ms: u64) -> Result<Ar
     let options = LogOptions { retention_ms, ..LogOptions::default() };
     let log = Log::open(&data_dir.log(), partitions, options).map_err(|e| e.to_string())?;
     for tail in &log.recovery().truncated {
-        eprintln!("log recovery: {tail}");
+        tracing::warn!("log recovery: {tail}");
     }
     Ok(Arc::new(log))
 }
@@ -350,7 +344,7 @@ fn serve(service: Service, extra: axum::Router, openapi: String) -> Result<(), S
         .build()
         .map_err(|e| format!("http runtime: {e}"))?;
     runtime.block_on(service.serve(extra, openapi, stop_signal())).map_err(|e| format!("http: {e}"))?;
-    eprintln!("stopped by signal: every acknowledged click is durable in the log");
+    tracing::info!("stopped by signal: every acknowledged click is durable in the log");
     Ok(())
 }
 

@@ -491,7 +491,7 @@ fn verify_data_dir(dir: &Path, job: &Job, catalog: Option<&CatalogFile>) -> Resu
     let data = dir.join("data");
     let log = Log::open(&data.join("log"), 1, LogOptions::default()).unwrap();
     let store = EmbeddedStore::open_read_only(&data.join("store")).unwrap();
-    tally::verify::verify(&log.view(), &store, job, catalog, 10)
+    tally::verify::verify(&log.view(), &store, job, catalog, 10, &Default::default())
 }
 
 /// The settings record of a run of [`job`] with the catalog `stamp`.

@@ -57,7 +57,8 @@ pub fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
         };
         let snapshot = reader.snapshot().map_err(store)?;
         let rows = snapshot.all_rows().map_err(store)?;
-        tally::sink::file::write_rows(&args.output, &rows).map_err(file(&args.output))?;
+        let progress = tally::telemetry::progress::ProgressOptions::for_stderr("export");
+        tally::sink::file::write_rows(&args.output, &rows, &progress).map_err(file(&args.output))?;
         if let Some(path) = &args.late {
             let entries = snapshot.late_entries(0, u64::MAX).map_err(store)?;
             tally::sink::file::write_late(path, &entries).map_err(file(path))?;

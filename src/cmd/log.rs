@@ -251,11 +251,17 @@ fn write_or_quiet(bytes: &[u8]) -> i32 {
 fn import(args: ImportArgs, data_dir: &DataDir) -> i32 {
     let result = (|| -> Result<tally::ingest::ImportReport, (String, i32)> {
         let salt = data_dir.salt().map_err(|e| (format!("salt in {}: {e}", data_dir.root.display()), exit::FAILED))?;
-        let input = stdio::reader(&args.file).map_err(|e| (format!("{}: {e}", args.file.display()), exit::USAGE))?;
+        if !stdio::is_std(&args.file) && !args.file.exists() {
+            return Err((format!("{}: no such file", args.file.display()), exit::USAGE));
+        }
         let log =
             tally::log::Log::open(&data_dir.log(), args.partitions, Default::default()).map_err(|e| (e.to_string(), e.exit_code()))?;
         // No retention here: it runs where the job runs, with its offsets.
-        tally::ingest::import(input, &log, &salt).map_err(|e| (e.to_string(), exit::FAILED))
+        let progress = tally::telemetry::progress::ProgressOptions::for_stderr("import");
+        tally::ingest::import_path(&args.file, &log, &salt, &progress).map_err(|e| {
+            let code = if matches!(e, tally::ingest::ImportError::Open { .. }) { exit::USAGE } else { exit::FAILED };
+            (e.to_string(), code)
+        })
     })();
     let report = match result {
         Ok(report) => report,

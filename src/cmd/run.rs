@@ -141,6 +141,8 @@ pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
         stats: Some(stats),
         commits: Some(commits),
         peer_timeout: Some(std::time::Duration::from_secs(args.peer_timeout.max(1))),
+        progress: tally::telemetry::progress::ProgressOptions::for_stderr("run"),
+        announced: false,
     };
     match run(&job, &options) {
         Ok(report) => {

@@ -60,7 +60,9 @@ pub fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
             job::SourceSpec::Log { dir: Some(dir) } => Box::new(tally::log::LogView::open(dir).map_err(log_error)?),
             _ => Box::new(tally::log::LogView::open(&data_dir.log()).map_err(log_error)?),
         };
-        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show).map_err(|e| (e.to_string(), e.exit_code()))
+        let progress = tally::telemetry::progress::ProgressOptions::for_stderr("verify");
+        tally::verify::verify(log.as_ref(), store.as_ref(), &job, catalog.as_ref(), args.show, &progress)
+            .map_err(|e| (e.to_string(), e.exit_code()))
     })();
     match result {
         Ok(report) => {

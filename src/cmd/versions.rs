@@ -95,7 +95,7 @@ pub fn backfill(args: BackfillArgs, data_dir: &DataDir) -> i32 {
         replace: args.replace,
         workers: args.workers,
         catalog: args.catalog,
-        progress: tally::backfill::Progress::for_stderr(),
+        progress: tally::telemetry::progress::Style::for_stderr(),
     };
     match tally::backfill::backfill(&job, data_dir, &options) {
         Ok(report) => {

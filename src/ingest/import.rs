@@ -1,12 +1,19 @@
 //! `tally log import`: a file of NDJSON click lines into the log, with the
-//! same per-line checks as the file source.
+//! same per-line checks as the file source, showing its progress (the
+//! share of a file's bytes read; for stdin, the clicks appended).
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::event::json::{decode_click, Rejected, MAX_REJECTED_KEPT};
 use crate::event::salt::UserSalt;
 use crate::event::Click;
 use crate::log::{Log, LogError};
+use crate::telemetry::progress::{self, Amount, ProgressOptions, Work};
+
+/// Bytes read from the input at a time.
+const READ_BUFFER_BYTES: usize = 1 << 20;
 
 /// Clicks appended to the log per batch (one group commit).
 pub const IMPORT_BATCH_CLICKS: usize = 16_384;
@@ -22,6 +29,8 @@ pub struct ImportReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    #[error("{}: {source}", path.display())]
+    Open { path: PathBuf, source: std::io::Error },
     #[error("reading input: {0}")]
     Read(#[from] std::io::Error),
     #[error("appending to the log: {0}")]
@@ -54,4 +63,37 @@ pub fn import(input: impl BufRead, log: &Log, salt: &UserSalt) -> Result<ImportR
         report.appended += log.append(&batch)?.positions.len() as u64;
     }
     Ok(report)
+}
+
+/// [`import`] of the file at `path` (`-`: stdin), showing its progress.
+pub fn import_path(path: &Path, log: &Log, salt: &UserSalt, progress: &ProgressOptions) -> Result<ImportReport, ImportError> {
+    let read = AtomicU64::new(0);
+    let (input, size): (Box<dyn Read + Send>, Option<u64>) = if path.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let open = |e| ImportError::Open { path: path.to_owned(), source: e };
+        let file = std::fs::File::open(path).map_err(open)?;
+        let size = file.metadata().map_err(open)?.len();
+        (Box::new(file), Some(size))
+    };
+    let input = std::io::BufReader::with_capacity(READ_BUFFER_BYTES, Counted { inner: input, read: &read });
+    let amount = || {
+        let appended = log.stats().records;
+        Amount { items: appended, done: if size.is_some() { read.load(Ordering::Relaxed) } else { appended } }
+    };
+    progress::show(progress, Work { unit: "clicks", total: size }, amount, || import(input, log, salt))
+}
+
+/// A reader that counts the bytes read through it.
+struct Counted<'a, R> {
+    inner: R,
+    read: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }

@@ -23,4 +23,4 @@ pub mod prefilter;
 pub mod server;
 pub mod service;
 
-pub use import::{import, ImportError, ImportReport, IMPORT_BATCH_CLICKS};
+pub use import::{import, import_path, ImportError, ImportReport, IMPORT_BATCH_CLICKS};

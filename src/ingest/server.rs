@@ -133,11 +133,19 @@ pub fn openapi_route(document: String) -> Router {
 }
 
 async fn post_single(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle(&ingest, Endpoint::Single, &headers, body).await.unwrap_or_else(|refused| refused.into_response())
+    handle(&ingest, Endpoint::Single, &headers, body).await.unwrap_or_else(refusal)
 }
 
 async fn post_batch(State(ingest): State<Arc<Ingest>>, headers: HeaderMap, body: Body) -> Response {
-    handle(&ingest, Endpoint::Batch, &headers, body).await.unwrap_or_else(|refused| refused.into_response())
+    handle(&ingest, Endpoint::Batch, &headers, body).await.unwrap_or_else(refusal)
+}
+
+/// The answer to a refused request, logged by its status and field only:
+/// a reason may quote what the request carried (a parser's message), and
+/// nothing a client sent is ever logged.
+fn refusal(refused: Refused) -> Response {
+    tracing::debug!(status = refused.status.as_u16(), field = %refused.field, "request refused");
+    refused.into_response()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -217,6 +225,7 @@ async fn handle(ingest: &Ingest, endpoint: Endpoint, headers: &HeaderMap, body: 
         Refused::new(StatusCode::TOO_MANY_REQUESTS, CLIENT_HEADER, reason).retry_after(limited.retry_after)
     })?;
     let accepted = write(ingest, decoded).await?;
+    tracing::trace!(accepted = accepted.0, rejected = accepted.1.len(), "clicks acknowledged");
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "accepted": accepted.0, "rejected": accepted.1 }))).into_response())
 }
 
@@ -343,6 +352,7 @@ async fn write(ingest: &Ingest, decoded: Decoded) -> Result<(usize, Vec<ItemErro
     .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log writer failed: {e}")))?;
     appended.map_err(|e| {
         ingest.stats.log_error();
+        tracing::warn!("ingest: the log cannot accept clicks: {e}");
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log cannot accept clicks: {e}"))
             .retry_after(Duration::from_secs(1))
     })?;

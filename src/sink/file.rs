@@ -7,11 +7,13 @@
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
 use super::{Epoch, EpochBatch, Sink, SinkError};
 use crate::row::{format_uuid, granularity_label, LateEntry, Row, Status};
+use crate::telemetry::progress::{self, Amount, ProgressOptions, Work};
 
 struct Files {
     rows: BufWriter<Box<dyn Write + Send>>,
@@ -77,12 +79,30 @@ impl FileSink {
     }
 }
 
+/// Rows serialized and written at a time by [`write_rows`].
+const WRITE_CHUNK_ROWS: usize = 65_536;
+
 /// Writes `rows` to a new file at `path` (standard output for `-`), one
-/// line each, durably.
-pub fn write_rows(path: &Path, rows: &[Row]) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    rows.iter().for_each(|row| row_line(row, &mut out));
-    crate::stdio::write_durably(path, &out)
+/// line each, durably, showing the rows written as `progress` says.
+pub fn write_rows(path: &Path, rows: &[Row], progress: &ProgressOptions) -> std::io::Result<()> {
+    let written = AtomicU64::new(0);
+    let work = Work { unit: "rows", total: Some(rows.len() as u64) };
+    progress::show(
+        progress,
+        work,
+        || Amount::items(written.load(Ordering::Relaxed)),
+        || {
+            let mut file = crate::stdio::DurableOutput::create(path)?;
+            let mut out = Vec::new();
+            for chunk in rows.chunks(WRITE_CHUNK_ROWS) {
+                out.clear();
+                chunk.iter().for_each(|row| row_line(row, &mut out));
+                file.write_all(&out)?;
+                written.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            }
+            file.finish()
+        },
+    )
 }
 
 /// Writes late-ledger entries as NDJSON (the format of `rows.late.ndjson`)

@@ -128,17 +128,33 @@ impl CommitStats {
 
     /// Reads the end offsets now and sets the end and lag of each partition.
     pub fn refresh(&self) {
+        self.lags();
+    }
+
+    /// [`CommitStats::refresh`], then the partitions whose lag is more than
+    /// `max_lag` clicks, with their lag.
+    pub fn lagging(&self, max_lag: u64) -> Vec<(u32, u64)> {
+        self.lags().into_iter().filter(|&(_, lag)| lag > max_lag).collect()
+    }
+
+    /// Reads the end offsets now, sets the end and lag of each partition,
+    /// and returns the lags known (a partition's is known from its first
+    /// commit on).
+    fn lags(&self) -> Vec<(u32, u64)> {
         let read = self.end_offsets.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(ends) = read.and_then(|read| read()) else { return };
+        let Some(ends) = read.and_then(|read| read()) else { return Vec::new() };
         let committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-        for (partition, end) in ends.into_iter().enumerate() {
+        let mut lags = Vec::new();
+        for (partition, end) in (0..).zip(ends) {
             let label = partition.to_string();
             self.end_offset.with_label_values(&[&label]).set(end as i64);
-            // Before a partition's first commit its lag is not known.
-            if let Some(from) = committed.get(partition).copied().flatten() {
-                self.lag.with_label_values(&[&label]).set(end.saturating_sub(from) as i64);
+            if let Some(from) = committed.get(partition as usize).copied().flatten() {
+                let lag = end.saturating_sub(from);
+                self.lag.with_label_values(&[&label]).set(lag as i64);
+                lags.push((partition, lag));
             }
         }
+        lags
     }
 
     /// Adds these figures to `registry`.

@@ -14,6 +14,10 @@
 //! - [`HttpStats`]: HTTP requests by route and status.
 //! - The process's CPU, memory and file descriptors (`process_…`).
 //!
+//! Beside the figures, what a process tells its operator as it goes: its
+//! [`log`] of events on stderr (start-up, commits, warnings, errors) and the
+//! [`progress`] of a long command.
+//!
 //! Every figure is a report, never a result: exactly-once is checked by an
 //! independent recount of the log, never by these numbers. This module
 //! imports nothing above it: every stage writes to it, the query side reads
@@ -23,6 +27,8 @@ mod commit;
 mod http;
 mod ingest;
 mod job;
+pub mod log;
+pub mod progress;
 
 use std::sync::Arc;
 

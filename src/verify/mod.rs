@@ -85,6 +85,7 @@ pub mod judge;
 pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use thiserror::Error;
 
@@ -95,6 +96,7 @@ use crate::job::Job;
 use crate::log::{LogError, LogView};
 use crate::sources::kafka::KafkaTopic;
 use crate::store::{versions, StoreError, StoreReader, StoreSnapshot, WindowKey};
+use crate::telemetry::progress::{self, Amount, ProgressOptions, Work};
 
 pub use compare::{compare, distinct_tolerance, Mismatch, MismatchKind, Report, SUMMARY_MISMATCH_LINES};
 pub use expected::Totals;
@@ -248,13 +250,14 @@ pub fn recount_through(
 /// `tally verify`: checks the store's settings against `job` and `catalog`,
 /// recounts the log from the store's origin up to the offsets of its last
 /// commit and compares, all on one snapshot of the store. The report lists
-/// the first `show` mismatches in full.
+/// the first `show` mismatches in full, and shows the recount's progress.
 pub fn verify(
     log: &dyn RecountLog,
     store: &dyn StoreReader,
     job: &Job,
     catalog: Option<&CatalogFile>,
     show: usize,
+    progress: &ProgressOptions,
 ) -> Result<Report, VerifyError> {
     let snapshot = store.snapshot()?;
     let snapshot = snapshot.as_ref();
@@ -265,7 +268,15 @@ pub fn verify(
         return Err(VerifyError::Origin(format!("lists {} partitions, the log has {}", origin.offsets.len(), ends.len())));
     }
     let applied_below = snapshot.committed_epoch()?.unwrap_or(0);
-    let recount = recount_through(log, &origin.offsets, &ends, job, catalog.map(|c| &c.catalog), applied_below)?;
+    let total = ends.iter().zip(&origin.offsets).map(|(end, from)| end.saturating_sub(*from)).sum();
+    let read = AtomicU64::new(0);
+    let counted = Counted { log, read: &read };
+    let recount = progress::show(
+        progress,
+        Work { unit: "clicks", total: Some(total) },
+        || Amount::items(read.load(Ordering::Relaxed)),
+        || recount_through(&counted, &origin.offsets, &ends, job, catalog.map(|c| &c.catalog), applied_below),
+    )?;
     let mut report = compare(&recount, snapshot, show)?;
     report.notes.extend(note);
     Ok(report)
@@ -392,6 +403,33 @@ impl RecountLog for LogView {
             each(&batch);
         }
         Ok(())
+    }
+}
+
+/// A log whose clicks read are counted, for the progress of a recount.
+struct Counted<'a> {
+    log: &'a dyn RecountLog,
+    read: &'a AtomicU64,
+}
+
+impl RecountLog for Counted<'_> {
+    fn partitions(&self) -> u32 {
+        self.log.partitions()
+    }
+
+    fn start_offsets(&self) -> Vec<u64> {
+        self.log.start_offsets()
+    }
+
+    fn end_offsets(&self) -> Vec<u64> {
+        self.log.end_offsets()
+    }
+
+    fn read_partition(&self, partition: u32, from: u64, end: u64, each: &mut dyn FnMut(&[Click])) -> Result<(), VerifyError> {
+        self.log.read_partition(partition, from, end, &mut |batch| {
+            self.read.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            each(batch)
+        })
     }
 }
 

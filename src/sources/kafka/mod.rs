@@ -132,7 +132,9 @@ impl KafkaTopic {
             retrying(|| block_on(admin.create_topics([&topic], &options)).map_err(|e| format!("kafka topic {}: {e}", self.topic)))?;
         for result in results {
             match result {
-                Ok(_) => eprintln!("kafka topic {} created: {} partitions, replication factor {replication}", self.topic, self.partitions),
+                Ok(_) => {
+                    tracing::info!("kafka topic {} created: {} partitions, replication factor {replication}", self.topic, self.partitions)
+                }
                 Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => return self.ensure_exists_as_created(),
                 Err((name, code)) => return Err(KafkaProblem::Unavailable(format!("kafka topic {name}: {code}"))),
             }

@@ -94,7 +94,7 @@ impl KafkaPartitionReader {
             ),
             Err(KafkaError::MessageConsumption(RDKafkaErrorCode::PartitionEOF)) => None,
             Err(error) => {
-                eprintln!("kafka topic {} partition {}: {error}", self.topic, self.partition);
+                tracing::warn!("kafka topic {} partition {}: {error}", self.topic, self.partition);
                 None
             }
         }
@@ -139,11 +139,13 @@ impl KafkaPartitionReader {
     fn report(&mut self, offset: u64, error: &ClickError) {
         self.skipped += 1;
         if self.skipped <= MAX_REPORTED {
-            eprintln!("kafka topic {} partition {} offset {offset}: not a click, skipped: {error}", self.topic, self.partition);
+            tracing::warn!("kafka topic {} partition {} offset {offset}: not a click, skipped: {error}", self.topic, self.partition);
         } else if self.skipped.is_power_of_two() {
-            eprintln!(
+            tracing::warn!(
                 "kafka topic {} partition {}: {} records that are not clicks skipped so far",
-                self.topic, self.partition, self.skipped
+                self.topic,
+                self.partition,
+                self.skipped
             );
         }
     }

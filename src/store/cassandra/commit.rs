@@ -156,7 +156,7 @@ impl CassandraStore {
                     return row.transpose().map_err(|e| self.db.corrupt(e));
                 }
                 Err(error) if attempt < SERIAL_READ_ATTEMPTS => {
-                    eprintln!("cassandra: reading the jobs row with SERIAL consistency: {error}; trying again in {pause:?}");
+                    tracing::warn!("cassandra: reading the jobs row with SERIAL consistency: {error}; trying again in {pause:?}");
                     std::thread::sleep(pause);
                     pause *= 2;
                     attempt += 1;
@@ -194,7 +194,7 @@ impl CassandraStore {
                 Ok(false) => continue,
                 Err(error) => {
                     if began(self.read_job()?.as_ref(), generation, &self.owner) {
-                        eprintln!("cassandra: beginning generation {generation}: {error}; read back: begun");
+                        tracing::warn!("cassandra: beginning generation {generation}: {error}; read back: begun");
                         return Ok(generation);
                     }
                 }
@@ -246,7 +246,9 @@ impl CassandraStore {
             };
             let outcome = commit_outcome(&self.read_back()?, generation, epoch, previous);
             if let Some(error) = &unknown {
-                eprintln!("cassandra: the commit of epoch {epoch} had an unknown outcome ({error}); read back with SERIAL: {outcome:?}");
+                tracing::warn!(
+                    "cassandra: the commit of epoch {epoch} had an unknown outcome ({error}); read back with SERIAL: {outcome:?}"
+                );
             }
             match outcome {
                 CommitOutcome::Committed => return Ok(()),
@@ -355,9 +357,10 @@ impl EpochStore for CassandraStore {
         let generation = self.begin()?;
         let row = self.read_back()?;
         if let Some(committed) = row.unapplied() {
-            eprintln!(
+            tracing::warn!(
                 "cassandra: epoch {} (generation {}) is committed but not applied: applying it from staging",
-                committed.epoch, committed.generation
+                committed.epoch,
+                committed.generation
             );
             self.recover(committed)?;
         }
@@ -412,7 +415,7 @@ fn applied(answer: Result<QueryResult, ExecutionError>) -> Result<bool, Box<Exec
 
 /// Stops the process where a test asked, as a SIGKILL there would.
 fn crash(after: &str) -> ! {
-    eprintln!("TALLY_FAULT: stopping the process after {after}");
+    tracing::error!("TALLY_FAULT: stopping the process after {after}");
     std::process::abort()
 }
 

@@ -97,7 +97,7 @@ impl CommitTimes {
             size.epoch, size.chunks, size.payload_bytes, size.rows
         );
         if let Err(error) = file.write_all(line.as_bytes()) {
-            eprintln!("cassandra: {COMMIT_TIMES_ENV}: writing {}: {error}; no more commits are recorded", path.display());
+            tracing::warn!("cassandra: {COMMIT_TIMES_ENV}: writing {}: {error}; no more commits are recorded", path.display());
             self.file = None;
         }
     }

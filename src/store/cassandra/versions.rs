@@ -284,10 +284,10 @@ impl CassandraVersions {
                         Ok(true) => {}
                         Ok(false) if !lost => {
                             lost = true;
-                            eprintln!("backfill {}: another backfill took this version over; this one stops", claim.name);
+                            tracing::warn!("backfill {}: another backfill took this version over; this one stops", claim.name);
                         }
                         Ok(false) => {}
-                        Err(error) => eprintln!("backfill {}: renewing its claim: {error}", claim.name),
+                        Err(error) => tracing::warn!("backfill {}: renewing its claim: {error}", claim.name),
                     }
                 }
             });
@@ -427,7 +427,7 @@ impl CassandraVersions {
                 Ok(true) => return Ok(result),
                 Ok(false) => {}
                 Err(error) => {
-                    eprintln!(
+                    tracing::warn!(
                         "cassandra: a change to the versions of job {} had an unknown outcome ({error}); reading it back",
                         self.db.job
                     );
