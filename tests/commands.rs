@@ -289,12 +289,19 @@ fn a_data_dir_held_by_a_running_job_is_busy_for_every_writer() {
 fn gen_help_shows_every_default_and_no_help_says_1_workers() {
     let dir = tempfile::tempdir().unwrap();
     let help = text(&run(tally(dir.path()).args(["gen", "--help"])).stdout);
-    let options: Vec<&str> = help.lines().filter(|l| l.trim_start().starts_with("--") && !l.contains("--help")).collect();
-    assert!(options.len() > 10, "{help}");
-    for option in options {
-        let documented = help.lines().skip_while(|l| *l != option).nth(1).unwrap_or_default();
-        let named = ["--catalog", "--data-dir"].iter().any(|o| option.trim_start().starts_with(o));
-        assert!(named || documented.contains("[default:"), "gen {option}: no default shown:\n{help}");
+    // Each option's block runs from its `--name` line to the next one.
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("--") || trimmed.starts_with("-h,") {
+            blocks.push((trimmed.split_whitespace().next().unwrap_or_default().to_owned(), String::new()));
+        } else if let Some((_, text)) = blocks.last_mut() {
+            text.push_str(line);
+        }
+    }
+    assert!(blocks.len() > 14, "{help}");
+    for (option, text) in blocks.iter().filter(|(o, _)| !["--catalog", "-h,"].contains(&o.as_str())) {
+        assert!(text.contains("[default:") || text.contains("default: "), "gen {option}: no default shown:\n{help}");
     }
     let (input, _) = generate(dir.path(), 10);
     let out = run(tally(dir.path()).arg("run").arg(job("clicks.toml")).arg("--input").arg(&input).args(["--output", "-"]));
