@@ -304,6 +304,8 @@ fn bad_parameters_get_400_naming_them_and_health_answers() {
     let mut routes: Vec<String> =
         tally::query::ROUTES.iter().chain(tally::ingest::server::ROUTES).map(|(_, path)| path.to_string()).collect();
     routes.sort();
+    // `/healthz` and `/readyz` are routes of both; the query API's answer them.
+    routes.dedup();
     assert_eq!(documented, routes);
     for (method, path) in tally::query::ROUTES {
         let path = path.replace("{id}", "q-ad-0");
