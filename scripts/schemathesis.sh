@@ -116,6 +116,10 @@ with urllib.request.urlopen(url) as reply:
 print(f"schemathesis.sh: {url} is valid OpenAPI 3")
 EOF
 
+# In the scratch directory, where schemathesis keeps its cache. One
+# worker: the coverage phase's threads can trip over each other in
+# Python's ast module ("AST constructor recursion depth mismatch").
+cd "$scratch"
 "$venv/bin/schemathesis" run "$url" \
     --checks all --exclude-checks positive_data_acceptance \
     --max-examples "$max_examples" "${seed[@]}" \
