@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: release build, unit and integration tests
 # (with a redis-server it installs if missing, and Apache Kafka brokers and
-# a Cassandra node the tests start from Maven Central jars), the dashboard in headless
-# Chromium (installed if missing), a short run of the fuzzers, and a smoke
-# run of the benchmarks, tally against Apache Flink included (Flink comes
-# from Maven Central, matplotlib from PyPI, into git-ignored caches). One
+# a Cassandra node the tests start from Maven Central jars), the HTTP API
+# against its OpenAPI document (schemathesis, from PyPI into a git-ignored
+# venv), the dashboard in headless Chromium (installed if missing), a short
+# run of the fuzzers, and a smoke run of the benchmarks, tally against
+# Apache Flink included (Flink comes from Maven Central, matplotlib from
+# PyPI, into git-ignored caches). One
 # command on a fresh machine:
 #
 #     scripts/test.sh
@@ -158,6 +160,9 @@ if [ "$long" = 1 ]; then
         cargo test --locked --release --test "$name" -- --ignored
     done
 fi
+
+step "HTTP API against its OpenAPI document (scripts/schemathesis.sh: schemathesis and openapi-spec-validator from PyPI)"
+scripts/schemathesis.sh
 
 step "dashboard in headless Chromium (screenshot: target/test-output/dashboard.png)"
 dashboard_test

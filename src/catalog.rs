@@ -10,8 +10,12 @@
 //! same rule for one point, for recounts and tools.
 //!
 //! The file is a small CSV written by people: `ad_id,campaign_id,advertiser_id[,valid_from]`,
-//! with an optional header, `#` comments and blank lines. Errors name the
-//! line and column so it can be fixed by hand.
+//! with an optional header, `#` comments and blank lines, perhaps saved by
+//! a spreadsheet (a UTF-8 byte order mark first, CRLF line ends).
+//! `valid_from` is unix milliseconds or an RFC 3339 date-time. Errors name
+//! the file, line and column so it can be fixed by hand; a catalog with no
+//! ad at all is an error too, since it would silently count every click
+//! under `unknown` (run without a catalog for that).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,12 +27,19 @@ use thiserror::Error;
 
 use crate::event::validate::check_key;
 use crate::event::Key;
+use crate::time::parse_rfc3339;
 
 /// Campaign and advertiser of an ad at a time no catalog version covers.
 pub const UNKNOWN: &str = "unknown";
 
 /// Column names, in file order.
 const COLUMNS: [&str; 4] = ["ad_id", "campaign_id", "advertiser_id", "valid_from"];
+
+/// Columns every row has; `valid_from` may be left out.
+const REQUIRED_COLUMNS: usize = 3;
+
+/// What some editors write at the start of a UTF-8 file.
+const BYTE_ORDER_MARK: char = '\u{feff}';
 
 /// A catalog that cannot be used, with where and why.
 #[derive(Debug, Error)]
@@ -37,6 +48,9 @@ pub enum CatalogError {
     Io { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Row(RowError),
+    /// Only a header, comments or blank lines.
+    #[error("{}catalog is empty: no ad row, only a header, comments or blank lines", path.as_ref().map_or(String::new(), |p| format!("{}: ", p.display())))]
+    Empty { path: Option<PathBuf> },
 }
 
 /// A bad row, shown as `ads.csv line 4, column 'valid_from': reason`.
@@ -72,6 +86,7 @@ impl CatalogError {
     fn with_path(self, file: &Path) -> CatalogError {
         match self {
             CatalogError::Row(row) => CatalogError::Row(RowError { path: Some(file.to_owned()), ..row }),
+            CatalogError::Empty { .. } => CatalogError::Empty { path: Some(file.to_owned()) },
             io => io,
         }
     }
@@ -106,6 +121,7 @@ pub struct Catalog {
 impl Catalog {
     /// Parses catalog CSV text; errors carry no path.
     pub fn parse(text: &str) -> Result<Catalog, CatalogError> {
+        let text = text.strip_prefix(BYTE_ORDER_MARK).unwrap_or(text);
         let mut ads: BTreeMap<Key, Vec<Version>> = BTreeMap::new();
         let mut first_row = true;
         for (index, raw) in text.lines().enumerate() {
@@ -116,10 +132,15 @@ impl Catalog {
             }
             let is_header = first_row && cell(row, 0) == COLUMNS[0];
             first_row = false;
-            if !is_header {
+            if is_header {
+                check_header(row, line)?;
+            } else {
                 let (ad, version) = parse_row(row, line)?;
                 ads.entry(ad).or_default().push(version);
             }
+        }
+        if ads.is_empty() {
+            return Err(CatalogError::Empty { path: None });
         }
         for (ad, versions) in &mut ads {
             sort_versions(ad, versions)?;
@@ -209,15 +230,42 @@ fn cell(row: &str, index: usize) -> &str {
     row.split(',').nth(index).unwrap_or("").trim_ascii()
 }
 
-fn parse_row(row: &str, line: u64) -> Result<(Key, Version), CatalogError> {
+/// The header names the columns in file order: the required ones, and
+/// `valid_from` if the rows have it.
+fn check_header(row: &str, line: u64) -> Result<(), CatalogError> {
+    let cells = cells(row, line)?;
+    for (&column, &name) in COLUMNS.iter().zip(&cells) {
+        if name != column {
+            return Err(CatalogError::row(line, Some(column), format!("the header names {name:?} here; expected {}", COLUMNS.join(","))));
+        }
+    }
+    Ok(())
+}
+
+/// The trimmed cells of a row: 3 or 4. A short row is refused naming the
+/// first missing column.
+fn cells(row: &str, line: u64) -> Result<Vec<&str>, CatalogError> {
     let cells: Vec<&str> = row.split(',').map(str::trim_ascii).collect();
-    if !(3..=4).contains(&cells.len()) {
+    if cells.len() < REQUIRED_COLUMNS {
+        let missing = COLUMNS[cells.len()];
+        return Err(CatalogError::row(
+            line,
+            Some(missing),
+            format!("missing; the columns are {}[,{}]", COLUMNS[..3].join(","), COLUMNS[3]),
+        ));
+    }
+    if cells.len() > COLUMNS.len() {
         return Err(CatalogError::row(
             line,
             None,
-            format!("expected 3 or 4 cells (ad_id,campaign_id,advertiser_id[,valid_from]), got {}", cells.len()),
+            format!("expected 3 or 4 cells ({}[,{}]), got {}", COLUMNS[..3].join(","), COLUMNS[3], cells.len()),
         ));
     }
+    Ok(cells)
+}
+
+fn parse_row(row: &str, line: u64) -> Result<(Key, Version), CatalogError> {
+    let cells = cells(row, line)?;
     let id = |column: usize| parse_id(cells[column], line, COLUMNS[column]);
     let ad = id(0)?;
     let version =
@@ -230,16 +278,19 @@ fn parse_id(cell: &str, line: u64, column: &'static str) -> Result<Key, CatalogE
     Ok(Key::from(cell))
 }
 
-/// Ms since the Unix epoch, digits only (no sign); empty means 0.
+/// Ms since the Unix epoch, digits only (no sign), or an RFC 3339
+/// date-time at or after 1970 (`2026-12-07T10:00:00Z`, `…+01:00`); empty
+/// means 0.
 fn parse_valid_from(cell: &str, line: u64) -> Result<u64, CatalogError> {
     let error = |reason: String| CatalogError::row(line, Some(COLUMNS[3]), reason);
     if cell.is_empty() {
         return Ok(0);
     }
-    if !cell.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(error(format!("not an integer: {cell:?}")));
+    if cell.bytes().all(|b| b.is_ascii_digit()) {
+        return cell.parse().map_err(|_| error(format!("out of range (max {}): {cell:?}", u64::MAX)));
     }
-    cell.parse().map_err(|_| error(format!("out of range (max {}): {cell:?}", u64::MAX)))
+    parse_rfc3339(cell)
+        .ok_or_else(|| error(format!("neither ms since the Unix epoch nor an RFC 3339 date-time (e.g. 2026-12-07T10:00:00Z): {cell:?}")))
 }
 
 #[cfg(test)]
@@ -278,31 +329,81 @@ mod tests {
 
     #[test]
     fn header_is_only_skipped_as_first_row() {
-        assert_eq!(parse("ad_id,campaign_id,advertiser_id\n").len_ads(), 0);
+        assert_eq!(parse("ad_id,campaign_id,advertiser_id\na1,c1,x\n").len_ads(), 1);
         let e = error("a1,c1,x\nad_id,campaign_id,advertiser_id,valid_from\n");
-        assert_eq!(e, "line 2, column 'valid_from': not an integer: \"valid_from\"");
+        assert!(e.starts_with("line 2, column 'valid_from': neither ms since the Unix epoch nor an RFC 3339 date-time"), "{e}");
     }
 
     #[test]
-    fn empty_catalog_is_valid() {
-        let catalog = parse("# nothing yet\n");
-        assert_eq!(catalog.len_ads(), 0);
-        assert!(catalog.intervals().is_empty());
-        assert_eq!(catalog.lookup("a1", 0), None);
+    fn a_byte_order_mark_first_is_skipped() {
+        let catalog = parse("\u{feff}ad_id,campaign_id,advertiser_id\r\na1,c1,x\r\n");
+        assert_eq!(catalog.lookup("a1", 0), Some((&"c1".into(), &"x".into())));
+        assert_eq!(parse("\u{feff}a1,c1,x\n").lookup("a1", 0), Some((&"c1".into(), &"x".into())));
+        assert!(error("a1,c1,x\n\u{feff}a2,c1,x\n").starts_with("line 2, column 'ad_id'"), "only at the start of the file");
+    }
+
+    #[test]
+    fn a_catalog_without_ads_is_empty_and_refused() {
+        for text in [
+            "",
+            "\u{feff}",
+            "# nothing yet\n\n",
+            "ad_id,campaign_id,advertiser_id\n",
+            "ad_id,campaign_id,advertiser_id,valid_from\n# soon\n",
+        ] {
+            assert_eq!(error(text), "catalog is empty: no ad row, only a header, comments or blank lines", "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_column_is_named_in_rows_and_in_the_header() {
+        assert_eq!(
+            error("a1,c1\n"),
+            "line 1, column 'advertiser_id': missing; the columns are ad_id,campaign_id,advertiser_id[,valid_from]"
+        );
+        assert_eq!(
+            error("a1,c1,x\n\na2\n"),
+            "line 3, column 'campaign_id': missing; the columns are ad_id,campaign_id,advertiser_id[,valid_from]"
+        );
+        assert_eq!(
+            error("ad_id,campaign_id\na1,c1,x\n"),
+            "line 1, column 'advertiser_id': missing; the columns are ad_id,campaign_id,advertiser_id[,valid_from]"
+        );
+        assert_eq!(
+            error("ad_id,advertiser_id,campaign_id\na1,c1,x\n"),
+            "line 1, column 'campaign_id': the header names \"advertiser_id\" here; expected ad_id,campaign_id,advertiser_id,valid_from"
+        );
+    }
+
+    #[test]
+    fn valid_from_takes_rfc3339_as_well_as_unix_ms() {
+        // date -u -d 2026-12-07T10:00:00Z +%s → 1796637600
+        let catalog = parse("a,c1,x,2026-12-07T10:00:00Z\na,c2,x,2026-12-07T12:00:00+01:00\na,c3,x,1796648400000\n");
+        assert_eq!(
+            catalog.versions().map(|(_, from, ..)| from).collect::<Vec<_>>(),
+            [1_796_637_600_000, 1_796_641_200_000, 1_796_648_400_000]
+        );
+        assert_eq!(catalog.lookup("a", 1_796_641_200_000), Some((&"c2".into(), &"x".into())));
+        assert!(error("a,c1,x,2026-12-07\n").contains("nor an RFC 3339 date-time (e.g. 2026-12-07T10:00:00Z): \"2026-12-07\""));
+        assert!(error("a,c1,x,1969-12-31T23:59:59Z\n").starts_with("line 1, column 'valid_from'"));
+        // The same instant twice, spelled two ways, is ambiguous.
+        assert!(error("a,c1,x,2026-12-07T10:00:00Z\na,c2,x,1796637600000\n")
+            .contains("already has a version valid from 1796637600000 (line 1)"));
     }
 
     #[test]
     fn row_errors_name_line_and_column() {
-        assert_eq!(error("a1,c1,x\n\n# c\na2,c1,x,abc\n"), "line 4, column 'valid_from': not an integer: \"abc\"");
-        assert_eq!(error("a1,c1,x,-5"), "line 1, column 'valid_from': not an integer: \"-5\"");
-        assert_eq!(error("a1,c1,x,+5"), "line 1, column 'valid_from': not an integer: \"+5\"");
-        assert_eq!(error("a1,c1,x,1.5"), "line 1, column 'valid_from': not an integer: \"1.5\"");
+        let not_a_time = "neither ms since the Unix epoch nor an RFC 3339 date-time (e.g. 2026-12-07T10:00:00Z)";
+        assert_eq!(error("a1,c1,x\n\n# c\na2,c1,x,abc\n"), format!("line 4, column 'valid_from': {not_a_time}: \"abc\""));
+        assert_eq!(error("a1,c1,x,-5"), format!("line 1, column 'valid_from': {not_a_time}: \"-5\""));
+        assert_eq!(error("a1,c1,x,+5"), format!("line 1, column 'valid_from': {not_a_time}: \"+5\""));
+        assert_eq!(error("a1,c1,x,1.5"), format!("line 1, column 'valid_from': {not_a_time}: \"1.5\""));
         assert!(error("a1,c1,x,18446744073709551616").contains("out of range"));
         assert_eq!(error("a1,,x"), "line 1, column 'campaign_id': empty: \"\"");
         assert_eq!(error("a 1,c1,x"), "line 1, column 'ad_id': invalid character ' ' at byte 1 (allowed: A-Z a-z 0-9 . _ : -): \"a 1\"");
         let long = format!("a1,c1,{}", "x".repeat(65));
         assert!(error(&long).starts_with("line 1, column 'advertiser_id': too long: 65 bytes"));
-        assert!(error("a1,c1").starts_with("line 1: expected 3 or 4 cells"));
+        assert!(error("a1,c1").starts_with("line 1, column 'advertiser_id': missing"));
         assert!(error("a1,c1,x,0,extra").ends_with("got 5"));
         assert!(error("\"a1\",c1,x").contains("column 'ad_id'"), "no quoting");
     }
@@ -358,7 +459,15 @@ mod tests {
         let path = dir.path().join("ads.csv");
         std::fs::write(&path, "a1,c1,x\na2,c1,x,abc\n").unwrap();
         let e = Catalog::load(&path).unwrap_err().to_string();
-        assert_eq!(e, format!("{} line 2, column 'valid_from': not an integer: \"abc\"", path.display()));
+        assert!(e.starts_with(&format!("{} line 2, column 'valid_from': neither ms", path.display())), "{e}");
+        std::fs::write(&path, "ad_id,campaign_id\n").unwrap();
+        let e = Catalog::load(&path).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{} line 1, column 'advertiser_id': missing", path.display())), "{e}");
+        std::fs::write(&path, "\u{feff}ad_id,campaign_id,advertiser_id\r\n").unwrap();
+        assert_eq!(
+            Catalog::load(&path).unwrap_err().to_string(),
+            format!("{}: catalog is empty: no ad row, only a header, comments or blank lines", path.display())
+        );
         std::fs::write(&path, "a1,c1,x\n").unwrap();
         assert_eq!(Catalog::load(&path).unwrap().len_ads(), 1);
         let missing = dir.path().join("nope.csv");

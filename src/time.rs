@@ -8,8 +8,8 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     parse_rfc3339(text).ok_or_else(|| format!("{text:?} is neither unix milliseconds nor RFC 3339 (e.g. 2026-11-29T03:00:00Z)"))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` at or after 1970.
-fn parse_rfc3339(text: &str) -> Option<u64> {
+/// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)` at or after 1970, as unix ms.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let b = text.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
         return None;

@@ -122,7 +122,8 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTar
     let service = Service::bind(config, log, salt(config, data_dir)?)?;
     tracing::info!("{}", service.summary());
     tracing::info!("{described}");
-    serve(service, axum::Router::new(), OPENAPI_JSON.to_owned())
+    let health = crate::ingest::server::health_router(Arc::clone(&service.ingest));
+    serve(service, health, OPENAPI_JSON.to_owned())
 }
 
 /// Runs ingest, `job` on the same log, and the query API with the

@@ -72,7 +72,9 @@ impl Server {
         let ingest = Arc::clone(&service.ingest);
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        runtime.spawn(service.serve(axum::Router::new(), OPENAPI_JSON.to_owned(), async move {
+        // What `tally ingest` serves.
+        let health = tally::ingest::server::health_router(Arc::clone(&ingest));
+        runtime.spawn(service.serve(health, OPENAPI_JSON.to_owned(), async move {
             let _ = stopped.await;
         }));
         Server { _dir: dir, addr, switch, ingest, runtime: Some(runtime), stop: Some(stop) }
@@ -246,6 +248,69 @@ fn bodies_and_batches_over_the_limits_get_413() {
     let mut raw = server.client(false);
     refused(&raw.raw(request.as_bytes()).unwrap(), 413, "body", "more bytes");
     assert_eq!(server.logged(), vec![]);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A POST with `Content-Encoding: encoding`, signed as `web` over the bytes
+/// as sent when `signed`.
+fn post_encoded(server: &Server, encoding: &str, body: &[u8], signed: bool) -> Reply {
+    let mut head = format!(
+        "POST /v1/clicks/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if signed {
+        let ts = now_ms().to_string();
+        let signature = tally::ingest::auth::sign(&Secret::new(SECRET), &ts, body);
+        head.push_str(&format!("X-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {signature}\r\n"));
+    }
+    let request = [format!("{head}\r\n").into_bytes(), body.to_vec()].concat();
+    server.client(false).raw(&request).unwrap()
+}
+
+#[test]
+fn gzip_bodies_are_decoded_and_signed_as_sent() {
+    let server = Server::start(signed_config());
+    let now = now_ms();
+    let ndjson = format!("{}\n{}\n", click_json("ad-1", now, "alice", 1), click_json("ad-2", now, "bob", 2));
+    let compressed = gzip(ndjson.as_bytes());
+    let reply = post_encoded(&server, "gzip", &compressed, true);
+    assert_eq!((reply.status, reply.json()["accepted"].as_u64()), (202, Some(2)), "{}", reply.text());
+    // A signature over the decompressed bytes is not the one of the body sent.
+    let ts = now_ms().to_string();
+    let over_plain = tally::ingest::auth::sign(&Secret::new(SECRET), &ts, ndjson.as_bytes());
+    let head = format!(
+        "POST /v1/clicks/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {over_plain}\r\n\r\n",
+        compressed.len()
+    );
+    let reply = server.client(false).raw(&[head.into_bytes(), compressed].concat()).unwrap();
+    refused(&reply, 401, "x-tally-signature", "");
+    let mut ids: Vec<u128> = server.logged().iter().map(|c| c.request_id).collect();
+    ids.sort();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn a_gzip_bomb_gets_413_and_other_encodings_415_and_nothing_is_written() {
+    let server = Server::start(open_config());
+    let now = now_ms();
+    // 64 KiB is the limit: a valid click padded to 1 MiB once decompressed.
+    let padded = format!("{}{}\n", click_json("ad-1", now, "u", 1), " ".repeat(1 << 20));
+    let bomb = gzip(padded.as_bytes());
+    assert!(bomb.len() < 64 * 1024, "{} bytes on the wire", bomb.len());
+    refused(&post_encoded(&server, "gzip", &bomb, false), 413, "body", "once decompressed; max_body_bytes is 65536");
+    refused(&post_encoded(&server, "gzip", b"not gzip", false), 400, "body", "not valid gzip");
+    let plain = click_json("ad-1", now, "u", 2);
+    for encoding in ["br", "deflate", "compress", "gzip, br"] {
+        refused(&post_encoded(&server, encoding, plain.as_bytes(), false), 415, "Content-Encoding", "is not supported");
+    }
+    assert_eq!(server.logged(), vec![]);
+    assert_eq!(post_encoded(&server, "identity", plain.as_bytes(), false).status, 202);
 }
 
 #[test]

@@ -252,6 +252,14 @@ fn query_api_counts_match_a_recount_before_and_after_kill_9() {
     }
     assert!(whole.len() > 7 && pages > 1, "{} entries in {pages} pages: too few to test paging", whole.len());
     assert!(paged == whole, "paged ledger ({} entries) differs from the whole ({} entries)", paged.len(), whole.len());
+    // With `limit=1` every page is one window whole, however many entries
+    // it holds: pages end between windows.
+    let first = http.get(&format!("/v1/late?from={from}&to={to}&limit=1")).unwrap().json();
+    let entries = first["entries"].as_array().unwrap();
+    let window = entries[0]["window_start"].as_u64().unwrap();
+    let of_window = whole.iter().filter(|e| e["window_start"].as_u64() == Some(window)).count();
+    assert!(entries.len() == of_window && of_window > 1, "{} entries on a page of limit 1, {of_window} in its window", entries.len());
+    assert!(first["next_from"].as_u64().unwrap() > window, "{first}");
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     assert!(server.wait().unwrap().success());
 }
@@ -284,6 +292,14 @@ fn bad_parameters_get_400_naming_them_and_health_answers() {
         assert_eq!(body["field"], field, "{path}: {body}");
         assert!(body["reason"].as_str().unwrap().contains(reason), "{path}: {body}");
     }
+    // The range edges: exactly 24 h of 1m windows is taken, aligned or not.
+    for range in ["from=0&to=86400000", "from=30000&to=86430000", "from=1970-01-01T00:00:00Z&to=1970-01-02T00:00:00Z"] {
+        let reply = http.get(&format!("/v1/ads/q-ad-0/clicks?{range}")).unwrap();
+        assert_eq!(reply.status, 200, "{range}: {}", reply.text());
+    }
+    let reply = http.get("/v1/ads/q-ad-0/clicks?from=0&to=86460000").unwrap();
+    assert_eq!((reply.status, reply.json()["field"].as_str()), (400, Some("from")), "{}", reply.text());
+    assert!(reply.json()["reason"].as_str().unwrap().contains("1441 windows of 1m: at most 1440 per request"), "{}", reply.text());
     let rfc = http.get("/v1/ads/q-ad-0/clicks?window=1h&from=2026-01-01T00:00:00Z&to=2026-01-01T05:00:00%2B01:00").unwrap();
     assert_eq!(
         (rfc.json()["from"].as_u64(), rfc.json()["to"].as_u64()),
@@ -304,6 +320,8 @@ fn bad_parameters_get_400_naming_them_and_health_answers() {
     let mut routes: Vec<String> =
         tally::query::ROUTES.iter().chain(tally::ingest::server::ROUTES).map(|(_, path)| path.to_string()).collect();
     routes.sort();
+    // `/healthz` and `/readyz` are routes of both; the query API's answer them.
+    routes.dedup();
     assert_eq!(documented, routes);
     for (method, path) in tally::query::ROUTES {
         let path = path.replace("{id}", "q-ad-0");

@@ -8,8 +8,9 @@
 //! X-Tally-Signature: 5d41…(64 hex digits)         HMAC-SHA256(secret, timestamp + "." + body)
 //! ```
 //!
-//! The server recomputes the MAC over the exact bytes it received and
-//! compares in constant time ([`Mac::verify_slice`]). The signed timestamp
+//! The server recomputes the MAC over the exact bytes it received (a gzip
+//! body as sent, compressed: the MAC is checked before anything is
+//! decompressed) and compares in constant time ([`Mac::verify_slice`]). The signed timestamp
 //! must be within the replay window of the server's clock, so a captured
 //! request cannot be replayed later; within the window a replay carries the
 //! same request ids and the job's dedup drops it.

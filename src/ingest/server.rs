@@ -1,26 +1,36 @@
 //! The HTTP API: `POST /v1/clicks`, `POST /v1/clicks/batch`,
-//! `GET /openapi.json`.
+//! `GET /openapi.json`, and for `tally ingest` alone `GET /healthz` and
+//! `GET /readyz` ([`health_router`]).
 //!
 //! A request goes through the checks in this order, and the first that
 //! fails decides the answer (each error body is `{"field","reason"}`, plus
 //! the rejected items or the position where they apply):
 //!
-//! | check                               | failure |
-//! |-------------------------------------|---------|
-//! | content type fits the endpoint      | 415     |
-//! | body within `max_body_bytes`        | 413     |
-//! | signature (unless switched off)     | 401     |
-//! | body readable as a whole            | 400     |
-//! | at most `max_batch_clicks`          | 413     |
-//! | at least one valid click            | 400     |
-//! | client's rate limit                 | 429     |
-//! | a slot among `max_inflight_requests`| 503     |
-//! | log append durable                  | 503     |
+//! | check                                   | failure |
+//! |-----------------------------------------|---------|
+//! | content type fits the endpoint          | 415     |
+//! | content encoding none or `gzip`         | 415     |
+//! | body within `max_body_bytes`            | 413     |
+//! | signature (unless switched off)         | 401     |
+//! | gzip body decompresses                  | 400     |
+//! | decompressed body within `max_body_bytes` | 413   |
+//! | body readable as a whole                | 400     |
+//! | at most `max_batch_clicks`              | 413     |
+//! | at least one valid click                | 400     |
+//! | client's rate limit                     | 429     |
+//! | a slot among `max_inflight_requests`    | 503     |
+//! | log append durable                      | 503     |
 //!
-//! and only then `202 {"accepted":n,"rejected":[…]}`. The raw user id lives
-//! only in the request buffer: decoding replaces it by its keyed hash, and
-//! nothing here logs a request or a client address.
+//! and only then `202 {"accepted":n,"rejected":[…]}`. The signature covers
+//! the body as sent (compressed, if it is): it is checked before anything
+//! is decompressed, so an unsigned body costs no inflating. The decompressed
+//! size is bounded by the same `max_body_bytes` as the bytes on the wire, so
+//! a small body that inflates without end is refused before it takes
+//! memory. The raw user id lives only in the request buffer: decoding
+//! replaces it by its keyed hash, and nothing here logs a request or a
+//! client address.
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +40,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use flate2::read::MultiGzDecoder;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -116,14 +127,38 @@ impl Ingest {
     }
 }
 
-/// Every route of the ingest API (method, path), as `openapi.json` lists them.
-pub const ROUTES: &[(&str, &str)] = &[("POST", "/v1/clicks"), ("POST", "/v1/clicks/batch"), ("GET", "/openapi.json"), ("GET", "/metrics")];
+/// Every route of `tally ingest` (method, path), as `openapi.json` lists them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/clicks"),
+    ("POST", "/v1/clicks/batch"),
+    ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+];
 
 /// The POST routes of the ingest API; `GET /openapi.json` is added by
 /// whoever serves them ([`openapi_route`]), since `tally up` serves one
 /// document for ingest and queries.
 pub fn router(ingest: Arc<Ingest>) -> Router {
     Router::new().route("/v1/clicks", post(post_single)).route("/v1/clicks/batch", post(post_batch)).with_state(ingest)
+}
+
+/// `GET /healthz` (the process answers) and `GET /readyz` of `tally ingest`:
+/// ready while a request can get a slot among `max_inflight_requests` to
+/// wait for the log, so a load balancer turns clients away from an instance
+/// whose log is saturated. `tally up` answers both from the query API
+/// instead (ready once its store reads).
+pub fn health_router(ingest: Arc<Ingest>) -> Router {
+    Router::new().route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) })).route("/readyz", get(ready)).with_state(ingest)
+}
+
+async fn ready(State(ingest): State<Arc<Ingest>>) -> Response {
+    if ingest.inflight.available_permits() > 0 {
+        return axum::Json(json!({ "status": "ready" })).into_response();
+    }
+    let reason = format!("{} requests are already waiting for the log", ingest.max_inflight_requests);
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({ "status": "unavailable", "field": "log", "reason": reason }))).into_response()
 }
 
 /// `GET /openapi.json` serving `document`.
@@ -196,8 +231,8 @@ impl IntoResponse for Refused {
 
 async fn handle(ingest: &Ingest, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Result<Response, Refused> {
     ingest.stats.request();
-    let kind = match body_kind(endpoint, headers) {
-        Ok(kind) => kind,
+    let (kind, encoding) = match body_kind(endpoint, headers).and_then(|kind| Ok((kind, content_encoding(headers)?))) {
+        Ok(checked) => checked,
         Err(refused) => {
             // Read the body anyway (bounded), or the client may lose the
             // answer to a reset (see `read_body`).
@@ -208,6 +243,7 @@ async fn handle(ingest: &Ingest, endpoint: Endpoint, headers: &HeaderMap, body: 
     let body = read_body(body, headers, ingest.max_body_bytes).await?;
     let now_ms = (ingest.clock)();
     let client = authenticate(ingest, headers, &body, now_ms)?;
+    let body = decompress(encoding, body, ingest.max_body_bytes)?;
     let decoded = decode_body(kind, &body, &ingest.limits, now_ms, &ingest.salt).map_err(|e| body_refused(e, kind))?;
     drop(body);
     let items = decoded.clicks.len() + decoded.rejected.len();
@@ -252,6 +288,60 @@ fn body_kind(endpoint: Endpoint, headers: &HeaderMap) -> Result<BodyKind, Refuse
             ))
         }
     }
+}
+
+/// How the body is encoded on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+}
+
+/// The body's `Content-Encoding`: none, `identity`, or `gzip` (one coding;
+/// `x-gzip` is its old name).
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, Refused> {
+    let codings: Vec<String> = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap_or("?").split(','))
+        .map(|coding| coding.trim().to_ascii_lowercase())
+        .filter(|coding| !coding.is_empty())
+        .collect();
+    match codings.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] | ["identity"] => Ok(Encoding::Identity),
+        ["gzip" | "x-gzip"] => Ok(Encoding::Gzip),
+        _ => {
+            let shown: String = codings.join(", ").chars().take(100).collect();
+            Err(Refused::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding",
+                format!("{shown:?} is not supported; send gzip or no Content-Encoding"),
+            ))
+        }
+    }
+}
+
+/// The body as sent, or gunzipped; at most `max` bytes either way.
+fn decompress(encoding: Encoding, body: Bytes, max: usize) -> Result<Bytes, Refused> {
+    match encoding {
+        Encoding::Identity => Ok(body),
+        Encoding::Gzip => gunzip(&body, max).map(Bytes::from),
+    }
+}
+
+/// Inflates at most `max + 1` bytes, so a body that inflates without end
+/// is refused after that much work and memory.
+fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refused> {
+    let mut decoded = Vec::with_capacity(body.len().saturating_mul(4).min(max));
+    MultiGzDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut decoded)
+        .map_err(|e| Refused::new(StatusCode::BAD_REQUEST, "body", format!("not valid gzip: {e}")))?;
+    if decoded.len() > max {
+        let reason = format!("more than {max} bytes once decompressed; max_body_bytes is {max}");
+        return Err(Refused::new(StatusCode::PAYLOAD_TOO_LARGE, "body", reason));
+    }
+    Ok(decoded)
 }
 
 /// Reads the body, at most `max` bytes. An oversized body is still read
@@ -363,4 +453,59 @@ async fn write(ingest: &Ingest, decoded: Decoded) -> Result<(usize, Vec<ItemErro
         tokio::spawn(async move { prefilter.remember(&ids).await });
     }
     Ok((accepted, rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use flate2::write::GzEncoder;
+    use flate2::Compression;
+
+    use super::*;
+
+    fn encoded(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::CONTENT_ENCODING, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn only_gzip_or_no_content_encoding_is_taken() {
+        for (values, expected) in
+            [(&[][..], Encoding::Identity), (&["identity"], Encoding::Identity), (&["GZip"], Encoding::Gzip), (&["x-gzip"], Encoding::Gzip)]
+        {
+            assert_eq!(content_encoding(&encoded(values)).ok(), Some(expected), "{values:?}");
+        }
+        for values in [&["br"][..], &["deflate"], &["zstd"], &["gzip, gzip"], &["gzip", "br"]] {
+            let refused = content_encoding(&encoded(values)).err().unwrap();
+            assert_eq!((refused.status, refused.field.as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Encoding"), "{values:?}");
+            assert!(refused.reason.contains("is not supported"), "{}", refused.reason);
+        }
+    }
+
+    #[test]
+    fn a_gzip_body_is_bounded_by_max_body_bytes_once_decompressed() {
+        let body = b"[{\"ad_id\":\"ad-1\"}]".repeat(10);
+        assert_eq!(gunzip(&gzip(&body), body.len()).ok(), Some(body.clone()));
+        // Concatenated members are one body.
+        let twice = [gzip(&body), gzip(&body)].concat();
+        assert_eq!(gunzip(&twice, 2 * body.len()).ok().map(|b| b.len()), Some(2 * body.len()));
+        let bomb = gzip(&vec![b' '; 10 << 20]);
+        assert!(bomb.len() < 64 << 10, "{} bytes on the wire", bomb.len());
+        let refused = gunzip(&bomb, 1 << 20).err().unwrap();
+        assert_eq!((refused.status, refused.field.as_str()), (StatusCode::PAYLOAD_TOO_LARGE, "body"));
+        assert!(refused.reason.contains("once decompressed; max_body_bytes is 1048576"), "{}", refused.reason);
+        let refused = gunzip(b"not gzip at all", 1 << 20).err().unwrap();
+        assert_eq!((refused.status, refused.field.as_str()), (StatusCode::BAD_REQUEST, "body"));
+        assert!(refused.reason.starts_with("not valid gzip"), "{}", refused.reason);
+    }
 }

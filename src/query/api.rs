@@ -10,13 +10,12 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::params::{
-    ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K,
-    MAX_WINDOWS_PER_REQUEST,
+    check_series_range, ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K,
 };
 use super::QueryState;
 use crate::event::validate::check_key;
 use crate::event::KeyType;
-use crate::row::{format_uuid, granularity_label, Row};
+use crate::row::{format_uuid, granularity_label, LateEntry, Row};
 use crate::store::{RowFilter, StoreError, StoreSnapshot};
 
 const ONE_MINUTE_MS: u64 = 60_000;
@@ -113,16 +112,8 @@ fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>
     let default_to = (epoch.unwrap_or_else(state.clock) / window + 1) * window;
     let to = params.time("to")?.unwrap_or(default_to);
     let from = params.time("from")?.unwrap_or(to.saturating_sub(DEFAULT_WINDOWS * window));
-    if from >= to {
-        return Err(ParamError::new("from", format!("{from} is not before to ({to})")).into());
-    }
+    check_series_range(from, to, window)?;
     let from = from / window * window;
-    let windows = (to - from).div_ceil(window);
-    if windows > MAX_WINDOWS_PER_REQUEST {
-        let reason =
-            format!("the range holds {windows} windows of {}, at most {MAX_WINDOWS_PER_REQUEST} per request", granularity_label(window));
-        return Err(ParamError::new("from", reason).into());
-    }
     let filter = RowFilter { key_type, key: id.into(), granularity_ms: window, from, to };
     let rows: Vec<Value> = snapshot.rows(&filter)?.iter().map(row_json).collect();
     Ok(json!({
@@ -198,16 +189,7 @@ fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> 
     }
     let mut entries = snapshot.late_entries(from, to)?;
     entries.sort_by(|a, b| (a.window_start, a.key_type, &a.key, a.batch).cmp(&(b.window_start, b.key_type, &b.key, b.batch)));
-    let mut next_from = None;
-    if entries.len() > limit {
-        // Pages end between windows, so the next page (from = next_from)
-        // neither repeats nor skips an entry.
-        let cut = entries[limit].window_start;
-        let first_of_cut = entries.iter().position(|e| e.window_start == cut).unwrap_or(limit);
-        let end = if first_of_cut == 0 { entries.iter().position(|e| e.window_start > cut).unwrap_or(entries.len()) } else { first_of_cut };
-        next_from = entries.get(end).map(|e| e.window_start);
-        entries.truncate(end);
-    }
+    let next_from = late_page(&mut entries, limit);
     let entries: Vec<Value> = entries
         .iter()
         .map(|e| {
@@ -216,6 +198,23 @@ fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> 
         })
         .collect();
     Ok(json!({ "from": from, "to": to, "committed_epoch": epoch, "entries": entries, "next_from": next_from }))
+}
+
+/// Cuts `entries` (in window order) to one page and returns where the next
+/// starts. Pages end between windows, so the next page (`from =
+/// next_from`) neither repeats nor skips an entry: a page is the whole
+/// windows whose entries fit in `limit`, or, when the first window alone
+/// holds more than `limit`, that one window whole.
+fn late_page(entries: &mut Vec<LateEntry>, limit: usize) -> Option<u64> {
+    if entries.len() <= limit {
+        return None;
+    }
+    let cut = entries[limit].window_start;
+    let first_of_cut = entries.iter().position(|e| e.window_start == cut).unwrap_or(limit);
+    let end = if first_of_cut == 0 { entries.iter().position(|e| e.window_start > cut).unwrap_or(entries.len()) } else { first_of_cut };
+    let next_from = entries.get(end).map(|e| e.window_start);
+    entries.truncate(end);
+    next_from
 }
 
 /// `GET /v1/stats`: freshness and counters for the dashboard.
@@ -260,5 +259,44 @@ pub async fn readyz(state: State<Arc<QueryState>>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "field": "query", "reason": e.to_string() }))).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries of the ledger in windows `starts` (one per start; repeat a
+    /// start for several entries of its window).
+    fn ledger(starts: &[u64]) -> Vec<LateEntry> {
+        let entry = |(batch, start): (usize, &u64)| LateEntry {
+            key_type: KeyType::Ad,
+            key: "ad-1".into(),
+            window_start: *start,
+            batch: batch as u64,
+            held: false,
+            request_ids: vec![],
+        };
+        starts.iter().enumerate().map(entry).collect()
+    }
+
+    fn page(starts: &[u64], limit: usize) -> (Vec<u64>, Option<u64>) {
+        let mut entries = ledger(starts);
+        let next = late_page(&mut entries, limit);
+        (entries.iter().map(|e| e.window_start).collect(), next)
+    }
+
+    #[test]
+    fn a_late_page_holds_whole_windows_within_limit_or_its_first_window_whole() {
+        let starts = [0, 0, 60, 60, 60, 120];
+        assert_eq!(page(&starts, 6), (starts.to_vec(), None));
+        assert_eq!(page(&starts, 5), (vec![0, 0, 60, 60, 60], Some(120)));
+        // The limit falls inside window 60: the page ends before it.
+        assert_eq!(page(&starts, 4), (vec![0, 0], Some(60)));
+        assert_eq!(page(&starts, 2), (vec![0, 0], Some(60)));
+        // The first window alone holds more than the limit: it is the page.
+        assert_eq!(page(&starts, 1), (vec![0, 0], Some(60)));
+        assert_eq!(page(&starts[2..], 1), (vec![60, 60, 60], Some(120)));
+        assert_eq!(page(&starts[2..5], 2), (vec![60, 60, 60], None));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::row::granularity_label;
 use crate::time::parse_time;
 
 /// Most windows one series request may cover.
@@ -84,6 +85,27 @@ impl Params {
     }
 }
 
+/// Checks the `[from, to)` of a series request of `window`-long windows:
+/// `from` before `to`, and at most [`MAX_WINDOWS_PER_REQUEST`] windows'
+/// length between them (24 h of 1m windows). The length is the range as
+/// given: `from` is rounded down to its window start only afterwards, so an
+/// unaligned range of exactly 24 h is taken as one of aligned ends.
+pub fn check_series_range(from: u64, to: u64, window: u64) -> Result<(), ParamError> {
+    if from >= to {
+        return Err(ParamError::new("from", format!("{from} is not before to ({to})")));
+    }
+    let windows = (to - from).div_ceil(window);
+    if windows > MAX_WINDOWS_PER_REQUEST {
+        let reason = format!(
+            "the range spans {} ms, {windows} windows of {}: at most {MAX_WINDOWS_PER_REQUEST} per request",
+            to - from,
+            granularity_label(window)
+        );
+        return Err(ParamError::new("from", reason));
+    }
+    Ok(())
+}
+
 /// `1m` → 60000, `5m`, `1h`; anything else `None`.
 pub fn window_ms(text: &str) -> Option<u64> {
     match text {
@@ -107,5 +129,21 @@ mod tests {
         let params = Params::new(pairs(&[("window", "2m"), ("k", "0")]), &["window", "k"]).unwrap();
         assert_eq!(params.window(60_000).unwrap_err().field, "window");
         assert_eq!(params.count("k", 10, 100).unwrap_err().reason, "\"0\" is not an integer in 1..=100");
+    }
+
+    #[test]
+    fn a_series_range_of_exactly_24h_of_1m_windows_is_taken_and_one_minute_more_is_not() {
+        const DAY_MS: u64 = 86_400_000;
+        let minute = 60_000;
+        for from in [0, 1_767_225_600_000, 1_767_225_630_000, 1_767_225_600_001] {
+            assert_eq!(check_series_range(from, from + DAY_MS, minute), Ok(()), "from {from}");
+            let refused = check_series_range(from, from + DAY_MS + minute, minute).unwrap_err();
+            assert_eq!(refused.field, "from");
+            assert!(refused.reason.ends_with("1441 windows of 1m: at most 1440 per request"), "{}", refused.reason);
+            assert!(check_series_range(from, from + DAY_MS + 1, minute).is_err(), "from {from}");
+        }
+        assert_eq!(check_series_range(0, 60 * DAY_MS, 3_600_000), Ok(()));
+        assert!(check_series_range(0, 60 * DAY_MS + 1, 3_600_000).is_err());
+        assert_eq!(check_series_range(5, 5, minute).unwrap_err().reason, "5 is not before to (5)");
     }
 }

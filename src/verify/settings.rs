@@ -99,4 +99,23 @@ mod tests {
         );
         assert!(check_catalog(None, Some(&stored)).unwrap_err().to_string().contains("made without a catalog"));
     }
+
+    /// The recount reads a catalog file exactly as the job does, errors
+    /// included, and stamps the bytes as they are (a byte order mark too).
+    #[test]
+    fn a_catalog_file_reads_as_the_jobs_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ads.csv");
+        let text =
+            "\u{feff}ad_id,campaign_id,advertiser_id,valid_from\r\na,c1,x,2026-12-07T10:00:00Z\r\na,c2,x,2026-12-07T12:00:00+01:00\r\n";
+        std::fs::write(&path, text).unwrap();
+        let file = CatalogFile::load(&path).unwrap();
+        assert_eq!(file.catalog, Catalog::load(&path).unwrap());
+        assert_eq!(file.catalog.versions().count(), 2);
+        assert_eq!(file.stamp, CatalogStamp::of(&path, text.as_bytes()));
+        for bad in ["ad_id,campaign_id,advertiser_id\n", "a,c1\n"] {
+            std::fs::write(&path, bad).unwrap();
+            assert_eq!(CatalogFile::load(&path).unwrap_err().to_string(), Catalog::load(&path).unwrap_err().to_string(), "{bad:?}");
+        }
+    }
 }
