@@ -35,7 +35,7 @@ use crate::run::{run, RunOptions};
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::kafka::KafkaTopic;
 use crate::store::embedded::EmbeddedStore;
-use crate::telemetry::{CommitStats, SourceStats, Telemetry};
+use crate::telemetry::{CommitStats, Freshness, SourceStats, Telemetry};
 
 /// The job `tally up` runs unless given another: `jobs/embedded.toml`.
 pub const EMBEDDED_JOB: &str = include_str!("../jobs/embedded.toml");
@@ -168,9 +168,15 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         (None, false) => None,
     };
     let (job_stats, commits) = (Arc::new(SourceStats::default()), Arc::new(CommitStats::default()));
+    // Ingest and the job share this process: the time from a 202 to the
+    // commit of its clicks is measured here.
+    let freshness = Arc::new(Freshness::default());
+    service.ingest.stats.track_freshness(Arc::clone(&freshness));
+    commits.track_freshness(Arc::clone(&freshness));
     let telemetry = Telemetry::new()
         .with_ingest(Arc::clone(&service.ingest.stats))
         .and_then(|t| t.with_job(Arc::clone(&job_stats), Arc::clone(&commits)))
+        .and_then(|t| t.with_freshness(&freshness))
         .map_err(|e| format!("metrics: {e}"))?;
     let telemetry = Arc::new(telemetry);
     let run_options = RunOptions {

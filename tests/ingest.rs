@@ -42,7 +42,7 @@ struct Switch {
 }
 
 impl ClickLog for Switch {
-    fn append_durable(&self, clicks: &[Click]) -> Result<(), String> {
+    fn append_durable(&self, clicks: &[Click]) -> Result<Vec<(u32, u64)>, String> {
         std::thread::sleep(Duration::from_millis(self.delay_ms.load(Ordering::SeqCst)));
         if self.fail.load(Ordering::SeqCst) {
             return Err("no space left on device (test switch)".to_owned());

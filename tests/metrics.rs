@@ -115,9 +115,10 @@ const FRESH_BATCHES: u64 = 6;
 /// Sends `tally up` at `addr` known clicks: 600 of the last few seconds in
 /// 6 batches, each with 2 invalid ones (a bad timestamp, no ad id); then 50
 /// of them again (retries: duplicates); then, once the job has read those,
-/// 40 from 20 minutes ago (too late). Returns the batches posted and the
-/// last scrape, once the job has read every click.
-fn send_known(addr: SocketAddr) -> (u64, String) {
+/// 40 from 20 minutes ago (too late). Returns the batches posted, the
+/// last scrape once the job has read every click, and the log partitions
+/// each batch wrote to (by the log's partition function), added up.
+fn send_known(addr: SocketAddr) -> (u64, String, u64) {
     let mut http = HttpClient::new(addr, None);
     let now = now_ms();
     let fresh: Vec<String> = (0..FRESH).map(|i| click(i % 7, now - 5_000 + i * 5, i)).collect();
@@ -125,11 +126,12 @@ fn send_known(addr: SocketAddr) -> (u64, String) {
         r#"{"ad_id":"m-ad-1","timestamp":"yesterday","user_id":"u1","request_id":"00000000-0000-0000-0001-000000000001"}"#,
         r#"{"timestamp":1,"user_id":"u1","request_id":"00000000-0000-0000-0001-000000000002"}"#,
     ];
-    let mut batches = 0;
+    let (mut batches, mut batch_partitions) = (0, 0);
     let mut post = |lines: Vec<String>| {
         let reply = http.post_until_accepted("/v1/clicks/batch", "application/x-ndjson", lines.join("\n").as_bytes(), 500).unwrap();
         assert_eq!(reply.status, 202, "{}", reply.text());
         batches += 1;
+        batch_partitions += partitions_of(&lines);
     };
     for chunk in fresh.chunks((FRESH / FRESH_BATCHES) as usize) {
         post(chunk.iter().cloned().chain(invalid.iter().map(|s| s.to_string())).collect());
@@ -141,7 +143,22 @@ fn send_known(addr: SocketAddr) -> (u64, String) {
     scrape_until(&mut scraper, "the fresh clicks read", |s| sum(s, "tally_job_clicks_total") >= (FRESH + RETRIES) as f64);
     post((0..LATE).map(|i| click(i % 7, now - 1_200_000 + i * 10, 10_000 + i)).collect());
     let text = scrape_until(&mut scraper, "every click read", |s| sum(s, "tally_job_clicks_total") >= (FRESH + RETRIES + LATE) as f64);
-    (batches, text)
+    (batches, text, batch_partitions)
+}
+
+/// The distinct log partitions (of the default job's 8) the valid clicks
+/// among `lines` are written to.
+fn partitions_of(lines: &[String]) -> u64 {
+    let partitions: std::collections::BTreeSet<u32> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|click| click["ad_id"].is_string() && click["timestamp"].is_u64())
+        .map(|click| {
+            let id = u128::from_str_radix(&click["request_id"].as_str().unwrap().replace('-', ""), 16).unwrap();
+            tally::event::partition_of(id, 8)
+        })
+        .collect();
+    partitions.len() as u64
 }
 
 #[test]
@@ -151,7 +168,8 @@ fn tally_up_reports_what_it_was_sent() {
     let data = dir.path().join("data");
     let _up = spawn(Command::new(TALLY).arg("--data-dir").arg(&data).args(["up", "--no-auth", "--addr", &addr.to_string()]), addr);
     let mut http = HttpClient::new(addr, None);
-    let (batches, text) = send_known(addr);
+    let started = Instant::now();
+    let (batches, text, batch_partitions) = send_known(addr);
     let s = samples(&text);
 
     let (sent, invalid) = ((FRESH + RETRIES + LATE) as f64, (FRESH_BATCHES * INVALID_PER_BATCH) as f64);
@@ -179,6 +197,14 @@ fn tally_up_reports_what_it_was_sent() {
     assert!(value(&s, "tally_epoch_commit_duration_seconds_count") > 0.0);
     assert_eq!(value(&s, "tally_epoch_commit_failures_total"), 0.0);
     assert!(sum(&s, "tally_rows_written_total") > 0.0);
+
+    // Freshness: one observation per batch and partition it wrote to, once
+    // all are committed; none longer than the test has run.
+    let text = scrape_until(&mut http, "every batch fresh", |s| value(s, "tally_freshness_seconds_count") >= batch_partitions as f64);
+    let s = samples(&text);
+    assert_eq!(value(&s, "tally_freshness_seconds_count"), batch_partitions as f64);
+    let mean = value(&s, "tally_freshness_seconds_sum") / batch_partitions as f64;
+    assert!(mean > 0.0 && mean < started.elapsed().as_secs_f64(), "mean freshness {mean} s");
 
     // A path no route has is counted as `unmatched`, never by its path.
     assert_eq!(http.get("/no/such/path").unwrap().status, 404);
@@ -279,7 +305,7 @@ fn prometheus_scrapes_what_tally_up_was_sent() {
     let data = dir.path().join("data");
     let _up = spawn(Command::new(TALLY).arg("--data-dir").arg(&data).args(["up", "--no-auth", "--addr", &addr.to_string()]), addr);
     let prometheus = Prometheus::start(&dir.path().join("prometheus"), addr);
-    let (_, exposition) = send_known(addr);
+    let (_, exposition, _) = send_known(addr);
 
     // What Prometheus scraped, once a scrape saw every click read.
     let started = Instant::now();

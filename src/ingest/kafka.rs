@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::Message;
 
 use crate::event::Click;
 use crate::sources::kafka::{client_config, message, KafkaTopic};
@@ -57,8 +58,9 @@ impl KafkaLog {
 }
 
 impl ClickLog for KafkaLog {
-    fn append_durable(&self, clicks: &[Click]) -> Result<(), String> {
-        let batch = Arc::new(Batch { state: Mutex::new((clicks.len(), None)), done: Condvar::new() });
+    fn append_durable(&self, clicks: &[Click]) -> Result<Vec<(u32, u64)>, String> {
+        let state = Delivered { waiting: clicks.len(), error: None, positions: Vec::with_capacity(clicks.len()) };
+        let batch = Arc::new(Batch { state: Mutex::new(state), done: Condvar::new() });
         let deadline = Instant::now() + DELIVERY_TIMEOUT + Duration::from_secs(5);
         let mut value = Vec::with_capacity(160);
         for click in clicks {
@@ -73,7 +75,7 @@ impl ClickLog for KafkaLog {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     Err((error, _)) => {
-                        batch.finish(Some(format!("kafka: {error}")));
+                        batch.finish(Err(format!("kafka: {error}")));
                         break;
                     }
                 }
@@ -85,34 +87,46 @@ impl ClickLog for KafkaLog {
 
 /// The delivery reports of one request's clicks.
 struct Batch {
-    /// Clicks without a report yet, and the first failure.
-    state: Mutex<(usize, Option<String>)>,
+    state: Mutex<Delivered>,
     done: Condvar,
 }
 
+/// What the reports of a request's clicks said so far.
+struct Delivered {
+    /// Clicks without a report yet.
+    waiting: usize,
+    /// The first failure.
+    error: Option<String>,
+    /// (partition, offset) of each delivered click.
+    positions: Vec<(u32, u64)>,
+}
+
 impl Batch {
-    fn finish(&self, error: Option<String>) {
+    fn finish(&self, report: Result<(u32, u64), String>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.0 = state.0.saturating_sub(1);
-        if state.1.is_none() {
-            state.1 = error;
+        state.waiting = state.waiting.saturating_sub(1);
+        match report {
+            Ok(position) => state.positions.push(position),
+            Err(error) => {
+                state.error.get_or_insert(error);
+            }
         }
-        if state.0 == 0 {
+        if state.waiting == 0 {
             self.done.notify_all();
         }
     }
 
-    fn wait(&self, deadline: Instant) -> Result<(), String> {
+    fn wait(&self, deadline: Instant) -> Result<Vec<(u32, u64)>, String> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while state.0 > 0 {
+        while state.waiting > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("kafka: {} clicks without a delivery report after {} s", state.0, DELIVERY_TIMEOUT.as_secs()));
+                return Err(format!("kafka: {} clicks without a delivery report after {} s", state.waiting, DELIVERY_TIMEOUT.as_secs()));
             }
             state = self.done.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
         }
-        match state.1.take() {
-            None => Ok(()),
+        match state.error.take() {
+            None => Ok(std::mem::take(&mut state.positions)),
             Some(error) => Err(error),
         }
     }
@@ -127,6 +141,10 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = Arc<Batch>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, batch: Self::DeliveryOpaque) {
-        batch.finish(result.as_ref().err().map(|(error, _)| format!("kafka: {error}")));
+        let report = match result {
+            Ok(message) => Ok((message.partition().max(0) as u32, message.offset().max(0) as u64)),
+            Err((error, _)) => Err(format!("kafka: {error}")),
+        };
+        batch.finish(report);
     }
 }

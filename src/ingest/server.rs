@@ -73,12 +73,13 @@ pub const NDJSON: &str = "application/x-ndjson";
 /// any part of the batch may or may not be there, and the client's retry is
 /// absorbed by the job's dedup.
 pub trait ClickLog: Send + Sync + 'static {
-    fn append_durable(&self, clicks: &[Click]) -> Result<(), String>;
+    /// The (partition, offset) each click was written at, in order.
+    fn append_durable(&self, clicks: &[Click]) -> Result<Vec<(u32, u64)>, String>;
 }
 
 impl ClickLog for Log {
-    fn append_durable(&self, clicks: &[Click]) -> Result<(), String> {
-        self.append(clicks).map(drop).map_err(|e| e.to_string())
+    fn append_durable(&self, clicks: &[Click]) -> Result<Vec<(u32, u64)>, String> {
+        self.append(clicks).map(|receipt| receipt.positions).map_err(|e| e.to_string())
     }
 }
 
@@ -440,13 +441,14 @@ async fn write(ingest: &Ingest, decoded: Decoded) -> Result<(usize, Vec<ItemErro
     })
     .await
     .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log writer failed: {e}")))?;
-    appended.map_err(|e| {
+    let positions = appended.map_err(|e| {
         ingest.stats.log_error();
         tracing::warn!("ingest: the log cannot accept clicks: {e}");
         Refused::new(StatusCode::SERVICE_UNAVAILABLE, "log", format!("the log cannot accept clicks: {e}"))
             .retry_after(Duration::from_secs(1))
     })?;
     ingest.stats.acknowledged(accepted, written);
+    ingest.stats.written_at(&positions, (ingest.clock)());
     if let Some(prefilter) = &ingest.prefilter {
         let prefilter = Arc::clone(prefilter);
         let ids: Vec<RequestId> = fresh.iter().map(|c| c.request_id).collect();

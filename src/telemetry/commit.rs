@@ -30,6 +30,8 @@ pub struct CommitStats {
     /// Committed offset per partition, for the lag.
     committed: Mutex<Vec<Option<u64>>>,
     end_offsets: Mutex<Option<EndOffsets>>,
+    /// Told each committed offset, when ingest runs in this process too.
+    freshness: std::sync::OnceLock<Arc<super::Freshness>>,
 }
 
 impl std::fmt::Debug for CommitStats {
@@ -82,6 +84,7 @@ impl Default for CommitStats {
             lag: partition("tally_partition_lag", "Clicks in the partition's log past its committed offset"),
             committed: Mutex::new(Vec::new()),
             end_offsets: Mutex::new(None),
+            freshness: std::sync::OnceLock::new(),
         }
     }
 }
@@ -113,7 +116,15 @@ impl CommitStats {
                 committed.resize(index + 1, None);
             }
             committed[index] = Some(position.offset);
+            if let Some(freshness) = self.freshness.get() {
+                freshness.committed(position.partition, position.offset, now_ms);
+            }
         }
+    }
+
+    /// Tells `freshness` each committed offset from now on.
+    pub fn track_freshness(&self, freshness: Arc<super::Freshness>) {
+        let _ = self.freshness.set(freshness);
     }
 
     /// An epoch commit failed.

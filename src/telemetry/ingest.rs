@@ -21,6 +21,9 @@ pub struct IngestStats {
     /// Every rejected click, whatever the field (for `/v1/stats`).
     rejected_all: IntCounter,
     log_errors: IntCounter,
+    /// Where acknowledged positions are noted, when the job runs in this
+    /// process too.
+    freshness: std::sync::OnceLock<std::sync::Arc<super::Freshness>>,
 }
 
 impl Default for IngestStats {
@@ -44,6 +47,7 @@ impl Default for IngestStats {
             rejected,
             rejected_all: counter("tally_clicks_rejected_all", "unregistered"),
             log_errors: counter("tally_log_errors_total", "Appends the log refused or failed (the request answered 503)"),
+            freshness: std::sync::OnceLock::new(),
         }
     }
 }
@@ -80,6 +84,19 @@ impl IngestStats {
     }
 
     /// The log refused an append or failed.
+    /// Notes acknowledged positions in `freshness` from now on.
+    pub fn track_freshness(&self, freshness: std::sync::Arc<super::Freshness>) {
+        let _ = self.freshness.set(freshness);
+    }
+
+    /// Clicks written at these (partition, offset) positions were
+    /// acknowledged at `now_ms`.
+    pub fn written_at(&self, positions: &[(u32, u64)], now_ms: u64) {
+        if let Some(freshness) = self.freshness.get() {
+            freshness.acknowledged(positions, now_ms);
+        }
+    }
+
     pub fn log_error(&self) {
         self.log_errors.inc();
     }

@@ -24,6 +24,7 @@
 //! it.
 
 mod commit;
+mod freshness;
 mod http;
 mod ingest;
 mod job;
@@ -33,6 +34,7 @@ pub mod progress;
 use std::sync::Arc;
 
 pub use commit::{CommitStats, EndOffsets, PartitionPosition};
+pub use freshness::{Freshness, MAX_NOTES_PER_PARTITION};
 pub use http::{metrics_route, track, tracked, HttpStats};
 pub use ingest::{IngestSnapshot, IngestStats, UNKNOWN_FIELD};
 pub use job::{SourceStats, StatsSnapshot, MAX_UNKNOWN_ADS_KEPT, VERDICTS};
@@ -75,6 +77,13 @@ impl Telemetry {
     pub fn with_ingest(mut self, ingest: Arc<IngestStats>) -> Result<Telemetry, MetricError> {
         ingest.register(&self.registry)?;
         self.ingest = Some(ingest);
+        Ok(self)
+    }
+
+    /// With the freshness of acknowledged clicks: ingest and the job both
+    /// run in this process, and `freshness` is the one both report to.
+    pub fn with_freshness(self, freshness: &Freshness) -> Result<Telemetry, MetricError> {
+        freshness.register(&self.registry)?;
         Ok(self)
     }
 
