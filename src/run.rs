@@ -326,12 +326,11 @@ pub fn describe(job: &Job, options: &RunOptions) -> String {
         n => format!(", process {} of {n}", options.process),
     };
     let bounded = if options.bounded || options.to.is_some() { ", bounded" } else { "" };
-    format!(
-        "job: {} on {source} ({} partitions, {} workers{process}{bounded}), committing to {sink}",
-        job.name,
-        job.partitions,
-        options.workers.max(1)
-    )
+    let workers = match options.workers.max(1) {
+        1 => "1 worker".to_owned(),
+        n => format!("{n} workers"),
+    };
+    format!("job: {} on {source} ({} partitions, {workers}{process}{bounded}), committing to {sink}", job.name, job.partitions)
 }
 
 /// What every worker of a cluster starts from, as process 0 knows it.

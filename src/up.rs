@@ -77,7 +77,7 @@ fn ingest_log(
     data_dir: &DataDir,
     partitions: u32,
     retention_ms: u64,
-) -> Result<(Arc<dyn ClickLog>, String), String> {
+) -> Result<(Arc<dyn ClickLog>, String), UpError> {
     match kafka {
         Some(target) => {
             let topic = KafkaTopic { brokers: target.brokers.clone(), topic: target.topic.clone(), partitions };
@@ -116,14 +116,35 @@ pub fn up_job(path: Option<&Path>, cassandra: Option<&str>) -> Result<Job, Confi
     crate::job::with_cassandra(job, cassandra)
 }
 
+/// Why `tally up` or `tally ingest` stopped, with the status of
+/// [`crate::exit`] it ends with: a usage error unless said otherwise (a
+/// held log or store is busy).
+#[derive(Debug)]
+pub struct UpError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl From<String> for UpError {
+    fn from(message: String) -> UpError {
+        UpError { message, code: crate::exit::USAGE }
+    }
+}
+
+impl std::fmt::Display for UpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// Runs the ingest service until SIGINT or SIGTERM.
-pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTarget>) -> Result<(), String> {
+pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTarget>) -> Result<(), UpError> {
     let (log, described) = ingest_log(kafka, data_dir, config.partitions, crate::log::DEFAULT_RETENTION_MS)?;
     let service = Service::bind(config, log, salt(config, data_dir)?)?;
     tracing::info!("{}", service.summary());
     tracing::info!("{described}");
     let health = crate::ingest::server::health_router(Arc::clone(&service.ingest));
-    serve(service, health, OPENAPI_JSON.to_owned())
+    Ok(serve(service, health, OPENAPI_JSON.to_owned())?)
 }
 
 /// Runs ingest, `job` on the same log, and the query API with the
@@ -132,7 +153,7 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTar
 /// which ends the process: restart it to resume from the last committed
 /// epoch). The job commits to the embedded store or to Cassandra, and the
 /// query API reads what it committed.
-pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOptions) -> Result<(), String> {
+pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOptions) -> Result<(), UpError> {
     let job = &on_kafka(job, options.kafka.as_ref())?;
     check_up_job(job)?;
     let config = &with_job_horizon(config, job)?;
@@ -155,7 +176,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         }
         _ => {
             std::fs::create_dir_all(data_dir.store()).map_err(|e| format!("{}: {e}", data_dir.store().display()))?;
-            let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| e.to_string())?;
+            let store = EmbeddedStore::open(&data_dir.store()).map_err(|e| UpError { message: e.to_string(), code: e.exit_code() })?;
             let served = ServedStore::embedded(store.reader(), data_dir.clone());
             (Some(Arc::new(Mutex::new(Some(store)))), served)
         }
@@ -327,9 +348,9 @@ fn on_kafka(job: &Job, kafka: Option<&KafkaTarget>) -> Result<Job, String> {
     Ok(job)
 }
 
-fn open_log(data_dir: &DataDir, partitions: u32, retention_ms: u64) -> Result<Arc<Log>, String> {
+fn open_log(data_dir: &DataDir, partitions: u32, retention_ms: u64) -> Result<Arc<Log>, UpError> {
     let options = LogOptions { retention_ms, ..LogOptions::default() };
-    let log = Log::open(&data_dir.log(), partitions, options).map_err(|e| e.to_string())?;
+    let log = Log::open(&data_dir.log(), partitions, options).map_err(|e| UpError { message: e.to_string(), code: e.exit_code() })?;
     for tail in &log.recovery().truncated {
         tracing::warn!("log recovery: {tail}");
     }

@@ -277,9 +277,13 @@ fn a_data_dir_held_by_a_running_job_is_busy_for_every_writer() {
     std::thread::sleep(Duration::from_millis(500));
     let bounded = run(tally(dir.path()).arg("run").arg(job("embedded.toml")).arg("--bounded").arg("--catalog").arg(&catalog));
     let import = run(tally(dir.path()).args(["log", "import"]).arg(&input));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let up = run(tally(dir.path()).args(["up", "--no-auth", "--addr", &addr]));
     let _ = live.kill();
     let _ = live.wait();
-    for (what, out) in [("run --bounded", bounded), ("log import", import)] {
+    for (what, out) in [("run --bounded", bounded), ("log import", import), ("up", up)] {
         assert_status(&out, BUSY, what);
         assert!(text(&out.stderr).contains("in use") || text(&out.stderr).contains("is held"), "{what}: {}", text(&out.stderr));
     }

@@ -108,7 +108,7 @@ pub fn ingest(args: &IngestArgs, data_dir: &DataDir) -> i32 {
         Ok(()) => exit::OK,
         Err(error) => {
             eprintln!("error: tally ingest: {error}");
-            2
+            error.code
         }
     }
 }
@@ -134,7 +134,7 @@ pub fn up(args: UpArgs, data_dir: &DataDir) -> i32 {
         Ok(()) => exit::OK,
         Err(error) => {
             eprintln!("error: tally up: {error}");
-            2
+            error.code
         }
     }
 }
