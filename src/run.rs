@@ -34,7 +34,7 @@ use crate::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, 
 use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::{EmbeddedStore, EpochStore, Recovered, StoreReader, StoreSnapshot};
 use crate::telemetry::progress::{self, Amount, ProgressOptions, Work};
-use crate::telemetry::{CommitStats, SourceStats, StatsSnapshot};
+use crate::telemetry::{CommitStats, SourceStats, StatsSnapshot, MAX_UNKNOWN_ADS_KEPT};
 
 /// Largest worker thread count per process.
 pub const MAX_WORKERS: usize = 256;
@@ -158,12 +158,52 @@ pub struct RunReport {
     /// Summary of the input (lines, rejected lines with their numbers).
     pub input: String,
     pub clicks_loaded: u64,
+    /// What the sources decided, over the clicks `counted` says.
     pub stats: StatsSnapshot,
     pub elapsed: Duration,
     /// Committed output when the sink is in memory.
     pub memory: Option<crate::sink::memory::Committed>,
-    /// Ads counted under campaign `unknown` (the first 1000 names).
+    /// Ads counted under campaign `unknown` (the first 1000 names), over
+    /// the clicks `counted` says.
     pub unknown_ads: Vec<Key>,
+    pub counted: Counted,
+}
+
+/// Whose clicks a [`RunReport`]'s figures count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counted {
+    /// The whole run's: one process, or process 0 of a cluster, which
+    /// gathers every process's figures at the end ([`dataflow::totals`]).
+    Whole,
+    /// This process's only: a process of a cluster other than 0. Its part
+    /// is done; process 0 reports the totals.
+    Part { process: usize },
+}
+
+/// One process's figures, sent to worker 0 at the end of a cluster's run.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ProcessFigures {
+    stats: StatsSnapshot,
+    unknown_ads: Vec<Key>,
+}
+
+impl ProcessFigures {
+    fn of(stats: &SourceStats) -> ProcessFigures {
+        ProcessFigures { stats: stats.read(), unknown_ads: stats.unknown_ads() }
+    }
+
+    /// The sum of every process's figures; an ad unknown in several
+    /// processes is named once, and at most [`MAX_UNKNOWN_ADS_KEPT`] are.
+    fn sum(all: &[Vec<u8>]) -> ProcessFigures {
+        let mut stats = StatsSnapshot::default();
+        let mut unknown_ads = std::collections::BTreeSet::new();
+        for bytes in all {
+            let figures: ProcessFigures = bincode::deserialize(bytes).expect("every process runs the same tally");
+            stats.add(&figures.stats);
+            unknown_ads.extend(figures.unknown_ads);
+        }
+        ProcessFigures { stats, unknown_ads: unknown_ads.into_iter().take(MAX_UNKNOWN_ADS_KEPT).collect() }
+    }
 }
 
 /// Loaded clicks per partition, each taken once by the worker that owns it.
@@ -244,6 +284,9 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     // In a cluster each process reads only its own partitions.
     let work = Work { unit: "clicks", total: reading.filter(|_| !cluster) };
     let read = || Amount::items(stats.read().read_total());
+    // Worker 0 of a cluster gathers every process's figures here.
+    let gathered: Arc<Mutex<Option<ProcessFigures>>> = Arc::default();
+    let (process_stats, whole) = (Arc::clone(&stats), Arc::clone(&gathered));
     progress::show(&shown, work, read, || {
         execute(config, move |worker| {
             let boot = if cluster { dataflow::bootstrap::from_worker_zero(worker, boot.clone()) } else { boot.clone() };
@@ -282,19 +325,41 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
                 }
                 !settled() && errors.lock().map(|e| e.is_none()).unwrap_or(false)
             });
+            if cluster && probe.done() {
+                // Every click of every process is counted: the first worker
+                // of each process sends its process's figures.
+                let figures = (worker.index() % sources == 0).then(|| ProcessFigures::of(&process_stats));
+                let bytes = figures.map(|f| bincode::serialize(&f).expect("figures serialize"));
+                let mut still = (None, Instant::now());
+                let all = dataflow::totals::to_worker_zero(worker, bytes, || watch_peers(&mut still, None, peer_timeout));
+                if worker.index() == 0 {
+                    whole.lock().unwrap_or_else(|e| e.into_inner()).replace(ProcessFigures::sum(&all));
+                }
+            }
         })?;
         match errors.lock().unwrap_or_else(|e| e.into_inner()).take() {
             Some(error) => Err(RunError::Sink(error)),
             None => Ok(()),
         }
     })?;
+    let elapsed = started.elapsed();
+    let gathered = gathered.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let (figures, counted) = match gathered {
+        Some(whole) => (whole, Counted::Whole),
+        None if cluster && options.process > 0 => (ProcessFigures::of(&stats), Counted::Part { process: options.process }),
+        None => {
+            assert!(!cluster, "worker 0 of a cluster that ran to its end gathered every process's figures");
+            (ProcessFigures::of(&stats), Counted::Whole)
+        }
+    };
     Ok(RunReport {
         input,
         clicks_loaded,
-        stats: stats.read(),
-        elapsed: started.elapsed(),
+        stats: figures.stats,
+        elapsed,
         memory: output.memory.map(|m| m.take()),
-        unknown_ads: stats.unknown_ads(),
+        unknown_ads: figures.unknown_ads,
+        counted,
     })
 }
 

@@ -651,7 +651,7 @@ fn two_process_cluster_matches_one_worker() {
     let (clicks, catalog) = generate(dir.path(), 300_000);
     let catalog = catalog.to_str().unwrap();
     let single = dir.path().join("rows-single.ndjson");
-    run_ok(run_job(&clicks, &single, &["--catalog", catalog, "-w", "1"]));
+    let one = run_ok(run_job(&clicks, &single, &["--catalog", catalog, "-w", "1"]));
 
     let hostfile = two_process_hostfile(dir.path());
     let outputs: Vec<PathBuf> = (0..2).map(|p| dir.path().join(format!("rows-p{p}.ndjson"))).collect();
@@ -663,10 +663,12 @@ fn two_process_cluster_matches_one_worker() {
             spawn(command)
         })
         .collect();
-    for (p, done) in wait_all(children).iter().enumerate() {
+    let done = wait_all(children);
+    for (p, done) in done.iter().enumerate() {
         assert_eq!(done.code(), Some(0), "process {p} failed:\n{}", done.stderr);
         assert_no_panic(&done.stderr);
     }
+    assert_cluster_totals(&one, &done);
 
     let mut union: Vec<String> = outputs.iter().flat_map(|o| settled_rows(o)).collect();
     union.sort();
@@ -675,6 +677,24 @@ fn two_process_cluster_matches_one_worker() {
     // One epoch commit for the whole cluster: process 0 (worker 0) writes it all.
     assert!(settled_rows(&outputs[1]).is_empty(), "only process 0 commits");
     assert_rows_equal(&reference, &union, "2 processes x 2 workers vs -w 1");
+}
+
+/// The "read N clicks: A on time, B duplicates, C too late" summary of a
+/// run's stderr, if it printed one.
+fn read_summary(stderr: &str) -> Option<&str> {
+    let line = stderr.lines().find(|l| l.starts_with("read ") && l.contains(" clicks: "))?;
+    Some(line.find(" too late").map_or(line, |end| &line[..end + " too late".len()]))
+}
+
+/// Process 0 of a cluster prints the whole cluster's totals, equal to a
+/// one-process run's of the same input; the other processes print none.
+fn assert_cluster_totals(one_process: &Finished, cluster: &[Finished]) {
+    let expected = read_summary(&one_process.stderr).unwrap_or_else(|| panic!("no summary:\n{}", one_process.stderr));
+    assert_eq!(read_summary(&cluster[0].stderr), Some(expected), "process 0's summary:\n{}", cluster[0].stderr);
+    for (p, done) in cluster.iter().enumerate().skip(1) {
+        assert_eq!(read_summary(&done.stderr), None, "process {p} prints no totals:\n{}", done.stderr);
+        assert!(done.stderr.contains("process 0 prints the totals"), "process {p}:\n{}", done.stderr);
+    }
 }
 
 /// The processes of a file-source cluster may each have a data directory
@@ -780,7 +800,7 @@ fn generator_source_in_a_cluster_counts_what_its_file_counts() {
     let dir = tempfile::tempdir().unwrap();
     let (clicks, catalog) = generate(dir.path(), 300_000);
     let from_file = dir.path().join("rows-file.ndjson");
-    run_ok(run_job(&clicks, &from_file, &["--catalog", catalog.to_str().unwrap(), "-w", "1"]));
+    let one = run_ok(run_job(&clicks, &from_file, &["--catalog", catalog.to_str().unwrap(), "-w", "1"]));
 
     // The same stream as `tally gen --seed 42 --clicks 300000`, made while
     // the job runs, by each of two processes for its own partitions.
@@ -796,10 +816,12 @@ fn generator_source_in_a_cluster_counts_what_its_file_counts() {
             spawn(command)
         })
         .collect();
-    for (p, done) in wait_all(children).iter().enumerate() {
+    let done = wait_all(children);
+    for (p, done) in done.iter().enumerate() {
         assert_eq!(done.code(), Some(0), "process {p} failed:\n{}", done.stderr);
         assert_no_panic(&done.stderr);
     }
+    assert_cluster_totals(&one, &done);
     let reference = settled_clicks(&from_file);
     assert!(reference.len() > 1_000, "only {} settled rows", reference.len());
     assert_rows_equal(&reference, &settled_clicks(&outputs[0]), "generator source, 2 processes x 2 workers vs its file, -w 1");

@@ -8,7 +8,7 @@ use clap::Args;
 use tally::datadir::DataDir;
 use tally::exit;
 use tally::job;
-use tally::run::{run, RunOptions, RunReport};
+use tally::run::{run, Counted, RunOptions, RunReport};
 use tally::sources::file::MaxRejected;
 use tally::sources::position::Position;
 use tally::telemetry::{serve_metrics, CommitStats, SourceStats, Telemetry};
@@ -146,7 +146,7 @@ pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
     };
     match run(&job, &options) {
         Ok(report) => {
-            print_report(&report, args.workers);
+            print_report(&report, args.workers, args.processes);
             exit::OK
         }
         Err(error) => {
@@ -156,7 +156,16 @@ pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
     }
 }
 
-pub fn print_report(report: &RunReport, workers: usize) {
+/// Prints what the run read, once per run: a cluster's totals are process
+/// 0's to print; every other process says only that its part is done.
+pub fn print_report(report: &RunReport, workers: usize, processes: usize) {
+    if let Counted::Part { process } = report.counted {
+        eprintln!(
+            "process {process} of {processes}: its part is done in {:.2} s; process 0 prints the totals",
+            report.elapsed.as_secs_f64()
+        );
+        return;
+    }
     let s = report.stats;
     let secs = report.elapsed.as_secs_f64();
     eprintln!("{}", report.input);
@@ -181,8 +190,16 @@ pub fn print_report(report: &RunReport, workers: usize) {
     eprintln!(
         "done in {:.2} s with {}: {:.0} clicks/s, dedup memory at most {} ids (all partitions)",
         secs,
-        super::count(workers, "worker"),
+        workers_text(workers, processes),
         s.read_total() as f64 / secs.max(1e-9),
         s.remembered_max
     );
+}
+
+/// "2 workers", or in a cluster "4 workers in 2 processes".
+fn workers_text(workers: usize, processes: usize) -> String {
+    match processes {
+        0 | 1 => super::count(workers, "worker"),
+        n => format!("{} in {n} processes", super::count(workers * n, "worker")),
+    }
 }

@@ -18,6 +18,7 @@ pub mod hll;
 pub mod partial;
 pub mod partition;
 pub mod source;
+pub mod totals;
 pub mod window;
 pub mod windowing;
 

@@ -122,7 +122,7 @@ impl SourceStats {
 }
 
 /// A plain copy of [`SourceStats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     pub on_time: u64,
     pub duplicates: u64,
@@ -136,5 +136,17 @@ impl StatsSnapshot {
     /// Clicks read, whatever their verdict.
     pub fn read_total(&self) -> u64 {
         self.on_time + self.duplicates + self.restating + self.held
+    }
+
+    /// Adds another process's figures. The processes' dedup memories peak
+    /// at different times, so the sum of their peaks is a bound (at most),
+    /// as the report says.
+    pub fn add(&mut self, other: &StatsSnapshot) {
+        self.on_time += other.on_time;
+        self.duplicates += other.duplicates;
+        self.restating += other.restating;
+        self.held += other.held;
+        self.unknown_ad_clicks += other.unknown_ad_clicks;
+        self.remembered_max += other.remembered_max;
     }
 }
