@@ -1627,7 +1627,7 @@ mod up {
     /// own; the runtime is shut down before the state is dropped.
     struct Query {
         runtime: Option<tokio::runtime::Runtime>,
-        _state: Arc<tally::query::QueryState>,
+        state: Arc<tally::query::QueryState>,
         addr: SocketAddr,
     }
 
@@ -1643,7 +1643,7 @@ mod up {
             let addr = listener.local_addr().unwrap();
             let router = tally::query::router(Arc::clone(&state));
             runtime.spawn(tally::http::serve(listener, router, None, 64, std::future::pending()));
-            Query { runtime: Some(runtime), _state: state, addr }
+            Query { runtime: Some(runtime), state, addr }
         }
     }
 
@@ -1747,6 +1747,10 @@ mod up {
             CassandraConfig { hosts: vec![format!("127.0.0.1:{closed}")], keyspace: KEYSPACE.into(), ..CassandraConfig::default() };
         let query = Query::serve(ServedStore::fixed(Arc::new(LazyReader::cassandra(&nowhere, "nobody"))));
         all_unavailable(query.addr, &format!("cassandra 127.0.0.1:{closed} keyspace {KEYSPACE} job nobody"));
+        // Each read route but /readyz failed once, and /metrics says so.
+        let failed = READ_ROUTES.iter().filter(|r| !r.starts_with("/readyz")).count();
+        let exposition = query.state.telemetry.render();
+        assert!(exposition.contains(&format!("tally_store_read_errors_total {failed}\n")), "{exposition}");
         drop(query);
 
         // A job with one committed epoch, read through a proxy. The node

@@ -556,5 +556,5 @@ fn a_view_beside_the_owner_is_a_snapshot_of_durable_records() {
     bytes.extend_from_slice(&[9, 0, 0]);
     fs::write(&path, &bytes).unwrap();
     assert_eq!(LogView::open(dir.path()).unwrap().end_offsets(), vec![210]);
-    assert!(matches!(LogView::open(&dir.path().join("nowhere")), Err(LogError::Meta { .. })));
+    assert!(matches!(LogView::open(&dir.path().join("nowhere")), Err(LogError::Missing { .. })));
 }

@@ -58,9 +58,14 @@ fn answer(result: Result<Value, Failure>) -> Response {
 
 /// Runs a store read on the blocking pool, so a long read never holds up
 /// the runtime threads that also acknowledge clicks.
-async fn blocking(read: impl FnOnce() -> Result<Value, Failure> + Send + 'static) -> Response {
+async fn blocking(state: &QueryState, read: impl FnOnce() -> Result<Value, Failure> + Send + 'static) -> Response {
     match tokio::task::spawn_blocking(read).await {
-        Ok(result) => answer(result),
+        Ok(result) => {
+            if let Err(Failure::Store(_)) = &result {
+                state.telemetry.http.store_read_failed();
+            }
+            answer(result)
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "field": "query", "reason": e.to_string() }))).into_response(),
     }
 }
@@ -72,17 +77,17 @@ fn params(query: Option<String>, known: &[&str]) -> Result<Params, ParamError> {
 
 pub async fn ad_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
     let (state, id) = (state.0, id.0);
-    blocking(move || series(&state, KeyType::Ad, &id, query.0)).await
+    blocking(&Arc::clone(&state), move || series(&state, KeyType::Ad, &id, query.0)).await
 }
 
 pub async fn campaign_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
     let (state, id) = (state.0, id.0);
-    blocking(move || series(&state, KeyType::Campaign, &id, query.0)).await
+    blocking(&Arc::clone(&state), move || series(&state, KeyType::Campaign, &id, query.0)).await
 }
 
 pub async fn advertiser_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
     let (state, id) = (state.0, id.0);
-    blocking(move || series(&state, KeyType::Advertiser, &id, query.0)).await
+    blocking(&Arc::clone(&state), move || series(&state, KeyType::Advertiser, &id, query.0)).await
 }
 
 /// `committed_epoch` and `watermark` of a snapshot: the epoch is the
@@ -131,7 +136,7 @@ fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>
 /// `GET /v1/top?window=&at=&k=`: top ads and campaigns of one window.
 pub async fn top(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
     let state = state.0;
-    blocking(move || top_of(&state, query.0)).await
+    blocking(&Arc::clone(&state), move || top_of(&state, query.0)).await
 }
 
 fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
@@ -169,7 +174,7 @@ fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
 /// `GET /v1/late?from=&to=&limit=`: the late-click ledger, by window.
 pub async fn late(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
     let state = state.0;
-    blocking(move || late_of(&state, query.0)).await
+    blocking(&Arc::clone(&state), move || late_of(&state, query.0)).await
 }
 
 fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
@@ -220,7 +225,7 @@ fn late_page(entries: &mut Vec<LateEntry>, limit: usize) -> Option<u64> {
 /// `GET /v1/stats`: freshness and counters for the dashboard.
 pub async fn stats(state: State<Arc<QueryState>>) -> Response {
     let state = state.0;
-    blocking(move || stats_of(&state)).await
+    blocking(&Arc::clone(&state), move || stats_of(&state)).await
 }
 
 fn stats_of(state: &QueryState) -> Result<Value, Failure> {

@@ -24,6 +24,8 @@ const DURATION_BUCKETS_S: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 pub struct HttpStats {
     requests: IntCounterVec,
     duration: HistogramVec,
+    /// Reads of the query API the store failed (answered 503).
+    store_read_errors: prometheus::IntCounter,
 }
 
 impl Default for HttpStats {
@@ -37,9 +39,11 @@ impl Default for HttpStats {
                 .buckets(DURATION_BUCKETS_S.to_vec()),
             &["route"],
         );
-        match (requests, duration) {
-            (Ok(requests), Ok(duration)) => HttpStats { requests, duration },
-            (Err(e), _) | (_, Err(e)) => unreachable!("valid metrics: {e}"),
+        let store_read_errors =
+            prometheus::IntCounter::new("tally_store_read_errors_total", "Query API reads the store failed (answered 503)");
+        match (requests, duration, store_read_errors) {
+            (Ok(requests), Ok(duration), Ok(store_read_errors)) => HttpStats { requests, duration, store_read_errors },
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => unreachable!("valid metrics: {e}"),
         }
     }
 }
@@ -47,7 +51,13 @@ impl Default for HttpStats {
 impl HttpStats {
     pub fn register(&self, registry: &Registry) -> Result<(), MetricError> {
         register(registry, &self.requests)?;
-        register(registry, &self.duration)
+        register(registry, &self.duration)?;
+        register(registry, &self.store_read_errors)
+    }
+
+    /// A query API read the store failed.
+    pub fn store_read_failed(&self) {
+        self.store_read_errors.inc();
     }
 
     fn answered(&self, method: &str, route: &str, status: u16, seconds: f64) {
