@@ -18,8 +18,6 @@ pub struct IngestStats {
     accepted: IntCounter,
     written: IntCounter,
     rejected: IntCounterVec,
-    /// Every rejected click, whatever the field (for `/v1/stats`).
-    rejected_all: IntCounter,
     log_errors: IntCounter,
     /// Where acknowledged positions are noted, when the job runs in this
     /// process too.
@@ -45,7 +43,6 @@ impl Default for IngestStats {
             ),
             written: counter("tally_clicks_written_total", "Clicks written to the log"),
             rejected,
-            rejected_all: counter("tally_clicks_rejected_all", "unregistered"),
             log_errors: counter("tally_log_errors_total", "Appends the log refused or failed (the request answered 503)"),
             freshness: std::sync::OnceLock::new(),
         }
@@ -73,8 +70,14 @@ impl IngestStats {
             self.rejected.with_label_values(&[label]).inc();
             bad += 1;
         }
-        self.rejected_all.inc_by(bad);
         self.received.inc_by(valid as u64 + bad);
+    }
+
+    /// Rejected clicks, whatever the field: the sum of the field counters.
+    fn rejected_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        let families = self.rejected.collect();
+        families.iter().flat_map(|family| family.get_metric()).map(|metric| metric.get_counter().get_value() as u64).sum()
     }
 
     /// `accepted` clicks acknowledged, `written` of them written to the log.
@@ -105,7 +108,7 @@ impl IngestStats {
         IngestSnapshot {
             requests: self.requests.get(),
             accepted: self.accepted.get(),
-            rejected: self.rejected_all.get(),
+            rejected: self.rejected_total(),
             written: self.written.get(),
         }
     }
