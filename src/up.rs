@@ -29,7 +29,7 @@ use crate::ingest::server::OPENAPI_JSON;
 use crate::ingest::service::{now_ms, stop_signal, Service};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions};
-use crate::query::{merge_openapi, QueryState};
+use crate::query::QueryState;
 use crate::query::{CassandraFollowed, LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
@@ -245,6 +245,28 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     crate::run::stop_cleanly()
 }
 
+/// One OpenAPI document from two: `base` with the paths and schemas of
+/// `extra` added, under the `info` (one title for the whole API) of
+/// `extra` when it has one.
+fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
+    let mut doc: serde_json::Value = serde_json::from_str(base).unwrap_or_else(|e| unreachable!("built-in OpenAPI document: {e}"));
+    let extra: serde_json::Value = serde_json::from_str(extra).unwrap_or_else(|e| unreachable!("built-in OpenAPI document: {e}"));
+    if let Some(info) = extra.get("info") {
+        doc["info"] = info.clone();
+    }
+    for section in ["paths", "components/schemas"] {
+        let pointer = format!("/{section}");
+        if let (Some(into), Some(from)) =
+            (doc.pointer_mut(&pointer).and_then(|v| v.as_object_mut()), extra.pointer(&pointer).and_then(|v| v.as_object()))
+        {
+            for (key, value) in from {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    doc
+}
+
 /// The demo generator's catalog, written into the data directory.
 fn demo_catalog(data_dir: &DataDir) -> Result<PathBuf, String> {
     let path = data_dir.root.join("demo-catalog.csv");
@@ -379,6 +401,21 @@ fn serve(service: Service, extra: axum::Router, openapi: String) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tally_up_serves_one_document_under_one_title_with_the_signature_scheme() {
+        let doc = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON);
+        assert_eq!(doc["info"]["title"], "tally API");
+        assert_eq!(doc["openapi"], "3.0.3");
+        for path in ["/v1/clicks", "/v1/top", "/readyz"] {
+            assert!(doc["paths"][path].is_object(), "{path}");
+        }
+        let schemes: Vec<&String> = doc["components"]["securitySchemes"].as_object().unwrap().keys().collect();
+        assert_eq!(schemes, ["tallyClient", "tallySignature", "tallyTimestamp"]);
+        assert!(doc["components"]["schemas"]["Click"].is_object() && doc["components"]["schemas"]["Series"].is_object());
+        // `tally up` is ready once its store reads: the query API's /readyz.
+        assert_eq!(doc["paths"]["/readyz"]["get"]["summary"], "The store can be read.");
+    }
 
     #[test]
     fn cassandra_runs_the_built_in_cassandra_job_at_the_hosts_given() {

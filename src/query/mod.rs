@@ -210,28 +210,6 @@ fn asset(content_type: &'static str, body: &'static str) -> axum::response::Resp
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// One OpenAPI document from two: `base` with the paths and schemas of
-/// `extra` added, under the `info` (one title for the whole API) of
-/// `extra` when it has one.
-pub fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
-    let mut doc: serde_json::Value = serde_json::from_str(base).unwrap_or_else(|e| unreachable!("built-in OpenAPI document: {e}"));
-    let extra: serde_json::Value = serde_json::from_str(extra).unwrap_or_else(|e| unreachable!("built-in OpenAPI document: {e}"));
-    if let Some(info) = extra.get("info") {
-        doc["info"] = info.clone();
-    }
-    for section in ["paths", "components/schemas"] {
-        let pointer = format!("/{section}");
-        if let (Some(into), Some(from)) =
-            (doc.pointer_mut(&pointer).and_then(|v| v.as_object_mut()), extra.pointer(&pointer).and_then(|v| v.as_object()))
-        {
-            for (key, value) in from {
-                into.insert(key.clone(), value.clone());
-            }
-        }
-    }
-    doc
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -260,21 +238,6 @@ mod tests {
         fn open(&self, _: &Serving) -> Result<Arc<dyn StoreReader>, StoreError> {
             Ok(Arc::clone(&self.version))
         }
-    }
-
-    #[test]
-    fn tally_up_serves_one_document_under_one_title_with_the_signature_scheme() {
-        let doc = merge_openapi(crate::ingest::server::OPENAPI_JSON, OPENAPI_JSON);
-        assert_eq!(doc["info"]["title"], "tally API");
-        assert_eq!(doc["openapi"], "3.0.3");
-        for path in ["/v1/clicks", "/v1/top", "/readyz"] {
-            assert!(doc["paths"][path].is_object(), "{path}");
-        }
-        let schemes: Vec<&String> = doc["components"]["securitySchemes"].as_object().unwrap().keys().collect();
-        assert_eq!(schemes, ["tallyClient", "tallySignature", "tallyTimestamp"]);
-        assert!(doc["components"]["schemas"]["Click"].is_object() && doc["components"]["schemas"]["Series"].is_object());
-        // `tally up` is ready once its store reads: the query API's /readyz.
-        assert_eq!(doc["paths"]["/readyz"]["get"]["summary"], "The store can be read.");
     }
 
     #[test]
