@@ -4,8 +4,8 @@
 //! decides what is written.
 //!
 //! The filter is `--log-level` (error, warn, info, debug, trace; default
-//! info) for every target; without it, `RUST_LOG` as an `EnvFilter`
-//! directive (e.g. `tally=debug,scylla=warn`).
+//! info) for tally's own events, with the libraries' at error; without
+//! it, `RUST_LOG` as an `EnvFilter` directive (e.g. `tally=debug,scylla=warn`).
 //!
 //! Two forms, chosen by `--log-format`:
 //! - `text`, for a person: the message, then the event's fields as
@@ -89,12 +89,20 @@ pub fn init(format: LogFormat, level: Option<LogLevel>) -> Result<(), LoggingErr
     installed.map_err(|e| LoggingError::Install(e.to_string()))
 }
 
-/// `--log-level` if given, else the `RUST_LOG` directives if set, else info.
+/// The level of the libraries' own events (the Cassandra driver, Kafka,
+/// HTTP) under `--log-level` or the default: their chatter (e.g. the
+/// driver's note that a Cassandra node sends no shard information) is not
+/// the operator's; `RUST_LOG` can ask for it.
+const LIBRARIES: &str = "error";
+
+/// `--log-level` (for tally's own events) if given, else the `RUST_LOG`
+/// directives if set, else info for tally's events.
 fn filter(level: Option<LogLevel>, rust_log: Option<&str>) -> Result<EnvFilter, ParseError> {
+    let own = |level: LogLevel| EnvFilter::try_new(format!("{LIBRARIES},tally={}", level.directive()));
     match (level, rust_log.map(str::trim)) {
-        (Some(level), _) => EnvFilter::try_new(level.directive()),
+        (Some(level), _) => own(level),
         (None, Some(directives)) if !directives.is_empty() => EnvFilter::try_new(directives),
-        (None, _) => EnvFilter::try_new(LogLevel::default().directive()),
+        (None, _) => own(LogLevel::default()),
     }
 }
 
@@ -144,10 +152,10 @@ mod tests {
     #[test]
     fn the_flag_overrides_rust_log_which_overrides_the_default() {
         let shown = |level, rust_log| filter(level, rust_log).unwrap().to_string();
-        assert_eq!(shown(Some(LogLevel::Debug), Some("tally=trace")), "debug");
+        assert_eq!(shown(Some(LogLevel::Debug), Some("tally=trace")), "tally=debug,error");
         assert_eq!(shown(None, Some("tally=trace,scylla=warn")), "scylla=warn,tally=trace");
-        assert_eq!(shown(None, Some("  ")), "info");
-        assert_eq!(shown(None, None), "info");
+        assert_eq!(shown(None, Some("  ")), "tally=info,error");
+        assert_eq!(shown(None, None), "tally=info,error");
         assert!(filter(None, Some("tally=loud")).is_err());
     }
 
