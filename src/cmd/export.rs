@@ -31,12 +31,9 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs, data_dir: &DataDir) -> i32 {
-    let job = match job::load(&args.job).and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+    let job = match super::load_job(job::load(&args.job), None, args.cassandra.as_deref()) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+        Err(code) => return code,
     };
     let reader = match open_reader(&job, data_dir, args.version.as_deref()) {
         Ok(reader) => reader,

@@ -1,6 +1,7 @@
 //! The subcommands of the `tally` binary, one module each.
 
 use tally::datadir::DataDir;
+use tally::config::ConfigError;
 use tally::job;
 use tally::store::cassandra::CassandraVersions;
 use tally::store::{self, StoreReader};
@@ -35,6 +36,16 @@ pub fn open_reader(job: &job::Job, data_dir: &DataDir, name: Option<&str>) -> Re
         Ok(reader) => Ok(Box::new(reader)),
         Err(error) => Err((error.to_string(), error.exit_code())),
     }
+}
+
+/// `loaded` with `--brokers` and `--cassandra` applied; or, having printed
+/// why not, the exit status.
+pub fn load_job(loaded: Result<job::Job, ConfigError>, brokers: Option<&str>, cassandra: Option<&str>) -> Result<job::Job, i32> {
+    let job = loaded.and_then(|job| job::with_brokers(job, brokers)).and_then(|job| job::with_cassandra(job, cassandra));
+    job.map_err(|error| {
+        eprintln!("error: {error}");
+        error.exit_code()
+    })
 }
 
 /// A clap value parser for counts that must be at least 1 (`-w`, `--processes`).

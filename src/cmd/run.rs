@@ -82,13 +82,9 @@ pub struct RunArgs {
 }
 
 pub fn run_job(args: RunArgs, data_dir: DataDir) -> i32 {
-    let job = job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
-    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+    let job = match super::load_job(job::load(&args.job), args.brokers.as_deref(), args.cassandra.as_deref()) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+        Err(code) => return code,
     };
     let positions = (|| -> Result<_, String> {
         let parse = |field: &str, text: &Option<String>| -> Result<Option<Position>, String> {

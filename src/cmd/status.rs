@@ -35,13 +35,9 @@ pub fn status(args: StatusArgs, data_dir: &DataDir) -> i32 {
         Some(path) => job::load(path),
         None => tally::up::embedded_job(),
     };
-    let job = job.and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
-    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+    let job = match super::load_job(job, args.brokers.as_deref(), args.cassandra.as_deref()) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+        Err(code) => return code,
     };
     match report(&job, data_dir) {
         Ok(status) if args.json => {

@@ -33,13 +33,9 @@ pub struct VerifyArgs {
 }
 
 pub fn verify(args: VerifyArgs, data_dir: &DataDir) -> i32 {
-    let job = job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
-    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+    let job = match super::load_job(job::load(&args.job), args.brokers.as_deref(), args.cassandra.as_deref()) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+        Err(code) => return code,
     };
     // Every error reads `verify: …` (a VerifyError says so itself).
     let result = (|| -> Result<tally::verify::Report, (String, i32)> {

@@ -80,13 +80,9 @@ pub struct SwitchArgs {
 }
 
 pub fn backfill(args: BackfillArgs, data_dir: &DataDir) -> i32 {
-    let job = job::load(&args.job).and_then(|job| job::with_brokers(job, args.brokers.as_deref()));
-    let job = match job.and_then(|job| job::with_cassandra(job, args.cassandra.as_deref())) {
+    let job = match super::load_job(job::load(&args.job), args.brokers.as_deref(), args.cassandra.as_deref()) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return error.exit_code();
-        }
+        Err(code) => return code,
     };
     let options = tally::backfill::BackfillOptions {
         name: args.version,
@@ -163,13 +159,7 @@ pub fn cassandra_versions(target: &VersionsTarget, command: &str) -> Result<Opti
         }
         return Ok(None);
     };
-    let job = match job::load(path).and_then(|job| job::with_cassandra(job, target.cassandra.as_deref())) {
-        Ok(job) => job,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return Err(error.exit_code());
-        }
-    };
+    let job = super::load_job(job::load(path), None, target.cassandra.as_deref())?;
     let job::SinkSpec::Cassandra(config) = &job.sink else { return Ok(None) };
     CassandraVersions::open(config, &job.name).map(Some).map_err(|error| {
         eprintln!("error: tally {command}: {error}");
