@@ -3,7 +3,7 @@
 //! tools. One place decides it, so every command agrees.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 /// Read buffer for files, in bytes.
@@ -16,10 +16,19 @@ pub fn is_std(path: &Path) -> bool {
 
 /// Opens `path` for reading, standard input for `-`.
 pub fn reader(path: &Path) -> io::Result<Box<dyn BufRead + Send>> {
+    let (input, _) = input(path)?;
+    Ok(Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, input)))
+}
+
+/// Opens `path` for reading, unbuffered, with its size in bytes when it is
+/// a file (`None` for standard input, `-`), for progress by bytes read.
+pub fn input(path: &Path) -> io::Result<(Box<dyn Read + Send>, Option<u64>)> {
     if is_std(path) {
-        return Ok(Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, io::stdin())));
+        return Ok((Box::new(io::stdin()), None));
     }
-    Ok(Box::new(BufReader::with_capacity(READ_BUFFER_BYTES, File::open(path)?)))
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    Ok((Box::new(file), Some(size)))
 }
 
 /// Creates (truncates) `path` for writing, standard output for `-`.

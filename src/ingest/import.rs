@@ -68,14 +68,7 @@ pub fn import(input: impl BufRead, log: &Log, salt: &UserSalt) -> Result<ImportR
 /// [`import`] of the file at `path` (`-`: stdin), showing its progress.
 pub fn import_path(path: &Path, log: &Log, salt: &UserSalt, progress: &ProgressOptions) -> Result<ImportReport, ImportError> {
     let read = AtomicU64::new(0);
-    let (input, size): (Box<dyn Read + Send>, Option<u64>) = if path.as_os_str() == "-" {
-        (Box::new(std::io::stdin()), None)
-    } else {
-        let open = |e| ImportError::Open { path: path.to_owned(), source: e };
-        let file = std::fs::File::open(path).map_err(open)?;
-        let size = file.metadata().map_err(open)?.len();
-        (Box::new(file), Some(size))
-    };
+    let (input, size) = crate::stdio::input(path).map_err(|e| ImportError::Open { path: path.to_owned(), source: e })?;
     let input = std::io::BufReader::with_capacity(READ_BUFFER_BYTES, Counted { inner: input, read: &read });
     let amount = || {
         let appended = log.stats().records;
