@@ -31,7 +31,7 @@ pub struct CommitStats {
     committed: Mutex<Vec<Option<u64>>>,
     end_offsets: Mutex<Option<EndOffsets>>,
     /// Told each committed offset, when ingest runs in this process too.
-    freshness: std::sync::OnceLock<Arc<super::Freshness>>,
+    freshness: super::FreshnessHook,
 }
 
 impl std::fmt::Debug for CommitStats {
@@ -84,7 +84,7 @@ impl Default for CommitStats {
             lag: partition("tally_partition_lag", "Clicks in the partition's log past its committed offset"),
             committed: Mutex::new(Vec::new()),
             end_offsets: Mutex::new(None),
-            freshness: std::sync::OnceLock::new(),
+            freshness: super::FreshnessHook::default(),
         }
     }
 }
@@ -124,7 +124,7 @@ impl CommitStats {
 
     /// Tells `freshness` each committed offset from now on.
     pub fn track_freshness(&self, freshness: Arc<super::Freshness>) {
-        let _ = self.freshness.set(freshness);
+        self.freshness.set(freshness);
     }
 
     /// An epoch commit failed.

@@ -26,6 +26,23 @@ pub const MAX_NOTES_PER_PARTITION: usize = 4_096;
 /// to a long catch-up.
 const FRESHNESS_BUCKETS_S: [f64; 14] = [0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0];
 
+/// Where a figure set reports to [`Freshness`] once both run in one
+/// process (`tally up`): set at most once, read on every report.
+#[derive(Debug, Default)]
+pub struct FreshnessHook(std::sync::OnceLock<std::sync::Arc<Freshness>>);
+
+impl FreshnessHook {
+    /// Reports go to `freshness` from now on (a second call is ignored).
+    pub fn set(&self, freshness: std::sync::Arc<Freshness>) {
+        let _ = self.0.set(freshness);
+    }
+
+    /// Where to report, if anywhere.
+    pub fn get(&self) -> Option<&Freshness> {
+        self.0.get().map(|f| f.as_ref())
+    }
+}
+
 /// See the module docs.
 pub struct Freshness {
     seconds: Histogram,

@@ -21,7 +21,7 @@ pub struct IngestStats {
     log_errors: IntCounter,
     /// Where acknowledged positions are noted, when the job runs in this
     /// process too.
-    freshness: std::sync::OnceLock<std::sync::Arc<super::Freshness>>,
+    freshness: super::FreshnessHook,
 }
 
 impl Default for IngestStats {
@@ -44,7 +44,7 @@ impl Default for IngestStats {
             written: counter("tally_clicks_written_total", "Clicks written to the log"),
             rejected,
             log_errors: counter("tally_log_errors_total", "Appends the log refused or failed (the request answered 503)"),
-            freshness: std::sync::OnceLock::new(),
+            freshness: super::FreshnessHook::default(),
         }
     }
 }
@@ -86,10 +86,9 @@ impl IngestStats {
         self.written.inc_by(written as u64);
     }
 
-    /// The log refused an append or failed.
     /// Notes acknowledged positions in `freshness` from now on.
     pub fn track_freshness(&self, freshness: std::sync::Arc<super::Freshness>) {
-        let _ = self.freshness.set(freshness);
+        self.freshness.set(freshness);
     }
 
     /// Clicks written at these (partition, offset) positions were
@@ -100,6 +99,7 @@ impl IngestStats {
         }
     }
 
+    /// The log refused an append or failed.
     pub fn log_error(&self) {
         self.log_errors.inc();
     }

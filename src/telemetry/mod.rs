@@ -34,7 +34,7 @@ pub mod progress;
 use std::sync::Arc;
 
 pub use commit::{CommitStats, EndOffsets, PartitionPosition};
-pub use freshness::{Freshness, MAX_NOTES_PER_PARTITION};
+pub use freshness::{Freshness, FreshnessHook, MAX_NOTES_PER_PARTITION};
 pub use http::{metrics_route, track, tracked, HttpStats};
 pub use ingest::{IngestSnapshot, IngestStats, UNKNOWN_FIELD};
 pub use job::{SourceStats, StatsSnapshot, MAX_UNKNOWN_ADS_KEPT, VERDICTS};
