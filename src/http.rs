@@ -14,6 +14,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -74,7 +76,7 @@ pub async fn serve(
             () = &mut shutdown => break,
             permit = permits.clone().acquire_owned() => permit.map_err(io::Error::other)?,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -92,10 +94,10 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => connection(TokioIo::new(stream), router, stop).await,
+                None => connection(TokioIo::new(stream), router, peer, stop).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        connection(TokioIo::new(stream), router, stop).await;
+                        connection(TokioIo::new(stream), router, peer, stop).await;
                     }
                 }
             }
@@ -107,10 +109,19 @@ pub async fn serve(
     Ok(())
 }
 
-async fn connection<I>(io: I, router: Router, mut stop: watch::Receiver<bool>)
+/// The address a request came from, in every request's extensions: what
+/// limits per address key on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+async fn connection<I>(io: I, router: Router, peer: SocketAddr, mut stop: watch::Receiver<bool>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let router = router.map_request(move |mut request: Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        request
+    });
     let service = TowerToHyperService::new(router);
     let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
     tokio::pin!(conn);

@@ -14,6 +14,7 @@ pub mod exit;
 pub mod http;
 pub mod ingest;
 pub mod job;
+pub mod keys;
 pub mod lockfile;
 pub mod log;
 pub mod query;

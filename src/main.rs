@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 
 use cmd::export::ExportArgs;
 use cmd::gen::GenArgs;
+use cmd::keys::KeysCommand;
 use cmd::log::LogCommand;
 use cmd::run::RunArgs;
 use cmd::service::{IngestArgs, UpArgs};
@@ -68,6 +69,10 @@ enum Command {
     /// partition's offsets, lag and watermark, its settings, the late
     /// ledger and the versions; beside a running job or without one.
     Status(StatusArgs),
+    /// API keys of the query API and the dashboard: `keys add`, `keys list`,
+    /// `keys revoke ID`.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 fn main() -> ExitCode {
     fail_stop_on_panic();
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
         Command::Versions(args) => cmd::versions::versions(args, &data_dir),
         Command::Status(args) => cmd::status::status(args, &data_dir),
         Command::Switch(args) => cmd::versions::switch(&args, &data_dir),
+        Command::Keys(command) => cmd::keys::keys(command, &data_dir),
     };
     ExitCode::from(code as u8)
 }

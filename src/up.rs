@@ -32,6 +32,8 @@ use crate::log::{Log, LogOptions};
 use crate::query::QueryState;
 use crate::query::{CassandraFollowed, LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
+use crate::catalog::Catalog;
+use crate::keys::{KeyFile, KeyRing, Scope};
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::kafka::KafkaTopic;
 use crate::store::embedded::EmbeddedStore;
@@ -60,6 +62,9 @@ pub struct UpOptions {
     pub demo: bool,
     /// Ingest into this Kafka topic, and run the job on it.
     pub kafka: Option<KafkaTarget>,
+    /// The query API and the dashboard answer anyone (`--no-auth`);
+    /// otherwise every read needs an API key.
+    pub open_reads: bool,
 }
 
 /// Where ingest writes when not to the embedded log: `--kafka BROKERS`
@@ -188,6 +193,9 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         (None, true) => Some(demo_catalog(data_dir)?),
         (None, false) => None,
     };
+    // The query API attributes rows to advertisers by the catalog the job
+    // counts with: the same file, read at the same start.
+    let owners_catalog = catalog.as_deref().map(Catalog::load).transpose().map_err(|e| e.to_string())?;
     let (job_stats, commits) = (Arc::new(SourceStats::default()), Arc::new(CommitStats::default()));
     // Ingest and the job share this process: the time from a 202 to the
     // commit of its clicks is measured here.
@@ -216,6 +224,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");
     tracing::info!("dashboard: {scheme}://{addr}/");
+    announce_access(data_dir, options, owners_catalog.as_ref())?;
     let job = job.clone();
     std::thread::Builder::new()
         .name("job".to_owned())
@@ -233,7 +242,11 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     if options.demo {
         start_demo(addr, config.tls.is_some())?;
     }
-    let state = Arc::new(QueryState { store: served, telemetry: Arc::clone(&telemetry), clock: now_ms });
+    let state = QueryState::new(served, Arc::clone(&telemetry), now_ms).with_catalog(owners_catalog.as_ref());
+    let state = Arc::new(match options.open_reads {
+        true => state,
+        false => state.with_keys(KeyRing::new(KeyFile::in_dir(&data_dir.root))),
+    });
     let service = service.with_telemetry(telemetry);
     let openapi = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON).to_string();
     // `state` outlives the HTTP runtime: the last reference to a store
@@ -265,6 +278,33 @@ fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
         }
     }
     doc
+}
+
+/// Says who may read, and with `--demo` creates and prints an operator key
+/// and a key of the catalog's first advertiser, so both views can be tried.
+fn announce_access(data_dir: &DataDir, options: &UpOptions, catalog: Option<&Catalog>) -> Result<(), UpError> {
+    if options.open_reads {
+        tracing::warn!("query API and dashboard OPEN (--no-auth): anyone who can reach this address reads every advertiser's clicks (local use only)");
+        return Ok(());
+    }
+    let keys = KeyFile::in_dir(&data_dir.root);
+    if options.demo {
+        let now = now_ms();
+        let (_, operator) = keys.add(&Scope::Operator, "demo operator", None, now).map_err(|e| e.to_string())?;
+        println!("demo operator key:   {operator}");
+        if let Some(advertiser) = catalog.and_then(|c| c.versions().next().map(|(_, _, _, advertiser)| advertiser.to_string())) {
+            let scope = Scope::advertiser(&advertiser)?;
+            let (_, key) = keys.add(&scope, &format!("demo {advertiser}"), None, now).map_err(|e| e.to_string())?;
+            println!("demo advertiser key: {key}   ({scope})");
+        }
+        println!("paste a key into the dashboard, or send it as Authorization: Bearer <key>");
+    }
+    let active = KeyRing::new(keys.clone()).active(now_ms()).map_err(|e| e.to_string())?;
+    match active {
+        0 => tracing::warn!("query API: every read needs an API key and there is none yet: tally keys add --operator (or --advertiser ADV) creates one"),
+        n => tracing::info!("query API: every read needs an API key ({n} active in {})", keys.path().display()),
+    }
+    Ok(())
 }
 
 /// The demo generator's catalog, written into the data directory.

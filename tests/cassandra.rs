@@ -1634,11 +1634,8 @@ mod up {
     impl Query {
         fn serve(store: tally::query::ServedStore) -> Query {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            let state = Arc::new(tally::query::QueryState {
-                store,
-                telemetry: Arc::new(tally::telemetry::Telemetry::new()),
-                clock: tally::ingest::service::now_ms,
-            });
+            let telemetry = Arc::new(tally::telemetry::Telemetry::new());
+            let state = Arc::new(tally::query::QueryState::new(store, telemetry, tally::ingest::service::now_ms));
             let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
             let addr = listener.local_addr().unwrap();
             let router = tally::query::router(Arc::clone(&state));

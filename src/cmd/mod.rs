@@ -8,6 +8,7 @@ use tally::store::{self, StoreReader};
 
 pub mod export;
 pub mod gen;
+pub mod keys;
 pub mod log;
 pub mod run;
 pub mod service;

@@ -15,7 +15,9 @@ pub struct ServiceArgs {
     /// Listen address; overrides the config's `addr`.
     #[arg(long)]
     addr: Option<std::net::SocketAddr>,
-    /// Accept unsigned requests: for local use only (overrides auth.signatures).
+    /// Accept unsigned clicks (overrides auth.signatures) and, for `up`, let
+    /// anyone read the query API and the dashboard without an API key: for
+    /// local use only.
     #[arg(long)]
     no_auth: bool,
     /// Redis URL of the duplicate pre-filter; overrides the config's redis.url.
@@ -129,7 +131,8 @@ pub fn up(args: UpArgs, data_dir: &DataDir) -> i32 {
         Ok(kafka) => kafka,
         Err(code) => return code,
     };
-    let options = tally::up::UpOptions { workers: args.workers, catalog: args.catalog, demo: args.demo, kafka };
+    let open_reads = args.service.no_auth;
+    let options = tally::up::UpOptions { workers: args.workers, catalog: args.catalog, demo: args.demo, kafka, open_reads };
     match tally::up::up(&config, data_dir, &job, &options) {
         Ok(()) => exit::OK,
         Err(error) => {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::params::{
     check_series_range, ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K,
 };
+use super::access::Viewer;
 use super::QueryState;
 use crate::event::validate::check_key;
 use crate::event::KeyType;
@@ -20,9 +21,13 @@ use crate::store::{RowFilter, StoreError, StoreSnapshot};
 
 const ONE_MINUTE_MS: u64 = 60_000;
 
-/// A failed request: a bad parameter (400) or an unreadable store (503).
+/// A failed request: a bad parameter (400), a key asking for what is not
+/// its own (404, as if it did not exist), a route beyond its scope (403),
+/// or an unreadable store (503).
 enum Failure {
     Param(ParamError),
+    NotFound(ParamError),
+    Forbidden(String),
     Store(StoreError),
 }
 
@@ -42,6 +47,8 @@ impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         match self {
             Failure::Param(e) => (StatusCode::BAD_REQUEST, Json(json!({ "field": e.field, "reason": e.reason }))).into_response(),
+            Failure::NotFound(e) => (StatusCode::NOT_FOUND, Json(json!({ "field": e.field, "reason": e.reason }))).into_response(),
+            Failure::Forbidden(reason) => (StatusCode::FORBIDDEN, Json(json!({ "field": "Authorization", "reason": reason }))).into_response(),
             Failure::Store(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "field": "store", "reason": e.to_string() }))).into_response()
             }
@@ -75,19 +82,19 @@ fn params(query: Option<String>, known: &[&str]) -> Result<Params, ParamError> {
     Params::new(pairs, known)
 }
 
-pub async fn ad_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
-    let (state, id) = (state.0, id.0);
-    blocking(&Arc::clone(&state), move || series(&state, KeyType::Ad, &id, query.0)).await
+pub async fn ad_clicks(state: State<Arc<QueryState>>, viewer: Extension<Viewer>, id: Path<String>, query: RawQuery) -> Response {
+    let (state, viewer, id) = (state.0, viewer.0, id.0);
+    blocking(&Arc::clone(&state), move || series(&state, &viewer, KeyType::Ad, &id, query.0)).await
 }
 
-pub async fn campaign_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
-    let (state, id) = (state.0, id.0);
-    blocking(&Arc::clone(&state), move || series(&state, KeyType::Campaign, &id, query.0)).await
+pub async fn campaign_clicks(state: State<Arc<QueryState>>, viewer: Extension<Viewer>, id: Path<String>, query: RawQuery) -> Response {
+    let (state, viewer, id) = (state.0, viewer.0, id.0);
+    blocking(&Arc::clone(&state), move || series(&state, &viewer, KeyType::Campaign, &id, query.0)).await
 }
 
-pub async fn advertiser_clicks(state: State<Arc<QueryState>>, id: Path<String>, query: RawQuery) -> Response {
-    let (state, id) = (state.0, id.0);
-    blocking(&Arc::clone(&state), move || series(&state, KeyType::Advertiser, &id, query.0)).await
+pub async fn advertiser_clicks(state: State<Arc<QueryState>>, viewer: Extension<Viewer>, id: Path<String>, query: RawQuery) -> Response {
+    let (state, viewer, id) = (state.0, viewer.0, id.0);
+    blocking(&Arc::clone(&state), move || series(&state, &viewer, KeyType::Advertiser, &id, query.0)).await
 }
 
 /// `committed_epoch` and `watermark` of a snapshot: the epoch is the
@@ -107,9 +114,20 @@ fn row_json(row: &Row) -> Value {
     })
 }
 
+/// Whether `viewer` may see `row` (see `owners`).
+fn visible(state: &QueryState, viewer: &Viewer, row: &Row) -> bool {
+    viewer.advertiser().is_none_or(|advertiser| state.owners.owns(advertiser, row.key_type, &row.key, row.window_start, row.granularity_ms))
+}
+
 /// `GET /v1/{ads,campaigns,advertisers}/{id}/clicks?window=&from=&to=`.
-fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>) -> Result<Value, Failure> {
+fn series(state: &QueryState, viewer: &Viewer, key_type: KeyType, id: &str, query: Option<String>) -> Result<Value, Failure> {
     check_key(id).map_err(|e| ParamError::new("id", e.to_string()))?;
+    if let Some(advertiser) = viewer.advertiser() {
+        if !state.owners.ever(advertiser, key_type, id) {
+            let reason = format!("no {} {id:?} among those this key reads", key_type.as_str());
+            return Err(Failure::NotFound(ParamError::new("id", reason)));
+        }
+    }
     let params = params(query, &["window", "from", "to"])?;
     let window = params.window(ONE_MINUTE_MS)?;
     let snapshot = state.store.snapshot()?;
@@ -120,7 +138,8 @@ fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>
     check_series_range(from, to, window)?;
     let from = from / window * window;
     let filter = RowFilter { key_type, key: id.into(), granularity_ms: window, from, to };
-    let rows: Vec<Value> = snapshot.rows(&filter)?.iter().map(row_json).collect();
+    let rows = snapshot.rows(&filter)?;
+    let rows: Vec<Value> = rows.iter().filter(|row| visible(state, viewer, row)).map(row_json).collect();
     Ok(json!({
         "key_type": key_type.as_str(),
         "key": id,
@@ -134,12 +153,12 @@ fn series(state: &QueryState, key_type: KeyType, id: &str, query: Option<String>
 }
 
 /// `GET /v1/top?window=&at=&k=`: top ads and campaigns of one window.
-pub async fn top(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
-    let state = state.0;
-    blocking(&Arc::clone(&state), move || top_of(&state, query.0)).await
+pub async fn top(state: State<Arc<QueryState>>, viewer: Extension<Viewer>, query: RawQuery) -> Response {
+    let (state, viewer) = (state.0, viewer.0);
+    blocking(&Arc::clone(&state), move || top_of(&state, &viewer, query.0)).await
 }
 
-fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
+fn top_of(state: &QueryState, viewer: &Viewer, query: Option<String>) -> Result<Value, Failure> {
     let params = params(query, &["window", "at", "k"])?;
     let window = params.window(ONE_MINUTE_MS)?;
     let k = params.count("k", DEFAULT_TOP_K, MAX_TOP_K)?;
@@ -154,6 +173,8 @@ fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
         Some(start) => (snapshot.window_rows(KeyType::Ad, window, start)?, snapshot.window_rows(KeyType::Campaign, window, start)?),
         None => (Vec::new(), Vec::new()),
     };
+    ads.retain(|row| visible(state, viewer, row));
+    campaigns.retain(|row| visible(state, viewer, row));
     let total_clicks: u64 = ads.iter().map(|row| row.clicks).sum();
     let ranked = |rows: &mut Vec<Row>| -> Vec<Value> {
         rows.sort_by(|a, b| b.clicks.cmp(&a.clicks).then_with(|| a.key.cmp(&b.key)));
@@ -172,12 +193,12 @@ fn top_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
 }
 
 /// `GET /v1/late?from=&to=&limit=`: the late-click ledger, by window.
-pub async fn late(state: State<Arc<QueryState>>, query: RawQuery) -> Response {
-    let state = state.0;
-    blocking(&Arc::clone(&state), move || late_of(&state, query.0)).await
+pub async fn late(state: State<Arc<QueryState>>, viewer: Extension<Viewer>, query: RawQuery) -> Response {
+    let (state, viewer) = (state.0, viewer.0);
+    blocking(&Arc::clone(&state), move || late_of(&state, &viewer, query.0)).await
 }
 
-fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> {
+fn late_of(state: &QueryState, viewer: &Viewer, query: Option<String>) -> Result<Value, Failure> {
     let params = params(query, &["from", "to", "limit"])?;
     let limit = params.count("limit", DEFAULT_LATE_LIMIT, MAX_LATE_LIMIT)?;
     let snapshot = state.store.snapshot()?;
@@ -193,6 +214,10 @@ fn late_of(state: &QueryState, query: Option<String>) -> Result<Value, Failure> 
         );
     }
     let mut entries = snapshot.late_entries(from, to)?;
+    if let Some(advertiser) = viewer.advertiser() {
+        // Ledger entries are kept per 1m window.
+        entries.retain(|e| state.owners.owns(advertiser, e.key_type, &e.key, e.window_start, ONE_MINUTE_MS));
+    }
     entries.sort_by(|a, b| (a.window_start, a.key_type, &a.key, a.batch).cmp(&(b.window_start, b.key_type, &b.key, b.batch)));
     let next_from = late_page(&mut entries, limit);
     let entries: Vec<Value> = entries
@@ -223,7 +248,11 @@ fn late_page(entries: &mut Vec<LateEntry>, limit: usize) -> Option<u64> {
 }
 
 /// `GET /v1/stats`: freshness and counters for the dashboard.
-pub async fn stats(state: State<Arc<QueryState>>) -> Response {
+pub async fn stats(state: State<Arc<QueryState>>, viewer: Extension<Viewer>) -> Response {
+    if let Some(advertiser) = viewer.0.advertiser() {
+        let reason = format!("this key reads advertiser {advertiser:?}'s numbers; /v1/stats needs an operator key");
+        return Failure::Forbidden(reason).into_response();
+    }
     let state = state.0;
     blocking(&Arc::clone(&state), move || stats_of(&state)).await
 }

@@ -21,8 +21,10 @@
 //! an embedded read may take long: every handler that reads the store does
 //! so through `tokio::task::spawn_blocking`, and so must any new one.
 
+pub mod access;
 mod api;
 mod lazy;
+pub mod owners;
 pub mod params;
 mod versions;
 
@@ -37,7 +39,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
+use access::{Access, Failures};
+use owners::Owners;
+
+use crate::catalog::Catalog;
 use crate::datadir::DataDir;
+use crate::keys::KeyRing;
 use crate::store::embedded::EmbeddedReader;
 use crate::store::versions::LIVE;
 use crate::store::{StoreError, StoreReader, StoreSnapshot};
@@ -187,17 +194,45 @@ pub struct QueryState {
     pub telemetry: Arc<Telemetry>,
     /// The wall clock, unix ms.
     pub clock: fn() -> u64,
+    /// Who may read: keys, or anyone (`--no-auth`).
+    pub access: Access,
+    /// Failed keys by address.
+    pub failures: Failures,
+    /// Which advertiser owns which row, by the job's catalog.
+    pub owners: Owners,
+}
+
+impl QueryState {
+    /// A query API over `store` open to anyone (see [`QueryState::with_keys`]),
+    /// without a catalog.
+    pub fn new(store: ServedStore, telemetry: Arc<Telemetry>, clock: fn() -> u64) -> QueryState {
+        QueryState { store, telemetry, clock, access: Access::Open, failures: Failures::default(), owners: Owners::default() }
+    }
+
+    /// Every `/v1/*` read needs a key of `keys`.
+    pub fn with_keys(self, keys: KeyRing) -> QueryState {
+        QueryState { access: Access::Keys(keys), ..self }
+    }
+
+    /// Rows are attributed to advertisers by `catalog`, the one the job
+    /// counts with.
+    pub fn with_catalog(self, catalog: Option<&Catalog>) -> QueryState {
+        QueryState { owners: Owners::new(catalog), ..self }
+    }
 }
 
 /// The routes of [`ROUTES`].
 pub fn router(state: Arc<QueryState>) -> Router {
-    Router::new()
+    let reads = Router::new()
         .route("/v1/ads/{id}/clicks", get(api::ad_clicks))
         .route("/v1/campaigns/{id}/clicks", get(api::campaign_clicks))
         .route("/v1/advertisers/{id}/clicks", get(api::advertiser_clicks))
         .route("/v1/top", get(api::top))
         .route("/v1/late", get(api::late))
         .route("/v1/stats", get(api::stats))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), access::authenticate));
+    Router::new()
+        .merge(reads)
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
