@@ -2,7 +2,7 @@
 # Browser test of the dashboard: opens it in headless Chromium, checks that
 # it draws data, refreshes and logs no errors, and saves a screenshot.
 #
-#     scripts/browser-test.sh URL SCREENSHOT_PATH [--expect-ad AD_ID] [--allow-empty] [--width PX] [--hover]
+#     scripts/browser-test.sh URL SCREENSHOT_PATH [--expect-ad AD_ID] [--allow-empty] [--width PX] [--hover] [--key KEY [--only-ads A,B]] [--expect-prompt]
 #
 # e.g. against a running `tally up --demo --addr 127.0.0.1:18090`:
 #
@@ -22,7 +22,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
 if [ "$#" -lt 2 ]; then
-    echo "usage: scripts/browser-test.sh URL SCREENSHOT_PATH [--expect-ad AD_ID] [--allow-empty] [--width PX] [--hover]" >&2
+    echo "usage: scripts/browser-test.sh URL SCREENSHOT_PATH [--expect-ad AD_ID] [--allow-empty] [--width PX] [--hover] [--key KEY [--only-ads A,B]] [--expect-prompt]" >&2
     exit 2
 fi
 

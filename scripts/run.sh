@@ -8,7 +8,9 @@
 #     TALLY_ADDR=127.0.0.1:9000 scripts/run.sh
 #     scripts/run.sh -w 2                     # extra arguments go to `tally up`
 #
-# Request signatures are off (--no-auth): this is for one's own machine.
+# Clicks are taken unsigned (jobs/ingest.local.toml): this is for one's own
+# machine. The dashboard asks for an API key: paste one of the two keys
+# `--demo` prints (an operator's, and one advertiser's).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -20,4 +22,4 @@ command -v cargo >/dev/null || { echo "run.sh: cargo not found; scripts/test.sh 
 echo "==> build"
 cargo build --release --bin tally
 echo "==> tally up --demo on ./tally-data (Ctrl-C stops it)"
-exec target/release/tally --data-dir tally-data up --demo --no-auth --addr "${TALLY_ADDR:-127.0.0.1:8080}" "$@"
+exec target/release/tally --data-dir tally-data up --demo --config jobs/ingest.local.toml --addr "${TALLY_ADDR:-127.0.0.1:8080}" "$@"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Tests the HTTP API of `tally up` against its own OpenAPI document: starts
-# target/release/tally up --no-auth on a free loopback port with a scratch
-# data directory, checks that the document it serves is valid OpenAPI 3
+# target/release/tally up on a free loopback port with a scratch data
+# directory (clicks unsigned, reads with an operator API key, which
+# schemathesis sends; its ignored_auth check then also asks without it and
+# expects 401), checks that the document it serves is valid OpenAPI 3
 # (openapi-spec-validator), then runs schemathesis on every operation in it
 # with every check, generated requests within and outside the schemas. Any
 # failure fails the script; tally is stopped however it ends.
@@ -91,7 +93,9 @@ trap stop EXIT
 
 start_tally() {
     local port=$1
-    "$tally" --data-dir "$scratch/data" up --no-auth --addr "127.0.0.1:$port" >"$scratch/up.log" 2>&1 &
+    printf '[auth]\nsignatures = false\n' >"$scratch/ingest.toml"
+    key=$("$tally" --data-dir "$scratch/data" keys add --operator --name schemathesis 2>/dev/null) || die "tally keys add failed"
+    "$tally" --data-dir "$scratch/data" up --config "$scratch/ingest.toml" --addr "127.0.0.1:$port" >"$scratch/up.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 $((LISTEN_WAIT_S * 10))); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
@@ -122,5 +126,6 @@ EOF
 cd "$scratch"
 "$venv/bin/schemathesis" run "$url" \
     --checks all --exclude-checks positive_data_acceptance \
+    --header "Authorization: Bearer $key" \
     --max-examples "$max_examples" "${seed[@]}" \
     --workers 1 --request-timeout 10 --output-truncate false

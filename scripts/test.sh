@@ -105,20 +105,36 @@ ensure_prometheus() {
     prometheus --version 2>&1 | head -1
 }
 
-# Starts `tally up --demo` on a scratch data directory and runs the browser
-# test against its dashboard; the screenshot stays in target/test-output/.
+# Starts `tally up --demo` on a scratch data directory (clicks unsigned,
+# reads with the API keys it prints) and runs the browser test against its
+# dashboard three times: with the operator key, with the advertiser key
+# (only that advertiser's ads, by the demo catalog), and with no key (the
+# key prompt, no data). The screenshots stay in target/test-output/.
 dashboard_test() {
-    local dir port pid status=0
+    local dir port pid status=0 operator advertiser adv ads
     dir=$(mktemp -d)
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    target/release/tally --data-dir "$dir/data" up --no-auth --demo --addr "127.0.0.1:$port" >"$dir/up.log" 2>&1 &
+    target/release/tally --data-dir "$dir/data" up --config jobs/ingest.local.toml --demo --addr "127.0.0.1:$port" >"$dir/up.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
         sleep 0.1
     done
+    operator=$(awk '/^demo operator key:/ {print $4}' "$dir/up.log")
+    advertiser=$(awk '/^demo advertiser key:/ {print $4}' "$dir/up.log")
+    adv=$(sed -n 's/^demo advertiser key: .*(advertiser:\(.*\))$/\1/p' "$dir/up.log")
+    ads=$(awk -F, -v adv="$adv" '$3 == adv {print $1}' "$dir/data/demo-catalog.csv" | paste -sd, -)
     mkdir -p target/test-output
-    scripts/browser-test.sh "http://127.0.0.1:$port/" target/test-output/dashboard.png --expect-ad ad-viral || status=$?
+    if [ -z "$operator" ] || [ -z "$advertiser" ] || [ -z "$ads" ]; then
+        echo "tally up --demo printed no keys, or its catalog has no ad of advertiser '$adv'" >&2
+        status=1
+    fi
+    [ "$status" -ne 0 ] || scripts/browser-test.sh "http://127.0.0.1:$port/" target/test-output/dashboard.png \
+        --key "$operator" --expect-ad ad-viral || status=$?
+    [ "$status" -ne 0 ] || scripts/browser-test.sh "http://127.0.0.1:$port/" target/test-output/dashboard-advertiser.png \
+        --key "$advertiser" --only-ads "$ads" --expect-ad ad-viral || status=$?
+    [ "$status" -ne 0 ] || scripts/browser-test.sh "http://127.0.0.1:$port/" target/test-output/dashboard-no-key.png \
+        --expect-prompt || status=$?
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" || true
     if [ "$status" -ne 0 ]; then

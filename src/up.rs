@@ -49,6 +49,8 @@ pub const CASSANDRA_JOB: &str = include_str!("../jobs/cassandra.toml");
 pub const HTTP_THREADS: usize = 2;
 /// Clicks per second the `--demo` generator sends.
 pub const DEMO_CLICKS_PER_S: u64 = 2_000;
+/// What the names of the keys `--demo` creates start with.
+pub const DEMO_KEY_NAME: &str = "tally up --demo";
 /// Clicks per request of the `--demo` generator.
 pub const DEMO_BATCH_CLICKS: usize = 200;
 
@@ -267,7 +269,7 @@ fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
     if let Some(info) = extra.get("info") {
         doc["info"] = info.clone();
     }
-    for section in ["paths", "components/schemas"] {
+    for section in ["paths", "components/schemas", "components/securitySchemes"] {
         let pointer = format!("/{section}");
         if let (Some(into), Some(from)) =
             (doc.pointer_mut(&pointer).and_then(|v| v.as_object_mut()), extra.pointer(&pointer).and_then(|v| v.as_object()))
@@ -281,7 +283,8 @@ fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
 }
 
 /// Says who may read, and with `--demo` creates and prints an operator key
-/// and a key of the catalog's first advertiser, so both views can be tried.
+/// and a key of the catalog's first advertiser, so both views can be tried
+/// (revoking those of an earlier start).
 fn announce_access(data_dir: &DataDir, options: &UpOptions, catalog: Option<&Catalog>) -> Result<(), UpError> {
     if options.open_reads {
         tracing::warn!("query API and dashboard OPEN (--no-auth): anyone who can reach this address reads every advertiser's clicks (local use only)");
@@ -290,11 +293,18 @@ fn announce_access(data_dir: &DataDir, options: &UpOptions, catalog: Option<&Cat
     let keys = KeyFile::in_dir(&data_dir.root);
     if options.demo {
         let now = now_ms();
-        let (_, operator) = keys.add(&Scope::Operator, "demo operator", None, now).map_err(|e| e.to_string())?;
+        // The keys an earlier start printed stop working: only the ones
+        // printed now do.
+        for key in keys.list().map_err(|e| e.to_string())? {
+            if key.name.starts_with(DEMO_KEY_NAME) && key.state(now) == "active" {
+                keys.revoke(&key.id, now).map_err(|e| e.to_string())?;
+            }
+        }
+        let (_, operator) = keys.add(&Scope::Operator, &format!("{DEMO_KEY_NAME} (operator)"), None, now).map_err(|e| e.to_string())?;
         println!("demo operator key:   {operator}");
         if let Some(advertiser) = catalog.and_then(|c| c.versions().next().map(|(_, _, _, advertiser)| advertiser.to_string())) {
             let scope = Scope::advertiser(&advertiser)?;
-            let (_, key) = keys.add(&scope, &format!("demo {advertiser}"), None, now).map_err(|e| e.to_string())?;
+            let (_, key) = keys.add(&scope, &format!("{DEMO_KEY_NAME} ({advertiser})"), None, now).map_err(|e| e.to_string())?;
             println!("demo advertiser key: {key}   ({scope})");
         }
         println!("paste a key into the dashboard, or send it as Authorization: Bearer <key>");

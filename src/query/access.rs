@@ -140,6 +140,13 @@ pub async fn authenticate(State(state): State<Arc<QueryState>>, mut request: Req
     }
 }
 
+/// `GET /v1/key`: what the request's key reads, for the dashboard to
+/// choose its view.
+pub async fn key(State(state): State<Arc<QueryState>>, viewer: axum::Extension<Viewer>) -> Response {
+    let keys_required = matches!(state.access, Access::Keys(_));
+    Json(json!({ "scope": viewer.0 .0.to_string(), "advertiser": viewer.0.advertiser(), "keys_required": keys_required })).into_response()
+}
+
 /// The key of `Bearer <key>` (the scheme in any case); `None` for any
 /// other form.
 fn bearer(value: &[u8]) -> Option<&str> {

@@ -62,6 +62,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/top"),
     ("GET", "/v1/late"),
     ("GET", "/v1/stats"),
+    ("GET", "/v1/key"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/"),
@@ -230,6 +231,7 @@ pub fn router(state: Arc<QueryState>) -> Router {
         .route("/v1/top", get(api::top))
         .route("/v1/late", get(api::late))
         .route("/v1/stats", get(api::stats))
+        .route("/v1/key", get(access::key))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), access::authenticate));
     Router::new()
         .merge(reads)

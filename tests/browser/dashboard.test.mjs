@@ -1,7 +1,8 @@
 // Browser test of the tally dashboard.
 //
 //   node dashboard.test.mjs URL SCREENSHOT_PATH [--expect-ad AD_ID] [--allow-empty]
-//                           [--width PX] [--hover]
+//                           [--width PX] [--hover] [--key KEY [--only-ads A,B,...]]
+//                           [--expect-prompt]
 //
 // Opens URL in headless Chromium and checks that the page
 //   - loads with no console error, page error, failed request or HTTP error;
@@ -12,6 +13,11 @@
 //     whose clicks sum to more than 0;
 //   - refreshes by itself: the "last updated" time advances within 5 s;
 //   - fits the viewport width (no horizontal scrolling).
+// With --key, it types KEY into the dashboard's key prompt first; with
+// --only-ads, every ad the page names (top table, chart) must be one of
+// those, and the operator-only figures must be hidden. With
+// --expect-prompt (no key), it checks instead that the page shows the key
+// prompt and that no request for data succeeds.
 // Then it saves a full-page screenshot, prints one summary line and exits 0;
 // on any failure it prints why and exits 1. Every wait has a timeout, and
 // the whole run is bounded.
@@ -31,12 +37,14 @@ const REFRESH_TIMEOUT_MS = 5_000;
 
 function usage(message) {
   console.error(`dashboard test: ${message}`);
-  console.error("usage: node dashboard.test.mjs URL SCREENSHOT_PATH [--expect-ad AD_ID] [--allow-empty] [--width PX] [--hover]");
+  console.error(
+    "usage: node dashboard.test.mjs URL SCREENSHOT_PATH [--expect-ad AD_ID] [--allow-empty] [--width PX] [--hover] [--key KEY [--only-ads A,B]] [--expect-prompt]",
+  );
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { expectAd: null, allowEmpty: false, width: 1280, hover: false };
+  const opts = { expectAd: null, allowEmpty: false, width: 1280, hover: false, key: null, onlyAds: null, expectPrompt: false };
   const positional = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -50,6 +58,14 @@ function parseArgs(argv) {
       if (!Number.isInteger(opts.width) || opts.width < 320 || opts.width > 4000) usage("--width needs a pixel width in 320..4000");
     } else if (a === "--hover") {
       opts.hover = true;
+    } else if (a === "--key") {
+      opts.key = argv[++i];
+      if (!opts.key) usage("--key needs an API key");
+    } else if (a === "--only-ads") {
+      opts.onlyAds = new Set((argv[++i] || "").split(",").filter(Boolean));
+      if (!opts.onlyAds.size) usage("--only-ads needs a comma-separated list of ad ids");
+    } else if (a === "--expect-prompt") {
+      opts.expectPrompt = true;
     } else if (a.startsWith("--")) {
       usage(`unknown option ${a}`);
     } else {
@@ -64,6 +80,8 @@ function parseArgs(argv) {
     usage(`not a URL: ${opts.url}`);
   }
   if (opts.expectAd && opts.allowEmpty) usage("--expect-ad needs data: it cannot be combined with --allow-empty");
+  if (opts.onlyAds && !opts.key) usage("--only-ads needs --key");
+  if (opts.expectPrompt && (opts.key || opts.expectAd)) usage("--expect-prompt is the page without a key: no --key, no --expect-ad");
   return opts;
 }
 
@@ -139,7 +157,12 @@ async function main() {
     page.on("requestfailed", (req) => {
       if (!closing) problems.push(`request failed: ${req.method()} ${req.url()} (${req.failure()?.errorText ?? "unknown"})`);
     });
+    // Before a key is typed in, a 401 is the page asking for one.
+    let keyGiven = false;
+    const dataAnswers = [];
     page.on("response", (res) => {
+      if (new URL(res.url()).pathname.startsWith("/v1/")) dataAnswers.push(res.status());
+      if (res.status() === 401 && !keyGiven) return;
       if (res.status() >= 400) problems.push(`HTTP ${res.status()} for ${res.request().method()} ${res.url()}`);
     });
 
@@ -147,6 +170,29 @@ async function main() {
     if (!response || !response.ok()) throw new Failure(`loading ${opts.url}: HTTP ${response ? response.status() : "no response"}`);
     const title = await page.title();
     if (!/tally/i.test(title)) throw new Failure(`page title is ${JSON.stringify(title)}, expected it to name tally`);
+
+    const prompt = '[data-testid="key-prompt"]';
+    if (opts.expectPrompt) {
+      await step("waiting for the key prompt", page.waitForSelector(prompt, { state: "visible", timeout: DATA_TIMEOUT_MS }), page);
+      await page.waitForTimeout(3000);
+      const ok = dataAnswers.filter((status) => status < 400);
+      if (ok.length) throw new Failure(`without a key, ${ok.length} data request(s) succeeded`);
+      if (!dataAnswers.length) throw new Failure("without a key, the page asked for no data at all");
+      if (!(await page.locator(prompt).isVisible())) throw new Failure("the key prompt went away without a key");
+      const path = resolve(opts.screenshot);
+      mkdirSync(dirname(path), { recursive: true });
+      await step(`saving screenshot to ${path}`, page.screenshot({ path, fullPage: true, timeout: 15_000 }));
+      if (problems.length) throw new Failure(`${problems.length} browser error(s):\n  ${problems.join("\n  ")}`);
+      closing = true;
+      console.log(`dashboard test: OK: ${opts.url}: without a key, the key prompt and ${dataAnswers.length} refused data requests; screenshot ${path}`);
+      return;
+    }
+    if (opts.key) {
+      await step("waiting for the key prompt", page.waitForSelector(prompt, { state: "visible", timeout: DATA_TIMEOUT_MS }), page);
+      keyGiven = true;
+      await page.fill('[data-testid="key-input"]', opts.key);
+      await page.click('[data-testid="key-submit"]');
+    }
 
     // Data, or the empty state.
     const chartState = await step(
@@ -197,6 +243,24 @@ async function main() {
         page,
       );
       described += `; ad ${opts.expectAd}: ${ad.bars} bars, ${ad.clicks.toLocaleString("en-US")} clicks`;
+    }
+
+    if (opts.onlyAds) {
+      const named = await page.evaluate(() => {
+        const ads = [...document.querySelectorAll('[data-testid="top-ads"] .keylink')].map((b) => b.dataset.key);
+        const chart = document.querySelector('[data-testid="clicks-chart"]')?.dataset.key || "";
+        const hidden = ["kpi-ingest", "kpi-duplicates"].every((id) => {
+          const el = document.querySelector(`[data-testid="${id}"]`);
+          return el && getComputedStyle(el).display === "none";
+        });
+        return { ads, chart, hidden };
+      });
+      const foreign = named.ads.filter((ad) => !opts.onlyAds.has(ad));
+      if (!named.ads.length) throw new Failure("the top table names no ad");
+      if (foreign.length) throw new Failure(`the top table shows ads not of this key: ${foreign.join(", ")}`);
+      if (named.chart.startsWith("ad:") && !opts.onlyAds.has(named.chart.slice(3))) throw new Failure(`the chart shows ${named.chart}`);
+      if (!named.hidden) throw new Failure("an advertiser key sees the operator's figures");
+      described += `; only this key's ads (${named.ads.length} in the top table)`;
     }
 
     // Refresh: the "last updated" stamp must advance within 5 s.

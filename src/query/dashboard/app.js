@@ -16,6 +16,8 @@
   const LATE_MINUTES = 5;
   const LATE_REFRESH_MS = 10000;
   const ID_PATTERN = /^[A-Za-z0-9._:-]{1,64}$/;
+  // The API key lives in this tab's session storage only.
+  const KEY_STORAGE = "tally.key";
   const PLURAL = { ad: "ads", campaign: "campaigns", advertiser: "advertisers" };
   const TYPE_LABEL = { ad: "Ad", campaign: "Campaign", advertiser: "Advertiser" };
 
@@ -42,6 +44,9 @@
     timer: null,
     running: false,
     again: false,
+    key: sessionStorage.getItem(KEY_STORAGE) || "",
+    scope: null, // GET /v1/key: what the key reads
+    locked: false, // waiting for a key: no polling
   };
 
   // ---------- formatting ----------
@@ -76,13 +81,18 @@
   // ---------- data ----------
 
   class ApiError extends Error {}
+  // The key is missing or refused (401): ask for one.
+  class KeyError extends Error {}
 
   async function getJSON(path) {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+    const headers = { Accept: "application/json" };
+    if (state.key) headers.Authorization = `Bearer ${state.key}`;
     try {
-      const res = await fetch(path, { signal: ctl.signal, cache: "no-store", headers: { Accept: "application/json" } });
+      const res = await fetch(path, { signal: ctl.signal, cache: "no-store", headers });
       const body = await res.json().catch(() => null);
+      if (res.status === 401) throw new KeyError(body && body.reason ? body.reason : "the key was refused");
       if (!res.ok) {
         const why = body && body.reason ? `${body.field}: ${body.reason}` : `HTTP ${res.status}`;
         throw new ApiError(`${path.split("?")[0]}: ${why}`);
@@ -147,10 +157,26 @@
       state.again = true;
       return;
     }
+    if (state.locked) return;
     state.running = true;
     const started = Date.now();
     try {
-      const [stats, top] = await Promise.all([getJSON("v1/stats"), getJSON("v1/top?window=1m&k=10")]);
+      if (!state.scope) {
+        state.scope = await getJSON("v1/key");
+        renderScope();
+      }
+      // An advertiser key reads no process figures (/v1/stats): its view
+      // takes freshness from the top answer.
+      const operator = !state.scope.advertiser;
+      const [read, top] = await Promise.all([operator ? getJSON("v1/stats") : Promise.resolve(null), getJSON("v1/top?window=1m&k=10")]);
+      const stats = read || {
+        now_ms: Date.now(),
+        committed_epoch: top.committed_epoch,
+        watermark: top.watermark,
+        watermark_lag_ms: top.watermark == null ? null : Math.max(0, Date.now() - top.watermark),
+        ingest: null,
+        job: null,
+      };
       recordIngest(stats);
       const topAd = top.ads && top.ads[0];
       if (state.selection.follow && topAd) state.selection = { type: "ad", id: topAd.key, follow: true };
@@ -180,10 +206,15 @@
       }
       render();
     } catch (err) {
+      if (err instanceof KeyError) {
+        askForKey(state.key ? `Key refused: ${err.message}` : "");
+        return;
+      }
       state.failure = err instanceof ApiError ? err.message : `network error (${err.message})`;
       renderHealth();
     } finally {
       state.running = false;
+      if (state.locked) return;
       if (state.again) {
         state.again = false;
         schedule(0);
@@ -191,6 +222,41 @@
         schedule(Math.max(0, REFRESH_MS - (Date.now() - started)));
       }
     }
+  }
+
+  // ---------- API key ----------
+
+  // Shows the key prompt (with why, if a key was refused) and stops
+  // polling until a key is given; the refused key is forgotten.
+  function askForKey(message) {
+    state.locked = true;
+    state.key = "";
+    state.scope = null;
+    sessionStorage.removeItem(KEY_STORAGE);
+    clearTimeout(state.timer);
+    $("page").hidden = true;
+    $("key-scope").hidden = true;
+    $("keygate").hidden = false;
+    setText("keygate-msg", message);
+    $("keygate-input").value = "";
+    $("keygate-input").focus();
+  }
+
+  function useKey(key) {
+    state.key = key.trim();
+    sessionStorage.setItem(KEY_STORAGE, state.key);
+    Object.assign(state, { scope: null, locked: false, stats: null, top: null, series: null, late: null, samples: [], rates: [] });
+    $("keygate").hidden = true;
+    $("page").hidden = false;
+    schedule(0);
+  }
+
+  function renderScope() {
+    const adv = state.scope && state.scope.advertiser;
+    document.body.dataset.view = adv ? "advertiser" : "operator";
+    const button = $("key-scope");
+    button.hidden = !state.scope || !state.scope.keys_required;
+    setText("key-scope", adv ? `Advertiser ${adv} · change key` : "Operator · change key");
   }
 
   // ---------- selection ----------
@@ -642,6 +708,11 @@
       select($("key-type").value, $("key-id").value);
     });
     $("key-top").addEventListener("click", followTop);
+    $("keygate-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      useKey($("keygate-input").value);
+    });
+    $("key-scope").addEventListener("click", () => askForKey(""));
     document.addEventListener("click", (ev) => {
       const btn = ev.target.closest(".keylink");
       if (btn) select(btn.dataset.type, btn.dataset.key);
