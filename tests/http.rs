@@ -50,7 +50,7 @@ fn start(data: &Path, command: &str) -> (Service, SocketAddr) {
 }
 
 fn request(http: &mut HttpClient, method: &str, path: &str) -> Reply {
-    http.raw(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap()
+    http.raw(format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap()
 }
 
 fn assert_refused(reply: &Reply, status: u16, field: &str, reason: &str) {
@@ -62,7 +62,7 @@ fn assert_refused(reply: &Reply, status: u16, field: &str, reason: &str) {
 /// (the client keeps only the status, the body and `Retry-After`).
 fn allow_header(addr: SocketAddr, method: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let head = answer.split("\r\n\r\n").next().unwrap_or("");

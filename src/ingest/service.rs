@@ -11,6 +11,7 @@ use super::config::{Auth, IngestConfig};
 use super::prefilter::PreFilter;
 use super::server::{openapi_route, router, ClickLog, Ingest};
 use crate::event::salt::UserSalt;
+use crate::http::{Hosts, Limits};
 use crate::telemetry::{metrics_route, tracked, Telemetry};
 
 /// The wall clock in unix milliseconds.
@@ -23,7 +24,8 @@ pub struct Service {
     pub ingest: Arc<Ingest>,
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    limits: Limits,
+    hosts: Hosts,
     summary: String,
     /// What `GET /metrics` serves: ingest's figures, and what else runs in
     /// this process ([`Service::with_telemetry`]).
@@ -50,7 +52,8 @@ impl Service {
         let summary = summary(config, addr);
         let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
         let telemetry = Telemetry::new().with_ingest(Arc::clone(&ingest.stats)).map_err(|e| format!("metrics: {e}"))?;
-        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary, telemetry: Arc::new(telemetry) })
+        let hosts = Hosts::listed(&config.allowed_hosts);
+        Ok(Service { ingest, listener, tls, limits: config.http, hosts, summary, telemetry: Arc::new(telemetry) })
     }
 
     /// Serves `telemetry` on `GET /metrics` (it must hold this service's
@@ -75,7 +78,7 @@ impl Service {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let routes = router(Arc::clone(&self.ingest)).merge(extra).merge(openapi_route(openapi));
         let app = tracked(routes.merge(metrics_route(Arc::clone(&self.telemetry))), &self.telemetry.http);
-        crate::http::serve(listener, app, self.tls, self.max_connections, shutdown).await
+        crate::http::serve(listener, app, self.tls, self.limits, self.hosts, shutdown).await
     }
 }
 
