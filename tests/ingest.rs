@@ -467,6 +467,8 @@ fn tls_serves_the_api_when_a_certificate_is_configured() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    // A private key others may read is refused.
+    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut config = signed_config();
     config.tls = Some(TlsFiles { cert: cert_path, key: key_path });
     let server = Server::start(config);
