@@ -59,7 +59,11 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Query parameters of a Redis URL that carry the password.
+const REDIS_PASSWORD_PARAMS: [&str; 2] = ["pass", "password"];
+
+/// `Debug` shows the URL as [`redacted_url`] does.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     pub url: String,
     /// `[redis] horizon`: how long after its last sighting a request id is
@@ -68,6 +72,39 @@ pub struct RedisConfig {
     /// ingest` takes the job default, `DEFAULT_DEDUP_HORIZON_MS`).
     pub horizon_ms: Option<u64>,
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("horizon_ms", &self.horizon_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// A Redis URL fit to print: the user and password before `@`
+/// (`redis://user:secret@host`) and a `pass`/`password` parameter (`redis+unix:///run/redis.sock?pass=secret`)
+/// become `***`.
+pub fn redacted_url(url: &str) -> String {
+    let (before_query, query) = url.split_once('?').map_or((url, None), |(before, query)| (before, Some(query)));
+    let (scheme, rest) = before_query.split_once("://").unwrap_or(("", before_query));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority.to_owned(), |(_, host)| format!("***@{host}"));
+    let mut shown = if before_query.contains("://") { format!("{scheme}://{host}{path}") } else { format!("{host}{path}") };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if REDIS_PASSWORD_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) => format!("{name}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        shown = format!("{shown}?{}", params.join("&"));
+    }
+    shown
 }
 
 impl RedisConfig {
@@ -405,6 +442,23 @@ mod tests {
             body_timeout: Duration::from_millis(500),
         };
         assert_eq!((config.http, config.allowed_hosts), (expected, vec!["tally.example.com".to_owned()]));
+    }
+
+    #[test]
+    fn redis_passwords_are_never_shown() {
+        let cases = [
+            ("redis://user:s3cret@db:6379/0", "redis://***@db:6379/0"),
+            ("redis://:s3cret@db", "redis://***@db"),
+            ("rediss://s3cret@db/?protocol=resp3", "rediss://***@db/?protocol=resp3"),
+            ("redis+unix:///run/redis.sock?db=1&pass=s3cret", "redis+unix:///run/redis.sock?db=1&pass=***"),
+            ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+            ("db:6379", "db:6379"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+        let config = parse("[redis]\nurl = \"redis://u:s3cret@db\"").unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 
     #[test]

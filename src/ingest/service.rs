@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use tokio_rustls::TlsAcceptor;
 
-use super::config::{Auth, IngestConfig};
+use super::config::{redacted_url, Auth, IngestConfig};
 use super::prefilter::PreFilter;
 use super::server::{openapi_route, router, ClickLog, Ingest};
 use crate::event::salt::UserSalt;
@@ -90,7 +90,7 @@ fn summary(config: &IngestConfig, addr: SocketAddr) -> String {
     };
     let redis = config.redis.as_ref().map_or(String::new(), |r| {
         let ttl = crate::config::format_duration(r.ttl_ms());
-        format!(", Redis pre-filter {} (a retry within {ttl} of its id's last sighting is answered without a write)", r.url)
+        format!(", Redis pre-filter {} (a retry within {ttl} of its id's last sighting is answered without a write)", redacted_url(&r.url))
     });
     format!("ingest: {scheme}://{addr}/v1/clicks and /v1/clicks/batch; {auth}{redis}")
 }
