@@ -12,13 +12,23 @@
 //! DIR/serving                   the name of the version the query API and export serve (absent: live)
 //! ```
 
+use std::fs::{DirBuilder, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::event::salt::UserSalt;
 
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "tally-data";
+
+/// Mode of a data directory tally creates: it holds the salt and every
+/// click, so only its owner may list or enter it.
+pub const DATA_DIR_MODE: u32 = 0o700;
+
+/// Mode of the salt file: whoever reads it can reverse user hashes by
+/// trying likely ids.
+pub const SALT_FILE_MODE: u32 = 0o600;
 
 /// Paths inside a data directory.
 #[derive(Clone, Debug)]
@@ -29,6 +39,18 @@ pub struct DataDir {
 impl DataDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         DataDir { root: root.into() }
+    }
+
+    /// Creates the directory with [`DATA_DIR_MODE`] (its parents as usual)
+    /// unless it exists; an existing one is left as it is.
+    pub fn create(&self) -> std::io::Result<()> {
+        if let Some(parent) = self.root.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        match DirBuilder::new().mode(DATA_DIR_MODE).create(&self.root) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.root.is_dir() => Ok(()),
+            created => created,
+        }
     }
 
     pub fn log(&self) -> PathBuf {
@@ -53,7 +75,7 @@ impl DataDir {
     /// first time. Raw user ids never reach the log; without the salt, their
     /// hashes cannot be reversed by trying likely ids.
     pub fn salt(&self) -> std::io::Result<UserSalt> {
-        std::fs::create_dir_all(&self.root)?;
+        self.create()?;
         let path = self.root.join("salt");
         let mut bytes = [0u8; 16];
         match std::fs::File::open(&path) {
@@ -79,7 +101,7 @@ impl DataDir {
 /// created meanwhile (every user hash depends on it).
 fn publish_new(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     let temporary = dir.join(format!("salt.tmp.{}.{:?}", std::process::id(), std::thread::current().id()));
-    let mut file = std::fs::File::create(&temporary)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(SALT_FILE_MODE).open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     let linked = match std::fs::hard_link(&temporary, path) {
@@ -112,5 +134,7 @@ mod tests {
         let files: Vec<_> = std::fs::read_dir(&data_dir.root).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(files, ["salt"], "no temporary file is left");
         assert_eq!(std::fs::read(data_dir.root.join("salt")).unwrap().len(), 16);
+        let mode = |path: &Path| std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions()) & 0o777;
+        assert_eq!((mode(&data_dir.root), mode(&data_dir.root.join("salt"))), (DATA_DIR_MODE, SALT_FILE_MODE));
     }
 }

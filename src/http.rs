@@ -1,45 +1,102 @@
-//! Serving an axum router over HTTP/1.1, plain or TLS (rustls), with a
-//! bound on open connections and a graceful stop.
+//! Serving an axum router over HTTP/1.1, plain or TLS (rustls), with
+//! bounds on connections and on the time each step may take, and a
+//! graceful stop.
 //!
-//! Every listener of tally goes through [`serve`]: connections beyond
-//! `max_connections` wait in the kernel's accept queue instead of taking
-//! memory; on shutdown the listener closes, open connections finish the
-//! request in flight (an acknowledgement that was being made durable is
-//! still sent) and then close.
+//! Every listener of tally goes through [`serve`], with its [`Limits`]:
+//! connections beyond `max_connections` wait in the kernel's accept queue
+//! instead of taking memory; one client address holds at most
+//! `max_connections_per_address` (more are closed as they are accepted,
+//! [`addresses`]); a connection that sends no complete request head within
+//! `header_timeout`, keeps quiet between requests for `idle_timeout`, or
+//! does not send a request body in full within `body_timeout` is cut
+//! ([`clock`]). On shutdown the listener closes, open connections finish
+//! the request in flight (an acknowledgement that was being made durable
+//! is still sent) and then close.
 //!
+//! Every answer carries the security headers, and a request naming a host
+//! this server does not answer to is refused with 421 ([`hosts`]).
 //! Routing's own refusals (a path no route has: 404; a method its route
 //! does not take: 405, with `Allow`) are answered in the same
 //! `{"field","reason"}` form as every other refusal of tally, so a client
 //! reads one error shape whatever refused it ([`with_json_refusals`]).
 
+pub mod addresses;
+pub mod clock;
+pub mod hosts;
+
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 
+use self::addresses::Addresses;
+use self::clock::{Answered, Clock, Deadline, Watched};
+pub use self::hosts::Hosts;
+
 /// How long a stopping server waits for open connections to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Longest a TLS handshake may take; a client slower than this is cut.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most characters of a request's path quoted back in a refusal: the path
 /// is the caller's choice.
 pub const SHOWN_PATH_CHARS_MAX: usize = 200;
+
+/// What one listener allows its clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Connections one client address (an IPv6 /64) holds at once; more
+    /// are closed as they are accepted.
+    pub max_connections_per_address: usize,
+    /// From the connect (TLS handshake included), or from the first byte
+    /// of a later request, until its head is in.
+    pub header_timeout: Duration,
+    /// Between an answer and the first byte of the next request.
+    pub idle_timeout: Duration,
+    /// From a request's head until its body is in.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+        }
+    }
+}
 
 /// A TLS acceptor from PEM files: the certificate chain and its private key.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
@@ -49,6 +106,7 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     if certs.is_empty() {
         return Err(format!("tls.cert {}: no certificate in the file", cert.display()));
     }
+    check_key_mode(key)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
@@ -58,17 +116,32 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets open
-/// connections finish (up to [`SHUTDOWN_GRACE`]).
+/// Refuses a private key that users other than its owner may read.
+fn check_key_mode(key: &Path) -> Result<(), String> {
+    let mode = std::fs::metadata(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "tls.key {path}: mode {mode:04o} lets other users read the private key; run chmod 600 {path}",
+            path = key.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Serves `router` on `listener` within `limits`, to requests naming one
+/// of `hosts`, until `shutdown` resolves; then lets open connections
+/// finish (up to [`SHUTDOWN_GRACE`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    limits: Limits,
+    hosts: Hosts,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let router = with_json_refusals(router);
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let service = TowerToHyperService::new(with_json_refusals(router));
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let addresses = Addresses::new(limits.max_connections_per_address);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -87,17 +160,23 @@ pub async fn serve(
                 }
             },
         };
+        // Over its address's cap: dropped, so closed at once, and the
+        // permit is free again.
+        let Some(slot) = addresses.admit(peer.ip()) else { continue };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let clock = Clock::new(limits.header_timeout, limits.idle_timeout);
+        let io = Watched::new(stream, Arc::clone(&clock));
+        let answer =
+            Answer { service: service.clone(), clock: Arc::clone(&clock), hosts: hosts.clone(), body_timeout: limits.body_timeout, peer };
         let tls = tls.clone();
         let stop = stop_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             match tls {
-                None => connection(TokioIo::new(stream), router, peer, stop).await,
+                None => connection(TokioIo::new(io), answer, clock, stop).await,
                 Some(acceptor) => {
-                    if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                        connection(TokioIo::new(stream), router, peer, stop).await;
+                    if let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                        connection(TokioIo::new(stream), answer, clock, stop).await;
                     }
                 }
             }
@@ -105,8 +184,52 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max_connections as u32)).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(limits.max_connections as u32)).await;
     Ok(())
+}
+
+/// Serves one connection until it closes, the server stops, or its
+/// [`Clock`] runs out (then it is closed at once: no request is being
+/// answered).
+async fn connection<I>(io: I, answer: Answer, clock: Arc<Clock>, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| answer.clone().call(request));
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
+    tokio::pin!(conn);
+    loop {
+        let deadline = clock.deadline();
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            () = clock.changed() => {}
+            () = expired => {
+                if clock.deadline() == deadline {
+                    return;
+                }
+            }
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// What answers each request of a connection.
+#[derive(Clone)]
+struct Answer {
+    service: TowerToHyperService<Router>,
+    clock: Arc<Clock>,
+    hosts: Hosts,
+    body_timeout: Duration,
+    /// Where the connection comes from, given to every request as [`PeerAddr`].
+    peer: SocketAddr,
 }
 
 /// The address a request came from, in every request's extensions: what
@@ -114,22 +237,30 @@ pub async fn serve(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
-async fn connection<I>(io: I, router: Router, peer: SocketAddr, mut stop: watch::Receiver<bool>)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let router = router.map_request(move |mut request: Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(PeerAddr(peer));
-        request
-    });
-    let service = TowerToHyperService::new(router);
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stop.wait_for(|stopped| *stopped) => conn.as_mut().graceful_shutdown(),
+impl Answer {
+    /// The router's answer, or 421 for a host this server does not answer
+    /// to; with the security headers, and the request counted as being
+    /// answered until its answer is written. The body must arrive within
+    /// the body timeout.
+    async fn call(self, mut request: hyper::Request<Incoming>) -> Result<Response, Infallible> {
+        request.extensions_mut().insert(PeerAddr(self.peer));
+        let answering = self.clock.request();
+        let mut response = match self.hosts.refusal(request.headers()) {
+            Some(reason) => misdirected(reason),
+            None => {
+                let request = request.map(|body| Deadline::new(body, self.body_timeout));
+                let Ok(response) = hyper::service::Service::call(&self.service, request).await;
+                response
+            }
+        };
+        hosts::add_security_headers(response.headers_mut());
+        Ok(response.map(|body| Body::new(Answered::new(body, answering))))
     }
-    let _ = conn.await;
+}
+
+fn misdirected(reason: String) -> Response {
+    let body = axum::Json(serde_json::json!({ "field": "Host", "reason": reason }));
+    (StatusCode::MISDIRECTED_REQUEST, body).into_response()
 }
 
 /// `router` with routing's own 404 and 405 answered as

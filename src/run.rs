@@ -992,7 +992,13 @@ fn sink(job: &Job, options: &RunOptions, settings: RunSettings, catalog: Option<
             let given = options.store.as_ref().and_then(|shared| shared.lock().unwrap_or_else(|e| e.into_inner()).take());
             let mut store = match given {
                 Some(store) => store,
-                None => EmbeddedStore::open(&options.data_dir.store())?,
+                None => {
+                    options
+                        .data_dir
+                        .create()
+                        .map_err(|source| crate::store::StoreError::Io { path: options.data_dir.root.clone(), source })?;
+                    EmbeddedStore::open(&options.data_dir.store())?
+                }
             };
             let swept = store.sweep(now_ms().saturating_sub(job.rows_retention_ms))?;
             if swept > 0 {

@@ -422,6 +422,7 @@ fn on_kafka(job: &Job, kafka: Option<&KafkaTarget>) -> Result<Job, String> {
 
 fn open_log(data_dir: &DataDir, partitions: u32, retention_ms: u64) -> Result<Arc<Log>, UpError> {
     let options = LogOptions { retention_ms, ..LogOptions::default() };
+    data_dir.create().map_err(|e| format!("{}: {e}", data_dir.root.display()))?;
     let log = Log::open(&data_dir.log(), partitions, options).map_err(|e| UpError { message: e.to_string(), code: e.exit_code() })?;
     for tail in &log.recovery().truncated {
         tracing::warn!("log recovery: {tail}");

@@ -1639,7 +1639,8 @@ mod up {
             let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
             let addr = listener.local_addr().unwrap();
             let router = tally::query::router(Arc::clone(&state));
-            runtime.spawn(tally::http::serve(listener, router, None, 64, std::future::pending()));
+            let limits = tally::http::Limits { max_connections: 64, ..Default::default() };
+            runtime.spawn(tally::http::serve(listener, router, None, limits, tally::http::Hosts::listed(&[]), std::future::pending()));
             Query { runtime: Some(runtime), state, addr }
         }
     }

@@ -6,51 +6,17 @@
 //! does.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
 
 use tally::ingest::client::{HttpClient, Reply};
 
-const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+#[path = "common/service.rs"]
+mod service;
 
-/// A `tally` service, killed when dropped so a failing test leaves nothing
-/// running.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `tally --data-dir DATA COMMAND --no-auth --addr ADDR` and waits
-/// until it listens.
-fn start(data: &Path, command: &str) -> (Service, SocketAddr) {
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let child = Command::new(TALLY)
-        .arg("--data-dir")
-        .arg(data)
-        .args([command, "--no-auth", "--addr", &addr.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tally");
-    let mut service = Service(child);
-    let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(service.0.try_wait().unwrap().is_none(), "tally {command} exited before listening");
-        assert!(started.elapsed() < Duration::from_secs(30), "tally {command} did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (service, addr)
-}
+use service::start;
 
 fn request(http: &mut HttpClient, method: &str, path: &str) -> Reply {
-    http.raw(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap()
+    http.raw(format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap()
 }
 
 fn assert_refused(reply: &Reply, status: u16, field: &str, reason: &str) {
@@ -62,7 +28,7 @@ fn assert_refused(reply: &Reply, status: u16, field: &str, reason: &str) {
 /// (the client keeps only the status, the body and `Retry-After`).
 fn allow_header(addr: SocketAddr, method: &str, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
     let head = answer.split("\r\n\r\n").next().unwrap_or("");
@@ -85,14 +51,14 @@ fn assert_404_and_405_are_json(addr: SocketAddr, get_route: &str) {
 #[test]
 fn up_answers_unknown_paths_and_methods_with_field_and_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let (_up, addr) = start(&dir.path().join("data"), "up");
+    let (_up, addr) = start(&dir.path().join("data"), "up", &[], None);
     assert_404_and_405_are_json(addr, "/v1/top");
 }
 
 #[test]
 fn ingest_answers_unknown_paths_and_methods_with_field_and_reason_and_health() {
     let dir = tempfile::tempdir().unwrap();
-    let (_ingest, addr) = start(&dir.path().join("data"), "ingest");
+    let (_ingest, addr) = start(&dir.path().join("data"), "ingest", &[], None);
     assert_404_and_405_are_json(addr, "/healthz");
     let mut http = HttpClient::new(addr, None);
     let healthz = http.get("/healthz").unwrap();

@@ -227,7 +227,7 @@ fn wrong_content_types_get_415() {
     let body = click_json("ad-1", now_ms(), "u", 1);
     refused(&client.post("/v1/clicks", "text/plain", body.as_bytes()).unwrap(), 415, "Content-Type", "expected application/json");
     refused(&client.post("/v1/clicks", NDJSON, body.as_bytes()).unwrap(), 415, "Content-Type", "\"application/x-ndjson\" is not accepted");
-    let request = format!("POST /v1/clicks/batch HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let request = format!("POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     refused(&client.raw(request.as_bytes()).unwrap(), 415, "Content-Type", "missing");
     assert_eq!(server.logged(), vec![]);
 }
@@ -244,7 +244,7 @@ fn bodies_and_batches_over_the_limits_get_413() {
     refused(&client.post("/v1/clicks/batch", NDJSON, many.join("\n").as_bytes()).unwrap(), 413, "body", "max_batch_clicks is 100");
     // A chunked body without a length is cut off at the limit too.
     let chunk = "x".repeat(40 * 1024);
-    let request = format!("POST /v1/clicks/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len(), chunk.len());
+    let request = format!("POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len(), chunk.len());
     let mut raw = server.client(false);
     refused(&raw.raw(request.as_bytes()).unwrap(), 413, "body", "more bytes");
     assert_eq!(server.logged(), vec![]);
@@ -261,7 +261,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// as sent when `signed`.
 fn post_encoded(server: &Server, encoding: &str, body: &[u8], signed: bool) -> Reply {
     let mut head = format!(
-        "POST /v1/clicks/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n",
+        "POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: {NDJSON}\r\nContent-Encoding: {encoding}\r\nContent-Length: {}\r\n",
         body.len()
     );
     if signed {
@@ -285,7 +285,7 @@ fn gzip_bodies_are_decoded_and_signed_as_sent() {
     let ts = now_ms().to_string();
     let over_plain = tally::ingest::auth::sign(&Secret::new(SECRET), &ts, ndjson.as_bytes());
     let head = format!(
-        "POST /v1/clicks/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {NDJSON}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {over_plain}\r\n\r\n",
+        "POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: {NDJSON}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {over_plain}\r\n\r\n",
         compressed.len()
     );
     let reply = server.client(false).raw(&[head.into_bytes(), compressed].concat()).unwrap();
@@ -330,7 +330,7 @@ fn missing_or_wrong_signatures_get_401_naming_the_header() {
     let signature = tally::ingest::auth::sign(&Secret::new(SECRET), &stale, body.as_bytes());
     let request = |ts: &str, sig: &str, body: &str| {
         format!(
-            "POST /v1/clicks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {sig}\r\n\r\n{body}",
+            "POST /v1/clicks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {sig}\r\n\r\n{body}",
             body.len()
         )
     };
@@ -428,7 +428,7 @@ fn openapi_document_matches_the_api() {
     routes.sort();
     assert_eq!(documented, routes);
     for (method, path) in &routes {
-        let reply = client.raw(format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap();
+        let reply = client.raw(format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").as_bytes()).unwrap();
         assert!(![404, 405].contains(&reply.status), "{method} {path}: {}", reply.status);
     }
     assert_eq!(client.get("/v1/undocumented").unwrap().status, 404);
@@ -467,6 +467,8 @@ fn tls_serves_the_api_when_a_certificate_is_configured() {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    // A private key others may read is refused.
+    std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut config = signed_config();
     config.tls = Some(TlsFiles { cert: cert_path, key: key_path });
     let server = Server::start(config);

@@ -191,8 +191,9 @@ impl Server {
         let config = work.path().join("ingest.toml");
         let text = format!(
             "# Written by bench/ingest.rs: the per-client rate limit lifted (all bench\n\
-             # connections are one anonymous client), room for every connection.\n\
-             max_inflight_requests = {max_inflight}\n\n[rate_limit]\nclicks_per_s = {LIFTED_RATE}\nburst_clicks = {LIFTED_RATE}\n"
+             # connections are one anonymous client from one address), room for every connection.\n\
+             max_inflight_requests = {max_inflight}\nmax_connections_per_address = {per_address}\n\n[rate_limit]\nclicks_per_s = {LIFTED_RATE}\nburst_clicks = {LIFTED_RATE}\n",
+            per_address = tally::http::DEFAULT_MAX_CONNECTIONS
         );
         std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
         let mut command = Command::new(bin);

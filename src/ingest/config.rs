@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Value;
 
@@ -18,12 +19,12 @@ use crate::config::{format_duration, parse_table, read_text, ConfigError};
 use crate::dataflow::dedup::{DEFAULT_DEDUP_HORIZON_MS, MAX_DEDUP_HORIZON_MS};
 use crate::event::salt::UserSalt;
 use crate::event::validate::check_key;
+use crate::http::{Limits, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS};
 
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_PARTITIONS: u32 = 8;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
 pub const DEFAULT_MAX_BATCH_CLICKS: usize = 10_000;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 256;
 pub const DEFAULT_TIMESTAMP_PAST_MS: u64 = 7 * 86_400_000;
 pub const DEFAULT_TIMESTAMP_FUTURE_MS: u64 = 5 * 60_000;
@@ -36,6 +37,11 @@ pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 20;
 const MAX_BODY_BYTES_LIMIT: u64 = 256 << 20;
 const MAX_BATCH_CLICKS_LIMIT: u64 = 1_000_000;
 const MAX_CONNECTIONS_LIMIT: u64 = 100_000;
+/// Upper bound of the timeout keys: a connection may wait an hour, no more.
+const MAX_HTTP_TIMEOUT_MS: u64 = 3_600_000;
+/// Most names in `allowed_hosts`, and their longest (a DNS name's limit).
+const MAX_ALLOWED_HOSTS: usize = 256;
+const MAX_HOST_NAME_BYTES: usize = 253;
 
 /// How requests are authenticated.
 #[derive(Clone, Debug)]
@@ -53,7 +59,11 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Query parameters of a Redis URL that carry the password.
+const REDIS_PASSWORD_PARAMS: [&str; 2] = ["pass", "password"];
+
+/// `Debug` shows the URL as [`redacted_url`] does.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
     pub url: String,
     /// `[redis] horizon`: how long after its last sighting a request id is
@@ -62,6 +72,39 @@ pub struct RedisConfig {
     /// ingest` takes the job default, `DEFAULT_DEDUP_HORIZON_MS`).
     pub horizon_ms: Option<u64>,
     pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("horizon_ms", &self.horizon_ms)
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// A Redis URL fit to print: the user and password before `@`
+/// (`redis://user:secret@host`) and a `pass`/`password` parameter (`redis+unix:///run/redis.sock?pass=secret`)
+/// become `***`.
+pub fn redacted_url(url: &str) -> String {
+    let (before_query, query) = url.split_once('?').map_or((url, None), |(before, query)| (before, Some(query)));
+    let (scheme, rest) = before_query.split_once("://").unwrap_or(("", before_query));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority.to_owned(), |(_, host)| format!("***@{host}"));
+    let mut shown = if before_query.contains("://") { format!("{scheme}://{host}{path}") } else { format!("{host}{path}") };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if REDIS_PASSWORD_PARAMS.iter().any(|p| name.eq_ignore_ascii_case(p)) => format!("{name}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        shown = format!("{shown}?{}", params.join("&"));
+    }
+    shown
 }
 
 impl RedisConfig {
@@ -78,7 +121,11 @@ pub struct IngestConfig {
     /// Partitions of the log when it is created.
     pub partitions: u32,
     pub max_body_bytes: usize,
-    pub max_connections: usize,
+    /// Connections and how long each step of one may take.
+    pub http: Limits,
+    /// Names besides IP literals and `localhost` that requests may give as
+    /// their `Host`.
+    pub allowed_hosts: Vec<String>,
     pub max_inflight_requests: usize,
     pub limits: DecodeLimits,
     pub auth: Auth,
@@ -128,7 +175,11 @@ fn read(table: toml::Table, base: &Path) -> Result<IngestConfig, KeyError> {
     let partitions = bounded(&mut root, "partitions", DEFAULT_PARTITIONS.into(), crate::log::MAX_PARTITIONS.into())? as u32;
     let max_body_bytes = bounded(&mut root, "max_body_bytes", DEFAULT_MAX_BODY_BYTES as u64, MAX_BODY_BYTES_LIMIT)? as usize;
     let max_batch_clicks = bounded(&mut root, "max_batch_clicks", DEFAULT_MAX_BATCH_CLICKS as u64, MAX_BATCH_CLICKS_LIMIT)? as usize;
-    let max_connections = bounded(&mut root, "max_connections", DEFAULT_MAX_CONNECTIONS as u64, MAX_CONNECTIONS_LIMIT)? as usize;
+    let http = http_limits(&mut root)?;
+    let allowed_hosts = root.array("allowed_hosts", host_name)?.unwrap_or_default();
+    if allowed_hosts.len() > MAX_ALLOWED_HOSTS {
+        return Err(root.error("allowed_hosts", format!("{} names, at most {MAX_ALLOWED_HOSTS}", allowed_hosts.len())));
+    }
     let max_inflight_requests =
         bounded(&mut root, "max_inflight_requests", DEFAULT_MAX_INFLIGHT_REQUESTS as u64, MAX_CONNECTIONS_LIMIT)? as usize;
     let past_ms = duration(&mut root, "timestamp_past", DEFAULT_TIMESTAMP_PAST_MS)?;
@@ -151,7 +202,8 @@ fn read(table: toml::Table, base: &Path) -> Result<IngestConfig, KeyError> {
         addr,
         partitions,
         max_body_bytes,
-        max_connections,
+        http,
+        allowed_hosts,
         max_inflight_requests,
         limits,
         auth,
@@ -170,6 +222,43 @@ fn bounded(section: &mut Section, key: &str, default: u64, max: u64) -> Result<u
         Some(n) if n >= 1 && (n as u64) <= max => Ok(n as u64),
         Some(n) => Err(section.error(key, format!("{n} is out of range 1..={max}"))),
     }
+}
+
+/// `max_connections`, `max_connections_per_address` and the timeouts of a
+/// connection.
+fn http_limits(root: &mut Section) -> Result<Limits, KeyError> {
+    let max_connections = bounded(root, "max_connections", DEFAULT_MAX_CONNECTIONS as u64, MAX_CONNECTIONS_LIMIT)? as usize;
+    let max_connections_per_address =
+        bounded(root, "max_connections_per_address", DEFAULT_MAX_CONNECTIONS_PER_ADDRESS as u64, MAX_CONNECTIONS_LIMIT)? as usize;
+    let defaults = Limits::default();
+    let timeout = |root: &mut Section, key: &str, default: Duration| -> Result<Duration, KeyError> {
+        let ms = duration(root, key, default.as_millis() as u64)?;
+        if ms == 0 || ms > MAX_HTTP_TIMEOUT_MS {
+            let reason = format!("{} is out of range 1ms..={}", format_duration(ms), format_duration(MAX_HTTP_TIMEOUT_MS));
+            return Err(root.error(key, reason));
+        }
+        Ok(Duration::from_millis(ms))
+    };
+    Ok(Limits {
+        max_connections,
+        max_connections_per_address,
+        header_timeout: timeout(root, "header_timeout", defaults.header_timeout)?,
+        idle_timeout: timeout(root, "idle_timeout", defaults.idle_timeout)?,
+        body_timeout: timeout(root, "body_timeout", defaults.body_timeout)?,
+    })
+}
+
+/// One `allowed_hosts` entry: a DNS name, without port.
+fn host_name(value: &Value, position: usize) -> Result<String, String> {
+    let Value::String(name) = value else {
+        return Err(format!("entry {position}: expected a string, found {}", value.type_str()));
+    };
+    let valid =
+        !name.is_empty() && name.len() <= MAX_HOST_NAME_BYTES && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !valid {
+        return Err(format!("entry {position}: {name:?} is not a host name (letters, digits, '-' and '.', without a port)"));
+    }
+    Ok(name.to_ascii_lowercase())
 }
 
 fn duration(section: &mut Section, key: &str, default_ms: u64) -> Result<u64, KeyError> {
@@ -332,6 +421,47 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_and_allowed_hosts_are_read() {
+        assert_eq!(IngestConfig::defaults().http, Limits::default());
+        let config = parse(
+            r#"
+            max_connections = 10
+            max_connections_per_address = 2
+            header_timeout = "2s"
+            idle_timeout = "5s"
+            body_timeout = "500ms"
+            allowed_hosts = ["Tally.Example.com"]
+            "#,
+        )
+        .unwrap();
+        let expected = Limits {
+            max_connections: 10,
+            max_connections_per_address: 2,
+            header_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_millis(500),
+        };
+        assert_eq!((config.http, config.allowed_hosts), (expected, vec!["tally.example.com".to_owned()]));
+    }
+
+    #[test]
+    fn redis_passwords_are_never_shown() {
+        let cases = [
+            ("redis://user:s3cret@db:6379/0", "redis://***@db:6379/0"),
+            ("redis://:s3cret@db", "redis://***@db"),
+            ("rediss://s3cret@db/?protocol=resp3", "rediss://***@db/?protocol=resp3"),
+            ("redis+unix:///run/redis.sock?db=1&pass=s3cret", "redis+unix:///run/redis.sock?db=1&pass=***"),
+            ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+            ("db:6379", "db:6379"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+        let config = parse("[redis]\nurl = \"redis://u:s3cret@db\"").unwrap();
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
     fn bad_keys_are_named() {
         let cases = [
             ("addr = \"nowhere\"", "addr: \"nowhere\" is not host:port"),
@@ -346,6 +476,11 @@ mod tests {
             ("salt = \"xyz\"", "salt: expected 32 hex digits"),
             ("[redis]\nurl = \"redis://x\"\nhorizon = \"8d\"", "redis.horizon: 8d is longer than any job's dedup horizon (at most 7d)"),
             ("[redis]\nurl = \"redis://x\"\nhorizon = 0", "redis.horizon: must be positive"),
+            ("header_timeout = \"0s\"", "header_timeout: 0ms is out of range 1ms..=1h"),
+            ("idle_timeout = \"2h\"", "idle_timeout: 2h is out of range 1ms..=1h"),
+            ("max_connections_per_address = 0", "max_connections_per_address: 0 is out of range"),
+            ("allowed_hosts = [\"tally.example:8080\"]", "allowed_hosts: entry 1: \"tally.example:8080\" is not a host name"),
+            ("allowed_hosts = [1]", "allowed_hosts: entry 1: expected a string"),
         ];
         for (text, expected) in cases {
             let error = parse(text).unwrap_err();

@@ -122,7 +122,7 @@ impl PreFilter {
     /// dedup horizon, see the module docs); connects lazily, so a Redis
     /// that is down at start only means no filtering until it is up.
     pub fn new(url: &str, ttl_ms: u64, timeout: Duration) -> Result<PreFilter, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis url {url:?}: {e}"))?;
+        let client = redis::Client::open(url).map_err(|e| format!("redis url {:?}: {e}", super::config::redacted_url(url)))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))

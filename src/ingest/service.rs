@@ -7,10 +7,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use tokio_rustls::TlsAcceptor;
 
-use super::config::{Auth, IngestConfig};
+use super::config::{redacted_url, Auth, IngestConfig};
 use super::prefilter::PreFilter;
 use super::server::{openapi_route, router, ClickLog, Ingest};
 use crate::event::salt::UserSalt;
+use crate::http::{Hosts, Limits};
 use crate::telemetry::{metrics_route, tracked, Telemetry};
 
 /// The wall clock in unix milliseconds.
@@ -23,7 +24,8 @@ pub struct Service {
     pub ingest: Arc<Ingest>,
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
+    limits: Limits,
+    hosts: Hosts,
     summary: String,
     /// What `GET /metrics` serves: ingest's figures, and what else runs in
     /// this process ([`Service::with_telemetry`]).
@@ -50,7 +52,8 @@ impl Service {
         let summary = summary(config, addr);
         let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
         let telemetry = Telemetry::new().with_ingest(Arc::clone(&ingest.stats)).map_err(|e| format!("metrics: {e}"))?;
-        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary, telemetry: Arc::new(telemetry) })
+        let hosts = Hosts::listed(&config.allowed_hosts);
+        Ok(Service { ingest, listener, tls, limits: config.http, hosts, summary, telemetry: Arc::new(telemetry) })
     }
 
     /// Serves `telemetry` on `GET /metrics` (it must hold this service's
@@ -75,7 +78,7 @@ impl Service {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let routes = router(Arc::clone(&self.ingest)).merge(extra).merge(openapi_route(openapi));
         let app = tracked(routes.merge(metrics_route(Arc::clone(&self.telemetry))), &self.telemetry.http);
-        crate::http::serve(listener, app, self.tls, self.max_connections, shutdown).await
+        crate::http::serve(listener, app, self.tls, self.limits, self.hosts, shutdown).await
     }
 }
 
@@ -87,7 +90,7 @@ fn summary(config: &IngestConfig, addr: SocketAddr) -> String {
     };
     let redis = config.redis.as_ref().map_or(String::new(), |r| {
         let ttl = crate::config::format_duration(r.ttl_ms());
-        format!(", Redis pre-filter {} (a retry within {ttl} of its id's last sighting is answered without a write)", r.url)
+        format!(", Redis pre-filter {} (a retry within {ttl} of its id's last sighting is answered without a write)", redacted_url(&r.url))
     });
     format!("ingest: {scheme}://{addr}/v1/clicks and /v1/clicks/batch; {auth}{redis}")
 }

@@ -125,7 +125,8 @@ pub fn serve_metrics(addr: std::net::SocketAddr, telemetry: Arc<Telemetry>) -> R
             runtime.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                 let app = tracked(metrics_route(Arc::clone(&telemetry)), &telemetry.http);
-                let _ = crate::http::serve(listener, app, None, METRICS_MAX_CONNECTIONS, std::future::pending()).await;
+                let limits = crate::http::Limits { max_connections: METRICS_MAX_CONNECTIONS, ..Default::default() };
+                let _ = crate::http::serve(listener, app, None, limits, crate::http::Hosts::Any, std::future::pending()).await;
             })
         })
         .map_err(|e| format!("metrics thread: {e}"))?;

@@ -625,7 +625,7 @@
           `<td class="num rank">${i + 1}</td>` +
           `<td><button type="button" class="keylink" data-type="${type}" data-key="${esc(e.key)}" title="Chart ${esc(e.key)}">${esc(e.key)}</button></td>` +
           `<td class="num"><div class="cell-bar" title="${num(e.clicks)} clicks${share}">` +
-          `<span class="cell-bar__fill" style="width:${((100 * e.clicks) / max).toFixed(1)}%"></span>` +
+          `<span class="cell-bar__fill" data-fill="${((100 * e.clicks) / max).toFixed(1)}"></span>` +
           `<span class="cell-bar__val">${num(e.clicks)}</span></div></td>` +
           `<td class="num">${num(e.distinct_users)}</td>` +
           `<td><span class="badge badge--${esc(e.status)}" title="${esc(versionText(e))}">${esc(e.status)}</span></td>` +
@@ -635,11 +635,18 @@
       .join("");
   }
 
+  // Bar widths are set from script: the page's CSP allows no inline style.
+  function fillBars(table) {
+    for (const bar of table.querySelectorAll(".cell-bar__fill")) bar.style.width = `${bar.dataset.fill}%`;
+  }
+
   function renderTop() {
     const { top } = state;
     if (!top) return;
     $("top-ads").innerHTML = topRows(top.ads, "ad", top.total_clicks);
     $("top-campaigns").innerHTML = topRows(top.campaigns, "campaign", top.total_clicks);
+    fillBars($("top-ads"));
+    fillBars($("top-campaigns"));
     const meta =
       top.window_start == null
         ? "Latest 1-minute window · nothing committed yet"
