@@ -207,6 +207,9 @@ impl ReplayGuard {
             }
             Err(_) => 0,
         };
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
         write_file(&marker, now_ms.to_string().as_bytes()).map_err(|e| format!("{}: {e}", marker.display()))?;
         let _ = self.persisted.set(Persisted { path: path.to_owned(), unclean_start_ms: found.is_err().then_some(now_ms) });
         Ok(match found {
