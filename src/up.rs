@@ -143,6 +143,13 @@ pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTar
     let service = Service::bind(config, log, salt(config, data_dir)?)?;
     tracing::info!("{}", service.summary());
     tracing::info!("{described}");
+    tracing::info!("{}", service.restore_replay_guard(&data_dir.root.join(crate::ingest::replay::STATE_FILE))?);
+    if kafka.is_some() && matches!(config.auth, crate::ingest::config::Auth::Signed(_)) && config.redis.is_none() {
+        tracing::warn!(
+            "ingest: the replay guard is this process's alone (no [redis]): a signed request replayed to another ingest \
+             process of the topic is not caught; configure [redis] for several ingest processes"
+        );
+    }
     let health = crate::ingest::server::health_router(Arc::clone(&service.ingest));
     Ok(serve(service, health, OPENAPI_JSON.to_owned())?)
 }
@@ -212,6 +219,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         ..RunOptions::default()
     };
     tracing::info!("{}", service.summary());
+    tracing::info!("{}", service.restore_replay_guard(&data_dir.root.join(crate::ingest::replay::STATE_FILE))?);
     tracing::info!("{}", crate::run::describe(job, &run_options));
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");

@@ -75,7 +75,20 @@ impl Service {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let routes = router(Arc::clone(&self.ingest)).merge(extra).merge(openapi_route(openapi));
         let app = tracked(routes.merge(metrics_route(Arc::clone(&self.telemetry))), &self.telemetry.http);
-        crate::http::serve(listener, app, self.tls, self.max_connections, shutdown).await
+        crate::http::serve(listener, app, self.tls, self.max_connections, shutdown).await?;
+        // A clean stop: keep the replay guard for the next start. If this
+        // fails, the next start treats this stop as unclean.
+        match self.ingest.replay_guard().persist(self.ingest.now_ms()) {
+            Ok(kept) => tracing::info!("replay guard: {kept} signatures kept for the next start"),
+            Err(e) => tracing::warn!("replay guard not kept: {e}; the next start refuses requests signed before it for one replay window"),
+        }
+        Ok(())
+    }
+
+    /// Restores the replay guard kept at `path` by the last clean stop (see
+    /// [`super::replay`]) and says what it found.
+    pub fn restore_replay_guard(&self, path: &std::path::Path) -> Result<String, String> {
+        self.ingest.replay_guard().restore(path, self.ingest.now_ms()).map_err(|e| format!("replay guard: {e}"))
     }
 }
 
