@@ -109,15 +109,18 @@ impl HttpClient {
     }
 
     /// Posts `body` until the server acknowledges it (202), it is refused
-    /// for good (another 4xx), or `attempts` run out. Connection errors, 429
-    /// and 5xx are retried after a capped back-off (or the `Retry-After`),
-    /// each attempt signed anew.
+    /// for good (another 4xx), or `attempts` run out. Connection errors, 429,
+    /// 5xx and a 401 for the signed timestamp (signed before the server
+    /// restarted, say) are retried after a capped back-off (or the
+    /// `Retry-After`), each attempt signed anew.
     pub fn post_until_accepted(&mut self, path: &str, content_type: &str, body: &[u8], attempts: u32) -> io::Result<Reply> {
         let mut backoff = Duration::from_millis(10);
         let mut last = Err(io::Error::other("no attempt made"));
         for _ in 0..attempts {
             let wait = match self.post(path, content_type, body) {
-                Ok(reply) if reply.status == 202 || (reply.status < 500 && reply.status != 429) => return Ok(reply),
+                Ok(reply) if reply.status == 202 || (reply.status < 500 && reply.status != 429 && !timestamp_refused(&reply)) => {
+                    return Ok(reply)
+                }
                 Ok(reply) => {
                     let wait = reply.retry_after.map(Duration::from_secs).unwrap_or(backoff);
                     last = Ok(reply);
@@ -160,6 +163,11 @@ impl HttpClient {
         }
         Ok(reply)
     }
+}
+
+/// A 401 for the signature's timestamp, which signing again answers.
+fn timestamp_refused(reply: &Reply) -> bool {
+    reply.status == 401 && reply.json()["field"] == TIMESTAMP_HEADER
 }
 
 fn bad(reason: impl Into<String>) -> io::Error {

@@ -279,7 +279,7 @@ fn redis(root: &mut Section) -> Result<Option<RedisConfig>, KeyError> {
 // ---- Bounds checked before a body is read, and the replay guard.
 
 pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
-/// About 48 MB of MACs at most.
+/// At most 86 MB of MACs (2^21 slots of 41 bytes; see `ingest::replay`).
 pub const DEFAULT_REPLAY_GUARD_ENTRIES: usize = 1_000_000;
 pub const DEFAULT_REQUESTS_PER_S_PER_ADDRESS: u64 = 1_000;
 pub const DEFAULT_BURST_REQUESTS_PER_ADDRESS: u64 = 2_000;

@@ -25,6 +25,9 @@ pub struct Service {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     summary: String,
+    /// The clock just before the listener was bound, unix ms: no request
+    /// signed later can have reached an earlier process on this address.
+    bound_ms: u64,
     /// What `GET /metrics` serves: ingest's figures, and what else runs in
     /// this process ([`Service::with_telemetry`]).
     telemetry: Arc<Telemetry>,
@@ -44,13 +47,14 @@ impl Service {
             Some(redis) => Some(PreFilter::new(&redis.url, redis.ttl_ms(), Duration::from_millis(redis.timeout_ms))?),
             None => None,
         };
+        let bound_ms = now_ms();
         let listener = std::net::TcpListener::bind(config.addr).map_err(|e| format!("ingest: cannot listen on {}: {e}", config.addr))?;
         listener.set_nonblocking(true).map_err(|e| format!("ingest: {e}"))?;
         let addr = listener.local_addr().map_err(|e| format!("ingest: {e}"))?;
         let summary = summary(config, addr);
         let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
         let telemetry = Telemetry::new().with_ingest(Arc::clone(&ingest.stats)).map_err(|e| format!("metrics: {e}"))?;
-        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary, telemetry: Arc::new(telemetry) })
+        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary, bound_ms, telemetry: Arc::new(telemetry) })
     }
 
     /// Serves `telemetry` on `GET /metrics` (it must hold this service's
@@ -86,9 +90,12 @@ impl Service {
     }
 
     /// Restores the replay guard kept at `path` by the last clean stop (see
-    /// [`super::replay`]) and says what it found.
+    /// [`super::replay`]) and says what it found. After an unclean stop,
+    /// requests signed before the listener was bound are refused for a
+    /// replay window: clients may connect (and sign) between the bind and
+    /// this call, and must not be refused for it.
     pub fn restore_replay_guard(&self, path: &std::path::Path) -> Result<String, String> {
-        self.ingest.replay_guard().restore(path, self.ingest.now_ms()).map_err(|e| format!("replay guard: {e}"))
+        self.ingest.replay_guard().restore(path, self.bound_ms).map_err(|e| format!("replay guard: {e}"))
     }
 }
 
