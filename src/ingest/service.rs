@@ -25,9 +25,8 @@ pub struct Service {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     summary: String,
-    /// The clock just before the listener was bound, unix ms: no request
-    /// signed later can have reached an earlier process on this address.
-    bound_ms: u64,
+    /// What restoring the replay guard found, for the start-up message.
+    replay_note: Option<String>,
     /// What `GET /metrics` serves: ingest's figures, and what else runs in
     /// this process ([`Service::with_telemetry`]).
     telemetry: Arc<Telemetry>,
@@ -38,6 +37,21 @@ impl Service {
     /// on a config that cannot serve (signatures on without clients, bad
     /// TLS files, a bad Redis URL, an address in use).
     pub fn bind(config: &IngestConfig, log: Arc<dyn ClickLog>, salt: UserSalt) -> Result<Service, String> {
+        Service::bind_keeping_replays(config, log, salt, None)
+    }
+
+    /// [`Service::bind`], with the replay guard restored from
+    /// `replay_state` (kept there by the last clean stop, see
+    /// [`super::replay`]) before the listener is bound: after an unclean
+    /// stop, requests signed before that are refused for a replay window,
+    /// and none signed once clients can connect. What the guard found is
+    /// in [`Service::replay_note`].
+    pub fn bind_keeping_replays(
+        config: &IngestConfig,
+        log: Arc<dyn ClickLog>,
+        salt: UserSalt,
+        replay_state: Option<&std::path::Path>,
+    ) -> Result<Service, String> {
         config.check_startable()?;
         let tls = match &config.tls {
             Some(files) => Some(crate::http::tls_acceptor(&files.cert, &files.key)?),
@@ -47,14 +61,17 @@ impl Service {
             Some(redis) => Some(PreFilter::new(&redis.url, redis.ttl_ms(), Duration::from_millis(redis.timeout_ms))?),
             None => None,
         };
-        let bound_ms = now_ms();
+        let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
+        let replay_note = match replay_state {
+            Some(path) => Some(ingest.replay_guard().restore(path, now_ms()).map_err(|e| format!("replay guard: {e}"))?),
+            None => None,
+        };
         let listener = std::net::TcpListener::bind(config.addr).map_err(|e| format!("ingest: cannot listen on {}: {e}", config.addr))?;
         listener.set_nonblocking(true).map_err(|e| format!("ingest: {e}"))?;
         let addr = listener.local_addr().map_err(|e| format!("ingest: {e}"))?;
         let summary = summary(config, addr);
-        let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
         let telemetry = Telemetry::new().with_ingest(Arc::clone(&ingest.stats)).map_err(|e| format!("metrics: {e}"))?;
-        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary, bound_ms, telemetry: Arc::new(telemetry) })
+        Ok(Service { ingest, listener, tls, max_connections: config.max_connections, summary, replay_note, telemetry: Arc::new(telemetry) })
     }
 
     /// Serves `telemetry` on `GET /metrics` (it must hold this service's
@@ -89,13 +106,9 @@ impl Service {
         Ok(())
     }
 
-    /// Restores the replay guard kept at `path` by the last clean stop (see
-    /// [`super::replay`]) and says what it found. After an unclean stop,
-    /// requests signed before the listener was bound are refused for a
-    /// replay window: clients may connect (and sign) between the bind and
-    /// this call, and must not be refused for it.
-    pub fn restore_replay_guard(&self, path: &std::path::Path) -> Result<String, String> {
-        self.ingest.replay_guard().restore(path, self.bound_ms).map_err(|e| format!("replay guard: {e}"))
+    /// What restoring the replay guard found ([`Service::bind_keeping_replays`]).
+    pub fn replay_note(&self) -> Option<&str> {
+        self.replay_note.as_deref()
     }
 }
 
