@@ -147,9 +147,17 @@ impl std::fmt::Display for UpError {
 /// Runs the ingest service until SIGINT or SIGTERM.
 pub fn ingest(config: &IngestConfig, data_dir: &DataDir, kafka: Option<&KafkaTarget>) -> Result<(), UpError> {
     let (log, described) = ingest_log(kafka, data_dir, config.partitions, crate::log::DEFAULT_RETENTION_MS)?;
-    let service = Service::bind(config, log, salt(config, data_dir)?)?;
+    let replay_state = data_dir.root.join(crate::ingest::replay::STATE_FILE);
+    let service = Service::bind_keeping_replays(config, log, salt(config, data_dir)?, Some(&replay_state))?;
     tracing::info!("{}", service.summary());
     tracing::info!("{described}");
+    tracing::info!("{}", service.replay_note().unwrap_or_default());
+    if kafka.is_some() && matches!(config.auth, crate::ingest::config::Auth::Signed(_)) && config.redis.is_none() {
+        tracing::warn!(
+            "ingest: the replay guard is this process's alone (no [redis]): a signed request replayed to another ingest \
+             process of the topic is not caught; configure [redis] for several ingest processes"
+        );
+    }
     let health = crate::ingest::server::health_router(Arc::clone(&service.ingest));
     Ok(serve(service, health, OPENAPI_JSON.to_owned())?)
 }
@@ -188,7 +196,8 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
             (Some(Arc::new(Mutex::new(Some(store)))), served)
         }
     };
-    let service = Service::bind(config, ingest_log, salt(config, data_dir)?)?;
+    let replay_state = data_dir.root.join(crate::ingest::replay::STATE_FILE);
+    let service = Service::bind_keeping_replays(config, ingest_log, salt(config, data_dir)?, Some(&replay_state))?;
     let addr = service.local_addr();
     let catalog = match (&options.catalog, options.demo) {
         (Some(path), _) => Some(path.clone()),
@@ -222,6 +231,7 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         ..RunOptions::default()
     };
     tracing::info!("{}", service.summary());
+    tracing::info!("{}", service.replay_note().unwrap_or_default());
     tracing::info!("{}", crate::run::describe(job, &run_options));
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");

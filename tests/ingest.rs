@@ -242,9 +242,12 @@ fn bodies_and_batches_over_the_limits_get_413() {
     let many: Vec<String> = (0..101).map(|i| click_json("ad-1", now, "u", i)).collect();
     refused(&client.post("/v1/clicks/batch", JSON, array(&many).as_bytes()).unwrap(), 413, "body", "more than 100 clicks");
     refused(&client.post("/v1/clicks/batch", NDJSON, many.join("\n").as_bytes()).unwrap(), 413, "body", "max_batch_clicks is 100");
-    // A chunked body without a length is cut off at the limit too.
+    // A chunked body without a length is cut off at the limit too (before
+    // its signature is checked: that needs the whole body).
     let chunk = "x".repeat(40 * 1024);
-    let request = format!("POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len(), chunk.len());
+    let ts = now_ms().to_string();
+    let signature = tally::ingest::auth::sign(&Secret::new(SECRET), "POST", "/v1/clicks/batch", &ts, chunk.repeat(2).as_bytes());
+    let request = format!("POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {signature}\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len(), chunk.len());
     let mut raw = server.client(false);
     refused(&raw.raw(request.as_bytes()).unwrap(), 413, "body", "more bytes");
     assert_eq!(server.logged(), vec![]);
@@ -266,7 +269,7 @@ fn post_encoded(server: &Server, encoding: &str, body: &[u8], signed: bool) -> R
     );
     if signed {
         let ts = now_ms().to_string();
-        let signature = tally::ingest::auth::sign(&Secret::new(SECRET), &ts, body);
+        let signature = tally::ingest::auth::sign(&Secret::new(SECRET), "POST", "/v1/clicks/batch", &ts, body);
         head.push_str(&format!("X-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {signature}\r\n"));
     }
     let request = [format!("{head}\r\n").into_bytes(), body.to_vec()].concat();
@@ -283,7 +286,7 @@ fn gzip_bodies_are_decoded_and_signed_as_sent() {
     assert_eq!((reply.status, reply.json()["accepted"].as_u64()), (202, Some(2)), "{}", reply.text());
     // A signature over the decompressed bytes is not the one of the body sent.
     let ts = now_ms().to_string();
-    let over_plain = tally::ingest::auth::sign(&Secret::new(SECRET), &ts, ndjson.as_bytes());
+    let over_plain = tally::ingest::auth::sign(&Secret::new(SECRET), "POST", "/v1/clicks/batch", &ts, ndjson.as_bytes());
     let head = format!(
         "POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: {NDJSON}\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {over_plain}\r\n\r\n",
         compressed.len()
@@ -321,13 +324,17 @@ fn missing_or_wrong_signatures_get_401_naming_the_header() {
     refused(&server.client(false).post("/v1/clicks", JSON, body.as_bytes()).unwrap(), 401, "x-tally-client", "missing");
     let stranger = Signer { client_id: "mallory".to_owned(), secret: Secret::new(SECRET) };
     let mut client = HttpClient::new(server.addr, Some(stranger));
-    refused(&client.post("/v1/clicks", JSON, body.as_bytes()).unwrap(), 401, "x-tally-client", "unknown client");
+    // An unknown client gets the answer of a wrong signature: a refusal
+    // does not tell which client ids exist.
+    let unknown = client.post("/v1/clicks", JSON, body.as_bytes()).unwrap();
+    refused(&unknown, 401, "x-tally-signature", "does not verify");
     let wrong_key = Signer { client_id: "web".to_owned(), secret: Secret::new("not-the-secret-of-web") };
     let mut client = HttpClient::new(server.addr, Some(wrong_key));
-    refused(&client.post("/v1/clicks", JSON, body.as_bytes()).unwrap(), 401, "x-tally-signature", "does not match");
+    let wrong = client.post("/v1/clicks", JSON, body.as_bytes()).unwrap();
+    assert_eq!(unknown.body, wrong.body);
     // A signature of another body (a tampered request) and a stale timestamp.
     let stale = (now - 301_000).to_string();
-    let signature = tally::ingest::auth::sign(&Secret::new(SECRET), &stale, body.as_bytes());
+    let signature = tally::ingest::auth::sign(&Secret::new(SECRET), "POST", "/v1/clicks", &stale, body.as_bytes());
     let request = |ts: &str, sig: &str, body: &str| {
         format!(
             "POST /v1/clicks HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {sig}\r\n\r\n{body}",
@@ -342,9 +349,9 @@ fn missing_or_wrong_signatures_get_401_naming_the_header() {
         "more than 5m from the server's clock",
     );
     let fresh = now_ms().to_string();
-    let signature = tally::ingest::auth::sign(&Secret::new(SECRET), &fresh, body.as_bytes());
+    let signature = tally::ingest::auth::sign(&Secret::new(SECRET), "POST", "/v1/clicks", &fresh, body.as_bytes());
     let tampered = body.replace("ad-1", "ad-2");
-    refused(&raw.raw(request(&fresh, &signature, &tampered).as_bytes()).unwrap(), 401, "x-tally-signature", "does not match");
+    refused(&raw.raw(request(&fresh, &signature, &tampered).as_bytes()).unwrap(), 401, "x-tally-signature", "does not verify");
     assert_eq!(raw.raw(request(&fresh, &signature, &body).as_bytes()).unwrap().status, 202);
     assert_eq!(server.logged().len(), 1);
 }
@@ -436,7 +443,7 @@ fn openapi_document_matches_the_api() {
     for path in ["/v1/clicks", "/v1/clicks/batch"] {
         let mut codes: Vec<&str> = doc["paths"][path]["post"]["responses"].as_object().unwrap().keys().map(String::as_str).collect();
         codes.sort();
-        assert_eq!(codes, ["202", "400", "401", "413", "415", "429", "503"], "{path}");
+        assert_eq!(codes, ["202", "400", "401", "409", "413", "415", "429", "503"], "{path}");
     }
     let click = &doc["components"]["schemas"]["Click"];
     assert_eq!(click["properties"]["ad_id"]["maxLength"], tally::event::validate::MAX_KEY_BYTES);
@@ -611,10 +618,10 @@ fn a_failed_write_leaves_no_redis_key_to_block_its_retry() {
 }
 
 #[test]
-fn requests_go_straight_to_the_log_when_redis_is_down() {
+fn unsigned_requests_go_straight_to_the_log_when_redis_is_down() {
     let mut redis = Redis::start();
-    let server = Server::start(redis_config(&redis));
-    let mut client = server.client(true);
+    let server = Server::start(IngestConfig { auth: Auth::Off, ..redis_config(&redis) });
+    let mut client = server.client(false);
     let now = now_ms();
     assert_eq!(client.post("/v1/clicks", JSON, click_json("ad-1", now, "u", 1).as_bytes()).unwrap().status, 202);
     let _ = redis.child.kill();
@@ -628,4 +635,289 @@ fn requests_go_straight_to_the_log_when_redis_is_down() {
     assert_eq!(client.post("/v1/clicks", JSON, click_json("ad-1", now, "u", 1).as_bytes()).unwrap().status, 202);
     assert_eq!(server.logged().len(), 5);
     assert!(server.ingest.prefilter().unwrap().stats.errors.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn signed_requests_are_refused_while_redis_cannot_guard_them() {
+    let mut redis = Redis::start();
+    let server = Server::start(redis_config(&redis));
+    let mut client = server.client(true);
+    assert_eq!(client.post("/v1/clicks", JSON, click_json("ad-1", now_ms(), "u", 1).as_bytes()).unwrap().status, 202);
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
+    // A replay guard that let requests through when it cannot check would
+    // be no guard: refused, nothing written, retry later.
+    let reply = client.post("/v1/clicks", JSON, click_json("ad-1", now_ms(), "u", 2).as_bytes()).unwrap();
+    refused(&reply, 503, "redis", "the replay guard cannot check this request");
+    assert_eq!(reply.retry_after, Some(1));
+    assert_eq!(server.logged().len(), 1);
+}
+
+// ---------------------------------------------------------------- replays
+
+/// A request signed as `web` at `ts` over `signed_path`, sent to `path`.
+fn signed_request(path: &str, signed_path: &str, ts: u64, body: &[u8]) -> Vec<u8> {
+    let ts = ts.to_string();
+    let signature = tally::ingest::auth::sign(&Secret::new(SECRET), "POST", signed_path, &ts, body);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {JSON}\r\nContent-Length: {}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {signature}\r\n\r\n",
+        body.len()
+    );
+    [head.into_bytes(), body.to_vec()].concat()
+}
+
+fn batch_of(from: u64, n: u64) -> String {
+    array(&(from..from + n).map(|i| click_json("ad-1", now_ms(), "u", i)).collect::<Vec<_>>())
+}
+
+/// Without the replay guard the second copy below passes every other
+/// check (a fresh timestamp, a MAC that verifies, valid clicks) and is
+/// written again: `logged()` would hold 10 clicks, and the job, which
+/// forgets a request id one dedup horizon (1m of event time) after it,
+/// counts a copy replayed later than that but within the replay window
+/// (5m) twice. The assertion that the log still holds 5 is what fails.
+#[test]
+fn a_captured_signed_batch_replayed_byte_for_byte_gets_409_and_nothing_more_is_written() {
+    let server = Server::start(signed_config());
+    let mut raw = server.client(false);
+    let captured = signed_request("/v1/clicks/batch", "/v1/clicks/batch", now_ms(), batch_of(1, 5).as_bytes());
+    assert_eq!(raw.raw(&captured).unwrap().status, 202);
+    let replay = raw.raw(&captured).unwrap();
+    refused(&replay, 409, "x-tally-signature", "was already accepted; sign a new request");
+    assert_eq!(server.logged().len(), 5);
+    // Signed again, the same clicks are a new request (the job's dedup
+    // decides on their ids, as for any retry).
+    assert_eq!(server.client(true).post("/v1/clicks/batch", JSON, batch_of(1, 5).as_bytes()).unwrap().status, 202);
+}
+
+#[test]
+fn a_request_refused_after_its_signature_verified_can_be_sent_again_as_is() {
+    let server = Server::start(signed_config());
+    let mut raw = server.client(false);
+    let request = signed_request("/v1/clicks/batch", "/v1/clicks/batch", now_ms(), batch_of(1, 2).as_bytes());
+    server.switch.fail.store(true, Ordering::SeqCst);
+    assert_eq!(raw.raw(&request).unwrap().status, 503);
+    server.switch.fail.store(false, Ordering::SeqCst);
+    assert_eq!(raw.raw(&request).unwrap().status, 202);
+    assert_eq!(raw.raw(&request).unwrap().status, 409);
+    assert_eq!(server.logged().len(), 2);
+}
+
+#[test]
+fn a_request_signed_for_one_path_does_not_verify_on_another() {
+    let server = Server::start(signed_config());
+    let mut raw = server.client(false);
+    let body = batch_of(1, 1);
+    let moved = signed_request("/v1/clicks/batch", "/v1/clicks", now_ms(), body.as_bytes());
+    refused(&raw.raw(&moved).unwrap(), 401, "x-tally-signature", "does not verify for this client, method, path");
+    // A query string is not signed.
+    let queried = signed_request("/v1/clicks/batch?source=sdk", "/v1/clicks/batch", now_ms(), body.as_bytes());
+    assert_eq!(raw.raw(&queried).unwrap().status, 202);
+    assert_eq!(server.logged().len(), 1);
+}
+
+#[test]
+fn ingest_services_sharing_redis_refuse_a_replay_sent_to_another() {
+    let redis = Redis::start();
+    let (first, second) = (Server::start(redis_config(&redis)), Server::start(redis_config(&redis)));
+    let captured = signed_request("/v1/clicks/batch", "/v1/clicks/batch", now_ms(), batch_of(1, 5).as_bytes());
+    assert_eq!(first.client(false).raw(&captured).unwrap().status, 202);
+    refused(&second.client(false).raw(&captured).unwrap(), 409, "x-tally-signature", "already accepted");
+    refused(&first.client(false).raw(&captured).unwrap(), 409, "x-tally-signature", "already accepted");
+    assert_eq!((first.logged().len(), second.logged().len()), (5, 0));
+}
+
+#[test]
+fn a_batch_of_blank_lines_gets_a_short_answer() {
+    let mut config = signed_config();
+    config.limits.max_batch_clicks = 10_000;
+    let server = Server::start(config);
+    let body = "\n".repeat(10_000);
+    let reply = server.client(true).post("/v1/clicks/batch", NDJSON, body.as_bytes()).unwrap();
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(answer["rejected"].as_array().map(Vec::len), Some(tally::ingest::server::MAX_REJECTED_LISTED));
+    assert_eq!((answer["rejected_total"].as_u64(), answer["rejected_truncated"].as_bool()), (Some(10_000), Some(true)));
+    assert!(reply.body.len() < 16 * 1024, "{} bytes", reply.body.len());
+    // A batch with few rejections lists them all.
+    let mixed = format!("{}\n\n", click_json("ad-1", now_ms(), "u", 1));
+    let reply = server.client(true).post("/v1/clicks/batch", NDJSON, mixed.as_bytes()).unwrap();
+    let answer = reply.json();
+    assert_eq!((answer["rejected_total"].as_u64(), answer["rejected_truncated"].as_bool()), (Some(1), Some(false)), "{}", reply.text());
+}
+
+// ---------------------------------------------------------------- before the body
+
+/// Sends `head` alone and reads the answer's status line, without ever
+/// sending a body byte.
+fn status_before_body(addr: SocketAddr, head: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).expect("an answer while the body is still unsent");
+    line.trim_end().to_owned()
+}
+
+/// What can be judged on the headers is judged before the body is read:
+/// the server answers while the client has sent only the headers. (A
+/// well-formed signature of a known client cannot be: its MAC covers the
+/// body. Its body is read within `max_body_bytes_in_flight`, see the next
+/// test.)
+#[test]
+fn a_request_refused_from_its_headers_gets_its_answer_before_the_body_is_sent() {
+    let server = Server::start(IngestConfig { max_body_bytes: 8 << 20, ..signed_config() });
+    let head = |length: u64, ts: u64, signature: &str| {
+        format!(
+            "POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: {JSON}\r\nContent-Length: {length}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {ts}\r\nX-Tally-Signature: {signature}\r\n\r\n"
+        )
+    };
+    let started = Instant::now();
+    assert!(status_before_body(server.addr, &head(8_000_000, now_ms(), "not-hex")).starts_with("HTTP/1.1 401"));
+    assert!(status_before_body(server.addr, &head(8_000_000, now_ms() - 600_000, &"0".repeat(64))).starts_with("HTTP/1.1 401"));
+    assert!(status_before_body(server.addr, &head(9 << 20, now_ms(), &"0".repeat(64))).starts_with("HTTP/1.1 413"));
+    // Each waited at most DRAIN_WAIT for body bytes that never came.
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(server.logged(), vec![]);
+}
+
+// ---------------------------------------------------------------- tally ingest, the process
+
+const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+
+/// `tally ingest` in a child process, killed on drop.
+struct IngestProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl IngestProcess {
+    fn start(data: &std::path::Path, config: &std::path::Path, addr: SocketAddr) -> IngestProcess {
+        let child = Command::new(TALLY)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["ingest", "--config"])
+            .arg(config)
+            .args(["--addr", &addr.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tally ingest");
+        let process = IngestProcess { child, addr };
+        wait_until("tally ingest to listen", || std::net::TcpStream::connect(addr).is_ok());
+        process
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn stop(mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "tally ingest ended with {exit}");
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for IngestProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn ingest_config_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("ingest.toml");
+    std::fs::write(&path, format!("[[auth.clients]]\nid = \"web\"\nsecret = \"{SECRET}\"\n")).unwrap();
+    path
+}
+
+#[test]
+fn a_replay_is_refused_after_a_clean_restart_and_older_signatures_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, config, addr) = (dir.path().join("data"), ingest_config_file(dir.path()), free_addr());
+    let process = IngestProcess::start(&data, &config, addr);
+    let captured = signed_request("/v1/clicks/batch", "/v1/clicks/batch", now_ms(), batch_of(1, 5).as_bytes());
+    assert_eq!(HttpClient::new(addr, None).raw(&captured).unwrap().status, 202);
+    process.stop();
+    assert!(data.join("ingest-replay").exists() && !data.join("ingest-replay.running").exists());
+
+    let process = IngestProcess::start(&data, &config, addr);
+    refused(&HttpClient::new(addr, None).raw(&captured).unwrap(), 409, "x-tally-signature", "already accepted");
+    // Signed now, sent only after the process was killed and restarted: it
+    // cannot know whether it accepted it before the kill.
+    let signed_before = signed_request("/v1/clicks/batch", "/v1/clicks/batch", now_ms(), batch_of(6, 1).as_bytes());
+    assert_eq!(HttpClient::new(addr, None).raw(&signed_before).unwrap().status, 202);
+    drop(process);
+    std::thread::sleep(Duration::from_millis(5));
+    let process = IngestProcess::start(&data, &config, addr);
+    refused(&HttpClient::new(addr, None).raw(&signed_before).unwrap(), 401, "x-tally-timestamp", "after an unclean stop");
+    refused(&HttpClient::new(addr, None).raw(&captured).unwrap(), 401, "x-tally-timestamp", "sign it again");
+    let signer = Signer { client_id: "web".to_owned(), secret: Secret::new(SECRET) };
+    assert_eq!(HttpClient::new(process.addr, Some(signer)).post("/v1/clicks/batch", JSON, batch_of(7, 1).as_bytes()).unwrap().status, 202);
+}
+
+/// 64 connections each announce an 8 MiB body under a well-formed
+/// signature of a known client (so its body must be read before the MAC
+/// can fail), send all of it but the last byte, and hold. Before
+/// `max_body_bytes_in_flight` the server buffered every one (RSS from
+/// 21 MB to 630 MB); now at most 64 MiB of them are read at once and the
+/// others are answered 503 at once. The bound: a 21 MB baseline, 64 MiB of
+/// bodies, and hyper's read buffers (up to ~400 KiB a connection, 25 MiB
+/// for 64), well below 200 MB.
+#[test]
+fn bodies_in_flight_are_bounded_whatever_connections_announce() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, config, addr) = (dir.path().join("data"), ingest_config_file(dir.path()), free_addr());
+    let process = IngestProcess::start(&data, &config, addr);
+    let before = process.rss_kib();
+    let length = 8 << 20;
+    let head = format!(
+        "POST /v1/clicks/batch HTTP/1.1\r\nHost: localhost\r\nContent-Type: {JSON}\r\nContent-Length: {length}\r\nX-Tally-Client: web\r\nX-Tally-Timestamp: {}\r\nX-Tally-Signature: {}\r\n\r\n",
+        now_ms(),
+        "0".repeat(64)
+    );
+    let chunk = vec![b' '; 1 << 20];
+    let senders: Vec<_> = (0..64)
+        .map(|_| {
+            let head = head.clone();
+            let chunk = chunk.clone();
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut sent = stream.write_all(head.as_bytes()).is_ok();
+                for i in 0..8 {
+                    let part = if i == 7 { &chunk[1..] } else { &chunk[..] };
+                    sent = sent && stream.write_all(part).is_ok();
+                }
+                (stream, sent)
+            })
+        })
+        .collect();
+    let streams: Vec<_> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = process.rss_kib();
+    let fully_sent = streams.iter().filter(|(_, sent)| *sent).count();
+    eprintln!("RSS {before} KiB before, {held} KiB with 64 connections announcing 8 MiB ({fully_sent} sent all but one byte)");
+    assert!(held < 200 * 1024, "RSS {held} KiB");
+    drop(streams);
+    // Still serving.
+    let signer = Signer { client_id: "web".to_owned(), secret: Secret::new(SECRET) };
+    // (Bodies of closed connections may still hold their bytes a moment:
+    // a 503 with Retry-After is retried.)
+    let mut client = HttpClient::new(addr, Some(signer));
+    let reply = client.post_until_accepted("/v1/clicks", JSON, click_json("ad-1", now_ms(), "u", 1).as_bytes(), 10).unwrap();
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    process.stop();
 }

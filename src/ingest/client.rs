@@ -53,6 +53,10 @@ pub struct HttpClient {
     host: String,
     signer: Option<Signer>,
     conn: Option<BufReader<Box<dyn Stream>>>,
+    /// The last signed timestamp: each request is signed at a later one,
+    /// so two sends of the same body are two requests to the server's
+    /// replay guard, not a replay.
+    signed_ms: u128,
 }
 
 impl HttpClient {
@@ -70,16 +74,20 @@ impl HttpClient {
 
     /// A client over connections from `connector` (e.g. TLS), sending `host`.
     pub fn with_connector(connector: Connector, host: String, signer: Option<Signer>) -> HttpClient {
-        HttpClient { connector, host, signer, conn: None }
+        HttpClient { connector, host, signer, conn: None, signed_ms: 0 }
     }
 
-    /// `POST path` with `body`, signed if the client has a signer.
+    /// `POST path` with `body`, signed if the client has a signer (over
+    /// the path without its query string), each time at a new timestamp.
     pub fn post(&mut self, path: &str, content_type: &str, body: &[u8]) -> io::Result<Reply> {
         let mut head =
             format!("POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n", self.host, body.len());
         if let Some(signer) = &self.signer {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().to_string();
-            let signature = sign(&signer.secret, &now, body);
+            let clock = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+            self.signed_ms = clock.max(self.signed_ms + 1);
+            let now = self.signed_ms.to_string();
+            let signed_path = path.split('?').next().unwrap_or(path);
+            let signature = sign(&signer.secret, "POST", signed_path, &now, body);
             head.push_str(&format!(
                 "{CLIENT_HEADER}: {}\r\n{TIMESTAMP_HEADER}: {now}\r\n{SIGNATURE_HEADER}: {signature}\r\n",
                 signer.client_id
@@ -101,14 +109,18 @@ impl HttpClient {
     }
 
     /// Posts `body` until the server acknowledges it (202), it is refused
-    /// for good (another 4xx), or `attempts` run out. Connection errors, 429
-    /// and 5xx are retried after a capped back-off (or the `Retry-After`).
+    /// for good (another 4xx), or `attempts` run out. Connection errors, 429,
+    /// 5xx and a 401 for the signed timestamp (signed before the server
+    /// restarted, say) are retried after a capped back-off (or the
+    /// `Retry-After`), each attempt signed anew.
     pub fn post_until_accepted(&mut self, path: &str, content_type: &str, body: &[u8], attempts: u32) -> io::Result<Reply> {
         let mut backoff = Duration::from_millis(10);
         let mut last = Err(io::Error::other("no attempt made"));
         for _ in 0..attempts {
             let wait = match self.post(path, content_type, body) {
-                Ok(reply) if reply.status == 202 || (reply.status < 500 && reply.status != 429) => return Ok(reply),
+                Ok(reply) if reply.status == 202 || (reply.status < 500 && reply.status != 429 && !timestamp_refused(&reply)) => {
+                    return Ok(reply)
+                }
                 Ok(reply) => {
                     let wait = reply.retry_after.map(Duration::from_secs).unwrap_or(backoff);
                     last = Ok(reply);
@@ -151,6 +163,11 @@ impl HttpClient {
         }
         Ok(reply)
     }
+}
+
+/// A 401 for the signature's timestamp, which signing again answers.
+fn timestamp_refused(reply: &Reply) -> bool {
+    reply.status == 401 && reply.json()["field"] == TIMESTAMP_HEADER
 }
 
 fn bad(reason: impl Into<String>) -> io::Error {

@@ -12,7 +12,7 @@ use toml::Value;
 
 use super::auth::{Secret, Verifier, MIN_SECRET_BYTES};
 use super::decode::DecodeLimits;
-use super::limit::{Rate, RateLimiter};
+use super::limit::{AddressRates, Rate, RateLimiter, RequestRate};
 use crate::config::error::KeyError;
 use crate::config::section::{Section, Spelled};
 use crate::config::{format_duration, parse_table, read_text, ConfigError};
@@ -135,6 +135,7 @@ pub struct IngestConfig {
     pub redis: Option<RedisConfig>,
     /// The user-id hash key; the data directory's when absent.
     pub salt: Option<UserSalt>,
+    pub guards: RequestGuards,
 }
 
 impl IngestConfig {
@@ -145,7 +146,7 @@ impl IngestConfig {
     }
 
     pub fn limiter(&self) -> RateLimiter {
-        RateLimiter::new(self.default_rate, self.client_rates.clone())
+        RateLimiter::new(self.default_rate, self.client_rates.clone(), self.guards.per_client)
     }
 
     /// Refuses to start with signatures on and nobody able to sign.
@@ -192,6 +193,7 @@ fn read(table: toml::Table, base: &Path) -> Result<IngestConfig, KeyError> {
     let default_rate =
         rate(&mut rate_section, Rate { clicks_per_s: DEFAULT_CLICKS_PER_S as f64, burst_clicks: DEFAULT_BURST_CLICKS as f64 })?;
     check_burst(&rate_section, default_rate, max_batch_clicks)?;
+    let guards = request_guards(&mut root, &mut rate_section, max_body_bytes)?;
     rate_section.finish()?;
     let (auth, client_rates) = auth(&mut root, default_rate, max_batch_clicks)?;
     let tls = tls(&mut root, base)?;
@@ -212,6 +214,7 @@ fn read(table: toml::Table, base: &Path) -> Result<IngestConfig, KeyError> {
         tls,
         redis,
         salt,
+        guards,
     })
 }
 
@@ -362,6 +365,74 @@ fn redis(root: &mut Section) -> Result<Option<RedisConfig>, KeyError> {
     Ok(url.map(|url| RedisConfig { url, horizon_ms, timeout_ms }))
 }
 
+// ---- Bounds checked before a body is read, and the replay guard.
+
+pub const DEFAULT_MAX_BODY_BYTES_IN_FLIGHT: usize = 64 << 20;
+/// At most 86 MB of MACs (2^21 slots of 41 bytes; see `ingest::replay`).
+pub const DEFAULT_REPLAY_GUARD_ENTRIES: usize = 1_000_000;
+pub const DEFAULT_REQUESTS_PER_S_PER_ADDRESS: u64 = 1_000;
+pub const DEFAULT_BURST_REQUESTS_PER_ADDRESS: u64 = 2_000;
+pub const DEFAULT_FAILURES_PER_S_PER_ADDRESS: u64 = 10;
+pub const DEFAULT_BURST_FAILURES_PER_ADDRESS: u64 = 20;
+pub const DEFAULT_REQUESTS_PER_S_PER_CLIENT: u64 = 100_000;
+pub const DEFAULT_BURST_REQUESTS_PER_CLIENT: u64 = 200_000;
+/// Upper bounds of these keys (the bytes in flight are semaphore permits
+/// taken in `u32` amounts).
+const MAX_BODY_BYTES_IN_FLIGHT_LIMIT: u64 = u32::MAX as u64;
+const MAX_REPLAY_GUARD_ENTRIES_LIMIT: u64 = 100_000_000;
+
+/// What bounds a request before its body is read, and the replay guard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RequestGuards {
+    /// Most body bytes being read at once, all requests together.
+    pub max_body_bytes_in_flight: usize,
+    /// Most signatures the replay guard holds.
+    pub replay_guard_entries: usize,
+    pub per_address: AddressRates,
+    pub per_client: RequestRate,
+}
+
+/// `max_body_bytes_in_flight` and `replay_guard_entries` at the root, the
+/// request rates in `[rate_limit]`.
+fn request_guards(root: &mut Section, rates: &mut Section, max_body_bytes: usize) -> Result<RequestGuards, KeyError> {
+    let in_flight =
+        bounded(root, "max_body_bytes_in_flight", DEFAULT_MAX_BODY_BYTES_IN_FLIGHT as u64, MAX_BODY_BYTES_IN_FLIGHT_LIMIT)? as usize;
+    if in_flight < max_body_bytes {
+        let reason = format!("{in_flight} is below max_body_bytes ({max_body_bytes}): a full body could never be read");
+        return Err(root.error("max_body_bytes_in_flight", reason));
+    }
+    let entries = bounded(root, "replay_guard_entries", DEFAULT_REPLAY_GUARD_ENTRIES as u64, MAX_REPLAY_GUARD_ENTRIES_LIMIT)? as usize;
+    let mut request_rate = |per_s: &str, burst: &str, default_per_s: u64, default_burst: u64| -> Result<RequestRate, KeyError> {
+        let requests_per_s = bounded(rates, per_s, default_per_s, u64::from(u32::MAX))? as f64;
+        let burst_requests = bounded(rates, burst, default_burst, u64::from(u32::MAX))? as f64;
+        Ok(RequestRate { requests_per_s, burst_requests })
+    };
+    let requests = request_rate(
+        "requests_per_s_per_address",
+        "burst_requests_per_address",
+        DEFAULT_REQUESTS_PER_S_PER_ADDRESS,
+        DEFAULT_BURST_REQUESTS_PER_ADDRESS,
+    )?;
+    let failures = request_rate(
+        "failures_per_s_per_address",
+        "burst_failures_per_address",
+        DEFAULT_FAILURES_PER_S_PER_ADDRESS,
+        DEFAULT_BURST_FAILURES_PER_ADDRESS,
+    )?;
+    let per_client = request_rate(
+        "requests_per_s_per_client",
+        "burst_requests_per_client",
+        DEFAULT_REQUESTS_PER_S_PER_CLIENT,
+        DEFAULT_BURST_REQUESTS_PER_CLIENT,
+    )?;
+    Ok(RequestGuards {
+        max_body_bytes_in_flight: in_flight,
+        replay_guard_entries: entries,
+        per_address: AddressRates { requests, failures },
+        per_client,
+    })
+}
+
 fn parse_salt(hex: &str) -> Option<UserSalt> {
     let bytes = hex.as_bytes();
     if bytes.len() != 32 {
@@ -481,6 +552,9 @@ mod tests {
             ("max_connections_per_address = 0", "max_connections_per_address: 0 is out of range"),
             ("allowed_hosts = [\"tally.example:8080\"]", "allowed_hosts: entry 1: \"tally.example:8080\" is not a host name"),
             ("allowed_hosts = [1]", "allowed_hosts: entry 1: expected a string"),
+            ("max_body_bytes_in_flight = 1024", "max_body_bytes_in_flight: 1024 is below max_body_bytes"),
+            ("replay_guard_entries = 0", "replay_guard_entries: 0 is out of range"),
+            ("[rate_limit]\nfailures_per_s_per_address = 0", "rate_limit.failures_per_s_per_address: 0 is out of range"),
         ];
         for (text, expected) in cases {
             let error = parse(text).unwrap_err();

@@ -4,9 +4,10 @@
 //! acknowledged only once durable, with its user id already replaced by a
 //! keyed hash):
 //!
-//! - the HTTP API ([`server`]): signatures ([`auth`]), per-client rate
-//!   limits ([`limit`]), body decoding ([`decode`]), the optional Redis
-//!   pre-filter ([`prefilter`]), configured by [`config`];
+//! - the HTTP API ([`server`]): signatures ([`auth`]), each accepted once
+//!   ([`replay`]), rate limits per client and per address ([`limit`]), body
+//!   decoding ([`decode`]), the optional Redis pre-filter ([`prefilter`]),
+//!   configured by [`config`];
 //! - `tally log import FILE` ([`import`]), for files of click lines.
 //!
 //! [`client`] is the matching HTTP client: it signs, batches and retries
@@ -20,6 +21,7 @@ mod import;
 pub mod kafka;
 pub mod limit;
 pub mod prefilter;
+pub mod replay;
 pub mod server;
 pub mod service;
 

@@ -185,6 +185,44 @@ impl PreFilter {
         }
     }
 
+    /// Sets `key` unless it exists (`SET key 1 NX PX ttl_ms`): `Ok(true)`
+    /// if this call set it. Unlike the filter's own calls this one is an
+    /// authority (the replay guard, [`super::replay`]): an error or timeout
+    /// is returned, never guessed, and during a back-off it fails at once.
+    pub async fn claim_once(&self, key: &str, ttl_ms: u64) -> Result<bool, String> {
+        if !self.available() {
+            return Err("Redis failed moments ago; waiting before asking again".to_owned());
+        }
+        let Some(mut conn) = self.connection().await else { return Err("no connection to Redis".to_owned()) };
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1));
+        match tokio::time::timeout(self.timeout, set.query_async::<Option<String>>(&mut conn)).await {
+            Ok(Ok(reply)) => {
+                self.succeeded();
+                Ok(reply.is_some())
+            }
+            Ok(Err(e)) => {
+                self.failed();
+                Err(format!("Redis: {e}"))
+            }
+            Err(_) => {
+                self.failed();
+                Err(format!("Redis did not answer within {} ms", self.timeout.as_millis()))
+            }
+        }
+    }
+
+    /// Deletes `key` (best effort: a key left behind expires by its TTL).
+    pub async fn release(&self, key: &str) {
+        let Some(mut conn) = self.connection().await else { return };
+        let mut del = redis::cmd("DEL");
+        del.arg(key);
+        match tokio::time::timeout(self.timeout, del.query_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => self.succeeded(),
+            _ => self.failed(),
+        }
+    }
+
     /// The connection manager (it reconnects by itself after errors).
     async fn connection(&self) -> Option<ConnectionManager> {
         let made = self.conn.get_or_try_init(|| async { self.client.get_connection_manager_lazy(self.config.clone()) }).await;

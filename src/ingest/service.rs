@@ -27,6 +27,8 @@ pub struct Service {
     limits: Limits,
     hosts: Hosts,
     summary: String,
+    /// What restoring the replay guard found, for the start-up message.
+    replay_note: Option<String>,
     /// What `GET /metrics` serves: ingest's figures, and what else runs in
     /// this process ([`Service::with_telemetry`]).
     telemetry: Arc<Telemetry>,
@@ -37,6 +39,21 @@ impl Service {
     /// on a config that cannot serve (signatures on without clients, bad
     /// TLS files, a bad Redis URL, an address in use).
     pub fn bind(config: &IngestConfig, log: Arc<dyn ClickLog>, salt: UserSalt) -> Result<Service, String> {
+        Service::bind_keeping_replays(config, log, salt, None)
+    }
+
+    /// [`Service::bind`], with the replay guard restored from
+    /// `replay_state` (kept there by the last clean stop, see
+    /// [`super::replay`]) before the listener is bound: after an unclean
+    /// stop, requests signed before that are refused for a replay window,
+    /// and none signed once clients can connect. What the guard found is
+    /// in [`Service::replay_note`].
+    pub fn bind_keeping_replays(
+        config: &IngestConfig,
+        log: Arc<dyn ClickLog>,
+        salt: UserSalt,
+        replay_state: Option<&std::path::Path>,
+    ) -> Result<Service, String> {
         config.check_startable()?;
         let tls = match &config.tls {
             Some(files) => Some(crate::http::tls_acceptor(&files.cert, &files.key)?),
@@ -46,14 +63,18 @@ impl Service {
             Some(redis) => Some(PreFilter::new(&redis.url, redis.ttl_ms(), Duration::from_millis(redis.timeout_ms))?),
             None => None,
         };
+        let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
+        let replay_note = match replay_state {
+            Some(path) => Some(ingest.replay_guard().restore(path, now_ms()).map_err(|e| format!("replay guard: {e}"))?),
+            None => None,
+        };
         let listener = std::net::TcpListener::bind(config.addr).map_err(|e| format!("ingest: cannot listen on {}: {e}", config.addr))?;
         listener.set_nonblocking(true).map_err(|e| format!("ingest: {e}"))?;
         let addr = listener.local_addr().map_err(|e| format!("ingest: {e}"))?;
         let summary = summary(config, addr);
-        let ingest = Arc::new(Ingest::new(config, log, salt, prefilter, Box::new(now_ms)));
         let telemetry = Telemetry::new().with_ingest(Arc::clone(&ingest.stats)).map_err(|e| format!("metrics: {e}"))?;
         let hosts = Hosts::listed(&config.allowed_hosts);
-        Ok(Service { ingest, listener, tls, limits: config.http, hosts, summary, telemetry: Arc::new(telemetry) })
+        Ok(Service { ingest, listener, tls, limits: config.http, hosts, summary, replay_note, telemetry: Arc::new(telemetry) })
     }
 
     /// Serves `telemetry` on `GET /metrics` (it must hold this service's
@@ -78,7 +99,19 @@ impl Service {
         let listener = tokio::net::TcpListener::from_std(self.listener)?;
         let routes = router(Arc::clone(&self.ingest)).merge(extra).merge(openapi_route(openapi));
         let app = tracked(routes.merge(metrics_route(Arc::clone(&self.telemetry))), &self.telemetry.http);
-        crate::http::serve(listener, app, self.tls, self.limits, self.hosts, shutdown).await
+        crate::http::serve(listener, app, self.tls, self.limits, self.hosts, shutdown).await?;
+        // A clean stop: keep the replay guard for the next start. If this
+        // fails, the next start treats this stop as unclean.
+        match self.ingest.replay_guard().persist(self.ingest.now_ms()) {
+            Ok(kept) => tracing::info!("replay guard: {kept} signatures kept for the next start"),
+            Err(e) => tracing::warn!("replay guard not kept: {e}; the next start refuses requests signed before it for one replay window"),
+        }
+        Ok(())
+    }
+
+    /// What restoring the replay guard found ([`Service::bind_keeping_replays`]).
+    pub fn replay_note(&self) -> Option<&str> {
+        self.replay_note.as_deref()
     }
 }
 

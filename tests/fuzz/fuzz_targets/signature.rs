@@ -1,17 +1,17 @@
 //! Fuzzes the request signature check (`ingest::auth`).
 //!
 //! The three signature headers and the body come straight from the network,
-//! before anything else has looked at them, so `Verifier::verify` must return
-//! on any bytes. Beyond not panicking, each input checks the two halves of what
-//! a signature is for:
+//! before anything else has looked at them, so `Verifier::claim` and
+//! `Verifier::verify` must return on any bytes. Beyond not panicking, each
+//! input checks the two halves of what a signature is for:
 //!
 //! - arbitrary headers pass exactly when they name a configured client, carry
 //!   a timestamp inside the replay window and the MAC of that client's secret
-//!   over timestamp and body (hex digits of either case), and are refused
-//!   otherwise;
+//!   over method, path, timestamp and body (hex digits of either case), and
+//!   are refused otherwise;
 //! - a body signed with `sign` at a timestamp inside the window verifies, and
 //!   the same signature over the body with any one byte changed, or with its
-//!   last byte cut off, does not.
+//!   last byte cut off, or sent to another path, does not.
 //!
 //! The input picks the client, the clock, the headers (arbitrary bytes, or
 //! near-valid ones, so the fuzzer reaches the MAC comparison) and the body.
@@ -22,9 +22,10 @@ use std::collections::HashMap;
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use tally::ingest::auth::{sign, Secret, SignedHeaders, Verifier, CLIENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use tally::ingest::auth::{sign, AuthError, Secret, SignedHeaders, Verifier, CLIENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 const NOW_MS: u64 = 1_764_374_400_000;
+const PATH: &str = "/v1/clicks/batch";
 const WINDOW_MS: u64 = 5 * 60_000;
 
 /// A short secret, one longer than SHA-256's 64-byte block (HMAC hashes such
@@ -82,7 +83,7 @@ fn check(mut u: Unstructured<'_>) -> Result<()> {
             // not be the one named; sometimes with one hex digit's case
             // changed (still valid) or one digit replaced (invalid).
             let ts = timestamp.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
-            let mut hex = sign(&Secret::new(signer), &ts, body).into_bytes();
+            let mut hex = sign(&Secret::new(signer), "POST", PATH, &ts, body).into_bytes();
             let i = at % hex.len();
             match tweak % 3 {
                 0 => {}
@@ -95,7 +96,7 @@ fn check(mut u: Unstructured<'_>) -> Result<()> {
 
     // Arbitrary headers: verify returns, and says yes exactly when it should.
     let headers = SignedHeaders { client: client.as_deref(), timestamp: timestamp.as_deref(), signature: signature.as_deref() };
-    let result = verifier.verify(headers, body, now);
+    let result = verify(&verifier, headers, PATH, body, now);
     let expected = expected_client(headers, body, now);
     match (&result, expected) {
         (Ok(id), Some(want)) => assert_eq!(*id, want),
@@ -109,12 +110,15 @@ fn check(mut u: Unstructured<'_>) -> Result<()> {
     // A signed body: verifies as is, fails with any one byte changed.
     let (id, key) = CLIENTS[signed_by];
     let ts = signed_ts.to_string();
-    let mac = sign(&Secret::new(key), &ts, body);
-    let signed = |body: &[u8]| {
+    let mac = sign(&Secret::new(key), "POST", PATH, &ts, body);
+    let signed_to = |path: &str, body: &[u8]| {
         let headers = SignedHeaders { client: Some(id.as_bytes()), timestamp: Some(ts.as_bytes()), signature: Some(mac.as_bytes()) };
-        verifier.verify(headers, body, NOW_MS)
+        verify(&verifier, headers, path, body, NOW_MS)
     };
+    let signed = |body: &[u8]| signed_to(PATH, body);
     assert_eq!(signed(body), Ok(id), "a body signed at {ts} must verify at {NOW_MS}");
+    let e = signed_to("/v1/clicks", body).expect_err("a signature must not verify on another path");
+    assert_eq!(e.header, SIGNATURE_HEADER, "{e:?}");
     if !body.is_empty() {
         let mut flipped = body.to_vec();
         let i = flip_at % flipped.len();
@@ -125,6 +129,13 @@ fn check(mut u: Unstructured<'_>) -> Result<()> {
         assert_eq!(e.header, SIGNATURE_HEADER, "{e:?}");
     }
     Ok(())
+}
+
+/// Both halves of the check, as the server makes them: the headers, then
+/// the MAC over the body.
+fn verify<'v>(verifier: &'v Verifier, headers: SignedHeaders<'_>, path: &str, body: &[u8], now: u64) -> std::result::Result<&'v str, AuthError> {
+    let claim = verifier.claim(headers, now)?;
+    verifier.verify(&claim, "POST", path, body)
 }
 
 /// The client a request should verify as, worked out without `verify`: a
@@ -140,6 +151,6 @@ fn expected_client(headers: SignedHeaders<'_>, body: &[u8], now: u64) -> Option<
     if sent.abs_diff(now) > WINDOW_MS {
         return None;
     }
-    let want = sign(&Secret::new(*key), ts, body);
+    let want = sign(&Secret::new(*key), "POST", PATH, ts, body);
     headers.signature?.eq_ignore_ascii_case(want.as_bytes()).then_some(*id)
 }
