@@ -150,15 +150,17 @@ async function main() {
     page.setDefaultTimeout(DATA_TIMEOUT_MS);
 
     let closing = false;
+    // Before a key is typed in, a 401 is the page asking for one (Chromium
+    // also logs it to the console).
+    let keyGiven = false;
+    const asking = (text) => !keyGiven && /status of 401/.test(text);
     page.on("console", (msg) => {
-      if (msg.type() === "error") problems.push(`console error: ${msg.text()}`);
+      if (msg.type() === "error" && !asking(msg.text())) problems.push(`console error: ${msg.text()}`);
     });
     page.on("pageerror", (err) => problems.push(`page error: ${err.message}`));
     page.on("requestfailed", (req) => {
       if (!closing) problems.push(`request failed: ${req.method()} ${req.url()} (${req.failure()?.errorText ?? "unknown"})`);
     });
-    // Before a key is typed in, a 401 is the page asking for one.
-    let keyGiven = false;
     const dataAnswers = [];
     page.on("response", (res) => {
       if (new URL(res.url()).pathname.startsWith("/v1/")) dataAnswers.push(res.status());
@@ -179,6 +181,7 @@ async function main() {
       if (ok.length) throw new Failure(`without a key, ${ok.length} data request(s) succeeded`);
       if (!dataAnswers.length) throw new Failure("without a key, the page asked for no data at all");
       if (!(await page.locator(prompt).isVisible())) throw new Failure("the key prompt went away without a key");
+      if (await page.locator('[data-testid="kpis"]').isVisible()) throw new Failure("the figures show without a key");
       const path = resolve(opts.screenshot);
       mkdirSync(dirname(path), { recursive: true });
       await step(`saving screenshot to ${path}`, page.screenshot({ path, fullPage: true, timeout: 15_000 }));
@@ -260,6 +263,7 @@ async function main() {
       if (foreign.length) throw new Failure(`the top table shows ads not of this key: ${foreign.join(", ")}`);
       if (named.chart.startsWith("ad:") && !opts.onlyAds.has(named.chart.slice(3))) throw new Failure(`the chart shows ${named.chart}`);
       if (!named.hidden) throw new Failure("an advertiser key sees the operator's figures");
+      if (await page.locator(prompt).isVisible()) throw new Failure("the key prompt stays after a key was taken");
       described += `; only this key's ads (${named.ads.length} in the top table)`;
     }
 
