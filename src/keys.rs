@@ -100,7 +100,9 @@ impl Scope {
     pub fn advertiser(id: &str) -> Result<Scope, String> {
         check_key(id).map_err(|e| format!("advertiser {id:?}: {e}"))?;
         if id == UNKNOWN {
-            return Err(format!("advertiser {UNKNOWN:?} is where clicks of ads missing from the catalog count; it belongs to no advertiser"));
+            return Err(format!(
+                "advertiser {UNKNOWN:?} is where clicks of ads missing from the catalog count; it belongs to no advertiser"
+            ));
         }
         Ok(Scope::Advertiser(id.to_owned()))
     }
@@ -234,7 +236,9 @@ impl KeyFile {
         };
         let doc: Document = serde_json::from_str(&text).map_err(|e| KeyError::Corrupt { path: path.clone(), reason: e.to_string() })?;
         for key in &doc.keys {
-            key.scope.parse::<Scope>().map_err(|reason| KeyError::Corrupt { path: path.clone(), reason: format!("key {}: {reason}", key.id) })?;
+            key.scope
+                .parse::<Scope>()
+                .map_err(|reason| KeyError::Corrupt { path: path.clone(), reason: format!("key {}: {reason}", key.id) })?;
         }
         Ok(doc)
     }

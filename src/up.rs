@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::catalog::Catalog;
 use crate::config::{format_duration, ConfigError};
 use crate::datadir::DataDir;
 use crate::event::salt::UserSalt;
@@ -28,12 +29,11 @@ use crate::ingest::server::ClickLog;
 use crate::ingest::server::OPENAPI_JSON;
 use crate::ingest::service::{now_ms, stop_signal, Service};
 use crate::job::{Job, SinkSpec, SourceSpec};
+use crate::keys::{KeyFile, KeyRing, Scope};
 use crate::log::{Log, LogOptions};
 use crate::query::QueryState;
 use crate::query::{CassandraFollowed, LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
-use crate::catalog::Catalog;
-use crate::keys::{KeyFile, KeyRing, Scope};
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::kafka::KafkaTopic;
 use crate::store::embedded::EmbeddedStore;
@@ -297,7 +297,9 @@ fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
 /// (revoking those of an earlier start).
 fn announce_access(data_dir: &DataDir, options: &UpOptions, catalog: Option<&Catalog>) -> Result<(), UpError> {
     if options.open_reads {
-        tracing::warn!("query API and dashboard OPEN (--no-auth): anyone who can reach this address reads every advertiser's clicks (local use only)");
+        tracing::warn!(
+            "query API and dashboard OPEN (--no-auth): anyone who can reach this address reads every advertiser's clicks (local use only)"
+        );
         return Ok(());
     }
     let keys = KeyFile::in_dir(&data_dir.root);
@@ -321,7 +323,9 @@ fn announce_access(data_dir: &DataDir, options: &UpOptions, catalog: Option<&Cat
     }
     let active = KeyRing::new(keys.clone()).active(now_ms()).map_err(|e| e.to_string())?;
     match active {
-        0 => tracing::warn!("query API: every read needs an API key and there is none yet: tally keys add --operator (or --advertiser ADV) creates one"),
+        0 => tracing::warn!(
+            "query API: every read needs an API key and there is none yet: tally keys add --operator (or --advertiser ADV) creates one"
+        ),
         n => tracing::info!("query API: every read needs an API key ({n} active in {})", keys.path().display()),
     }
     Ok(())

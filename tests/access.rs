@@ -152,7 +152,12 @@ fn each_key_reads_only_its_scope_on_every_route() {
     let clicks = clicks(t0);
     let ndjson: String = clicks
         .iter()
-        .map(|(ad, ts, id)| format!("{{\"ad_id\":\"{ad}\",\"timestamp\":{ts},\"user_id\":\"u{}\",\"request_id\":\"00000000-0000-0000-0000-{id:012x}\"}}\n", id % 50))
+        .map(|(ad, ts, id)| {
+            format!(
+                "{{\"ad_id\":\"{ad}\",\"timestamp\":{ts},\"user_id\":\"u{}\",\"request_id\":\"00000000-0000-0000-0000-{id:012x}\"}}\n",
+                id % 50
+            )
+        })
         .collect();
     let input = dir.path().join("clicks.ndjson");
     std::fs::write(&input, ndjson).unwrap();
@@ -239,8 +244,11 @@ fn each_key_reads_only_its_scope_on_every_route() {
         for (ad, _, _) in ADS.iter().filter(|(ad, _, adv)| *adv == me || *ad == "mover") {
             let (status, body) = get(local(), addr, &format!("/v1/ads/{ad}/clicks?window=1m&{from_to}"), Some(key));
             assert_eq!(status, 200, "{me} on its ad {ad}: {body}");
-            let mine: Vec<(u64, u64)> =
-                expected.iter().filter(|((a, start), _)| a == ad && owner(ad, *start, t0).1 == me).map(|((_, start), n)| (*start, *n)).collect();
+            let mine: Vec<(u64, u64)> = expected
+                .iter()
+                .filter(|((a, start), _)| a == ad && owner(ad, *start, t0).1 == me)
+                .map(|((_, start), n)| (*start, *n))
+                .collect();
             assert!(!mine.is_empty());
             assert_eq!(series(&body), mine, "{me}'s 1m windows of {ad}");
         }

@@ -103,7 +103,15 @@ fn list(keys: &[KeyRecord], json: bool, now: u64) {
             println!("{line}");
         } else {
             let expires = key.expires_ms.map_or("never".to_owned(), format_rfc3339);
-            println!("{}  {:<8} {:<24} created {}  expires {}  {}", key.id, key.state(now), key.scope, format_rfc3339(key.created_ms), expires, key.name);
+            println!(
+                "{}  {:<8} {:<24} created {}  expires {}  {}",
+                key.id,
+                key.state(now),
+                key.scope,
+                format_rfc3339(key.created_ms),
+                expires,
+                key.name
+            );
         }
     }
     if keys.is_empty() && !json {

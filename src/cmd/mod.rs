@@ -1,7 +1,7 @@
 //! The subcommands of the `tally` binary, one module each.
 
-use tally::datadir::DataDir;
 use tally::config::ConfigError;
+use tally::datadir::DataDir;
 use tally::job;
 use tally::store::cassandra::CassandraVersions;
 use tally::store::{self, StoreReader};

@@ -82,9 +82,9 @@ use super::limit::{AddressLimited, AddressLimiter, RateLimiter};
 use super::prefilter::PreFilter;
 use super::replay::{Refusal, ReplayGuard};
 use crate::event::salt::UserSalt;
-use crate::http::PeerAddr;
 use crate::event::validate::check_key;
 use crate::event::{Click, RequestId};
+use crate::http::PeerAddr;
 use crate::log::Log;
 use crate::telemetry::IngestStats;
 

@@ -10,10 +10,11 @@
 //! | an advertiser key, another's ad, campaign or advertiser | 404 |
 //! | an advertiser key, `/v1/stats`               | 403    |
 //!
-//! A 401 costs its address a token of a failure bucket
-//! ([`FAILURES_PER_S`], burst [`FAILURES_BURST`]); once it is empty, that
-//! address is answered 429 before any key is looked at, so guessing keys
-//! is slow, and a client from another address is not held up. Another
+//! A 401 for a bearer key that does not verify costs its address a token
+//! of a failure bucket ([`FAILURES_PER_S`], burst [`FAILURES_BURST`]); once
+//! it is empty, that address is answered 429 before any key is looked at,
+//! so guessing keys is slow, and a client from another address is not
+//! held up. A request without a key costs nothing: it guesses nothing. Another
 //! advertiser's ad answers 404 like an ad that does not exist, so a key
 //! never learns which ids others have.
 //!
@@ -130,7 +131,9 @@ pub async fn authenticate(State(state): State<Arc<QueryState>>, mut request: Req
         }
         Err(Denied::Unavailable(reason)) => refusal(StatusCode::SERVICE_UNAVAILABLE, reason),
         Err(denied) => {
-            if let Some(address) = address {
+            // Only a key that was tried costs: a request without one (or
+            // with another scheme) guesses nothing.
+            if let (Some(address), Some(Some(_))) = (address, presented) {
                 state.failures.failed(address, now);
             }
             let mut response = refusal(StatusCode::UNAUTHORIZED, denied.to_string());

@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::access::Viewer;
 use super::params::{
     check_series_range, ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K,
 };
-use super::access::Viewer;
 use super::QueryState;
 use crate::event::validate::check_key;
 use crate::event::KeyType;
@@ -20,6 +20,9 @@ use crate::row::{format_uuid, granularity_label, LateEntry, Row};
 use crate::store::{RowFilter, StoreError, StoreSnapshot};
 
 const ONE_MINUTE_MS: u64 = 60_000;
+
+/// Longest a query waits for one of the running reads to end.
+pub const QUERY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A failed request: a bad parameter (400), a key asking for what is not
 /// its own (404, as if it did not exist), a route beyond its scope (403),
@@ -48,7 +51,9 @@ impl IntoResponse for Failure {
         match self {
             Failure::Param(e) => (StatusCode::BAD_REQUEST, Json(json!({ "field": e.field, "reason": e.reason }))).into_response(),
             Failure::NotFound(e) => (StatusCode::NOT_FOUND, Json(json!({ "field": e.field, "reason": e.reason }))).into_response(),
-            Failure::Forbidden(reason) => (StatusCode::FORBIDDEN, Json(json!({ "field": "Authorization", "reason": reason }))).into_response(),
+            Failure::Forbidden(reason) => {
+                (StatusCode::FORBIDDEN, Json(json!({ "field": "Authorization", "reason": reason }))).into_response()
+            }
             Failure::Store(e) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "field": "store", "reason": e.to_string() }))).into_response()
             }
@@ -64,8 +69,17 @@ fn answer(result: Result<Value, Failure>) -> Response {
 }
 
 /// Runs a store read on the blocking pool, so a long read never holds up
-/// the runtime threads that also acknowledge clicks.
+/// the runtime threads that also acknowledge clicks. At most
+/// `state.queries` reads run at once; a read that finds none free within
+/// [`QUERY_WAIT`] is answered 503 with `Retry-After`, so a flood of
+/// expensive reads queues neither threads nor memory without bound.
 async fn blocking(state: &QueryState, read: impl FnOnce() -> Result<Value, Failure> + Send + 'static) -> Response {
+    let Ok(Ok(_permit)) = tokio::time::timeout(QUERY_WAIT, state.queries.acquire()).await else {
+        let reason = format!("{} queries are running; try again", state.max_queries);
+        let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "field": "query", "reason": reason }))).into_response();
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(1));
+        return response;
+    };
     match tokio::task::spawn_blocking(read).await {
         Ok(result) => {
             if let Err(Failure::Store(_)) = &result {
@@ -318,6 +332,21 @@ mod tests {
         let mut entries = ledger(starts);
         let next = late_page(&mut entries, limit);
         (entries.iter().map(|e| e.window_start).collect(), next)
+    }
+
+    #[tokio::test]
+    async fn a_read_waits_for_a_free_slot_then_is_refused_with_503() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::EmbeddedStore::open(dir.path()).unwrap();
+        let served = super::super::ServedStore::fixed(std::sync::Arc::new(store.reader()));
+        let telemetry = std::sync::Arc::new(crate::telemetry::Telemetry::new());
+        let state = QueryState::new(served, telemetry, || 0).with_max_queries(1);
+        let held = state.queries.acquire().await.unwrap();
+        let refused = blocking(&state, || Ok(json!(1))).await;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.headers().get(axum::http::header::RETRY_AFTER).unwrap(), "1");
+        drop(held);
+        assert_eq!(blocking(&state, || Ok(json!(1))).await.status(), StatusCode::OK);
     }
 
     #[test]

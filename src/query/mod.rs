@@ -201,13 +201,35 @@ pub struct QueryState {
     pub failures: Failures,
     /// Which advertiser owns which row, by the job's catalog.
     pub owners: Owners,
+    /// Store reads running at once, at most `max_queries`.
+    pub queries: tokio::sync::Semaphore,
+    pub max_queries: usize,
 }
+
+/// Store reads of the query API that run at once by default: a few per
+/// core, since each is mostly the store's CPU work.
+pub const MAX_QUERIES: usize = 8;
 
 impl QueryState {
     /// A query API over `store` open to anyone (see [`QueryState::with_keys`]),
     /// without a catalog.
     pub fn new(store: ServedStore, telemetry: Arc<Telemetry>, clock: fn() -> u64) -> QueryState {
-        QueryState { store, telemetry, clock, access: Access::Open, failures: Failures::default(), owners: Owners::default() }
+        QueryState {
+            store,
+            telemetry,
+            clock,
+            access: Access::Open,
+            failures: Failures::default(),
+            owners: Owners::default(),
+            queries: tokio::sync::Semaphore::new(MAX_QUERIES),
+            max_queries: MAX_QUERIES,
+        }
+    }
+
+    /// At most `n` store reads at once (at least one).
+    pub fn with_max_queries(self, n: usize) -> QueryState {
+        let n = n.max(1);
+        QueryState { queries: tokio::sync::Semaphore::new(n), max_queries: n, ..self }
     }
 
     /// Every `/v1/*` read needs a key of `keys`.

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::event::MAX_EVENT_TIME_MS;
 use crate::row::granularity_label;
 use crate::time::parse_time;
 
@@ -72,7 +73,12 @@ impl Params {
 
     /// A time parameter, if given.
     pub fn time(&self, name: &str) -> Result<Option<u64>, ParamError> {
-        self.get(name).map(|text| parse_time(text).map_err(|reason| ParamError::new(name, reason))).transpose()
+        let checked = |text: &str| match parse_time(text)? {
+            // One past the last event time: the end of a range may be it.
+            ms if ms > MAX_EVENT_TIME_MS + 1 => Err(format!("{text:?} is after 9999-12-31T23:59:59.999Z, the last event time")),
+            ms => Ok(ms),
+        };
+        self.get(name).map(|text| checked(text).map_err(|reason| ParamError::new(name, reason))).transpose()
     }
 
     /// A count parameter in `1..=max`.
@@ -145,5 +151,17 @@ mod tests {
         assert_eq!(check_series_range(0, 60 * DAY_MS, 3_600_000), Ok(()));
         assert!(check_series_range(0, 60 * DAY_MS + 1, 3_600_000).is_err());
         assert_eq!(check_series_range(5, 5, minute).unwrap_err().reason, "5 is not before to (5)");
+    }
+
+    #[test]
+    fn a_time_after_the_last_event_time_is_refused_so_no_window_end_wraps() {
+        let pairs = |at: u64| vec![("at".to_owned(), at.to_string())];
+        let params = Params::new(pairs(u64::MAX), &["at"]).unwrap();
+        let refused = params.time("at").unwrap_err();
+        assert_eq!(refused.field, "at");
+        assert!(refused.reason.contains("after 9999-12-31T23:59:59.999Z"), "{}", refused.reason);
+        let last = Params::new(pairs(MAX_EVENT_TIME_MS + 1), &["at"]).unwrap();
+        assert_eq!(last.time("at"), Ok(Some(MAX_EVENT_TIME_MS + 1)));
+        assert!(Params::new(pairs(MAX_EVENT_TIME_MS + 2), &["at"]).unwrap().time("at").is_err());
     }
 }
