@@ -468,7 +468,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tally_up_serves_one_document_under_one_title_with_the_signature_scheme() {
+    fn tally_up_serves_one_document_under_one_title_with_the_signature_and_key_schemes() {
         let doc = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON);
         assert_eq!(doc["info"]["title"], "tally API");
         assert_eq!(doc["openapi"], "3.0.3");
@@ -476,7 +476,7 @@ mod tests {
             assert!(doc["paths"][path].is_object(), "{path}");
         }
         let schemes: Vec<&String> = doc["components"]["securitySchemes"].as_object().unwrap().keys().collect();
-        assert_eq!(schemes, ["tallyClient", "tallySignature", "tallyTimestamp"]);
+        assert_eq!(schemes, ["bearerKey", "tallyClient", "tallySignature", "tallyTimestamp"]);
         assert!(doc["components"]["schemas"]["Click"].is_object() && doc["components"]["schemas"]["Series"].is_object());
         // `tally up` is ready once its store reads: the query API's /readyz.
         assert_eq!(doc["paths"]["/readyz"]["get"]["summary"], "The store can be read.");
