@@ -190,9 +190,12 @@ impl Server {
         let work = tempfile::Builder::new().prefix("tally-bench-ingest").tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let config = work.path().join("ingest.toml");
         let text = format!(
-            "# Written by bench/ingest.rs: the per-client rate limit lifted (all bench\n\
-             # connections are one anonymous client from one address), room for every connection.\n\
-             max_inflight_requests = {max_inflight}\nmax_connections_per_address = {per_address}\n\n[rate_limit]\nclicks_per_s = {LIFTED_RATE}\nburst_clicks = {LIFTED_RATE}\n",
+            "# Written by bench/ingest.rs: the rate limits of clients and addresses lifted\n\
+             # (all bench connections are one anonymous client from one address), room for\n\
+             # every connection.\n\
+             max_inflight_requests = {max_inflight}\nmax_connections_per_address = {per_address}\n\n[rate_limit]\nclicks_per_s = {LIFTED_RATE}\nburst_clicks = {LIFTED_RATE}\n\
+             requests_per_s_per_address = {LIFTED_RATE}\nburst_requests_per_address = {LIFTED_RATE}\n\
+             requests_per_s_per_client = {LIFTED_RATE}\nburst_requests_per_client = {LIFTED_RATE}\n",
             per_address = tally::http::DEFAULT_MAX_CONNECTIONS
         );
         std::fs::write(&config, text).map_err(|e| format!("write {}: {e}", config.display()))?;
