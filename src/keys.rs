@@ -40,6 +40,7 @@ use subtle::ConstantTimeEq;
 
 use crate::catalog::UNKNOWN;
 use crate::event::validate::check_key;
+use crate::hex;
 
 /// The key file in a data directory.
 pub const KEYS_FILE: &str = "keys.json";
@@ -194,12 +195,12 @@ impl KeyFile {
         }
         self.change(|doc| {
             let id = loop {
-                let id = hex(&random_bytes::<ID_BYTES>().map_err(|e| self.io_error(e))?);
+                let id = hex::encode(&random_bytes::<ID_BYTES>().map_err(|e| self.io_error(e))?);
                 if !doc.keys.iter().any(|k| k.id == id) {
                     break id;
                 }
             };
-            let secret = hex(&random_bytes::<SECRET_BYTES>().map_err(|e| self.io_error(e))?);
+            let secret = hex::encode(&random_bytes::<SECRET_BYTES>().map_err(|e| self.io_error(e))?);
             let record = KeyRecord {
                 id: id.clone(),
                 name: name.to_owned(),
@@ -207,7 +208,7 @@ impl KeyFile {
                 created_ms: now_ms,
                 expires_ms,
                 revoked_ms: None,
-                secret_sha256: hex(&Sha256::digest(secret.as_bytes())),
+                secret_sha256: hex::encode(&Sha256::digest(secret.as_bytes())),
             };
             doc.keys.push(record.clone());
             Ok((record, format!("{KEY_PREFIX}{id}_{secret}")))
@@ -285,10 +286,6 @@ fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
     Ok(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Why a presented key reads nothing. The reason never says whether an id
 /// exists: only the holder of the right secret learns more.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,7 +348,7 @@ impl KeyRing {
         let record = keys.get(id);
         // An unknown id is compared against a digest no secret has, so it
         // costs what a wrong secret does.
-        let stored = record.and_then(|r| decode_digest(&r.secret_sha256)).unwrap_or([0xff; 32]);
+        let stored = record.and_then(|r| hex::decode_32(r.secret_sha256.as_bytes())).unwrap_or([0xff; 32]);
         let matches: bool = digest.as_slice().ct_eq(&stored).into();
         let record = match record {
             Some(record) if matches => record,
@@ -391,19 +388,6 @@ impl KeyRing {
 /// `(id, secret)` of `tally_<id>_<secret>`.
 fn split_key(key: &str) -> Option<(&str, &str)> {
     key.strip_prefix(KEY_PREFIX)?.split_once('_')
-}
-
-fn decode_digest(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let digit = |b: u8| (b as char).to_digit(16);
-        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

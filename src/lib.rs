@@ -11,6 +11,7 @@ pub mod datadir;
 pub mod dataflow;
 pub mod event;
 pub mod exit;
+pub mod hex;
 pub mod http;
 pub mod ingest;
 pub mod job;

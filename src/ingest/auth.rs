@@ -63,7 +63,7 @@ impl fmt::Debug for Secret {
 /// lowercase hex the signature header carries.
 pub fn sign(secret: &Secret, method: &str, path: &str, timestamp: &str, body: &[u8]) -> String {
     let mac = mac(secret, method.as_bytes(), path.as_bytes(), timestamp.as_bytes(), body).finalize().into_bytes();
-    mac.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&mac)
 }
 
 fn mac(secret: &Secret, method: &[u8], path: &[u8], timestamp: &[u8], body: &[u8]) -> HmacSha256 {
@@ -156,7 +156,8 @@ impl Verifier {
         let timestamp = required(headers.timestamp, TIMESTAMP_HEADER)?;
         let signature = required(headers.signature, SIGNATURE_HEADER)?;
         let timestamp_ms = self.check_fresh(timestamp, now_ms)?;
-        let signature = decode_hex(signature).ok_or_else(|| AuthError::new(SIGNATURE_HEADER, "not 64 hex digits (HMAC-SHA256)"))?;
+        let signature =
+            crate::hex::decode_32(signature).ok_or_else(|| AuthError::new(SIGNATURE_HEADER, "not 64 hex digits (HMAC-SHA256)"))?;
         let known = std::str::from_utf8(client).ok().and_then(|id| self.secrets.get_key_value(id));
         let (client, secret) = match known {
             Some((id, secret)) => (Some(id.as_str()), secret),
@@ -191,19 +192,6 @@ impl Verifier {
 
 fn required<'a>(value: Option<&'a [u8]>, header: &'static str) -> Result<&'a [u8], AuthError> {
     value.ok_or_else(|| AuthError::new(header, "missing"))
-}
-
-/// 32 bytes from exactly 64 hex digits (any case).
-fn decode_hex(hex: &[u8]) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        let digit = |b: u8| (b as char).to_digit(16);
-        *byte = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -250,8 +250,7 @@ impl ReplayGuard {
 
 /// The Redis key of a MAC.
 pub fn key(mac: &Signature) -> String {
-    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-    format!("tally:replay:{hex}")
+    format!("tally:replay:{}", crate::hex::encode(mac))
 }
 
 fn running_marker(path: &Path) -> PathBuf {
