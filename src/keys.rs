@@ -18,7 +18,10 @@
 //! A running `tally up` looks at the file at most every [`RELOAD_MS`] and
 //! re-reads it when it changed, so a revocation takes effect within that
 //! time. A file that cannot be read refuses every key until it can: a
-//! revocation is never missed by answering from an older copy.
+//! revocation is never missed by answering from an older copy. Keys in
+//! Cassandra are read again every [`RELOAD_MS`] by a thread of their own
+//! ([`KeyRing::following`]); a read that fails, or no read for
+//! [`STALE_MS`], refuses every key until the next one succeeds.
 //!
 //! Ingest does not take these keys: clients that send clicks sign them
 //! with their own secrets (`[[auth.clients]]` of the ingest config), so a
@@ -31,8 +34,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,8 +51,13 @@ pub const KEYS_FILE: &str = "keys.json";
 /// Held while a command changes the key file, so two changes never lose one.
 const KEYS_LOCK_FILE: &str = "keys.lock";
 
-/// Longest time a running query API answers from a key file that changed.
+/// Longest time a running query API answers from a key file that changed,
+/// and how often keys kept elsewhere are read again.
 pub const RELOAD_MS: u64 = 1_000;
+
+/// Keys kept elsewhere that were last read longer ago than this refuse
+/// every key: a revocation is never missed for longer.
+pub const STALE_MS: u64 = 3 * RELOAD_MS;
 
 /// What every key starts with, so a key found in a file or a paste is
 /// recognisable (and can be searched for by secret scanners).
@@ -150,6 +158,10 @@ pub enum KeyError {
     NoSuchKey(String),
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The store the keys live in failed (Cassandra); `code` is its exit
+    /// status.
+    #[error("{message}")]
+    Store { message: String, code: i32 },
 }
 
 impl KeyError {
@@ -157,6 +169,57 @@ impl KeyError {
         match self {
             KeyError::Io { .. } => crate::exit::FAILED,
             KeyError::Corrupt { .. } | KeyError::NoSuchKey(_) | KeyError::Invalid { .. } => crate::exit::USAGE,
+            KeyError::Store { code, .. } => *code,
+        }
+    }
+}
+
+/// Where keys are kept: the data directory's [`KeyFile`], or a job's
+/// keyspace in Cassandra.
+pub trait KeyStore {
+    /// Every key, in creation order.
+    fn list(&self) -> Result<Vec<KeyRecord>, KeyError>;
+    /// Keeps `record` unless a key with its id exists; whether it did.
+    fn insert(&self, record: &KeyRecord) -> Result<bool, KeyError>;
+    /// Revokes key `id` at `now_ms`; revoking it again changes nothing.
+    fn revoke(&self, id: &str, now_ms: u64) -> Result<KeyRecord, KeyError>;
+    /// Where the keys are, as messages name it.
+    fn place(&self) -> String;
+}
+
+/// Creates a key of `scope` in `store` and returns its record and the key
+/// itself, which is nowhere else: the caller shows it once.
+pub fn add_key(
+    store: &dyn KeyStore,
+    scope: &Scope,
+    name: &str,
+    expires_ms: Option<u64>,
+    now_ms: u64,
+) -> Result<(KeyRecord, String), KeyError> {
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        let reason = format!("at most {MAX_NAME_CHARS} characters, no control characters");
+        return Err(KeyError::Invalid { field: "--name", reason });
+    }
+    if let Some(expires) = expires_ms.filter(|&t| t <= now_ms) {
+        let reason = format!("{} is not in the future", crate::time::format_rfc3339(expires));
+        return Err(KeyError::Invalid { field: "--expires", reason });
+    }
+    let random = |e: std::io::Error| KeyError::Store { message: format!("/dev/urandom: {e}"), code: crate::exit::FAILED };
+    let secret = hex::encode(&random_bytes::<SECRET_BYTES>().map_err(random)?);
+    loop {
+        let record = KeyRecord {
+            id: hex::encode(&random_bytes::<ID_BYTES>().map_err(random)?),
+            name: name.to_owned(),
+            scope: scope.to_string(),
+            created_ms: now_ms,
+            expires_ms,
+            revoked_ms: None,
+            secret_sha256: hex::encode(&Sha256::digest(secret.as_bytes())),
+        };
+        // Another key has this id (one in four billion): draw another.
+        if store.insert(&record)? {
+            let key = format!("{KEY_PREFIX}{}_{secret}", record.id);
+            return Ok((record, key));
         }
     }
 }
@@ -175,53 +238,6 @@ impl KeyFile {
 
     pub fn path(&self) -> PathBuf {
         self.dir.join(KEYS_FILE)
-    }
-
-    /// Every key, in creation order; none when there is no file yet.
-    pub fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
-        Ok(self.read()?.keys)
-    }
-
-    /// Creates a key of `scope` and returns its record and the key itself,
-    /// which is nowhere else: the caller shows it once.
-    pub fn add(&self, scope: &Scope, name: &str, expires_ms: Option<u64>, now_ms: u64) -> Result<(KeyRecord, String), KeyError> {
-        if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-            let reason = format!("at most {MAX_NAME_CHARS} characters, no control characters");
-            return Err(KeyError::Invalid { field: "--name", reason });
-        }
-        if let Some(expires) = expires_ms.filter(|&t| t <= now_ms) {
-            let reason = format!("{} is not in the future", crate::time::format_rfc3339(expires));
-            return Err(KeyError::Invalid { field: "--expires", reason });
-        }
-        self.change(|doc| {
-            let id = loop {
-                let id = hex::encode(&random_bytes::<ID_BYTES>().map_err(|e| self.io_error(e))?);
-                if !doc.keys.iter().any(|k| k.id == id) {
-                    break id;
-                }
-            };
-            let secret = hex::encode(&random_bytes::<SECRET_BYTES>().map_err(|e| self.io_error(e))?);
-            let record = KeyRecord {
-                id: id.clone(),
-                name: name.to_owned(),
-                scope: scope.to_string(),
-                created_ms: now_ms,
-                expires_ms,
-                revoked_ms: None,
-                secret_sha256: hex::encode(&Sha256::digest(secret.as_bytes())),
-            };
-            doc.keys.push(record.clone());
-            Ok((record, format!("{KEY_PREFIX}{id}_{secret}")))
-        })
-    }
-
-    /// Revokes key `id` (revoking it again changes nothing).
-    pub fn revoke(&self, id: &str, now_ms: u64) -> Result<KeyRecord, KeyError> {
-        self.change(|doc| {
-            let record = doc.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| KeyError::NoSuchKey(id.to_owned()))?;
-            record.revoked_ms.get_or_insert(now_ms);
-            Ok(record.clone())
-        })
     }
 
     fn io_error(&self, source: std::io::Error) -> KeyError {
@@ -257,6 +273,35 @@ impl KeyFile {
         text.push('\n');
         write_private(&self.path(), text.as_bytes()).map_err(|e| self.io_error(e))?;
         Ok(out)
+    }
+}
+
+impl KeyStore for KeyFile {
+    /// None when there is no file yet.
+    fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        Ok(self.read()?.keys)
+    }
+
+    fn insert(&self, record: &KeyRecord) -> Result<bool, KeyError> {
+        self.change(|doc| {
+            let free = !doc.keys.iter().any(|k| k.id == record.id);
+            if free {
+                doc.keys.push(record.clone());
+            }
+            Ok(free)
+        })
+    }
+
+    fn revoke(&self, id: &str, now_ms: u64) -> Result<KeyRecord, KeyError> {
+        self.change(|doc| {
+            let record = doc.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| KeyError::NoSuchKey(id.to_owned()))?;
+            record.revoked_ms.get_or_insert(now_ms);
+            Ok(record.clone())
+        })
+    }
+
+    fn place(&self) -> String {
+        self.path().display().to_string()
     }
 }
 
@@ -312,12 +357,13 @@ impl fmt::Display for Denied {
 /// The reason for a key that does not verify, whatever the cause.
 pub const NOT_A_VALID_KEY: &str = "not a valid key";
 
-/// The keys of a key file as a running process checks them, following
-/// changes of the file (see the module docs).
-#[derive(Debug)]
+/// The keys of a [`KeyStore`] as a running process checks them, following
+/// its changes (see the module docs).
 pub struct KeyRing {
-    file: KeyFile,
-    loaded: Mutex<Loaded>,
+    /// The key file, looked at by the requests themselves; `None`: keys
+    /// read by a thread of their own ([`KeyRing::following`]).
+    file: Option<KeyFile>,
+    loaded: Arc<Mutex<Loaded>>,
 }
 
 #[derive(Debug)]
@@ -325,23 +371,67 @@ struct Loaded {
     keys: Result<HashMap<String, KeyRecord>, String>,
     /// Modification time and length of the file read; `None`: no file.
     stamp: Option<(SystemTime, u64)>,
+    /// When the keys were last looked at (a file) or read (elsewhere).
     checked: Option<Instant>,
 }
 
 impl KeyRing {
+    /// The keys of a key file, re-read when it changes.
     pub fn new(file: KeyFile) -> KeyRing {
-        KeyRing { file, loaded: Mutex::new(Loaded { keys: Ok(HashMap::new()), stamp: None, checked: None }) }
+        KeyRing { file: Some(file), loaded: Arc::new(Mutex::new(Loaded { keys: Ok(HashMap::new()), stamp: None, checked: None })) }
     }
 
-    /// How many keys are active at `now_ms` (for the start-up message).
-    pub fn active(&self, now_ms: u64) -> Result<usize, KeyError> {
-        Ok(self.file.list()?.iter().filter(|k| k.state(now_ms) == "active").count())
+    /// The keys `read` returns, called every [`RELOAD_MS`] on a thread of
+    /// its own until the ring is dropped. Until its first success, and
+    /// whenever the last read failed or is [`STALE_MS`] old, every key is
+    /// refused.
+    pub fn following<F>(mut read: F) -> KeyRing
+    where
+        F: FnMut() -> Result<Vec<KeyRecord>, String> + Send + 'static,
+    {
+        let loaded = Arc::new(Mutex::new(Loaded { keys: Err("not read yet".to_owned()), stamp: None, checked: None }));
+        let follow = Arc::downgrade(&loaded);
+        let mut warned: Option<String> = None;
+        let spawned = std::thread::Builder::new().name("keys".to_owned()).spawn(move || loop {
+            let keys = read().map(|keys| keys.into_iter().map(|k| (k.id.clone(), k)).collect());
+            let Some(loaded) = follow.upgrade() else { return };
+            let mut loaded = loaded.lock().unwrap_or_else(|e| e.into_inner());
+            // Each failure is said once, and so is the recovery from it.
+            match (&keys, &warned) {
+                (Err(reason), _) if warned.as_ref() != Some(reason) => {
+                    tracing::warn!("keys cannot be read, every key is refused until they can: {reason}");
+                    warned = Some(reason.clone());
+                }
+                (Ok(_), Some(_)) => {
+                    tracing::info!("keys read again");
+                    warned = None;
+                }
+                _ => {}
+            }
+            loaded.checked = keys.is_ok().then(Instant::now).or(loaded.checked);
+            loaded.keys = keys;
+            drop(loaded);
+            std::thread::sleep(Duration::from_millis(RELOAD_MS));
+        });
+        if let Err(e) = spawned {
+            loaded.lock().unwrap_or_else(|e| e.into_inner()).keys = Err(format!("the thread reading keys: {e}"));
+        }
+        KeyRing { file: None, loaded }
     }
 
     /// The scope of `presented` (a whole key) at `now_ms`.
     pub fn check(&self, presented: &str, now_ms: u64) -> Result<Scope, Denied> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        self.refresh(&mut loaded);
+        match &self.file {
+            Some(file) => refresh(file, &mut loaded),
+            None => {
+                let age = loaded.checked.map(|at| at.elapsed());
+                if age.is_some_and(|age| age > Duration::from_millis(STALE_MS)) && loaded.keys.is_ok() {
+                    let seconds = age.map_or(0, |age| age.as_secs());
+                    loaded.keys = Err(format!("the keys were last read {seconds} s ago"));
+                }
+            }
+        }
         let keys = loaded.keys.as_ref().map_err(|reason| Denied::Unavailable(reason.clone()))?;
         let (id, secret) = split_key(presented).unwrap_or(("", presented));
         let digest = Sha256::digest(secret.as_bytes());
@@ -362,27 +452,32 @@ impl KeyRing {
         }
         record.scope.parse().map_err(|_| Denied::Invalid(NOT_A_VALID_KEY))
     }
+}
 
-    /// Re-reads the file if it changed, looking at most every [`RELOAD_MS`].
-    fn refresh(&self, loaded: &mut Loaded) {
-        if loaded.checked.is_some_and(|at| at.elapsed().as_millis() < u128::from(RELOAD_MS)) {
-            return;
-        }
-        loaded.checked = Some(Instant::now());
-        let stamp = match std::fs::metadata(self.file.path()) {
-            Ok(meta) => meta.modified().ok().map(|at| (at, meta.len())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                loaded.keys = Err(e.to_string());
-                return;
-            }
-        };
-        if stamp == loaded.stamp && loaded.keys.is_ok() && stamp.is_some() {
-            return;
-        }
-        loaded.stamp = stamp;
-        loaded.keys = self.file.list().map(|keys| keys.into_iter().map(|k| (k.id.clone(), k)).collect()).map_err(|e| e.to_string());
+/// Re-reads `file` if it changed, looking at most every [`RELOAD_MS`].
+fn refresh(file: &KeyFile, loaded: &mut Loaded) {
+    if loaded.checked.is_some_and(|at| at.elapsed().as_millis() < u128::from(RELOAD_MS)) {
+        return;
     }
+    loaded.checked = Some(Instant::now());
+    let stamp = match std::fs::metadata(file.path()) {
+        Ok(meta) => meta.modified().ok().map(|at| (at, meta.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            loaded.keys = Err(e.to_string());
+            return;
+        }
+    };
+    if stamp == loaded.stamp && loaded.keys.is_ok() && stamp.is_some() {
+        return;
+    }
+    loaded.stamp = stamp;
+    loaded.keys = file.list().map(|keys| keys.into_iter().map(|k| (k.id.clone(), k)).collect()).map_err(|e| e.to_string());
+}
+
+/// How many of `keys` are active at `now_ms`.
+pub fn active(keys: &[KeyRecord], now_ms: u64) -> usize {
+    keys.iter().filter(|k| k.state(now_ms) == "active").count()
 }
 
 /// `(id, secret)` of `tally_<id>_<secret>`.
@@ -400,8 +495,8 @@ mod tests {
     fn a_key_reads_in_its_scope_until_revoked_or_expired() {
         let dir = tempfile::tempdir().unwrap();
         let file = KeyFile::in_dir(dir.path());
-        let (adv, adv_key) = file.add(&Scope::advertiser("adv-1").unwrap(), "acme", None, NOW).unwrap();
-        let (_, op_key) = file.add(&Scope::Operator, "ops", Some(NOW + 1_000), NOW).unwrap();
+        let (adv, adv_key) = add_key(&file, &Scope::advertiser("adv-1").unwrap(), "acme", None, NOW).unwrap();
+        let (_, op_key) = add_key(&file, &Scope::Operator, "ops", Some(NOW + 1_000), NOW).unwrap();
         let ring = KeyRing::new(file.clone());
         assert_eq!(ring.check(&adv_key, NOW), Ok(Scope::Advertiser("adv-1".into())));
         assert_eq!(ring.check(&op_key, NOW + 999), Ok(Scope::Operator));
@@ -426,7 +521,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = KeyFile::in_dir(&dir.path().join("data"));
-        let (record, key) = file.add(&Scope::Operator, "ops", None, NOW).unwrap();
+        let (record, key) = add_key(&file, &Scope::Operator, "ops", None, NOW).unwrap();
         let text = std::fs::read_to_string(file.path()).unwrap();
         let secret = key.rsplit('_').next().unwrap();
         assert!(!text.contains(secret) && text.contains(&record.secret_sha256));
@@ -446,8 +541,8 @@ mod tests {
         assert!("advertiser:".parse::<Scope>().is_err());
         let dir = tempfile::tempdir().unwrap();
         let file = KeyFile::in_dir(dir.path());
-        assert!(matches!(file.add(&Scope::Operator, "a\nb", None, NOW), Err(KeyError::Invalid { field: "--name", .. })));
-        assert!(matches!(file.add(&Scope::Operator, "x", Some(NOW), NOW), Err(KeyError::Invalid { field: "--expires", .. })));
+        assert!(matches!(add_key(&file, &Scope::Operator, "a\nb", None, NOW), Err(KeyError::Invalid { field: "--name", .. })));
+        assert!(matches!(add_key(&file, &Scope::Operator, "x", Some(NOW), NOW), Err(KeyError::Invalid { field: "--expires", .. })));
         assert!(file.list().unwrap().is_empty(), "a refused key leaves nothing");
     }
 
@@ -455,9 +550,70 @@ mod tests {
     fn an_unreadable_key_file_refuses_every_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = KeyFile::in_dir(dir.path());
-        let (_, key) = file.add(&Scope::Operator, "ops", None, NOW).unwrap();
+        let (_, key) = add_key(&file, &Scope::Operator, "ops", None, NOW).unwrap();
         std::fs::write(file.path(), "not json").unwrap();
         let ring = KeyRing::new(file);
         assert!(matches!(ring.check(&key, NOW), Err(Denied::Unavailable(_))));
+    }
+
+    /// The answer `ring` gives `key` once it is `expected`, or the last one
+    /// after `within`.
+    fn eventually(ring: &KeyRing, key: &str, expected: &Result<Scope, Denied>, within: Duration) -> Result<Scope, Denied> {
+        let started = Instant::now();
+        loop {
+            let answer = ring.check(key, NOW);
+            let same = match (&answer, expected) {
+                (Err(Denied::Unavailable(_)), Err(Denied::Unavailable(_))) => true,
+                (a, b) => a == b,
+            };
+            if same || started.elapsed() > within {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_followed_ring_refuses_every_key_until_read_and_while_reads_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::in_dir(dir.path());
+        let (record, key) = add_key(&file, &Scope::Operator, "ops", None, NOW).unwrap();
+        let source: Arc<Mutex<Result<Vec<KeyRecord>, String>>> = Arc::new(Mutex::new(Err("cluster down".into())));
+        let read = Arc::clone(&source);
+        let ring = KeyRing::following(move || read.lock().unwrap().clone());
+        let within = Duration::from_millis(2 * RELOAD_MS + 500);
+        let unavailable = Err(Denied::Unavailable(String::new()));
+        assert!(matches!(ring.check(&key, NOW), Err(Denied::Unavailable(_))), "nothing read yet");
+
+        *source.lock().unwrap() = Ok(file.list().unwrap());
+        assert_eq!(eventually(&ring, &key, &Ok(Scope::Operator), within), Ok(Scope::Operator));
+        file.revoke(&record.id, NOW).unwrap();
+        *source.lock().unwrap() = Ok(file.list().unwrap());
+        assert_eq!(eventually(&ring, &key, &Err(Denied::Revoked), within), Err(Denied::Revoked), "a revoke is followed");
+
+        *source.lock().unwrap() = Err("cluster down".into());
+        assert!(matches!(eventually(&ring, &key, &unavailable, within), Err(Denied::Unavailable(_))), "a failed read refuses");
+    }
+
+    #[test]
+    fn a_followed_ring_that_reads_nothing_new_for_too_long_refuses_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = KeyFile::in_dir(dir.path());
+        let (_, key) = add_key(&file, &Scope::Operator, "ops", None, NOW).unwrap();
+        let keys = file.list().unwrap();
+        // The first read answers; the next one hangs (a node that stopped
+        // answering), so the keys read grow stale.
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&reads);
+        let ring = KeyRing::following(move || {
+            if counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+            Ok(keys.clone())
+        });
+        let within = Duration::from_millis(RELOAD_MS);
+        assert_eq!(eventually(&ring, &key, &Ok(Scope::Operator), within), Ok(Scope::Operator));
+        let stale = eventually(&ring, &key, &Err(Denied::Unavailable(String::new())), Duration::from_millis(STALE_MS + RELOAD_MS));
+        assert!(matches!(&stale, Err(Denied::Unavailable(reason)) if reason.contains("last read")), "{stale:?}");
     }
 }

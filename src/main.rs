@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use cmd::export::ExportArgs;
 use cmd::gen::GenArgs;
-use cmd::keys::KeysCommand;
+use cmd::keys::KeysArgs;
 use cmd::log::LogCommand;
 use cmd::run::RunArgs;
 use cmd::service::{IngestArgs, UpArgs};
@@ -71,8 +71,7 @@ enum Command {
     Status(StatusArgs),
     /// API keys of the query API and the dashboard: `keys add`, `keys list`,
     /// `keys revoke ID`.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(KeysArgs),
 }
 fn main() -> ExitCode {
     fail_stop_on_panic();
@@ -94,7 +93,7 @@ fn main() -> ExitCode {
         Command::Versions(args) => cmd::versions::versions(args, &data_dir),
         Command::Status(args) => cmd::status::status(args, &data_dir),
         Command::Switch(args) => cmd::versions::switch(&args, &data_dir),
-        Command::Keys(command) => cmd::keys::keys(command, &data_dir),
+        Command::Keys(args) => cmd::keys::keys(args, &data_dir),
     };
     ExitCode::from(code as u8)
 }

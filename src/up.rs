@@ -29,13 +29,14 @@ use crate::ingest::server::ClickLog;
 use crate::ingest::server::OPENAPI_JSON;
 use crate::ingest::service::{now_ms, stop_signal, Service};
 use crate::job::{Job, SinkSpec, SourceSpec};
-use crate::keys::{KeyFile, KeyRing, Scope};
+use crate::keys::{active, add_key, KeyFile, KeyRing, KeyStore, Scope};
 use crate::log::{Log, LogOptions};
 use crate::query::QueryState;
 use crate::query::{CassandraFollowed, LazyReader, ServedStore};
 use crate::run::{run, RunOptions};
 use crate::sources::generator::{write_catalog, Generator, GeneratorConfig};
 use crate::sources::kafka::KafkaTopic;
+use crate::store::cassandra::CassandraKeys;
 use crate::store::embedded::EmbeddedStore;
 use crate::telemetry::{CommitStats, Freshness, SourceStats, Telemetry};
 
@@ -236,7 +237,8 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");
     tracing::info!("dashboard: {scheme}://{addr}/");
-    announce_access(data_dir, options, owners_catalog.as_ref())?;
+    announce_access(job, data_dir, options, owners_catalog.as_ref())?;
+    let keys = (!options.open_reads).then(|| key_ring(job, data_dir));
     let job = job.clone();
     std::thread::Builder::new()
         .name("job".to_owned())
@@ -255,9 +257,9 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
         start_demo(addr, config.tls.is_some())?;
     }
     let state = QueryState::new(served, Arc::clone(&telemetry), now_ms).with_catalog(owners_catalog.as_ref());
-    let state = Arc::new(match options.open_reads {
-        true => state,
-        false => state.with_keys(KeyRing::new(KeyFile::in_dir(&data_dir.root))),
+    let state = Arc::new(match keys {
+        None => state,
+        Some(keys) => state.with_keys(keys),
     });
     let service = service.with_telemetry(telemetry);
     let openapi = merge_openapi(OPENAPI_JSON, crate::query::OPENAPI_JSON).to_string();
@@ -292,41 +294,75 @@ fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
     doc
 }
 
+/// Where the API keys of `job` are kept: in its keyspace when it commits
+/// to Cassandra (so every `tally up` of the job checks the same keys),
+/// else in the data directory. Connecting to Cassandra creates the tables
+/// if they are missing: this runs before the job starts.
+fn key_store(job: &Job, data_dir: &DataDir) -> Result<Box<dyn KeyStore>, UpError> {
+    Ok(match &job.sink {
+        SinkSpec::Cassandra(cassandra) => Box::new(
+            CassandraKeys::open_to_write(cassandra, &job.name).map_err(|e| UpError { message: e.to_string(), code: e.exit_code() })?,
+        ),
+        _ => Box::new(KeyFile::in_dir(&data_dir.root)),
+    })
+}
+
+/// The keys the query API checks: the key file, re-read when it changes,
+/// or the job's keys in Cassandra, read every second.
+fn key_ring(job: &Job, data_dir: &DataDir) -> KeyRing {
+    match &job.sink {
+        SinkSpec::Cassandra(cassandra) => {
+            let (cassandra, name) = (cassandra.clone(), job.name.clone());
+            let mut keys: Option<CassandraKeys> = None;
+            KeyRing::following(move || {
+                let keys = match &mut keys {
+                    Some(keys) => keys,
+                    None => keys.insert(CassandraKeys::open(&cassandra, &name).map_err(|e| e.to_string())?),
+                };
+                keys.list().map_err(|e| e.to_string())
+            })
+        }
+        _ => KeyRing::new(KeyFile::in_dir(&data_dir.root)),
+    }
+}
+
 /// Says who may read, and with `--demo` creates and prints an operator key
 /// and a key of the catalog's first advertiser, so both views can be tried
 /// (revoking those of an earlier start).
-fn announce_access(data_dir: &DataDir, options: &UpOptions, catalog: Option<&Catalog>) -> Result<(), UpError> {
+fn announce_access(job: &Job, data_dir: &DataDir, options: &UpOptions, catalog: Option<&Catalog>) -> Result<(), UpError> {
     if options.open_reads {
         tracing::warn!(
             "query API and dashboard OPEN (--no-auth): anyone who can reach this address reads every advertiser's clicks (local use only)"
         );
         return Ok(());
     }
-    let keys = KeyFile::in_dir(&data_dir.root);
+    let keys = key_store(job, data_dir)?;
+    let keys = keys.as_ref();
+    let failed = |e: crate::keys::KeyError| UpError { message: e.to_string(), code: e.exit_code() };
     if options.demo {
         let now = now_ms();
         // The keys an earlier start printed stop working: only the ones
         // printed now do.
-        for key in keys.list().map_err(|e| e.to_string())? {
+        for key in keys.list().map_err(failed)? {
             if key.name.starts_with(DEMO_KEY_NAME) && key.state(now) == "active" {
-                keys.revoke(&key.id, now).map_err(|e| e.to_string())?;
+                keys.revoke(&key.id, now).map_err(failed)?;
             }
         }
-        let (_, operator) = keys.add(&Scope::Operator, &format!("{DEMO_KEY_NAME} (operator)"), None, now).map_err(|e| e.to_string())?;
+        let (_, operator) = add_key(keys, &Scope::Operator, &format!("{DEMO_KEY_NAME} (operator)"), None, now).map_err(failed)?;
         println!("demo operator key:   {operator}");
         if let Some(advertiser) = catalog.and_then(|c| c.versions().next().map(|(_, _, _, advertiser)| advertiser.to_string())) {
             let scope = Scope::advertiser(&advertiser)?;
-            let (_, key) = keys.add(&scope, &format!("{DEMO_KEY_NAME} ({advertiser})"), None, now).map_err(|e| e.to_string())?;
+            let (_, key) = add_key(keys, &scope, &format!("{DEMO_KEY_NAME} ({advertiser})"), None, now).map_err(failed)?;
             println!("demo advertiser key: {key}   ({scope})");
         }
         println!("paste a key into the dashboard, or send it as Authorization: Bearer <key>");
     }
-    let active = KeyRing::new(keys.clone()).active(now_ms()).map_err(|e| e.to_string())?;
-    match active {
+    match active(&keys.list().map_err(failed)?, now_ms()) {
         0 => tracing::warn!(
-            "query API: every read needs an API key and there is none yet: tally keys add --operator (or --advertiser ADV) creates one"
+            "query API: every read needs an API key and there is none yet in {}: tally keys add --operator (or --advertiser ADV) creates one",
+            keys.place()
         ),
-        n => tracing::info!("query API: every read needs an API key ({n} active in {})", keys.path().display()),
+        n => tracing::info!("query API: every read needs an API key ({n} active in {})", keys.place()),
     }
     Ok(())
 }

@@ -1194,9 +1194,15 @@ mod up {
     impl Up {
         /// `tally up --no-auth` on `data` with `args`, once it listens.
         fn start(data: &Path, log: PathBuf, args: &[&std::ffi::OsStr]) -> Up {
+            Up::spawn(data, log, &["--no-auth".as_ref()], args)
+        }
+
+        /// `tally up` on `data` with `auth` and `args`, once it listens.
+        fn spawn(data: &Path, log: PathBuf, auth: &[&std::ffi::OsStr], args: &[&std::ffi::OsStr]) -> Up {
             let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
             let child = tally(data)
-                .args(["up", "--no-auth", "--addr", &addr.to_string()])
+                .args(["up", "--addr", &addr.to_string()])
+                .args(auth)
                 .args(args)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
@@ -1325,6 +1331,114 @@ mod up {
         }
         assert!(paged == whole, "the ledger in pages differs from the ledger read whole");
         whole
+    }
+
+    /// `tally keys --job J --cassandra HOSTS` on a scratch data directory
+    /// (its own, so no key file is shared): what it prints, and its exit
+    /// status.
+    fn keys(dir: &Path, job: &Path, args: &[&str]) -> (i32, String, String) {
+        let out =
+            tally(&dir.join("keys-data")).arg("keys").args(args).arg("--job").arg(job).args(["--cassandra", cassandra()]).output().unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// The status of `GET path` with `key` as Bearer (none: no header).
+    fn status_with(addr: SocketAddr, path: &str, key: Option<&str>) -> (u16, String) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        let auth = key.map_or(String::new(), |key| format!("Authorization: Bearer {key}\r\n"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        let status = answer.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+        (status, answer)
+    }
+
+    /// Keys made with `tally keys --cassandra` live in the job's keyspace
+    /// (as digests only), a `tally up` of the job on another data
+    /// directory checks them, and a revoke reaches it within seconds; a key
+    /// of a data directory's file is not one of the job's.
+    #[test]
+    fn api_keys_kept_in_the_keyspace_are_checked_by_tally_up_and_a_revoke_reaches_it() {
+        let (dir, catalog, job, name) = scratch("keys", "[source]\nkind = \"log\"\npartitions = 2");
+        let (code, advertiser, said) = keys(&dir, &job, &["add", "--advertiser", "cu-adv-1", "--name", "acme"]);
+        assert_eq!(code, 0, "{said}");
+        let advertiser = advertiser.trim().to_owned();
+        assert!(said.contains(&format!("keyspace {KEYSPACE} job {name}")), "it says where the key is: {said}");
+        let (code, operator, said) = keys(&dir, &job, &["add", "--operator"]);
+        assert_eq!(code, 0, "{said}");
+        let operator = operator.trim().to_owned();
+
+        // The keyspace keeps each key's digest, never its secret (checked
+        // with sha256sum, not with tally's own hashing).
+        let stored: Vec<(String, String, String)> =
+            cql(&format!("SELECT id, scope, secret_sha256 FROM {KEYSPACE}.api_keys WHERE job = ?"), (name.as_str(),));
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        for key in [&advertiser, &operator] {
+            let (id, secret) = key.strip_prefix("tally_").unwrap().split_once('_').unwrap();
+            let row = stored.iter().find(|(stored_id, _, _)| stored_id == id).expect("the key's row");
+            let digest = Command::new("sh").arg("-c").arg(format!("printf %s {secret} | sha256sum")).output().unwrap();
+            assert_eq!(String::from_utf8_lossy(&digest.stdout).split_whitespace().next(), Some(row.2.as_str()));
+            assert!(!row.2.contains(secret));
+        }
+        let (code, listed, said) = keys(&dir, &job, &["list", "--json"]);
+        assert_eq!(code, 0, "{said}");
+        let listed: Vec<Value> = listed.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+        let scopes: Vec<&str> = listed.iter().map(|key| key["scope"].as_str().unwrap()).collect();
+        assert_eq!(scopes, ["advertiser:cu-adv-1", "operator"], "in creation order");
+        assert!(listed.iter().all(|key| key["state"] == "active"));
+
+        // `tally up` of the job, on a data directory of its own with a key
+        // file holding another operator key: that one is not the job's.
+        let data = dir.join("data");
+        let local = tally(&data).args(["keys", "add", "--operator"]).output().unwrap();
+        assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
+        let local = String::from_utf8_lossy(&local.stdout).trim().to_owned();
+        let local_config = Path::new(ROOT).join("jobs/ingest.local.toml");
+        let up = Up::spawn(
+            &data,
+            dir.join("up.log"),
+            &["--config".as_ref(), local_config.as_os_str()],
+            &["--job".as_ref(), job.as_os_str(), "--cassandra".as_ref(), cassandra().as_ref(), "--catalog".as_ref(), catalog.as_os_str()],
+        );
+        let started = Instant::now();
+        while status_with(up.addr, "/v1/stats", Some(&operator)).0 != 200 {
+            assert!(started.elapsed() < Duration::from_secs(30), "the operator key never read:\n{}", up.stderr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(up.stderr().contains("2 active in cassandra"), "{}", up.stderr());
+        assert_eq!(status_with(up.addr, "/v1/stats", Some(&advertiser)).0, 403, "an advertiser key does not read stats");
+        assert_eq!(status_with(up.addr, "/v1/ads/cu-ad-4/clicks", Some(&advertiser)).0, 200, "its own ad");
+        assert_eq!(status_with(up.addr, "/v1/ads/cu-ad-0/clicks", Some(&advertiser)).0, 404, "another's ad");
+        for (key, what) in [(Some(local.as_str()), "a key of the data directory"), (None, "no key")] {
+            assert_eq!(status_with(up.addr, "/v1/stats", key).0, 401, "{what}");
+        }
+
+        let id = advertiser.strip_prefix("tally_").unwrap().split_once('_').unwrap().0.to_owned();
+        let (code, said, err) = keys(&dir, &job, &["revoke", &id]);
+        assert_eq!(code, 0, "{err}");
+        assert!(said.contains(&format!("revoked {id}")), "{said}");
+        let revoked = Instant::now();
+        loop {
+            let (status, answer) = status_with(up.addr, "/v1/ads/cu-ad-4/clicks", Some(&advertiser));
+            if status == 401 {
+                assert!(answer.contains("revoked"), "{answer}");
+                break;
+            }
+            assert!(revoked.elapsed() < Duration::from_secs(5), "the revoke did not reach tally up: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(status_with(up.addr, "/v1/stats", Some(&operator)).0, 200, "the other key still reads");
+        let (code, _, err) = keys(&dir, &job, &["revoke", "00000000"]);
+        assert_eq!(code, 2, "revoking no key is a usage error: {err}");
+        assert!(err.contains("no key with id \"00000000\""), "{err}");
+        let rows: Vec<(String,)> = cql(&format!("SELECT id FROM {KEYSPACE}.api_keys WHERE job = ?"), (name.as_str(),));
+        assert_eq!(rows.len(), 2, "revoking a missing key made no row: {rows:?}");
+        let log = up.stop();
+        for secret in [&advertiser, &operator, &local] {
+            assert!(!log.contains(secret.as_str()), "a key in the log:\n{log}");
+        }
     }
 
     /// Everything `tally up` on Cassandra serves, compared with `tally

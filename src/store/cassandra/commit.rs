@@ -8,14 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scylla::errors::ExecutionError;
-use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row as CqlRow};
 
 use super::apply;
 use super::config::CassandraConfig;
-use super::db::{Access, Db};
+use super::db::{applied, Access, Db};
 use super::layout::{signed, ttl_seconds};
 use super::payload::{self, PayloadSummary, Staged};
 use super::protocol::{
@@ -404,13 +402,6 @@ impl EpochStore for CassandraStore {
     fn last_committed(&self) -> Result<Option<Recovered>, StoreError> {
         self.reader().snapshot()?.last_committed()
     }
-}
-
-/// Whether a lightweight transaction applied: its first column.
-fn applied(answer: Result<QueryResult, ExecutionError>) -> Result<bool, Box<ExecutionError>> {
-    let rows = answer.map_err(Box::new)?.into_rows_result().ok();
-    let first = rows.as_ref().and_then(|rows| rows.maybe_first_row::<CqlRow>().ok().flatten());
-    Ok(matches!(first.and_then(|row| row.columns.into_iter().next().flatten()), Some(CqlValue::Boolean(true))))
 }
 
 /// Stops the process where a test asked, as a SIGKILL there would.

@@ -20,6 +20,7 @@ use scylla::response::query_result::QueryResult;
 use scylla::response::{PagingState, PagingStateResponse};
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row as CqlRow};
 
 use super::config::CassandraConfig;
 use super::schema;
@@ -197,6 +198,14 @@ impl Db {
             }
         })
     }
+}
+
+/// Whether a lightweight transaction applied (its first column), or the
+/// error after which nobody knows.
+pub fn applied(answer: Result<QueryResult, ExecutionError>) -> Result<bool, Box<ExecutionError>> {
+    let rows = answer.map_err(Box::new)?.into_rows_result().ok();
+    let first = rows.as_ref().and_then(|rows| rows.maybe_first_row::<CqlRow>().ok().flatten());
+    Ok(matches!(first.and_then(|row| row.columns.into_iter().next().flatten()), Some(CqlValue::Boolean(true))))
 }
 
 /// Every statement tally runs, prepared once per session.

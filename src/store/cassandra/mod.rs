@@ -27,7 +27,7 @@
 //!    window the newest row at or below it (`query.rs`): never half an epoch.
 //!
 //! `catalog.rs` keeps the ad catalog the job counted with, for readers
-//! beside Cassandra. `commit.rs` is the writer ([`CassandraStore`], an
+//! beside Cassandra; `keys.rs` the API keys of the job's query API. `commit.rs` is the writer ([`CassandraStore`], an
 //! [`EpochStore`](crate::store::EpochStore)), `query.rs` the reader
 //! ([`CassandraReader`], a [`StoreReader`](crate::store::StoreReader)),
 //! `schema.cql` the tables, `layout.rs` partitions and timestamps, `db.rs`
@@ -43,6 +43,7 @@ pub mod catalog;
 mod commit;
 pub mod config;
 mod db;
+mod keys;
 mod layout;
 mod payload;
 mod protocol;
@@ -55,6 +56,7 @@ mod versions;
 
 pub use commit::{CassandraStore, CrashPoint, Faults, STAGING_TTL_S};
 pub use config::{CassandraConfig, Level, SerialLevel};
+pub use keys::CassandraKeys;
 pub use query::{CassandraReader, CassandraSnapshot};
 pub use schema::SCHEMA_VERSION;
 pub use version_rows::{build_job, CassandraManifest, Pending, Served, CLAIM_LEASE};

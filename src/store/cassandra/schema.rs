@@ -11,7 +11,10 @@
 //! nothing: they refuse a keyspace without tally's tables of this version.
 //!
 //! Cassandra may disagree with itself when two clients create one table at
-//! the same moment, so only the job (one process per job) creates them.
+//! the same moment, so only the job (one process per job) creates them, and
+//! the commands that prepare for it: a backfill, and `tally keys` (keys
+//! may be made before the job first runs). Run those before the job's
+//! first start, or after it, not at the same moment.
 
 use scylla::client::session::Session;
 use scylla::statement::unprepared::Statement;
@@ -21,8 +24,8 @@ use super::config::CassandraConfig;
 use super::db::Access;
 
 /// Version of `schema.cql` and of what tally stores in it: 2 added
-/// `output_versions`, `ad_catalog` and `catalogs`.
-pub const SCHEMA_VERSION: i32 = 2;
+/// `output_versions`, `ad_catalog` and `catalogs`; 3 added `api_keys`.
+pub const SCHEMA_VERSION: i32 = 3;
 const SCHEMA: &str = include_str!("schema.cql");
 /// The `schema_version` row of tally's tables.
 const COMPONENT: &str = "tally";
@@ -102,7 +105,7 @@ mod tests {
     #[test]
     fn the_schema_is_idempotent_table_creations_without_comments() {
         let statements = statements(SCHEMA);
-        assert_eq!(statements.len(), 14);
+        assert_eq!(statements.len(), 15);
         for statement in &statements {
             assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS "), "{statement}");
             assert!(!statement.contains("--"), "{statement}");

@@ -42,10 +42,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row as CqlRow};
 
 use super::config::CassandraConfig;
-use super::db::{prepare, Access, Db, Kind};
+use super::db::{applied, prepare, Access, Db, Kind};
 use super::layout::signed;
 use super::purge::purge;
 use super::query::CassandraReader;
@@ -306,9 +305,7 @@ impl CassandraVersions {
     /// Runs a lightweight transaction: whether it applied, or why nobody
     /// knows.
     fn transaction(&self, statement: &PreparedStatement, values: impl SerializeRow) -> Result<bool, String> {
-        let answer = self.db.block_on(self.db.session.execute_unpaged(statement, values)).map_err(|e| e.to_string())?;
-        let rows = answer.into_rows_result().map_err(|e| e.to_string())?;
-        Ok(applied(rows.maybe_first_row::<CqlRow>().map_err(|e| e.to_string())?))
+        applied(self.db.block_on(self.db.session.execute_unpaged(statement, values))).map_err(|e| e.to_string())
     }
 
     /// Publishes the build of `claim` as its version, if the claim is
@@ -467,11 +464,6 @@ enum Step<'s, T> {
     Done(T),
     /// Run this transaction; if it applies, the change is done with `T`.
     Write(&'s PreparedStatement, Box<dyn SerializeRow + Send + Sync>, T),
-}
-
-/// Whether a lightweight transaction applied: its first column.
-fn applied(first: Option<CqlRow>) -> bool {
-    matches!(first.and_then(|row| row.columns.into_iter().next().flatten()), Some(CqlValue::Boolean(true)))
 }
 
 /// A new build id: 16 hex digits, random.
