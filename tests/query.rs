@@ -238,36 +238,59 @@ fn query_api_counts_match_a_recount_before_and_after_kill_9() {
     wait_for_recount(&mut http, &expected, from, to);
 
     // The ledger read in pages of 7 entries equals the ledger read whole:
-    // no entry repeated or skipped at page boundaries.
+    // no request id repeated or skipped at page boundaries.
     let whole = http.get(&format!("/v1/late?from={from}&to={to}&limit=1000")).unwrap().json();
-    assert!(whole["next_from"].is_null(), "the test's ledger should fit one page of 1000");
+    assert!(whole["next"].is_null(), "the test's ledger should fit one page of 1000");
     let whole = whole["entries"].as_array().unwrap().clone();
-    let mut paged: Vec<Value> = Vec::new();
-    let mut page_from = from;
-    let mut pages = 0;
-    loop {
-        let reply = http.get(&format!("/v1/late?from={page_from}&to={to}&limit=7")).unwrap();
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        let body = reply.json();
-        paged.extend(body["entries"].as_array().unwrap().iter().cloned());
-        pages += 1;
-        match body["next_from"].as_u64() {
-            Some(next) => page_from = next,
-            None => break,
-        }
-    }
+    let (paged, pages) = late_pages(&mut http, from, to, 7);
     assert!(whole.len() > 7 && pages > 1, "{} entries in {pages} pages: too few to test paging", whole.len());
     assert!(paged == whole, "paged ledger ({} entries) differs from the whole ({} entries)", paged.len(), whole.len());
-    // With `limit=1` every page is one window whole, however many entries
-    // it holds: pages end between windows.
+    // With `limit=1` a page is one entry, and the next starts after it.
+    let (single, pages) = late_pages(&mut http, from, to, 1);
+    assert!(single == whole && pages == whole.len(), "{pages} pages of one entry for {} entries", whole.len());
+    // A cursor outside the range, or not a cursor, is refused.
     let first = http.get(&format!("/v1/late?from={from}&to={to}&limit=1")).unwrap().json();
-    let entries = first["entries"].as_array().unwrap();
-    let window = entries[0]["window_start"].as_u64().unwrap();
-    let of_window = whole.iter().filter(|e| e["window_start"].as_u64() == Some(window)).count();
-    assert!(entries.len() == of_window && of_window > 1, "{} entries on a page of limit 1, {of_window} in its window", entries.len());
-    assert!(first["next_from"].as_u64().unwrap() > window, "{first}");
+    let cursor = first["next"].as_str().unwrap().to_owned();
+    for (query, reason) in [
+        (format!("from={}&to={to}&after={cursor}", to - 1), "not in from..to"),
+        (format!("from={from}&to={to}&after=12-x"), "not a cursor"),
+    ] {
+        let reply = http.get(&format!("/v1/late?{query}")).unwrap();
+        assert_eq!(reply.status, 400, "{query}: {}", reply.text());
+        let body = reply.json();
+        assert!(body["field"] == "after" && body["reason"].as_str().unwrap().contains(reason), "{query}: {body}");
+    }
     let _ = Command::new("kill").args(["-TERM", &server.id().to_string()]).status();
     assert!(server.wait().unwrap().success());
+}
+
+/// Every page of the ledger of `[from, to)` at `limit`, each page
+/// following the previous one's `next`: the entries joined (an entry cut
+/// by a page's end merged with its continuation) and the number of pages.
+fn late_pages(http: &mut HttpClient, from: u64, to: u64, limit: usize) -> (Vec<Value>, usize) {
+    let mut joined: Vec<Value> = Vec::new();
+    let (mut after, mut pages) = (String::new(), 0);
+    loop {
+        let reply = http.get(&format!("/v1/late?from={from}&to={to}&limit={limit}{after}")).unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let body = reply.json();
+        pages += 1;
+        for entry in body["entries"].as_array().unwrap() {
+            let same = |a: &Value, b: &Value| ["window_start", "key_type", "key", "batch", "held"].iter().all(|f| a[f] == b[f]);
+            match joined.last_mut() {
+                Some(last) if same(last, entry) => {
+                    let ids = entry["request_ids"].as_array().unwrap().clone();
+                    last["request_ids"].as_array_mut().unwrap().extend(ids);
+                }
+                _ => joined.push(entry.clone()),
+            }
+        }
+        match body["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => return (joined, pages),
+        }
+        assert!(pages < 10_000, "paging does not end");
+    }
 }
 
 #[test]

@@ -10,14 +10,15 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::access::Viewer;
+use super::late::{cursor, parse_cursor, read_page};
 use super::params::{
     check_series_range, ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K,
 };
 use super::QueryState;
 use crate::event::validate::check_key;
 use crate::event::KeyType;
-use crate::row::{format_uuid, granularity_label, LateEntry, Row};
-use crate::store::{RowFilter, StoreError, StoreSnapshot};
+use crate::row::{format_uuid, granularity_label, Row};
+use crate::store::{LatePosition, RowFilter, StoreError, StoreSnapshot};
 
 const ONE_MINUTE_MS: u64 = 60_000;
 
@@ -206,15 +207,17 @@ fn top_of(state: &QueryState, viewer: &Viewer, query: Option<String>) -> Result<
     }))
 }
 
-/// `GET /v1/late?from=&to=&limit=`: the late-click ledger, by window.
+/// `GET /v1/late?from=&to=&limit=&after=`: the late-click ledger, by
+/// window, in pages (`late.rs`).
 pub async fn late(state: State<Arc<QueryState>>, viewer: Extension<Viewer>, query: RawQuery) -> Response {
     let (state, viewer) = (state.0, viewer.0);
     blocking(&Arc::clone(&state), move || late_of(&state, &viewer, query.0)).await
 }
 
 fn late_of(state: &QueryState, viewer: &Viewer, query: Option<String>) -> Result<Value, Failure> {
-    let params = params(query, &["from", "to", "limit"])?;
+    let params = params(query, &["from", "to", "limit", "after"])?;
     let limit = params.count("limit", DEFAULT_LATE_LIMIT, MAX_LATE_LIMIT)?;
+    let after = params.get("after").map(|text| parse_cursor(text).map_err(|reason| ParamError::new("after", reason))).transpose()?;
     let snapshot = state.store.snapshot()?;
     let epoch = freshness(snapshot.as_ref())?;
     let to = params.time("to")?.unwrap_or_else(|| epoch.unwrap_or_else(state.clock) + 1);
@@ -227,38 +230,26 @@ fn late_of(state: &QueryState, viewer: &Viewer, query: Option<String>) -> Result
             ParamError::new("from", format!("the range spans {} ms, at most {MAX_LATE_SPAN_MS} (one day) per request", to - from)).into()
         );
     }
-    let mut entries = snapshot.late_entries(from, to)?;
-    if let Some(advertiser) = viewer.advertiser() {
-        // Ledger entries are kept per 1m window.
-        entries.retain(|e| state.owners.owns(advertiser, e.key_type, &e.key, e.window_start, ONE_MINUTE_MS));
+    if let Some(at) = after.as_ref().filter(|at| at.window_start < from || at.window_start >= to) {
+        let reason =
+            format!("the cursor is at window {}, not in from..to ({from}..{to}): pass the same from and to as its page", at.window_start);
+        return Err(ParamError::new("after", reason).into());
     }
-    entries.sort_by(|a, b| (a.window_start, a.key_type, &a.key, a.batch).cmp(&(b.window_start, b.key_type, &b.key, b.batch)));
-    let next_from = late_page(&mut entries, limit);
-    let entries: Vec<Value> = entries
+    // Ledger entries are kept per 1m window.
+    let keep = |at: &LatePosition| match viewer.advertiser() {
+        Some(advertiser) => state.owners.owns(advertiser, at.key_type, &at.key, at.window_start, ONE_MINUTE_MS),
+        None => true,
+    };
+    let page = read_page(snapshot.as_ref(), (from, to), after.as_ref(), limit, &keep)?;
+    let entries: Vec<Value> = page
+        .entries
         .iter()
         .map(|e| {
             let ids: Vec<String> = e.request_ids.iter().map(|id| format_uuid(*id)).collect();
             json!({ "key_type": e.key_type.as_str(), "key": e.key, "window_start": e.window_start, "batch": e.batch, "held": e.held, "request_ids": ids })
         })
         .collect();
-    Ok(json!({ "from": from, "to": to, "committed_epoch": epoch, "entries": entries, "next_from": next_from }))
-}
-
-/// Cuts `entries` (in window order) to one page and returns where the next
-/// starts. Pages end between windows, so the next page (`from =
-/// next_from`) neither repeats nor skips an entry: a page is the whole
-/// windows whose entries fit in `limit`, or, when the first window alone
-/// holds more than `limit`, that one window whole.
-fn late_page(entries: &mut Vec<LateEntry>, limit: usize) -> Option<u64> {
-    if entries.len() <= limit {
-        return None;
-    }
-    let cut = entries[limit].window_start;
-    let first_of_cut = entries.iter().position(|e| e.window_start == cut).unwrap_or(limit);
-    let end = if first_of_cut == 0 { entries.iter().position(|e| e.window_start > cut).unwrap_or(entries.len()) } else { first_of_cut };
-    let next_from = entries.get(end).map(|e| e.window_start);
-    entries.truncate(end);
-    next_from
+    Ok(json!({ "from": from, "to": to, "committed_epoch": epoch, "entries": entries, "next": page.next.as_ref().map(cursor) }))
 }
 
 /// `GET /v1/stats`: freshness and counters for the dashboard.
@@ -314,26 +305,6 @@ pub async fn readyz(state: State<Arc<QueryState>>) -> Response {
 mod tests {
     use super::*;
 
-    /// Entries of the ledger in windows `starts` (one per start; repeat a
-    /// start for several entries of its window).
-    fn ledger(starts: &[u64]) -> Vec<LateEntry> {
-        let entry = |(batch, start): (usize, &u64)| LateEntry {
-            key_type: KeyType::Ad,
-            key: "ad-1".into(),
-            window_start: *start,
-            batch: batch as u64,
-            held: false,
-            request_ids: vec![],
-        };
-        starts.iter().enumerate().map(entry).collect()
-    }
-
-    fn page(starts: &[u64], limit: usize) -> (Vec<u64>, Option<u64>) {
-        let mut entries = ledger(starts);
-        let next = late_page(&mut entries, limit);
-        (entries.iter().map(|e| e.window_start).collect(), next)
-    }
-
     #[tokio::test]
     async fn a_read_waits_for_a_free_slot_then_is_refused_with_503() {
         let dir = tempfile::tempdir().unwrap();
@@ -347,19 +318,5 @@ mod tests {
         assert_eq!(refused.headers().get(axum::http::header::RETRY_AFTER).unwrap(), "1");
         drop(held);
         assert_eq!(blocking(&state, || Ok(json!(1))).await.status(), StatusCode::OK);
-    }
-
-    #[test]
-    fn a_late_page_holds_whole_windows_within_limit_or_its_first_window_whole() {
-        let starts = [0, 0, 60, 60, 60, 120];
-        assert_eq!(page(&starts, 6), (starts.to_vec(), None));
-        assert_eq!(page(&starts, 5), (vec![0, 0, 60, 60, 60], Some(120)));
-        // The limit falls inside window 60: the page ends before it.
-        assert_eq!(page(&starts, 4), (vec![0, 0], Some(60)));
-        assert_eq!(page(&starts, 2), (vec![0, 0], Some(60)));
-        // The first window alone holds more than the limit: it is the page.
-        assert_eq!(page(&starts, 1), (vec![0, 0], Some(60)));
-        assert_eq!(page(&starts[2..], 1), (vec![60, 60, 60], Some(120)));
-        assert_eq!(page(&starts[2..5], 2), (vec![60, 60, 60], None));
     }
 }

@@ -23,6 +23,7 @@
 
 pub mod access;
 mod api;
+mod late;
 mod lazy;
 pub mod owners;
 pub mod params;

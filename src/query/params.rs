@@ -59,7 +59,8 @@ impl Params {
         Ok(Params { values })
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    /// The text of parameter `name`, as given.
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
     }
 

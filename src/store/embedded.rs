@@ -53,8 +53,8 @@ mod codec;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 
@@ -65,7 +65,7 @@ use redb::{
 
 use self::codec::{decode_last, decode_row, encode_last, encode_row, LastCommit};
 use super::codes::{key_type_code, key_type_of};
-use super::read::{RowIter, StoreReader, StoreSnapshot};
+use super::read::{LatePosition, LateRecord, RowIter, StoreReader, StoreSnapshot, Visit};
 use super::{advance_checkpoints, assert_version_matches_status};
 use super::{EpochCommit, EpochStore, Recovered, RowFilter, StoreError, StoredRow, WindowKey};
 use crate::event::{EventTime, KeyType};
@@ -507,26 +507,37 @@ impl Snapshot {
     /// Ledger entries of 1m windows starting in `[from, to)`: one entry per
     /// key, window, batch and held flag, request ids ascending.
     pub fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
-        let table = self.txn.open_table(LATE).or_store(&self.target)?;
-        let mut grouped = BTreeMap::new();
+        <Self as StoreSnapshot>::late_entries(self, from, to)
+    }
+
+    /// See [`StoreSnapshot::late_records`]: one range of the `LATE` table,
+    /// read as far as `visit` takes.
+    pub fn late_records(
+        &self,
+        from: EventTime,
+        to: EventTime,
+        after: Option<&LatePosition>,
+        visit: &mut dyn FnMut(LateRecord) -> Visit,
+    ) -> Result<(), StoreError> {
         if from >= to {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        for entry in table.range((from, 0u8, "", 0u64, 0u128)..(to, 0u8, "", 0u64, 0u128)).or_store(&self.target)? {
+        let table = self.txn.open_table(LATE).or_store(&self.target)?;
+        let end = Bound::Excluded((to, 0u8, "", 0u64, 0u128));
+        let start = match after.filter(|a| a.window_start >= from) {
+            Some(a) => Bound::Excluded((a.window_start, key_type_code(a.key_type), a.key.as_str(), a.batch, a.request_id)),
+            None => Bound::Included((from, 0u8, "", 0u64, 0u128)),
+        };
+        for entry in table.range::<(u64, u8, &str, u64, u128)>((start, end)).or_store(&self.target)? {
             let (key, held) = entry.or_store(&self.target)?;
-            let (start, code, key, batch, request_id) = key.value();
+            let (window_start, code, key, batch, request_id) = key.value();
             let key_type = key_type_of(code).ok_or_else(|| self.corrupt(format!("key type {code}")))?;
-            grouped.entry((key_type, key.into(), start, batch, held.value())).or_insert_with(Vec::new).push(request_id);
+            let at = LatePosition { window_start, key_type, key: key.into(), batch, request_id };
+            if visit(LateRecord { at, held: held.value() }) == Visit::Stop {
+                break;
+            }
         }
-        let entries = grouped.into_iter().map(|((key_type, key, window_start, batch, held), request_ids)| LateEntry {
-            key_type,
-            key,
-            window_start,
-            batch,
-            held,
-            request_ids,
-        });
-        Ok(entries.collect())
+        Ok(())
     }
 
     /// The latest row of one window with its stored sketch, if that row is
@@ -614,8 +625,14 @@ impl StoreSnapshot for Snapshot {
         Snapshot::row_history(self, window)
     }
 
-    fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
-        Snapshot::late_entries(self, from, to)
+    fn late_records(
+        &self,
+        from: EventTime,
+        to: EventTime,
+        after: Option<&LatePosition>,
+        visit: &mut dyn FnMut(LateRecord) -> Visit,
+    ) -> Result<(), StoreError> {
+        Snapshot::late_records(self, from, to, after, visit)
     }
 
     fn settled_row(&self, window: &WindowKey) -> Result<Option<(Row, Vec<u8>)>, StoreError> {

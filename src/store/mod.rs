@@ -37,7 +37,7 @@ pub mod settings;
 pub mod versions;
 
 pub use embedded::{EmbeddedReader, EmbeddedStore, Snapshot};
-pub use read::{ReadBack, StoreReader, StoreSnapshot};
+pub use read::{LatePosition, LateRecord, ReadBack, StoreReader, StoreSnapshot, Visit};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

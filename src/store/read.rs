@@ -13,9 +13,39 @@
 //! is the latest committed value of its key, which only the job itself
 //! needs to be exact, since it reads its own commits.
 
+use std::collections::BTreeMap;
+
 use super::{Recovered, RowFilter, StoreError, WindowKey};
-use crate::event::{EventTime, KeyType};
+use crate::event::{EventTime, Key, KeyType};
 use crate::row::{LateEntry, Row};
+
+/// Where one request id is in the late ledger, whose order is by window
+/// start, key type, key, batch and request id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LatePosition {
+    pub window_start: EventTime,
+    pub key_type: KeyType,
+    pub key: Key,
+    pub batch: EventTime,
+    pub request_id: u128,
+}
+
+/// One request id of the late ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateRecord {
+    pub at: LatePosition,
+    pub held: bool,
+}
+
+/// What a visitor of the ledger ([`StoreSnapshot::late_records`]) says
+/// after each record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    /// The record is taken; pass the next one.
+    Next,
+    /// The record is not taken; read no further.
+    Stop,
+}
 
 /// The rows of a snapshot, one by one (the latest row of every window).
 pub type RowIter<'a> = Box<dyn Iterator<Item = Result<Row, StoreError>> + 'a>;
@@ -36,10 +66,17 @@ pub trait StoreSnapshot {
     fn iter_rows(&self) -> Result<RowIter<'_>, StoreError>;
     /// Every final and restated version of one window, oldest first.
     fn row_history(&self, window: &WindowKey) -> Result<Vec<Row>, StoreError>;
-    /// Ledger entries of 1m windows starting in `[from, to)`: one entry per
-    /// key, window, batch and held flag, request ids ascending, ordered by
-    /// key type, key, window, batch.
-    fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError>;
+    /// The ledger's request ids of 1m windows starting in `[from, to)`,
+    /// after `after` when given, in ledger order ([`LatePosition`]), each
+    /// passed to `visit` until it says [`Visit::Stop`]: the store reads no
+    /// more than the visitor takes (give or take a page of a read).
+    fn late_records(
+        &self,
+        from: EventTime,
+        to: EventTime,
+        after: Option<&LatePosition>,
+        visit: &mut dyn FnMut(LateRecord) -> Visit,
+    ) -> Result<(), StoreError>;
     /// The latest row of one window with its stored sketch, if that row is
     /// settled (final or restated).
     fn settled_row(&self, window: &WindowKey) -> Result<Option<(Row, Vec<u8>)>, StoreError>;
@@ -50,6 +87,28 @@ pub trait StoreSnapshot {
     /// The newest generation begun, if any: a job of an older one is
     /// fenced.
     fn newest_generation(&self) -> Result<Option<u64>, StoreError>;
+
+    /// Ledger entries of 1m windows starting in `[from, to)`: one entry per
+    /// key, window, batch and held flag, request ids ascending, ordered by
+    /// key type, key, window, batch. Reads the whole range (export and
+    /// verify; the query API reads it in pages).
+    fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
+        let mut grouped: BTreeMap<(KeyType, Key, EventTime, EventTime, bool), Vec<u128>> = BTreeMap::new();
+        self.late_records(from, to, None, &mut |record| {
+            let at = record.at;
+            grouped.entry((at.key_type, at.key, at.window_start, at.batch, record.held)).or_default().push(at.request_id);
+            Visit::Next
+        })?;
+        let entries = grouped.into_iter().map(|((key_type, key, window_start, batch, held), request_ids)| LateEntry {
+            key_type,
+            key,
+            window_start,
+            batch,
+            held,
+            request_ids,
+        });
+        Ok(entries.collect())
+    }
 
     /// How many windows have a row.
     fn row_count(&self) -> Result<u64, StoreError> {

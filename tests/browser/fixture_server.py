@@ -248,7 +248,7 @@ class Fixture:
 
     def late(self, start, end, limit):
         if self.empty():
-            return {"entries": [], "next_from": None}
+            return {"entries": [], "next": None}
         now = now_ms()
         entries = []
         first = max(start, now - 60 * MINUTE) // MINUTE * MINUTE
@@ -270,11 +270,16 @@ class Fixture:
                             "held": held,
                             "request_ids": ids,
                         })
-        next_from = None
+        # Cut as tally cuts at `limit` entries: `next` is the last one's
+        # cursor (window start, key type, batch, request id, key in hex).
+        following = None
         if len(entries) > limit:
-            next_from = entries[limit]["window_start"]
             entries = entries[:limit]
-        return {"entries": entries, "next_from": next_from}
+            last = entries[-1]
+            code = ("ad", "campaign", "advertiser").index(last["key_type"])
+            request_id = last["request_ids"][-1].replace("-", "")
+            following = f'{last["window_start"]}-{code}-{last["batch"]}-{request_id}-{last["key"].encode().hex()}'
+        return {"entries": entries, "next": following}
 
 
 def entry(key, row):

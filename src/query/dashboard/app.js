@@ -675,7 +675,7 @@
       .sort((a, b) => b.batch - a.batch || b.window_start - a.window_start || (a.key < b.key ? -1 : 1));
     const count = (e) => (e.request_ids ? e.request_ids.length : 0);
     const clicks = entries.reduce((a, e) => a + count(e), 0);
-    const more = late.next_from != null ? "at least " : "";
+    const more = late.next != null ? "at least " : "";
     setText("late-title", `Recent late clicks · by ${type}`);
     setText("late-key-head", TYPE_LABEL[type]);
     setText(

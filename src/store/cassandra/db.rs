@@ -237,6 +237,7 @@ pub struct Statements {
     pub versions: PreparedStatement,
     pub late_days: PreparedStatement,
     pub late_in_day: PreparedStatement,
+    pub late_after: PreparedStatement,
     pub state_get: PreparedStatement,
     pub state_shard: PreparedStatement,
     pub put_ad_version: PreparedStatement,
@@ -417,6 +418,14 @@ impl Statements {
             late_in_day: prepare(
                 "SELECT window_start, key_type, key, batch_epoch, request_id, held, epoch FROM late \
                  WHERE job = ? AND day = ? AND window_start >= ? AND window_start < ?"
+                    .into(),
+                Kind::Read,
+            )
+            .await?,
+            late_after: prepare(
+                "SELECT window_start, key_type, key, batch_epoch, request_id, held, epoch FROM late \
+                 WHERE job = ? AND day = ? AND (window_start, key_type, key, batch_epoch, request_id) > (?, ?, ?, ?, ?) \
+                 AND (window_start) < (?)"
                     .into(),
                 Kind::Read,
             )

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use scylla::response::PagingState;
+use scylla::serialize::row::SerializeRow;
 
 use super::catalog::{self, AdVersion, PublishedCatalog};
 use super::config::CassandraConfig;
@@ -18,9 +19,9 @@ use super::db::{Access, Db};
 use super::layout::{bucket, late_day, saturating_signed, shard, unsigned, SERIES_BUCKET_WINDOWS, STATE_SHARDS};
 use super::protocol::{AppliedRecord, JobColumns, JobRow};
 use crate::event::{EventTime, Key, KeyType};
-use crate::row::{LateEntry, Row, Status};
+use crate::row::{Row, Status};
 use crate::store::codes::{key_type_code, key_type_of, status_of};
-use crate::store::read::{ReadBack, RowIter, StoreReader, StoreSnapshot};
+use crate::store::read::{LatePosition, LateRecord, ReadBack, RowIter, StoreReader, StoreSnapshot, Visit};
 use crate::store::{Recovered, RowFilter, StoreError, WindowKey};
 
 /// Most series partitions one [`StoreSnapshot::rows`] call reads (a year of
@@ -289,34 +290,66 @@ impl StoreSnapshot for CassandraSnapshot {
         Ok(history)
     }
 
-    fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
-        let Some(bound) = self.bound() else { return Ok(Vec::new()) };
-        if from >= to {
-            return Ok(Vec::new());
+    fn late_records(
+        &self,
+        from: EventTime,
+        to: EventTime,
+        after: Option<&LatePosition>,
+        visit: &mut dyn FnMut(LateRecord) -> Visit,
+    ) -> Result<(), StoreError> {
+        let Some(bound) = self.bound() else { return Ok(()) };
+        let after = after.filter(|a| a.window_start >= from);
+        let first = after.map_or(from, |a| a.window_start);
+        if first >= to {
+            return Ok(());
         }
         let days: Vec<(i64,)> = self.db.read_all(&self.db.st.late_days, (self.job(),))?;
-        let mut grouped: BTreeMap<(KeyType, Key, EventTime, EventTime, bool), Vec<u128>> = BTreeMap::new();
-        for (day,) in days {
-            let day = self.start(day)?;
-            if day < late_day(from) || day >= to {
-                continue;
-            }
-            let values = (self.job(), saturating_signed(day), saturating_signed(from), saturating_signed(to));
-            let found: Vec<LateColumns> = self.db.read_all(&self.db.st.late_in_day, values)?;
-            for (start, kt, key, batch, id, held, epoch) in found {
-                if self.epoch_of(epoch)? > bound {
-                    continue;
+        let mut days = days.into_iter().map(|(day,)| self.start(day)).collect::<Result<Vec<_>, _>>()?;
+        days.sort_unstable();
+        for day in days.into_iter().filter(|&day| day >= late_day(first) && day < to) {
+            let (job, day_value, to_value) = (self.job(), saturating_signed(day), saturating_signed(to));
+            // The day of `after` is read from just past it; later days whole.
+            let values: Box<dyn SerializeRow + Send + Sync> = match after.filter(|a| late_day(a.window_start) == day) {
+                Some(a) => Box::new((
+                    job.to_owned(),
+                    day_value,
+                    saturating_signed(a.window_start),
+                    key_type_code(a.key_type) as i8,
+                    a.key.to_string(),
+                    saturating_signed(a.batch),
+                    a.request_id.to_be_bytes().to_vec(),
+                    to_value,
+                )),
+                None => Box::new((job.to_owned(), day_value, saturating_signed(from), to_value)),
+            };
+            let statement =
+                if after.is_some_and(|a| late_day(a.window_start) == day) { &self.db.st.late_after } else { &self.db.st.late_in_day };
+            let mut state = PagingState::start();
+            loop {
+                let (found, next): (Vec<LateColumns>, _) = self.db.read_page(statement, &values, state)?;
+                for (start, kt, key, batch, id, held, epoch) in found {
+                    if self.epoch_of(epoch)? > bound {
+                        continue;
+                    }
+                    let id: [u8; 16] = id.try_into().map_err(|_| self.db.corrupt("a ledger request id is not 16 bytes"))?;
+                    let at = LatePosition {
+                        window_start: self.start(start)?,
+                        key_type: self.key_type(kt)?,
+                        key: Key::from(key.as_str()),
+                        batch: self.start(batch)?,
+                        request_id: u128::from_be_bytes(id),
+                    };
+                    if visit(LateRecord { at, held }) == Visit::Stop {
+                        return Ok(());
+                    }
                 }
-                let id: [u8; 16] = id.try_into().map_err(|_| self.db.corrupt("a ledger request id is not 16 bytes"))?;
-                let group = (self.key_type(kt)?, Key::from(key.as_str()), self.start(start)?, self.start(batch)?, held);
-                grouped.entry(group).or_default().push(u128::from_be_bytes(id));
+                match next {
+                    Some(next) => state = next,
+                    None => break,
+                }
             }
         }
-        let entries = grouped.into_iter().map(|((key_type, key, window_start, batch, held), mut request_ids)| {
-            request_ids.sort_unstable();
-            LateEntry { key_type, key, window_start, batch, held, request_ids }
-        });
-        Ok(entries.collect())
+        Ok(())
     }
 
     fn settled_row(&self, window: &WindowKey) -> Result<Option<(Row, Vec<u8>)>, StoreError> {
