@@ -14,6 +14,7 @@ use super::late::{cursor, parse_cursor, read_page};
 use super::params::{
     check_series_range, ParamError, Params, DEFAULT_LATE_LIMIT, DEFAULT_TOP_K, DEFAULT_WINDOWS, MAX_LATE_LIMIT, MAX_LATE_SPAN_MS, MAX_TOP_K,
 };
+use super::top::{Ranking, WindowId};
 use super::QueryState;
 use crate::event::validate::check_key;
 use crate::event::KeyType;
@@ -178,33 +179,41 @@ fn top_of(state: &QueryState, viewer: &Viewer, query: Option<String>) -> Result<
     let window = params.window(ONE_MINUTE_MS)?;
     let k = params.count("k", DEFAULT_TOP_K, MAX_TOP_K)?;
     let at = params.time("at")?;
-    let snapshot = state.store.snapshot()?;
+    let (version, snapshot) = state.store.versioned_snapshot()?;
     let epoch = freshness(snapshot.as_ref())?;
+    let snapshot = snapshot.as_ref();
+    // Nothing committed: no window has rows.
+    let Some(committed) = epoch else {
+        return Ok(top_json(window, at.map(|at| at / window * window), epoch, &Ranking::default(), k));
+    };
     let start = match at {
         Some(at) => Some(at / window * window),
-        None => snapshot.latest_window(KeyType::Ad, window, epoch.unwrap_or_else(state.clock))?,
+        None => state.top.latest_window(snapshot, (version, committed), window)?,
     };
-    let (mut ads, mut campaigns) = match start {
-        Some(start) => (snapshot.window_rows(KeyType::Ad, window, start)?, snapshot.window_rows(KeyType::Campaign, window, start)?),
-        None => (Vec::new(), Vec::new()),
+    let ranking = match start {
+        Some(start) => {
+            let id = WindowId { version, epoch: committed, granularity_ms: window, window_start: start };
+            state.top.ranking(snapshot, id, viewer.advertiser(), &|row| visible(state, viewer, row))?
+        }
+        None => Arc::new(Ranking::default()),
     };
-    ads.retain(|row| visible(state, viewer, row));
-    campaigns.retain(|row| visible(state, viewer, row));
-    let total_clicks: u64 = ads.iter().map(|row| row.clicks).sum();
-    let ranked = |rows: &mut Vec<Row>| -> Vec<Value> {
-        rows.sort_by(|a, b| b.clicks.cmp(&a.clicks).then_with(|| a.key.cmp(&b.key)));
+    Ok(top_json(window, start, epoch, &ranking, k))
+}
+
+fn top_json(window: u64, start: Option<u64>, epoch: Option<u64>, ranking: &Ranking, k: usize) -> Value {
+    let ranked = |rows: &[Row]| -> Vec<Value> {
         rows.iter().take(k).map(|row| json!({ "key": row.key, "clicks": row.clicks, "distinct_users": row.distinct_users, "status": row.status, "version": row.version })).collect()
     };
-    Ok(json!({
+    json!({
         "window": granularity_label(window),
         "window_start": start,
         "window_end": start.map(|s| s + window),
         "committed_epoch": epoch,
         "watermark": epoch,
-        "total_clicks": total_clicks,
-        "ads": ranked(&mut ads),
-        "campaigns": ranked(&mut campaigns),
-    }))
+        "total_clicks": ranking.total_clicks,
+        "ads": ranked(&ranking.ads),
+        "campaigns": ranked(&ranking.campaigns),
+    })
 }
 
 /// `GET /v1/late?from=&to=&limit=&after=`: the late-click ledger, by

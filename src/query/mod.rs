@@ -27,6 +27,7 @@ mod late;
 mod lazy;
 pub mod owners;
 pub mod params;
+mod top;
 mod versions;
 
 pub use lazy::{Lazy, LazyReader, CONNECT_WAIT, RETRY_AFTER};
@@ -95,6 +96,9 @@ pub struct ServedStore {
 struct Served {
     serving: Serving,
     reader: Arc<dyn StoreReader>,
+    /// Changes whenever `reader` does: what is cached of one reader's
+    /// answers is told from another's by it.
+    generation: u64,
     /// When the pointer was last read; `None`: never.
     checked: Option<Instant>,
     /// A caller is reading the pointer (the others answer from `reader`).
@@ -104,7 +108,8 @@ struct Served {
 impl ServedStore {
     /// Always the given store.
     pub fn fixed(live: Arc<dyn StoreReader>) -> ServedStore {
-        let current = Mutex::new(Served { serving: Serving::live(), reader: Arc::clone(&live), checked: None, checking: false });
+        let current =
+            Mutex::new(Served { serving: Serving::live(), reader: Arc::clone(&live), generation: 0, checked: None, checking: false });
         ServedStore { live, versions: None, current }
     }
 
@@ -121,7 +126,15 @@ impl ServedStore {
     /// One consistent view of the served version: every read of an
     /// answer goes through one snapshot.
     pub fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError> {
-        self.reader()?.snapshot()
+        self.reader()?.0.snapshot()
+    }
+
+    /// A [`snapshot`](Self::snapshot) with the generation of the version
+    /// it is of: two snapshots of one generation and one committed epoch
+    /// hold the same rows.
+    pub fn versioned_snapshot(&self) -> Result<(u64, Box<dyn StoreSnapshot>), StoreError> {
+        let (reader, generation) = self.reader()?;
+        Ok((generation, reader.snapshot()?))
     }
 
     /// The name of the version served now.
@@ -138,8 +151,11 @@ impl ServedStore {
     /// lock, so a slow read (a store over the network) holds up only that
     /// caller; the others answer from the version held meanwhile. Until
     /// the pointer has been read once, every caller waits for it.
-    fn reader(&self) -> Result<Arc<dyn StoreReader>, StoreError> {
-        let Some(versions) = &self.versions else { return Ok(Arc::clone(&self.lock().reader)) };
+    fn reader(&self) -> Result<(Arc<dyn StoreReader>, u64), StoreError> {
+        let Some(versions) = &self.versions else {
+            let current = self.lock();
+            return Ok((Arc::clone(&current.reader), current.generation));
+        };
         let mut current = self.lock();
         match current.checked {
             None => {
@@ -149,13 +165,14 @@ impl ServedStore {
                 *current = Served {
                     serving,
                     reader: reader.unwrap_or_else(|| Arc::clone(&self.live)),
+                    generation: current.generation + 1,
                     checked: Some(Instant::now()),
                     checking: false,
                 };
-                return Ok(Arc::clone(&current.reader));
+                return Ok((Arc::clone(&current.reader), current.generation));
             }
             Some(at) if current.checking || at.elapsed() < Duration::from_millis(FOLLOW_SWITCH_MS) => {
-                return Ok(Arc::clone(&current.reader));
+                return Ok((Arc::clone(&current.reader), current.generation));
             }
             Some(_) => current.checking = true,
         }
@@ -168,9 +185,10 @@ impl ServedStore {
         if let Some(reader) = reader {
             current.serving = serving;
             current.reader = reader;
+            current.generation += 1;
         }
         current.checked = Some(Instant::now());
-        Ok(Arc::clone(&current.reader))
+        Ok((Arc::clone(&current.reader), current.generation))
     }
 
     /// Reads the pointer; with the reader of what it names when that is not
@@ -205,6 +223,8 @@ pub struct QueryState {
     /// Store reads running at once, at most `max_queries`.
     pub queries: tokio::sync::Semaphore,
     pub max_queries: usize,
+    /// The windows `/v1/top` ranked, kept per committed epoch.
+    pub top: top::TopCache,
 }
 
 /// Store reads of the query API that run at once by default: a few per
@@ -224,6 +244,7 @@ impl QueryState {
             owners: Owners::default(),
             queries: tokio::sync::Semaphore::new(MAX_QUERIES),
             max_queries: MAX_QUERIES,
+            top: top::TopCache::default(),
         }
     }
 
