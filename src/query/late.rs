@@ -50,13 +50,14 @@ pub fn read_page(
     snapshot.late_records(from, to, after, &mut |record| {
         let at = &record.at;
         let group = (at.window_start, at.key_type, at.key.clone(), at.batch, record.held);
-        let full = scanned >= MAX_SCANNED
-            || (keep(at) && (ids >= MAX_PAGE_REQUEST_IDS || (groups.len() >= limit && !groups.contains_key(&group))));
+        let kept = keep(at);
+        let full =
+            scanned >= MAX_SCANNED || (kept && (ids >= MAX_PAGE_REQUEST_IDS || (groups.len() >= limit && !groups.contains_key(&group))));
         if full {
             stopped = true;
             return Visit::Stop;
         }
-        if keep(at) {
+        if kept {
             groups.entry(group).or_default().push(at.request_id);
             ids += 1;
         }
