@@ -237,8 +237,9 @@ pub fn up(config: &IngestConfig, data_dir: &DataDir, job: &Job, options: &UpOpti
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     tracing::info!("query: {scheme}://{addr}/v1/ads/{{id}}/clicks, /v1/top, /v1/late, /openapi.json");
     tracing::info!("dashboard: {scheme}://{addr}/");
-    announce_access(job, data_dir, options, owners_catalog.as_ref())?;
-    let keys = (!options.open_reads).then(|| key_ring(job, data_dir));
+    let keys = if options.open_reads { None } else { Some(key_store(job, data_dir)?) };
+    announce_access(keys.as_deref(), options, owners_catalog.as_ref())?;
+    let keys = keys.map(|store| key_ring(job, data_dir, store));
     let job = job.clone();
     std::thread::Builder::new()
         .name("job".to_owned())
@@ -298,7 +299,7 @@ fn merge_openapi(base: &str, extra: &str) -> serde_json::Value {
 /// to Cassandra (so every `tally up` of the job checks the same keys),
 /// else in the data directory. Connecting to Cassandra creates the tables
 /// if they are missing: this runs before the job starts.
-fn key_store(job: &Job, data_dir: &DataDir) -> Result<Box<dyn KeyStore>, UpError> {
+fn key_store(job: &Job, data_dir: &DataDir) -> Result<Box<dyn KeyStore + Send>, UpError> {
     Ok(match &job.sink {
         SinkSpec::Cassandra(cassandra) => Box::new(
             CassandraKeys::open_to_write(cassandra, &job.name).map_err(|e| UpError { message: e.to_string(), code: e.exit_code() })?,
@@ -308,36 +309,26 @@ fn key_store(job: &Job, data_dir: &DataDir) -> Result<Box<dyn KeyStore>, UpError
 }
 
 /// The keys the query API checks: the key file, re-read when it changes,
-/// or the job's keys in Cassandra, read every second.
-fn key_ring(job: &Job, data_dir: &DataDir) -> KeyRing {
+/// or the job's keys in Cassandra (`store`, connected at start), read
+/// every second.
+fn key_ring(job: &Job, data_dir: &DataDir, store: Box<dyn KeyStore + Send>) -> KeyRing {
     match &job.sink {
-        SinkSpec::Cassandra(cassandra) => {
-            let (cassandra, name) = (cassandra.clone(), job.name.clone());
-            let mut keys: Option<CassandraKeys> = None;
-            KeyRing::following(move || {
-                let keys = match &mut keys {
-                    Some(keys) => keys,
-                    None => keys.insert(CassandraKeys::open(&cassandra, &name).map_err(|e| e.to_string())?),
-                };
-                keys.list().map_err(|e| e.to_string())
-            })
-        }
+        SinkSpec::Cassandra(_) => KeyRing::following(move || store.list().map_err(|e| e.to_string())),
         _ => KeyRing::new(KeyFile::in_dir(&data_dir.root)),
     }
 }
 
 /// Says who may read, and with `--demo` creates and prints an operator key
 /// and a key of the catalog's first advertiser, so both views can be tried
-/// (revoking those of an earlier start).
-fn announce_access(job: &Job, data_dir: &DataDir, options: &UpOptions, catalog: Option<&Catalog>) -> Result<(), UpError> {
-    if options.open_reads {
+/// (revoking those of an earlier start). `keys`: where the keys are;
+/// `None` when reads are open (`--no-auth`).
+fn announce_access(keys: Option<&(dyn KeyStore + Send)>, options: &UpOptions, catalog: Option<&Catalog>) -> Result<(), UpError> {
+    let Some(keys) = keys else {
         tracing::warn!(
             "query API and dashboard OPEN (--no-auth): anyone who can reach this address reads every advertiser's clicks (local use only)"
         );
         return Ok(());
-    }
-    let keys = key_store(job, data_dir)?;
-    let keys = keys.as_ref();
+    };
     let failed = |e: crate::keys::KeyError| UpError { message: e.to_string(), code: e.exit_code() };
     if options.demo {
         let now = now_ms();

@@ -13,12 +13,11 @@
 //! hold no entry at all. `next` is the cursor of the last record read,
 //! `null` once the range is done.
 
-use std::collections::BTreeMap;
-
-use crate::event::{EventTime, Key, KeyType};
+use crate::event::EventTime;
 use crate::hex;
 use crate::row::LateEntry;
 use crate::store::codes::{key_type_code, key_type_of};
+use crate::store::read::LateGroups;
 use crate::store::{LatePosition, StoreError, StoreSnapshot, Visit};
 
 /// Most request ids listed in one page (about 400 KB of JSON).
@@ -45,36 +44,25 @@ pub fn read_page(
     keep: &dyn Fn(&LatePosition) -> bool,
 ) -> Result<Page, StoreError> {
     let limit = limit.max(1);
-    let mut groups: BTreeMap<(EventTime, KeyType, Key, EventTime, bool), Vec<u128>> = BTreeMap::new();
+    let mut groups = LateGroups::default();
     let (mut scanned, mut ids, mut last, mut stopped) = (0, 0, None, false);
     snapshot.late_records(from, to, after, &mut |record| {
-        let at = &record.at;
-        let group = (at.window_start, at.key_type, at.key.clone(), at.batch, record.held);
-        let kept = keep(at);
-        let full =
-            scanned >= MAX_SCANNED || (kept && (ids >= MAX_PAGE_REQUEST_IDS || (groups.len() >= limit && !groups.contains_key(&group))));
+        let kept = keep(&record.at);
+        let full = scanned >= MAX_SCANNED || (kept && (ids >= MAX_PAGE_REQUEST_IDS || (groups.len() >= limit && !groups.holds(&record))));
         if full {
             stopped = true;
             return Visit::Stop;
         }
         if kept {
-            groups.entry(group).or_default().push(at.request_id);
+            groups.add(&record);
             ids += 1;
         }
         scanned += 1;
         last = Some(record.at);
         Visit::Next
     })?;
-    let entries = groups.into_iter().map(|((window_start, key_type, key, batch, held), request_ids)| LateEntry {
-        key_type,
-        key,
-        window_start,
-        batch,
-        held,
-        request_ids,
-    });
     // The first record read always fits, so a stop has a last record.
-    Ok(Page { entries: entries.collect(), next: if stopped { last } else { None } })
+    Ok(Page { entries: groups.into_entries(), next: if stopped { last } else { None } })
 }
 
 /// The cursor of `at`: window start, key type, batch, request id and the
@@ -103,6 +91,7 @@ pub fn parse_cursor(text: &str) -> Result<LatePosition, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Key, KeyType};
     use crate::store::{EmbeddedStore, EpochCommit, EpochStore};
 
     const MINUTE: u64 = 60_000;

@@ -37,6 +37,49 @@ pub struct LateRecord {
     pub held: bool,
 }
 
+/// Ledger records gathered into entries: one per window, key, batch and
+/// held flag, with its request ids in the order they were added.
+#[derive(Debug, Default)]
+pub struct LateGroups(BTreeMap<(EventTime, KeyType, Key, EventTime, bool), Vec<u128>>);
+
+impl LateGroups {
+    fn group(record: &LateRecord) -> (EventTime, KeyType, Key, EventTime, bool) {
+        let at = &record.at;
+        (at.window_start, at.key_type, at.key.clone(), at.batch, record.held)
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `record` belongs to an entry already here.
+    pub fn holds(&self, record: &LateRecord) -> bool {
+        self.0.contains_key(&LateGroups::group(record))
+    }
+
+    pub fn add(&mut self, record: &LateRecord) {
+        self.0.entry(LateGroups::group(record)).or_default().push(record.at.request_id);
+    }
+
+    /// The entries in ledger order: window start, key type, key, batch, held.
+    pub fn into_entries(self) -> Vec<LateEntry> {
+        let entries = self.0.into_iter().map(|((window_start, key_type, key, batch, held), request_ids)| LateEntry {
+            key_type,
+            key,
+            window_start,
+            batch,
+            held,
+            request_ids,
+        });
+        entries.collect()
+    }
+}
+
 /// What a visitor of the ledger ([`StoreSnapshot::late_records`]) says
 /// after each record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,21 +136,16 @@ pub trait StoreSnapshot {
     /// key type, key, window, batch. Reads the whole range (export and
     /// verify; the query API reads it in pages).
     fn late_entries(&self, from: EventTime, to: EventTime) -> Result<Vec<LateEntry>, StoreError> {
-        let mut grouped: BTreeMap<(KeyType, Key, EventTime, EventTime, bool), Vec<u128>> = BTreeMap::new();
+        let mut groups = LateGroups::default();
         self.late_records(from, to, None, &mut |record| {
-            let at = record.at;
-            grouped.entry((at.key_type, at.key, at.window_start, at.batch, record.held)).or_default().push(at.request_id);
+            groups.add(&record);
             Visit::Next
         })?;
-        let entries = grouped.into_iter().map(|((key_type, key, window_start, batch, held), request_ids)| LateEntry {
-            key_type,
-            key,
-            window_start,
-            batch,
-            held,
-            request_ids,
+        let mut entries = groups.into_entries();
+        entries.sort_by(|a, b| {
+            (a.key_type, &a.key, a.window_start, a.batch, a.held).cmp(&(b.key_type, &b.key, b.window_start, b.batch, b.held))
         });
-        Ok(entries.collect())
+        Ok(entries)
     }
 
     /// How many windows have a row.

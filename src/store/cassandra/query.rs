@@ -309,21 +309,22 @@ impl StoreSnapshot for CassandraSnapshot {
         for day in days.into_iter().filter(|&day| day >= late_day(first) && day < to) {
             let (job, day_value, to_value) = (self.job(), saturating_signed(day), saturating_signed(to));
             // The day of `after` is read from just past it; later days whole.
-            let values: Box<dyn SerializeRow + Send + Sync> = match after.filter(|a| late_day(a.window_start) == day) {
-                Some(a) => Box::new((
-                    job.to_owned(),
-                    day_value,
-                    saturating_signed(a.window_start),
-                    key_type_code(a.key_type) as i8,
-                    a.key.to_string(),
-                    saturating_signed(a.batch),
-                    a.request_id.to_be_bytes().to_vec(),
-                    to_value,
-                )),
-                None => Box::new((job.to_owned(), day_value, saturating_signed(from), to_value)),
+            let (statement, values): (_, Box<dyn SerializeRow + Send + Sync>) = match after.filter(|a| late_day(a.window_start) == day) {
+                Some(a) => (
+                    &self.db.st.late_after,
+                    Box::new((
+                        job.to_owned(),
+                        day_value,
+                        saturating_signed(a.window_start),
+                        key_type_code(a.key_type) as i8,
+                        a.key.to_string(),
+                        saturating_signed(a.batch),
+                        a.request_id.to_be_bytes().to_vec(),
+                        to_value,
+                    )),
+                ),
+                None => (&self.db.st.late_in_day, Box::new((job.to_owned(), day_value, saturating_signed(from), to_value))),
             };
-            let statement =
-                if after.is_some_and(|a| late_day(a.window_start) == day) { &self.db.st.late_after } else { &self.db.st.late_in_day };
             let mut state = PagingState::start();
             loop {
                 let (found, next): (Vec<LateColumns>, _) = self.db.read_page(statement, &values, state)?;
