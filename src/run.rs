@@ -257,6 +257,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     };
     let boot = bincode::serialize(&boot).map_err(|e| RunError::Cluster(format!("start of the cluster: {e}")))?;
     plan.source.leave_open = options.leave_open;
+    plan.windows.keep_state = store_sink(job, options);
     let finish = Arc::clone(&plan.source.finish);
     let sources = options.workers.max(1);
     let leave_open = options.leave_open;
@@ -1145,7 +1146,12 @@ fn plan(job: &Job, readers: ReaderFactory, attribution: Arc<Attribution>, stats:
             finish: Default::default(),
         },
         attribution,
-        windows: WindowRules { windows_ms: job.windows_ms.clone(), allowed_lateness_ms: job.allowed_lateness_ms, restate_within_ms },
+        windows: WindowRules {
+            windows_ms: job.windows_ms.clone(),
+            allowed_lateness_ms: job.allowed_lateness_ms,
+            restate_within_ms,
+            keep_state: true,
+        },
         early_results_ms: job.early_results_ms,
         clock,
         errors,

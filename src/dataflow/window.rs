@@ -170,6 +170,11 @@ pub struct WindowRules {
     pub allowed_lateness_ms: u64,
     /// How long a final window stays restatable; `None` when late clicks are held.
     pub restate_within_ms: Option<u64>,
+    /// Whether window state goes to the commit: a sink that keeps it (a
+    /// store a later run resumes from) needs every window's new state; a
+    /// file or memory sink keeps rows and ledger entries only, and the book
+    /// then sends no state (nor copies it).
+    pub keep_state: bool,
 }
 
 /// Open and recently final windows of this worker's keys.
@@ -302,9 +307,11 @@ impl WindowBook {
                 Lateness::Held(_) => out.push(time, Effect::Late(late_entry(&partial, time, true))),
             }
         }
-        for id in opened {
-            let agg = self.open.windows.get(&id).expect("touched windows are open").clone();
-            out.push(time, Effect::Window(id, Some(WindowValue { agg, version: 0 })));
+        if self.rules.keep_state {
+            for id in opened {
+                let agg = self.open.windows.get(&id).expect("touched windows are open").clone();
+                out.push(time, Effect::Window(id, Some(WindowValue { agg, version: 0 })));
+            }
         }
         for (id, on_time) in restated {
             self.emit_settled(&id, time, on_time, out);
@@ -319,7 +326,9 @@ impl WindowBook {
         closed.written_at = time;
         let status = if closed.version == 1 && on_time { Status::Final } else { Status::Restated };
         out.push(time, Effect::Row(row(id, &closed.agg, status, closed.version)));
-        out.push(time, Effect::Window(id.clone(), Some(WindowValue { agg: closed.agg.clone(), version: closed.version })));
+        if self.rules.keep_state {
+            out.push(time, Effect::Window(id.clone(), Some(WindowValue { agg: closed.agg.clone(), version: closed.version })));
+        }
         self.wrote(id, time);
     }
 
@@ -342,12 +351,16 @@ impl WindowBook {
             match self.place(&id, time) {
                 Place::Open => {
                     self.open.entry(&id).merge(&partial.agg);
-                    if granularity == MINUTE_MS {
+                    let minute = granularity == MINUTE_MS;
+                    if minute {
                         self.dirty.insert(id.clone());
+                    }
+                    if self.rules.keep_state {
                         opened.insert(id);
+                    }
+                    if minute {
                         return;
                     }
-                    opened.insert(id);
                 }
                 Place::Settled => {
                     self.closed.windows.get_mut(&id).expect("settled windows are closed").agg.merge(&partial.agg);
@@ -437,10 +450,12 @@ impl WindowBook {
                 }
                 out.push(at, Effect::Row(row(&id, &agg, Status::Final, 1)));
                 if keeps_settled {
-                    out.push(at, Effect::Window(id.clone(), Some(WindowValue { agg: agg.clone(), version: 1 })));
+                    if self.rules.keep_state {
+                        out.push(at, Effect::Window(id.clone(), Some(WindowValue { agg: agg.clone(), version: 1 })));
+                    }
                     self.wrote(&id, at);
                     self.closed.insert(id, Closed { agg, version: 1, cold: false, written_at: at });
-                } else {
+                } else if self.rules.keep_state {
                     out.push(at, Effect::Window(id, None));
                 }
             }
@@ -453,7 +468,7 @@ impl WindowBook {
             end.saturating_add(keep) <= frontier && !(committed && unwritten(group, through))
         };
         while let Some(evicted) = self.closed.pop_first_if(due) {
-            for (id, _) in evicted {
+            for (id, _) in evicted.into_iter().filter(|_| self.rules.keep_state) {
                 out.push((id.end + keep - 1).max(floor), Effect::Window(id, None));
             }
         }
@@ -468,7 +483,9 @@ impl WindowBook {
                 Place::Open => {
                     let open = self.open.entry(&id);
                     open.merge(agg);
-                    out.push(at, Effect::Window(id, Some(WindowValue { agg: open.clone(), version: 0 })));
+                    if self.rules.keep_state {
+                        out.push(at, Effect::Window(id, Some(WindowValue { agg: open.clone(), version: 0 })));
+                    }
                 }
                 Place::Settled => {
                     self.closed.windows.get_mut(&id).expect("settled windows are closed").agg.merge(agg);
@@ -562,7 +579,7 @@ mod tests {
     use crate::dataflow::hll::Sketch;
 
     fn rules() -> WindowRules {
-        WindowRules { windows_ms: vec![60_000, 300_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000) }
+        WindowRules { windows_ms: vec![60_000, 300_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000), keep_state: true }
     }
 
     fn partial(window: u64, lateness: Lateness, clicks: u64) -> KeyedPartial {

@@ -80,6 +80,8 @@ pub fn windows<'scope>(
     // beside the store that holds the committed windows).
     let owners = committed.owners.map_or(peers, |o| (o as u64).clamp(1, peers));
     let mine = move |key_type: KeyType, key: &str| route_key(key_type, key) % owners == index;
+    // Pending too-late partials are state too: only a sink that keeps state takes them.
+    let keep_state = rules.keep_state;
     partials
         .unary_frontier(
             Exchange::new(move |p: &KeyedPartial| route_key(p.key_type, &p.key) % owners),
@@ -105,7 +107,7 @@ pub fn windows<'scope>(
                             let at = partial.lateness.applies_at(time);
                             assert!(at >= time, "a batch time is never before the time a partial travels at");
                             let key = (at > time).then(|| PendingKey::of(&partial, at, resumed_epoch));
-                            if let Some(key) = &key {
+                            if let Some(key) = key.as_ref().filter(|_| keep_state) {
                                 pending.push((time, Commitable::Pending(key.clone(), Some(partial.clone()))));
                             }
                             stash.entry(at).or_default().push((key, partial));
@@ -123,7 +125,7 @@ pub fn windows<'scope>(
                         let (time, waiting) = entry.remove_entry();
                         let mut partials = Vec::with_capacity(waiting.len());
                         for (key, partial) in waiting {
-                            if let Some(key) = key {
+                            if let Some(key) = key.filter(|_| keep_state) {
                                 pending.push((time, Commitable::Pending(key, None)));
                             }
                             partials.push(partial);
