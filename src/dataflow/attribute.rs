@@ -13,6 +13,11 @@
 //! multiples of the epoch, at least 10 ms, so a retraction never meets a real
 //! partial.) Ads missing from the catalog are found with an antijoin and count
 //! under campaign and advertiser `unknown`.
+//!
+//! A partial enters the join behind an `Arc`, ordered by its identity: the
+//! join's sorts, merges and outputs then move and clone a pointer, not the
+//! partial with its sketch and late ids (in-process exchange moves records;
+//! a cluster's exchange serializes the partial itself).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -79,12 +84,12 @@ pub fn attribute<'scope>(
                 let Some(&time) = cap.least() else { return };
                 let mut session = output.session(&cap);
                 for batch in data {
-                    session.give_iterator(batch.drain(..).map(|(ad, partial)| ((AdKey::new(ad), partial), time, 1isize)));
+                    session.give_iterator(batch.drain(..).map(|(ad, partial)| ((AdKey::new(ad), Arc::new(partial)), time, 1isize)));
                 }
             })
         }
     });
-    let entered = entered.container::<Vec<((AdKey, AdPartial), EventTime, isize)>>().as_collection();
+    let entered = entered.container::<Vec<((AdKey, Arc<AdPartial>), EventTime, isize)>>().as_collection();
     let transient = entered.clone().concat(entered.negate().delay(|t| t + 1));
 
     let known_ads = transient
