@@ -628,6 +628,25 @@ mod tests {
     }
 
     #[test]
+    fn without_state_the_book_sends_the_same_rows_and_no_state() {
+        let steps = |keep_state: bool| {
+            let mut book = WindowBook::new(WindowRules { keep_state, ..rules() }, None);
+            let mut out = Emitted::default();
+            book.apply_time(0, vec![partial(0, Lateness::OnTime, 2), partial(60_000, Lateness::OnTime, 3)], &mut out);
+            book.finalize_through(200_000, &mut out);
+            book.apply_time(400_000, vec![partial(0, Lateness::Restate(400_000), 1)], &mut out);
+            book.finalize_through(u64::MAX, &mut out);
+            out
+        };
+        let (with, without) = (steps(true), steps(false));
+        assert!(with.effects.iter().any(|(_, e)| matches!(e, Effect::Window(..))), "a store's book sends state");
+        assert!(!without.effects.iter().any(|(_, e)| matches!(e, Effect::Window(..))), "no state without a store");
+        let rows = |out: &Emitted| out.effects.iter().filter(|(_, e)| !matches!(e, Effect::Window(..))).cloned().collect::<Vec<_>>();
+        assert_eq!(rows(&with), rows(&without), "rows and ledger entries, with their times, are the same");
+        assert!(without.rows().any(|r| r.status == Status::Restated));
+    }
+
+    #[test]
     fn late_click_before_rollup_closes_joins_its_final() {
         let mut book = WindowBook::new(rules(), None);
         let mut out = Emitted::default();
