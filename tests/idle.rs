@@ -75,7 +75,12 @@ fn caught_up_partitions_release_the_frontier_and_later_clicks_restate_by_their_o
             finish: Default::default(),
         },
         attribution: Arc::new(Attribution { intervals: vec![], ads: vec![], group_by: vec![KeyType::Ad] }),
-        windows: WindowRules { windows_ms: vec![60_000], allowed_lateness_ms: 10_000, restate_within_ms: Some(3_600_000), keep_state: true },
+        windows: WindowRules {
+            windows_ms: vec![60_000],
+            allowed_lateness_ms: 10_000,
+            restate_within_ms: Some(3_600_000),
+            keep_state: true,
+        },
         early_results_ms: Some(3_600_000),
         clock,
         errors: Default::default(),
