@@ -28,6 +28,12 @@ import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.TopicPartition;
 
 import tally.bench.flink.JvmStats;
+import tally.bench.flink.fold.Click;
+import tally.bench.flink.fold.FoldOperator;
+import tally.bench.flink.fold.FoldStats;
+import tally.bench.flink.fold.Partial;
+import tally.bench.flink.fold.RollUp;
+import tally.bench.flink.fold.RowCounter;
 
 /**
  * tally's clicks job in the Flink DataStream API over a Kafka topic, as an expert would write it
@@ -210,7 +216,7 @@ public final class KafkaClicksJob {
     System.out.printf("flink events per task cpu s: %.0f%n", records / tasks);
     System.out.printf("flink gc s: %.2f%n", JvmStats.gcSeconds());
     if (mode.equals("checkpointed")) {
-      System.out.println("flink checkpoints completed: " + Counters.CHECKPOINTS.get());
+      System.out.println("flink checkpoints completed: " + FoldStats.CHECKPOINTS.get());
     }
     System.out.println("flink peak rss mib: " + JvmStats.peakRssMib());
     System.out.printf("flink other load cores: %.2f%n", otherLoad);
@@ -228,8 +234,8 @@ public final class KafkaClicksJob {
    */
   private static boolean report(long records, long inTopic, List<String> windows, boolean check) {
     long rejected = Counters.REJECTED.sum();
-    long duplicates = Counters.DUPLICATES.sum();
-    long tooLate = Counters.TOO_LATE.sum();
+    long duplicates = FoldStats.DUPLICATES.sum();
+    long tooLate = FoldStats.TOO_LATE.sum();
     long counted = records - rejected - duplicates - tooLate;
     System.out.println("flink read: " + records + " (refused " + rejected + ", retries " + duplicates + ", too late " + tooLate + ")");
     Map<String, long[]> totals = RowCounter.totals();

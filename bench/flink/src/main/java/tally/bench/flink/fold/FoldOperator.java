@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -150,14 +150,14 @@ public final class FoldOperator extends AbstractStreamOperator<Partial> implemen
   @Override
   public void notifyCheckpointComplete(long checkpointId) throws Exception {
     super.notifyCheckpointComplete(checkpointId);
-    Counters.CHECKPOINTS.accumulateAndGet(checkpointId, Math::max);
+    FoldStats.CHECKPOINTS.accumulateAndGet(checkpointId, Math::max);
   }
 
   @Override
   public void finish() throws Exception {
     emitThrough(Long.MAX_VALUE);
-    Counters.DUPLICATES.add(duplicates);
-    Counters.TOO_LATE.add(tooLate);
+    FoldStats.DUPLICATES.add(duplicates);
+    FoldStats.TOO_LATE.add(tooLate);
     duplicates = tooLate = 0;
     super.finish();
   }
