@@ -14,7 +14,6 @@ import org.apache.flink.api.common.JobExecutionResult;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.configuration.ConfigOptions;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.connector.kafka.source.KafkaSource;
@@ -32,6 +31,7 @@ import tally.bench.flink.fold.Click;
 import tally.bench.flink.fold.FoldOperator;
 import tally.bench.flink.fold.FoldStats;
 import tally.bench.flink.fold.Partial;
+import tally.bench.flink.fold.PartialKey;
 import tally.bench.flink.fold.RollUp;
 import tally.bench.flink.fold.RowCounter;
 
@@ -157,7 +157,7 @@ public final class KafkaClicksJob {
         WatermarkStrategy.<Click>forBoundedOutOfOrderness(Duration.ofMillis(slackMs)).withTimestampAssigner((click, ts) -> click.ts);
     env.fromSource(source, watermarks, "kafka " + topic)
         .transform("dedup and fold per (ad, minute)", TypeInformation.of(Partial.class), new FoldOperator(horizonMs))
-        .keyBy(new ByKey(), Types.STRING)
+        .keyBy(new PartialKey(), Types.STRING)
         .process(new RollUp(sizesMs, windows.toArray(new String[0])))
         .name("roll up 1m, 5m, 1h")
         .sinkTo(new RowCounter())
@@ -252,16 +252,6 @@ public final class KafkaClicksJob {
           + " clicks per window size and key type)"));
     }
     return ok || !check;
-  }
-
-  /** The key of a partial's roll-up: "key type/key". */
-  private static final class ByKey implements KeySelector<Partial, String> {
-    private static final long serialVersionUID = 1L;
-
-    @Override
-    public String getKey(Partial partial) {
-      return partial.keyType + "/" + partial.key;
-    }
   }
 
   /** The topic's partitions with their earliest and latest offsets at start, for lag samples. */
