@@ -26,6 +26,7 @@ import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import tally.bench.flink.ClickGen;
 import tally.bench.flink.JvmStats;
 import tally.bench.flink.fold.Click;
+import tally.bench.flink.fold.ClickType;
 import tally.bench.flink.fold.FoldOperator;
 import tally.bench.flink.fold.FoldStats;
 import tally.bench.flink.fold.Partial;
@@ -60,6 +61,8 @@ import tally.bench.flink.fold.RowCounter;
  * --catalog ADS.csv           file mode: ad_id,campaign_id,advertiser_id (default: the generated
  *                             catalog of tally gen's defaults)
  * --rows-out OUT.csv          write every final row to this CSV file (parallelism 1)
+ * --serializer tuned|pojo     clicks crossing the network (keyed dedup): ClickType (default),
+ *                             or Flink's POJO serializer
  * --break-dedup               keep retries (to see the checks fail)
  * </pre>
  *
@@ -88,6 +91,7 @@ public final class DataStreamJob {
     String checkpointDir = null;
     boolean check = false;
     boolean breakDedup = false;
+    boolean pojo = false;
     Path input = null;
     Path catalogPath = null;
     Path rowsOut = null;
@@ -115,6 +119,11 @@ public final class DataStreamJob {
         }
         case "--check" -> check = true;
         case "--break-dedup" -> breakDedup = true;
+        case "--serializer" -> pojo = switch (value(args, ++i, arg)) {
+          case "pojo" -> true;
+          case "tuned" -> false;
+          default -> throw usage("--serializer takes tuned or pojo");
+        };
         case "--input" -> input = Path.of(value(args, ++i, arg));
         case "--catalog" -> catalogPath = Path.of(value(args, ++i, arg));
         case "--rows-out" -> rowsOut = Path.of(value(args, ++i, arg));
@@ -161,16 +170,16 @@ public final class DataStreamJob {
     options.forEach((key, value) -> conf.set(ConfigOptions.key(key).stringType().noDefaultValue(), value));
     StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism, conf);
 
+    TypeInformation<Click> clickType = pojo ? TypeInformation.of(Click.class) : ClickType.INFO;
     DataStream<Click> source;
     if (fileMode) {
       // No watermarks until the end of the file: nothing is late, every click is counted.
       WatermarkStrategy<Click> none = WatermarkStrategy.<Click>noWatermarks().withTimestampAssigner((click, ts) -> click.ts);
-      source = env.fromSource(new FileClicks(input), none, "clicks from " + input.getFileName(), TypeInformation.of(Click.class));
+      source = env.fromSource(new FileClicks(input), none, "clicks from " + input.getFileName(), clickType);
     } else {
       WatermarkStrategy<Click> watermarks =
           WatermarkStrategy.<Click>forBoundedOutOfOrderness(Duration.ofMillis(slackMs)).withTimestampAssigner((click, ts) -> click.ts);
-      source = env.fromSource(new GeneratedClicks(ClickGen.withDefaults(seed, clicks, rate)), watermarks, "generated clicks",
-          TypeInformation.of(Click.class));
+      source = env.fromSource(new GeneratedClicks(ClickGen.withDefaults(seed, clicks, rate)), watermarks, "generated clicks", clickType);
     }
     Map<String, String[]> catalog = catalogPath == null ? null : readCatalog(catalogPath);
     long foldHorizon = dedup.equals("split") && !breakDedup ? horizonMs : 0;
@@ -223,7 +232,7 @@ public final class DataStreamJob {
             : "generated clicks (watermark slack " + slackMs + " ms)")
         + ", " + (breakDedup ? "NO dedup (--break-dedup)" : dedup.equals("split")
             ? "dedup in the source split (horizon " + horizonMs + " ms of event time)"
-            : "dedup keyed by request id (state TTL " + horizonMs + " ms)")
+            : "dedup keyed by request id (state TTL " + horizonMs + " ms, clicks serialized by " + (pojo ? "Flink's POJO serializer" : "ClickType") + ")")
         + ", fold per (ad, minute), roll-up to windows 1m,5m,1h per ad, campaign, advertiser, HLL distinct users");
     if (!fileMode) {
       System.out.println("flink rate-per-s: " + rate);
@@ -357,7 +366,7 @@ public final class DataStreamJob {
             + "\nusage: DataStreamJob [--mode core|checkpointed] [--dedup split|keyed] [--clicks N] [--rate-per-s R]"
             + " [--seed N] [--parallelism P] [--slack-ms MS] [--horizon-ms MS] [--checkpoint-interval D]"
             + " [--checkpoint-dir DIR] [--set KEY=VALUE]... [--check] [--input CLICKS.ndjson [--catalog ADS.csv]]"
-            + " [--rows-out OUT.csv] [--break-dedup]");
+            + " [--rows-out OUT.csv] [--serializer tuned|pojo] [--break-dedup]");
   }
 
   private static void deleteTree(Path root) throws IOException {
