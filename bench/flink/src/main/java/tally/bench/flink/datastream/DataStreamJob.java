@@ -51,7 +51,8 @@ import tally.bench.flink.fold.RowCounter;
  * --rate-per-s R              event-time rate of the generated clicks, default 1000000
  * --seed N                    default 1
  * --parallelism P             default 2
- * --slack-ms MS               watermark slack (bounded out-of-orderness), default 5000
+ * --slack-ms MS               watermark slack (bounded out-of-orderness), default 5000; in file
+ *                             mode, given, it turns watermarks on (late clicks are then dropped)
  * --horizon-ms MS             dedup horizon, default 60000
  * --checkpoint-interval D     checkpointed: default 2 s
  * --checkpoint-dir DIR        checkpointed: default a temporary directory, deleted after
@@ -68,7 +69,8 @@ import tally.bench.flink.fold.RowCounter;
  *
  * <p>In file mode the source emits no watermarks until the end of the file (its final watermark
  * then closes every window), so no click is dropped as late: tally counts every click of a
- * window in its latest row, late ones included, and so must the file mode to compare rows.
+ * window in its latest row, late ones included, and so must the file mode to compare rows. With
+ * {@code --slack-ms} it uses watermarks as with generated clicks, and drops the late clicks.
  *
  * <p>Prints {@code flink ...: value} lines as {@code ClicksJob} does.
  */
@@ -86,6 +88,7 @@ public final class DataStreamJob {
     long seed = 1;
     int parallelism = 2;
     long slackMs = 5_000;
+    boolean slackGiven = false;
     long horizonMs = 60_000;
     String checkpointInterval = "2 s";
     String checkpointDir = null;
@@ -105,7 +108,10 @@ public final class DataStreamJob {
         case "--rate-per-s" -> rate = Long.parseLong(value(args, ++i, arg));
         case "--seed" -> seed = Long.parseLong(value(args, ++i, arg));
         case "--parallelism" -> parallelism = Integer.parseInt(value(args, ++i, arg));
-        case "--slack-ms" -> slackMs = Long.parseLong(value(args, ++i, arg));
+        case "--slack-ms" -> {
+          slackMs = Long.parseLong(value(args, ++i, arg));
+          slackGiven = true;
+        }
         case "--horizon-ms" -> horizonMs = Long.parseLong(value(args, ++i, arg));
         case "--checkpoint-interval" -> checkpointInterval = value(args, ++i, arg);
         case "--checkpoint-dir" -> checkpointDir = value(args, ++i, arg);
@@ -172,13 +178,14 @@ public final class DataStreamJob {
 
     TypeInformation<Click> clickType = pojo ? TypeInformation.of(Click.class) : ClickType.INFO;
     DataStream<Click> source;
+    boolean fileWatermarks = fileMode && slackGiven;
+    WatermarkStrategy<Click> watermarks =
+        WatermarkStrategy.<Click>forBoundedOutOfOrderness(Duration.ofMillis(slackMs)).withTimestampAssigner((click, ts) -> click.ts);
     if (fileMode) {
       // No watermarks until the end of the file: nothing is late, every click is counted.
       WatermarkStrategy<Click> none = WatermarkStrategy.<Click>noWatermarks().withTimestampAssigner((click, ts) -> click.ts);
-      source = env.fromSource(new FileClicks(input), none, "clicks from " + input.getFileName(), clickType);
+      source = env.fromSource(new FileClicks(input), fileWatermarks ? watermarks : none, "clicks from " + input.getFileName(), clickType);
     } else {
-      WatermarkStrategy<Click> watermarks =
-          WatermarkStrategy.<Click>forBoundedOutOfOrderness(Duration.ofMillis(slackMs)).withTimestampAssigner((click, ts) -> click.ts);
       source = env.fromSource(new GeneratedClicks(ClickGen.withDefaults(seed, clicks, rate)), watermarks, "generated clicks", clickType);
     }
     Map<String, String[]> catalog = catalogPath == null ? null : readCatalog(catalogPath);
@@ -228,7 +235,8 @@ public final class DataStreamJob {
     System.out.println("flink version: " + org.apache.flink.runtime.util.EnvironmentInformation.getVersion());
     System.out.println("flink mode: " + mode);
     System.out.println("flink parallelism: " + parallelism);
-    System.out.println("flink job: DataStream, " + (fileMode ? "clicks from " + input + " (no watermarks until its end)"
+    System.out.println("flink job: DataStream, " + (fileMode ? "clicks from " + input
+            + (fileWatermarks ? " (watermark slack " + slackMs + " ms)" : " (no watermarks until its end)")
             : "generated clicks (watermark slack " + slackMs + " ms)")
         + ", " + (breakDedup ? "NO dedup (--break-dedup)" : dedup.equals("split")
             ? "dedup in the source split (horizon " + horizonMs + " ms of event time)"
