@@ -64,6 +64,8 @@ import tally.bench.flink.fold.RowCounter;
  * --rows-out OUT.csv          write every final row to this CSV file (parallelism 1)
  * --serializer tuned|pojo     clicks crossing the network (keyed dedup): ClickType (default),
  *                             or Flink's POJO serializer
+ * --ttl-cleanup N             keyed dedup: ids checked for expiry per state access, default 1
+ *                             (Flink's default 5); 0: no background cleanup
  * --break-dedup               keep retries (to see the checks fail)
  * </pre>
  *
@@ -95,6 +97,7 @@ public final class DataStreamJob {
     boolean check = false;
     boolean breakDedup = false;
     boolean pojo = false;
+    int ttlCleanup = 1;
     Path input = null;
     Path catalogPath = null;
     Path rowsOut = null;
@@ -125,6 +128,7 @@ public final class DataStreamJob {
         }
         case "--check" -> check = true;
         case "--break-dedup" -> breakDedup = true;
+        case "--ttl-cleanup" -> ttlCleanup = Integer.parseInt(value(args, ++i, arg));
         case "--serializer" -> pojo = switch (value(args, ++i, arg)) {
           case "pojo" -> true;
           case "tuned" -> false;
@@ -192,7 +196,7 @@ public final class DataStreamJob {
     long foldHorizon = dedup.equals("split") && !breakDedup ? horizonMs : 0;
     if (dedup.equals("keyed") && !breakDedup) {
       source = source.keyBy(new KeyedDedup.ByRequestId(), TypeInformation.of(KeyedDedup.RequestId.class))
-          .filter(new KeyedDedup(horizonMs))
+          .filter(new KeyedDedup(horizonMs, ttlCleanup))
           .name("dedup by request id (keyed state, TTL)");
     }
     String foldName = foldHorizon > 0 ? "dedup in the split and fold per (ad, minute)" : "fold per (ad, minute)";
@@ -240,7 +244,7 @@ public final class DataStreamJob {
             : "generated clicks (watermark slack " + slackMs + " ms)")
         + ", " + (breakDedup ? "NO dedup (--break-dedup)" : dedup.equals("split")
             ? "dedup in the source split (horizon " + horizonMs + " ms of event time)"
-            : "dedup keyed by request id (state TTL " + horizonMs + " ms, clicks serialized by " + (pojo ? "Flink's POJO serializer" : "ClickType") + ")")
+            : "dedup keyed by request id (state TTL " + horizonMs + " ms, " + ttlCleanup + " ids checked for expiry per access, clicks serialized by " + (pojo ? "Flink's POJO serializer" : "ClickType") + ")")
         + ", fold per (ad, minute), roll-up to windows 1m,5m,1h per ad, campaign, advertiser, HLL distinct users");
     if (!fileMode) {
       System.out.println("flink rate-per-s: " + rate);
@@ -374,7 +378,7 @@ public final class DataStreamJob {
             + "\nusage: DataStreamJob [--mode core|checkpointed] [--dedup split|keyed] [--clicks N] [--rate-per-s R]"
             + " [--seed N] [--parallelism P] [--slack-ms MS] [--horizon-ms MS] [--checkpoint-interval D]"
             + " [--checkpoint-dir DIR] [--set KEY=VALUE]... [--check] [--input CLICKS.ndjson [--catalog ADS.csv]]"
-            + " [--rows-out OUT.csv] [--serializer tuned|pojo] [--break-dedup]");
+            + " [--rows-out OUT.csv] [--serializer tuned|pojo] [--ttl-cleanup N] [--break-dedup]");
   }
 
   private static void deleteTree(Path root) throws IOException {

@@ -25,21 +25,37 @@ public final class KeyedDedup extends RichFilterFunction<Click> {
   private static final long serialVersionUID = 1L;
 
   private final long horizonMs;
+  private final int cleanupPerAccess;
   private transient ValueState<Boolean> seen;
   private transient long duplicates;
 
-  public KeyedDedup(long horizonMs) {
+  /**
+   * Remembers ids for {@code horizonMs}; every state access checks {@code cleanupPerAccess}
+   * entries for expiry (Flink's default is 5; 0: no background cleanup, expired ids are only left
+   * out of full snapshots and dropped when read).
+   */
+  public KeyedDedup(long horizonMs, int cleanupPerAccess) {
+    if (horizonMs < 1 || cleanupPerAccess < 0) {
+      throw new IllegalArgumentException("horizon >= 1, cleanup >= 0");
+    }
     this.horizonMs = horizonMs;
+    this.cleanupPerAccess = cleanupPerAccess;
   }
 
   @Override
   public void open(OpenContext context) {
     ValueStateDescriptor<Boolean> descriptor = new ValueStateDescriptor<>("seen", Types.BOOLEAN);
-    descriptor.enableTimeToLive(
+    StateTtlConfig.Builder ttl =
         StateTtlConfig.newBuilder(Duration.ofMillis(horizonMs))
             .setUpdateType(StateTtlConfig.UpdateType.OnCreateAndWrite)
             .setStateVisibility(StateTtlConfig.StateVisibility.NeverReturnExpired)
-            .build());
+            .cleanupFullSnapshot();
+    if (cleanupPerAccess == 0) {
+      ttl.disableCleanupInBackground();
+    } else {
+      ttl.cleanupIncrementally(cleanupPerAccess, false);
+    }
+    descriptor.enableTimeToLive(ttl.build());
     seen = getRuntimeContext().getState(descriptor);
   }
 
