@@ -25,16 +25,16 @@ import tally.bench.flink.HllUsers;
  * horizon, {@link RequestIds}; the source hands every copy of a request to one reader) and
  * clicks too late for their minute, and folds every other click into its (ad, minute) partial:
  * one hash lookup, one increment, one sketch update; the ad's campaign and advertiser are looked
- * up once per (ad, minute), when its fold is made. With a horizon of 0 it does not dedup (the
- * clicks come deduplicated, from a keyed dedup before it). When the
- * watermark passes a minute's end it sends that minute's partials on, per ad and, merged here
- * first, per campaign and per advertiser, stamped with the minute's last millisecond; so a click
- * costs one fold, and the shuffle carries partials, not clicks.
+ * up once per (ad, minute), when its fold is made. When the watermark passes a minute's end it
+ * sends that minute's partials on, per ad and, merged here first, per campaign and per
+ * advertiser, stamped with the minute's last millisecond; so a click costs one fold, and the
+ * shuffle carries partials, not clicks. With a horizon of 0 it does not dedup: the clicks come
+ * deduplicated, from a keyed dedup before it.
  *
  * <p>Checkpoints: before a barrier the open minutes' partials are sent on too (the roll-up
  * merges several partials of a minute alike), so the operator's only state is the set of
  * request ids, kept as operator state. Restoring at another parallelism would move partitions
- * away from their ids; the job is run at one parallelism.
+ * or splits away from their ids; the job is run at one parallelism.
  */
 public final class FoldOperator extends AbstractStreamOperator<Partial> implements OneInputStreamOperator<Click, Partial> {
   private static final long serialVersionUID = 1L;
