@@ -26,6 +26,7 @@ import org.apache.flink.core.io.SimpleVersionedSerializer;
 
 import tally.bench.flink.ClickGen;
 import tally.bench.flink.fold.Click;
+import tally.bench.flink.fold.GeneratedCatalog;
 
 /**
  * The generated click stream of the SQL job's {@code ClickSource} (the same {@link ClickGen}
@@ -163,9 +164,9 @@ public final class GeneratedClicks implements Source<Click, GeneratedClicks.Spli
       this.k = next;
       adNames = new String[gen.ads];
       for (int ad = 0; ad < gen.ads; ad++) {
-        adNames[ad] = ClickGen.adName(ad);
+        adNames[ad] = GeneratedCatalog.adName(ad);
       }
-      viral = ClickGen.adName(ClickGen.VIRAL);
+      viral = GeneratedCatalog.adName(ClickGen.VIRAL);
     }
 
     @Override

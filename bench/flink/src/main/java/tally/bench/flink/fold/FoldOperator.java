@@ -103,8 +103,8 @@ public final class FoldOperator extends AbstractStreamOperator<Partial> implemen
   public void open() throws Exception {
     super.open();
     if (catalogOverride == null) {
-      catalog = Catalog.names(ClickGen.withDefaults(1, 0, 1).ads);
-      advertiserOfCampaign = Catalog.advertisers();
+      catalog = GeneratedCatalog.names(ClickGen.withDefaults(1, 0, 1).ads);
+      advertiserOfCampaign = GeneratedCatalog.advertisers();
     } else {
       catalog = catalogOverride;
       advertiserOfCampaign = new HashMap<>();
