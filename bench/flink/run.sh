@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# The clicks job in Flink SQL on a local MiniCluster (bench/flink/README.md).
-# Builds it on first use (Maven, into bench/flink/.cache/), runs it R times, each
-# in a fresh JVM, and prints every run, the median and min–max, and closing
-# `flink <mode> ...: value` lines for scripts.
+# The clicks job in Flink SQL, or in the DataStream API, on a local MiniCluster
+# (bench/flink/README.md). Builds it on first use (Maven, into bench/flink/.cache/),
+# runs it R times, each in a fresh JVM, and prints every run, the median and
+# min–max, and closing `flink <mode> ...: value` lines for scripts (the
+# DataStream job's: `flink-datastream <mode> ...` with --dedup split,
+# `flink-datastream-keyed <mode> ...` with --dedup keyed).
 #
-# Usage: bench/flink/run.sh [--mode core|checkpointed|generator|kafka] [--clicks N]
+# Usage: bench/flink/run.sh [--job sql|datastream] [--dedup split|keyed]
+#          [--mode core|checkpointed|generator|kafka] [--clicks N]
 #          [--runs R] [--rate-per-s R] [--parallelism P] [--heap SIZE]
-#          [--timeout S] [--smoke] [--build-only] [-- job flags...]
+#          [--timeout S] [--smoke] [--build-only]
+#          [--rows-check TALLY_ROWS CLICKS CATALOG] [-- job flags...]
+#   --job        sql: ClicksJob, Flink SQL (default); datastream: DataStreamJob
+#   --dedup      datastream only: split (default): retries dropped in the source
+#                task, per split; keyed: keyBy(request id), ValueState with TTL
 #   --mode       core: no checkpoints (default); checkpointed: exactly-once
 #                checkpoints every 2 s; generator: the source alone;
 #                kafka: the DataStream job over a Kafka topic (KafkaClicksJob,
@@ -20,11 +27,17 @@
 #   --timeout    seconds per run before the JVM is killed (default 900)
 #   --smoke      200k clicks, 1 run, rows counted and checked (CI)
 #   --build-only build (when the sources changed) and exit
+#   --rows-check (implies --job datastream) the DataStream job once over the NDJSON file CLICKS with the
+#                catalog CSV CATALOG, its rows written to a CSV file, then
+#                bench/batch/peers.py check TALLY_ROWS (tally's rows of the
+#                same file) against them: every window's clicks must be equal
 # Environment: FLINK_BENCH_CACHE overrides the cache folder.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${FLINK_BENCH_CACHE:-$here/.cache}
+job_api=
+dedup=
 mode=core
 clicks=5000000
 runs=3
@@ -34,6 +47,7 @@ heap=8g
 timeout_s=900
 smoke=0
 build_only=0
+rows_check=()
 job_flags=()
 
 usage() {
@@ -43,6 +57,8 @@ usage() {
 
 while [ $# -gt 0 ]; do
   case "$1" in
+    --job) job_api=${2:?--job needs a value}; shift 2 ;;
+    --dedup) dedup=${2:?--dedup needs a value}; shift 2 ;;
     --mode) mode=${2:?--mode needs a value}; shift 2 ;;
     --clicks) clicks=${2:?--clicks needs a value}; shift 2 ;;
     --runs) runs=${2:?--runs needs a value}; shift 2 ;;
@@ -52,12 +68,36 @@ while [ $# -gt 0 ]; do
     --timeout) timeout_s=${2:?--timeout needs a value}; shift 2 ;;
     --smoke) smoke=1; shift ;;
     --build-only) build_only=1; shift ;;
+    --rows-check)
+      [ $# -ge 4 ] || { echo "run.sh: --rows-check needs TALLY_ROWS CLICKS CATALOG" >&2; exit 2; }
+      rows_check=("$2" "$3" "$4"); shift 4 ;;
     --) shift; job_flags+=("$@"); break ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument $1" >&2; usage ;;
   esac
 done
-case "$mode" in core|checkpointed|generator|kafka) ;; *) echo "run.sh: --mode must be core, checkpointed, generator or kafka" >&2; exit 2 ;; esac
+# --rows-check runs the DataStream job.
+[ ${#rows_check[@]} = 0 ] || job_api=${job_api:-datastream}
+job_api=${job_api:-sql}
+case "$job_api" in
+  sql)
+    [ -z "$dedup" ] || { echo "run.sh: --dedup applies to --job datastream" >&2; exit 2; }
+    [ ${#rows_check[@]} = 0 ] || { echo "run.sh: --rows-check runs --job datastream" >&2; exit 2; }
+    case "$mode" in core|checkpointed|generator|kafka) ;; *) echo "run.sh: --mode must be core, checkpointed, generator or kafka" >&2; exit 2 ;; esac
+    ;;
+  datastream)
+    dedup=${dedup:-split}
+    case "$dedup" in split|keyed) ;; *) echo "run.sh: --dedup must be split or keyed" >&2; exit 2 ;; esac
+    case "$mode" in core|checkpointed) ;; *) echo "run.sh: --job datastream takes --mode core or checkpointed" >&2; exit 2 ;; esac
+    ;;
+  *) echo "run.sh: --job must be sql or datastream" >&2; exit 2 ;;
+esac
+# The name of the runs' logs and the start of the closing lines.
+case "$job_api/$dedup" in
+  sql/) name=$mode; prefix="flink $mode" ;;
+  datastream/split) name=datastream-$mode; prefix="flink-datastream $mode" ;;
+  datastream/keyed) name=datastream-keyed-$mode; prefix="flink-datastream-keyed $mode" ;;
+esac
 for n in "$clicks" "$runs" "$rate" "$parallelism" "$timeout_s"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $n is not a positive integer" >&2; exit 2; }
 done
@@ -121,7 +161,7 @@ jvm_opts=(
 
 logs=$cache/runs
 mkdir -p "$logs"
-rm -f "$logs/$mode"-*.out "$logs/$mode"-*.log
+rm -f "$logs/$name"-*.out "$logs/$name"-*.log
 field() { sed -n "s|^flink $1: ||p" "$2" | head -n 1; }
 # median, min and max of numbers, one a line on stdin: "MEDIAN MIN MAX"
 stats() {
@@ -132,9 +172,37 @@ stats() {
 }
 human() { awk -v n="$1" 'BEGIN { if (n >= 1e6) printf "%.2fM", n / 1e6; else if (n >= 1e3) printf "%.1fk", n / 1e3; else printf "%d", n }'; }
 
+if [ ${#rows_check[@]} -gt 0 ]; then
+  # File mode: the job's rows of tally's click file, compared with tally's rows.
+  tally_rows=${rows_check[0]}
+  for f in "${rows_check[@]}"; do [ -f "$f" ] || { echo "run.sh: $f not found" >&2; exit 1; }; done
+  command -v python3 >/dev/null || { echo "run.sh: --rows-check needs python3" >&2; exit 1; }
+  out=$logs/$name-rows.out
+  err=$logs/$name-rows.log
+  csv=$logs/$name-rows.csv
+  echo "flink bench: rows check, job datastream (dedup $dedup), mode $mode, parallelism $parallelism, clicks from ${rows_check[1]}"
+  status=0
+  timeout -k 10 "$timeout_s" java "${jvm_opts[@]}" -cp "$classpath" tally.bench.flink.datastream.DataStreamJob \
+    --mode "$mode" --dedup "$dedup" --parallelism "$parallelism" \
+    --input "${rows_check[1]}" --catalog "${rows_check[2]}" --rows-out "$csv" \
+    ${job_flags[@]+"${job_flags[@]}"} >"$out" 2>"$err" || status=$?
+  if [ "$status" != 0 ]; then
+    cat "$out"
+    tail -n 30 "$err" >&2
+    echo "run.sh: the file run failed with status $status; log: $err" >&2
+    exit 1
+  fi
+  grep -E '^flink (clicks|elapsed s|events/s|read|rows written):' "$out" || true
+  python3 "$here/../batch/peers.py" check "$tally_rows" "$csv"
+  exit $?
+fi
+
 if [ "$mode" = kafka ]; then
   main=(tally.bench.flink.kafka.KafkaClicksJob --parallelism "$parallelism")
   echo "flink bench: mode kafka, parallelism $parallelism, $runs run(s), heap $heap"
+elif [ "$job_api" = datastream ]; then
+  main=(tally.bench.flink.datastream.DataStreamJob --mode "$mode" --dedup "$dedup" --clicks "$clicks" --rate-per-s "$rate" --parallelism "$parallelism")
+  echo "flink bench: job datastream (dedup $dedup), mode $mode, $clicks clicks at $rate clicks/s of event time, parallelism $parallelism, $runs run(s), heap $heap"
 else
   main=(tally.bench.flink.ClicksJob --mode "$mode" --clicks "$clicks" --rate-per-s "$rate" --parallelism "$parallelism")
   echo "flink bench: mode $mode, $clicks clicks at $rate clicks/s of event time, parallelism $parallelism, $runs run(s), heap $heap"
@@ -142,8 +210,8 @@ fi
 echo "run | events/s | elapsed s | startup s | events/s from 1st click | events per task CPU-s | GC s | peak RSS MiB | other load (cores) | checkpoints"
 : >"$logs/summary.tsv"
 for run in $(seq 1 "$runs"); do
-  out=$logs/$mode-$run.out
-  err=$logs/$mode-$run.log
+  out=$logs/$name-$run.out
+  err=$logs/$name-$run.log
   status=0
   timeout -k 10 "$timeout_s" java "${jvm_opts[@]}" -cp "$classpath" "${main[@]}" \
     ${job_flags[@]+"${job_flags[@]}"} >"$out" 2>"$err" || status=$?
@@ -164,7 +232,7 @@ for run in $(seq 1 "$runs"); do
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$eps" "$(field 'elapsed s' "$out")" "$(field 'peak rss mib' "$out")" \
     "$(field 'other load cores' "$out")" "$(field 'events per task cpu s' "$out")" \
     "$(field 'events/s processing' "$out")" "$(field 'cpu s' "$out")" "$(field 'checkpoints completed' "$out")" >>"$logs/summary.tsv"
-  grep -E '^flink (rows |generated:|read:|check:|lag samples)' "$out" || true
+  grep -E '^flink (rows |generated:|dropped:|read:|check:|lag samples)' "$out" || true
 done
 
 read -r eps_med eps_min eps_max < <(cut -f1 "$logs/summary.tsv" | stats)
@@ -179,21 +247,21 @@ version=$(field version "$out")
 job=$(field job "$out")
 echo "Flink $version, ${job:-source only}"
 echo "events/s median $(human "$eps_med") (min $(human "$eps_min"), max $(human "$eps_max")); elapsed s median $el_med; peak RSS MiB median $rss_med (max $rss_max); other load up to $load_max cores"
-if grep -q '^flink check: FAILED' "$logs"/"$mode"-*.out; then
+if grep -q '^flink check: FAILED' "$logs"/"$name"-*.out; then
   echo "run.sh: the row check failed" >&2
   exit 1
 fi
-echo "flink $mode version: $version"
+echo "$prefix version: $version"
 [ "$mode" != kafka ] || clicks=$(field clicks "$out")
-echo "flink $mode clicks: $clicks"
-echo "flink $mode runs: $runs"
-echo "flink $mode events/s: $eps_med"
-echo "flink $mode events/s min: $eps_min"
-echo "flink $mode events/s max: $eps_max"
-echo "flink $mode elapsed s: $el_med"
-echo "flink $mode events/s processing: $proc_med"
-echo "flink $mode events per task cpu s: $task_med"
-echo "flink $mode cpu s: $cpu_med"
-[ "$checkpoints_med" = - ] || echo "flink $mode checkpoints: $checkpoints_med"
-echo "flink $mode peak rss mib: $rss_max"
-echo "flink $mode other load cores: $load_max"
+echo "$prefix clicks: $clicks"
+echo "$prefix runs: $runs"
+echo "$prefix events/s: $eps_med"
+echo "$prefix events/s min: $eps_min"
+echo "$prefix events/s max: $eps_max"
+echo "$prefix elapsed s: $el_med"
+echo "$prefix events/s processing: $proc_med"
+echo "$prefix events per task cpu s: $task_med"
+echo "$prefix cpu s: $cpu_med"
+[ "$checkpoints_med" = - ] || echo "$prefix checkpoints: $checkpoints_med"
+echo "$prefix peak rss mib: $rss_max"
+echo "$prefix other load cores: $load_max"

@@ -167,27 +167,37 @@ public final class ClickGen implements Serializable {
 
   /** Writes the click at position {@code n} into {@code out}. */
   public void fill(long n, Click out) {
+    fillFrom(n, origin(n), out);
+  }
+
+  /**
+   * The position whose fresh click position {@code n} carries: {@code n} itself, or, for a
+   * retry, the first position of its request (a retry repeats an earlier position, which may
+   * itself be a retry of an earlier one). Cheaper than {@link #fill}: no fresh click is drawn.
+   */
+  public long origin(long n) {
     long origin = n;
-    boolean retry = false;
-    // A retry repeats an earlier position; that one may itself be a retry of an earlier one.
     while (true) {
       long state = mix64(seed * 0x9e3779b97f4a7c15L + origin);
       long draw = mix64(state += 0x9e3779b97f4a7c15L) >>> 1;
       if (draw >= retryBelow || origin < MIN_RETRY_DELAY_CLICKS) {
-        break;
+        return origin;
       }
       long span = maxRetryDelay - MIN_RETRY_DELAY_CLICKS;
       long bits = 64 - Long.numberOfLeadingZeros(span);
       long shift = below(mix64(state += 0x9e3779b97f4a7c15L), bits + 1);
       long delay = MIN_RETRY_DELAY_CLICKS + (below(mix64(state + 0x9e3779b97f4a7c15L), span + 1) >>> shift);
       if (delay > origin) {
-        break;
+        return origin;
       }
       origin -= delay;
-      retry = true;
     }
+  }
+
+  /** Writes the click at position {@code n}, whose {@link #origin} is {@code origin}, into {@code out}. */
+  public void fillFrom(long n, long origin, Click out) {
     fresh(origin, out);
-    out.retry = retry;
+    out.retry = origin != n;
   }
 
   /** The fresh click drawn for position {@code n} (ignoring whether {@code n} carries a retry). */

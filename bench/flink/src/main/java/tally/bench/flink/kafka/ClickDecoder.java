@@ -5,6 +5,9 @@ import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDe
 import org.apache.flink.util.Collector;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 
+import tally.bench.flink.fold.Click;
+import tally.bench.flink.fold.ClickJson;
+
 /**
  * Turns each Kafka message into a {@link Click} in the source reader's thread; a value that does
  * not parse is counted and dropped (tally's source refuses it too). Records the next offset of

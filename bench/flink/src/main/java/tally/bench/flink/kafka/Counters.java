@@ -5,8 +5,9 @@ import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.concurrent.atomic.LongAdder;
 
 /**
- * What the Kafka job's operators report to the harness in the same JVM (a local MiniCluster):
- * message counts, and the next offset to read per partition for sampling the consumer lag.
+ * What the Kafka job's source reports to the harness in the same JVM (a local MiniCluster):
+ * message counts, and the next offset to read per partition for sampling the consumer lag (the
+ * fold's own counts are in {@link tally.bench.flink.fold.FoldStats}).
  */
 public final class Counters {
   private Counters() {}
@@ -16,11 +17,7 @@ public final class Counters {
 
   public static final LongAdder RECORDS = new LongAdder();
   public static final LongAdder REJECTED = new LongAdder();
-  public static final LongAdder DUPLICATES = new LongAdder();
-  public static final LongAdder TOO_LATE = new LongAdder();
   public static final AtomicLong FIRST_RECORD_NANOS = new AtomicLong(Long.MAX_VALUE);
-  /** The last checkpoint completed. */
-  public static final AtomicLong CHECKPOINTS = new AtomicLong();
 
   /** Next offset to read per partition, -1 until the first record of a partition. */
   public static final AtomicLongArray NEXT_OFFSET = new AtomicLongArray(MAX_PARTITIONS);

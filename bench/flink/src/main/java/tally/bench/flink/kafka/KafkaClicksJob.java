@@ -14,7 +14,6 @@ import org.apache.flink.api.common.JobExecutionResult;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.configuration.ConfigOptions;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.connector.kafka.source.KafkaSource;
@@ -28,6 +27,13 @@ import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.TopicPartition;
 
 import tally.bench.flink.JvmStats;
+import tally.bench.flink.fold.Click;
+import tally.bench.flink.fold.FoldOperator;
+import tally.bench.flink.fold.FoldStats;
+import tally.bench.flink.fold.Partial;
+import tally.bench.flink.fold.PartialKey;
+import tally.bench.flink.fold.RollUp;
+import tally.bench.flink.fold.RowCounter;
 
 /**
  * tally's clicks job in the Flink DataStream API over a Kafka topic, as an expert would write it
@@ -151,7 +157,7 @@ public final class KafkaClicksJob {
         WatermarkStrategy.<Click>forBoundedOutOfOrderness(Duration.ofMillis(slackMs)).withTimestampAssigner((click, ts) -> click.ts);
     env.fromSource(source, watermarks, "kafka " + topic)
         .transform("dedup and fold per (ad, minute)", TypeInformation.of(Partial.class), new FoldOperator(horizonMs))
-        .keyBy(new ByKey(), Types.STRING)
+        .keyBy(new PartialKey(), Types.STRING)
         .process(new RollUp(sizesMs, windows.toArray(new String[0])))
         .name("roll up 1m, 5m, 1h")
         .sinkTo(new RowCounter())
@@ -210,7 +216,7 @@ public final class KafkaClicksJob {
     System.out.printf("flink events per task cpu s: %.0f%n", records / tasks);
     System.out.printf("flink gc s: %.2f%n", JvmStats.gcSeconds());
     if (mode.equals("checkpointed")) {
-      System.out.println("flink checkpoints completed: " + Counters.CHECKPOINTS.get());
+      System.out.println("flink checkpoints completed: " + FoldStats.CHECKPOINTS.get());
     }
     System.out.println("flink peak rss mib: " + JvmStats.peakRssMib());
     System.out.printf("flink other load cores: %.2f%n", otherLoad);
@@ -228,8 +234,8 @@ public final class KafkaClicksJob {
    */
   private static boolean report(long records, long inTopic, List<String> windows, boolean check) {
     long rejected = Counters.REJECTED.sum();
-    long duplicates = Counters.DUPLICATES.sum();
-    long tooLate = Counters.TOO_LATE.sum();
+    long duplicates = FoldStats.DUPLICATES.sum();
+    long tooLate = FoldStats.TOO_LATE.sum();
     long counted = records - rejected - duplicates - tooLate;
     System.out.println("flink read: " + records + " (refused " + rejected + ", retries " + duplicates + ", too late " + tooLate + ")");
     Map<String, long[]> totals = RowCounter.totals();
@@ -246,16 +252,6 @@ public final class KafkaClicksJob {
           + " clicks per window size and key type)"));
     }
     return ok || !check;
-  }
-
-  /** The key of a partial's roll-up: "key type/key". */
-  private static final class ByKey implements KeySelector<Partial, String> {
-    private static final long serialVersionUID = 1L;
-
-    @Override
-    public String getKey(Partial partial) {
-      return partial.keyType + "/" + partial.key;
-    }
   }
 
   /** The topic's partitions with their earliest and latest offsets at start, for lag samples. */

@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 /**
  * One click as read from a message of the topic: the ad (and the campaign, when the message names

@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 import java.nio.charset.StandardCharsets;
 import java.util.Arrays;

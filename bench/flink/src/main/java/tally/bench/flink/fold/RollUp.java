@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 import org.apache.flink.api.common.functions.OpenContext;
 import org.apache.flink.api.common.state.MapState;
@@ -25,6 +25,7 @@ public final class RollUp extends KeyedProcessFunction<String, Partial, Row> {
   private final long[] sizesMs;
   private final String[] sizeNames;
   private transient MapState<Long, Window> windows;
+  private transient Estimate estimate;
 
   /** An open window's clicks and users so far. A Flink POJO (state). */
   public static final class Window {
@@ -46,6 +47,7 @@ public final class RollUp extends KeyedProcessFunction<String, Partial, Row> {
   public void open(OpenContext context) {
     TypeInformation<Window> type = TypeInformation.of(Window.class);
     windows = getRuntimeContext().getMapState(new MapStateDescriptor<>("windows", Types.LONG, type));
+    estimate = new Estimate();
   }
 
   private static long stateKey(long start, int size) {
@@ -83,7 +85,7 @@ public final class RollUp extends KeyedProcessFunction<String, Partial, Row> {
       long stateKey = stateKey(start, i);
       Window window = windows.get(stateKey);
       if (window != null) {
-        out.collect(new Row(sizeNames[i], keyType, key, start, window.clicks, HllUsers.estimate(window.users)));
+        out.collect(new Row(sizeNames[i], keyType, key, start, window.clicks, estimate.of(window.users)));
         windows.remove(stateKey);
       }
     }

@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 import java.util.ArrayList;
 import java.util.HashMap;
@@ -21,23 +21,28 @@ import tally.bench.flink.ClickGen;
 import tally.bench.flink.HllUsers;
 
 /**
- * Chained to the Kafka source, in the reader's task: drops retries (request ids seen within the
- * dedup horizon, {@link RequestIds}) and clicks too late for their minute, and folds every other
- * click into its (ad, minute) partial: one hash lookup, one increment, one sketch update. When the
- * watermark passes a minute's end it sends that minute's partials on, per ad and, merged here
- * first, per campaign and per advertiser, stamped with the minute's last millisecond; so a click
- * costs one fold, and the shuffle carries partials, not clicks.
+ * Chained to the source, in the reader's task: drops retries (request ids seen within the dedup
+ * horizon, {@link RequestIds}; the source hands every copy of a request to one reader) and
+ * clicks too late for their minute, and folds every other click into its (ad, minute) partial:
+ * one hash lookup, one increment, one sketch update; the ad's campaign and advertiser are looked
+ * up once per (ad, minute), when its fold is made. When the watermark passes a minute's end it
+ * sends that minute's partials on, per ad and, merged here first, per campaign and per
+ * advertiser, stamped with the minute's last millisecond; so a click costs one fold, and the
+ * shuffle carries partials, not clicks. With a horizon of 0 it does not dedup: the clicks come
+ * deduplicated, from a keyed dedup before it.
  *
  * <p>Checkpoints: before a barrier the open minutes' partials are sent on too (the roll-up
  * merges several partials of a minute alike), so the operator's only state is the set of
  * request ids, kept as operator state. Restoring at another parallelism would move partitions
- * away from their ids; the job is run at one parallelism.
+ * or splits away from their ids; the job is run at one parallelism.
  */
 public final class FoldOperator extends AbstractStreamOperator<Partial> implements OneInputStreamOperator<Click, Partial> {
   private static final long serialVersionUID = 1L;
   static final long MINUTE_MS = 60_000;
 
   private final long horizonMs;
+  /** Ad to {campaign, advertiser}, or null for tally's generated catalog ({@link Catalog}). */
+  private final HashMap<String, String[]> catalogOverride;
 
   private transient RequestIds ids;
   private transient ListState<RequestIds.Snapshot> idState;
@@ -52,8 +57,18 @@ public final class FoldOperator extends AbstractStreamOperator<Partial> implemen
   private transient long tooLate;
   private transient StreamRecord<Partial> record;
 
+  /** Dedups within {@code horizonMs} (0: no dedup here) and attributes by tally's generated catalog. */
   public FoldOperator(long horizonMs) {
+    this(horizonMs, null);
+  }
+
+  /** As {@link #FoldOperator(long)}, with the catalog {@code ad -> {campaign, advertiser}} if not null. */
+  public FoldOperator(long horizonMs, Map<String, String[]> catalog) {
+    if (horizonMs < 0) {
+      throw new IllegalArgumentException("horizon >= 0");
+    }
     this.horizonMs = horizonMs;
+    this.catalogOverride = catalog == null ? null : new HashMap<>(catalog);
   }
 
   /** One (ad, minute)'s clicks so far, with the ad's campaign and advertiser. */
@@ -74,7 +89,10 @@ public final class FoldOperator extends AbstractStreamOperator<Partial> implemen
   @Override
   public void initializeState(StateInitializationContext context) throws Exception {
     super.initializeState(context);
-    ids = new RequestIds(horizonMs);
+    ids = horizonMs == 0 ? null : new RequestIds(horizonMs);
+    if (ids == null) {
+      return;
+    }
     idState = context.getOperatorStateStore().getListState(new ListStateDescriptor<>("request-ids", RequestIds.Snapshot.class));
     for (RequestIds.Snapshot snapshot : idState.get()) {
       ids.restore(snapshot);
@@ -84,8 +102,14 @@ public final class FoldOperator extends AbstractStreamOperator<Partial> implemen
   @Override
   public void open() throws Exception {
     super.open();
-    catalog = Catalog.names(ClickGen.withDefaults(1, 0, 1).ads);
-    advertiserOfCampaign = Catalog.advertisers();
+    if (catalogOverride == null) {
+      catalog = GeneratedCatalog.names(ClickGen.withDefaults(1, 0, 1).ads);
+      advertiserOfCampaign = GeneratedCatalog.advertisers();
+    } else {
+      catalog = catalogOverride;
+      advertiserOfCampaign = new HashMap<>();
+      catalog.values().forEach(entry -> advertiserOfCampaign.putIfAbsent(entry[0], entry[1]));
+    }
     minutes = new TreeMap<>();
     lastMinute = Long.MIN_VALUE;
     watermark = Long.MIN_VALUE;
@@ -95,7 +119,7 @@ public final class FoldOperator extends AbstractStreamOperator<Partial> implemen
   @Override
   public void processElement(StreamRecord<Click> element) {
     Click click = element.getValue();
-    if (!ids.add(click.idHi, click.idLo, click.ts)) {
+    if (ids != null && !ids.add(click.idHi, click.idLo, click.ts)) {
       duplicates++;
       return;
     }
@@ -144,20 +168,22 @@ public final class FoldOperator extends AbstractStreamOperator<Partial> implemen
   @Override
   public void snapshotState(StateSnapshotContext context) throws Exception {
     super.snapshotState(context);
-    idState.update(List.of(ids.snapshot()));
+    if (ids != null) {
+      idState.update(List.of(ids.snapshot()));
+    }
   }
 
   @Override
   public void notifyCheckpointComplete(long checkpointId) throws Exception {
     super.notifyCheckpointComplete(checkpointId);
-    Counters.CHECKPOINTS.accumulateAndGet(checkpointId, Math::max);
+    FoldStats.CHECKPOINTS.accumulateAndGet(checkpointId, Math::max);
   }
 
   @Override
   public void finish() throws Exception {
     emitThrough(Long.MAX_VALUE);
-    Counters.DUPLICATES.add(duplicates);
-    Counters.TOO_LATE.add(tooLate);
+    FoldStats.DUPLICATES.add(duplicates);
+    FoldStats.TOO_LATE.add(tooLate);
     duplicates = tooLate = 0;
     super.finish();
   }

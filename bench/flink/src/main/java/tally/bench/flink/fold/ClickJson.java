@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 import tally.bench.flink.ClickGen;
 
@@ -17,19 +17,22 @@ import tally.bench.flink.ClickGen;
  * request_id} that is not 8-4-4-4-12 hex, an id with an escape) is refused: {@link #read}
  * returns false.
  */
-final class ClickJson {
+public final class ClickJson {
   private final Names names = new Names();
   private byte[] b;
   private int at;
   private int end;
 
-  boolean read(byte[] value, Click out) {
-    if (value == null) {
-      return false;
-    }
-    b = value;
-    at = 0;
-    end = value.length;
+  /** Reads a whole message value into {@code out}; false when it is refused. */
+  public boolean read(byte[] value, Click out) {
+    return value != null && read(value, 0, value.length, out);
+  }
+
+  /** Reads the value in {@code buf[start, stop)} (a line of an NDJSON file) into {@code out}. */
+  public boolean read(byte[] buf, int start, int stop, Click out) {
+    b = buf;
+    at = start;
+    end = stop;
     out.ad = null;
     out.campaign = null;
     boolean ts = false;

@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 /** A final window row: clicks and distinct users of one key in one window. A Flink POJO. */
 public final class Row {

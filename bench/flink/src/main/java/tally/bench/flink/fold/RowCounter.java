@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 import java.util.Map;
 import java.util.TreeMap;

@@ -1,4 +1,4 @@
-package tally.bench.flink.kafka;
+package tally.bench.flink.fold;
 
 import tally.bench.flink.ClickGen;
 
@@ -9,8 +9,9 @@ import tally.bench.flink.ClickGen;
  * previous generation is dropped and the current one becomes it. An id is so remembered for at
  * least a horizon of event time after it was first seen, and at most two.
  *
- * <p>The topic is partitioned by request id, so every copy of a request comes through the same
- * partition and so the same subtask: the set needs no shuffle and no keyed state.
+ * <p>The source hands every copy of a request to the same subtask (a Kafka topic partitioned by
+ * request id; a generator or file split that keeps a request's copies together): the set needs
+ * no shuffle and no keyed state.
  */
 final class RequestIds {
   private final long horizonMs;
