@@ -1,4 +1,4 @@
-//! tally and Apache Flink side by side, on this machine, in one invocation.
+//! tally and its peers side by side, on this machine, in one invocation.
 //!
 //! A program, not a timed test (see `bench/README.md`): it prints tables,
 //! ratios and closing lines for scripts, and never asserts on a timing.
@@ -6,18 +6,25 @@
 //! JSON it writes.
 //!
 //! Comparisons, each run `--runs` times, interleaved (run 1 of every row,
-//! then run 2, …) so that a disturbance of the machine hits both engines:
+//! then run 2, …) so that a disturbance of the machine hits every engine:
 //!
 //! - **core**: the default clicks job (10k ads, a viral ad, 1M users, 2 %
 //!   retries, 1m/5m/1h windows per ad, campaign and advertiser, clicks and
 //!   distinct users, dedup on) on clicks generated inside the run, nothing
-//!   durable. tally: the generator source and the memory sink; Flink: a
-//!   straightforward Flink SQL job of the same workload (`bench/flink`),
-//!   blackhole sink.
+//!   durable. tally: the generator source and the memory sink; peers, all
+//!   in `bench/flink` (Flink 2.x): the DataStream job an expert would write
+//!   (retries dropped inside the source split, one fold per click, roll-up),
+//!   the same with the common keyed dedup (keyed state with a TTL), and the
+//!   Flink SQL job, straightforward but tuned as far as SQL allows.
 //! - **checkpointed**: the same with exactly-once state. tally: every epoch
 //!   (1 s of event time) commits rows, window state and source offsets to
-//!   the embedded store on disk; Flink: exactly-once checkpoints every 2 s
-//!   (hashmap state backend, filesystem storage).
+//!   the embedded store on disk; the Flink jobs: exactly-once checkpoints
+//!   every 2 s (hashmap state backend, filesystem storage).
+//! - **batch**: a day's clicks in an NDJSON file and the catalog in a CSV
+//!   file, computed once: `tally run FILE` (and `tally run --bounded` on the
+//!   embedded log) against DuckDB and chDB (ClickHouse in process), 2
+//!   threads each, reading included, through `bench/run-batch.sh`, which
+//!   checks that every peer's clicks equal tally's rows.
 //! - **end to end**: `tally up` on embedded defaults: HTTP batches → log →
 //!   job → store, loaded twice: as fast as it acknowledges (its capacity),
 //!   and paced at the product's peak of 1M clicks/s; probe clicks measure
@@ -27,13 +34,13 @@
 //!   difference in peak RSS over the difference in remembered ids is what a
 //!   remembered request id costs.
 //!
-//! A comparison is a [`Comparison`] with a tally side and, where the peer
-//! runs the same thing, a Flink side: a row reading a pre-filled Kafka topic
-//! with both engines is one more entry there.
+//! A comparison is a [`Comparison`] with a tally side and, where peers run
+//! the same thing, their sides: [`FLINK_PEERS`], [`BATCH_ENGINES`].
 //!
 //! Each tally run is a child process (this program re-invoked with the
 //! hidden `--child`), so its peak RSS (`VmHWM`) is its own; each Flink run
-//! is `bench/flink/run.sh --runs 1`, a fresh JVM.
+//! is `bench/flink/run.sh --runs 1`, a fresh JVM; each batch round is
+//! `bench/run-batch.sh --runs 1`, a fresh process per engine.
 //!
 //! Usage: `cargo bench --bench compare -- [--runs R] [--clicks N] [--rate R]
 //! [--e2e-seconds S] [--memory-seconds S] [--only LIST] [--no-flink]
@@ -82,17 +89,20 @@ const MAX_CLICKS: u64 = 1_000_000_000;
 enum Comparison {
     Core,
     Checkpointed,
+    Batch,
     EndToEnd,
     Memory,
 }
 
-const COMPARISONS: [Comparison; 4] = [Comparison::Core, Comparison::Checkpointed, Comparison::EndToEnd, Comparison::Memory];
+const COMPARISONS: [Comparison; 5] =
+    [Comparison::Core, Comparison::Checkpointed, Comparison::Batch, Comparison::EndToEnd, Comparison::Memory];
 
 impl Comparison {
     fn name(self) -> &'static str {
         match self {
             Comparison::Core => "core",
             Comparison::Checkpointed => "checkpointed",
+            Comparison::Batch => "batch",
             Comparison::EndToEnd => "e2e",
             Comparison::Memory => "memory",
         }
@@ -107,10 +117,66 @@ impl Comparison {
         match self {
             Comparison::Core => Some("core"),
             Comparison::Checkpointed => Some("checkpointed"),
-            Comparison::EndToEnd | Comparison::Memory => None,
+            Comparison::Batch | Comparison::EndToEnd | Comparison::Memory => None,
         }
     }
 }
+
+/// A Flink job that runs the core and checkpointed comparisons' work: one
+/// `--job` of `bench/flink/run.sh`, strongest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlinkPeer {
+    /// DataStream, retries dropped inside the source split.
+    DataStream,
+    /// DataStream, retries dropped in keyed state with a TTL.
+    DataStreamKeyed,
+    /// Flink SQL, straightforward (tuned as far as SQL allows).
+    Sql,
+}
+
+const FLINK_PEERS: [FlinkPeer; 3] = [FlinkPeer::DataStream, FlinkPeer::DataStreamKeyed, FlinkPeer::Sql];
+
+impl FlinkPeer {
+    /// The name in ratio lines (`ratio core tally/NAME: X`).
+    fn name(self) -> &'static str {
+        match self {
+            FlinkPeer::DataStream => "flink-datastream",
+            FlinkPeer::DataStreamKeyed => "flink-datastream-keyed",
+            FlinkPeer::Sql => "flink-sql",
+        }
+    }
+
+    /// Its `bench/flink/run.sh` flags.
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            FlinkPeer::DataStream => &["--job", "datastream", "--dedup", "split"],
+            FlinkPeer::DataStreamKeyed => &["--job", "datastream", "--dedup", "keyed"],
+            FlinkPeer::Sql => &["--job", "sql"],
+        }
+    }
+
+    /// How `bench/flink/run.sh` begins its closing lines for this job.
+    fn prefix(self) -> &'static str {
+        match self {
+            FlinkPeer::DataStream => "flink-datastream",
+            FlinkPeer::DataStreamKeyed => "flink-datastream-keyed",
+            FlinkPeer::Sql => "flink",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            FlinkPeer::DataStream => "DataStream, dedup in the source split",
+            FlinkPeer::DataStreamKeyed => "DataStream, keyed dedup with TTL",
+            FlinkPeer::Sql => "SQL, straightforward",
+        }
+    }
+}
+
+/// The engines `bench/run-batch.sh` runs, as it names them in its
+/// `times.tsv`: tally first (the ratios are against its first line).
+const BATCH_ENGINES: [(&str, &str); 4] =
+    [("tally run FILE", "tally run FILE"), ("tally run --bounded (log)", "tally run --bounded"), ("duckdb", "DuckDB"), ("chdb", "chDB")];
 
 /// Command-line settings.
 #[derive(Clone, Debug)]
@@ -140,7 +206,7 @@ enum Child {
 }
 
 const USAGE: &str = "usage: compare [--runs R] [--clicks N] [--rate R] [--parallelism P] [--e2e-seconds S] [--memory-seconds S] \
-                     [--only core,checkpointed,e2e,memory] [--no-flink] [--json PATH] [--smoke]";
+                     [--only core,checkpointed,batch,e2e,memory] [--no-flink] [--json PATH] [--smoke]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -331,11 +397,11 @@ fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// One `bench/flink/run.sh --runs 1` in `mode`, read from its closing lines.
-fn flink_sample(mode: &str, args: &Args) -> Result<(Sample, String), String> {
+/// One `bench/flink/run.sh --runs 1` of `peer` in `mode`, read from its closing lines.
+fn flink_sample(peer: FlinkPeer, mode: &str, args: &Args) -> Result<(Sample, String), String> {
     let script = repo_root().join("bench/flink/run.sh");
     let mut command = Command::new("bash");
-    command.arg(&script).args(["--mode", mode, "--parallelism", &args.parallelism.to_string()]);
+    command.arg(&script).args(peer.flags()).args(["--mode", mode, "--parallelism", &args.parallelism.to_string()]);
     if args.smoke {
         command.arg("--smoke");
     } else {
@@ -344,7 +410,7 @@ fn flink_sample(mode: &str, args: &Args) -> Result<(Sample, String), String> {
     let output = command.stdin(Stdio::null()).stderr(Stdio::piped()).output().map_err(|e| format!("{}: {e}", script.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let value = |key: &str| -> Option<String> {
-        let prefix = format!("flink {mode} {key}: ");
+        let prefix = format!("{} {mode} {key}: ", peer.prefix());
         stdout.lines().find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
     };
     let number = |key: &str| value(key).and_then(|v| v.parse::<f64>().ok());
@@ -352,7 +418,8 @@ fn flink_sample(mode: &str, args: &Args) -> Result<(Sample, String), String> {
         (number("clicks"), number("events/s"), number("cpu s"), number("peak rss mib"), output.status.success())
     else {
         return Err(format!(
-            "bench/flink/run.sh --mode {mode} failed ({}):\n{stdout}{}",
+            "bench/flink/run.sh {} --mode {mode} failed ({}):\n{stdout}{}",
+            peer.flags().join(" "),
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
@@ -366,6 +433,66 @@ fn flink_sample(mode: &str, args: &Args) -> Result<(Sample, String), String> {
         checkpoints: number("checkpoints"),
     };
     Ok((sample, value("version").unwrap_or_else(|| "?".to_owned())))
+}
+
+// ---- batch runs ------------------------------------------------------------------------
+
+/// One `bench/run-batch.sh --runs 1`: every engine of [`BATCH_ENGINES`] once
+/// on the same NDJSON file (it checks their clicks equal and fails if not),
+/// read back from the `times.tsv` it writes.
+fn batch_samples(args: &Args) -> Result<Vec<(&'static str, Sample)>, String> {
+    let script = repo_root().join("bench/run-batch.sh");
+    let out = repo_root().join("target").join("bench-compare").join("batch");
+    let mut command = Command::new("bash");
+    command.arg(&script).arg("--out").arg(&out);
+    if args.smoke {
+        command.arg("--smoke");
+    } else {
+        command.args(["--runs", "1", "--clicks", &args.clicks.to_string()]);
+    }
+    let (busy_before, started) = (machine_busy(), Instant::now());
+    let output = command.stdin(Stdio::null()).stderr(Stdio::piped()).output().map_err(|e| format!("{}: {e}", script.display()))?;
+    let wall = started.elapsed();
+    if !output.status.success() {
+        return Err(format!(
+            "bench/run-batch.sh failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let times = std::fs::read_to_string(out.join("times.tsv")).map_err(|e| format!("{}/times.tsv: {e}", out.display()))?;
+    let clicks = if args.smoke { SMOKE_CLICKS } else { args.clicks } as f64;
+    let mut samples = Vec::new();
+    let mut cpu_total = 0.0;
+    for line in times.lines() {
+        let cells: Vec<&str> = line.split('\t').collect();
+        let [engine, _round, wall, user, sys, rss_kb] = cells[..] else { return Err(format!("times.tsv: unexpected line {line:?}")) };
+        let figure = |cell: &str| cell.parse::<f64>().map_err(|_| format!("times.tsv: {cell:?} in {line:?} is not a number"));
+        let Some(&(engine, _)) = BATCH_ENGINES.iter().find(|(name, _)| *name == engine) else { continue };
+        let cpu = figure(user)? + figure(sys)?;
+        cpu_total += cpu;
+        samples.push((
+            engine,
+            Sample {
+                events_per_s: clicks / figure(wall)?.max(1e-3),
+                cpu_per_million: cpu / clicks * 1e6,
+                peak_rss_mib: figure(rss_kb)? / 1024.0,
+                other_load: 0.0,
+                remembered_max: 0,
+                checkpoints: None,
+            },
+        ));
+    }
+    // Other load over the whole script: what the measured processes did not use.
+    let others = machine_busy().saturating_sub(busy_before).as_secs_f64() - cpu_total;
+    for (_, sample) in &mut samples {
+        sample.other_load = (others / wall.as_secs_f64()).max(0.0);
+    }
+    if samples.len() != BATCH_ENGINES.len() {
+        return Err(format!("bench/run-batch.sh: times.tsv names {} of the {} engines", samples.len(), BATCH_ENGINES.len()));
+    }
+    Ok(samples)
 }
 
 // ---- end to end ------------------------------------------------------------------------
@@ -427,24 +554,26 @@ fn e2e_sample(bin: &Path, pool: &Pool, args: &Args, load: E2eLoad) -> Result<E2e
 #[derive(Default)]
 struct Results {
     tally: Vec<(Comparison, Vec<Sample>)>,
-    flink: Vec<(Comparison, Vec<Sample>)>,
+    flink: Vec<((Comparison, FlinkPeer), Vec<Sample>)>,
     flink_version: String,
+    /// Per engine of [`BATCH_ENGINES`]: the batch runs.
+    batch: Vec<(&'static str, Vec<Sample>)>,
     e2e: Vec<(E2eLoad, Vec<E2eSample>)>,
     /// Per horizon (ms): the memory runs.
     memory: Vec<(u64, Vec<Sample>)>,
 }
 
 impl Results {
-    fn samples(list: &mut Vec<(Comparison, Vec<Sample>)>, comparison: Comparison) -> &mut Vec<Sample> {
-        if let Some(i) = list.iter().position(|(c, _)| *c == comparison) {
+    fn samples<K: PartialEq>(list: &mut Vec<(K, Vec<Sample>)>, key: K) -> &mut Vec<Sample> {
+        if let Some(i) = list.iter().position(|(k, _)| *k == key) {
             return &mut list[i].1;
         }
-        list.push((comparison, Vec::new()));
+        list.push((key, Vec::new()));
         &mut list.last_mut().expect("just pushed").1
     }
 
-    fn get(list: &[(Comparison, Vec<Sample>)], comparison: Comparison) -> Option<&[Sample]> {
-        list.iter().find(|(c, _)| *c == comparison).map(|(_, s)| s.as_slice())
+    fn get<K: PartialEq>(list: &[(K, Vec<Sample>)], key: K) -> Option<&[Sample]> {
+        list.iter().find(|(k, _)| *k == key).map(|(_, s)| s.as_slice())
     }
 }
 
@@ -499,10 +628,18 @@ fn parent(args: &Args) -> Result<(), String> {
                     let sample = tally_sample(&child, args)?;
                     Results::samples(&mut results.tally, comparison).push(sample);
                     if let (true, Some(mode)) = (args.flink, comparison.flink_mode()) {
-                        step("flink");
-                        let (sample, version) = flink_sample(mode, args)?;
-                        results.flink_version = version;
-                        Results::samples(&mut results.flink, comparison).push(sample);
+                        for peer in FLINK_PEERS {
+                            step(&format!("Flink {}", peer.label()));
+                            let (sample, version) = flink_sample(peer, mode, args)?;
+                            results.flink_version = version;
+                            Results::samples(&mut results.flink, (comparison, peer)).push(sample);
+                        }
+                    }
+                }
+                Comparison::Batch => {
+                    step("tally run FILE, tally run --bounded, DuckDB, chDB (bench/run-batch.sh)");
+                    for (engine, sample) in batch_samples(args)? {
+                        Results::samples(&mut results.batch, engine).push(sample);
                     }
                 }
                 Comparison::EndToEnd => {
@@ -580,7 +717,8 @@ struct Line {
 /// What the invocation prints and writes.
 struct Report {
     lines: Vec<Line>,
-    ratios: Vec<(Comparison, Option<f64>)>,
+    /// tally over each peer, events/s, per comparison: the peer's ratio-line name and the ratio.
+    ratios: Vec<(Comparison, &'static str, Option<f64>)>,
     e2e: Option<Spread>,
     memory: Option<MemoryFigures>,
     machine: String,
@@ -623,17 +761,37 @@ impl Report {
                 _ => "an epoch commit (rows, state, offsets) to the embedded store every 1 s of event time".to_owned(),
             };
             let tally_line = line_from(comparison, "tally".to_owned(), tally, note);
-            let flink = Results::get(&results.flink, comparison).map(|flink| {
+            let mut peers = Vec::new();
+            for peer in FLINK_PEERS {
+                let Some(flink) = Results::get(&results.flink, (comparison, peer)) else { continue };
                 let checkpoints = flink.iter().filter_map(|s| s.checkpoints).collect::<Vec<_>>();
                 let note = match comparison {
-                    Comparison::Core => "in-JVM source, blackhole sink".to_owned(),
+                    Comparison::Core => "in-JVM generator source, no sink work".to_owned(),
                     _ => format!("exactly-once checkpoints every 2 s, hashmap backend ({:.0} per run)", median(&checkpoints)),
                 };
-                line_from(comparison, format!("Flink {}", results.flink_version), flink, note)
-            });
-            ratios.push((comparison, flink.as_ref().map(|f| tally_line.events_per_s.median / f.events_per_s.median)));
+                let line = line_from(comparison, format!("Flink {} {}", results.flink_version, peer.label()), flink, note);
+                ratios.push((comparison, peer.name(), Some(tally_line.events_per_s.median / line.events_per_s.median)));
+                peers.push(line);
+            }
             lines.push(tally_line);
-            lines.extend(flink);
+            lines.extend(peers);
+        }
+        let batch = |engine: &'static str| Results::get(&results.batch, engine);
+        if let Some(tally) = batch(BATCH_ENGINES[0].0) {
+            let tally_eps = line_from(Comparison::Batch, String::new(), tally, String::new()).events_per_s.median;
+            for (engine, label) in BATCH_ENGINES {
+                let Some(samples) = batch(engine) else { continue };
+                let note = match engine {
+                    "tally run FILE" => "the NDJSON file, rows to a file",
+                    "tally run --bounded (log)" => "the same clicks from the embedded log (imported first, not timed), rows to the store",
+                    _ => "SQL in process from Python: the same NDJSON and catalog, result to a CSV file",
+                };
+                let line = line_from(Comparison::Batch, label.to_owned(), samples, format!("{note}, 2 threads"));
+                if !engine.starts_with("tally") {
+                    ratios.push((Comparison::Batch, engine, Some(tally_eps / line.events_per_s.median)));
+                }
+                lines.push(line);
+            }
         }
         let mut e2e = None;
         for (load, samples) in &results.e2e {
@@ -670,7 +828,7 @@ impl Report {
 
     fn print(&self, results: &Results, args: &Args) {
         println!();
-        println!("tally vs Flink, one invocation: {}", self.machine);
+        println!("tally and its peers, one invocation: {}", self.machine);
         println!("{}", self.versions);
         println!(
             "job: {} clicks at {} clicks/s of event time, {ADS} ads (+ a viral ad with 40 % of clicks), 1,000 campaigns, 100 advertisers,",
@@ -706,9 +864,17 @@ impl Report {
             );
         }
         println!();
-        for (comparison, ratio) in &self.ratios {
-            if let Some(ratio) = ratio {
-                println!("{}: tally/Flink {ratio:.1}× events/s", comparison.name());
+        for comparison in COMPARISONS {
+            let ratios: Vec<(&str, f64)> =
+                self.ratios.iter().filter(|(c, _, _)| *c == comparison).filter_map(|(_, peer, r)| Some((*peer, (*r)?))).collect();
+            // The strongest peer is the one tally leads least.
+            if let Some((peer, lead)) = ratios.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)) {
+                let others: Vec<String> = ratios.iter().filter(|(p, _)| *p != peer).map(|(p, r)| format!("{p} {r:.1}×")).collect();
+                println!(
+                    "{}: tally/{peer} {lead:.2}× events/s against the strongest peer{}",
+                    comparison.name(),
+                    if others.is_empty() { String::new() } else { format!(" (others: {})", others.join(", ")) }
+                );
             }
         }
         if !results.e2e.is_empty() {
@@ -753,9 +919,13 @@ impl Report {
             println!("memory bytes per remembered id: {}", m.bytes_per_id.map_or("n/a".to_owned(), |b| format!("{b:.1}")));
             println!("memory base rss mib: {:.0}", m.base_rss_mib);
         }
-        for (comparison, ratio) in &self.ratios {
+        for (comparison, peer, ratio) in &self.ratios {
             let ratio = ratio.map_or("n/a".to_owned(), |r| format!("{r:.2}"));
-            println!("ratio {} tally/flink: {ratio}", comparison.name());
+            println!("ratio {} tally/{peer}: {ratio}", comparison.name());
+            if *peer == FlinkPeer::Sql.name() {
+                // The line of earlier invocations, which had the SQL job as their only peer.
+                println!("ratio {} tally/flink: {ratio}", comparison.name());
+            }
         }
         if let Some(e2e) = self.e2e {
             println!("e2e clicks/s: {:.0}", e2e.median);
@@ -783,7 +953,8 @@ impl Report {
         let finals = final_row_ms(results);
         let finals = (!finals.is_empty()).then(|| json!({ "p50": percentile(&finals, 0.5), "p99": percentile(&finals, 0.99) }));
         let memory = self.memory.as_ref().map(|m| json!({ "bytes_per_id": m.bytes_per_id, "base_rss_mib": m.base_rss_mib }));
-        let ratios: serde_json::Map<String, Value> = self.ratios.iter().map(|(c, r)| (c.name().to_owned(), json!(r))).collect();
+        let ratios: serde_json::Map<String, Value> =
+            self.ratios.iter().map(|(c, peer, r)| (format!("{} tally/{peer}", c.name()), json!(r))).collect();
         let document = json!({
             "machine": self.machine,
             "versions": self.versions,
@@ -840,8 +1011,11 @@ fn versions(results: &Results, args: &Args) -> String {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stderr).lines().next().map(str::to_owned))
         .unwrap_or_else(|| "java ?".to_owned());
-    let flink =
-        if args.flink && !results.flink_version.is_empty() { format!("Flink {} SQL, ", results.flink_version) } else { String::new() };
+    let flink = if args.flink && !results.flink_version.is_empty() {
+        format!("Flink {} (DataStream and SQL), ", results.flink_version)
+    } else {
+        String::new()
+    };
     format!("tally {} ({rustc}, timely 0.32, differential-dataflow 0.26); {flink}{java}", env!("CARGO_PKG_VERSION"))
 }
 

@@ -1,9 +1,11 @@
 """Draws the figures of bench/compare.rs (its --json output) as one PNG.
 
-Left: events/s per comparison, tally beside Flink, median bars with
-min-max whiskers and the tally/Flink ratio. Right: end-to-end latency:
-freshness (a click's 202 until the query API counts it) and, when the
-runs were long enough, window end until the final row is visible.
+Left: events/s per comparison, tally beside every peer that ran the same
+work (the Flink DataStream and SQL jobs, DuckDB and chDB), median bars
+with min-max whiskers, and tally's lead over the strongest peer. Right:
+end-to-end latency: freshness (a click's 202 until the query API counts
+it) and, when the runs were long enough, window end until the final row
+is visible.
 
     python3 bench/plot.py results.json results.png
 """
@@ -17,8 +19,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 TALLY = "#1f77b4"
-FLINK = "#e6550d"
-LABELS = {"core": "core\n(no checkpoints)", "checkpointed": "checkpointed\n(exactly-once)", "e2e": "end to end\n(HTTP → store)"}
+# Each peer's colour, by the start of its engine name in the figures.
+PEERS = (
+    ("tally run --bounded", "#6baed6", "tally run --bounded"),
+    ("tally", TALLY, "tally"),
+    ("Flink", None, None),  # by the job's label below
+    ("DuckDB", "#fdd835", "DuckDB"),
+    ("chDB", "#31a354", "chDB (ClickHouse)"),
+)
+FLINK_JOBS = (
+    ("DataStream, dedup in the source split", "#a63603", "Flink DataStream (dedup in split)"),
+    ("DataStream, keyed dedup", "#e6550d", "Flink DataStream (keyed dedup)"),
+    ("SQL", "#fdae6b", "Flink SQL, straightforward"),
+)
+LABELS = {
+    "core": "core\n(no checkpoints)",
+    "checkpointed": "checkpointed\n(exactly-once)",
+    "batch": "batch\n(NDJSON file)",
+    "e2e": "end to end\n(HTTP → store)",
+}
 
 
 def human(v):
@@ -29,34 +48,54 @@ def human(v):
     return f"{v:.0f}"
 
 
+def style(engine):
+    """Colour and legend label of an engine."""
+    if engine.startswith("Flink"):
+        for job, colour, label in FLINK_JOBS:
+            if job in engine:
+                return colour, label
+        return "#e6550d", "Flink"
+    for start, colour, label in PEERS:
+        if colour and engine.startswith(start):
+            return colour, label
+    return TALLY, "tally"
+
+
+def lead(doc, comparison):
+    """tally's lead over the strongest peer of a comparison: (peer, ratio)."""
+    ratios = [(key.split("tally/", 1)[1], r) for key, r in doc.get("ratios", {}).items()
+              if key.startswith(comparison + " ") and r and key.split("tally/", 1)[1] != "flink"]
+    return min(ratios, key=lambda pr: pr[1]) if ratios else None
+
+
 def throughput(ax, doc):
     rows = doc["rows"]
-    comparisons = [c for c in ("core", "checkpointed", "e2e") if any(r["comparison"] == c for r in rows)]
-    width = 0.38
+    comparisons = [c for c in ("core", "checkpointed", "batch", "e2e") if any(r["comparison"] == c for r in rows)]
     # The end-to-end capacity; the paced run's throughput is its pace.
     rows = [r for r in rows if r["comparison"] != "e2e" or r["engine"] == "tally up"]
+    seen = {}
     for i, comparison in enumerate(comparisons):
-        for r in (r for r in rows if r["comparison"] == comparison):
-            flink = r["engine"].startswith("Flink")
-            x = i + (width / 2 if flink else -width / 2)
-            if comparison == "e2e":
-                x = i
+        group = [r for r in rows if r["comparison"] == comparison]
+        width = 0.8 / len(group)
+        for j, r in enumerate(group):
+            x = i - 0.4 + width * (j + 0.5)
+            colour, label = style(r["engine"])
             s = r["events_per_s"]
-            ax.bar(x, s["median"], width, color=FLINK if flink else TALLY,
-                   yerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], capsize=4)
-            ax.text(x, s["max"] * 1.15, human(s["median"]), ha="center", fontsize=8)
-        ratio = doc.get("ratios", {}).get(comparison)
-        if ratio:
-            top = max(r["events_per_s"]["max"] for r in rows if r["comparison"] == comparison)
-            ax.text(i, top * 2.0, f"tally/Flink {ratio:.1f}×", ha="center", fontsize=10, fontweight="bold")
+            ax.bar(x, s["median"], width * 0.95, color=colour,
+                   yerr=[[s["median"] - s["min"]], [s["max"] - s["median"]]], capsize=3,
+                   label=None if label in seen else label)
+            seen[label] = True
+            ax.text(x, s["max"] * 1.15, human(s["median"]), ha="center", fontsize=6, rotation=90)
+        best = lead(doc, comparison)
+        if best:
+            top = max(r["events_per_s"]["max"] for r in group)
+            ax.text(i, top * 4.0, f"tally/{best[0]}\n{best[1]:.2f}×", ha="center", fontsize=8, fontweight="bold")
     ax.set_yscale("log")
-    ax.set_ylim(1e4, max(r["events_per_s"]["max"] for r in rows) * 5)
+    ax.set_ylim(1e4, max(r["events_per_s"]["max"] for r in rows) * 20)
     ax.set_xticks(range(len(comparisons)), [LABELS[c] for c in comparisons])
     ax.set_ylabel("events/s (log scale), median of runs, min–max")
-    ax.set_title("throughput, same workload and machine (Flink: a straightforward SQL job)")
-    ax.bar(0, 0, color=TALLY, label="tally")
-    ax.bar(0, 0, color=FLINK, label="Flink SQL")
-    ax.legend(loc="upper right")
+    ax.set_title("throughput, same work and machine; bold: tally's lead over the strongest peer", fontsize=9)
+    ax.legend(loc="upper right", fontsize=7, ncol=2)
 
 
 def latency(ax, doc):
@@ -86,10 +125,10 @@ def main():
         sys.exit("usage: plot.py FIGURES.json OUT.png")
     with open(sys.argv[1]) as f:
         doc = json.load(f)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [2.2, 1]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [2.6, 1]})
     throughput(left, doc)
     latency(right, doc)
-    fig.suptitle(f"tally vs Flink — {doc['machine']}, {doc['runs']} run(s) per row\n{doc['versions']}", fontsize=9)
+    fig.suptitle(f"tally and its peers — {doc['machine']}, {doc['runs']} run(s) per row\n{doc['versions']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)
 

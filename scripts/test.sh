@@ -191,11 +191,8 @@ cargo bench --locked --bench core -- --smoke
 cargo bench --locked --bench embedded -- --smoke
 cargo bench --locked --bench ingest -- --smoke
 
-step "tally vs Flink smoke (bench/run.sh --smoke: Flink from Maven Central, matplotlib from PyPI; plot in target/bench-smoke/)"
+step "tally vs its peers smoke (bench/run.sh --smoke: the Flink DataStream and SQL jobs from Maven Central, DuckDB and chDB from PyPI, matplotlib; every peer's rows checked; plot in target/bench-smoke/)"
 bench/run.sh --smoke
-
-step "tally vs DuckDB and chDB batch smoke (bench/run-batch.sh --smoke: duckdb and chdb from PyPI, 200k clicks, clicks checked equal)"
-bench/run-batch.sh --smoke
 
 step "tally vs Flink over Kafka smoke (bench/run-kafka.sh --smoke: a broker of its own, 200k clicks)"
 bench/run-kafka.sh --smoke
