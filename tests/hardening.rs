@@ -43,15 +43,22 @@ fn config(dir: &Path, text: &str) -> String {
 /// Whether the server has closed `stream` (read: end of stream or reset),
 /// without waiting.
 fn closed_by_server(stream: &TcpStream) -> bool {
+    close_seen(stream).is_some()
+}
+
+/// How the server's close of `stream` showed (end of stream, or the read's
+/// error), if it did; `None` while it is open.
+fn close_seen(stream: &TcpStream) -> Option<String> {
     stream.set_nonblocking(true).unwrap();
     let mut byte = [0u8; 1];
-    let closed = match { stream }.read(&mut byte) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != ErrorKind::WouldBlock,
+    let seen = match { stream }.read(&mut byte) {
+        Ok(0) => Some("end of stream".to_owned()),
+        Ok(_) => None,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => None,
+        Err(e) => Some(format!("read error: {e}")),
     };
     stream.set_nonblocking(false).unwrap();
-    closed
+    seen
 }
 
 /// Waits up to `limit` for the server to close `stream`; how long it took.
@@ -155,16 +162,20 @@ fn a_head_sent_a_byte_a_second_is_cut_by_the_header_timeout() {
     let mut stream = TcpStream::connect(addr).unwrap();
     let started = Instant::now();
     let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
-    let cut = head.iter().find_map(|byte| {
-        if stream.write_all(&[*byte]).is_err() || closed_by_server(&stream) {
-            return Some(started.elapsed());
+    let cut = head.iter().enumerate().find_map(|(i, byte)| {
+        let seen = match stream.write_all(&[*byte]) {
+            Err(e) => Some(format!("write error: {e}")),
+            Ok(()) => close_seen(&stream),
+        };
+        if let Some(how) = seen {
+            return Some((started.elapsed(), format!("{how}, after {} byte(s)", i + 1)));
         }
         std::thread::sleep(Duration::from_secs(1));
         None
     });
-    let cut = cut.expect("the slow head was never cut");
-    eprintln!("a head sent a byte a second was cut after {cut:?}");
-    assert!(cut >= Duration::from_millis(1_900) && cut <= Duration::from_secs(2) + SLACK, "cut after {cut:?}");
+    let (cut, how) = cut.expect("the slow head was never cut");
+    eprintln!("a head sent a byte a second was cut after {cut:?} ({how})");
+    assert!(cut >= Duration::from_millis(1_900) && cut <= Duration::from_secs(2) + SLACK, "cut after {cut:?} ({how})");
 }
 
 /// A kept-alive connection that says nothing after its answer is closed at
