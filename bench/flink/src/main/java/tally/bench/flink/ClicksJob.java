@@ -1,7 +1,6 @@
 package tally.bench.flink;
 
 import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -11,7 +10,6 @@ import java.util.concurrent.TimeUnit;
 
 import org.apache.flink.api.common.JobExecutionResult;
 import org.apache.flink.configuration.ConfigOptions;
-import org.apache.flink.configuration.Configuration;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.table.api.EnvironmentSettings;
 import org.apache.flink.table.api.StatementSet;
@@ -155,23 +153,12 @@ public final class ClicksJob {
         options.putAll(MINI_BATCH_OPTIONS);
       }
     }
-    Path tempCheckpoints = null;
-    if (mode.equals("checkpointed")) {
-      if (checkpointDir == null) {
-        tempCheckpoints = Files.createTempDirectory("flink-clicks-checkpoints-");
-        checkpointDir = tempCheckpoints.toString();
-      }
-      options.put("execution.checkpointing.interval", checkpointInterval);
-      options.put("execution.checkpointing.mode", "EXACTLY_ONCE");
-      options.put("state.backend.type", "hashmap");
-      options.put("execution.checkpointing.storage", "filesystem");
-      options.put("execution.checkpointing.dir", Path.of(checkpointDir).toAbsolutePath().toUri().toString());
-    }
+    Path tempCheckpoints = mode.equals("checkpointed")
+        ? LocalJob.checkpointing(options, checkpointInterval, checkpointDir, "flink-clicks-checkpoints-")
+        : null;
     options.putAll(extra);
 
-    Configuration conf = new Configuration();
-    options.forEach((key, value) -> conf.set(ConfigOptions.key(key).stringType().noDefaultValue(), value));
-    StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism, conf);
+    StreamExecutionEnvironment env = LocalJob.environment(parallelism, options);
     StreamTableEnvironment tEnv = StreamTableEnvironment.create(env, EnvironmentSettings.inStreamingMode());
     options.forEach((key, value) -> tEnv.getConfig().set(ConfigOptions.key(key).stringType().noDefaultValue(), value));
 
@@ -200,7 +187,7 @@ public final class ClicksJob {
       job = result.getJobClient().orElseThrow().getJobExecutionResult().get();
     } finally {
       if (tempCheckpoints != null) {
-        deleteTree(tempCheckpoints);
+        LocalJob.deleteTree(tempCheckpoints);
       }
     }
     long end = System.nanoTime();
@@ -472,11 +459,5 @@ public final class ClicksJob {
             + " [--parallelism P] [--distinct approx|exact|both|none] [--windows 1m,5m,1h]"
             + " [--group-by ad,campaign,advertiser] [--dedup on|off] [--seed N] [--checkpoint-dir DIR]"
             + " [--checkpoint-interval DURATION] [--set KEY=VALUE]... [--check] [--explain]");
-  }
-
-  private static void deleteTree(Path root) throws IOException {
-    try (var paths = Files.walk(root)) {
-      paths.sorted(java.util.Comparator.reverseOrder()).forEach(path -> path.toFile().delete());
-    }
   }
 }

@@ -18,13 +18,12 @@ import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
 import org.apache.flink.api.connector.sink2.Sink;
-import org.apache.flink.configuration.ConfigOptions;
-import org.apache.flink.configuration.Configuration;
 import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 
 import tally.bench.flink.ClickGen;
 import tally.bench.flink.JvmStats;
+import tally.bench.flink.LocalJob;
 import tally.bench.flink.fold.Click;
 import tally.bench.flink.fold.ClickType;
 import tally.bench.flink.fold.FoldOperator;
@@ -163,22 +162,11 @@ public final class DataStreamJob {
     // Chained operators hand records on without a defensive copy: no operator keeps a record it
     // was given (the fold keeps counts and sketches, the roll-up copies into its state).
     options.put("pipeline.object-reuse", "true");
-    Path tempCheckpoints = null;
-    if (mode.equals("checkpointed")) {
-      if (checkpointDir == null) {
-        tempCheckpoints = Files.createTempDirectory("flink-datastream-checkpoints-");
-        checkpointDir = tempCheckpoints.toString();
-      }
-      options.put("execution.checkpointing.interval", checkpointInterval);
-      options.put("execution.checkpointing.mode", "EXACTLY_ONCE");
-      options.put("state.backend.type", "hashmap");
-      options.put("execution.checkpointing.storage", "filesystem");
-      options.put("execution.checkpointing.dir", Path.of(checkpointDir).toAbsolutePath().toUri().toString());
-    }
+    Path tempCheckpoints = mode.equals("checkpointed")
+        ? LocalJob.checkpointing(options, checkpointInterval, checkpointDir, "flink-datastream-checkpoints-")
+        : null;
     options.putAll(extra);
-    Configuration conf = new Configuration();
-    options.forEach((key, value) -> conf.set(ConfigOptions.key(key).stringType().noDefaultValue(), value));
-    StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism, conf);
+    StreamExecutionEnvironment env = LocalJob.environment(parallelism, options);
 
     TypeInformation<Click> clickType = pojo ? TypeInformation.of(Click.class) : ClickType.INFO;
     DataStream<Click> source;
@@ -222,7 +210,7 @@ public final class DataStreamJob {
       job = env.execute("tally clicks, DataStream, dedup " + dedup);
     } finally {
       if (tempCheckpoints != null) {
-        deleteTree(tempCheckpoints);
+        LocalJob.deleteTree(tempCheckpoints);
       }
     }
     long end = System.nanoTime();
@@ -379,11 +367,5 @@ public final class DataStreamJob {
             + " [--seed N] [--parallelism P] [--slack-ms MS] [--horizon-ms MS] [--checkpoint-interval D]"
             + " [--checkpoint-dir DIR] [--set KEY=VALUE]... [--check] [--input CLICKS.ndjson [--catalog ADS.csv]]"
             + " [--rows-out OUT.csv] [--serializer tuned|pojo] [--ttl-cleanup N] [--break-dedup]");
-  }
-
-  private static void deleteTree(Path root) throws IOException {
-    try (var paths = Files.walk(root)) {
-      paths.sorted(java.util.Comparator.reverseOrder()).forEach(path -> path.toFile().delete());
-    }
   }
 }

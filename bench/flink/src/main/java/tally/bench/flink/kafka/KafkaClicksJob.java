@@ -1,6 +1,5 @@
 package tally.bench.flink.kafka;
 
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -14,8 +13,6 @@ import org.apache.flink.api.common.JobExecutionResult;
 import org.apache.flink.api.common.eventtime.WatermarkStrategy;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeinfo.Types;
-import org.apache.flink.configuration.ConfigOptions;
-import org.apache.flink.configuration.Configuration;
 import org.apache.flink.connector.kafka.source.KafkaSource;
 import org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer;
 import org.apache.flink.core.execution.JobClient;
@@ -27,6 +24,7 @@ import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.TopicPartition;
 
 import tally.bench.flink.JvmStats;
+import tally.bench.flink.LocalJob;
 import tally.bench.flink.fold.Click;
 import tally.bench.flink.fold.FoldOperator;
 import tally.bench.flink.fold.FoldStats;
@@ -120,22 +118,11 @@ public final class KafkaClicksJob {
     options.put("parallelism.default", Integer.toString(parallelism));
     // Records handed between chained operators are not copied: the fold keeps nothing of a click.
     options.put("pipeline.object-reuse", "true");
-    Path tempCheckpoints = null;
-    if (mode.equals("checkpointed")) {
-      if (checkpointDir == null) {
-        tempCheckpoints = Files.createTempDirectory("flink-kafka-checkpoints-");
-        checkpointDir = tempCheckpoints.toString();
-      }
-      options.put("execution.checkpointing.interval", checkpointInterval);
-      options.put("execution.checkpointing.mode", "EXACTLY_ONCE");
-      options.put("state.backend.type", "hashmap");
-      options.put("execution.checkpointing.storage", "filesystem");
-      options.put("execution.checkpointing.dir", Path.of(checkpointDir).toAbsolutePath().toUri().toString());
-    }
+    Path tempCheckpoints = mode.equals("checkpointed")
+        ? LocalJob.checkpointing(options, checkpointInterval, checkpointDir, "flink-kafka-checkpoints-")
+        : null;
     options.putAll(extra);
-    Configuration conf = new Configuration();
-    options.forEach((key, value) -> conf.set(ConfigOptions.key(key).stringType().noDefaultValue(), value));
-    StreamExecutionEnvironment env = StreamExecutionEnvironment.createLocalEnvironment(parallelism, conf);
+    StreamExecutionEnvironment env = LocalJob.environment(parallelism, options);
 
     Topic offsets = Topic.read(bootstrap, topic);
     System.out.println("flink topic: " + topic + ", " + offsets.partitions() + " partitions, " + offsets.records() + " records");
@@ -184,7 +171,7 @@ public final class KafkaClicksJob {
       job = result.get();
     } finally {
       if (tempCheckpoints != null) {
-        deleteTree(tempCheckpoints);
+        LocalJob.deleteTree(tempCheckpoints);
       }
     }
     long end = System.nanoTime();
@@ -316,11 +303,5 @@ public final class KafkaClicksJob {
             + "\nusage: KafkaClicksJob [--bootstrap HOSTS] [--topic T] [--parallelism P] [--mode core|checkpointed]"
             + " [--checkpoint-interval D] [--checkpoint-dir DIR] [--slack-ms MS] [--horizon-ms MS] [--windows 1m,5m,1h]"
             + " [--lag-every-ms MS] [--set KEY=VALUE]... [--check]");
-  }
-
-  private static void deleteTree(Path root) throws java.io.IOException {
-    try (var paths = Files.walk(root)) {
-      paths.sorted(java.util.Comparator.reverseOrder()).forEach(path -> path.toFile().delete());
-    }
   }
 }
