@@ -909,7 +909,7 @@ impl Report {
             }
             println!();
             match m.bytes_per_id {
-                Some(bytes) => println!("a remembered request id costs {bytes:.1} bytes of RSS (target ≤ 40 B)"),
+                Some(bytes) => println!("a remembered request id costs {bytes:.1} bytes of RSS (target ≤ 24 B)"),
                 None => println!("the runs are too short for a figure per remembered id (the horizons' ids must differ by 5M or more)"),
             }
             println!("the job itself, with the 1 s horizon: {:.0} MiB peak RSS (target ≤ 1 GB for 10k ads)", m.base_rss_mib);

@@ -261,7 +261,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
     let finish = Arc::clone(&plan.source.finish);
     let sources = options.workers.max(1);
     let leave_open = options.leave_open;
-    let restore = cassandra_cluster.map(|config| Arc::new(ClusterRestore::new(config, job.name.clone(), options)));
+    let restore = cassandra_cluster.map(|config| Arc::new(ClusterRestore::new(config, job, options)));
     if let Some(restore) = &restore {
         output.restored.retain(|key_type, key| restore.owns(key_type, key));
     }
@@ -294,7 +294,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunReport, RunError> {
             let boot: Boot = bincode::deserialize(&boot).expect("every process runs the same tally");
             let sink = if worker.index() == 0 { sink.lock().unwrap_or_else(|e| e.into_inner()).take() } else { None };
             let sink = sink.map(|sink| match &commits {
-                Some(stats) => Box::new(MeteredSink::new(sink, Arc::clone(stats), system_clock(), live)) as Box<dyn Sink>,
+                Some(stats) => Box::new(MeteredSink::new(sink, Arc::clone(stats), system_clock(), live)) as Box<dyn Sink + Send>,
                 None => sink,
             });
             let mut plan = plan.clone();
@@ -425,6 +425,7 @@ type ProcessWindows = (Arc<RestoredWindows>, Arc<dyn CommittedWindows>);
 struct ClusterRestore {
     config: CassandraConfig,
     job: String,
+    windows_ms: Vec<u64>,
     /// This process's workers are `first_worker..first_worker + workers`.
     first_worker: u64,
     workers: u64,
@@ -434,11 +435,12 @@ struct ClusterRestore {
 }
 
 impl ClusterRestore {
-    fn new(config: CassandraConfig, job: String, options: &RunOptions) -> ClusterRestore {
+    fn new(config: CassandraConfig, job: &Job, options: &RunOptions) -> ClusterRestore {
         let workers = options.workers.max(1) as u64;
         ClusterRestore {
             config,
-            job,
+            job: job.name.clone(),
+            windows_ms: job.windows_ms.clone(),
             first_worker: options.process as u64 * workers,
             workers,
             peers: options.processes as u64 * workers,
@@ -471,7 +473,8 @@ impl ClusterRestore {
                     restored.pending.len()
                 );
             }
-            let committed: Arc<dyn CommittedWindows> = Arc::new(StoreWindows::new(Box::new(reader), generation));
+            let committed = StoreWindows::new(Box::new(reader), generation, &self.windows_ms).map_err(|e| e.to_string())?;
+            let committed: Arc<dyn CommittedWindows> = Arc::new(committed);
             Ok((Arc::new(restored), committed))
         };
         self.read.get_or_init(read).clone()
@@ -1073,7 +1076,7 @@ impl Output {
             self.committed = true;
             self.origin = recorded_origin(&recovered)?;
         }
-        self.committed_windows = Some(Arc::new(StoreWindows::new(reader, generation)));
+        self.committed_windows = Some(Arc::new(StoreWindows::new(reader, generation, &job.windows_ms)?));
         self.store = Some((store, generation, settings));
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! epochs (plus one read batch and the watermark slack) of the epoch.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,11 +77,10 @@ fn backlog(partition: u32) -> VecDeque<Click> {
         .collect()
 }
 
-#[test]
-fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
-    let read_to = Arc::new(AtomicU64::new(0));
-    let worst_ahead_ms = Arc::new(AtomicU64::new(0));
-    let commits = Arc::new(AtomicU64::new(0));
+/// Runs two workers over two partitions' backlogs with `sink` on worker 0,
+/// until the job is done or `stop` is set (worker 0: 30 s later); each
+/// worker's result, a panic as `Err`.
+fn run_two_workers(sink: Box<dyn Sink + Send>, read_to: &Arc<AtomicU64>, stop: &'static AtomicBool) -> Vec<Result<(), String>> {
     let backlogs: Arc<Vec<Mutex<Option<VecDeque<Click>>>>> = Arc::new((0..2).map(|p| Mutex::new(Some(backlog(p)))).collect());
     let rules = TimeRules {
         epoch_ms: EPOCH_MS,
@@ -90,7 +89,7 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
         dedup_horizon_ms: 60_000,
         restate_within_ms: Some(3_600_000),
     };
-    let (readers_read_to, readers) = (Arc::clone(&read_to), Arc::clone(&backlogs));
+    let (readers_read_to, readers) = (Arc::clone(read_to), Arc::clone(&backlogs));
     let plan = Plan {
         source: SourceSettings {
             partitions: 2,
@@ -123,19 +122,36 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
         committed_windows: None,
         window_workers: None,
     };
-    let sink = Arc::new(Mutex::new(Some(SlowSink {
-        read_to: Arc::clone(&read_to),
-        worst_ahead_ms: Arc::clone(&worst_ahead_ms),
-        commits: Arc::clone(&commits),
-    })));
+    let sink = Arc::new(Mutex::new(Some(sink)));
     let guards = timely::execute(timely::Config::process(2), move |worker| {
-        let sink = if worker.index() == 0 { sink.lock().unwrap().take().map(|s| Box::new(s) as Box<dyn Sink>) } else { None };
+        let sink = if worker.index() == 0 { sink.lock().unwrap().take() } else { None };
         let plan = plan.clone();
         let probe = worker.dataflow::<u64, _, _>(|scope| dataflow::build(scope, plan, sink));
-        worker.step_or_park_while(Some(Duration::from_millis(5)), || !probe.done());
+        // Worker 0 waits 30 s past `stop` for a panic of its own.
+        let grace = if worker.index() == 0 { Duration::from_secs(30) } else { Duration::ZERO };
+        let mut stopping: Option<std::time::Instant> = None;
+        worker.step_or_park_while(Some(Duration::from_millis(5)), || {
+            let since = stop.load(SeqCst).then(|| *stopping.get_or_insert_with(std::time::Instant::now));
+            !probe.done() && since.is_none_or(|since| since.elapsed() < grace)
+        });
+        // A stopped worker drops its dataflow: Timely would otherwise wait
+        // for it to complete, which it cannot without worker 0.
+        if !probe.done() {
+            worker.installed_dataflows().into_iter().for_each(|id| worker.drop_dataflow(id));
+        }
     })
     .unwrap();
-    for result in guards.join() {
+    guards.join()
+}
+
+#[test]
+fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
+    let read_to = Arc::new(AtomicU64::new(0));
+    let worst_ahead_ms = Arc::new(AtomicU64::new(0));
+    let commits = Arc::new(AtomicU64::new(0));
+    let sink = SlowSink { read_to: Arc::clone(&read_to), worst_ahead_ms: Arc::clone(&worst_ahead_ms), commits: Arc::clone(&commits) };
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    for result in run_two_workers(Box::new(sink), &read_to, &NEVER) {
         result.unwrap();
     }
 
@@ -144,4 +160,47 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
     let worst = worst_ahead_ms.load(SeqCst);
     assert!(worst <= bound, "a source read {worst} ms of event time past the epoch being staged (bound {bound} ms)");
     assert!(commits.load(SeqCst) > 10, "the job committed epoch by epoch ({} commits)", commits.load(SeqCst));
+}
+
+/// A sink that breaks an invariant at its third commit.
+struct PanickingSink {
+    commits: u64,
+}
+
+impl Sink for PanickingSink {
+    fn stage(&mut self, _epoch: Epoch, _batch: &EpochBatch) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn commit(&mut self, _epoch: Epoch) -> Result<(), SinkError> {
+        self.commits += 1;
+        assert!(self.commits < 3, "the sink found its store inconsistent");
+        Ok(())
+    }
+}
+
+/// The sink commits on a thread of its own; a panic there must reach the
+/// panic hook (which, in `tally`, ends the process: fail-stop) and be raised
+/// again on worker 0, not leave the job waiting for a commit that never
+/// comes. Here the hook lets the workers stop, and worker 0 must have
+/// panicked.
+#[test]
+fn a_panic_in_the_sink_stops_worker_0() {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        SEEN.lock().unwrap_or_else(|e| e.into_inner()).push(format!("{thread}: {info}"));
+        STOP.store(true, SeqCst);
+        default_hook(info);
+    }));
+    let read_to = Arc::new(AtomicU64::new(0));
+    let results = run_two_workers(Box::new(PanickingSink { commits: 0 }), &read_to, &STOP);
+    assert!(results[0].is_err(), "worker 0 went on after its sink panicked: {results:?}");
+    let seen = SEEN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert!(
+        seen.iter().any(|m| m.starts_with("tally-commit: ") && m.contains("the sink found its store inconsistent")),
+        "the sink's panic was not reported from its thread: {seen:?}"
+    );
 }

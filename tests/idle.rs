@@ -91,7 +91,7 @@ fn caught_up_partitions_release_the_frontier_and_later_clicks_restate_by_their_o
     };
     let handle = sink.handle();
     timely::execute_directly(move |worker| {
-        let worker_sink: Box<dyn Sink> = Box::new(handle.handle());
+        let worker_sink: Box<dyn Sink + Send> = Box::new(handle.handle());
         worker.dataflow::<u64, _, _>(|scope| {
             dataflow::build(scope, plan, Some(worker_sink));
         });

@@ -66,7 +66,7 @@ pub struct Plan {
 /// Builds the dataflow in `scope` and returns a probe whose frontier is
 /// what has been committed: done once everything is. Only worker 0 gets the
 /// sink.
-pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<Box<dyn Sink>>) -> ProbeHandle<EventTime> {
+pub fn build<'scope>(scope: Scope<'scope, EventTime>, plan: Plan, sink: Option<Box<dyn Sink + Send>>) -> ProbeHandle<EventTime> {
     let stats = Arc::clone(&plan.source.stats);
     let resumed_epoch = plan.source.resume_epoch;
     let committed = ProbeHandle::new();

@@ -160,6 +160,10 @@ struct Closed {
 pub trait CommittedWindows: Send + Sync {
     /// The committed state of window `id`, if there is one.
     fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String>;
+    /// Whether an earlier run may have left window `id` in the committed
+    /// state: the book asks the store about a window it does not hold only
+    /// then, or when it evicted that window itself.
+    fn before_this_job(&self, id: &WinId) -> bool;
 }
 
 /// Settings of the book.
@@ -192,6 +196,9 @@ pub struct WindowBook {
     resident: BTreeMap<EventTime, Vec<WinId>>,
     /// Everything below this time is committed (see [`WindowBook::release_committed`]).
     committed_through: EventTime,
+    /// The latest end of a window this book evicted: only those, and an
+    /// earlier run's, can be in the committed state but not in the book.
+    evicted_through: EventTime,
     /// No effect may belong before this time: the window operator's
     /// capability (see [`WindowBook::hold_at`]).
     floor: EventTime,
@@ -248,6 +255,7 @@ impl WindowBook {
             committed,
             resident: BTreeMap::new(),
             committed_through: 0,
+            evicted_through: 0,
             floor: 0,
         }
     }
@@ -404,6 +412,9 @@ impl WindowBook {
     /// The committed value of a window the book does not hold, if any.
     fn committed_value(&self, id: &WinId) -> Option<WindowValue> {
         let committed = self.committed.as_ref()?;
+        if id.end > self.evicted_through && !committed.before_this_job(id) {
+            return None;
+        }
         committed.window(id).unwrap_or_else(|e| panic!("reading the committed state of window {id:?}: {e}"))
     }
 
@@ -468,6 +479,8 @@ impl WindowBook {
             end.saturating_add(keep) <= frontier && !(committed && unwritten(group, through))
         };
         while let Some(evicted) = self.closed.pop_first_if(due) {
+            let latest = evicted.iter().map(|(id, _)| id.end).max().unwrap_or(0);
+            self.evicted_through = self.evicted_through.max(latest);
             for (id, _) in evicted.into_iter().filter(|_| self.rules.keep_state) {
                 out.push((id.end + keep - 1).max(floor), Effect::Window(id, None));
             }
@@ -682,6 +695,10 @@ mod tests {
         fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
             Ok(self.0.lock().unwrap().get(id).cloned())
         }
+
+        fn before_this_job(&self, _: &WinId) -> bool {
+            false
+        }
     }
 
     fn users(from: u64, n: u64) -> Sketch {
@@ -718,6 +735,64 @@ mod tests {
         let rows = |out: &Emitted| out.rows().cloned().collect::<Vec<_>>();
         assert_eq!(rows(&cold_out), rows(&warm_out), "restating from the committed state gives the same rows");
         assert!(rows(&cold_out).iter().any(|r| r.status == Status::Restated && r.version == 3 && r.distinct_users > 2_000));
+    }
+
+    /// A store as an earlier run left it: final windows' values stay with
+    /// their rows after their state is deleted; `before` is the latest
+    /// window end the store reports, and lookups are counted.
+    struct Earlier {
+        settled: HashMap<WinId, WindowValue>,
+        before: EventTime,
+        lookups: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CommittedWindows for Earlier {
+        fn window(&self, id: &WinId) -> Result<Option<WindowValue>, String> {
+            self.lookups.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.settled.get(id).cloned())
+        }
+
+        fn before_this_job(&self, id: &WinId) -> bool {
+            id.end <= self.before
+        }
+    }
+
+    #[test]
+    fn a_later_run_reads_back_what_an_earlier_one_settled_and_nothing_newer() {
+        // The earlier run: window 0 final and evicted (as at the end of a
+        // bounded run), its value kept where the store keeps it.
+        let mut earlier = WindowBook::new(rules(), None);
+        let mut out = Emitted::default();
+        earlier.apply_time(0, vec![partial(0, Lateness::OnTime, 2)], &mut out);
+        earlier.finalize_through(u64::MAX, &mut out);
+        let settled: HashMap<WinId, WindowValue> = out
+            .rows()
+            .map(|r| {
+                let id = WinId { end: r.window_end(), granularity: r.granularity_ms, key_type: r.key_type, key: r.key.clone() };
+                (id, WindowValue { agg: Agg { clicks: r.clicks, users: Default::default() }, version: r.version })
+            })
+            .collect();
+        let latest_end = settled.keys().map(|id| id.end).max().unwrap();
+        let later = |before| {
+            let store = Arc::new(Earlier { settled: settled.clone(), before, lookups: Default::default() });
+            let mut book = WindowBook::new(rules(), Some(store.clone() as Arc<dyn CommittedWindows>));
+            let mut out = Emitted::default();
+            // More clicks for window 0, and clicks of windows no run saw.
+            book.apply_time(400_000, vec![partial(0, Lateness::Restate(400_000), 1)], &mut out);
+            let lookups_for_window_0 = store.lookups.load(std::sync::atomic::Ordering::SeqCst);
+            book.apply_time(400_000, vec![partial(600_000, Lateness::OnTime, 5), partial(900_000, Lateness::OnTime, 1)], &mut out);
+            let later_lookups = store.lookups.load(std::sync::atomic::Ordering::SeqCst) - lookups_for_window_0;
+            let rows: Vec<_> = out.rows().map(|r| (r.granularity_ms, r.window_start, r.clicks, r.status, r.version)).collect();
+            (rows, lookups_for_window_0, later_lookups)
+        };
+        let (rows, lookups, later_lookups) = later(latest_end);
+        assert_eq!(rows, vec![(60_000, 0, 3, Status::Restated, 2), (300_000, 0, 3, Status::Restated, 2)]);
+        assert_eq!(lookups, 2, "window 0's minute and its 5m window are read back");
+        assert_eq!(later_lookups, 0, "no lookup for windows past what any run committed");
+        // A store that wrongly reports nothing earlier: window 0 counts from
+        // zero again. The first check would catch it.
+        let (rows, ..) = later(0);
+        assert_eq!(rows[0], (60_000, 0, 1, Status::Restated, 1));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub const LAG_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// `inner`, reporting to `stats`; `clock` gives the wall time (unix ms).
 pub struct MeteredSink {
-    inner: Box<dyn Sink>,
+    inner: Box<dyn Sink + Send>,
     stats: Arc<CommitStats>,
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// What the epoch being committed staged: since when, its rows'
@@ -41,7 +41,7 @@ pub struct MeteredSink {
 
 impl MeteredSink {
     /// `live`: the run has no end, and its lag is watched.
-    pub fn new(inner: Box<dyn Sink>, stats: Arc<CommitStats>, clock: Arc<dyn Fn() -> u64 + Send + Sync>, live: bool) -> MeteredSink {
+    pub fn new(inner: Box<dyn Sink + Send>, stats: Arc<CommitStats>, clock: Arc<dyn Fn() -> u64 + Send + Sync>, live: bool) -> MeteredSink {
         MeteredSink { inner, stats, clock, staged: None, lag_checked: live.then(Instant::now) }
     }
 

@@ -20,6 +20,7 @@ use crate::dataflow::partial::Agg;
 use crate::dataflow::window::PendingKey;
 use crate::dataflow::window::{CommittedWindows, KeyedPartial, WinId, WindowValue};
 use crate::dataflow::{Checkpoint, RestoredWindows};
+use crate::event::{EventTime, KeyType};
 use crate::store::settings::{Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
 use crate::store::WindowKey;
 use crate::store::{EpochCommit, EpochStore, PartitionCheckpoint, Recovered, StoreError, StoreReader, StoredRow};
@@ -139,6 +140,12 @@ impl Sink for StoreSink {
         for (id, value) in &batch.windows {
             let key = encode(b'W', id);
             match value {
+                // A final window's sketch is stored once, with its row
+                // (`sketch_of`), and read back from there.
+                Some(value) if value.version > 0 => {
+                    let bare = WindowValue { agg: Agg { clicks: value.agg.clicks, users: Default::default() }, version: value.version };
+                    commit.state_upserts.push((key, bincode::serialize(&bare).expect("state serializes")));
+                }
                 Some(value) => commit.state_upserts.push((key, bincode::serialize(value).expect("state serializes"))),
                 None => commit.state_deletes.push(key),
             }
@@ -182,15 +189,36 @@ pub struct StoreWindows {
     /// The generation of the job reading: once a newer one has begun, the
     /// committed state is no longer this job's to read (a zombie stops).
     generation: u64,
+    /// The latest window end of any row committed before this job began.
+    rows_through: EventTime,
 }
 
 impl StoreWindows {
-    pub fn new(reader: Box<dyn StoreReader>, generation: u64) -> StoreWindows {
-        StoreWindows { reader, generation }
+    /// Reads the latest committed window end of each key type and window
+    /// length in `windows_ms` once, so that the job never asks the store
+    /// about a window no earlier run can have left there.
+    pub fn new(reader: Box<dyn StoreReader>, generation: u64, windows_ms: &[u64]) -> Result<StoreWindows, StoreError> {
+        let snapshot = reader.snapshot()?;
+        let mut rows_through = 0;
+        for key_type in [KeyType::Ad, KeyType::Campaign, KeyType::Advertiser] {
+            for &granularity in windows_ms {
+                if let Some(start) = snapshot.latest_window(key_type, granularity, EventTime::MAX)? {
+                    rows_through = rows_through.max(start.saturating_add(granularity));
+                }
+            }
+        }
+        drop(snapshot);
+        Ok(StoreWindows { reader, generation, rows_through })
     }
 }
 
 impl CommittedWindows for StoreWindows {
+    /// A window's state left the state table only for a settled row, and
+    /// an earlier run's settled row is at or below `rows_through`.
+    fn before_this_job(&self, id: &WinId) -> bool {
+        id.end <= self.rows_through
+    }
+
     /// The window's committed state or, once that was evicted, its latest
     /// settled row with the sketch stored beside it; refused once a newer
     /// generation has begun, as it may be that generation's.
@@ -201,16 +229,27 @@ impl CommittedWindows for StoreWindows {
         if let Some(newest) = read.newest_generation.filter(|&newest| newest > self.generation) {
             return Err(format!("generation {} is fenced: generation {newest} has started since", self.generation));
         }
-        if let Some(bytes) = read.state {
-            return bincode::deserialize(&bytes).map(Some).map_err(|e| format!("window state of {id:?}: {e}"));
-        }
-        let Some((row, sketch)) = read.settled else { return Ok(None) };
-        let users = if sketch.is_empty() {
-            Default::default()
-        } else {
-            bincode::deserialize(&sketch).map_err(|e| format!("stored sketch of {id:?}: {e}"))?
+        let settled = match read.settled {
+            Some((row, sketch)) if sketch.is_empty() => Some((row, Default::default())),
+            Some((row, sketch)) => Some((row, bincode::deserialize(&sketch).map_err(|e| format!("stored sketch of {id:?}: {e}"))?)),
+            None => None,
         };
-        Ok(Some(WindowValue { agg: Agg { clicks: row.clicks, users }, version: row.version }))
+        let Some(bytes) = read.state else {
+            return Ok(settled.map(|(row, users)| WindowValue { agg: Agg { clicks: row.clicks, users }, version: row.version }));
+        };
+        let mut value: WindowValue = bincode::deserialize(&bytes).map_err(|e| format!("window state of {id:?}: {e}"))?;
+        if value.version > 0 && value.agg.users == Default::default() {
+            // A final window's state leaves its sketch to its row.
+            let Some((row, users)) = settled else { return Err(format!("final window {id:?} has state but no settled row")) };
+            if (row.clicks, row.version) != (value.agg.clicks, value.version) {
+                return Err(format!(
+                    "final window {id:?}: state at version {} ({} clicks), row at version {} ({} clicks)",
+                    value.version, value.agg.clicks, row.version, row.clicks
+                ));
+            }
+            value.agg.users = users;
+        }
+        Ok(Some(value))
     }
 }
 
@@ -294,5 +333,45 @@ mod tests {
         assert_eq!(sketch_of(&row(Status::Restated, 2, 5), &batch), settled);
         assert!(sketch_of(&row(Status::Partial, 0, 5), &batch).is_empty(), "partial rows are stored without a sketch");
         assert!(sketch_of(&row(Status::Final, 1, 4), &batch).is_empty(), "a sketch of other clicks is not this row's");
+    }
+
+    #[test]
+    fn a_final_window_is_read_back_with_its_rows_sketch_and_only_committed_ends_count_as_earlier() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = crate::store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+        let generation = store.begin_generation().unwrap();
+        let reader = store.reader();
+        let settings = crate::job::Job::defaults(std::path::Path::new("t.toml")).settings(None);
+        let mut sink = StoreSink::new(Box::new(store), generation, settings, None, Fault::None);
+        let sketch = |from: u64, n: u64| {
+            let mut users = Sketch::default();
+            (from..from + n).for_each(|user| users.insert(crate::event::mix64(user)));
+            users.compact();
+            users
+        };
+        let id = |end: u64| WinId { end, granularity: MINUTE, key_type: KeyType::Ad, key: "ad-1".into() };
+        let (final_value, open_value) = (
+            WindowValue { agg: Agg { clicks: 5, users: sketch(0, 3) }, version: 1 },
+            WindowValue { agg: Agg { clicks: 2, users: sketch(10, 2) }, version: 0 },
+        );
+        let mut batch = EpochBatch::default();
+        batch.rows.push(row(Status::Final, 1, 5));
+        batch.windows.insert(id(MINUTE), Some(final_value.clone()));
+        batch.windows.insert(id(2 * MINUTE), Some(open_value.clone()));
+        sink.stage(Epoch(2 * MINUTE), &batch).unwrap();
+        sink.commit(Epoch(2 * MINUTE)).unwrap();
+
+        // The final window's state entry has no sketch: its row holds it.
+        let snapshot = StoreReader::snapshot(&reader).unwrap();
+        let state: WindowValue = bincode::deserialize(&snapshot.state(&encode(b'W', &id(MINUTE))).unwrap().unwrap()).unwrap();
+        assert_eq!((state.agg.clicks, state.version, state.agg.users), (5, 1, Sketch::default()));
+        drop(snapshot);
+
+        let windows = StoreWindows::new(Box::new(reader), generation, &[MINUTE]).unwrap();
+        assert_eq!(windows.window(&id(MINUTE)).unwrap(), Some(final_value), "read back with its row's sketch");
+        assert_eq!(windows.window(&id(2 * MINUTE)).unwrap(), Some(open_value), "an open window's state keeps its sketch");
+        assert!(windows.before_this_job(&id(MINUTE)), "a window with a committed row may be an earlier run's");
+        assert!(!windows.before_this_job(&id(2 * MINUTE)), "no row ends there");
+        assert!(!windows.before_this_job(&id(60 * MINUTE)));
     }
 }

@@ -7,7 +7,7 @@
 //! | table          | key                                                   | value                                        |
 //! |----------------|-------------------------------------------------------|----------------------------------------------|
 //! | `rows`         | key type, key, granularity, window start              | latest row, the epoch that wrote it, sketch  |
-//! | `row_versions` | the same + version                                    | the final / restated row of that version     |
+//! | `row_versions` | the same + version                                    | the final / restated row of that version, no sketch |
 //! | `late`         | key type, key, window start, batch, request id        | held flag                                    |
 //! | `epochs`       | `"last"`                                              | epoch, generation, partition checkpoints     |
 //! | `state`        | opaque key chosen by the dataflow                     | opaque open-window state                     |
@@ -742,7 +742,19 @@ fn write_rows(txn: &WriteTransaction, epoch: u64, rows: &[StoredRow], target: &s
     let mut latest = txn.open_table(ROWS).or_store(target)?;
     let mut versions = txn.open_table(ROW_VERSIONS).or_store(target)?;
     let mut by_window = txn.open_table(ROWS_BY_WINDOW).or_store(target)?;
-    for StoredRow { row, sketch } in rows {
+    // In key order, each window's versions in the order given: the B-tree
+    // then rewrites each page it touches once, not once per row.
+    let mut sorted: Vec<&StoredRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| {
+        let (a, b) = (&a.row, &b.row);
+        (key_type_code(a.key_type), a.key.as_str(), a.granularity_ms, a.window_start).cmp(&(
+            key_type_code(b.key_type),
+            b.key.as_str(),
+            b.granularity_ms,
+            b.window_start,
+        ))
+    });
+    for StoredRow { row, sketch } in sorted {
         assert_version_matches_status(row);
         let id = (key_type_code(row.key_type), row.key.as_str(), row.granularity_ms, row.window_start);
         let stored = match latest.get(id).or_store(target)? {
@@ -769,11 +781,12 @@ fn write_rows(txn: &WriteTransaction, epoch: u64, rows: &[StoredRow], target: &s
                 );
             }
         }
-        let value = encode_row(row, epoch, sketch);
         if row.status != Status::Partial {
+            // The history keeps no sketch: only the latest row's is read back.
             let versioned = (id.0, id.1, id.2, id.3, row.version);
-            versions.insert(versioned, value.as_slice()).or_store(target)?;
+            versions.insert(versioned, encode_row(row, epoch, &[]).as_slice()).or_store(target)?;
         }
+        let value = encode_row(row, epoch, sketch);
         if latest.insert(id, value.as_slice()).or_store(target)?.is_none() {
             by_window.insert((id.0, id.2, id.3, id.1), ()).or_store(target)?;
         }

@@ -174,7 +174,7 @@ pub trait StoreSnapshot {
 pub struct ReadBack {
     /// The window's state entry.
     pub state: Option<Vec<u8>>,
-    /// Without one: its latest settled row and that row's sketch.
+    /// Its latest settled row and that row's sketch.
     pub settled: Option<(Row, Vec<u8>)>,
     /// The newest generation begun, read after the two above when they
     /// found anything (`None` when they found nothing, or nothing began).
@@ -186,17 +186,16 @@ pub struct ReadBack {
 pub trait StoreReader: Send + Sync {
     fn snapshot(&self) -> Result<Box<dyn StoreSnapshot>, StoreError>;
 
-    /// The state entry `state_key` of `window`, or else its latest settled
-    /// row; then, if either was found, the newest generation. A job reads
+    /// The state entry `state_key` of `window` and its latest settled row
+    /// (which holds a final window's sketch); then, if either was found,
+    /// the newest generation. A job reads
     /// back only what it committed itself, and a newer generation begins
     /// before it writes: so if what was read came from a newer generation,
     /// the generation read after it shows that one.
     fn read_back(&self, state_key: &[u8], window: &WindowKey) -> Result<ReadBack, StoreError> {
         let snapshot = self.snapshot()?;
         let mut read = ReadBack { state: snapshot.state(state_key)?, ..ReadBack::default() };
-        if read.state.is_none() {
-            read.settled = snapshot.settled_row(window)?;
-        }
+        read.settled = snapshot.settled_row(window)?;
         if read.state.is_some() || read.settled.is_some() {
             read.newest_generation = self.snapshot()?.newest_generation()?;
         }

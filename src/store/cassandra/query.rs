@@ -70,10 +70,10 @@ impl StoreReader for CassandraReader {
         Ok(Box::new(self.snapshot_now()?))
     }
 
-    /// The state entry and the window's rows in parallel, then, if either
-    /// was found, the `jobs` row: two round trips, one for a window never
-    /// committed (most read-backs: every new window is looked up). The
-    /// settled row is the newest whatever epoch wrote it: a job reads back
+    /// The state entry and the window's rows in parallel (a final window's
+    /// sketch is in its row), then, if either was found, the `jobs` row:
+    /// two round trips, one for a window never committed. The settled row
+    /// is the newest whatever epoch wrote it: a job reads back
     /// what it committed itself, and the generation read after the rows
     /// says whether a newer one wrote them.
     fn read_back(&self, state_key: &[u8], window: &WindowKey) -> Result<ReadBack, StoreError> {
@@ -83,14 +83,12 @@ impl StoreReader for CassandraReader {
         let (state, rows) = db.block_on(futures::future::join(state, rows));
         let state: Vec<(Option<Vec<u8>>,)> = db.decode(state)?;
         let mut read = ReadBack { state: state.into_iter().next().map(|(value,)| value.unwrap_or_default()), ..ReadBack::default() };
-        if read.state.is_none() {
-            let rows: Vec<WindowColumns> = db.decode(rows)?;
-            for (_, clicks, users, status, version, sketch) in rows {
-                let row = row(db, window, (clicks, users, status, version))?;
-                if row.status != Status::Partial {
-                    read.settled = Some((row, sketch.unwrap_or_default()));
-                    break;
-                }
+        let rows: Vec<WindowColumns> = db.decode(rows)?;
+        for (_, clicks, users, status, version, sketch) in rows {
+            let row = row(db, window, (clicks, users, status, version))?;
+            if row.status != Status::Partial {
+                read.settled = Some((row, sketch.unwrap_or_default()));
+                break;
             }
         }
         if read.state.is_some() || read.settled.is_some() {
