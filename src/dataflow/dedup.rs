@@ -15,17 +15,23 @@
 //! appended at the back and dropped from the front once a whole chunk is
 //! older than the horizon (16 bytes an id, plus each chunk's times, one entry
 //! per distinct time). An **index** finds them: open addressing with linear
-//! probing over 8-byte slots holding 32 bits of the id's keyed hash and the
-//! low 32 bits of its position in the ring. A slot whose position has left
-//! the ring is dead: a later insert on its probe path reuses it, and a
-//! rebuild drops it. A new id costs one index slot read (prefetched a few
-//! clicks ahead) and a sequential append; only a hash match reads the ring.
+//! probing over 5-byte slots holding a 7-bit tag of the id's keyed hash
+//! (lowest bit set, so a used slot is never 0) and the low 32 bits of its
+//! position in the ring. A slot whose position has left the ring is dead: a
+//! later insert on its probe path reuses it, and a rebuild drops it. A new
+//! id costs a few index slot reads in one or two cache lines (prefetched a
+//! few clicks ahead) and a sequential append; only a tag match (1 in 128
+//! slots looked at) reads the ring. A rebuild walks the ring from its newest
+//! id, hashing each id again and skipping older sightings of an id already
+//! placed.
 //!
-//! Memory: 16 bytes in the ring plus 8 bytes per index slot at 45–85 % fill,
-//! about 26–34 bytes per remembered id, and no large copy ever exists at
-//! once: the ring grows and shrinks by chunks, and only the index (a third of
-//! the memory) is rebuilt to grow or shrink. Slots are found by a keyed hash,
-//! so request ids chosen to collide cannot pile up in one place.
+//! Memory: 16 bytes in the ring plus 5 bytes per index slot at 70–85 %
+//! fill, about 22–23 bytes per remembered id, and no large copy ever exists
+//! at once: the ring grows and shrinks by chunks, and only the index (under
+//! a third of the memory) is rebuilt to grow or shrink, each time to the
+//! size that holds the ring at 70 % (while the ring spans less than the
+//! horizon, what the horizon will hold at the rate so far). Slots are found by a keyed hash, so request ids chosen to
+//! collide cannot pile up in one place.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -49,12 +55,14 @@ const MIN_SLOTS: usize = 1_024;
 /// Largest index: positions are kept as their low 32 bits, which stay
 /// unambiguous while fewer ids than this separate a slot from the newest.
 const MAX_SLOTS: usize = 1 << 31;
+/// Bytes of an index slot: the tag, then the position's low 32 bits.
+const SLOT_BYTES: usize = 5;
 /// The index is rebuilt past this fill (live and dead slots), in per cent ...
 const MAX_FILL_PERCENT: usize = 85;
-/// ... to hold the ring at this fill, at least doubling when it grows ...
-const TARGET_FILL_PERCENT: usize = 60;
+/// ... to hold the ring at this fill (see [`Dedup::wanted_slots`]) ...
+const TARGET_FILL_PERCENT: usize = 70;
 /// ... and shrunk at a quarter-horizon check when that would be at most this.
-const SHRINK_BELOW_PERCENT: usize = 45;
+const SHRINK_BELOW_PERCENT: usize = 50;
 
 /// Ids remembered in one stretch of the ring, in order.
 struct Chunk {
@@ -87,9 +95,9 @@ pub struct Dedup {
     /// Position of the ring's first id; `next` is the next id's.
     first: u64,
     next: u64,
-    /// `hash << 32 | position as u32`, with the hash's lowest bit set so a
-    /// used slot is never 0; 0 is empty.
-    index: Vec<u64>,
+    /// [`SLOT_BYTES`] a slot: the tag (0: empty), then the position's low
+    /// 32 bits, little-endian.
+    index: Vec<u8>,
     /// Slots not empty, live or dead.
     used: usize,
     /// Floor of the last quarter-horizon check.
@@ -104,7 +112,7 @@ impl Dedup {
             ring: VecDeque::new(),
             first: 0,
             next: 0,
-            index: vec![0; MIN_SLOTS],
+            index: vec![0; MIN_SLOTS * SLOT_BYTES],
             used: 0,
             checked_at: 0,
         }
@@ -117,18 +125,19 @@ impl Dedup {
         let floor = max_ts.saturating_sub(self.horizon_ms);
         let words = words(id);
         let hash = self.hash(id);
-        let slots = self.index.len();
+        let tag = tag_of(hash);
+        let slots = self.slots();
         let mut i = home(hash, slots);
         let mut dead = None;
         loop {
-            let slot = self.index[i];
-            if slot == 0 {
+            let (slot_tag, low) = slot(&self.index, i);
+            if slot_tag == 0 {
                 break;
             }
-            let position = self.position(slot);
+            let position = self.position(low);
             if position < self.first {
                 dead.get_or_insert(i);
-            } else if (slot >> 32) as u32 == hash {
+            } else if slot_tag == tag {
                 let (stored, remembered) = self.entry(position);
                 if stored == words {
                     // Seen again, duplicate or not: remembered again, now
@@ -137,7 +146,7 @@ impl Dedup {
                     // expires.
                     if remembered != max_ts {
                         let position = self.append(words, max_ts);
-                        self.index[i] = slot_of(hash, position);
+                        set_slot(&mut self.index, i, tag, position);
                     }
                     return remembered >= floor;
                 }
@@ -149,11 +158,10 @@ impl Dedup {
             self.used += 1;
             i
         });
-        self.index[at] = slot_of(hash, position);
+        set_slot(&mut self.index, at, tag, position);
         self.expire(floor);
         if self.used * 100 > slots * MAX_FILL_PERCENT {
-            let wanted = self.len() * 100 / TARGET_FILL_PERCENT;
-            self.rebuild(if wanted > slots { wanted.max(2 * slots) } else { wanted });
+            self.rebuild(self.wanted_slots(max_ts, slots));
         } else if floor >= self.checked_at + self.horizon_ms / 4 {
             self.checked_at = floor;
             if self.len() * 100 / SHRINK_BELOW_PERCENT < slots {
@@ -163,12 +171,31 @@ impl Dedup {
         false
     }
 
+    /// The index size for the ring at the target fill. While the ring spans
+    /// less than the horizon (a job starting, or the rate rising), it is
+    /// sized for what the horizon will hold at the rate so far, at most
+    /// twice as large: a few rebuilds, each to about the size it keeps.
+    /// Dead slots past the fill only make it rebuilt at its size or smaller.
+    fn wanted_slots(&self, max_ts: EventTime, slots: usize) -> usize {
+        let wanted = self.len() * 100 / TARGET_FILL_PERCENT;
+        if wanted <= slots {
+            return wanted;
+        }
+        let oldest = self.ring.front().and_then(|chunk| chunk.times.first()).map_or(max_ts, |&(_, t)| t);
+        let span = max_ts.saturating_sub(oldest);
+        if span == 0 || span >= self.horizon_ms {
+            return wanted;
+        }
+        let expected = (self.len() as u128 * u128::from(self.horizon_ms) / u128::from(span)) as usize;
+        (expected.saturating_mul(100) / TARGET_FILL_PERCENT).clamp(wanted, (2 * slots).max(wanted))
+    }
+
     /// Starts loading the index slot where `id`'s search begins, so that the
     /// call of [`Dedup::is_duplicate`] for it a few clicks later finds it in
     /// cache.
     #[inline]
     pub fn prefetch(&self, id: RequestId) {
-        let slot: *const u64 = &self.index[home(self.hash(id), self.index.len())];
+        let slot: *const u8 = &self.index[home(self.hash(id), self.slots()) * SLOT_BYTES];
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch is a hint; it never faults and reads nothing
         // into the program, and `slot` points into the index anyway.
@@ -179,16 +206,21 @@ impl Dedup {
         let _ = slot;
     }
 
-    /// 32 bits of the keyed hash of `id`, lowest bit set.
+    /// The keyed hash of `id`.
     #[inline]
-    fn hash(&self, id: RequestId) -> u32 {
-        (mix64(mix64(id as u64 ^ self.key) ^ (id >> 64) as u64) >> 32) as u32 | 1
+    fn hash(&self, id: RequestId) -> u64 {
+        mix64(mix64(id as u64 ^ self.key) ^ (id >> 64) as u64)
     }
 
-    /// The ring position a slot names: the newest position with its low 32 bits.
+    fn slots(&self) -> usize {
+        self.index.len() / SLOT_BYTES
+    }
+
+    /// The ring position a slot names: the newest position with these low
+    /// 32 bits.
     #[inline]
-    fn position(&self, slot: u64) -> u64 {
-        let behind = (self.next as u32).wrapping_sub(slot as u32);
+    fn position(&self, low: u32) -> u64 {
+        let behind = (self.next as u32).wrapping_sub(low);
         self.next - u64::from(behind)
     }
 
@@ -223,23 +255,41 @@ impl Dedup {
         }
     }
 
-    /// Moves the live slots into a new index of `slots` slots (within
-    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]), dropping the dead ones.
+    /// Builds a new index of `slots` slots (within
+    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]) for the ring's ids: newest first, each
+    /// id placed at its newest sighting, older sightings skipped. Dead slots
+    /// are left behind with the old index.
     fn rebuild(&mut self, slots: usize) {
         let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS);
-        let old = std::mem::replace(&mut self.index, vec![0; slots]);
-        self.used = 0;
-        for slot in old.into_iter().filter(|&slot| slot != 0) {
-            if self.position(slot) < self.first {
-                continue;
+        self.index = Vec::new();
+        let mut index = vec![0u8; slots * SLOT_BYTES];
+        let mut used = 0;
+        let mut position = self.next;
+        for chunk in self.ring.iter().rev() {
+            for stored in chunk.ids.iter().rev() {
+                position -= 1;
+                let hash = self.hash(id_of(*stored));
+                let tag = tag_of(hash);
+                let mut i = home(hash, slots);
+                let placed = loop {
+                    let (slot_tag, low) = slot(&index, i);
+                    if slot_tag == 0 {
+                        break false;
+                    }
+                    if slot_tag == tag && self.entry(self.position(low)).0 == *stored {
+                        break true;
+                    }
+                    i = if i + 1 == slots { 0 } else { i + 1 };
+                };
+                if !placed {
+                    set_slot(&mut index, i, tag, position);
+                    used += 1;
+                }
             }
-            let mut i = home((slot >> 32) as u32, slots);
-            while self.index[i] != 0 {
-                i = if i + 1 == slots { 0 } else { i + 1 };
-            }
-            self.index[i] = slot;
-            self.used += 1;
         }
+        debug_assert_eq!(position, self.first);
+        self.index = index;
+        self.used = used;
     }
 
     /// Number of ids in the ring (the remembered ones, plus any expired
@@ -255,19 +305,39 @@ impl Dedup {
     /// Bytes held: the ring's chunks and times, and the index.
     pub fn bytes(&self) -> usize {
         let ring: usize = self.ring.iter().map(|c| c.ids.capacity() * 16 + c.times.capacity() * 16).sum();
-        ring + self.index.len() * 8
+        ring + self.index.len()
     }
 }
 
-/// The index slot a hash starts its search at.
+/// The index slot a hash starts its search at (from its high 32 bits).
 #[inline]
-fn home(hash: u32, slots: usize) -> usize {
-    ((u64::from(hash) * slots as u64) >> 32) as usize
+fn home(hash: u64, slots: usize) -> usize {
+    (((hash >> 32) * slots as u64) >> 32) as usize
+}
+
+/// A slot's tag: 7 low bits of the hash, and the lowest bit set.
+#[inline]
+fn tag_of(hash: u64) -> u8 {
+    hash as u8 | 1
+}
+
+/// Slot `i`: its tag and position's low 32 bits.
+#[inline]
+fn slot(index: &[u8], i: usize) -> (u8, u32) {
+    let bytes = &index[i * SLOT_BYTES..i * SLOT_BYTES + SLOT_BYTES];
+    (bytes[0], u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]))
 }
 
 #[inline]
-fn slot_of(hash: u32, position: u64) -> u64 {
-    u64::from(hash) << 32 | (position & 0xffff_ffff)
+fn set_slot(index: &mut [u8], i: usize, tag: u8, position: u64) {
+    let bytes = &mut index[i * SLOT_BYTES..i * SLOT_BYTES + SLOT_BYTES];
+    bytes[0] = tag;
+    bytes[1..].copy_from_slice(&(position as u32).to_le_bytes());
+}
+
+#[inline]
+fn id_of(words: [u32; 4]) -> RequestId {
+    words.iter().rev().fold(0u128, |id, &w| id << 32 | u128::from(w))
 }
 
 #[inline]
@@ -340,10 +410,10 @@ mod tests {
             // (within and beyond the horizon) are common; high bits vary too.
             let id = u128::from(rng >> 46) * 0x0001_0000_0000_0001_0000_0000_0000_0001;
             assert_eq!(table.is_duplicate(id, max_ts), naive.is_duplicate(id, max_ts, horizon), "step {step}, id {id:x}");
-            largest = largest.max(table.index.len());
+            largest = largest.max(table.slots());
         }
         assert!(largest > 16 * MIN_SLOTS, "the index grew ({largest} slots)");
-        assert!(table.index.len() < largest, "and shrank again ({} slots)", table.index.len());
+        assert!(table.slots() < largest, "and shrank again ({} slots)", table.slots());
         let live = naive.0.values().filter(|&&t| t >= max_ts - horizon).count();
         assert!(table.len() >= live, "{} ids in the ring, {live} live", table.len());
         assert!(table.len() <= live + 2 * CHUNK_IDS + 20_000, "expired chunks are dropped: {} in the ring, {live} live", table.len());
@@ -364,21 +434,28 @@ mod tests {
     }
 
     #[test]
-    fn a_remembered_id_costs_under_40_bytes() {
+    fn a_remembered_id_costs_at_most_24_bytes() {
         // One partition at 125k ids/s of event time for 90 s: past the 60 s
-        // horizon, so chunks expire and the index settles.
+        // horizon, so chunks expire and the index settles. The most bytes
+        // held at any time (what peak RSS sees), over the ids the horizon
+        // holds, and the same once it is full.
         let mut d = Dedup::new(60_000);
-        let mut worst: f64 = 0.0;
+        let (mut peak, mut worst_full): (usize, f64) = (0, 0.0);
         for i in 0..11_250_000u64 {
             let id = u128::from(mix64(i)) << 64 | u128::from(i);
             d.is_duplicate(id, 1_767_225_600_000 + i / 125);
-            if i > 1_000_000 && i % 100_000 == 0 {
-                worst = worst.max(d.bytes() as f64 / d.len() as f64);
-                let fill = d.used * 100 / d.index.len();
+            if i % 100_000 == 0 {
+                peak = peak.max(d.bytes());
+                if i > 7_600_000 {
+                    worst_full = worst_full.max(d.bytes() as f64 / d.len() as f64);
+                }
+                let fill = d.used * 100 / d.slots();
                 assert!(fill <= MAX_FILL_PERCENT, "{fill} % full at {i}");
             }
         }
         assert!(d.len() >= 7_500_000 && d.len() <= 7_500_000 + 2 * CHUNK_IDS, "{} ids in the ring", d.len());
-        assert!(worst < 40.0, "{worst:.1} bytes per id at worst");
+        let at_peak = peak as f64 / d.len() as f64;
+        assert!(at_peak <= 24.0, "{at_peak:.1} bytes per id at the peak");
+        assert!(worst_full <= 24.0, "{worst_full:.1} bytes per id at worst once the horizon is full");
     }
 }
