@@ -21,9 +21,9 @@
 //! later insert on its probe path reuses it, and a rebuild drops it. A new
 //! id costs a few index slot reads in one or two cache lines (prefetched a
 //! few clicks ahead) and a sequential append; only a tag match (1 in 128
-//! slots looked at) reads the ring. A rebuild walks the ring from its newest
-//! id, hashing each id again and skipping older sightings of an id already
-//! placed.
+//! slots looked at) reads the ring. A rebuild walks the ring, hashing each
+//! id again; an id remembered again has its older sighting marked stale (a
+//! bit per id, in chunks that have one), which the rebuild skips.
 //!
 //! Memory: 16 bytes in the ring plus 5 bytes per index slot at 70–85 %
 //! fill, about 22–23 bytes per remembered id, and no large copy ever exists
@@ -69,11 +69,25 @@ struct Chunk {
     ids: Vec<[u32; 4]>,
     /// `(offset, time)` at each change of time, ascending in both.
     times: Vec<(u32, EventTime)>,
+    /// A bit per id remembered again later (its newest sighting is further
+    /// on): a rebuild skips it. Empty until the first.
+    stale: Vec<u64>,
 }
 
 impl Chunk {
     fn new() -> Chunk {
-        Chunk { ids: Vec::with_capacity(CHUNK_IDS), times: Vec::new() }
+        Chunk { ids: Vec::with_capacity(CHUNK_IDS), times: Vec::new(), stale: Vec::new() }
+    }
+
+    fn mark_stale(&mut self, offset: usize) {
+        if self.stale.is_empty() {
+            self.stale = vec![0; CHUNK_IDS / 64];
+        }
+        self.stale[offset / 64] |= 1 << (offset % 64);
+    }
+
+    fn is_stale(&self, offset: usize) -> bool {
+        self.stale.get(offset / 64).is_some_and(|word| word >> (offset % 64) & 1 == 1)
     }
 
     /// The time the id at `offset` was remembered at.
@@ -145,6 +159,8 @@ impl Dedup {
                     // entry stays in the ring, unreachable, until its chunk
                     // expires.
                     if remembered != max_ts {
+                        let at = (position - self.first) as usize;
+                        self.ring[at / CHUNK_IDS].mark_stale(at % CHUNK_IDS);
                         let position = self.append(words, max_ts);
                         set_slot(&mut self.index, i, tag, position);
                     }
@@ -174,7 +190,7 @@ impl Dedup {
     /// The index size for the ring at the target fill. While the ring spans
     /// less than the horizon (a job starting, or the rate rising), it is
     /// sized for what the horizon will hold at the rate so far, at most
-    /// twice as large: a few rebuilds, each to about the size it keeps.
+    /// four times as large: a few rebuilds, each to about the size it keeps.
     /// Dead slots past the fill only make it rebuilt at its size or smaller.
     fn wanted_slots(&self, max_ts: EventTime, slots: usize) -> usize {
         let wanted = self.len() * 100 / TARGET_FILL_PERCENT;
@@ -187,7 +203,7 @@ impl Dedup {
             return wanted;
         }
         let expected = (self.len() as u128 * u128::from(self.horizon_ms) / u128::from(span)) as usize;
-        (expected.saturating_mul(100) / TARGET_FILL_PERCENT).clamp(wanted, (2 * slots).max(wanted))
+        (expected.saturating_mul(100) / TARGET_FILL_PERCENT).clamp(wanted, (4 * slots).max(wanted))
     }
 
     /// Starts loading the index slot where `id`'s search begins, so that the
@@ -256,38 +272,30 @@ impl Dedup {
     }
 
     /// Builds a new index of `slots` slots (within
-    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]) for the ring's ids: newest first, each
-    /// id placed at its newest sighting, older sightings skipped. Dead slots
-    /// are left behind with the old index.
+    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]) for the ring's ids, each at its newest
+    /// sighting (older ones are marked stale). Dead slots are left behind
+    /// with the old index, which is freed first.
     fn rebuild(&mut self, slots: usize) {
         let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS);
         self.index = Vec::new();
         let mut index = vec![0u8; slots * SLOT_BYTES];
         let mut used = 0;
-        let mut position = self.next;
-        for chunk in self.ring.iter().rev() {
-            for stored in chunk.ids.iter().rev() {
-                position -= 1;
-                let hash = self.hash(id_of(*stored));
-                let tag = tag_of(hash);
-                let mut i = home(hash, slots);
-                let placed = loop {
-                    let (slot_tag, low) = slot(&index, i);
-                    if slot_tag == 0 {
-                        break false;
+        let mut position = self.first;
+        for chunk in &self.ring {
+            for (offset, stored) in chunk.ids.iter().enumerate() {
+                if !chunk.is_stale(offset) {
+                    let hash = self.hash(id_of(*stored));
+                    let mut i = home(hash, slots);
+                    while slot(&index, i).0 != 0 {
+                        i = if i + 1 == slots { 0 } else { i + 1 };
                     }
-                    if slot_tag == tag && self.entry(self.position(low)).0 == *stored {
-                        break true;
-                    }
-                    i = if i + 1 == slots { 0 } else { i + 1 };
-                };
-                if !placed {
-                    set_slot(&mut index, i, tag, position);
+                    set_slot(&mut index, i, tag_of(hash), position);
                     used += 1;
                 }
+                position += 1;
             }
         }
-        debug_assert_eq!(position, self.first);
+        debug_assert_eq!(position, self.next);
         self.index = index;
         self.used = used;
     }
@@ -304,7 +312,7 @@ impl Dedup {
 
     /// Bytes held: the ring's chunks and times, and the index.
     pub fn bytes(&self) -> usize {
-        let ring: usize = self.ring.iter().map(|c| c.ids.capacity() * 16 + c.times.capacity() * 16).sum();
+        let ring: usize = self.ring.iter().map(|c| c.ids.capacity() * 16 + c.times.capacity() * 16 + c.stale.capacity() * 8).sum();
         ring + self.index.len()
     }
 }
