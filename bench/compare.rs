@@ -439,12 +439,14 @@ fn flink_sample(peer: FlinkPeer, mode: &str, args: &Args) -> Result<(Sample, Str
 
 /// One `bench/run-batch.sh --runs 1`: every engine of [`BATCH_ENGINES`] once
 /// on the same NDJSON file (it checks their clicks equal and fails if not),
-/// read back from the `times.tsv` it writes.
-fn batch_samples(args: &Args) -> Result<Vec<(&'static str, Sample)>, String> {
+/// read back from the `times.tsv` it writes. It measures `bin`: a cargo
+/// build started from here would see `cargo bench`'s `CARGO_PKG_*`
+/// variables, run build scripts again and relink tally.
+fn batch_samples(bin: &Path, args: &Args) -> Result<Vec<(&'static str, Sample)>, String> {
     let script = repo_root().join("bench/run-batch.sh");
     let out = repo_root().join("target").join("bench-compare").join("batch");
     let mut command = Command::new("bash");
-    command.arg(&script).arg("--out").arg(&out);
+    command.arg(&script).arg("--out").arg(&out).env("TALLY", bin);
     if args.smoke {
         command.arg("--smoke");
     } else {
@@ -638,7 +640,7 @@ fn parent(args: &Args) -> Result<(), String> {
                 }
                 Comparison::Batch => {
                     step("tally run FILE, tally run --bounded, DuckDB, chDB (bench/run-batch.sh)");
-                    for (engine, sample) in batch_samples(args)? {
+                    for (engine, sample) in batch_samples(&bin, args)? {
                         Results::samples(&mut results.batch, engine).push(sample);
                     }
                 }

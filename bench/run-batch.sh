@@ -22,6 +22,11 @@
 #   --clicks  clicks in the file (default 5,000,000)
 #   --runs    rounds (default 3)
 #   --out     where the files and the table go (default target/bench-batch)
+#
+# Environment: TALLY names the tally binary to measure; without it the
+# script builds target/release/tally first. bench/compare.rs passes its own,
+# so that a cargo build started from inside `cargo bench` (whose CARGO_PKG_*
+# variables make build scripts run again) never happens.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -60,9 +65,11 @@ if ! "$venv/bin/python" -c 'import duckdb, chdb' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'duckdb==2.0.1' 'chdb==4.4.0'
 fi
 
-echo "run-batch.sh: building tally (release) ..." >&2
-cargo build --locked --release --bins
-tally=target/release/tally
+if [ -z "${TALLY:-}" ]; then
+  echo "run-batch.sh: building tally (release) ..." >&2
+  cargo build --locked --release --bins
+fi
+tally=${TALLY:-target/release/tally}
 
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
