@@ -31,7 +31,10 @@
 //! a third of the memory) is rebuilt to grow or shrink, each time to the
 //! size that holds the ring at 70 % (while the ring spans less than the
 //! horizon, what the horizon will hold at the rate so far). Slots are found by a keyed hash, so request ids chosen to
-//! collide cannot pile up in one place.
+//! collide cannot pile up in one place. The index is a mapping of its own
+//! (`mmap`), unmapped the moment a rebuild drops it: the global allocator
+//! would keep a freed block of that size a while for reuse, and the old
+//! index of every rebuild would then sit in memory beside the new one.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -49,7 +52,7 @@ pub const MAX_DEDUP_HORIZON_MS: u64 = 7 * 86_400_000;
 pub const DEFAULT_DEDUP_HORIZON_MS: u64 = 60_000;
 
 /// Ids per ring chunk.
-const CHUNK_IDS: usize = 8_192;
+const CHUNK_IDS: usize = 65_536;
 /// Smallest index, in slots.
 const MIN_SLOTS: usize = 1_024;
 /// Largest index: positions are kept as their low 32 bits, which stay
@@ -64,9 +67,50 @@ const TARGET_FILL_PERCENT: usize = 70;
 /// ... and shrunk at a quarter-horizon check when that would be at most this.
 const SHRINK_BELOW_PERCENT: usize = 50;
 
+/// Bytes of a remembered id in the ring.
+const ID_BYTES: usize = 16;
+
+/// A chunk's ids: room for [`CHUNK_IDS`] in a mapping of its own, so that a
+/// chunk costs its ids and nothing more (the global allocator would put a
+/// block of this size in a page with room to spare), and a dropped chunk's
+/// memory goes straight back.
+struct ChunkIds {
+    bytes: Mapped,
+    len: usize,
+}
+
+impl ChunkIds {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The ids pushed so far.
+    #[inline]
+    fn ids(&self) -> &[[u32; 4]] {
+        // SAFETY: the mapping holds CHUNK_IDS * ID_BYTES bytes, page-aligned
+        // (more than `[u32; 4]` needs), every bit pattern is a valid
+        // `[u32; 4]`, and `len <= CHUNK_IDS` ids of it were written.
+        unsafe { std::slice::from_raw_parts(self.bytes.ptr.as_ptr().cast::<[u32; 4]>(), self.len) }
+    }
+
+    #[inline]
+    fn get(&self, offset: usize) -> [u32; 4] {
+        self.ids()[offset]
+    }
+
+    #[inline]
+    fn push(&mut self, words: [u32; 4]) {
+        assert!(self.len < CHUNK_IDS && self.bytes.len() == CHUNK_IDS * ID_BYTES, "a chunk has room for the id");
+        // SAFETY: in bounds by the assertion, aligned as in `ids`, and
+        // `&mut self` makes the write unique.
+        unsafe { self.bytes.ptr.as_ptr().cast::<[u32; 4]>().add(self.len).write(words) };
+        self.len += 1;
+    }
+}
+
 /// Ids remembered in one stretch of the ring, in order.
 struct Chunk {
-    ids: Vec<[u32; 4]>,
+    ids: ChunkIds,
     /// `(offset, time)` at each change of time, ascending in both.
     times: Vec<(u32, EventTime)>,
     /// A bit per id remembered again later (its newest sighting is further
@@ -75,8 +119,11 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new() -> Chunk {
-        Chunk { ids: Vec::with_capacity(CHUNK_IDS), times: Vec::new(), stale: Vec::new() }
+    /// An empty chunk, in `spare`'s memory if given (its old contents are
+    /// never read: only the first `len` ids are).
+    fn new(spare: Option<Mapped>) -> Chunk {
+        let bytes = spare.unwrap_or_else(|| Mapped::zeroed(CHUNK_IDS * ID_BYTES, false));
+        Chunk { ids: ChunkIds { bytes, len: 0 }, times: Vec::new(), stale: Vec::new() }
     }
 
     fn mark_stale(&mut self, offset: usize) {
@@ -111,11 +158,15 @@ pub struct Dedup {
     next: u64,
     /// [`SLOT_BYTES`] a slot: the tag (0: empty), then the position's low
     /// 32 bits, little-endian.
-    index: Vec<u8>,
+    index: Mapped,
     /// Slots not empty, live or dead.
     used: usize,
     /// Floor of the last quarter-horizon check.
     checked_at: EventTime,
+    /// The ids' memory of the last chunk dropped, for the next one: a
+    /// ring past its horizon drops a chunk for each it starts, and reusing
+    /// the memory spares the kernel mapping and zeroing it again.
+    spare: Option<Mapped>,
 }
 
 impl Dedup {
@@ -126,9 +177,10 @@ impl Dedup {
             ring: VecDeque::new(),
             first: 0,
             next: 0,
-            index: vec![0; MIN_SLOTS * SLOT_BYTES],
+            index: Mapped::zeroed(MIN_SLOTS * SLOT_BYTES, true),
             used: 0,
             checked_at: 0,
+            spare: None,
         }
     }
 
@@ -180,7 +232,7 @@ impl Dedup {
             self.rebuild(self.wanted_slots(max_ts, slots));
         } else if floor >= self.checked_at + self.horizon_ms / 4 {
             self.checked_at = floor;
-            if self.len() * 100 / SHRINK_BELOW_PERCENT < slots {
+            if self.spans_horizon(max_ts) && self.len() * 100 / SHRINK_BELOW_PERCENT < slots {
                 self.rebuild(self.len() * 100 / TARGET_FILL_PERCENT);
             }
         }
@@ -197,13 +249,24 @@ impl Dedup {
         if wanted <= slots {
             return wanted;
         }
-        let oldest = self.ring.front().and_then(|chunk| chunk.times.first()).map_or(max_ts, |&(_, t)| t);
-        let span = max_ts.saturating_sub(oldest);
+        let span = self.span(max_ts);
         if span == 0 || span >= self.horizon_ms {
             return wanted;
         }
         let expected = (self.len() as u128 * u128::from(self.horizon_ms) / u128::from(span)) as usize;
         (expected.saturating_mul(100) / TARGET_FILL_PERCENT).clamp(wanted, (4 * slots).max(wanted))
+    }
+
+    /// Whether the ring holds a whole horizon: until then it is still
+    /// filling, and an index sized for the horizon is not too large.
+    fn spans_horizon(&self, max_ts: EventTime) -> bool {
+        self.span(max_ts) >= self.horizon_ms
+    }
+
+    /// Event time from the ring's oldest id to `max_ts`.
+    fn span(&self, max_ts: EventTime) -> u64 {
+        let oldest = self.ring.front().and_then(|chunk| chunk.times.first()).map_or(max_ts, |&(_, t)| t);
+        max_ts.saturating_sub(oldest)
     }
 
     /// Starts loading the index slot where `id`'s search begins, so that the
@@ -245,13 +308,13 @@ impl Dedup {
         let at = (position - self.first) as usize;
         let chunk = &self.ring[at / CHUNK_IDS];
         let offset = (at % CHUNK_IDS) as u32;
-        (chunk.ids[offset as usize], chunk.time_of(offset))
+        (chunk.ids.get(offset as usize), chunk.time_of(offset))
     }
 
     /// Appends an id remembered at `t`; returns its position.
     fn append(&mut self, words: [u32; 4], t: EventTime) -> u64 {
         if self.ring.back().is_none_or(|chunk| chunk.ids.len() == CHUNK_IDS) {
-            self.ring.push_back(Chunk::new());
+            self.ring.push_back(Chunk::new(self.spare.take()));
         }
         let chunk = self.ring.back_mut().expect("a chunk with room");
         if chunk.last_time() != t || chunk.times.is_empty() {
@@ -266,7 +329,7 @@ impl Dedup {
     /// their index slots are dead from now on.
     fn expire(&mut self, floor: EventTime) {
         while self.ring.len() > 1 && self.ring[0].last_time() < floor {
-            self.ring.pop_front();
+            self.spare = self.ring.pop_front().map(|chunk| chunk.ids.bytes);
             self.first += CHUNK_IDS as u64;
         }
     }
@@ -277,12 +340,12 @@ impl Dedup {
     /// with the old index, which is freed first.
     fn rebuild(&mut self, slots: usize) {
         let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS);
-        self.index = Vec::new();
-        let mut index = vec![0u8; slots * SLOT_BYTES];
+        self.index = Mapped::zeroed(0, false);
+        let mut index = Mapped::zeroed(slots * SLOT_BYTES, true);
         let mut used = 0;
         let mut position = self.first;
         for chunk in &self.ring {
-            for (offset, stored) in chunk.ids.iter().enumerate() {
+            for (offset, stored) in chunk.ids.ids().iter().enumerate() {
                 if !chunk.is_stale(offset) {
                     let hash = self.hash(id_of(*stored));
                     let mut i = home(hash, slots);
@@ -312,8 +375,89 @@ impl Dedup {
 
     /// Bytes held: the ring's chunks and times, and the index.
     pub fn bytes(&self) -> usize {
-        let ring: usize = self.ring.iter().map(|c| c.ids.capacity() * 16 + c.times.capacity() * 16 + c.stale.capacity() * 8).sum();
-        ring + self.index.len()
+        let ring: usize = self.ring.iter().map(|c| c.ids.bytes.len() + c.times.capacity() * 16 + c.stale.capacity() * 8).sum();
+        ring + self.spare.as_ref().map_or(0, |bytes| bytes.len()) + self.index.len()
+    }
+}
+
+/// Zeroed bytes in an anonymous private mapping of their own, unmapped on
+/// drop (see the module's memory notes). Fresh pages read as zero and take
+/// memory only once written.
+struct Mapped {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone, like a `Vec<u8>`'s
+// buffer; nothing else holds its address.
+unsafe impl Send for Mapped {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// `len` zero bytes; no mapping for 0. Aborts like `Vec` when the
+    /// kernel refuses the memory. With `random_access` (the index, which a
+    /// rebuild touches all of, at random, reading before writing), it is
+    /// backed by transparent huge pages, sparing a TLB miss per probe, and
+    /// written in at once: touched first by a read, a page would be mapped
+    /// to the shared zero page and copied at the first write, a second
+    /// fault that flushes every core's TLB. Not for memory that may stay
+    /// mostly untouched (a chunk of a quiet partition), which both would
+    /// fill.
+    fn zeroed(len: usize, random_access: bool) -> Mapped {
+        if len == 0 {
+            return Mapped { ptr: std::ptr::NonNull::dangling(), len };
+        }
+        // SAFETY: an anonymous private mapping of `len` bytes at an address
+        // the kernel picks; no file, no existing memory is touched.
+        let addr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        match std::ptr::NonNull::new(addr.cast::<u8>()).filter(|_| addr != libc::MAP_FAILED) {
+            Some(ptr) => {
+                if random_access {
+                    // SAFETY: advice on the mapping just made; neither
+                    // changes its contents (populating writes zero pages
+                    // that read as zero already). Refused advice (no
+                    // transparent huge pages, an older kernel) leaves pages
+                    // faulted in as touched, so the results are ignored.
+                    unsafe {
+                        libc::madvise(addr, len, libc::MADV_HUGEPAGE);
+                        libc::madvise(addr, len, libc::MADV_POPULATE_WRITE);
+                    }
+                }
+                Mapped { ptr, len }
+            }
+            None => std::alloc::handle_alloc_error(std::alloc::Layout::from_size_align(len, 1).unwrap_or(std::alloc::Layout::new::<u8>())),
+        }
+    }
+}
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` is `len` mapped, initialised (zero-filled) bytes, or
+        // dangling with `len` 0, which a slice allows.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Mapped {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access unique.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: `ptr`/`len` is exactly the mapping `zeroed` made, and
+            // no slice of it outlives `self`. munmap of a valid mapping
+            // cannot fail.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        }
     }
 }
 
