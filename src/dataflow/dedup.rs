@@ -31,10 +31,10 @@
 //! a third of the memory) is rebuilt to grow or shrink, each time to the
 //! size that holds the ring at 70 % (while the ring spans less than the
 //! horizon, what the horizon will hold at the rate so far). Slots are found by a keyed hash, so request ids chosen to
-//! collide cannot pile up in one place. The index is a mapping of its own
-//! (`mmap`), unmapped the moment a rebuild drops it: the global allocator
-//! would keep a freed block of that size a while for reuse, and the old
-//! index of every rebuild would then sit in memory beside the new one.
+//! collide cannot pile up in one place. The index and each chunk's ids are
+//! mappings of their own (`mmap`), unmapped when dropped: the global
+//! allocator would keep a freed index a while for reuse, beside the new one
+//! a rebuild makes, and put a chunk in a page with room to spare.
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
