@@ -17,7 +17,7 @@ use crate::dataflow::partition::TimeRules;
 use crate::dataflow::{self, Attribution, Clock, Plan, ReaderFactory, SourceSettings, WindowRules};
 use crate::dataflow::{Checkpoint, CommittedWindows, RestoredWindows};
 use crate::event::salt::UserSalt;
-use crate::event::{Click, EventTime, Key, KeyType};
+use crate::event::{EventTime, Key, KeyType};
 use crate::job::{Job, SinkSpec, SourceSpec};
 use crate::log::{Log, LogOptions, LogView, Retention};
 use crate::sink::metered::MeteredSink;
@@ -28,7 +28,7 @@ use crate::sources::generated;
 use crate::sources::generator::{write_catalog, GeneratorConfig};
 use crate::sources::kafka::{KafkaProblem, KafkaTopic};
 use crate::sources::log::LogPartitionReader;
-use crate::sources::memory::VecReader;
+use crate::sources::memory::{ClickChunks, VecReader};
 use crate::sources::position::{resolve_range, Bound, LogBounds, Position, PositionError};
 use crate::store::cassandra::{CassandraConfig, CassandraReader, CassandraStore, Faults};
 use crate::store::settings::{CatalogStamp, Origin, RunSettings, ORIGIN_KEY, SETTINGS_KEY};
@@ -207,7 +207,7 @@ impl ProcessFigures {
 }
 
 /// Loaded clicks per partition, each taken once by the worker that owns it.
-type Partitions = Arc<Vec<Mutex<Option<Vec<Click>>>>>;
+type Partitions = Arc<Vec<Mutex<Option<ClickChunks>>>>;
 
 /// Runs `job`: to completion for bounded sources, or until stopped.
 ///
@@ -574,7 +574,7 @@ struct LogRange {
 }
 
 /// A click file read whole: its clicks by partition, and its summary.
-type LoadedFile = (Vec<Vec<Click>>, String);
+type LoadedFile = (Vec<ClickChunks>, String);
 
 /// The job's click file (`--input`, or `source.path`), read whole and
 /// checked against `--max-rejected`; `None` when the input is not a file.
@@ -582,7 +582,8 @@ fn load_file_input(job: &Job, options: &RunOptions) -> Result<Option<LoadedFile>
     match (&job.source, &options.input) {
         (_, Some(path)) | (SourceSpec::File { path: Some(path) }, None) => {
             let salt = file_salt(&options.data_dir, options.processes);
-            let input = read_clicks_path(path, job.partitions, &salt).map_err(|e| RunError::Input(e.to_string()))?;
+            let input =
+                read_clicks_path(path, job.partitions, &salt, options.workers.max(1)).map_err(|e| RunError::Input(e.to_string()))?;
             let report = input.report();
             options
                 .max_rejected

@@ -10,9 +10,16 @@
 //! Valid clicks are split into log partitions with
 //! [`partition_of`](crate::event::partition_of), keeping file order within a
 //! partition, which is the order every per-partition decision depends on.
+//!
+//! A file (not standard input) of more than [`PIECE_BYTES`] is read by
+//! several threads, each owning the lines that start in its share of the
+//! bytes; their partitions are joined in file order and their line numbers
+//! counted on from the pieces before, so the result is the one a single
+//! reader would make.
 
 use std::fmt;
-use std::io::{self, BufRead};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -21,11 +28,18 @@ use crate::event::json::{decode_click, Rejected, MAX_REJECTED_KEPT};
 use crate::event::salt::UserSalt;
 use crate::event::validate::ClickError;
 use crate::event::{partition_of, Click};
+use crate::sources::memory::ClickChunks;
 
 /// Longest line the decoder looks at, in bytes (newline excluded). A valid
 /// click is a few hundred bytes even with escapes; the cap bounds the memory
 /// a file without newlines can make the reader take.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The least share of a file one reading thread takes, in bytes.
+pub const PIECE_BYTES: u64 = 8 << 20;
+
+/// Read buffer of each reading thread, in bytes.
+const READ_BUFFER_BYTES: usize = 1 << 20;
 
 /// Rejected lines listed by [`FileInput::report`].
 pub const MAX_REJECTED_REPORTED: usize = 10;
@@ -85,7 +99,7 @@ impl MaxRejected {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileInput {
     /// Valid clicks per partition, in file order.
-    pub partitions: Vec<Vec<Click>>,
+    pub partitions: Vec<ClickChunks>,
     /// Lines read, blank and rejected ones included.
     pub lines: u64,
     /// The first [`MAX_REJECTED_KEPT`] rejected lines.
@@ -96,7 +110,20 @@ pub struct FileInput {
 
 impl FileInput {
     fn new(partitions: u32) -> FileInput {
-        FileInput { partitions: vec![Vec::new(); partitions as usize], lines: 0, rejected: Vec::new(), rejected_total: 0 }
+        FileInput { partitions: vec![ClickChunks::default(); partitions as usize], lines: 0, rejected: Vec::new(), rejected_total: 0 }
+    }
+
+    /// Appends the piece of the file that follows this one: its clicks
+    /// after these in every partition, its lines numbered on from these.
+    fn append(&mut self, next: FileInput) {
+        for (mine, theirs) in self.partitions.iter_mut().zip(next.partitions) {
+            mine.append(theirs);
+        }
+        let room = MAX_REJECTED_KEPT.saturating_sub(self.rejected.len());
+        let lines = self.lines;
+        self.rejected.extend(next.rejected.into_iter().take(room).map(|r| Rejected { line: r.line + lines, ..r }));
+        self.rejected_total += next.rejected_total;
+        self.lines += next.lines;
     }
 
     /// Valid clicks, over all partitions.
@@ -151,16 +178,60 @@ pub fn read_clicks(mut reader: impl BufRead, partitions: u32, salt: &UserSalt) -
     if partitions == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "partitions must be at least 1"));
     }
+    read_lines(&mut reader, partitions, salt, u64::MAX)
+}
+
+/// Reads lines until the end, or until `limit` bytes were read and a line
+/// ended: the lines that start within `limit` bytes.
+fn read_lines(reader: &mut impl BufRead, partitions: u32, salt: &UserSalt, limit: u64) -> io::Result<FileInput> {
     let mut input = FileInput::new(partitions);
     let mut buf = Vec::with_capacity(512);
-    loop {
-        let decoded = match read_line(&mut reader, &mut buf)? {
-            Line::End => return Ok(input),
+    let mut read = 0u64;
+    while read < limit {
+        let (line, bytes) = read_line(reader, &mut buf)?;
+        read += bytes;
+        let decoded = match line {
+            Line::End => break,
             Line::Complete => decode_click(&buf, salt),
             Line::TooLong => Err(ClickError::line(format!("longer than {MAX_LINE_BYTES} bytes"))),
         };
         input.push(decoded);
     }
+    Ok(input)
+}
+
+/// Reads the file at `path` with up to `threads` threads, one piece of at
+/// least `piece_bytes` each: a piece owns the lines that start in its
+/// bytes.
+fn read_clicks_file(path: &Path, partitions: u32, salt: &UserSalt, threads: usize, piece_bytes: u64) -> io::Result<FileInput> {
+    let size = File::open(path)?.metadata()?.len();
+    let pieces = (size / piece_bytes.max(1)).clamp(1, threads.max(1) as u64);
+    let starts: Vec<u64> = (0..=pieces).map(|i| (u128::from(size) * u128::from(i) / u128::from(pieces)) as u64).collect();
+    let read_piece = |(start, end): (u64, u64)| -> io::Result<FileInput> {
+        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, File::open(path)?);
+        let mut skipped = 0;
+        if start > 0 {
+            // The line that holds byte start - 1 belongs to the piece before.
+            reader.seek(SeekFrom::Start(start - 1))?;
+            skipped = reader.skip_until(b'\n')? as u64 - 1;
+        }
+        // The last piece reads to the end, whatever the file has grown to.
+        let limit = if end == size { u64::MAX } else { (end - start).saturating_sub(skipped) };
+        read_lines(&mut reader, partitions, salt, limit)
+    };
+    let ranges: Vec<(u64, u64)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
+    let mut read = std::thread::scope(|scope| {
+        let others: Vec<_> = ranges[1..].iter().map(|&range| scope.spawn(move || read_piece(range))).collect();
+        let first = read_piece(ranges[0]);
+        let rest: Vec<io::Result<FileInput>> =
+            others.into_iter().map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
+        (first, rest)
+    });
+    let mut input = read.0?;
+    for piece in read.1.drain(..) {
+        input.append(piece?);
+    }
+    Ok(input)
 }
 
 enum Line {
@@ -169,24 +240,26 @@ enum Line {
     TooLong,
 }
 
-/// Reads one line into `buf`, newline removed. A line longer than
-/// [`MAX_LINE_BYTES`] is skipped to its end without being kept.
-fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Line> {
+/// Reads one line into `buf`, newline removed, and the bytes it took. A
+/// line longer than [`MAX_LINE_BYTES`] is skipped to its end without being
+/// kept.
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<(Line, u64)> {
     buf.clear();
     let limit = MAX_LINE_BYTES as u64 + 1;
-    if io::Read::take(&mut *reader, limit).read_until(b'\n', buf)? == 0 {
-        return Ok(Line::End);
+    let read = io::Read::take(&mut *reader, limit).read_until(b'\n', buf)? as u64;
+    if read == 0 {
+        return Ok((Line::End, 0));
     }
     if buf.last() == Some(&b'\n') {
         buf.pop();
-        return Ok(Line::Complete);
+        return Ok((Line::Complete, read));
     }
     if buf.len() <= MAX_LINE_BYTES {
-        return Ok(Line::Complete); // the last line, without a newline
+        return Ok((Line::Complete, read)); // the last line, without a newline
     }
     buf.clear();
-    reader.skip_until(b'\n')?;
-    Ok(Line::TooLong)
+    let rest = reader.skip_until(b'\n')? as u64;
+    Ok((Line::TooLong, read + rest))
 }
 
 /// A click file that could not be read.
@@ -197,12 +270,16 @@ pub struct FileSourceError {
     pub source: io::Error,
 }
 
-/// [`read_clicks`] on the file at `path`.
-pub fn read_clicks_path(path: impl AsRef<Path>, partitions: u32, salt: &UserSalt) -> Result<FileInput, FileSourceError> {
+/// [`read_clicks`] on the file at `path` (`-`: standard input), a file
+/// with up to `threads` threads.
+pub fn read_clicks_path(path: impl AsRef<Path>, partitions: u32, salt: &UserSalt, threads: usize) -> Result<FileInput, FileSourceError> {
     let path = path.as_ref();
     let with_path = |source| FileSourceError { path: path.to_owned(), source };
-    let input = crate::stdio::reader(path).map_err(with_path)?;
-    read_clicks(input, partitions, salt).map_err(with_path)
+    if partitions == 0 || crate::stdio::is_std(path) {
+        let input = crate::stdio::reader(path).map_err(with_path)?;
+        return read_clicks(input, partitions, salt).map_err(with_path);
+    }
+    read_clicks_file(path, partitions, salt, threads, PIECE_BYTES).map_err(with_path)
 }
 
 #[cfg(test)]
@@ -226,7 +303,8 @@ mod tests {
         let input = read_clicks(text.as_bytes(), 4, &UserSalt::FILE_DEFAULT).unwrap();
         assert_eq!((input.lines, input.clicks(), input.rejected_total), (200, 200, 0));
         for (p, clicks) in input.partitions.iter().enumerate() {
-            assert!(clicks.windows(2).all(|w| w[0].ts < w[1].ts), "partition {p} out of order");
+            let times: Vec<u64> = clicks.iter().map(|c| c.ts).collect();
+            assert!(times.windows(2).all(|w| w[0] < w[1]), "partition {p} out of order");
             assert!(clicks.iter().all(|c| partition_of(c.request_id, 4) as usize == p));
         }
         assert!(input.partitions.iter().filter(|p| !p.is_empty()).count() > 1);
@@ -264,6 +342,42 @@ mod tests {
     }
 
     #[test]
+    fn pieces_read_by_threads_make_what_one_reader_makes() {
+        // Bad, blank and overlong lines, so that piece boundaries fall
+        // inside every kind of line, and a last line without a newline.
+        let mut text = String::new();
+        for i in 0..300u64 {
+            match i % 37 {
+                5 => text.push_str("not json"),
+                11 => {}
+                23 => text.push_str(&"z".repeat(MAX_LINE_BYTES + 3)),
+                _ => text.push_str(&click_line(&format!("ad-{}", i % 7), i, u128::from(i) * 0x9e37_79b9)),
+            }
+            text.push('\n');
+        }
+        text.push_str(&click_line("last", 1, 1));
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let one = read_clicks(text.as_bytes(), 3, &UserSalt::FILE_DEFAULT).unwrap();
+        assert!(one.rejected_total > 10 && one.clicks() > 250, "{}", one.report());
+        let size = text.len() as u64;
+        for threads in 1..=5 {
+            for piece in [1, 7, 100, size / 4 - 1, size / 3 + 1, size] {
+                let pieces = read_clicks_file(file.path(), 3, &UserSalt::FILE_DEFAULT, threads, piece).unwrap();
+                assert!(pieces == one, "threads {threads}, piece {piece}: {} against {}", pieces.report(), one.report());
+            }
+        }
+        // The numbering of rejected lines keeps on across pieces, and the
+        // cap keeps the first ones.
+        let bad = "oops\n".repeat(MAX_REJECTED_KEPT * 2);
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bad.as_bytes()).unwrap();
+        let pieces = read_clicks_file(file.path(), 1, &UserSalt::FILE_DEFAULT, 4, 1).unwrap();
+        assert_eq!((pieces.lines, pieces.rejected_total), (bad.lines().count() as u64, bad.lines().count() as u64));
+        assert!(pieces.rejected.iter().map(|r| r.line).eq(1..=MAX_REJECTED_KEPT as u64));
+    }
+
+    #[test]
     fn zero_partitions_is_an_error() {
         let e = read_clicks(&b""[..], 0, &UserSalt::FILE_DEFAULT).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
@@ -273,10 +387,10 @@ mod tests {
     fn read_clicks_path_reads_a_file_and_names_a_missing_one() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "{}", click_line("a", 5, 9)).unwrap();
-        let input = read_clicks_path(file.path(), 3, &UserSalt::FILE_DEFAULT).unwrap();
+        let input = read_clicks_path(file.path(), 3, &UserSalt::FILE_DEFAULT, 2).unwrap();
         assert_eq!(input.clicks(), 1);
         let missing = file.path().with_extension("missing");
-        let e = read_clicks_path(&missing, 3, &UserSalt::FILE_DEFAULT).unwrap_err();
+        let e = read_clicks_path(&missing, 3, &UserSalt::FILE_DEFAULT, 2).unwrap_err();
         assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
     }
 }
