@@ -82,8 +82,13 @@ pub enum SourceOut {
 /// Wall-clock milliseconds since the Unix epoch, injected so tests control it.
 pub type Clock = Arc<dyn Fn() -> EventTime + Send + Sync>;
 
-/// Clicks read from one partition per activation, at most.
-pub const READ_BATCH_CLICKS: usize = 4_096;
+/// Clicks read from one partition per activation, at most. The
+/// pre-aggregator is flushed once per activation at most, so on a backlog
+/// whose event time is sparse (a file of a day's clicks) a large read lets
+/// one flush cover several epochs: fewer, fuller partials for the join and
+/// the windows (a 5M-click file run took 3.6-4.3 s at 4,096, 2.0-2.3 s at
+/// 65,536). At 1M clicks/s of event time one read is well within an epoch.
+pub const READ_BATCH_CLICKS: usize = 65_536;
 /// Pending partials that force a flush before the epoch ends.
 pub const MAX_PENDING_PARTIALS: usize = 200_000;
 /// How often an all-idle live source looks for new data.
