@@ -397,8 +397,9 @@ unsafe impl Sync for Mapped {}
 impl Mapped {
     /// `len` zero bytes; no mapping for 0. Aborts like `Vec` when the
     /// kernel refuses the memory. With `random_access` (the index, which a
-    /// rebuild touches all of, at random, reading before writing), it is
-    /// backed by transparent huge pages, sparing a TLB miss per probe, and
+    /// rebuild touches all of, at random, reading before writing), it asks
+    /// for transparent huge pages (sparing a TLB miss per probe, where the
+    /// process has them: `run` turns them off, see `run.rs`), and is
     /// written in at once: touched first by a read, a page would be mapped
     /// to the shared zero page and copied at the first write, a second
     /// fault that flushes every core's TLB. Not for memory that may stay
