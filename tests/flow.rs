@@ -5,7 +5,8 @@
 //! Without a bound, worker 1 would read its whole backlog while worker 0 is
 //! still committing the first epochs, and every partial of it would wait in
 //! the channels. With it, at every commit the clicks read are within a few
-//! epochs (plus one read and the watermark slack) of the epoch.
+//! epochs (plus one read of a reader and the watermark slack) of the epoch,
+//! however many clicks the source reads per activation.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tally::dataflow::partition::TimeRules;
-use tally::dataflow::source::{MAX_EPOCHS_AHEAD, READ_BATCH_CLICKS};
+use tally::dataflow::source::{MAX_EPOCHS_AHEAD, READ_CHUNK_CLICKS};
 use tally::dataflow::{self, Attribution, EpochBatch, PartitionReader, Plan, ReadStatus, SourceSettings, WindowRules};
 use tally::event::{Click, KeyType};
 use tally::sink::{Epoch, Sink, SinkError};
@@ -23,10 +24,6 @@ const EPOCH_MS: u64 = 1_000;
 const SLACK_MS: u64 = 5_000;
 /// One click per millisecond of event time for 300 s, per partition.
 const CLICKS: u64 = 300_000;
-/// Clicks a backlog hands out per read at most (4 s of its event time), as
-/// a reader may: fewer than the source asks for, so that one read is not a
-/// large share of the backlog.
-const BACKLOG_READ: usize = 4_096;
 const START_MS: u64 = 1_767_225_600_000;
 
 /// A bounded partition that records the newest event time it handed out.
@@ -37,7 +34,7 @@ struct Backlog {
 
 impl PartitionReader for Backlog {
     fn read(&mut self, out: &mut Vec<Click>, max: usize) -> ReadStatus {
-        let n = self.clicks.len().min(max).min(BACKLOG_READ);
+        let n = self.clicks.len().min(max);
         out.extend(self.clicks.drain(..n));
         if let Some(last) = out.last() {
             self.read_to.fetch_max(last.ts, SeqCst);
@@ -159,8 +156,8 @@ fn a_source_reads_at_most_a_few_epochs_ahead_of_the_commit() {
         result.unwrap();
     }
 
-    // One read is at most BACKLOG_READ ms here; the watermark trails by the slack.
-    let bound = MAX_EPOCHS_AHEAD * EPOCH_MS + BACKLOG_READ.min(READ_BATCH_CLICKS) as u64 + SLACK_MS + EPOCH_MS;
+    // One read is READ_CHUNK_CLICKS ms here; the watermark trails by the slack.
+    let bound = MAX_EPOCHS_AHEAD * EPOCH_MS + READ_CHUNK_CLICKS as u64 + SLACK_MS + EPOCH_MS;
     let worst = worst_ahead_ms.load(SeqCst);
     assert!(worst <= bound, "a source read {worst} ms of event time past the epoch being staged (bound {bound} ms)");
     assert!(commits.load(SeqCst) > 10, "the job committed epoch by epoch ({} commits)", commits.load(SeqCst));
