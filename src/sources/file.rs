@@ -11,9 +11,9 @@
 //! [`partition_of`](crate::event::partition_of), keeping file order within a
 //! partition, which is the order every per-partition decision depends on.
 //!
-//! A file (not standard input) of more than [`PIECE_BYTES`] is read by
-//! several threads, each owning the lines that start in its share of the
-//! bytes; their partitions are joined in file order and their line numbers
+//! A file (not standard input) is read by up to one thread per worker,
+//! each taking at least [`PIECE_BYTES`] and owning the lines that start in
+//! its share of the bytes; their partitions are joined in file order and their line numbers
 //! counted on from the pieces before, so the result is the one a single
 //! reader would make.
 
