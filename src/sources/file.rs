@@ -13,9 +13,9 @@
 //!
 //! A file (not standard input) is read by up to one thread per worker,
 //! each taking at least [`PIECE_BYTES`] and owning the lines that start in
-//! its share of the bytes; their partitions are joined in file order and their line numbers
-//! counted on from the pieces before, so the result is the one a single
-//! reader would make.
+//! its share of the bytes; their partitions are joined in file order and
+//! their line numbers counted on from the pieces before, so the result is
+//! the one a single reader would make.
 
 use std::fmt;
 use std::fs::File;
