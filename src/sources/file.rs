@@ -175,15 +175,15 @@ impl fmt::Display for Report<'_> {
 /// `partitions` vectors. Only I/O errors fail the read; bad lines are
 /// counted and reported in the result.
 pub fn read_clicks(mut reader: impl BufRead, partitions: u32, salt: &UserSalt) -> io::Result<FileInput> {
-    if partitions == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "partitions must be at least 1"));
-    }
     read_lines(&mut reader, partitions, salt, u64::MAX)
 }
 
 /// Reads lines until the end, or until `limit` bytes were read and a line
 /// ended: the lines that start within `limit` bytes.
 fn read_lines(reader: &mut impl BufRead, partitions: u32, salt: &UserSalt, limit: u64) -> io::Result<FileInput> {
+    if partitions == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "partitions must be at least 1"));
+    }
     let mut input = FileInput::new(partitions);
     let mut buf = Vec::with_capacity(512);
     let mut read = 0u64;
@@ -220,15 +220,15 @@ fn read_clicks_file(path: &Path, partitions: u32, salt: &UserSalt, threads: usiz
         read_lines(&mut reader, partitions, salt, limit)
     };
     let ranges: Vec<(u64, u64)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
-    let mut read = std::thread::scope(|scope| {
+    let (first, rest) = std::thread::scope(|scope| {
         let others: Vec<_> = ranges[1..].iter().map(|&range| scope.spawn(move || read_piece(range))).collect();
         let first = read_piece(ranges[0]);
         let rest: Vec<io::Result<FileInput>> =
             others.into_iter().map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect();
         (first, rest)
     });
-    let mut input = read.0?;
-    for piece in read.1.drain(..) {
+    let mut input = first?;
+    for piece in rest {
         input.append(piece?);
     }
     Ok(input)
@@ -275,7 +275,7 @@ pub struct FileSourceError {
 pub fn read_clicks_path(path: impl AsRef<Path>, partitions: u32, salt: &UserSalt, threads: usize) -> Result<FileInput, FileSourceError> {
     let path = path.as_ref();
     let with_path = |source| FileSourceError { path: path.to_owned(), source };
-    if partitions == 0 || crate::stdio::is_std(path) {
+    if crate::stdio::is_std(path) {
         let input = crate::stdio::reader(path).map_err(with_path)?;
         return read_clicks(input, partitions, salt).map_err(with_path);
     }

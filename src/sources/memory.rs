@@ -17,7 +17,6 @@ pub const CHUNK_CLICKS: usize = 32_768;
 #[derive(Clone, Debug, Default)]
 pub struct ClickChunks {
     chunks: Vec<Vec<Click>>,
-    len: usize,
 }
 
 impl ClickChunks {
@@ -31,22 +30,20 @@ impl ClickChunks {
                 self.chunks.push(chunk);
             }
         }
-        self.len += 1;
     }
 
     /// Appends every click of `other` after these, without copying them.
     pub fn append(&mut self, other: ClickChunks) {
-        self.len += other.len;
         self.chunks.extend(other.chunks.into_iter().filter(|chunk| !chunk.is_empty()));
     }
 
     /// Clicks held.
     pub fn len(&self) -> usize {
-        self.len
+        self.chunks.iter().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.chunks.iter().all(Vec::is_empty)
     }
 
     /// The clicks in order.
@@ -57,7 +54,7 @@ impl ClickChunks {
 
 impl PartialEq for ClickChunks {
     fn eq(&self, other: &ClickChunks) -> bool {
-        self.len == other.len && self.iter().eq(other.iter())
+        self.iter().eq(other.iter())
     }
 }
 
@@ -65,9 +62,8 @@ impl Eq for ClickChunks {}
 
 impl From<Vec<Click>> for ClickChunks {
     fn from(clicks: Vec<Click>) -> ClickChunks {
-        let len = clicks.len();
         let chunks = if clicks.is_empty() { Vec::new() } else { vec![clicks] };
-        ClickChunks { chunks, len }
+        ClickChunks { chunks }
     }
 }
 
