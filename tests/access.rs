@@ -10,12 +10,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+#[path = "common/net.rs"]
+mod net;
+use net::{free_addr, listening};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const MINUTE: u64 = 60_000;
@@ -130,7 +134,7 @@ fn start_up(dir: &Path, data: &Path, catalog: &Path, addr: SocketAddr) -> Up {
         .unwrap();
     let up = Up(child);
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < Duration::from_secs(30), "tally up did not listen");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -174,7 +178,7 @@ fn each_key_reads_only_its_scope_on_every_route() {
     let last = wrong.pop().unwrap();
     wrong.push(if last == '0' { '1' } else { '0' });
 
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = free_addr();
     let _up = start_up(dir.path(), &data, &catalog, addr);
     let expected = recount(&clicks);
     let from_to = format!("from={t0}&to={}", t0 + HOUR);

@@ -9,7 +9,7 @@
 //! retention.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tally::ingest::client::HttpClient;
 use tally::row::Status;
+
+#[path = "common/net.rs"]
+mod net;
+use net::{free_addr, listening};
 use tally::store::{EmbeddedStore, EpochCommit, EpochStore, StoredRow};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
@@ -347,7 +351,7 @@ fn start_up(setup: &Setup, addr: SocketAddr) -> Guard {
         .unwrap();
     let guard = Guard(child);
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < Duration::from_secs(60), "tally up did not listen");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -366,7 +370,7 @@ fn series(http: &mut HttpClient, path: &str) -> Value {
 fn a_switch_is_atomic_for_a_reader_polling_the_query_api() {
     let setup = Setup::new();
     setup.with_job("run", &["--bounded"]);
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = free_addr();
     let _up = start_up(&setup, addr);
     // The version is made while `tally up` owns the log and the live store.
     setup.with_job("backfill", &["--to", &setup.at(500), "--version", "half"]);

@@ -35,7 +35,10 @@ use tally::store::{EpochCommit, EpochStore, PartitionCheckpoint, StoreError, Sto
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/net.rs"]
+mod net;
 use child::{checked, finish};
+use net::{free_addr, listening};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -1199,7 +1202,7 @@ mod up {
 
         /// `tally up` on `data` with `auth` and `args`, once it listens.
         fn spawn(data: &Path, log: PathBuf, auth: &[&std::ffi::OsStr], args: &[&std::ffi::OsStr]) -> Up {
-            let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let addr = free_addr();
             let child = tally(data)
                 .args(["up", "--addr", &addr.to_string()])
                 .args(auth)
@@ -1210,7 +1213,7 @@ mod up {
                 .expect("spawn tally up");
             let mut up = Up { child, addr, log };
             let started = Instant::now();
-            while TcpStream::connect(addr).is_err() {
+            while !listening(addr) {
                 if let Some(status) = up.child.try_wait().unwrap() {
                     panic!("tally up ended ({status}):\n{}", up.stderr());
                 }

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "common/net.rs"]
+mod net;
+use net::listening;
+
 /// The default job; tests point it at their own files with overrides.
 const JOB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/clicks.toml");
 /// Longest a child may run before the test kills it and fails.
@@ -832,7 +836,7 @@ fn generator_source_in_a_cluster_counts_what_its_file_counts() {
 const INGEST_EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/ingest.example.toml");
 
 fn free_addr() -> String {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string()
+    net::free_addr().to_string()
 }
 
 /// Waits until something listens on `addr`, then stops the service with
@@ -846,7 +850,7 @@ fn start_then_terminate(command: Command, addr: &str) -> Finished {
 fn terminate_after(command: Command, addr: &str, settle: Duration) -> Finished {
     let mut running = spawn(command);
     let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
+    while !listening(addr.parse().unwrap()) {
         if let Some(status) = running.child.try_wait().expect("try_wait") {
             panic!("{} exited with {status} before listening:\n{}", running.what, String::from_utf8_lossy(&running.stderr.join().unwrap()));
         }
@@ -1150,7 +1154,7 @@ fn a_second_process_on_the_same_log_is_refused_with_the_holders_pid() {
     first.arg("--data-dir").arg(dir.path()).args(["ingest", "--no-auth", "--addr", &addr]);
     let mut running = spawn(first);
     let started = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
+    while !listening(addr.parse().unwrap()) {
         assert!(started.elapsed() < CHILD_TIMEOUT, "first ingest never listened");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -15,6 +15,8 @@ use socket2::{Domain, Socket, Type};
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/service.rs"]
 mod service;
 

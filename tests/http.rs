@@ -10,6 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 
 use tally::ingest::client::{HttpClient, Reply};
 
+#[path = "common/net.rs"]
+mod net;
 #[path = "common/service.rs"]
 mod service;
 

@@ -24,6 +24,10 @@ use tally::ingest::config::{Auth, IngestConfig, RedisConfig, TlsFiles};
 use tally::ingest::limit::Rate;
 use tally::ingest::server::{ClickLog, Ingest, NDJSON, OPENAPI_JSON};
 use tally::ingest::service::Service;
+
+#[path = "common/net.rs"]
+mod net;
+use net::{free_addr, listening};
 use tally::log::Log;
 
 const JSON: &str = "application/json";
@@ -806,7 +810,7 @@ impl IngestProcess {
             .spawn()
             .expect("spawn tally ingest");
         let process = IngestProcess { child, addr };
-        wait_until("tally ingest to listen", || std::net::TcpStream::connect(addr).is_ok());
+        wait_until("tally ingest to listen", || listening(addr));
         process
     }
 
@@ -830,10 +834,6 @@ impl Drop for IngestProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 fn ingest_config_file(dir: &std::path::Path) -> std::path::PathBuf {

@@ -10,7 +10,7 @@
 //! - no raw user id appears in any file of the data directory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tally::ingest::auth::Secret;
+
+#[path = "common/net.rs"]
+mod net;
+use net::{free_addr, listening};
 use tally::ingest::client::{HttpClient, Signer};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
@@ -98,7 +102,7 @@ fn start_ingest(data: &Path, config: &Path, addr: SocketAddr) -> Guard {
         .spawn()
         .expect("spawn tally ingest");
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         if started.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             panic!("tally ingest did not start listening");
@@ -201,7 +205,7 @@ fn acknowledged_clicks_survive_sigkill_of_ingest_and_count_once() {
     let data = dir.path().join("data");
     let config = dir.path().join("ingest.toml");
     std::fs::write(&config, format!("[[auth.clients]]\nid = \"sdk\"\nsecret = \"{SECRET}\"\n")).unwrap();
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = free_addr();
     let server = Arc::new(Mutex::new(start_ingest(&data, &config, addr)));
 
     let base_ts = now_ms() - 30_000;

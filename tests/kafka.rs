@@ -16,7 +16,7 @@
 //!   once the broker is back, the retries land exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,7 +28,10 @@ use tally::sources::kafka::KafkaTopic;
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/net.rs"]
+mod net;
 use child::{checked, finish};
+use net::{free_addr, listening};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -219,7 +222,7 @@ fn assert_minutes(rows: &Rows, sent: &[Sent], step: &str) {
 
 /// `tally ingest --kafka` without signatures on a free port.
 fn start_ingest(data: &Path, kafka: &Kafka, topic: &str, log: &Path) -> (Child, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = free_addr();
     let child = tally(data)
         .args(["ingest", "--no-auth", "--addr", &addr.to_string(), "--kafka", &kafka.bootstrap, "--topic", topic])
         .stdout(Stdio::null())
@@ -227,7 +230,7 @@ fn start_ingest(data: &Path, kafka: &Kafka, topic: &str, log: &Path) -> (Child, 
         .spawn()
         .expect("spawn tally ingest");
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < Duration::from_secs(60), "ingest did not listen: {}", std::fs::read_to_string(log).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -613,7 +616,7 @@ fn up_with_kafka_serves_what_it_counted_from_the_topic() {
     let dir = scratch("up");
     let kafka = Kafka::start(&dir);
     let data = dir.join("data");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = free_addr();
     let up = tally(&data)
         .args(["up", "--no-auth", "--addr", &addr.to_string(), "--kafka", &kafka.bootstrap, "--topic", "up"])
         .stdout(Stdio::null())
@@ -621,7 +624,7 @@ fn up_with_kafka_serves_what_it_counted_from_the_topic() {
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < Duration::from_secs(60), "up did not listen: {}", std::fs::read_to_string(dir.join("up.log")).unwrap());
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -15,7 +15,6 @@
 //! the log alone.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +24,10 @@ use tally::ingest::client::HttpClient;
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/net.rs"]
+mod net;
 use child::{checked, finish};
+use net::{free_addr, listening};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 const JOB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/embedded.toml");
@@ -156,10 +158,6 @@ fn verify_clean(data: &Path, step: &str) {
     );
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn post(http: &mut HttpClient, batch: &[Click]) {
     for chunk in batch.chunks(500) {
         let body = chunk.iter().map(Click::json).collect::<Vec<_>>().join("\n");
@@ -288,7 +286,7 @@ fn a_data_directory_stays_exact_over_its_life_and_its_log_replays_to_the_same_ro
 
 /// `tally up --no-auth` on `data`, once it listens, and a client for it.
 fn start_up(data: &Path) -> (Child, HttpClient) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = free_addr();
     let up = tally(data)
         .args(["up", "--no-auth", "--addr", &addr.to_string()])
         .stdout(Stdio::null())
@@ -296,7 +294,7 @@ fn start_up(data: &Path) -> (Child, HttpClient) {
         .spawn()
         .expect("spawn tally up");
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < Duration::from_secs(60), "tally up never listened");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -8,9 +8,12 @@
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/net.rs"]
+mod net;
+use net::{free_addr, listening};
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -26,10 +29,6 @@ const REQUEST_ID: &str = "5b9c0d2e-8a41-4e6b-9f3c-7d2a1e0b4c68";
 /// How long a service may take to listen, commit an epoch, stop.
 const WAIT: Duration = Duration::from_secs(60);
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -42,7 +41,7 @@ fn start_up(data: &Path, addr: SocketAddr, flags: &[&str]) -> Child {
     command.arg("--data-dir").arg(data).args(["up", "--no-auth", "--addr", &addr.to_string()]).args(flags);
     let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn tally up");
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < WAIT, "tally up never listened:\n{}", stderr_of(data));
         std::thread::sleep(Duration::from_millis(20));
     }

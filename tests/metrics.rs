@@ -6,7 +6,7 @@
 //! Prometheus's text format says.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,16 +15,15 @@ use tally::ingest::client::HttpClient;
 
 #[path = "common/child.rs"]
 mod child;
+#[path = "common/net.rs"]
+mod net;
 use child::checked;
+use net::{free_addr, listening};
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// A child killed when dropped.
@@ -41,7 +40,7 @@ fn spawn(command: &mut Command, addr: SocketAddr) -> Guard {
     let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn tally");
     let guard = Guard(child);
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         assert!(started.elapsed() < Duration::from_secs(60), "nothing listened on {addr}");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -254,7 +253,7 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(dir: &Path, target: SocketAddr) -> Prometheus {
-        let port = free_addr().port().to_string();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
         let out = checked(
             Command::new("bash")
                 .arg(script("prometheus.sh"))

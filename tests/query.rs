@@ -13,12 +13,16 @@
 //! hour.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+
+#[path = "common/net.rs"]
+mod net;
+use net::{free_addr, listening};
 use tally::ingest::client::HttpClient;
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
@@ -147,7 +151,7 @@ fn start(data: &Path, job: &Path, catalog: &Path, addr: SocketAddr) -> Guard {
         .spawn()
         .expect("spawn tally up");
     let started = Instant::now();
-    while TcpStream::connect(addr).is_err() {
+    while !listening(addr) {
         if started.elapsed() > Duration::from_secs(30) {
             let _ = child.kill();
             panic!("tally up did not listen");
@@ -196,7 +200,7 @@ fn query_api_counts_match_a_recount_before_and_after_kill_9() {
     let job = dir.path().join("job.toml");
     let embedded = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/embedded.toml")).unwrap();
     std::fs::write(&job, format!("{embedded}\n[late]\nrestate_within = \"3h\"\n")).unwrap();
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = free_addr();
 
     let hour = now_ms() / HOUR_MS * HOUR_MS - HOUR_MS;
     let (from, to) = (hour, hour + HOUR_MS);
@@ -298,7 +302,7 @@ fn bad_parameters_get_400_naming_them_and_health_answers() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("ads.csv");
     std::fs::write(&catalog, "ad_id,campaign_id,advertiser_id\nq-ad-0,q-cmp-0,q-adv-0\n").unwrap();
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = free_addr();
     let job = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/jobs/embedded.toml"));
     let mut server = start(&dir.path().join("data"), job, &catalog, addr);
     let mut http = HttpClient::new(addr, None);
