@@ -133,8 +133,13 @@ pub fn windows<'scope>(
                         book.apply_time(time, partials, &mut out);
                     }
                     book.finalize_through(limit, &mut out);
+                    // Early results go out when the frontier steps: the
+                    // commit of the held time is then due at once, with the
+                    // partials of this very step in them. Between steps they
+                    // would wait up to an epoch for a commit, and be stale by
+                    // then.
                     let now = clock();
-                    if early_results_ms.is_some_and(|every| now >= last_early + every) {
+                    if limit > *held.time() && early_results_ms.is_some_and(|every| now >= last_early + every) {
                         book.early_results(*held.time(), &mut out);
                         last_early = now;
                     }
