@@ -22,8 +22,9 @@
 //! id costs a few index slot reads in one or two cache lines (prefetched a
 //! few clicks ahead) and a sequential append; only a tag match (1 in 128
 //! slots looked at) reads the ring. A rebuild walks the ring, hashing each
-//! id again; an id remembered again has its older sighting marked stale (a
-//! bit per id, in chunks that have one), which the rebuild skips.
+//! id again and prefetching its home slot a few ids before it is inserted;
+//! an id remembered again has its older sighting marked stale (a bit per
+//! id, in chunks that have one), which the rebuild skips.
 //!
 //! Memory: 16 bytes in the ring plus 5 bytes per index slot at 70–85 %
 //! fill, about 22–23 bytes per remembered id, and no large copy ever exists
@@ -66,6 +67,8 @@ const MAX_FILL_PERCENT: usize = 85;
 const TARGET_FILL_PERCENT: usize = 70;
 /// ... and shrunk at a quarter-horizon check when that would be at most this.
 const SHRINK_BELOW_PERCENT: usize = 50;
+/// How many ids ahead a rebuild prefetches their home slots.
+const REBUILD_AHEAD: usize = 16;
 
 /// Bytes of a remembered id in the ring.
 const ID_BYTES: usize = 16;
@@ -274,15 +277,7 @@ impl Dedup {
     /// cache.
     #[inline]
     pub fn prefetch(&self, id: RequestId) {
-        let slot: *const u8 = &self.index[home(self.hash(id), self.slots()) * SLOT_BYTES];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint; it never faults and reads nothing
-        // into the program, and `slot` points into the index anyway.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
+        prefetch_slot(&self.index, home(self.hash(id), self.slots()));
     }
 
     /// The keyed hash of `id`.
@@ -342,22 +337,39 @@ impl Dedup {
         let slots = slots.clamp(MIN_SLOTS, MAX_SLOTS);
         self.index = Mapped::zeroed(0, false);
         let mut index = Mapped::zeroed(slots * SLOT_BYTES, true);
-        let mut used = 0;
+        // Ids are inserted in ring order, each `REBUILD_AHEAD` ids after its
+        // home slot was prefetched: the slots of a large index are cache
+        // (and TLB) misses, and one at a time they were most of a rebuild's
+        // time.
+        let mut ahead = [(0u64, 0u64); REBUILD_AHEAD];
+        let mut queued = 0usize;
+        let insert = |index: &mut Mapped, (hash, position): (u64, u64)| {
+            let mut i = home(hash, slots);
+            while slot(index, i).0 != 0 {
+                i = if i + 1 == slots { 0 } else { i + 1 };
+            }
+            set_slot(index, i, tag_of(hash), position);
+        };
         let mut position = self.first;
         for chunk in &self.ring {
             for (offset, stored) in chunk.ids.ids().iter().enumerate() {
                 if !chunk.is_stale(offset) {
                     let hash = self.hash(id_of(*stored));
-                    let mut i = home(hash, slots);
-                    while slot(&index, i).0 != 0 {
-                        i = if i + 1 == slots { 0 } else { i + 1 };
+                    prefetch_slot(&index, home(hash, slots));
+                    let at = queued % REBUILD_AHEAD;
+                    if queued >= REBUILD_AHEAD {
+                        insert(&mut index, ahead[at]);
                     }
-                    set_slot(&mut index, i, tag_of(hash), position);
-                    used += 1;
+                    ahead[at] = (hash, position);
+                    queued += 1;
                 }
                 position += 1;
             }
         }
+        for n in queued.saturating_sub(REBUILD_AHEAD)..queued {
+            insert(&mut index, ahead[n % REBUILD_AHEAD]);
+        }
+        let used = queued;
         debug_assert_eq!(position, self.next);
         self.index = index;
         self.used = used;
@@ -460,6 +472,20 @@ impl Drop for Mapped {
             unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
         }
     }
+}
+
+/// Starts loading index slot `i` into cache.
+#[inline]
+fn prefetch_slot(index: &[u8], i: usize) {
+    let slot: *const u8 = &index[i * SLOT_BYTES];
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults and reads nothing
+    // into the program, and `slot` points into the index anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = slot;
 }
 
 /// The index slot a hash starts its search at (from its high 32 bits).
