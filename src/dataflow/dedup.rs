@@ -369,10 +369,9 @@ impl Dedup {
         for n in queued.saturating_sub(REBUILD_AHEAD)..queued {
             insert(&mut index, ahead[n % REBUILD_AHEAD]);
         }
-        let used = queued;
         debug_assert_eq!(position, self.next);
         self.index = index;
-        self.used = used;
+        self.used = queued;
     }
 
     /// Number of ids in the ring (the remembered ones, plus any expired
